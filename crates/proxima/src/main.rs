@@ -1,1 +1,5 @@
-fn main() {}
+//! The `proxima` binary.
+
+fn main() -> std::process::ExitCode {
+    proxima::cli::main()
+}

@@ -1,0 +1,628 @@
+//! `POST /chat/completions`: echo, tool calls and their results, rendered as JSON or as SSE.
+//!
+//! The reply is decided once into a [`Completion`]; the JSON and streaming renderers only
+//! change its framing, so the two can never disagree on content.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::Value;
+
+use super::{count_words, json_answer, to_json};
+use crate::script::{sse_frame, Answer};
+
+/// Tool-call arguments are streamed in pieces this many characters long, so clients must
+/// reassemble them across many chunks as they must with the real API.
+const ARGUMENT_PIECE_CHARS: usize = 5;
+
+/// OpenAI's upper bound on `n`; also keeps a hostile request from allocating without limit.
+const MAX_CHOICES: u64 = 128;
+
+pub(super) fn complete(request: &Value, model: &str, ids: &AtomicU64) -> Result<Answer, String> {
+    let messages = match request.get("messages") {
+        Some(Value::Array(messages)) => messages,
+        _ => return Err("'messages' is a required property".to_owned()),
+    };
+    let completion = Completion {
+        id: format!("chatcmpl-mock-{}", ids.fetch_add(1, Ordering::Relaxed) + 1),
+        created: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        model,
+        choices: request
+            .get("n")
+            .and_then(Value::as_u64)
+            .unwrap_or(1)
+            .clamp(1, MAX_CHOICES) as usize,
+        reply: decide(request, messages),
+        prompt_tokens: messages
+            .iter()
+            .map(|m| count_words(&content_text(m.get("content")).0) + 1)
+            .sum(),
+    };
+    if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
+        Ok(Answer::events(completion.events(include_usage)))
+    } else {
+        Ok(json_answer(&completion.wire()))
+    }
+}
+
+/// Everything the reply says, independent of how it is framed.
+struct Completion<'a> {
+    id: String,
+    created: u64,
+    model: &'a str,
+    choices: usize,
+    reply: Reply,
+    prompt_tokens: u64,
+}
+
+enum Reply {
+    Text {
+        content: String,
+        finish_reason: &'static str,
+    },
+    ToolCalls(Vec<ToolCall>),
+}
+
+struct ToolCall {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Picks tool calls, a tool-result acknowledgement or an echo, and applies `stop`/`max_tokens`.
+fn decide(request: &Value, messages: &[Value]) -> Reply {
+    let last = messages.last();
+    let last_is_tool = last.and_then(|m| m.get("role")).and_then(Value::as_str) == Some("tool");
+    let text = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+        .map(|m| user_text(m.get("content")))
+        .unwrap_or_default();
+
+    if !last_is_tool {
+        if let Some(calls) = tool_calls(request, &text) {
+            return Reply::ToolCalls(calls);
+        }
+    }
+
+    let mut content = if let Some(tool_message) = last.filter(|_| last_is_tool) {
+        format!(
+            "tool result: {}",
+            content_text(tool_message.get("content")).0
+        )
+    } else if matches!(
+        request
+            .pointer("/response_format/type")
+            .and_then(Value::as_str),
+        Some("json_object" | "json_schema")
+    ) {
+        to_string(&Echo { echo: &text })
+    } else {
+        text
+    };
+
+    if let Some(cut) = stop_position(&content, request.get("stop")) {
+        content.truncate(cut);
+    }
+    let max_tokens = request
+        .get("max_completion_tokens")
+        .or_else(|| request.get("max_tokens"))
+        .and_then(Value::as_u64);
+    let mut finish_reason = "stop";
+    if let Some(end) = max_tokens.and_then(|max| truncation_point(&content, max)) {
+        content.truncate(end);
+        finish_reason = "length";
+    }
+    Reply::Text {
+        content,
+        finish_reason,
+    }
+}
+
+/// The calls to make, or `None` when the request offers no tools or forbids calling them.
+fn tool_calls(request: &Value, text: &str) -> Option<Vec<ToolCall>> {
+    let tools: Vec<&str> = request
+        .get("tools")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter_map(|tool| {
+            tool.pointer("/function/name")
+                .or_else(|| tool.get("name"))
+                .and_then(Value::as_str)
+        })
+        .collect();
+    let first = *tools.first()?;
+    let choice = request.get("tool_choice");
+    if choice.and_then(Value::as_str) == Some("none") {
+        return None;
+    }
+    let named = choice
+        .and_then(|choice| choice.pointer("/function/name"))
+        .and_then(Value::as_str);
+    let names = if let Some(name) = named {
+        vec![name]
+    } else {
+        let parallel_allowed =
+            request.get("parallel_tool_calls").and_then(Value::as_bool) != Some(false);
+        let mentions_parallel = text
+            .split(|c: char| !c.is_alphanumeric())
+            .any(|word| word.eq_ignore_ascii_case("parallel"));
+        if parallel_allowed && mentions_parallel && tools.len() >= 2 {
+            tools[..2].to_vec()
+        } else {
+            vec![first]
+        }
+    };
+    let calls = names
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| ToolCall {
+            id: format!("call_{i}"),
+            name: name.to_owned(),
+            arguments: to_string(&Arguments { text, tool: name }),
+        })
+        .collect();
+    Some(calls)
+}
+
+/// The text of a user message, noting attached images so tests can see they arrived.
+fn user_text(content: Option<&Value>) -> String {
+    let (text, images) = content_text(content);
+    match images {
+        0 => text,
+        n if text.is_empty() => format!("[{n} image(s)]"),
+        n => format!("{text} [{n} image(s)]"),
+    }
+}
+
+/// A message's text (string content, or text parts joined with a space) and its image count.
+fn content_text(content: Option<&Value>) -> (String, usize) {
+    match content {
+        Some(Value::String(text)) => (text.clone(), 0),
+        Some(Value::Array(parts)) => {
+            let mut texts = Vec::new();
+            let mut images = 0;
+            for part in parts {
+                match part.get("type").and_then(Value::as_str) {
+                    Some("text" | "input_text") => {
+                        texts.extend(part.get("text").and_then(Value::as_str));
+                    }
+                    Some("image_url" | "input_image" | "image") => images += 1,
+                    _ => {}
+                }
+            }
+            (texts.join(" "), images)
+        }
+        _ => (String::new(), 0),
+    }
+}
+
+/// Where the earliest of the `stop` strings starts in `content`, if any occurs.
+fn stop_position(content: &str, stop: Option<&Value>) -> Option<usize> {
+    let stops: Vec<&str> = match stop? {
+        Value::String(one) => vec![one.as_str()],
+        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
+        _ => return None,
+    };
+    stops
+        .into_iter()
+        .filter(|s| !s.is_empty())
+        .filter_map(|s| content.find(s))
+        .min()
+}
+
+/// The byte offset ending the `max_words`-th word, if `text` has more words than that.
+fn truncation_point(text: &str, max_words: u64) -> Option<usize> {
+    let mut words = 0;
+    let mut end = 0;
+    let mut in_word = false;
+    for (i, c) in text.char_indices() {
+        let whitespace = c.is_whitespace();
+        if !whitespace && !in_word {
+            if words == max_words {
+                return Some(end);
+            }
+            words += 1;
+        }
+        if !whitespace {
+            end = i + c.len_utf8();
+        }
+        in_word = !whitespace;
+    }
+    None
+}
+
+/// Splits `text` into one piece per word, each carrying the whitespace before it, so the
+/// pieces concatenate back to `text` exactly ("hello world" → "hello", " world").
+fn word_pieces(text: &str) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    let mut gap_start = 0;
+    let mut in_gap = false;
+    let mut seen_word = false;
+    for (i, c) in text.char_indices() {
+        if c.is_whitespace() {
+            if !in_gap {
+                gap_start = i;
+            }
+            in_gap = true;
+        } else {
+            if in_gap && seen_word {
+                pieces.push(&text[start..gap_start]);
+                start = gap_start;
+            }
+            seen_word = true;
+            in_gap = false;
+        }
+    }
+    if start < text.len() {
+        pieces.push(&text[start..]);
+    }
+    pieces
+}
+
+/// Splits `text` into pieces of at most `size` characters (not bytes, to keep UTF-8 intact).
+fn char_pieces(text: &str, size: usize) -> Vec<&str> {
+    let mut pieces = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let cut = rest.char_indices().nth(size).map_or(rest.len(), |(i, _)| i);
+        let (piece, tail) = rest.split_at(cut);
+        pieces.push(piece);
+        rest = tail;
+    }
+    pieces
+}
+
+fn to_string(value: &impl Serialize) -> String {
+    // As with `to_json`, these small structs always serialise.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+impl Completion<'_> {
+    fn finish_reason(&self) -> &'static str {
+        match &self.reply {
+            Reply::Text { finish_reason, .. } => finish_reason,
+            Reply::ToolCalls(_) => "tool_calls",
+        }
+    }
+
+    fn usage(&self) -> Usage {
+        let per_choice = match &self.reply {
+            Reply::Text { content, .. } => count_words(content),
+            Reply::ToolCalls(calls) => calls
+                .iter()
+                .map(|call| count_words(&call.arguments))
+                .sum::<u64>()
+                .max(1),
+        };
+        let completion_tokens = per_choice * self.choices as u64;
+        Usage {
+            prompt_tokens: self.prompt_tokens,
+            completion_tokens,
+            total_tokens: self.prompt_tokens + completion_tokens,
+            prompt_tokens_details: PromptTokensDetails { cached_tokens: 0 },
+            completion_tokens_details: CompletionTokensDetails {
+                reasoning_tokens: 0,
+            },
+        }
+    }
+
+    /// The non-streaming `chat.completion` object.
+    fn wire(&self) -> WireCompletion<'_> {
+        let (content, tool_calls) = match &self.reply {
+            Reply::Text { content, .. } => (Some(content.as_str()), None),
+            Reply::ToolCalls(calls) => {
+                let calls = calls
+                    .iter()
+                    .map(|call| WireToolCall {
+                        id: &call.id,
+                        kind: "function",
+                        function: WireFunction {
+                            name: &call.name,
+                            arguments: &call.arguments,
+                        },
+                    })
+                    .collect();
+                (None, Some(calls))
+            }
+        };
+        let message = WireMessage {
+            role: "assistant",
+            content,
+            refusal: (),
+            tool_calls,
+        };
+        WireCompletion {
+            id: &self.id,
+            object: "chat.completion",
+            created: self.created,
+            model: self.model,
+            system_fingerprint: "fp_mock",
+            choices: (0..self.choices)
+                .map(|index| WireChoice {
+                    index,
+                    message: message.clone(),
+                    logprobs: (),
+                    finish_reason: self.finish_reason(),
+                })
+                .collect(),
+            usage: self.usage(),
+            service_tier: "default",
+        }
+    }
+
+    /// The `chat.completion.chunk` events, framed, ending with `[DONE]`.
+    fn events(&self, include_usage: bool) -> Vec<Bytes> {
+        // With include_usage OpenAI puts `"usage": null` on every chunk but the last.
+        let no_usage = include_usage.then_some(None);
+        let chunk = |choices: Vec<ChunkChoice<'_>>, usage: Option<Option<Usage>>| {
+            let chunk = WireChunk {
+                id: &self.id,
+                object: "chat.completion.chunk",
+                created: self.created,
+                model: self.model,
+                system_fingerprint: "fp_mock",
+                service_tier: "default",
+                choices,
+                usage,
+            };
+            sse_frame(&to_json(&chunk))
+        };
+        let delta = |index: usize, delta: Delta<'_>| {
+            let choice = ChunkChoice {
+                index,
+                delta,
+                logprobs: (),
+                finish_reason: None,
+            };
+            chunk(vec![choice], no_usage)
+        };
+
+        let mut events = Vec::new();
+        for index in 0..self.choices {
+            match &self.reply {
+                Reply::Text { content, .. } => {
+                    events.push(delta(
+                        index,
+                        Delta::Role {
+                            role: "assistant",
+                            content: Some(""),
+                            refusal: (),
+                        },
+                    ));
+                    for piece in word_pieces(content) {
+                        events.push(delta(index, Delta::Content { content: piece }));
+                    }
+                }
+                Reply::ToolCalls(calls) => {
+                    // Real tool-call streams open with a null content rather than "".
+                    events.push(delta(
+                        index,
+                        Delta::Role {
+                            role: "assistant",
+                            content: None,
+                            refusal: (),
+                        },
+                    ));
+                    for (call_index, call) in calls.iter().enumerate() {
+                        let opening = ToolCallDelta {
+                            index: call_index,
+                            id: Some(&call.id),
+                            kind: Some("function"),
+                            function: FunctionDelta {
+                                name: Some(&call.name),
+                                arguments: "",
+                            },
+                        };
+                        events.push(delta(
+                            index,
+                            Delta::ToolCalls {
+                                tool_calls: [opening],
+                            },
+                        ));
+                        for piece in char_pieces(&call.arguments, ARGUMENT_PIECE_CHARS) {
+                            let more = ToolCallDelta {
+                                index: call_index,
+                                id: None,
+                                kind: None,
+                                function: FunctionDelta {
+                                    name: None,
+                                    arguments: piece,
+                                },
+                            };
+                            events.push(delta(index, Delta::ToolCalls { tool_calls: [more] }));
+                        }
+                    }
+                }
+            }
+            let finish = ChunkChoice {
+                index,
+                delta: Delta::Empty {},
+                logprobs: (),
+                finish_reason: Some(self.finish_reason()),
+            };
+            events.push(chunk(vec![finish], no_usage));
+        }
+        if include_usage {
+            events.push(chunk(Vec::new(), Some(Some(self.usage()))));
+        }
+        events.push(sse_frame(b"[DONE]"));
+        events
+    }
+}
+
+#[derive(Serialize)]
+struct Echo<'a> {
+    echo: &'a str,
+}
+
+#[derive(Serialize)]
+struct Arguments<'a> {
+    text: &'a str,
+    tool: &'a str,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct Usage {
+    prompt_tokens: u64,
+    completion_tokens: u64,
+    total_tokens: u64,
+    prompt_tokens_details: PromptTokensDetails,
+    completion_tokens_details: CompletionTokensDetails,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct PromptTokensDetails {
+    cached_tokens: u64,
+}
+
+#[derive(Serialize, Clone, Copy)]
+struct CompletionTokensDetails {
+    reasoning_tokens: u64,
+}
+
+#[derive(Serialize)]
+struct WireCompletion<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    choices: Vec<WireChoice<'a>>,
+    usage: Usage,
+    service_tier: &'static str,
+}
+
+#[derive(Serialize)]
+struct WireChoice<'a> {
+    index: usize,
+    message: WireMessage<'a>,
+    logprobs: (),
+    finish_reason: &'static str,
+}
+
+#[derive(Serialize, Clone)]
+struct WireMessage<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: (),
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<WireToolCall<'a>>>,
+}
+
+#[derive(Serialize, Clone)]
+struct WireToolCall<'a> {
+    id: &'a str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    function: WireFunction<'a>,
+}
+
+#[derive(Serialize, Clone)]
+struct WireFunction<'a> {
+    name: &'a str,
+    arguments: &'a str,
+}
+
+#[derive(Serialize)]
+struct WireChunk<'a> {
+    id: &'a str,
+    object: &'static str,
+    created: u64,
+    model: &'a str,
+    system_fingerprint: &'static str,
+    service_tier: &'static str,
+    choices: Vec<ChunkChoice<'a>>,
+    /// Absent without include_usage; `null` on ordinary chunks with it; set on the last one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Option<Usage>>,
+}
+
+#[derive(Serialize)]
+struct ChunkChoice<'a> {
+    index: usize,
+    delta: Delta<'a>,
+    logprobs: (),
+    finish_reason: Option<&'static str>,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum Delta<'a> {
+    Role {
+        role: &'static str,
+        content: Option<&'a str>,
+        refusal: (),
+    },
+    Content {
+        content: &'a str,
+    },
+    ToolCalls {
+        tool_calls: [ToolCallDelta<'a>; 1],
+    },
+    Empty {},
+}
+
+#[derive(Serialize)]
+struct ToolCallDelta<'a> {
+    index: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<&'a str>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    kind: Option<&'static str>,
+    function: FunctionDelta<'a>,
+}
+
+#[derive(Serialize)]
+struct FunctionDelta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
+    arguments: &'a str,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn word_pieces_concatenate_back() {
+        assert_eq!(word_pieces("hello world"), ["hello", " world"]);
+        assert_eq!(word_pieces("  hi  there "), ["  hi", "  there "]);
+        assert!(word_pieces("").is_empty());
+        for text in ["a", " a b\n c ", "héllo wörld", "   "] {
+            assert_eq!(word_pieces(text).concat(), text);
+        }
+    }
+
+    #[test]
+    fn truncation_keeps_whole_words() {
+        assert_eq!(truncation_point("one two three", 2), Some(7));
+        assert_eq!(truncation_point("one two three", 3), None);
+        assert_eq!(truncation_point("  one", 0), Some(0));
+        assert_eq!(truncation_point("", 0), None);
+    }
+
+    #[test]
+    fn char_pieces_respect_utf8() {
+        assert_eq!(char_pieces("abcdefg", 5), ["abcde", "fg"]);
+        assert_eq!(char_pieces("ééééééé", 5), ["ééééé", "éé"]);
+        assert!(char_pieces("", 5).is_empty());
+    }
+
+    #[test]
+    fn stop_cuts_at_earliest() {
+        let stop = serde_json::json!(["c", "b"]);
+        assert_eq!(stop_position("abcd", Some(&stop)), Some(1));
+        assert_eq!(stop_position("abcd", Some(&serde_json::json!("x"))), None);
+    }
+}

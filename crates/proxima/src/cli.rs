@@ -1,0 +1,152 @@
+//! The command line: `serve`, `check`, `config example`.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Problems, EXAMPLE};
+use crate::server::{shutdown_signal, Server};
+use crate::telemetry;
+
+#[derive(Parser)]
+#[command(
+    name = "proxima",
+    version,
+    about = "An LLM gateway: one OpenAI-compatible API in front of every provider."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve(ConfigArg),
+    /// Validate a config; print every problem with its location; exit 1 on error.
+    Check(ConfigArg),
+    /// Config helpers.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(clap::Args)]
+struct ConfigArg {
+    /// Config file. Default: $PROXIMA_CONFIG, else ./proxima.toml if present, else the built-in
+    /// default (mock provider, plus providers whose API keys are in the environment).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print a complete, commented example config.
+    Example,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(arg) => serve(arg),
+        Command::Check(arg) => check(arg),
+        Command::Config {
+            command: ConfigCommand::Example,
+        } => {
+            print!("{EXAMPLE}");
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// The config file to use, if any, in order: `--config`, `PROXIMA_CONFIG`, `./proxima.toml`.
+fn config_path(arg: ConfigArg) -> Option<PathBuf> {
+    arg.config
+        .or_else(|| {
+            std::env::var_os("PROXIMA_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+        })
+        .or_else(|| {
+            Path::new("proxima.toml")
+                .exists()
+                .then(|| PathBuf::from("proxima.toml"))
+        })
+}
+
+fn load(arg: ConfigArg) -> Result<(Config, String), Problems> {
+    match config_path(arg) {
+        Some(path) => Ok((Config::load(&path)?, path.display().to_string())),
+        None => Ok((
+            Config::builtin_default(&|name| std::env::var(name).ok()),
+            "the built-in default".to_owned(),
+        )),
+    }
+}
+
+fn check(arg: ConfigArg) -> ExitCode {
+    match load(arg) {
+        Ok((config, origin)) => {
+            println!(
+                "{origin} is valid: {} provider(s), {} model(s), {} key(s)",
+                config.providers.len(),
+                config.models.len(),
+                config.keys.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!("{} problem(s) found", problems.0.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(arg: ConfigArg) -> ExitCode {
+    let (config, origin) = match load(arg) {
+        Ok(loaded) => loaded,
+        Err(problems) => {
+            eprintln!("{problems}");
+            eprintln!(
+                "proxima: not starting: the config has {} problem(s)",
+                problems.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    telemetry::init(config.log.format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("proxima: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let models = config.models.len();
+        let server = match Server::bind(config).await {
+            Ok(server) => server,
+            Err(e) => {
+                tracing::error!("not starting: {}", e.message);
+                return ExitCode::FAILURE;
+            }
+        };
+        tracing::info!(config = %origin, models, "proxima listening on http://{}", server.local_addr());
+        match server.run(shutdown_signal()).await {
+            Ok(()) => {
+                tracing::info!("stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                tracing::error!("server failed: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

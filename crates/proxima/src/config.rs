@@ -1,0 +1,366 @@
+//! The config file: its schema (the doc comments are the reference), loading with `${VAR}`
+//! interpolation, the built-in default, and validation that reports every problem with its place.
+
+mod duration;
+mod interpolate;
+mod validate;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+pub use duration::ConfigDuration;
+
+/// The complete example printed by `proxima config example`; a test keeps it passing `check`.
+pub const EXAMPLE: &str = include_str!("config/example.toml");
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Upstream providers by name.
+    #[serde(default)]
+    pub providers: BTreeMap<String, ProviderConfig>,
+    /// Public models by the name clients send as `model`. A name ending in `/*` serves any
+    /// model under that prefix; its targets' `*` is replaced by the rest of the name.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelConfig>,
+    /// Static client keys by name.
+    #[serde(default)]
+    pub keys: BTreeMap<String, KeyConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address and port to listen on.
+    #[serde(default = "defaults::listen")]
+    pub listen: SocketAddr,
+    /// Full admin rights; also accepted as a client key for every model.
+    pub master_key: Option<Secret>,
+    /// Larger request bodies get 413 `request_too_large`.
+    #[serde(default = "defaults::max_body_bytes")]
+    pub max_body_bytes: usize,
+    /// On SIGTERM/SIGINT, how long in-flight requests and streams may take to finish.
+    #[serde(default = "defaults::shutdown_grace")]
+    pub shutdown_grace: ConfigDuration,
+    /// A stream silent this long gets an SSE comment so proxies and clients keep it open.
+    #[serde(default = "defaults::stream_keepalive")]
+    pub stream_keepalive: ConfigDuration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: defaults::listen(),
+            master_key: None,
+            max_body_bytes: defaults::max_body_bytes(),
+            shutdown_grace: defaults::shutdown_grace(),
+            stream_keepalive: defaults::stream_keepalive(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` for people, `json` for log pipelines. Filter with `PROXIMA_LOG`.
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderConfig {
+    pub kind: ProviderKind,
+    /// The API root, e.g. `https://api.openai.com/v1` or any OpenAI-compatible server
+    /// (vLLM, Ollama, llama.cpp ...). For `azure-openai`, the resource endpoint
+    /// (`https://NAME.openai.azure.com`).
+    pub base_url: Option<String>,
+    /// Sent as the provider expects it. Empty or absent: no credentials are sent.
+    pub api_key: Option<Secret>,
+    /// `azure-openai` only: the `api-version` query parameter.
+    pub api_version: Option<String>,
+    /// Where the provider processes data, for residency rules.
+    pub region: Option<String>,
+    /// Per attempt: the whole answer, or for streams the first byte and every silence after it.
+    #[serde(default = "defaults::provider_timeout")]
+    pub timeout: ConfigDuration,
+    /// `mock` only: delay before answering and between streamed chunks.
+    pub latency: Option<ConfigDuration>,
+    /// Extra headers sent with every upstream request (e.g. an organisation id).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ProviderKind {
+    /// OpenAI or any server speaking its chat completions API.
+    Openai,
+    /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
+    AzureOpenai,
+    /// Built in: echoes the last user message, no network.
+    Mock,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// How a target is chosen among `targets`.
+    #[serde(default)]
+    pub strategy: Strategy,
+    pub targets: Vec<TargetConfig>,
+    /// Other public models tried, in order, after every target failed.
+    #[serde(default)]
+    pub fallbacks: Vec<String>,
+    /// Up to this many more attempts after the first, on errors worth retrying.
+    #[serde(default = "defaults::retries")]
+    pub retries: u32,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// A provider name from `[providers]`.
+    pub provider: String,
+    /// The model name the provider knows (Azure: the deployment name).
+    pub model: String,
+    /// Share of traffic under the `weighted` strategy.
+    #[serde(default = "defaults::weight")]
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Strategy {
+    /// Random, in proportion to `weight`.
+    #[default]
+    Weighted,
+    /// Each target in turn.
+    RoundRobin,
+    /// The first target; the next only when earlier ones fail.
+    Priority,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// The secret clients send as `Authorization: Bearer ...` or `x-api-key`.
+    pub key: Secret,
+    pub team: Option<String>,
+    /// Public models this key may use; absent means all.
+    pub models: Option<Vec<String>>,
+}
+
+/// A credential. Never printed: `Debug` shows only that it is set.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+mod defaults {
+    use super::ConfigDuration;
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    pub fn listen() -> SocketAddr {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, 8080))
+    }
+    pub fn max_body_bytes() -> usize {
+        10_000_000
+    }
+    pub fn shutdown_grace() -> ConfigDuration {
+        ConfigDuration::secs(30)
+    }
+    pub fn stream_keepalive() -> ConfigDuration {
+        ConfigDuration::secs(15)
+    }
+    pub fn provider_timeout() -> ConfigDuration {
+        ConfigDuration::secs(60)
+    }
+    pub fn retries() -> u32 {
+        2
+    }
+    pub fn weight() -> u32 {
+        1
+    }
+}
+
+/// One thing wrong with a config, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `file:line` or `file: dotted.path`.
+    pub location: String,
+    pub message: String,
+}
+
+impl Problem {
+    pub fn at_line(origin: &str, line: usize, message: impl Into<String>) -> Problem {
+        Problem {
+            location: format!("{origin}:{line}"),
+            message: message.into(),
+        }
+    }
+
+    pub fn at_path(origin: &str, path: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            location: format!("{origin}: {path}"),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Every problem found in a config; loading fails with all of them, not just the first.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, problem) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Config {
+    /// Reads, interpolates, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Config, Problems> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Problems(vec![Problem {
+                location: origin.clone(),
+                message: format!("cannot read the config file: {e}"),
+            }])
+        })?;
+        Config::parse(&text, &origin, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses and validates config text. `origin` names it in problems; `env` resolves `${VAR}`.
+    pub fn parse(
+        text: &str,
+        origin: &str,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, Problems> {
+        let text = interpolate::interpolate(text, origin, env).map_err(Problems)?;
+        let config: Config = toml::from_str(&text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+            let message = e.message().trim_end().to_owned();
+            Problems(vec![match line {
+                Some(line) => Problem::at_line(origin, line, message),
+                None => Problem {
+                    location: origin.to_owned(),
+                    message,
+                },
+            }])
+        })?;
+        let problems = validate::validate(&config, origin);
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(Problems(problems))
+        }
+    }
+
+    /// The config used when no file is given: a `mock` provider and model, plus every provider
+    /// whose API key is in the environment, served under `<provider>/<model>` names.
+    pub fn builtin_default(env: &dyn Fn(&str) -> Option<String>) -> Config {
+        let mut config = Config::default();
+        config.server.master_key = env("PROXIMA_MASTER_KEY")
+            .filter(|k| !k.is_empty())
+            .map(Secret);
+        config
+            .providers
+            .insert("mock".into(), ProviderConfig::new(ProviderKind::Mock));
+        config
+            .models
+            .insert("mock".into(), ModelConfig::single("mock", "mock"));
+        if let Some(key) = env("OPENAI_API_KEY").filter(|k| !k.is_empty()) {
+            let mut openai = ProviderConfig::new(ProviderKind::Openai);
+            openai.base_url = env("OPENAI_BASE_URL").filter(|u| !u.is_empty());
+            openai.api_key = Some(Secret(key));
+            config.providers.insert("openai".into(), openai);
+            config
+                .models
+                .insert("openai/*".into(), ModelConfig::single("openai", "*"));
+        }
+        config
+    }
+}
+
+impl ProviderConfig {
+    pub fn new(kind: ProviderKind) -> ProviderConfig {
+        ProviderConfig {
+            kind,
+            base_url: None,
+            api_key: None,
+            api_version: None,
+            region: None,
+            timeout: defaults::provider_timeout(),
+            latency: None,
+            headers: BTreeMap::new(),
+        }
+    }
+}
+
+impl ModelConfig {
+    /// A model served by one target.
+    pub fn single(provider: &str, model: &str) -> ModelConfig {
+        ModelConfig {
+            strategy: Strategy::default(),
+            targets: vec![TargetConfig {
+                provider: provider.into(),
+                model: model.into(),
+                weight: defaults::weight(),
+            }],
+            fallbacks: Vec::new(),
+            retries: defaults::retries(),
+        }
+    }
+}

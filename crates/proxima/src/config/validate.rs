@@ -1,0 +1,172 @@
+//! Checks that go beyond the schema: references between sections and kind-specific fields.
+
+use std::collections::BTreeMap;
+
+use super::{Config, Problem, ProviderKind, Strategy};
+
+pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let mut problem = |path: String, message: String| {
+        problems.push(Problem::at_path(origin, &path, message));
+    };
+
+    for (name, provider) in &config.providers {
+        let at = |field: &str| format!("providers.{name}.{field}");
+        if let Some(url) = &provider.base_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problem(
+                    at("base_url"),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                );
+            }
+        }
+        let is = |kind| provider.kind == kind;
+        if provider.latency.is_some() && !is(ProviderKind::Mock) {
+            problem(at("latency"), "only `mock` providers take a latency".into());
+        }
+        if is(ProviderKind::AzureOpenai) {
+            if provider.base_url.is_none() {
+                problem(at("base_url"), "azure-openai needs the resource endpoint, e.g. \"https://NAME.openai.azure.com\"".into());
+            }
+            if provider.api_version.is_none() {
+                problem(
+                    at("api_version"),
+                    "azure-openai needs an api_version, e.g. \"2024-10-21\"".into(),
+                );
+            }
+        } else if provider.api_version.is_some() {
+            problem(
+                at("api_version"),
+                "only `azure-openai` providers take an api_version".into(),
+            );
+        }
+        if provider.timeout.0.is_zero() {
+            problem(at("timeout"), "must be longer than zero".into());
+        }
+        for (header, value) in &provider.headers {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err() {
+                problem(
+                    at("headers"),
+                    format!("`{header}` is not a valid header name"),
+                );
+            }
+            if http::HeaderValue::from_str(value).is_err() {
+                problem(
+                    at("headers"),
+                    format!("the value of `{header}` is not a valid header value"),
+                );
+            }
+        }
+    }
+
+    for (name, model) in &config.models {
+        let at = |field: &str| format!("models.{name}.{field}");
+        if name.contains('*') && !(name.ends_with("/*") && name.matches('*').count() == 1) {
+            problem(
+                format!("models.{name}"),
+                "a wildcard model name must end in `/*`, like \"openai/*\"".into(),
+            );
+        }
+        if model.targets.is_empty() {
+            problem(at("targets"), "a model needs at least one target".into());
+        }
+        for (i, target) in model.targets.iter().enumerate() {
+            if !config.providers.contains_key(&target.provider) {
+                problem(
+                    format!("models.{name}.targets[{i}].provider"),
+                    format!(
+                        "no provider named `{}`; configured: {}",
+                        target.provider,
+                        names(&config.providers)
+                    ),
+                );
+            }
+            if target.model.is_empty() {
+                problem(
+                    format!("models.{name}.targets[{i}].model"),
+                    "must not be empty".into(),
+                );
+            }
+        }
+        if model.strategy == Strategy::Weighted
+            && !model.targets.is_empty()
+            && model.targets.iter().all(|t| t.weight == 0)
+        {
+            problem(
+                at("targets"),
+                "every target has weight 0: nothing would be served".into(),
+            );
+        }
+        for fallback in &model.fallbacks {
+            if fallback == name {
+                problem(
+                    at("fallbacks"),
+                    format!("`{name}` cannot fall back to itself"),
+                );
+            } else if !config.models.contains_key(fallback) {
+                problem(
+                    at("fallbacks"),
+                    format!(
+                        "no model named `{fallback}`; configured: {}",
+                        names(&config.models)
+                    ),
+                );
+            }
+        }
+    }
+
+    let mut seen_keys: BTreeMap<&str, &str> = BTreeMap::new();
+    if let Some(master) = &config.server.master_key {
+        if master.is_empty() {
+            problem(
+                "server.master_key".into(),
+                "is empty: remove it or give it a value".into(),
+            );
+        }
+        seen_keys.insert(master.expose(), "server.master_key");
+    }
+    for (name, key) in &config.keys {
+        let at = |field: &str| format!("keys.{name}.{field}");
+        if key.key.is_empty() {
+            problem(at("key"), "is empty".into());
+        } else if let Some(other) = seen_keys.insert(key.key.expose(), name) {
+            problem(
+                at("key"),
+                format!("is the same secret as `{other}`: every key must be distinct"),
+            );
+        }
+        for model in key.models.iter().flatten() {
+            if !config.models.contains_key(model) {
+                problem(
+                    at("models"),
+                    format!(
+                        "no model named `{model}`; configured: {}",
+                        names(&config.models)
+                    ),
+                );
+            }
+        }
+    }
+
+    let has_keys = config.server.master_key.is_some() || !config.keys.is_empty();
+    if !has_keys && !config.server.listen.ip().is_loopback() {
+        problem(
+            "server.listen".into(),
+            format!(
+                "{} is reachable from other machines, but no key is configured, so anyone could use it: add [keys.NAME] or server.master_key, or listen on 127.0.0.1",
+                config.server.listen
+            ),
+        );
+    }
+    problems
+}
+
+fn names<V>(map: &BTreeMap<String, V>) -> String {
+    if map.is_empty() {
+        return "none".into();
+    }
+    map.keys()
+        .map(|k| format!("`{k}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}

@@ -1,0 +1,37 @@
+//! The gateway built from one config: providers, the router and the key table. Immutable;
+//! a reload builds a new one and swaps it in, while requests in flight keep the one they began on.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::error::Result;
+use crate::policy::Auth;
+use crate::providers::{HttpClient, Provider};
+use crate::router::Router;
+
+pub struct Gateway {
+    pub config: Config,
+    pub auth: Auth,
+    pub router: Router,
+}
+
+impl Gateway {
+    pub fn build(config: Config, http: &Arc<HttpClient>) -> Result<Gateway> {
+        let providers = config
+            .providers
+            .iter()
+            .map(|(name, p)| {
+                Ok((
+                    name.clone(),
+                    Arc::new(Provider::from_config(name, p, http)?),
+                ))
+            })
+            .collect::<Result<HashMap<_, _>>>()?;
+        Ok(Gateway {
+            auth: Auth::from_config(&config),
+            router: Router::new(&config, &providers),
+            config,
+        })
+    }
+}

@@ -1,0 +1,22 @@
+//! Proxima, an LLM gateway: one OpenAI-compatible API in front of many providers.
+//!
+//! The modules follow the path of a request (see [`server`] for the whole path in one place):
+//! [`surface`] (wire formats in and out, via [`wire`]) → [`canonical`] model → [`policy`]
+//! (auth) → [`pipeline`] → [`router`] (strategy, retries, fallbacks) → [`providers`] (one
+//! adapter per upstream API) → back. [`config`] and [`gateway`] build the whole from a file.
+
+pub mod canonical;
+pub mod cli;
+pub mod config;
+pub mod error;
+pub mod gateway;
+pub mod pipeline;
+pub mod policy;
+pub mod providers;
+pub mod router;
+pub mod server;
+pub mod sse;
+pub mod surface;
+pub mod telemetry;
+pub mod usage;
+pub mod wire;

@@ -1,0 +1,194 @@
+//! Provider adapters: one module per provider, all behind [`ProviderApi`], dispatched by enum.
+//!
+//! An adapter knows one upstream API: it turns the canonical request into that API's request,
+//! sends it, and turns the answer (or the stream, or the error) back into canonical form.
+//! What every adapter shares is here: the attempt timeout and the stream idle timeout.
+
+mod azure;
+mod http;
+mod mock;
+mod openai;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures_util::Stream;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+pub use http::HttpClient;
+
+use crate::canonical::{
+    ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
+};
+use crate::config::{ProviderConfig, ProviderKind};
+use crate::error::{Error, ErrorKind, Result};
+
+/// What every provider adapter does. `model` is the upstream model name.
+pub trait ProviderApi {
+    fn chat(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+    ) -> impl Future<Output = Result<ChatResponse>> + Send;
+
+    /// Resolves once the upstream has accepted the request; chunks follow on the stream.
+    fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+    ) -> impl Future<Output = Result<ChunkStream>> + Send;
+
+    fn embed(
+        &self,
+        req: &EmbeddingsRequest,
+        model: &str,
+    ) -> impl Future<Output = Result<EmbeddingsResponse>> + Send;
+}
+
+enum Adapter {
+    /// OpenAI and compatible servers, and Azure OpenAI (same wire format, other URLs and auth).
+    OpenAi(openai::OpenAi),
+    Mock(mock::Mock),
+}
+
+/// A configured provider: its adapter plus the limits every call to it obeys.
+pub struct Provider {
+    pub name: Arc<str>,
+    pub kind: ProviderKind,
+    pub region: Option<String>,
+    timeout: Duration,
+    adapter: Adapter,
+}
+
+impl Provider {
+    pub fn from_config(
+        name: &str,
+        config: &ProviderConfig,
+        http: &Arc<HttpClient>,
+    ) -> Result<Provider> {
+        let name: Arc<str> = Arc::from(name);
+        let adapter = match config.kind {
+            ProviderKind::Openai => Adapter::OpenAi(openai::OpenAi::new(
+                name.clone(),
+                config,
+                http.clone(),
+                openai::Dialect::OpenAi,
+            )?),
+            ProviderKind::AzureOpenai => Adapter::OpenAi(openai::OpenAi::new(
+                name.clone(),
+                config,
+                http.clone(),
+                openai::Dialect::Azure(azure::Azure::from_config(config)?),
+            )?),
+            ProviderKind::Mock => Adapter::Mock(mock::Mock::new(
+                config.latency.map(|l| l.0).unwrap_or_default(),
+            )),
+        };
+        Ok(Provider {
+            name,
+            kind: config.kind,
+            region: config.region.clone(),
+            timeout: config.timeout.0,
+            adapter,
+        })
+    }
+
+    /// One attempt at a complete answer, within the provider's timeout.
+    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
+        let call = async {
+            match &self.adapter {
+                Adapter::OpenAi(p) => p.chat(req, model).await,
+                Adapter::Mock(p) => p.chat(req, model).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout_error("answer")))
+    }
+
+    /// One attempt at a stream. The provider's timeout applies to the upstream accepting the
+    /// request, to the first chunk, and to every silence between chunks.
+    pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
+        let call = async {
+            match &self.adapter {
+                Adapter::OpenAi(p) => p.chat_stream(req, model).await,
+                Adapter::Mock(p) => p.chat_stream(req, model).await,
+            }
+        };
+        let stream = tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout_error("response headers")))?;
+        Ok(Box::pin(IdleTimeout {
+            inner: stream,
+            sleep: tokio::time::sleep(self.timeout),
+            timeout: self.timeout,
+            error: Some(self.timeout_error("next stream chunk")),
+        }))
+    }
+
+    pub async fn embed(&self, req: &EmbeddingsRequest, model: &str) -> Result<EmbeddingsResponse> {
+        let call = async {
+            match &self.adapter {
+                Adapter::OpenAi(p) => p.embed(req, model).await,
+                Adapter::Mock(p) => p.embed(req, model).await,
+            }
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .unwrap_or_else(|_| Err(self.timeout_error("answer")))
+    }
+
+    fn timeout_error(&self, waiting_for: &str) -> Error {
+        Error::new(
+            ErrorKind::UpstreamTimeout,
+            format!(
+                "provider `{}` sent no {waiting_for} within its timeout of {:?}",
+                self.name, self.timeout
+            ),
+        )
+    }
+}
+
+pin_project! {
+    /// Ends a stream with a timeout error when the upstream stays silent too long.
+    struct IdleTimeout {
+        inner: ChunkStream,
+        #[pin]
+        sleep: Sleep,
+        timeout: Duration,
+        error: Option<Error>,
+    }
+}
+
+impl Stream for IdleTimeout {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        if this.error.is_none() {
+            return Poll::Ready(None);
+        }
+        match this.inner.as_mut().poll_next(cx) {
+            Poll::Ready(item) => {
+                this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+                Poll::Ready(item)
+            }
+            Poll::Pending => match this.sleep.poll(cx) {
+                Poll::Ready(()) => Poll::Ready(this.error.take().map(Err)),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

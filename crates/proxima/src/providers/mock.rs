@@ -1,0 +1,257 @@
+//! The built-in `mock` provider: answers without any network, deterministically.
+//!
+//! It echoes the last user message (streamed word by word), reports usage by counting words,
+//! and embeds text into stable vectors. It serves demos, the default config, users' CI and the
+//! benchmark; `latency` delays the answer and each streamed chunk.
+
+use std::time::Duration;
+
+use futures_util::stream;
+
+use super::{unix_now, ProviderApi};
+use crate::canonical::{
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, ChunkStream, EmbeddingInput,
+    EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, FinishReason, Message, Role, Usage,
+};
+use crate::error::Result;
+
+const DEFAULT_DIMENSIONS: usize = 16;
+
+pub struct Mock {
+    latency: Duration,
+}
+
+impl Mock {
+    pub fn new(latency: Duration) -> Mock {
+        Mock { latency }
+    }
+
+    async fn wait(&self) {
+        if !self.latency.is_zero() {
+            tokio::time::sleep(self.latency).await;
+        }
+    }
+}
+
+fn words(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
+}
+
+fn reply_and_usage(req: &ChatRequest) -> (String, Usage) {
+    let reply = req.last_user_text().unwrap_or_default();
+    let input = req
+        .messages
+        .iter()
+        .map(|m| words(&m.joined_text()) + 1)
+        .sum();
+    let choices = u64::from(req.n.unwrap_or(1));
+    let usage = Usage {
+        input_tokens: input,
+        output_tokens: words(&reply) * choices,
+        ..Usage::default()
+    };
+    (reply, usage)
+}
+
+fn completion_id() -> String {
+    format!("chatcmpl-mock-{:016x}", fastrand::u64(..))
+}
+
+impl ProviderApi for Mock {
+    async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
+        self.wait().await;
+        let (reply, usage) = reply_and_usage(req);
+        Ok(ChatResponse {
+            id: completion_id(),
+            model: model.to_owned(),
+            created: unix_now(),
+            choices: (0..req.n.unwrap_or(1))
+                .map(|index| Choice {
+                    index,
+                    message: Message::text(Role::Assistant, reply.clone()),
+                    finish_reason: Some(FinishReason::Stop),
+                    extra: Default::default(),
+                })
+                .collect(),
+            usage: Some(usage),
+            extra: Default::default(),
+            extra_api: None,
+        })
+    }
+
+    async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
+        self.wait().await;
+        let (reply, usage) = reply_and_usage(req);
+        let base = ChatChunk {
+            id: completion_id(),
+            model: model.to_owned(),
+            created: unix_now(),
+            ..ChatChunk::default()
+        };
+        let n = req.n.unwrap_or(1);
+        // Each piece keeps its leading space, so the pieces concatenate to the reply.
+        let mut pieces: Vec<String> = Vec::new();
+        for (i, word) in reply.split(' ').enumerate() {
+            pieces.push(if i == 0 {
+                word.to_owned()
+            } else {
+                format!(" {word}")
+            });
+        }
+        let mut chunks = Vec::with_capacity(pieces.len() + 3);
+        let chunk = |choices: Vec<ChunkChoice>| ChatChunk {
+            choices,
+            ..base.clone()
+        };
+        chunks.push(chunk(
+            (0..n)
+                .map(|index| ChunkChoice {
+                    index,
+                    role: Some(Role::Assistant),
+                    text: Some(String::new()),
+                    ..ChunkChoice::default()
+                })
+                .collect(),
+        ));
+        for piece in pieces {
+            chunks.push(chunk(
+                (0..n)
+                    .map(|index| ChunkChoice {
+                        index,
+                        text: Some(piece.clone()),
+                        ..ChunkChoice::default()
+                    })
+                    .collect(),
+            ));
+        }
+        chunks.push(chunk(
+            (0..n)
+                .map(|index| ChunkChoice {
+                    index,
+                    finish_reason: Some(FinishReason::Stop),
+                    ..ChunkChoice::default()
+                })
+                .collect(),
+        ));
+        chunks.push(ChatChunk {
+            usage: Some(usage),
+            ..base.clone()
+        });
+        let latency = self.latency;
+        Ok(Box::pin(stream::unfold(
+            (chunks.into_iter(), true),
+            move |(mut rest, first)| async move {
+                let chunk = rest.next()?;
+                if !first && !latency.is_zero() {
+                    tokio::time::sleep(latency).await;
+                }
+                Some((Ok(chunk), (rest, false)))
+            },
+        )))
+    }
+
+    async fn embed(&self, req: &EmbeddingsRequest, model: &str) -> Result<EmbeddingsResponse> {
+        self.wait().await;
+        let texts: Vec<String> = match &req.input {
+            EmbeddingInput::Text(t) => vec![t.clone()],
+            EmbeddingInput::Texts(ts) => ts.clone(),
+            EmbeddingInput::Tokens(ts) => vec![format!("{ts:?}")],
+            EmbeddingInput::TokenLists(lists) => lists.iter().map(|ts| format!("{ts:?}")).collect(),
+        };
+        let dims = req
+            .dimensions
+            .map_or(DEFAULT_DIMENSIONS, |d| d.max(1) as usize);
+        let base64 = req.encoding_format.as_deref() == Some("base64");
+        let data = texts
+            .iter()
+            .map(|t| {
+                let vector = embed_text(t, dims);
+                if base64 {
+                    EmbeddingVector::Base64(base64_f32(&vector))
+                } else {
+                    EmbeddingVector::Float(vector)
+                }
+            })
+            .collect();
+        Ok(EmbeddingsResponse {
+            model: model.to_owned(),
+            data,
+            usage: Usage {
+                input_tokens: texts.iter().map(|t| words(t)).sum(),
+                ..Usage::default()
+            },
+            extra: Default::default(),
+        })
+    }
+}
+
+/// A unit vector that depends only on the text: FNV-1a of the text, spread over the
+/// dimensions by the splitmix64 finaliser.
+fn embed_text(text: &str, dims: usize) -> Vec<f32> {
+    let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in text.bytes() {
+        seed ^= u64::from(byte);
+        seed = seed.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut vector: Vec<f32> = (0..dims as u64)
+        .map(|d| {
+            let mut z = seed.wrapping_add(d.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+            z ^= z >> 31;
+            ((z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
+        })
+        .collect();
+    let norm = vector
+        .iter()
+        .map(|x| x * x)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
+    vector.iter_mut().for_each(|x| *x /= norm);
+    vector
+}
+
+/// Little-endian f32 bytes in standard base64, as OpenAI's `encoding_format: "base64"`.
+fn base64_f32(vector: &[f32]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
+    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
+    for group in bytes.chunks(3) {
+        let n = group
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= group.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_reference() {
+        // 1.0f32 = 00 00 80 3f -> "AACAPw=="
+        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
+        assert_eq!(base64_f32(&[1.0, 1.0]), "AACAPwAAgD8=");
+    }
+
+    #[test]
+    fn embeddings_are_stable_unit_vectors() {
+        let a = embed_text("hello", 8);
+        assert_eq!(a, embed_text("hello", 8));
+        assert_ne!(a, embed_text("world", 8));
+        // Dimensions must differ from each other, not repeat one value.
+        assert!(a.iter().any(|x| (x - a[0]).abs() > 0.05), "{a:?}");
+        let norm: f32 = a.iter().map(|x| x * x).sum();
+        assert!((norm - 1.0).abs() < 1e-4);
+    }
+}

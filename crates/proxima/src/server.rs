@@ -1,0 +1,239 @@
+//! The HTTP server: where the request pipeline is assembled, and graceful shutdown.
+//!
+//! # The path of a request
+//!
+//! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, stores
+//!    it as a [`RequestId`] extension, and echoes it on the response.
+//! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
+//!    started on across reloads), authenticates the key (401 in the surface's error shape), and
+//!    inserts the [`RequestContext`] extension that handlers read.
+//! 3. Surface handler ([`surface::openai`]): reads the body (413 over `max_body_bytes`, 400 on
+//!    bad JSON or field types) into the canonical request.
+//! 4. [`pipeline`](crate::pipeline): resolves the public model (404), checks the key may use it
+//!    (403), then the [`router`](crate::router) tries targets — strategy order, retries, then
+//!    fallbacks — each attempt a [`Provider`](crate::providers::Provider) call under its timeout.
+//!    Streams fail over until their first chunk arrives.
+//! 5. Back in the surface: the canonical answer is written in the client's format, with
+//!    `x-proxima-provider`, `x-proxima-model` and `x-proxima-attempts`; a stream goes out chunk
+//!    by chunk, with keep-alive comments in long silences and an error event if the upstream
+//!    breaks. One usage record is emitted per request when it ends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::serve::ListenerExt;
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use crate::canonical::Api;
+use crate::config::Config;
+use crate::error::{Error, ErrorKind};
+use crate::gateway::Gateway;
+use crate::pipeline::RequestContext;
+use crate::providers::HttpClient;
+use crate::surface;
+
+/// Shared by all requests.
+pub struct AppState {
+    gateway: ArcSwap<Gateway>,
+    /// False once shutdown begins, so load balancers stop sending traffic.
+    ready: AtomicBool,
+}
+
+/// The request id, as an extension.
+#[derive(Clone)]
+pub struct RequestId(pub Arc<str>);
+
+pub fn app(state: Arc<AppState>) -> axum::Router {
+    let v1 = axum::Router::new()
+        .route(
+            "/v1/chat/completions",
+            post(surface::openai::chat_completions),
+        )
+        .route("/v1/embeddings", post(surface::openai::embeddings))
+        .route("/v1/models", get(surface::openai::models))
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    axum::Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(ready))
+        .merge(v1)
+        .fallback(surface::openai::not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn(request_id))
+        .with_state(state)
+}
+
+/// Which API's error shape a path answers in.
+fn api_for_path(path: &str) -> Api {
+    if path.starts_with("/v1/messages") {
+        Api::Anthropic
+    } else {
+        Api::OpenAiChat
+    }
+}
+
+async fn request_id(mut req: Request, next: Next) -> Response {
+    let id: Arc<str> = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(Arc::from)
+        .unwrap_or_else(|| Arc::from(format!("req_{:032x}", fastrand::u128(..))));
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(req).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let gateway = state.gateway.load_full();
+    let caller = match gateway.auth.authenticate(req.headers()) {
+        Ok(caller) => caller,
+        Err(e) => return e.into_response(api_for_path(req.uri().path())),
+    };
+    let id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| Arc::from("unknown"));
+    req.extensions_mut().insert(Arc::new(RequestContext {
+        id,
+        caller,
+        gateway,
+        started: Instant::now(),
+    }));
+    next.run(req).await
+}
+
+async fn live() -> Response {
+    surface::json_response(&json!({"status": "ok"}))
+}
+
+async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    if state.ready.load(Ordering::Relaxed) {
+        surface::json_response(&json!({"status": "ready"}))
+    } else {
+        let mut response = surface::json_response(&json!({"status": "shutting_down"}));
+        *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        response
+    }
+}
+
+async fn method_not_allowed(req: Request) -> Response {
+    let mut response = Error::invalid_request(format!(
+        "{} is not supported on {}",
+        req.method(),
+        req.uri().path()
+    ))
+    .into_response(api_for_path(req.uri().path()));
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<AppState>,
+    grace: Duration,
+}
+
+impl Server {
+    /// Builds the gateway from `config` and binds its listener.
+    pub async fn bind(config: Config) -> Result<Server, Error> {
+        let http = Arc::new(HttpClient::new()?);
+        let listen = config.server.listen;
+        let grace = config.server.shutdown_grace.0;
+        let gateway = Gateway::build(config, &http)?;
+        let listener = TcpListener::bind(listen).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Internal,
+                format!("cannot listen on {listen}: {e}"),
+            )
+        })?;
+        Ok(Server {
+            listener,
+            state: Arc::new(AppState {
+                gateway: ArcSwap::from_pointee(gateway),
+                ready: AtomicBool::new(true),
+            }),
+            grace,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and lets requests and streams in
+    /// flight finish for up to the grace period.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let draining = Arc::new(Notify::new());
+        let notify = draining.clone();
+        let listener = self.listener.tap_io(|tcp| {
+            // Small writes (stream chunks) must go out at once, not wait for Nagle.
+            let _ = tcp.set_nodelay(true);
+        });
+        let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+            shutdown.await;
+            state.ready.store(false, Ordering::Relaxed);
+            tracing::info!("shutting down: no new connections; waiting for requests in flight");
+            notify.notify_one();
+        });
+        let grace = self.grace;
+        tokio::select! {
+            result = std::future::IntoFuture::into_future(server) => result,
+            () = async move {
+                draining.notified().await;
+                tokio::time::sleep(grace).await;
+            } => {
+                tracing::warn!("grace period of {grace:?} over: closing the connections still open");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

@@ -1,0 +1,273 @@
+//! Server-sent events: a decoder for upstream byte streams and helpers to write events.
+//!
+//! The decoder owns the hard parts of reading a stream off the network: chunk boundaries fall
+//! anywhere (inside a line, inside a UTF-8 character), lines end in `\n` or `\r\n`, one event's
+//! data may span several `data:` lines, and `:` lines are comments.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use pin_project_lite::pin_project;
+use tokio::time::{Instant, Sleep};
+
+/// One decoded event.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SseEvent {
+    /// The `event:` name, if any (Anthropic names every event; OpenAI none).
+    pub event: Option<String>,
+    /// The `data:` lines joined with `\n`.
+    pub data: String,
+}
+
+/// Incremental decoder: feed bytes with [`SseDecoder::push`], take events with
+/// [`SseDecoder::next_event`].
+#[derive(Debug, Default)]
+pub struct SseDecoder {
+    buf: BytesMut,
+    /// How far `buf` has been searched for a line end without finding one.
+    scanned: usize,
+    event: Option<String>,
+    data: String,
+    has_data: bool,
+}
+
+impl SseDecoder {
+    pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next complete event, or `None` until more bytes arrive.
+    pub fn next_event(&mut self) -> Option<SseEvent> {
+        loop {
+            let end = memchr::memchr(b'\n', &self.buf[self.scanned..])? + self.scanned;
+            let line = self.buf.split_to(end + 1);
+            self.scanned = 0;
+            let mut line = &line[..end];
+            if let Some(stripped) = line.strip_suffix(b"\r") {
+                line = stripped;
+            }
+            if let Some(event) = self.take_line(line) {
+                return Some(event);
+            }
+        }
+    }
+
+    /// Bytes of an unfinished event still held, ignoring blank space (for end-of-stream checks).
+    pub fn has_partial(&self) -> bool {
+        self.has_data || self.buf.iter().any(|b| !b.is_ascii_whitespace())
+    }
+
+    fn take_line(&mut self, line: &[u8]) -> Option<SseEvent> {
+        if line.is_empty() {
+            if !self.has_data && self.event.is_none() {
+                return None;
+            }
+            self.has_data = false;
+            return Some(SseEvent {
+                event: self.event.take(),
+                data: std::mem::take(&mut self.data),
+            });
+        }
+        if line[0] == b':' {
+            return None;
+        }
+        let (field, value) = match memchr::memchr(b':', line) {
+            Some(i) => {
+                let value = &line[i + 1..];
+                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+            }
+            None => (line, &[][..]),
+        };
+        let value = String::from_utf8_lossy(value);
+        match field {
+            b"data" => {
+                if self.has_data {
+                    self.data.push('\n');
+                }
+                self.data.push_str(&value);
+                self.has_data = true;
+            }
+            b"event" => self.event = Some(value.into_owned()),
+            _ => {} // `id` and `retry` matter only to reconnecting clients; a gateway never reconnects.
+        }
+        None
+    }
+}
+
+/// Why an upstream event stream stopped before a clean end.
+#[derive(Debug)]
+pub enum SseError<E> {
+    /// The transport failed (connection reset, timeout ...).
+    Transport(E),
+    /// The stream ended in the middle of an event.
+    Truncated,
+}
+
+pin_project! {
+    /// Decodes a byte stream into events. Ends cleanly only at the end of a complete event.
+    pub struct SseStream<S> {
+        #[pin]
+        inner: S,
+        decoder: SseDecoder,
+        done: bool,
+    }
+}
+
+impl<S> SseStream<S> {
+    pub fn new(inner: S) -> SseStream<S> {
+        SseStream {
+            inner,
+            decoder: SseDecoder::default(),
+            done: false,
+        }
+    }
+}
+
+impl<S, B, E> Stream for SseStream<S>
+where
+    S: Stream<Item = Result<B, E>>,
+    B: AsRef<[u8]>,
+{
+    type Item = Result<SseEvent, SseError<E>>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            if let Some(event) = this.decoder.next_event() {
+                return Poll::Ready(Some(Ok(event)));
+            }
+            if *this.done {
+                return Poll::Ready(None);
+            }
+            match ready!(this.inner.as_mut().poll_next(cx)) {
+                Some(Ok(bytes)) => this.decoder.push(bytes.as_ref()),
+                Some(Err(e)) => {
+                    *this.done = true;
+                    return Poll::Ready(Some(Err(SseError::Transport(e))));
+                }
+                None => {
+                    *this.done = true;
+                    if this.decoder.has_partial() {
+                        return Poll::Ready(Some(Err(SseError::Truncated)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Writes `event: NAME` (when given) and `data: JSON` as one event.
+pub fn write_event(out: &mut BytesMut, event: Option<&str>, data: &[u8]) {
+    out.reserve(data.len() + 16);
+    if let Some(name) = event {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_slice(b"\n");
+    }
+    out.put_slice(b"data: ");
+    out.put_slice(data);
+    out.put_slice(b"\n\n");
+}
+
+/// An SSE comment: ignored by clients, but keeps idle connections open through proxies.
+pub const KEEPALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
+
+pin_project! {
+    /// Passes events through, inserting [`KEEPALIVE`] whenever none came for `interval`.
+    pub struct KeepAlive<S> {
+        #[pin]
+        inner: S,
+        #[pin]
+        sleep: Sleep,
+        interval: Duration,
+    }
+}
+
+impl<S> KeepAlive<S> {
+    pub fn new(inner: S, interval: Duration) -> KeepAlive<S> {
+        KeepAlive {
+            inner,
+            sleep: tokio::time::sleep(interval),
+            interval,
+        }
+    }
+}
+
+impl<S: Stream<Item = Bytes>> Stream for KeepAlive<S> {
+    type Item = Result<Bytes, Infallible>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        let next = Instant::now() + *this.interval;
+        match this.inner.poll_next(cx) {
+            Poll::Ready(Some(bytes)) => {
+                this.sleep.as_mut().reset(next);
+                Poll::Ready(Some(Ok(bytes)))
+            }
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(this.sleep.as_mut().poll(cx));
+                this.sleep.as_mut().reset(next);
+                Poll::Ready(Some(Ok(KEEPALIVE)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_util::{stream, StreamExt};
+
+    fn decode_in_pieces(input: &[u8], piece: usize) -> Vec<SseEvent> {
+        let mut decoder = SseDecoder::default();
+        let mut events = Vec::new();
+        for chunk in input.chunks(piece) {
+            decoder.push(chunk);
+            while let Some(event) = decoder.next_event() {
+                events.push(event);
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn events_survive_any_chunk_boundary() {
+        let input = "event: message_start\r\ndata: {\"a\":\"h\u{e9}llo \u{1f600}\"}\r\n\r\n: comment\n\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+        let expected = vec![
+            SseEvent {
+                event: Some("message_start".into()),
+                data: "{\"a\":\"h\u{e9}llo \u{1f600}\"}".into(),
+            },
+            SseEvent {
+                event: None,
+                data: "line1\nline2".into(),
+            },
+            SseEvent {
+                event: None,
+                data: "[DONE]".into(),
+            },
+        ];
+        for piece in 1..input.len() {
+            assert_eq!(
+                decode_in_pieces(input.as_bytes(), piece),
+                expected,
+                "piece size {piece}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn stream_reports_truncation() {
+        let chunks: Vec<Result<&[u8], ()>> = vec![Ok(b"data: one\n\n"), Ok(b"data: tw")];
+        let events: Vec<_> = SseStream::new(stream::iter(chunks)).collect().await;
+        assert!(matches!(&events[0], Ok(e) if e.data == "one"));
+        assert!(matches!(events[1], Err(SseError::Truncated)));
+        assert_eq!(events.len(), 2);
+    }
+}

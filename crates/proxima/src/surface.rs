@@ -1,0 +1,127 @@
+//! Surfaces: the HTTP APIs clients call. Each reads its wire format into the canonical model,
+//! hands it to the [`pipeline`](crate::pipeline), and writes the answer back in its own format.
+//! What all surfaces share — reading bodies, response headers, SSE responses — is here.
+
+pub mod openai;
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::Stream;
+use http::{header, HeaderValue};
+use http_body_util::BodyExt;
+use serde::de::DeserializeOwned;
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::router::Routed;
+use crate::sse;
+
+/// Reads the whole body, refusing more than `limit` bytes, and parses it as JSON. Every failure
+/// is a 400 or 413 saying what to fix — never a plain-text framework rejection.
+pub async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T> {
+    let too_large = || {
+        Error::new(
+            ErrorKind::RequestTooLarge,
+            format!("the request body is larger than the {limit} bytes this gateway accepts"),
+        )
+    };
+    let mut body = body;
+    let mut buf = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        let frame = frame
+            .map_err(|e| Error::invalid_request(format!("could not read the request body: {e}")))?;
+        if let Ok(data) = frame.into_data() {
+            if buf.len() + data.len() > limit {
+                return Err(too_large());
+            }
+            buf.extend_from_slice(&data);
+        }
+    }
+    parse_json(&buf)
+}
+
+/// Parses JSON, naming the field at fault on a type error.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(Error::invalid_request(
+            "the request body is empty: send a JSON object",
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let message = match inner.classify() {
+            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+                format!("the request body is not valid JSON: {inner}")
+            }
+            _ if path == "." => format!("invalid request: {inner}"),
+            _ => format!("invalid value for `{path}`: {inner}"),
+        };
+        let error = Error::invalid_request(message);
+        if path == "." {
+            error
+        } else {
+            error.with_param(path)
+        }
+    })?;
+    de.end()
+        .map_err(|e| Error::invalid_request(format!("the request body is not valid JSON: {e}")))?;
+    Ok(value)
+}
+
+/// A JSON response from a serializable value.
+pub fn json_response<T: serde::Serialize>(value: &T) -> Response {
+    match serde_json::to_vec(value) {
+        Ok(body) => {
+            let mut response = Response::new(Body::from(body));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(e) => Error::internal(format!("cannot encode the response: {e}"))
+            .into_response(crate::canonical::Api::OpenAiChat),
+    }
+}
+
+/// A streaming SSE response. Keep-alive comments fill silences longer than `keepalive`.
+pub fn sse_response<S>(events: S, keepalive: Duration) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let body = Body::from_stream(sse::KeepAlive::new(events, keepalive));
+    let mut response = Response::new(body);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    // Tell nginx-style proxies in front not to buffer the stream.
+    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// Sets `x-proxima-provider`, `x-proxima-model` and `x-proxima-attempts`.
+pub fn route_headers<T>(response: &mut Response, routed: &Routed<T>) {
+    let headers = response.headers_mut();
+    if let Some(provider) = routed
+        .provider
+        .as_deref()
+        .and_then(|p| HeaderValue::from_str(p).ok())
+    {
+        headers.insert("x-proxima-provider", provider);
+    }
+    if let Some(model) = routed
+        .upstream_model
+        .as_deref()
+        .and_then(|m| HeaderValue::from_str(m).ok())
+    {
+        headers.insert("x-proxima-model", model);
+    }
+    headers.insert("x-proxima-attempts", HeaderValue::from(routed.attempts));
+}

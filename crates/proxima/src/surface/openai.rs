@@ -1,0 +1,126 @@
+//! The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Extension;
+use axum::response::Response;
+use bytes::{Bytes, BytesMut};
+use futures_util::{stream, StreamExt};
+use serde_json::json;
+
+use super::{json_response, read_json, route_headers, sse_response};
+use crate::canonical::{Api, ChunkStream};
+use crate::error::Error;
+use crate::pipeline::{self, ChatOutput, RequestContext};
+use crate::sse;
+use crate::wire::openai::{
+    ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingsRequestWire,
+    EmbeddingsResponseWire,
+};
+
+const API: Api = Api::OpenAiChat;
+
+pub async fn chat_completions(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    body: Body,
+) -> Response {
+    let limit = cx.gateway.config.server.max_body_bytes;
+    let req = match read_json::<ChatCompletionRequest>(body, limit)
+        .await
+        .and_then(ChatCompletionRequest::into_canonical)
+    {
+        Ok(req) => req,
+        Err(e) => return e.into_response(API),
+    };
+    let include_usage = req.include_usage;
+    let routed = pipeline::chat(&cx, req).await;
+    let mut response = match &routed.result {
+        Ok(ChatOutput::Complete(answer)) => json_response(&ChatCompletion::from_canonical(answer)),
+        Ok(ChatOutput::Stream(_)) => Response::default(),
+        Err(e) => e.clone().into_response(API),
+    };
+    route_headers(&mut response, &routed);
+    if let Ok(ChatOutput::Stream(chunks)) = routed.result {
+        let keepalive = cx.gateway.config.server.stream_keepalive.0;
+        let headers = std::mem::take(response.headers_mut());
+        response = sse_response(events(chunks, include_usage), keepalive);
+        response.headers_mut().extend(headers);
+    }
+    response
+}
+
+/// Chunks as OpenAI SSE events: `data: {chunk}` for each, `data: [DONE]` at a clean end, and
+/// `data: {"error": ...}` (without `[DONE]`) when the upstream fails mid-stream.
+fn events(
+    chunks: ChunkStream,
+    include_usage: bool,
+) -> impl futures_util::Stream<Item = Bytes> + Send {
+    stream::unfold(Some(chunks), move |chunks| async move {
+        let mut chunks = chunks?;
+        loop {
+            let mut out = BytesMut::new();
+            match chunks.next().await {
+                Some(Ok(mut chunk)) => {
+                    if !include_usage {
+                        chunk.usage = None;
+                        if chunk.choices.is_empty() {
+                            continue;
+                        }
+                    }
+                    let data = serde_json::to_vec(&ChatCompletionChunk::from_canonical(&chunk))
+                        .unwrap_or_default();
+                    sse::write_event(&mut out, None, &data);
+                    return Some((out.freeze(), Some(chunks)));
+                }
+                Some(Err(e)) => {
+                    sse::write_event(&mut out, None, e.body(API).to_string().as_bytes());
+                    return Some((out.freeze(), None));
+                }
+                None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), None)),
+            }
+        }
+    })
+}
+
+pub async fn embeddings(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
+    let limit = cx.gateway.config.server.max_body_bytes;
+    let req = match read_json::<EmbeddingsRequestWire>(body, limit).await {
+        Ok(req) => req.into_canonical(),
+        Err(e) => return e.into_response(API),
+    };
+    let routed = pipeline::embed(&cx, req).await;
+    let mut response = match &routed.result {
+        Ok(answer) => json_response(&EmbeddingsResponseWire::from_canonical(answer)),
+        Err(e) => e.clone().into_response(API),
+    };
+    route_headers(&mut response, &routed);
+    response
+}
+
+pub async fn models(Extension(cx): Extension<Arc<RequestContext>>) -> Response {
+    let caller = &cx.caller;
+    let data: Vec<_> = cx
+        .gateway
+        .router
+        .public_names()
+        .into_iter()
+        .filter(|name| {
+            caller
+                .models
+                .as_ref()
+                .is_none_or(|allowed| allowed.contains(*name))
+        })
+        .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "proxima"}))
+        .collect();
+    json_response(&json!({"object": "list", "data": data}))
+}
+
+/// 404 for unknown paths under `/v1`, in OpenAI's shape.
+pub async fn not_found(uri: http::Uri) -> Response {
+    Error::new(
+        crate::error::ErrorKind::NotFound,
+        format!("no such endpoint: {}", uri.path()),
+    )
+    .into_response(API)
+}
