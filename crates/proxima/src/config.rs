@@ -114,6 +114,8 @@ pub enum ProviderKind {
     Openai,
     /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
     AzureOpenai,
+    /// Anthropic's Messages API.
+    Anthropic,
     /// Built in: echoes the last user message, no network.
     Mock,
 }
@@ -329,6 +331,15 @@ impl Config {
             config
                 .models
                 .insert("openai/*".into(), ModelConfig::single("openai", "*"));
+        }
+        if let Some(key) = env("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) {
+            let mut anthropic = ProviderConfig::new(ProviderKind::Anthropic);
+            anthropic.base_url = env("ANTHROPIC_BASE_URL").filter(|u| !u.is_empty());
+            anthropic.api_key = Some(Secret(key));
+            config.providers.insert("anthropic".into(), anthropic);
+            config
+                .models
+                .insert("anthropic/*".into(), ModelConfig::single("anthropic", "*"));
         }
         config
     }

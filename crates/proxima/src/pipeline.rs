@@ -176,6 +176,21 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
     routed
 }
 
+/// Counts a request's input tokens with the provider that would serve it.
+pub async fn count_tokens(cx: &RequestContext, req: ChatRequest) -> Routed<u64> {
+    let resolved = match cx.resolve(&req.model) {
+        Ok(resolved) => resolved,
+        Err(e) => return not_routed(e),
+    };
+    let req = &req;
+    cx.gateway
+        .router
+        .execute(&resolved, |provider, model| async move {
+            provider.count_tokens(req, &model).await
+        })
+        .await
+}
+
 /// Passes a stream through, noting usage, and emits the usage record when the stream ends,
 /// fails, or is dropped because the client went away.
 struct Recorded {

@@ -4,10 +4,12 @@
 //! sends it, and turns the answer (or the stream, or the error) back into canonical form.
 //! What every adapter shares is here: the attempt timeout and the stream idle timeout.
 
+mod anthropic;
 mod azure;
-mod http;
+mod client;
 mod mock;
 mod openai;
+mod upstream_error;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +21,7 @@ use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-pub use http::HttpClient;
+pub use client::HttpClient;
 
 use crate::canonical::{
     ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -50,6 +52,7 @@ pub trait ProviderApi {
 }
 
 enum Adapter {
+    Anthropic(anthropic::Anthropic),
     /// OpenAI and compatible servers, and Azure OpenAI (same wire format, other URLs and auth).
     OpenAi(openai::OpenAi),
     Mock(mock::Mock),
@@ -72,6 +75,11 @@ impl Provider {
     ) -> Result<Provider> {
         let name: Arc<str> = Arc::from(name);
         let adapter = match config.kind {
+            ProviderKind::Anthropic => Adapter::Anthropic(anthropic::Anthropic::new(
+                name.clone(),
+                config,
+                http.clone(),
+            )?),
             ProviderKind::Openai => Adapter::OpenAi(openai::OpenAi::new(
                 name.clone(),
                 config,
@@ -101,6 +109,7 @@ impl Provider {
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
         let call = async {
             match &self.adapter {
+                Adapter::Anthropic(p) => p.chat(req, model).await,
                 Adapter::OpenAi(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
             }
@@ -115,6 +124,7 @@ impl Provider {
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
         let call = async {
             match &self.adapter {
+                Adapter::Anthropic(p) => p.chat_stream(req, model).await,
                 Adapter::OpenAi(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
             }
@@ -133,6 +143,7 @@ impl Provider {
     pub async fn embed(&self, req: &EmbeddingsRequest, model: &str) -> Result<EmbeddingsResponse> {
         let call = async {
             match &self.adapter {
+                Adapter::Anthropic(p) => p.embed(req, model).await,
                 Adapter::OpenAi(p) => p.embed(req, model).await,
                 Adapter::Mock(p) => p.embed(req, model).await,
             }
@@ -140,6 +151,19 @@ impl Provider {
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| Err(self.timeout_error("answer")))
+    }
+
+    /// Input tokens of the request as `model` would count them: exact where the provider can
+    /// count (Anthropic), else estimated.
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64> {
+        match &self.adapter {
+            Adapter::Anthropic(p) => tokio::time::timeout(self.timeout, p.count_tokens(req, model))
+                .await
+                .unwrap_or_else(|_| Err(self.timeout_error("token count"))),
+            Adapter::OpenAi(_) | Adapter::Mock(_) => {
+                Ok(crate::canonical::estimate_input_tokens(req))
+            }
+        }
     }
 
     fn timeout_error(&self, waiting_for: &str) -> Error {
@@ -183,6 +207,20 @@ impl Stream for IdleTimeout {
             },
         }
     }
+}
+
+/// Extra headers from the provider's config (validated when the config was loaded).
+fn configured_headers(config: &ProviderConfig) -> http::HeaderMap {
+    let mut headers = http::HeaderMap::new();
+    for (k, v) in &config.headers {
+        if let (Ok(k), Ok(v)) = (
+            http::HeaderName::from_bytes(k.as_bytes()),
+            http::HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    headers
 }
 
 /// Seconds since the Unix epoch, for `created` fields.

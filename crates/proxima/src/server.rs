@@ -7,7 +7,7 @@
 //! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
 //!    started on across reloads), authenticates the key (401 in the surface's error shape), and
 //!    inserts the [`RequestContext`] extension that handlers read.
-//! 3. Surface handler ([`surface::openai`]): reads the body (413 over `max_body_bytes`, 400 on
+//! 3. Surface handler ([`surface::openai`], [`surface::anthropic`]): reads the body (413 over `max_body_bytes`, 400 on
 //!    bad JSON or field types) into the canonical request.
 //! 4. [`pipeline`](crate::pipeline): resolves the public model (404), checks the key may use it
 //!    (403), then the [`router`](crate::router) tries targets — strategy order, retries, then
@@ -62,6 +62,11 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         )
         .route("/v1/embeddings", post(surface::openai::embeddings))
         .route("/v1/models", get(surface::openai::models))
+        .route("/v1/messages", post(surface::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(surface::anthropic::count_tokens),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     axum::Router::new()
         .route("/health/live", get(live))

@@ -6,9 +6,9 @@ use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use serde_json::Value;
 
-use super::error;
 use crate::canonical::{ChatChunk, ChunkStream};
 use crate::error::{Error, Result};
+use crate::providers::upstream_error as error;
 use crate::sse::{SseError, SseStream};
 use crate::wire::openai::ChatCompletionChunk;
 

@@ -234,6 +234,7 @@ impl ChatCompletionRequest {
             model: self.model,
             messages,
             tools,
+            hosted_tools: Vec::new(),
             tool_choice,
             parallel_tool_calls: self.parallel_tool_calls,
             response_format,
@@ -262,6 +263,7 @@ impl ChatCompletionRequest {
             passthrough: Passthrough {
                 api: Some(Api::OpenAiChat),
                 fields: extra,
+                headers: Vec::new(),
             },
         })
     }

@@ -1,4 +1,8 @@
-//! Upstream failures of OpenAI-speaking providers, classified for retries and for the client.
+//! Upstream failures of any HTTP provider, classified for retries and for the client.
+//!
+//! Providers agree on status semantics (429 rate limit, 401/403 credentials, other 4xx a bad
+//! request, 5xx and 529 overload) and on a JSON body with a message; what differs is only where
+//! the message sits, which [`error_message`] looks for.
 
 use std::time::Duration;
 
@@ -58,7 +62,8 @@ pub fn transport(provider: &str, e: reqwest::Error) -> Error {
     )
 }
 
-/// The message of an OpenAI-shaped error body, or the start of whatever the body is.
+/// The message of an error body (OpenAI, Anthropic and Gemini all nest it at `error.message`),
+/// or the start of whatever the body is.
 pub fn error_message(body: &[u8]) -> String {
     if let Ok(json) = serde_json::from_slice::<Value>(body) {
         let message = json

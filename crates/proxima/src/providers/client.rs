@@ -8,6 +8,10 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http::HeaderMap;
+
+use super::upstream_error;
 use crate::error::{Error, Result};
 
 /// Independent connection pools; enough to lift the HTTP/2 stream cap several times over.
@@ -47,4 +51,62 @@ impl HttpClient {
         let i = self.next.fetch_add(1, Ordering::Relaxed) % self.clients.len();
         &self.clients[i]
     }
+}
+
+impl HttpClient {
+    /// POSTs a JSON body. A non-success status becomes a classified error here, so adapters
+    /// only ever see successful responses.
+    pub async fn post_json(
+        &self,
+        provider: &str,
+        url: &str,
+        headers: &HeaderMap,
+        body: Vec<u8>,
+    ) -> Result<reqwest::Response> {
+        let response = self
+            .client()
+            .post(url)
+            .headers(headers.clone())
+            .header(http::header::CONTENT_TYPE, "application/json")
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| upstream_error::transport(provider, e))?;
+        if response.status().is_success() {
+            return Ok(response);
+        }
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response.bytes().await.unwrap_or_default();
+        Err(upstream_error::from_status(
+            provider, status, &headers, &body,
+        ))
+    }
+}
+
+/// The whole body of a successful response.
+pub async fn read_body(provider: &str, response: reqwest::Response) -> Result<Bytes> {
+    response
+        .bytes()
+        .await
+        .map_err(|e| upstream_error::transport(provider, e))
+}
+
+/// Parses an upstream body, saying which provider sent what when it is not the expected shape.
+pub fn parse_body<T: serde::de::DeserializeOwned>(
+    provider: &str,
+    body: &[u8],
+    what: &str,
+) -> Result<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        Error::upstream(format!(
+            "provider `{provider}` returned something that is not {what}: {e}"
+        ))
+    })
+}
+
+/// Encodes a request body.
+pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
+    serde_json::to_vec(value)
+        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))
 }
