@@ -1,14 +1,16 @@
-//! A scriptable fake LLM provider that speaks OpenAI's wire format, for tests and the benchmark.
+//! A scriptable fake LLM provider that speaks OpenAI's and Anthropic's wire formats, for tests and the benchmark.
 //!
 //! Start one with [`MockUpstream::start`], point the code under test at [`MockUpstream::url`],
 //! and either let it answer with the default OpenAI-like behaviour (echoing the last user
 //! message, calling tools, embedding deterministically) or [`MockUpstream::enqueue`] scripted
 //! [`Reply`]s for the next requests: errors, garbage, broken streams, dropped connections.
 
+mod anthropic;
 mod openai;
 mod record;
 mod script;
 mod server;
+mod text;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

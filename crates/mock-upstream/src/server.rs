@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::script::{Action, Answer, Payload, Reply};
-use crate::{openai, Options, Received};
+use crate::{anthropic, openai, Options, Received};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -148,7 +148,7 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
         method: parts.method.to_string(),
         path: path.clone(),
         query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers,
+        headers: parts.headers.clone(),
         body: body.clone(),
     });
 
@@ -162,7 +162,11 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
             if !shared.options.latency.is_zero() {
                 tokio::time::sleep(shared.options.latency).await;
             }
-            openai::answer(&method, &path, &body, &shared.ids)
+            if path.starts_with("/v1/messages") {
+                anthropic::answer(&method, &path, &parts.headers, &body, &shared.ids)
+            } else {
+                openai::answer(&method, &path, &body, &shared.ids)
+            }
         }
         Action::DropConnection => return Err(io::Error::other("scripted: drop connection")),
         Action::Hang => std::future::pending().await,

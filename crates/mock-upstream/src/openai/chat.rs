@@ -10,8 +10,9 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{count_words, json_answer, to_json};
+use super::{json_answer, to_json};
 use crate::script::{sse_frame, Answer};
+use crate::text::{char_pieces, count_words, word_pieces};
 
 /// Tool-call arguments are streamed in pieces this many characters long, so clients must
 /// reassemble them across many chunks as they must with the real API.
@@ -239,48 +240,6 @@ fn truncation_point(text: &str, max_words: u64) -> Option<usize> {
         in_word = !whitespace;
     }
     None
-}
-
-/// Splits `text` into one piece per word, each carrying the whitespace before it, so the
-/// pieces concatenate back to `text` exactly ("hello world" → "hello", " world").
-fn word_pieces(text: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut gap_start = 0;
-    let mut in_gap = false;
-    let mut seen_word = false;
-    for (i, c) in text.char_indices() {
-        if c.is_whitespace() {
-            if !in_gap {
-                gap_start = i;
-            }
-            in_gap = true;
-        } else {
-            if in_gap && seen_word {
-                pieces.push(&text[start..gap_start]);
-                start = gap_start;
-            }
-            seen_word = true;
-            in_gap = false;
-        }
-    }
-    if start < text.len() {
-        pieces.push(&text[start..]);
-    }
-    pieces
-}
-
-/// Splits `text` into pieces of at most `size` characters (not bytes, to keep UTF-8 intact).
-fn char_pieces(text: &str, size: usize) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let cut = rest.char_indices().nth(size).map_or(rest.len(), |(i, _)| i);
-        let (piece, tail) = rest.split_at(cut);
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces
 }
 
 fn to_string(value: &impl Serialize) -> String {

@@ -3,8 +3,9 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{count_words, json_answer};
+use super::json_answer;
 use crate::script::Answer;
+use crate::text::count_words;
 
 const DEFAULT_DIMENSIONS: u64 = 8;
 /// Generous, yet stops a request from asking for gigabytes of floats.
