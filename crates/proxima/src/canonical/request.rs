@@ -276,6 +276,22 @@ pub struct Reasoning {
     pub budget_tokens: Option<u32>,
 }
 
+impl Reasoning {
+    /// An OpenAI-style effort level, derived from a thinking budget when only that was given.
+    pub fn as_effort(&self) -> Option<String> {
+        self.effort.clone().or_else(|| {
+            self.budget_tokens.map(|b| {
+                match b {
+                    0..=4095 => "low",
+                    4096..=16383 => "medium",
+                    _ => "high",
+                }
+                .to_owned()
+            })
+        })
+    }
+}
+
 impl ChatRequest {
     /// The text of the last user turn (what the built-in mock echoes).
     pub fn last_user_text(&self) -> Option<String> {

@@ -424,7 +424,11 @@ impl ChatCompletionRequest {
             .cloned()
             .unwrap_or_default();
         let s = &req.sampling;
-        let use_new_max = extra.contains_key("max_completion_tokens");
+        let same_api = req.passthrough.api == Some(Api::OpenAiChat);
+        let reasoning_model = is_reasoning_model(model);
+        // Reasoning models refuse `max_tokens`; older compatible servers know only it.
+        let use_new_max =
+            extra.contains_key("max_completion_tokens") || (!same_api && reasoning_model);
         ChatCompletionRequest {
             model: model.to_owned(),
             messages: req.messages.iter().flat_map(message_to_wire).collect(),
@@ -479,7 +483,12 @@ impl ChatCompletionRequest {
             temperature: s.temperature,
             top_p: s.top_p,
             max_tokens: if use_new_max { None } else { s.max_tokens },
-            max_completion_tokens: None, // carried in `extra` when the client used it
+            // Carried in `extra` when the client used it.
+            max_completion_tokens: if use_new_max && !extra.contains_key("max_completion_tokens") {
+                s.max_tokens
+            } else {
+                None
+            },
             stop: match s.stop.len() {
                 0 => None,
                 1 => Some(StopWire::One(s.stop[0].clone())),
@@ -495,10 +504,25 @@ impl ChatCompletionRequest {
                 extra: Map::new(),
             }),
             user: req.user.clone(),
-            reasoning_effort: req.reasoning.as_ref().and_then(|r| r.effort.clone()),
+            // Other APIs ask for thinking on every model; OpenAI refuses the field on models
+            // that do not reason, so it is sent only to those that do.
+            reasoning_effort: if same_api || reasoning_model {
+                req.reasoning.as_ref().and_then(Reasoning::as_effort)
+            } else {
+                None
+            },
             extra,
         }
     }
+}
+
+/// OpenAI's reasoning models (o-series, gpt-5), which take `reasoning_effort` and
+/// `max_completion_tokens`.
+fn is_reasoning_model(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// One canonical message becomes one wire message, except that each tool result is its own
