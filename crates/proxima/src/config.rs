@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::ConfigDuration;
 
+use crate::pricing::Price;
+
 /// The complete example printed by `proxima config example`; a test keeps it passing `check`.
 pub const EXAMPLE: &str = include_str!("config/example.toml");
 
@@ -34,6 +36,61 @@ pub struct Config {
     /// Static client keys by name.
     #[serde(default)]
     pub keys: BTreeMap<String, KeyConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// First wait before retrying the same target; doubles with each retry, with jitter.
+    #[serde(default = "defaults::retry_backoff")]
+    pub retry_backoff: ConfigDuration,
+    /// Longest wait between two attempts, whatever an upstream's `retry-after` asks for.
+    #[serde(default = "defaults::max_retry_wait")]
+    pub max_retry_wait: ConfigDuration,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            retry_backoff: defaults::retry_backoff(),
+            max_retry_wait: defaults::max_retry_wait(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// When a target's circuit opens (it gets no traffic) and how it recovers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when this share of the requests in `window` failed ...
+    pub failure_ratio: f64,
+    /// ... once the window holds at least this many requests.
+    pub min_requests: u32,
+    pub window: ConfigDuration,
+    /// How long a circuit stays open before one probe request may test the target; doubles
+    /// after each failed probe, up to `max_cooldown`.
+    pub cooldown: ConfigDuration,
+    pub max_cooldown: ConfigDuration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: ConfigDuration::secs(30),
+            cooldown: ConfigDuration::secs(5),
+            max_cooldown: ConfigDuration::secs(120),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -133,6 +190,12 @@ pub struct ModelConfig {
     /// Up to this many more attempts after the first, on errors worth retrying.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
+    /// Overrides the built-in price table for every target of this model.
+    pub price: Option<Price>,
+    /// Tokens the model accepts; a request too long for one target moves to a larger one.
+    pub context_window: Option<u64>,
+    /// Deadline for the whole request across all attempts; past it, 504 `upstream_timeout`.
+    pub timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -142,9 +205,38 @@ pub struct TargetConfig {
     pub provider: String,
     /// The model name the provider knows (Azure: the deployment name).
     pub model: String,
-    /// Share of traffic under the `weighted` strategy.
+    /// Share of traffic under the `weighted` strategy (for a canary, its share).
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// This target's price, over the model's and the built-in table.
+    pub price: Option<Price>,
+    /// This target's context window, over the model's.
+    pub context_window: Option<u64>,
+    /// Marks the target as a canary, rolled back automatically when its guards trip.
+    pub canary: Option<CanaryConfig>,
+}
+
+/// Guards of a canary target, judged against the model's other targets. A tripped guard takes
+/// the canary's traffic to zero until its config changes; promote it by removing `canary`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanaryConfig {
+    /// Error rate allowed above the other targets' (0.05: five percentage points).
+    pub max_error_rate_increase: f64,
+    /// Latency allowed as a multiple of the other targets'.
+    pub max_latency_ratio: f64,
+    /// Canary requests before the guards are judged.
+    pub min_requests: u32,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            max_error_rate_increase: 0.05,
+            max_latency_ratio: 2.0,
+            min_requests: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -157,6 +249,10 @@ pub enum Strategy {
     RoundRobin,
     /// The first target; the next only when earlier ones fail.
     Priority,
+    /// The faster of two random targets (decaying latency; time to first token for streams).
+    LeastLatency,
+    /// The cheapest target for the request's estimated tokens.
+    LeastCost,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -212,6 +308,12 @@ mod defaults {
     }
     pub fn provider_timeout() -> ConfigDuration {
         ConfigDuration::secs(60)
+    }
+    pub fn retry_backoff() -> ConfigDuration {
+        ConfigDuration(std::time::Duration::from_millis(50))
+    }
+    pub fn max_retry_wait() -> ConfigDuration {
+        ConfigDuration::secs(2)
     }
     pub fn retries() -> u32 {
         2
@@ -369,9 +471,15 @@ impl ModelConfig {
                 provider: provider.into(),
                 model: model.into(),
                 weight: defaults::weight(),
+                price: None,
+                context_window: None,
+                canary: None,
             }],
             fallbacks: Vec::new(),
             retries: defaults::retries(),
+            price: None,
+            context_window: None,
+            timeout: None,
         }
     }
 }

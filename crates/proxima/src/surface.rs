@@ -2,6 +2,7 @@
 //! hands it to the [`pipeline`](crate::pipeline), and writes the answer back in its own format.
 //! What all surfaces share — reading bodies, response headers, SSE responses — is here.
 
+pub mod admin;
 pub mod anthropic;
 pub mod openai;
 

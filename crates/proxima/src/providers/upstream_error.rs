@@ -31,12 +31,33 @@ pub fn from_status(provider: &str, status: StatusCode, headers: &HeaderMap, body
             ErrorKind::UpstreamTimeout,
             format!("provider `{provider}` timed out (408): {detail}"),
         ),
+        400 | 413 | 422 if is_context_length(&detail) => Error::new(
+            ErrorKind::ContextTooLong,
+            format!("provider `{provider}` says the prompt is too long for the model ({code}): {detail}"),
+        ),
         400..=499 => Error::new(
             ErrorKind::UpstreamRejected(code),
             format!("provider `{provider}` rejected the request ({code}): {detail}"),
         ),
         _ => Error::upstream(format!("provider `{provider}` failed ({code}): {detail}")),
     }
+}
+
+/// Whether an upstream's refusal says the prompt exceeds the context window. Providers word it
+/// differently; these are the phrasings of OpenAI, Anthropic, Gemini and vLLM.
+fn is_context_length(message: &str) -> bool {
+    let message = message.to_ascii_lowercase();
+    [
+        "context_length_exceeded",
+        "maximum context length",
+        "context window",
+        "prompt is too long",
+        "exceeds the maximum number of tokens",
+        "input is too long",
+        "too many tokens",
+    ]
+    .iter()
+    .any(|phrase| message.contains(phrase))
 }
 
 /// An error from the connection itself. The URL is left out: it is the operator's business.
@@ -126,6 +147,9 @@ mod tests {
         );
         assert_eq!(e.kind, ErrorKind::UpstreamRejected(400));
         assert!(e.message.contains("<html>bad</html>"));
+        let body = br#"{"error":{"message":"This model's maximum context length is 8192 tokens","code":"context_length_exceeded"}}"#;
+        let e = from_status("p", StatusCode::BAD_REQUEST, &HeaderMap::new(), body);
+        assert_eq!(e.kind, ErrorKind::ContextTooLong);
         let e = from_status("p", StatusCode::SERVICE_UNAVAILABLE, &HeaderMap::new(), b"");
         assert_eq!(e.kind, ErrorKind::Upstream);
         assert!(e.kind.is_retryable());
