@@ -1,7 +1,8 @@
 //! End-to-end checks of every reply kind over real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use mock_upstream::{MockUpstream, Reply};
