@@ -284,7 +284,9 @@ impl Router {
                             return Routed::failed(last, attempts, false);
                         }
                         if kind == ErrorKind::ContextTooLong {
+                            // Not a retry: the next attempt goes to a larger target, if any.
                             min_window = Some(window.unwrap_or(0) + 1);
+                            tries -= 1;
                             continue;
                         }
                         if !kind.is_retryable() {

@@ -18,6 +18,10 @@ use crate::config::{BreakerConfig, CanaryConfig};
 /// Weight of the newest sample in the latency average.
 const LATENCY_DECAY: f64 = 0.2;
 
+/// A canary is not judged slower for a gap smaller than this: below it, differences between
+/// fast upstreams are noise, and no user notices them in an LLM call.
+const LATENCY_GAP_FLOOR_US: f64 = 50_000.0;
+
 /// Health records by target, kept across reloads.
 #[derive(Default)]
 pub struct HealthRegistry {
@@ -296,7 +300,7 @@ impl TargetHealth {
             match (self.latency_us(), latencies.is_empty()) {
                 (Some(mine), false) => {
                     let baseline = latencies.iter().sum::<f64>() / latencies.len() as f64;
-                    (mine > baseline * guard.max_latency_ratio).then(|| {
+                    (mine > baseline * guard.max_latency_ratio && mine - baseline > LATENCY_GAP_FLOOR_US).then(|| {
                         format!(
                             "latency {:.1} ms against {:.1} ms on the other targets",
                             mine / 1e3,
