@@ -3,3 +3,4 @@
 //! OpenAI surface reads and writes, and what the `openai` provider writes and reads.
 
 pub mod openai;
+pub mod responses;
