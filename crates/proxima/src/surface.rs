@@ -3,6 +3,7 @@
 //! What all surfaces share — reading bodies, response headers, SSE responses — is here.
 
 pub mod openai;
+pub mod responses;
 
 use std::time::Duration;
 
