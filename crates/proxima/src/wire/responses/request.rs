@@ -206,7 +206,11 @@ impl ResponsesRequest {
             parallel_tool_calls = None;
         }
 
-        let text = self.text.unwrap_or_default();
+        let mut text = self.text.unwrap_or_default();
+        // `"format": null` means the default, like leaving it out.
+        if text.get("format").is_some_and(Value::is_null) {
+            text.remove("format");
+        }
         let response_format = text.get("format").map(response_format).transpose()?;
         let effort = self
             .reasoning
@@ -858,6 +862,10 @@ mod tests {
             req.response_format,
             Some(ResponseFormat::JsonObject)
         ));
+        let (req, cx) =
+            convert(json!({"model": "m", "input": "hi", "text": {"format": null}})).unwrap();
+        assert!(req.response_format.is_none());
+        assert_eq!(cx.echo.text, json!({"format": {"type": "text"}}));
     }
 
     #[test]
