@@ -11,10 +11,10 @@ use axum::response::Response;
 use bytes::Bytes;
 use futures_util::{stream as futures_stream, Stream, StreamExt};
 
-use super::{json_response, read_json, route_headers, sse_response};
+use super::{chat_response, json_response, read_json};
 use crate::canonical::{Api, ChunkStream};
 use crate::error::Error;
-use crate::pipeline::{self, ChatOutput, RequestContext};
+use crate::pipeline::{self, RequestContext};
 use crate::wire::responses::{ResponseObject, ResponsesRequest};
 
 pub use stream::{encode, Event, ResponseEvents};
@@ -31,21 +31,15 @@ pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -
         Err(e) => return e.into_response(API),
     };
     let routed = pipeline::chat(&cx, req).await;
-    let mut response = match &routed.result {
-        Ok(ChatOutput::Complete(answer)) => {
-            json_response(&ResponseObject::from_canonical(answer, &context))
-        }
-        Ok(ChatOutput::Stream(_)) => Response::default(),
-        Err(e) => e.clone().into_response(API),
-    };
-    route_headers(&mut response, &routed);
-    if let Ok(ChatOutput::Stream(chunks)) = routed.result {
-        let keepalive = cx.gateway.config.server.stream_keepalive.0;
-        let headers = std::mem::take(response.headers_mut());
-        response = sse_response(events(chunks, ResponseEvents::new(context)), keepalive);
-        response.headers_mut().extend(headers);
-    }
-    response
+    let keepalive = cx.gateway.config.server.stream_keepalive.0;
+    let machine = ResponseEvents::new(context.clone());
+    chat_response(
+        routed,
+        API,
+        keepalive,
+        |answer| json_response(&ResponseObject::from_canonical(answer, &context)),
+        |chunks| events(chunks, machine),
+    )
 }
 
 /// Canonical chunks as Responses SSE events, one write per chunk. The stream ends after
