@@ -7,8 +7,9 @@
 //! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
 //!    started on across reloads), authenticates the key (401 in the surface's error shape), and
 //!    inserts the [`RequestContext`] extension that handlers read.
-//! 3. Surface handler ([`surface::openai`], [`surface::anthropic`]): reads the body (413 over `max_body_bytes`, 400 on
-//!    bad JSON or field types) into the canonical request.
+//! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
+//!    reads the body (413 over `max_body_bytes`, 400 on bad JSON or field types) into the
+//!    canonical request.
 //! 4. [`pipeline`](crate::pipeline): resolves the public model (404), checks the key may use it
 //!    (403), then the [`router`](crate::router) tries targets — strategy order, retries, then
 //!    fallbacks — each attempt a [`Provider`](crate::providers::Provider) call under its timeout.
@@ -109,6 +110,20 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             "/v1/messages/count_tokens",
             post(surface::anthropic::count_tokens),
         )
+        .route("/v1/responses", post(surface::responses::create))
+        // Stored responses do not exist yet: each of these answers a 400 that says so.
+        .route(
+            "/v1/responses/{id}",
+            get(surface::responses::stored_response).delete(surface::responses::stored_response),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(surface::responses::stored_response),
+        )
+        .route(
+            "/v1/responses/{id}/cancel",
+            post(surface::responses::stored_response),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
@@ -132,6 +147,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
 fn api_for_path(path: &str) -> Api {
     if path.starts_with("/v1/messages") {
         Api::Anthropic
+    } else if path.starts_with("/v1/responses") {
+        Api::Responses
     } else {
         Api::OpenAiChat
     }

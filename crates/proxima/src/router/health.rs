@@ -300,13 +300,15 @@ impl TargetHealth {
             match (self.latency_us(), latencies.is_empty()) {
                 (Some(mine), false) => {
                     let baseline = latencies.iter().sum::<f64>() / latencies.len() as f64;
-                    (mine > baseline * guard.max_latency_ratio && mine - baseline > LATENCY_GAP_FLOOR_US).then(|| {
-                        format!(
-                            "latency {:.1} ms against {:.1} ms on the other targets",
-                            mine / 1e3,
-                            baseline / 1e3
-                        )
-                    })
+                    (mine > baseline * guard.max_latency_ratio
+                        && mine - baseline > LATENCY_GAP_FLOOR_US)
+                        .then(|| {
+                            format!(
+                                "latency {:.1} ms against {:.1} ms on the other targets",
+                                mine / 1e3,
+                                baseline / 1e3
+                            )
+                        })
                 }
                 _ => None,
             }
