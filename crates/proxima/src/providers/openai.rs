@@ -7,9 +7,10 @@ mod stream;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use super::azure::Azure;
+use super::http::provider_headers;
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -65,31 +66,21 @@ impl OpenAi {
             .unwrap_or(DEFAULT_BASE_URL)
             .trim_end_matches('/')
             .to_owned();
-        let mut headers = HeaderMap::new();
-        for (k, v) in &config.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
-        if let Some(key) = config.api_key.as_ref().filter(|k| !k.is_empty()) {
-            let (name, value) = match &dialect {
-                Dialect::OpenAi => (
-                    http::header::AUTHORIZATION,
-                    format!("Bearer {}", key.expose()),
-                ),
-                Dialect::Azure(_) => (HeaderName::from_static("api-key"), key.expose().to_owned()),
-            };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                Error::internal(format!(
-                    "provider `{name}`: the API key has characters not allowed in a header"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let credential =
+            config
+                .api_key
+                .as_ref()
+                .filter(|k| !k.is_empty())
+                .map(|key| match &dialect {
+                    Dialect::OpenAi => (
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", key.expose()),
+                    ),
+                    Dialect::Azure(_) => {
+                        (HeaderName::from_static("api-key"), key.expose().to_owned())
+                    }
+                });
+        let headers = provider_headers(&name, config, credential)?;
         Ok(OpenAi {
             name,
             http,

@@ -5,57 +5,13 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use crate::error::{Error, ErrorKind};
-
-/// How much of an unparseable error body is quoted back.
-const QUOTE_LIMIT: usize = 300;
+use crate::error::Error;
+pub use crate::providers::http::transport_error as transport;
+use crate::providers::http::{quote_body, status_error};
 
 /// An error from a non-success upstream status.
 pub fn from_status(provider: &str, status: StatusCode, headers: &HeaderMap, body: &[u8]) -> Error {
-    let detail = error_message(body);
-    let code = status.as_u16();
-    match code {
-        429 => Error::new(
-            ErrorKind::UpstreamRateLimited,
-            format!("provider `{provider}` is rate limiting (429): {detail}"),
-        )
-        .with_retry_after(retry_after(headers)),
-        401 | 403 => Error::upstream(format!(
-            "provider `{provider}` refused the gateway's credentials ({code}): {detail}"
-        )),
-        408 => Error::new(
-            ErrorKind::UpstreamTimeout,
-            format!("provider `{provider}` timed out (408): {detail}"),
-        ),
-        400..=499 => Error::new(
-            ErrorKind::UpstreamRejected(code),
-            format!("provider `{provider}` rejected the request ({code}): {detail}"),
-        ),
-        _ => Error::upstream(format!("provider `{provider}` failed ({code}): {detail}")),
-    }
-}
-
-/// An error from the connection itself. The URL is left out: it is the operator's business.
-pub fn transport(provider: &str, e: reqwest::Error) -> Error {
-    let kind = if e.is_timeout() {
-        ErrorKind::UpstreamTimeout
-    } else {
-        ErrorKind::Upstream
-    };
-    let what = if e.is_connect() {
-        "cannot connect to"
-    } else if e.is_body() || e.is_decode() {
-        "broke off the answer from"
-    } else {
-        "request failed to"
-    };
-    Error::new(
-        kind,
-        format!(
-            "{what} provider `{provider}`: {}",
-            source_chain(&e.without_url())
-        ),
-    )
+    status_error(provider, status, &error_message(body), retry_after(headers))
 }
 
 /// The message of an OpenAI-shaped error body, or the start of whatever the body is.
@@ -70,15 +26,7 @@ pub fn error_message(body: &[u8]) -> String {
             return message.to_owned();
         }
     }
-    let text = String::from_utf8_lossy(body);
-    let text = text.trim();
-    if text.is_empty() {
-        return "no error message".into();
-    }
-    match text.char_indices().nth(QUOTE_LIMIT) {
-        Some((cut, _)) => format!("{}...", &text[..cut]),
-        None => text.to_owned(),
-    }
+    quote_body(body)
 }
 
 /// `retry-after-ms` (OpenAI) or `retry-after` in seconds.
@@ -89,20 +37,10 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
         .or_else(|| number("retry-after").map(|s| Duration::from_secs_f64(s.max(0.0))))
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::error::ErrorKind;
 
     #[test]
     fn classifies_statuses() {
