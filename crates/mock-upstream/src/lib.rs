@@ -5,6 +5,7 @@
 //! message, calling tools, embedding deterministically) or [`MockUpstream::enqueue`] scripted
 //! [`Reply`]s for the next requests: errors, garbage, broken streams, dropped connections.
 
+mod echo;
 mod openai;
 mod record;
 mod script;
