@@ -5,6 +5,7 @@
 //! What every adapter shares is here: the attempt timeout and the stream idle timeout.
 
 mod azure;
+mod gemini;
 mod http;
 mod mock;
 mod openai;
@@ -52,6 +53,8 @@ pub trait ProviderApi {
 enum Adapter {
     /// OpenAI and compatible servers, and Azure OpenAI (same wire format, other URLs and auth).
     OpenAi(openai::OpenAi),
+    /// Google's Gemini API (`generateContent`).
+    Gemini(gemini::Gemini),
     Mock(mock::Mock),
 }
 
@@ -84,6 +87,9 @@ impl Provider {
                 http.clone(),
                 openai::Dialect::Azure(azure::Azure::from_config(config)?),
             )?),
+            ProviderKind::Gemini => {
+                Adapter::Gemini(gemini::Gemini::new(name.clone(), config, http.clone())?)
+            }
             ProviderKind::Mock => Adapter::Mock(mock::Mock::new(
                 config.latency.map(|l| l.0).unwrap_or_default(),
             )),
@@ -102,6 +108,7 @@ impl Provider {
         let call = async {
             match &self.adapter {
                 Adapter::OpenAi(p) => p.chat(req, model).await,
+                Adapter::Gemini(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
             }
         };
@@ -116,6 +123,7 @@ impl Provider {
         let call = async {
             match &self.adapter {
                 Adapter::OpenAi(p) => p.chat_stream(req, model).await,
+                Adapter::Gemini(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
             }
         };
@@ -134,6 +142,7 @@ impl Provider {
         let call = async {
             match &self.adapter {
                 Adapter::OpenAi(p) => p.embed(req, model).await,
+                Adapter::Gemini(p) => p.embed(req, model).await,
                 Adapter::Mock(p) => p.embed(req, model).await,
             }
         };
