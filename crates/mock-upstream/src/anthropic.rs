@@ -7,8 +7,8 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Map, Value};
 
+use crate::echo::{char_pieces, count_words, word_pieces};
 use crate::script::{Answer, JSON};
-use crate::text::{char_pieces, count_words, word_pieces};
 
 /// Tool input JSON is streamed in pieces this long, as the real API splits it.
 const INPUT_PIECE_CHARS: usize = 5;

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::script::{Action, Answer, Payload, Reply};
-use crate::{anthropic, openai, Options, Received};
+use crate::{anthropic, gemini, openai, Options, Received};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -144,10 +144,11 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
     shared.record(Received {
         method: parts.method.to_string(),
         path: path.clone(),
-        query: parts.uri.query().map(str::to_owned),
+        query: query.clone(),
         headers: parts.headers.clone(),
         body: body.clone(),
     });
@@ -164,6 +165,8 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
             }
             if path.starts_with("/v1/messages") {
                 anthropic::answer(&method, &path, &parts.headers, &body, &shared.ids)
+            } else if gemini::handles(&path) {
+                gemini::answer(&method, &path, query.as_deref(), &body, &shared.ids)
             } else {
                 openai::answer(&method, &path, &body, &shared.ids)
             }

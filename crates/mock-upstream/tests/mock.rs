@@ -8,6 +8,9 @@ use futures_util::StreamExt;
 use mock_upstream::{MockUpstream, Reply};
 use serde_json::{json, Value};
 
+#[path = "mock/gemini.rs"]
+mod gemini;
+
 async fn post(mock: &MockUpstream, path: &str, body: &Value) -> reqwest::Response {
     reqwest::Client::new()
         .post(format!("{}{path}", mock.url()))

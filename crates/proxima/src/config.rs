@@ -146,7 +146,8 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// The API root, e.g. `https://api.openai.com/v1` or any OpenAI-compatible server
     /// (vLLM, Ollama, llama.cpp ...). For `azure-openai`, the resource endpoint
-    /// (`https://NAME.openai.azure.com`).
+    /// (`https://NAME.openai.azure.com`). For `gemini`, the versioned root
+    /// (`https://generativelanguage.googleapis.com/v1beta`).
     pub base_url: Option<String>,
     /// Sent as the provider expects it. Empty or absent: no credentials are sent.
     pub api_key: Option<Secret>,
@@ -173,6 +174,9 @@ pub enum ProviderKind {
     AzureOpenai,
     /// Anthropic's Messages API.
     Anthropic,
+    /// Google's Gemini API (`generateContent`), `x-goog-api-key` header. Default base URL
+    /// `https://generativelanguage.googleapis.com/v1beta`.
+    Gemini,
     /// Built in: echoes the last user message, no network.
     Mock,
 }
@@ -442,6 +446,14 @@ impl Config {
             config
                 .models
                 .insert("anthropic/*".into(), ModelConfig::single("anthropic", "*"));
+        }
+        if let Some(key) = env("GEMINI_API_KEY").filter(|k| !k.is_empty()) {
+            let mut gemini = ProviderConfig::new(ProviderKind::Gemini);
+            gemini.api_key = Some(Secret(key));
+            config.providers.insert("gemini".into(), gemini);
+            config
+                .models
+                .insert("gemini/*".into(), ModelConfig::single("gemini", "*"));
         }
         config
     }

@@ -7,6 +7,7 @@
 mod anthropic;
 mod azure;
 mod client;
+mod gemini;
 mod mock;
 mod openai;
 mod upstream_error;
@@ -55,6 +56,8 @@ enum Adapter {
     Anthropic(anthropic::Anthropic),
     /// OpenAI and compatible servers, and Azure OpenAI (same wire format, other URLs and auth).
     OpenAi(openai::OpenAi),
+    /// Google's Gemini API (`generateContent`).
+    Gemini(gemini::Gemini),
     Mock(mock::Mock),
 }
 
@@ -92,6 +95,9 @@ impl Provider {
                 http.clone(),
                 openai::Dialect::Azure(azure::Azure::from_config(config)?),
             )?),
+            ProviderKind::Gemini => {
+                Adapter::Gemini(gemini::Gemini::new(name.clone(), config, http.clone())?)
+            }
             ProviderKind::Mock => Adapter::Mock(mock::Mock::new(
                 config.latency.map(|l| l.0).unwrap_or_default(),
             )),
@@ -111,6 +117,7 @@ impl Provider {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.chat(req, model).await,
                 Adapter::OpenAi(p) => p.chat(req, model).await,
+                Adapter::Gemini(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
             }
         };
@@ -126,6 +133,7 @@ impl Provider {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.chat_stream(req, model).await,
                 Adapter::OpenAi(p) => p.chat_stream(req, model).await,
+                Adapter::Gemini(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
             }
         };
@@ -145,6 +153,7 @@ impl Provider {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.embed(req, model).await,
                 Adapter::OpenAi(p) => p.embed(req, model).await,
+                Adapter::Gemini(p) => p.embed(req, model).await,
                 Adapter::Mock(p) => p.embed(req, model).await,
             }
         };
@@ -160,7 +169,7 @@ impl Provider {
             Adapter::Anthropic(p) => tokio::time::timeout(self.timeout, p.count_tokens(req, model))
                 .await
                 .unwrap_or_else(|_| Err(self.timeout_error("token count"))),
-            Adapter::OpenAi(_) | Adapter::Mock(_) => {
+            Adapter::OpenAi(_) | Adapter::Gemini(_) | Adapter::Mock(_) => {
                 Ok(crate::canonical::estimate_input_tokens(req))
             }
         }
@@ -207,20 +216,6 @@ impl Stream for IdleTimeout {
             },
         }
     }
-}
-
-/// Extra headers from the provider's config (validated when the config was loaded).
-fn configured_headers(config: &ProviderConfig) -> http::HeaderMap {
-    let mut headers = http::HeaderMap::new();
-    for (k, v) in &config.headers {
-        if let (Ok(k), Ok(v)) = (
-            http::HeaderName::from_bytes(k.as_bytes()),
-            http::HeaderValue::from_str(v),
-        ) {
-            headers.insert(k, v);
-        }
-    }
-    headers
 }
 
 /// Seconds since the Unix epoch, for `created` fields.

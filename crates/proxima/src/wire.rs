@@ -3,5 +3,6 @@
 //! OpenAI surface reads and writes, and what the `openai` provider writes and reads.
 
 pub mod anthropic;
+pub mod gemini;
 pub mod openai;
 pub mod responses;

@@ -217,3 +217,40 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ProviderKind, EXAMPLE};
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(text, "test.toml", &|_| None)
+            .map_err(|p| p.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn example_is_valid_and_has_gemini() {
+        let config = match parse(EXAMPLE) {
+            Ok(config) => config,
+            Err(problems) => panic!("{problems:?}"),
+        };
+        assert_eq!(config.providers["gemini"].kind, ProviderKind::Gemini);
+    }
+
+    #[test]
+    fn gemini_takes_no_api_version_or_latency() {
+        let problems = parse(
+            r#"
+[providers.g]
+kind = "gemini"
+api_version = "v1"
+latency = "5ms"
+"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for field in ["providers.g.api_version", "providers.g.latency"] {
+            assert!(problems.iter().any(|p| p.contains(field)), "{problems:?}");
+        }
+    }
+}

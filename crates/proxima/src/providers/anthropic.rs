@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::client::{parse_body, read_body, to_json};
+use super::client::{parse_body, provider_headers, read_body, to_json};
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     Api, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -38,17 +38,18 @@ impl Anthropic {
             .unwrap_or(DEFAULT_BASE_URL)
             .trim_end_matches('/')
             .to_owned();
-        let mut headers = super::configured_headers(config);
+        let credential = config
+            .api_key
+            .as_ref()
+            .filter(|k| !k.is_empty())
+            .map(|key| {
+                (
+                    HeaderName::from_static("x-api-key"),
+                    key.expose().to_owned(),
+                )
+            });
+        let mut headers = provider_headers(&name, config, credential)?;
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
-        if let Some(key) = config.api_key.as_ref().filter(|k| !k.is_empty()) {
-            let mut value = HeaderValue::from_str(key.expose()).map_err(|_| {
-                Error::internal(format!(
-                    "provider `{name}`: the API key has characters not allowed in a header"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert("x-api-key", value);
-        }
         Ok(Anthropic {
             name,
             http,

@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::upstream_error;
+use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
 
 /// Independent connection pools; enough to lift the HTTP/2 stream cap several times over.
@@ -109,4 +110,33 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     serde_json::to_vec(value)
         .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))
+}
+
+/// The headers every request to a provider carries: the configured extra headers, then the
+/// credential (`name: value`, marked sensitive so it never shows in debug output).
+pub fn provider_headers(
+    provider: &str,
+    config: &ProviderConfig,
+    credential: Option<(HeaderName, String)>,
+) -> Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    // Validation has already refused invalid names and values; skipping here cannot hide one.
+    for (k, v) in &config.headers {
+        if let (Ok(k), Ok(v)) = (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            headers.insert(k, v);
+        }
+    }
+    if let Some((name, value)) = credential {
+        let mut value = HeaderValue::from_str(&value).map_err(|_| {
+            Error::internal(format!(
+                "provider `{provider}`: the API key has characters not allowed in a header"
+            ))
+        })?;
+        value.set_sensitive(true);
+        headers.insert(name, value);
+    }
+    Ok(headers)
 }

@@ -106,7 +106,7 @@ targets = [{ provider = "mock", model = "mock" }]
         upstream: &mock_upstream::MockUpstream,
     ) -> (String, tokio::sync::oneshot::Sender<()>) {
         let config = format!(
-            "{CONFIG}\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.up]\nretries = 0\ntargets = [{{ provider = \"up\", model = \"gpt-up\" }}]\n",
+            "{CONFIG}\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.up]\nretries = 0\ntargets = [{{ provider = \"up\", model = \"gpt-5-up\" }}]\n",
             upstream.url()
         );
         gateway_with(&config).await
@@ -114,7 +114,7 @@ targets = [{ provider = "mock", model = "mock" }]
 
     async fn gateway_with(config: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
         let config = Config::parse(config, "t.toml", &|_| None).unwrap();
-        let server = Server::bind(config).await.unwrap();
+        let server = Server::bind(config, None).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         tokio::spawn(server.run(async move {
@@ -283,7 +283,7 @@ targets = [{ provider = "mock", model = "mock" }]
                 "`{field}` must not reach chat completions"
             );
         }
-        assert_eq!(sent["model"], "gpt-up");
+        assert_eq!(sent["model"], "gpt-5-up");
         let roles: Vec<&str> = sent["messages"]
             .as_array()
             .unwrap()
@@ -302,6 +302,7 @@ targets = [{ provider = "mock", model = "mock" }]
             sent["tools"][1]["function"]["parameters"]["required"],
             json!(["input"])
         );
+        // The upstream model is a reasoning model, so the effort goes along.
         assert_eq!(sent["reasoning_effort"], "medium");
         // The upstream called both tools, streamed in pieces; the client gets a function call
         // and a custom tool call, each its own item.
