@@ -6,3 +6,4 @@ mod harness;
 
 mod chat;
 mod tools;
+mod streaming;
