@@ -7,3 +7,4 @@ mod harness;
 mod chat;
 mod tools;
 mod streaming;
+mod failover;
