@@ -8,3 +8,4 @@ mod chat;
 mod tools;
 mod streaming;
 mod failover;
+mod errors;
