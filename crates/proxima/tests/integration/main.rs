@@ -9,3 +9,4 @@ mod tools;
 mod streaming;
 mod failover;
 mod errors;
+mod auth;
