@@ -10,3 +10,4 @@ mod streaming;
 mod failover;
 mod errors;
 mod auth;
+mod providers;
