@@ -11,3 +11,4 @@ mod failover;
 mod errors;
 mod auth;
 mod providers;
+mod cli;
