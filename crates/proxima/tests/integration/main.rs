@@ -12,3 +12,4 @@ mod errors;
 mod auth;
 mod providers;
 mod cli;
+mod shutdown;
