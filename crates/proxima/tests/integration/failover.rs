@@ -77,6 +77,49 @@ async fn a_stream_that_fails_before_its_first_chunk_fails_over() {
 }
 
 #[tokio::test]
+async fn a_stream_whose_first_event_is_an_upstream_error_fails_over() {
+    let (first, second, gw) = two_targets().await;
+    first.enqueue(Reply::sse(vec![serde_json::json!({
+        "error": {"message": "first target overloaded", "type": "server_error"}
+    })
+    .to_string()]));
+
+    let mut sse = gw.stream(stream_body("chat", "served by second")).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("x-proxima-provider"), Some("second"));
+    assert_eq!(sse.header("x-proxima-attempts"), Some("2"));
+    let chunks = chunks_until_done(&sse.data().await);
+    assert_eq!(streamed_content(&chunks, 0), "served by second");
+    assert_eq!(second.request_count(), 1);
+    assert_eq!(first.request_count(), 1);
+}
+
+#[tokio::test]
+async fn a_stream_failing_with_an_error_event_on_every_attempt_is_502_with_its_message() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
+        "chat",
+        "up",
+        "gpt-upstream",
+        "retries = 0",
+    ))
+    .await;
+    mock.enqueue(Reply::sse(vec![serde_json::json!({
+        "error": {"message": "model overloaded, try later", "type": "server_error"}
+    })
+    .to_string()]));
+    let answer = gw.chat(stream_body("chat", "x")).await;
+    let error = answer.assert_error(502, "upstream_error");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("model overloaded, try later"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
 async fn an_upstream_400_is_not_retried_and_keeps_its_status_and_message() {
     let (first, second, gw) = two_targets().await;
     first.enqueue(Reply::error(

@@ -4,12 +4,12 @@
 
 mod harness;
 
-mod chat;
-mod tools;
-mod streaming;
-mod failover;
-mod errors;
 mod auth;
-mod providers;
+mod chat;
 mod cli;
+mod errors;
+mod failover;
+mod providers;
 mod shutdown;
+mod streaming;
+mod tools;

@@ -226,6 +226,35 @@ async fn mid_stream_cut_gives_an_error_event_and_no_done() {
 }
 
 #[tokio::test]
+async fn an_upstream_error_event_mid_stream_reaches_the_client_with_its_message() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+    // OpenAI reports failures after the headers as an event carrying an error object.
+    mock.enqueue(Reply::sse(vec![
+        chunk("partial"),
+        json!({"error": {"message": "The server had an error while processing your request", "type": "server_error"}})
+            .to_string(),
+    ]));
+
+    let mut body = stream_body("chat", "x");
+    body["stream_options"] = json!({"include_usage": true});
+    let data = gw.stream(body).await.data().await;
+    assert!(!data.iter().any(|d| d == "[DONE]"), "no [DONE]: {data:?}");
+    assert_eq!(data.len(), 2, "the partial chunk, then the error: {data:?}");
+    let first: Value = serde_json::from_str(&data[0]).unwrap();
+    assert_eq!(first["choices"][0]["delta"]["content"], "partial");
+    let error: Value = serde_json::from_str(&data[1]).unwrap();
+    assert_eq!(error["error"]["code"], "upstream_error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("The server had an error while processing your request"),
+        "the upstream's message must reach the client: {error}"
+    );
+}
+
+#[tokio::test]
 async fn upstream_silent_mid_stream_times_out_with_an_error_event() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(
