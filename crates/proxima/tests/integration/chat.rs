@@ -194,3 +194,47 @@ async fn multi_turn_conversation_is_forwarded_in_order() {
     assert_eq!(answer.content(), "second question");
     assert_eq!(mock.received()[0].json()["messages"], messages);
 }
+
+#[tokio::test]
+async fn configured_extra_headers_go_upstream_and_a_trailing_slash_in_base_url_is_harmless() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(Conf::new().section(&format!(
+        "[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1/\"\napi_key = \"{PROVIDER_KEY}\"\nheaders = {{ \"OpenAI-Organization\" = \"org-42\", \"x-vendor-tag\" = \"blue\" }}\n\n\
+         [models.chat]\ntargets = [{{ provider = \"up\", model = \"gpt-upstream\" }}]\n",
+        mock.url()
+    )))
+    .await;
+    gw.chat_ok(chat_body("chat", "hi")).await;
+    let request = &mock.received()[0];
+    assert_eq!(request.path, "/v1/chat/completions");
+    assert_eq!(request.header("openai-organization"), Some("org-42"));
+    assert_eq!(request.header("x-vendor-tag"), Some("blue"));
+    assert_eq!(
+        request.header("authorization"),
+        Some(format!("Bearer {PROVIDER_KEY}").as_str())
+    );
+}
+
+#[tokio::test]
+async fn a_provider_without_api_key_sends_no_authorization() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(Conf::new().section(&format!(
+        "[providers.local]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.chat]\ntargets = [{{ provider = \"local\", model = \"llama\" }}]\n",
+        mock.url()
+    )))
+    .await;
+    gw.send(
+        gw.client()
+            .post(gw.url("/v1/chat/completions"))
+            .bearer_auth("client-key-not-forwarded")
+            .header("content-type", "application/json")
+            .body(chat_body("chat", "hi").to_string()),
+    )
+    .await;
+    let request = &mock.received()[0];
+    assert!(
+        request.header("authorization").is_none(),
+        "{:?}",
+        request.headers
+    );
+}

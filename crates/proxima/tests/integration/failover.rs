@@ -212,3 +212,42 @@ async fn fallback_model_serves_when_every_target_failed() {
     assert_eq!(answer.header("x-proxima-model"), Some("small"));
     assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
 }
+
+#[tokio::test]
+async fn round_robin_alternates_between_targets() {
+    let a = MockUpstream::start().await.unwrap();
+    let b = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(
+        Conf::new().openai("a", &a).openai("b", &b).section(
+            "[models.chat]\nstrategy = \"round-robin\"\ntargets = [\n  { provider = \"a\", model = \"ma\" },\n  { provider = \"b\", model = \"mb\" },\n]\n",
+        ),
+    )
+    .await;
+    let mut providers = Vec::new();
+    for _ in 0..4 {
+        let answer = gw.chat_ok(chat_body("chat", "hi")).await;
+        providers.push(answer.header("x-proxima-provider").unwrap().to_owned());
+    }
+    assert_ne!(providers[0], providers[1], "{providers:?}");
+    assert_eq!(providers[0], providers[2], "{providers:?}");
+    assert_eq!(providers[1], providers[3], "{providers:?}");
+    assert_eq!(a.request_count(), 2);
+    assert_eq!(b.request_count(), 2);
+}
+
+#[tokio::test]
+async fn weighted_never_picks_a_zero_weight_target() {
+    let live = MockUpstream::start().await.unwrap();
+    let idle = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(
+        Conf::new().openai("live", &live).openai("idle", &idle).section(
+            "[models.chat]\nstrategy = \"weighted\"\ntargets = [\n  { provider = \"idle\", model = \"m\", weight = 0 },\n  { provider = \"live\", model = \"m\", weight = 5 },\n]\n",
+        ),
+    )
+    .await;
+    for _ in 0..10 {
+        gw.chat_ok(chat_body("chat", "hi")).await;
+    }
+    assert_eq!(live.request_count(), 10);
+    assert_eq!(idle.request_count(), 0);
+}
