@@ -137,16 +137,16 @@ async fn without_any_key_anonymous_requests_work_on_loopback() {
 }
 
 #[tokio::test]
-async fn logs_never_contain_the_provider_key_or_client_keys() {
+async fn keys_from_the_environment_work_and_never_appear_in_logs() {
     let mock = MockUpstream::start().await.unwrap();
     let client_key = "ck-client-secret-31337";
     let config = temp_file(
         "secrets.toml",
         &format!(
             "[server]\nlisten = \"127.0.0.1:0\"\nmaster_key = \"{MASTER}\"\n\n\
-             [providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"{PROVIDER_KEY}\"\ntimeout = \"500ms\"\n\n\
+             [providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\napi_key = \"${{UPSTREAM_KEY}}\"\ntimeout = \"500ms\"\n\n\
              [models.chat]\ntargets = [{{ provider = \"up\", model = \"gpt-upstream\" }}]\nretries = 0\n\n\
-             [keys.client]\nkey = \"{client_key}\"\n",
+             [keys.client]\nkey = \"${{CLIENT_KEY}}\"\n",
             mock.url()
         ),
     );
@@ -155,7 +155,9 @@ async fn logs_never_contain_the_provider_key_or_client_keys() {
     command
         .args(["serve", "--config"])
         .arg(&config)
-        .env("PROXIMA_LOG", "trace");
+        .env("PROXIMA_LOG", "trace")
+        .env("UPSTREAM_KEY", PROVIDER_KEY)
+        .env("CLIENT_KEY", client_key);
     let served = Served::start(command);
     let client = http_client();
     let post = |key: &str, body: serde_json::Value| {
@@ -206,6 +208,12 @@ async fn logs_never_contain_the_provider_key_or_client_keys() {
             .await
             .status,
         400
+    );
+
+    // The keys came from the environment and work.
+    assert_eq!(
+        mock.received()[0].header("authorization"),
+        Some(format!("Bearer {PROVIDER_KEY}").as_str())
     );
 
     let logs = served.stop();
