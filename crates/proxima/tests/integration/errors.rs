@@ -178,6 +178,12 @@ async fn body_over_max_body_bytes_is_413_with_and_without_content_length() {
         .await;
     answer.assert_error(413, "request_too_large");
 
+    // Far over the limit: the gateway answers before the client has finished sending.
+    let huge = json!({"model": "chat", "messages": [user(&"z".repeat(1_000_000))]}).to_string();
+    gw.post_raw(CHAT, huge)
+        .await
+        .assert_error(413, "request_too_large");
+
     // The embeddings endpoint has the same limit.
     let embed = json!({"model": "chat", "input": "y".repeat(8000)});
     gw.post_json("/v1/embeddings", &embed)
@@ -273,8 +279,9 @@ async fn upstream_timeout_is_504() {
     let started = Instant::now();
     let answer = gw.chat(chat_body("chat", "hi")).await;
     let error = answer.assert_error(504, "upstream_timeout");
+    // The upstream never answers: any prompt answer shows the 300 ms timeout at work.
     assert!(
-        started.elapsed() < Duration::from_secs(2),
+        started.elapsed() < Duration::from_secs(5),
         "took {:?}",
         started.elapsed()
     );

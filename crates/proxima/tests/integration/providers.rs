@@ -184,7 +184,7 @@ async fn builtin_mock_echoes_with_usage_after_its_latency() {
     let answer = gw.chat_ok(chat_body("mock", "echo me back please")).await;
     let took = started.elapsed();
     assert!(took >= Duration::from_millis(150), "answered in {took:?}");
-    assert!(took < Duration::from_secs(2), "answered in {took:?}");
+    assert!(took < Duration::from_secs(5), "answered in {took:?}");
     assert_eq!(answer.content(), "echo me back please");
     assert_eq!(answer.header("x-proxima-provider"), Some("local"));
     assert_eq!(answer.header("x-proxima-model"), Some("mock-1"));

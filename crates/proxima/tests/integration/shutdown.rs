@@ -55,6 +55,7 @@ async fn sigterm_lets_a_stream_finish_stops_taking_traffic_and_exits_zero() {
         .unwrap()
         .unwrap();
     received.extend_from_slice(&first);
+    let first_at = Instant::now();
 
     let signalled = Instant::now();
     served.terminate();
@@ -73,9 +74,11 @@ async fn sigterm_lets_a_stream_finish_stops_taking_traffic_and_exits_zero() {
         }
     }
     assert!(refused, "still ready 2 s after SIGTERM");
+    // After its first chunk the stream needs 11 more x 200 ms: it was still running.
     assert!(
-        signalled.elapsed() < Duration::from_millis(1500),
-        "the stream should still be running when readiness is checked"
+        first_at.elapsed() < Duration::from_millis(2200),
+        "readiness was only refused {:?} after the stream began",
+        first_at.elapsed()
     );
 
     // The stream in flight completes.
