@@ -251,3 +251,25 @@ async fn weighted_never_picks_a_zero_weight_target() {
     assert_eq!(live.request_count(), 10);
     assert_eq!(idle.request_count(), 0);
 }
+
+#[tokio::test]
+async fn a_retry_after_429_waits_as_long_as_the_upstream_asked() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
+        "chat",
+        "up",
+        "gpt-upstream",
+        "retries = 1",
+    ))
+    .await;
+    mock.enqueue(Reply::error(429, "slow down").header("retry-after", "1"));
+    let started = std::time::Instant::now();
+    let answer = gw.chat_ok(chat_body("chat", "patient")).await;
+    assert_eq!(answer.content(), "patient");
+    assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(1000),
+        "retried after {:?}, before the upstream's retry-after",
+        started.elapsed()
+    );
+}

@@ -493,3 +493,18 @@ async fn many_concurrent_streams_all_complete() {
         assert_eq!(streamed_content(&chunks_until_done(&data), 0), text);
     }
 }
+
+#[tokio::test]
+async fn an_upstream_that_omits_done_after_finishing_still_ends_with_done() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+    // Some OpenAI-compatible servers end the body after the finish chunk, without [DONE].
+    mock.enqueue(Reply::sse(vec![
+        chunk("all"),
+        chunk(" there"),
+        finish_chunk(),
+    ]));
+    let mut sse = gw.stream(stream_body("chat", "x")).await;
+    let chunks = chunks_until_done(&sse.data().await);
+    assert_eq!(streamed_content(&chunks, 0), "all there");
+}
