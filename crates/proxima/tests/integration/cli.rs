@@ -133,12 +133,12 @@ fn serve_on_all_interfaces_without_keys_refuses_to_start() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn");
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if std::time::Instant::now() > deadline {
+        if tokio::time::Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();
             panic!("proxima started serving on 0.0.0.0 without any key");

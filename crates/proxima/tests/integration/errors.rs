@@ -1,6 +1,7 @@
 //! Errors exactly as the SPEC table says, in OpenAI's shape, and never a crash.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use mock_upstream::{MockUpstream, Reply};

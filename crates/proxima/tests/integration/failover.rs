@@ -263,7 +263,7 @@ async fn a_retry_after_429_waits_as_long_as_the_upstream_asked() {
     ))
     .await;
     mock.enqueue(Reply::error(429, "slow down").header("retry-after", "1"));
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let answer = gw.chat_ok(chat_body("chat", "patient")).await;
     assert_eq!(answer.content(), "patient");
     assert_eq!(answer.header("x-proxima-attempts"), Some("2"));

@@ -8,7 +8,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use futures_util::StreamExt;
@@ -119,7 +120,7 @@ impl Gateway {
         let mut config = proxima::config::Config::parse(text, "test.toml", &|_| None)
             .unwrap_or_else(|problems| panic!("test config rejected:\n{problems}\n---\n{text}"));
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-        let server = proxima::server::Server::bind(config)
+        let server = proxima::server::Server::bind(config, None)
             .await
             .unwrap_or_else(|e| panic!("bind failed: {e}"));
         let addr = server.local_addr();

@@ -10,6 +10,7 @@ mod cli;
 mod errors;
 mod failover;
 mod providers;
+mod routing;
 mod shutdown;
 mod streaming;
 mod tools;

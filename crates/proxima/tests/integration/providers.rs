@@ -1,6 +1,7 @@
 //! Provider kinds other than plain OpenAI (Azure, the built-in mock), embeddings and models.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use mock_upstream::MockUpstream;
 use serde_json::{json, Value};

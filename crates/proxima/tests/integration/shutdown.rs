@@ -1,6 +1,7 @@
 //! Graceful shutdown of the real binary on SIGTERM, and the health endpoints.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use crate::harness::*;
 

@@ -1,7 +1,8 @@
 //! Streaming chat completions: SSE framing, reassembly, usage, incremental delivery, and what
 //! happens when the upstream or the client goes away mid-stream.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use mock_upstream::{MockUpstream, Reply};
 use serde_json::{json, Value};
