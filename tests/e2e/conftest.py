@@ -135,8 +135,10 @@ def _ready(url: str) -> bool:
         return False
 
 
-def _start_proxima(binary: Path, workdir: Path, upstream: str) -> tuple[subprocess.Popen, str, Path]:
-    """Starts `proxima serve` on a free port and waits for `/health/ready`; retries on a port race."""
+def _start_proxima(
+    binary: Path, workdir: Path, upstream: str
+) -> tuple[subprocess.Popen, str, Path]:
+    """Starts `proxima serve` on a free port, waits for `/health/ready`; retries on a port race."""
     env = {k: v for k, v in os.environ.items() if k not in ("PROXIMA_CONFIG", "PROXIMA_MASTER_KEY")}
     env.setdefault("PROXIMA_LOG", "info")
     env["NO_COLOR"] = "1"
@@ -161,7 +163,9 @@ def _start_proxima(binary: Path, workdir: Path, upstream: str) -> tuple[subproce
                 return proc, base, log
             time.sleep(0.05)
         _stop(proc)
-        failures.append(f"attempt {attempt + 1} on port {port} (exit {proc.returncode}):\n{_tail(log)}")
+        failures.append(
+            f"attempt {attempt + 1} on port {port} (exit {proc.returncode}):\n{_tail(log)}"
+        )
     pytest.fail(
         "proxima did not become ready (GET /health/ready = 200):\n" + "\n\n".join(failures),
         pytrace=False,

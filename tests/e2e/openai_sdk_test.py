@@ -16,6 +16,7 @@ from array import array
 import openai
 import pytest
 from openai import AsyncOpenAI, OpenAI
+from pydantic import BaseModel
 
 TOOLS = [
     {
@@ -55,7 +56,7 @@ def as_f32(vector: list[float]) -> bytes:
 
 
 def reassemble_tool_calls(chunks) -> tuple[list[dict], str | None]:
-    """Joins streamed tool-call deltas by index, as SDK users must; returns calls and finish reason."""
+    """Joins streamed tool-call deltas by index, as SDK users must; returns calls, finish reason."""
     calls: dict[int, dict] = {}
     finish = None
     for chunk in chunks:
@@ -81,12 +82,23 @@ def test_models_list_contains_configured_models(client):
     assert {"gpt", "mock", "embed"} <= ids
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="gateway bug: GET /v1/models/{model} is not routed (404 'no such endpoint'); "
+    "remove this mark when it is",
+)
+def test_models_retrieve(client):
+    model = client.models.retrieve("gpt")
+    assert model.id == "gpt"
+    assert model.object == "model"
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
+
+
 # ---------------------------------------------------------------------------- chat
 
 
-@pytest.mark.parametrize(
-    ("model", "upstream_model"), [("gpt", "mock-gpt"), ("mock", "mock")]
-)
+@pytest.mark.parametrize(("model", "upstream_model"), [("gpt", "mock-gpt"), ("mock", "mock")])
 def test_chat_echoes_with_usage(client, model, upstream_model):
     text = "hello from the official sdk"
     response = client.chat.completions.create(model=model, messages=user(text))
@@ -139,7 +151,9 @@ def test_stream_concatenates_to_the_echo(client, model):
     assert len({chunk.id for chunk in chunks}) == 1
     content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert content == text
-    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
     assert finishes == ["stop"]
     # Without include_usage, no chunk carries usage.
     assert all(chunk.usage is None for chunk in chunks)
@@ -266,6 +280,19 @@ def test_json_object_response_format(client):
     assert json.loads(response.choices[0].message.content) == {"echo": text}
 
 
+class Echo(BaseModel):
+    echo: str
+
+
+def test_structured_output_parse_with_json_schema(client):
+    text = "structured please"
+    # `parse` sends response_format {"type": "json_schema", ...} built from the model class.
+    response = client.chat.completions.parse(model="gpt", messages=user(text), response_format=Echo)
+    parsed = response.choices[0].message.parsed
+    assert isinstance(parsed, Echo)
+    assert parsed.echo == text
+
+
 def test_n_choices(client):
     text = "say it twice"
     response = client.chat.completions.create(model="gpt", messages=user(text), n=2)
@@ -276,7 +303,9 @@ def test_n_choices(client):
 
 def test_n_choices_streamed(client):
     text = "say it twice"
-    chunks = list(client.chat.completions.create(model="gpt", messages=user(text), n=2, stream=True))
+    chunks = list(
+        client.chat.completions.create(model="gpt", messages=user(text), n=2, stream=True)
+    )
     texts: dict[int, str] = {}
     for chunk in chunks:
         for choice in chunk.choices:
@@ -357,9 +386,14 @@ def test_wrong_field_type_is_bad_request(client):
 # ---------------------------------------------------------------------------- headers
 
 
-@pytest.mark.parametrize(("model", "provider", "upstream_model"), [("gpt", "up", "mock-gpt"), ("mock", "builtin", "mock")])
+@pytest.mark.parametrize(
+    ("model", "provider", "upstream_model"),
+    [("gpt", "up", "mock-gpt"), ("mock", "builtin", "mock")],
+)
 def test_raw_response_shows_the_provider(client, model, provider, upstream_model):
-    raw = client.chat.completions.with_raw_response.create(model=model, messages=user("which provider"))
+    raw = client.chat.completions.with_raw_response.create(
+        model=model, messages=user("which provider")
+    )
     assert raw.status_code == 200
     assert raw.headers["x-proxima-provider"] == provider
     assert raw.headers["x-proxima-model"] == upstream_model
