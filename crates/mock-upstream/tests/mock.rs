@@ -11,8 +11,21 @@ use serde_json::{json, Value};
 #[path = "mock/gemini.rs"]
 mod gemini;
 
+/// A client for these tests. `cargo test --workspace` unifies reqwest's features with the
+/// gateway's `rustls-no-provider`, under which building any client, even for plain http://,
+/// panics unless a process-wide crypto provider is installed: install ring's (what the gateway
+/// uses) first.
+fn client_builder() -> reqwest::ClientBuilder {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+}
+
+fn client() -> reqwest::Client {
+    client_builder().build().unwrap()
+}
+
 async fn post(mock: &MockUpstream, path: &str, body: &Value) -> reqwest::Response {
-    reqwest::Client::new()
+    client()
         .post(format!("{}{path}", mock.url()))
         .header("content-type", "application/json")
         .body(body.to_string())
@@ -343,7 +356,7 @@ async fn error_replies_have_openai_shape() {
     let (status, json) = post_json(&mock, "/v1/nope", &body).await;
     assert_eq!(status, 404);
     assert_eq!(json["error"]["code"], "unknown_url");
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!("{}/v1/chat/completions", mock.url()))
         .body("{not json")
         .send()
@@ -391,7 +404,7 @@ async fn drop_connection_and_hang() {
     let mock = MockUpstream::start().await.unwrap();
     mock.enqueue(Reply::drop_connection());
     mock.enqueue(Reply::hang());
-    let client = reqwest::Client::new();
+    let client = client();
     let url = format!("{}/v1/chat/completions", mock.url());
 
     let error = client.post(&url).body("{}").send().await.unwrap_err();
@@ -433,7 +446,7 @@ async fn delays_apply_before_headers_and_between_events() {
 async fn records_requests() {
     let mock = MockUpstream::start().await.unwrap();
     let body = json!({"model": "m", "messages": [user("hi")]});
-    reqwest::Client::new()
+    client()
         .post(format!("{}/v1/chat/completions?trace=1", mock.url()))
         .header("authorization", "Bearer sk-test")
         .header("x-custom", "yes")
@@ -465,7 +478,7 @@ async fn records_requests() {
 #[tokio::test]
 async fn azure_deployment_paths() {
     let mock = MockUpstream::start().await.unwrap();
-    let response = reqwest::Client::new()
+    let response = client()
         .post(format!(
             "{}/openai/deployments/my-gpt/chat/completions?api-version=2024-10-21",
             mock.url()
@@ -566,7 +579,9 @@ async fn embeddings_float_and_base64_agree() {
 #[tokio::test]
 async fn lists_models() {
     let mock = MockUpstream::start().await.unwrap();
-    let response = reqwest::get(format!("{}/v1/models", mock.url()))
+    let response = client()
+        .get(format!("{}/v1/models", mock.url()))
+        .send()
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -581,10 +596,7 @@ async fn lists_models() {
 #[tokio::test]
 async fn speaks_h2c_with_prior_knowledge() {
     let mock = MockUpstream::start().await.unwrap();
-    let client = reqwest::Client::builder()
-        .http2_prior_knowledge()
-        .build()
-        .unwrap();
+    let client = client_builder().http2_prior_knowledge().build().unwrap();
     let response = client
         .post(format!("{}/v1/chat/completions", mock.url()))
         .body(json!({"model": "m", "messages": [user("over h2")]}).to_string())
@@ -602,7 +614,7 @@ async fn stops_on_shutdown_and_on_drop() {
         let mock = MockUpstream::start().await.unwrap();
         let addr = mock.addr();
         mock.enqueue(Reply::hang());
-        let client = reqwest::Client::new();
+        let client = client();
         let hanging = tokio::spawn(client.post(mock.url()).body("{}").send());
         while mock.request_count() == 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -626,19 +638,15 @@ async fn stops_on_shutdown_and_on_drop() {
 async fn many_concurrent_connections() {
     let mock = MockUpstream::start().await.unwrap();
     let body = json!({"model": "m", "stream": true, "messages": [user("load test")]}).to_string();
+    // No idle connections kept, so every request opens its own. (One shared client: building
+    // 500 clients, each loading the TLS roots that workspace builds enable, took ~50 s.)
+    let client = client_builder().pool_max_idle_per_host(0).build().unwrap();
     let tasks: Vec<_> = (0..500)
         .map(|_| {
-            // A client each, so every request gets its own connection.
             let url = format!("{}/v1/chat/completions", mock.url());
-            let body = body.clone();
+            let request = client.post(url).body(body.clone());
             tokio::spawn(async move {
-                let text = reqwest::Client::new()
-                    .post(url)
-                    .body(body)
-                    .send()
-                    .await?
-                    .text()
-                    .await?;
+                let text = request.send().await?.text().await?;
                 Ok::<_, reqwest::Error>(text.ends_with("data: [DONE]\n\n"))
             })
         })

@@ -303,7 +303,7 @@ async fn scripted_gemini_errors_and_recording() {
         json!({"error": {"code": 429, "message": "Resource has been exhausted", "status": "RESOURCE_EXHAUSTED"}})
     );
 
-    reqwest::Client::new()
+    super::client()
         .post(format!("{}{STREAM}?alt=sse", mock.url()))
         .header("x-goog-api-key", "gm-key")
         .body(json!({"contents": [user("hi")]}).to_string())
