@@ -394,21 +394,36 @@ impl Config {
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Problems> {
-        let text = interpolate::interpolate(text, origin, env).map_err(Problems)?;
-        let config: Config = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().trim_end().to_owned();
-            Problems(vec![match line {
-                Some(line) => Problem::at_line(origin, line, message),
-                None => Problem {
-                    location: origin.to_owned(),
-                    message,
-                },
-            }])
-        })?;
-        let problems = validate::validate(&config, origin);
+        // Missing variables are reported with whatever else is wrong, so one run of `check`
+        // shows as much as it can: the rest is parsed with those variables empty.
+        let (text, mut problems) = match interpolate::interpolate(text, origin, env) {
+            Ok(text) => (text, Vec::new()),
+            Err(missing) => {
+                let text = interpolate::interpolate(text, origin, &|name| {
+                    env(name).or_else(|| Some(String::new()))
+                })
+                .unwrap_or_default();
+                (text, missing)
+            }
+        };
+        let config: Config = match toml::from_str(&text) {
+            Ok(config) => config,
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                let message = e.message().trim_end().to_owned();
+                problems.push(match line {
+                    Some(line) => Problem::at_line(origin, line, message),
+                    None => Problem {
+                        location: origin.to_owned(),
+                        message,
+                    },
+                });
+                return Err(Problems(problems));
+            }
+        };
+        problems.extend(validate::validate(&config, origin));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -493,5 +508,29 @@ impl ModelConfig {
             context_window: None,
             timeout: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_reports_a_missing_variable_and_a_bad_reference_in_one_run() {
+        let text = "[providers.up]\nkind = \"openai\"\napi_key = \"${NOT_SET}\"\n\n[models.m]\ntargets = [{ provider = \"nowhere\", model = \"x\" }]\n";
+        let problems = Config::parse(text, "p.toml", &|_| None)
+            .err()
+            .map(|p| p.0)
+            .unwrap_or_default();
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("p.toml:3: ") && shown[0].contains("NOT_SET"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].contains("models.m.targets[0].provider") && shown[1].contains("nowhere"),
+            "{shown:?}"
+        );
     }
 }

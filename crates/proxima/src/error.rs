@@ -136,7 +136,11 @@ impl ErrorKind {
             // Keep the upstream's status so the client sees the same class of error it would directly.
             UpstreamRejected(status) => (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                "invalid_request",
+                match status {
+                    404 => "not_found",
+                    413 => "request_too_large",
+                    _ => "invalid_request",
+                },
                 BAD,
                 BAD,
             ),

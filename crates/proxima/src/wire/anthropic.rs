@@ -199,6 +199,24 @@ mod tests {
     }
 
     #[test]
+    fn other_stream_options_reach_an_openai_upstream() {
+        let wire: ChatCompletionRequest = serde_json::from_value(json!({
+            "model": "m", "stream": true,
+            "stream_options": {"include_usage": false, "include_obfuscation": false},
+            "messages": [{"role": "user", "content": "x"}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+        let canonical = wire.into_canonical().unwrap_or_else(|e| panic!("{e}"));
+        assert!(!canonical.include_usage);
+        let out = serde_json::to_value(ChatCompletionRequest::from_canonical(&canonical, "m"))
+            .unwrap_or_default();
+        assert_eq!(
+            out["stream_options"],
+            json!({"include_usage": true, "include_obfuscation": false})
+        );
+    }
+
+    #[test]
     fn several_choices_are_refused_for_anthropic() {
         let wire: ChatCompletionRequest = serde_json::from_value(
             json!({"model": "m", "n": 2, "messages": [{"role": "user", "content": "x"}]}),

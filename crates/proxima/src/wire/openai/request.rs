@@ -188,6 +188,10 @@ impl ChatCompletionRequest {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        // Other stream options (e.g. `include_obfuscation`) go upstream as the client sent them.
+        if let Some(options) = self.stream_options.filter(|o| !o.extra.is_empty()) {
+            extra.insert("stream_options".into(), Value::Object(options.extra));
+        }
         if self.n == Some(0) {
             return Err(Error::invalid_request("`n` must be at least 1").with_param("n"));
         }
@@ -418,11 +422,15 @@ impl ChatCompletionRequest {
     /// The request to send upstream for `model`. Usage is always requested in streams, since
     /// accounting needs it; fields from another API are dropped, never forwarded.
     pub fn from_canonical(req: &ChatRequest, model: &str) -> ChatCompletionRequest {
-        let extra = req
+        let mut extra = req
             .passthrough
             .for_api(Api::OpenAiChat)
             .cloned()
             .unwrap_or_default();
+        let stream_extra = match extra.remove("stream_options") {
+            Some(Value::Object(options)) => options,
+            _ => Map::new(),
+        };
         let s = &req.sampling;
         let same_api = req.passthrough.api == Some(Api::OpenAiChat);
         let reasoning_model = is_reasoning_model(model);
@@ -499,9 +507,9 @@ impl ChatCompletionRequest {
             frequency_penalty: s.frequency_penalty,
             n: req.n,
             stream: req.stream.then_some(true),
-            stream_options: req.stream.then(|| StreamOptionsWire {
+            stream_options: req.stream.then_some(StreamOptionsWire {
                 include_usage: Some(true),
-                extra: Map::new(),
+                extra: stream_extra,
             }),
             user: req.user.clone(),
             // Other APIs ask for thinking on every model; OpenAI refuses the field on models
