@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::client::{parse_body, provider_headers, read_body, to_json};
+use super::client::{base_url, parse_body, provider_headers, read_body, to_json};
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     Api, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -32,12 +32,7 @@ impl Anthropic {
         config: &ProviderConfig,
         http: Arc<HttpClient>,
     ) -> Result<Anthropic> {
-        let base_url = config
-            .base_url
-            .as_deref()
-            .unwrap_or(DEFAULT_BASE_URL)
-            .trim_end_matches('/')
-            .to_owned();
+        let base_url = base_url(config, DEFAULT_BASE_URL);
         let credential = config
             .api_key
             .as_ref()

@@ -112,6 +112,16 @@ pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
         .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))
 }
 
+/// The provider's API root without a trailing slash, or the provider's public one.
+pub fn base_url(config: &ProviderConfig, default: &str) -> String {
+    config
+        .base_url
+        .as_deref()
+        .unwrap_or(default)
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// The headers every request to a provider carries: the configured extra headers, then the
 /// credential (`name: value`, marked sensitive so it never shows in debug output).
 pub fn provider_headers(

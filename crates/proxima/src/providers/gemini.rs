@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
 
-use super::client::{parse_body, provider_headers, read_body, to_json};
+use super::client::{base_url, parse_body, provider_headers, read_body, to_json};
 use super::{unix_now, HttpClient, ProviderApi};
 use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -32,12 +32,7 @@ pub struct Gemini {
 
 impl Gemini {
     pub fn new(name: Arc<str>, config: &ProviderConfig, http: Arc<HttpClient>) -> Result<Gemini> {
-        let base_url = config
-            .base_url
-            .as_deref()
-            .unwrap_or(DEFAULT_BASE_URL)
-            .trim_end_matches('/')
-            .to_owned();
+        let base_url = base_url(config, DEFAULT_BASE_URL);
         // The header rather than `?key=`: URLs end up in logs, headers do not.
         let credential = config
             .api_key

@@ -5,16 +5,16 @@ mod stream;
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName};
 
 use super::azure::Azure;
-use super::client::{parse_body, read_body, to_json};
+use super::client::{base_url, parse_body, provider_headers, read_body, to_json};
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
 };
 use crate::config::ProviderConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionRequest, EmbeddingsRequestWire, EmbeddingsResponseWire,
 };
@@ -58,37 +58,22 @@ impl OpenAi {
         http: Arc<HttpClient>,
         dialect: Dialect,
     ) -> Result<OpenAi> {
-        let base_url = config
-            .base_url
-            .as_deref()
-            .unwrap_or(DEFAULT_BASE_URL)
-            .trim_end_matches('/')
-            .to_owned();
-        let mut headers = HeaderMap::new();
-        for (k, v) in &config.headers {
-            if let (Ok(k), Ok(v)) = (
-                HeaderName::from_bytes(k.as_bytes()),
-                HeaderValue::from_str(v),
-            ) {
-                headers.insert(k, v);
-            }
-        }
-        if let Some(key) = config.api_key.as_ref().filter(|k| !k.is_empty()) {
-            let (name, value) = match &dialect {
-                Dialect::OpenAi => (
-                    http::header::AUTHORIZATION,
-                    format!("Bearer {}", key.expose()),
-                ),
-                Dialect::Azure(_) => (HeaderName::from_static("api-key"), key.expose().to_owned()),
-            };
-            let mut value = HeaderValue::from_str(&value).map_err(|_| {
-                Error::internal(format!(
-                    "provider `{name}`: the API key has characters not allowed in a header"
-                ))
-            })?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
+        let base_url = base_url(config, DEFAULT_BASE_URL);
+        let credential =
+            config
+                .api_key
+                .as_ref()
+                .filter(|k| !k.is_empty())
+                .map(|key| match &dialect {
+                    Dialect::OpenAi => (
+                        http::header::AUTHORIZATION,
+                        format!("Bearer {}", key.expose()),
+                    ),
+                    Dialect::Azure(_) => {
+                        (HeaderName::from_static("api-key"), key.expose().to_owned())
+                    }
+                });
+        let headers = provider_headers(&name, config, credential)?;
         Ok(OpenAi {
             name,
             http,

@@ -13,10 +13,10 @@ use futures_util::{stream as futures_stream, StreamExt};
 use http::HeaderMap;
 use serde_json::json;
 
-use super::{json_response, read_json, route_headers, sse_response};
+use super::{chat_response, json_response, read_json, route_headers};
 use crate::canonical::{Api, ChatRequest, ChunkStream};
 use crate::error::Result;
-use crate::pipeline::{self, ChatOutput, RequestContext};
+use crate::pipeline::{self, RequestContext};
 use crate::wire::anthropic::{MessagesRequest, MessagesResponse};
 
 pub use stream::MessageEvents;
@@ -43,21 +43,13 @@ pub async fn messages(
         Err(e) => return e.into_response(API),
     };
     let routed = pipeline::chat(&cx, req).await;
-    let mut response = match &routed.result {
-        Ok(ChatOutput::Complete(answer)) => {
-            json_response(&MessagesResponse::from_canonical(answer))
-        }
-        Ok(ChatOutput::Stream(_)) => Response::default(),
-        Err(e) => e.clone().into_response(API),
-    };
-    route_headers(&mut response, &routed);
-    if let Ok(ChatOutput::Stream(chunks)) = routed.result {
-        let keepalive = cx.gateway.config.server.stream_keepalive.0;
-        let headers = std::mem::take(response.headers_mut());
-        response = sse_response(events(chunks), keepalive);
-        response.headers_mut().extend(headers);
-    }
-    response
+    chat_response(
+        routed,
+        API,
+        cx.gateway.config.server.stream_keepalive.0,
+        |answer| json_response(&MessagesResponse::from_canonical(answer)),
+        events,
+    )
 }
 
 /// Canonical chunks as Anthropic's named events, ending with `message_stop`, or with an

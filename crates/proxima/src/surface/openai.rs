@@ -9,10 +9,10 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{stream, StreamExt};
 use serde_json::json;
 
-use super::{json_response, read_json, route_headers, sse_response};
+use super::{chat_response, json_response, read_json, route_headers};
 use crate::canonical::{Api, ChunkStream};
 use crate::error::Error;
-use crate::pipeline::{self, ChatOutput, RequestContext};
+use crate::pipeline::{self, RequestContext};
 use crate::sse;
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingsRequestWire,
@@ -35,19 +35,13 @@ pub async fn chat_completions(
     };
     let include_usage = req.include_usage;
     let routed = pipeline::chat(&cx, req).await;
-    let mut response = match &routed.result {
-        Ok(ChatOutput::Complete(answer)) => json_response(&ChatCompletion::from_canonical(answer)),
-        Ok(ChatOutput::Stream(_)) => Response::default(),
-        Err(e) => e.clone().into_response(API),
-    };
-    route_headers(&mut response, &routed);
-    if let Ok(ChatOutput::Stream(chunks)) = routed.result {
-        let keepalive = cx.gateway.config.server.stream_keepalive.0;
-        let headers = std::mem::take(response.headers_mut());
-        response = sse_response(events(chunks, include_usage), keepalive);
-        response.headers_mut().extend(headers);
-    }
-    response
+    chat_response(
+        routed,
+        API,
+        cx.gateway.config.server.stream_keepalive.0,
+        |answer| json_response(&ChatCompletion::from_canonical(answer)),
+        |chunks| events(chunks, include_usage),
+    )
 }
 
 /// Chunks as OpenAI SSE events: `data: {chunk}` for each, `data: [DONE]` at a clean end, and
