@@ -54,27 +54,41 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
             "the request body is empty: send a JSON object",
         ));
     }
+    // Most bodies are fine: parse them at full speed, and only retrace a failure with the
+    // (slower) path tracking that names the field at fault.
+    match serde_json::from_slice(bytes) {
+        Ok(value) => Ok(value),
+        Err(_) => Err(explain_json_error::<T>(bytes)),
+    }
+}
+
+/// The error for a body that failed to parse, naming the field at fault.
+fn explain_json_error<T: DeserializeOwned>(bytes: &[u8]) -> Error {
     let mut de = serde_json::Deserializer::from_slice(bytes);
-    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        let message = match inner.classify() {
-            serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
-                format!("the request body is not valid JSON: {inner}")
+    let e = match serde_path_to_error::deserialize::<_, T>(&mut de) {
+        Ok(_) => match de.end() {
+            Ok(()) => return Error::invalid_request("the request body is not valid JSON"),
+            Err(e) => {
+                return Error::invalid_request(format!("the request body is not valid JSON: {e}"))
             }
-            _ if path == "." => format!("invalid request: {inner}"),
-            _ => format!("invalid value for `{path}`: {inner}"),
-        };
-        let error = Error::invalid_request(message);
-        if path == "." {
-            error
-        } else {
-            error.with_param(path)
+        },
+        Err(e) => e,
+    };
+    let path = e.path().to_string();
+    let inner = e.into_inner();
+    let message = match inner.classify() {
+        serde_json::error::Category::Syntax | serde_json::error::Category::Eof => {
+            format!("the request body is not valid JSON: {inner}")
         }
-    })?;
-    de.end()
-        .map_err(|e| Error::invalid_request(format!("the request body is not valid JSON: {e}")))?;
-    Ok(value)
+        _ if path == "." => format!("invalid request: {inner}"),
+        _ => format!("invalid value for `{path}`: {inner}"),
+    };
+    let error = Error::invalid_request(message);
+    if path == "." {
+        error
+    } else {
+        error.with_param(path)
+    }
 }
 
 /// A JSON response from a serializable value.
