@@ -1174,6 +1174,30 @@ mod cases {
         }
     }
 
+    /// Calls that come without an id (Gemini's) get one from the gateway, and it must be unique
+    /// in the conversation, not only in its answer: clients send every earlier call back, and
+    /// Anthropic refuses a conversation whose `tool_use` ids repeat. Each answer here stands
+    /// for a later turn of the same conversation.
+    pub async fn minted_call_ids(p: &Pair) {
+        let text = "weather and time, in parallel";
+        let mut ids = Vec::new();
+        for stream in [false, false, true, true] {
+            let mut req = Req::new(text).with_tools();
+            req.stream = stream;
+            let turn = p.ask(&req).await;
+            assert_eq!(turn.calls.len(), 2, "{turn:?}");
+            ids.extend(turn.calls.into_iter().map(|c| c.id));
+        }
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(
+            unique.len(),
+            ids.len(),
+            "call ids repeat across turns: {ids:?}"
+        );
+    }
+
     /// The call's result goes back upstream in its own shape and the model answers it.
     pub async fn tool_result(p: &Pair) {
         let text = "what is the weather in Paris?";
@@ -1744,5 +1768,9 @@ matrix! {
             tools, streamed_tools, parallel_tools, tool_result, image, json_mode,
             stop_sequences, max_tokens, finish_reasons, upstream_error, wire_body,
         ];
+    /// Only Gemini sends calls without ids, so only there does the gateway make them; the
+    /// others' ids pass through as the upstream made them.
+    providers [gemini]
+        cases [minted_call_ids];
     }
 }
