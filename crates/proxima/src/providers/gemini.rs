@@ -293,15 +293,23 @@ mod tests {
             })
             .collect();
         let args = |tool: &str| json!({"text": "weather and time, in parallel", "tool": tool});
+        // Gemini sent no ids: they are numbered after a stem drawn for the answer.
+        let stem = calls[0].0.strip_suffix("_0").expect("numbered from 0");
+        assert!(stem.starts_with("call_"), "{stem}");
         assert_eq!(
             calls,
             [
-                ("call_0".into(), "get_weather".into(), args("get_weather")),
-                ("call_1".into(), "get_time".into(), args("get_time")),
+                (
+                    format!("{stem}_0"),
+                    "get_weather".into(),
+                    args("get_weather")
+                ),
+                (format!("{stem}_1"), "get_time".into(), args("get_time")),
             ]
         );
 
-        // The same calls streamed: whole, with ids, names and arguments in one delta each.
+        // The same calls streamed: whole, with ids, names and arguments in one delta each. The
+        // ids are this answer's own: no two answers repeat an id.
         let mut streaming = req.clone();
         streaming.stream = true;
         let chunks = collect(&provider, &streaming).await;
@@ -313,7 +321,9 @@ mod tests {
         assert_eq!(deltas.len(), 2);
         for (i, (delta, (id, name, arguments))) in deltas.iter().zip(&calls).enumerate() {
             assert_eq!(delta.index, i as u32);
-            assert_eq!(delta.id.as_deref(), Some(id.as_str()));
+            let streamed_id = delta.id.as_deref().expect("an id");
+            assert!(streamed_id.starts_with("call_") && streamed_id.ends_with(&format!("_{i}")));
+            assert_ne!(streamed_id, id);
             assert_eq!(delta.name.as_deref(), Some(name.as_str()));
             let streamed: Value = serde_json::from_str(&delta.arguments).expect("JSON");
             assert_eq!(&streamed, arguments);
@@ -347,7 +357,9 @@ mod tests {
             .expect("results accepted");
         assert_eq!(
             answer.choices[0].message.joined_text(),
-            r#"tool result: {"output":"result of call_0"}; {"output":"result of call_1"}"#
+            format!(
+                r#"tool result: {{"output":"result of {stem}_0"}}; {{"output":"result of {stem}_1"}}"#
+            )
         );
         assert_eq!(answer.choices[0].finish_reason, Some(FinishReason::Stop));
 

@@ -9,6 +9,7 @@ mod chat;
 mod cli;
 mod errors;
 mod failover;
+mod matrix;
 mod providers;
 mod routing;
 mod shutdown;

@@ -318,12 +318,11 @@ mod tests {
             .iter()
             .flat_map(|c| c.choices.iter().flat_map(|choice| &choice.tool_calls))
             .collect();
-        let summary: Vec<(u32, &str, &str, &str)> = calls
+        let summary: Vec<(u32, &str, &str)> = calls
             .iter()
             .map(|c| {
                 (
                     c.index,
-                    c.id.as_deref().unwrap_or_default(),
                     c.name.as_deref().unwrap_or_default(),
                     c.arguments.as_str(),
                 )
@@ -332,9 +331,21 @@ mod tests {
         assert_eq!(
             summary,
             [
-                (0, "call_0", "get_weather", r#"{"city":"Paris"}"#),
-                (1, "call_1", "get_time", "{}"),
-                (2, "call_2", "get_weather", r#"{"city":"Rome"}"#),
+                (0, "get_weather", r#"{"city":"Paris"}"#),
+                (1, "get_time", "{}"),
+                (2, "get_weather", r#"{"city":"Rome"}"#),
+            ]
+        );
+        // Numbered in order across the stream, after a stem drawn for this answer.
+        let ids: Vec<&str> = calls.iter().filter_map(|c| c.id.as_deref()).collect();
+        let stem = ids[0].strip_suffix("_0").unwrap_or_default();
+        assert!(stem.starts_with("call_"), "{ids:?}");
+        assert_eq!(
+            ids,
+            [
+                format!("{stem}_0"),
+                format!("{stem}_1"),
+                format!("{stem}_2")
             ]
         );
         assert_eq!(

@@ -102,8 +102,8 @@ impl GenerateContentResponse {
     }
 
     /// The canonical response. `id` and `model` are used when Gemini sends no `responseId` or
-    /// `modelVersion`. Function calls get ids `call_0`, `call_1` ... in order across the
-    /// response, since Gemini usually sends none.
+    /// `modelVersion`. Function calls Gemini sent without an id (usual) get one from
+    /// [`CallIds`], in order across the response.
     pub fn into_canonical(self, id: String, model: &str, created: u64) -> ChatResponse {
         let mut calls = CallIds::default();
         let choices = self
@@ -155,16 +155,29 @@ impl GenerateContentResponse {
     }
 }
 
-/// Numbers function calls that came without an id, in order of arrival.
-#[derive(Debug, Default)]
+/// Ids for function calls that came without one, numbered in order of arrival after a stem
+/// drawn for each answer. They must be unique in the conversation, not only in the answer:
+/// clients send every earlier call back, and Anthropic refuses a conversation whose `tool_use`
+/// ids repeat.
+#[derive(Debug)]
 pub struct CallIds {
+    stem: u64,
     next: u32,
+}
+
+impl Default for CallIds {
+    fn default() -> CallIds {
+        CallIds {
+            stem: fastrand::u64(..),
+            next: 0,
+        }
+    }
 }
 
 impl CallIds {
     fn id_for(&mut self, given: Option<String>) -> String {
         given.unwrap_or_else(|| {
-            let id = format!("call_{}", self.next);
+            let id = format!("call_{:016x}_{}", self.stem, self.next);
             self.next += 1;
             id
         })

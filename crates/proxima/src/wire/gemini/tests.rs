@@ -392,7 +392,21 @@ fn response_becomes_canonical() {
     let first = &r.choices[0];
     assert_eq!(first.finish_reason, Some(FinishReason::ToolCalls));
     assert!(first.extra.contains_key("safetyRatings"));
-    let parts = serde_json::to_value(&first.message.content).unwrap_or_default();
+    let mut parts = serde_json::to_value(&first.message.content).unwrap_or_default();
+    // Calls without an id are numbered after a stem drawn for the answer, so that ids never
+    // repeat across the turns of a conversation.
+    let stem = parts[3]["id"]
+        .as_str()
+        .and_then(|id| id.strip_suffix("_0"))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        stem.starts_with("call_") && stem.len() > "call_".len(),
+        "{parts}"
+    );
+    assert_eq!(parts[4]["id"], format!("{stem}_1"));
+    parts[3]["id"] = json!("call_0");
+    parts[4]["id"] = json!("call_1");
     assert_eq!(
         parts,
         json!([

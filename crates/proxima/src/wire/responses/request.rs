@@ -161,6 +161,14 @@ impl ResponsesRequest {
             )
             .with_param("prompt"));
         }
+        // Unknown fields are otherwise kept for a Responses upstream, and so never reach any
+        // provider: a stop sequence would be dropped in silence and the answer not cut.
+        if self.extra.contains_key("stop") {
+            return Err(Error::invalid_request(
+                "the Responses API has no stop sequences (`stop`); use /v1/chat/completions (`stop`) or /v1/messages (`stop_sequences`) to stop at a sequence",
+            )
+            .with_param("stop"));
+        }
 
         let mut messages = Vec::new();
         if let Some(instructions) = self.instructions.as_deref().filter(|i| !i.is_empty()) {
@@ -819,6 +827,13 @@ mod tests {
         }
         // `store: true` is the API's default and no error.
         assert!(convert(json!({"model": "m", "input": "hi", "store": true})).is_ok());
+    }
+
+    #[test]
+    fn stop_sequences_are_refused_not_dropped() {
+        let e = error(json!({"model": "m", "input": "hi", "stop": ["END"]}));
+        assert_eq!(e.param.as_deref(), Some("stop"));
+        assert!(e.message.contains("no stop sequences"), "{}", e.message);
     }
 
     #[test]
