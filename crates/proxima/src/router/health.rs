@@ -93,6 +93,8 @@ struct Window {
     buckets: Vec<(u64, u32, u32)>,
     requests: u64,
     failures: u64,
+    /// Sum of the latencies of successful attempts, for a mean that one slow call cannot sway.
+    latency_sum_us: f64,
     cooldown: Duration,
     opened: u64,
     last_error: Option<String>,
@@ -131,6 +133,7 @@ impl TargetHealth {
                 buckets: vec![(u64::MAX, 0, 0); buckets],
                 requests: 0,
                 failures: 0,
+                latency_sum_us: 0.0,
                 cooldown,
                 opened: 0,
                 last_error: None,
@@ -189,6 +192,15 @@ impl TargetHealth {
         lock(&self.window).requests
     }
 
+    /// Mean latency of successful attempts since the record began, in microseconds. Canary
+    /// guards judge on this rather than the decaying average, which a few slow calls on a
+    /// busy machine can swing far for a target that gets little traffic.
+    fn mean_latency_us(&self) -> Option<f64> {
+        let w = lock(&self.window);
+        let successes = w.requests - w.failures;
+        (successes > 0).then(|| w.latency_sum_us / successes as f64)
+    }
+
     /// Records an attempt that the target served (even if it refused the request as invalid:
     /// that is the client's fault, not the target's).
     pub fn record_success(&self, latency: Duration, probe: bool) {
@@ -203,6 +215,7 @@ impl TargetHealth {
         self.consecutive_failures.store(0, Ordering::Relaxed);
         let mut w = lock(&self.window);
         self.count(&mut w, false);
+        w.latency_sum_us += sample;
         if probe || self.open_until.load(Ordering::Acquire) != 0 {
             w.cooldown = self.breaker.cooldown.0;
             self.open_until.store(0, Ordering::Release);
@@ -289,7 +302,10 @@ impl TargetHealth {
         }
         let baseline_errors = failures as f64 / requests.max(1) as f64;
         let canary_errors = self.error_rate().unwrap_or(0.0);
-        let latencies: Vec<f64> = observed.iter().filter_map(|s| s.latency_us()).collect();
+        let latencies: Vec<f64> = observed
+            .iter()
+            .filter_map(|s| s.mean_latency_us())
+            .collect();
         let reason = if canary_errors > baseline_errors + guard.max_error_rate_increase {
             Some(format!(
                 "error rate {:.1}% against {:.1}% on the other targets",
@@ -297,7 +313,7 @@ impl TargetHealth {
                 baseline_errors * 100.0
             ))
         } else {
-            match (self.latency_us(), latencies.is_empty()) {
+            match (self.mean_latency_us(), latencies.is_empty()) {
                 (Some(mine), false) => {
                     let baseline = latencies.iter().sum::<f64>() / latencies.len() as f64;
                     (mine > baseline * guard.max_latency_ratio
