@@ -1,10 +1,17 @@
-//! A scriptable fake LLM provider that speaks OpenAI's wire format, for tests and the benchmark.
+//! A scriptable fake LLM provider that speaks OpenAI's, Anthropic's and Gemini's wire formats,
+//! for tests and the benchmark.
 //!
-//! Start one with [`MockUpstream::start`], point the code under test at [`MockUpstream::url`],
-//! and either let it answer with the default OpenAI-like behaviour (echoing the last user
-//! message, calling tools, embedding deterministically) or [`MockUpstream::enqueue`] scripted
-//! [`Reply`]s for the next requests: errors, garbage, broken streams, dropped connections.
+//! Start one with [`MockUpstream::start`], point the code under test at [`MockUpstream::url`]
+//! (OpenAI paths under `/v1`, Anthropic's `/v1/messages`, Gemini's under
+//! `/v1beta/models/{model}:{method}`), and either let
+//! it answer with the default behaviour of that API (echoing the last user message, calling
+//! tools, embedding deterministically, refusing what the real API refuses) or
+//! [`MockUpstream::enqueue`] scripted [`Reply`]s for the next requests: errors, garbage, broken
+//! streams, dropped connections.
 
+mod anthropic;
+mod echo;
+mod gemini;
 mod openai;
 mod record;
 mod script;

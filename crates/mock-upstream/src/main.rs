@@ -1,5 +1,5 @@
-//! The `mock-upstream` binary: the default OpenAI-like behaviour on a fixed port, for the
-//! benchmark and SDK end-to-end tests.
+//! The `mock-upstream` binary: the default OpenAI- and Gemini-like behaviour on a fixed port, for
+//! the benchmark and SDK end-to-end tests.
 
 use std::io::Write;
 use std::net::SocketAddr;

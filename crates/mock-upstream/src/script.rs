@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
-use crate::openai;
+use crate::{gemini, openai};
 
 /// A complete answer before the per-reply options (delay, headers, cut) are applied.
 #[derive(Clone, Debug)]
@@ -111,6 +111,12 @@ impl Reply {
         Reply::answer(openai::error(status_code(status), message))
     }
 
+    /// An error in Gemini's shape, `{"error": {"code", "message", "status"}}`, with the status
+    /// name Google uses for the code (`RESOURCE_EXHAUSTED` for 429, `UNAVAILABLE` for 503 ...).
+    pub fn gemini_error(status: u16, message: &str) -> Reply {
+        Reply::answer(gemini::error(status_code(status), message))
+    }
+
     /// A 200 event stream; each string is one event's data, sent as `data: {payload}\n\n`.
     /// Include `"[DONE]"` yourself if the stream should end the OpenAI way.
     pub fn sse(events: Vec<String>) -> Reply {
@@ -118,7 +124,8 @@ impl Reply {
         Reply::answer(Answer::events(events))
     }
 
-    /// The default OpenAI-like answer, so it can be combined with the options below.
+    /// The default answer of the API the request is for (OpenAI or Gemini), so it can be
+    /// combined with the options below.
     pub fn default_behaviour() -> Reply {
         Reply::new(Action::Default)
     }

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::script::{Action, Answer, Payload, Reply};
-use crate::{openai, Options, Received};
+use crate::{anthropic, gemini, openai, Options, Received};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -144,11 +144,12 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
     let body = body.collect().await.map_err(io::Error::other)?.to_bytes();
     let method = parts.method.clone();
     let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().map(str::to_owned);
     shared.record(Received {
         method: parts.method.to_string(),
         path: path.clone(),
-        query: parts.uri.query().map(str::to_owned),
-        headers: parts.headers,
+        query: query.clone(),
+        headers: parts.headers.clone(),
         body: body.clone(),
     });
 
@@ -162,7 +163,13 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
             if !shared.options.latency.is_zero() {
                 tokio::time::sleep(shared.options.latency).await;
             }
-            openai::answer(&method, &path, &body, &shared.ids)
+            if path.starts_with("/v1/messages") {
+                anthropic::answer(&method, &path, &parts.headers, &body, &shared.ids)
+            } else if gemini::handles(&path) {
+                gemini::answer(&method, &path, query.as_deref(), &body, &shared.ids)
+            } else {
+                openai::answer(&method, &path, &body, &shared.ids)
+            }
         }
         Action::DropConnection => return Err(io::Error::other("scripted: drop connection")),
         Action::Hang => std::future::pending().await,

@@ -1,11 +1,15 @@
 //! End-to-end checks of every reply kind over real HTTP.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 use futures_util::StreamExt;
 use mock_upstream::{MockUpstream, Reply};
 use serde_json::{json, Value};
+
+#[path = "mock/gemini.rs"]
+mod gemini;
 
 /// A client for these tests. `cargo test --workspace` unifies reqwest's features with the
 /// gateway's `rustls-no-provider`, under which building any client, even for plain http://,

@@ -76,21 +76,30 @@ fn config_path(arg: ConfigArg) -> Option<PathBuf> {
         })
 }
 
-fn load(arg: ConfigArg) -> Result<(Config, String), Problems> {
+/// The config and the file it came from (`None`: the built-in default).
+fn load(arg: ConfigArg) -> Result<(Config, Option<PathBuf>), Problems> {
     match config_path(arg) {
-        Some(path) => Ok((Config::load(&path)?, path.display().to_string())),
+        Some(path) => Ok((Config::load(&path)?, Some(path))),
         None => Ok((
             Config::builtin_default(&|name| std::env::var(name).ok()),
-            "the built-in default".to_owned(),
+            None,
         )),
     }
 }
 
+fn describe(path: &Option<PathBuf>) -> String {
+    path.as_ref().map_or_else(
+        || "the built-in default".to_owned(),
+        |p| p.display().to_string(),
+    )
+}
+
 fn check(arg: ConfigArg) -> ExitCode {
     match load(arg) {
-        Ok((config, origin)) => {
+        Ok((config, path)) => {
             println!(
-                "{origin} is valid: {} provider(s), {} model(s), {} key(s)",
+                "{} is valid: {} provider(s), {} model(s), {} key(s)",
+                describe(&path),
                 config.providers.len(),
                 config.models.len(),
                 config.keys.len()
@@ -106,7 +115,7 @@ fn check(arg: ConfigArg) -> ExitCode {
 }
 
 fn serve(arg: ConfigArg) -> ExitCode {
-    let (config, origin) = match load(arg) {
+    let (config, path) = match load(arg) {
         Ok(loaded) => loaded,
         Err(problems) => {
             eprintln!("{problems}");
@@ -130,7 +139,8 @@ fn serve(arg: ConfigArg) -> ExitCode {
     };
     runtime.block_on(async move {
         let models = config.models.len();
-        let server = match Server::bind(config).await {
+        let origin = describe(&path);
+        let server = match Server::bind(config, path).await {
             Ok(server) => server,
             Err(e) => {
                 tracing::error!("not starting: {}", e.message);

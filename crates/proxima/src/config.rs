@@ -14,6 +14,8 @@ use serde::{Deserialize, Serialize};
 
 pub use duration::ConfigDuration;
 
+use crate::pricing::Price;
+
 /// The complete example printed by `proxima config example`; a test keeps it passing `check`.
 pub const EXAMPLE: &str = include_str!("config/example.toml");
 
@@ -34,6 +36,61 @@ pub struct Config {
     /// Static client keys by name.
     #[serde(default)]
     pub keys: BTreeMap<String, KeyConfig>,
+    #[serde(default)]
+    pub routing: RoutingConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// First wait before retrying the same target; doubles with each retry, with jitter.
+    #[serde(default = "defaults::retry_backoff")]
+    pub retry_backoff: ConfigDuration,
+    /// Longest wait between two attempts, whatever an upstream's `retry-after` asks for.
+    #[serde(default = "defaults::max_retry_wait")]
+    pub max_retry_wait: ConfigDuration,
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        RoutingConfig {
+            retry_backoff: defaults::retry_backoff(),
+            max_retry_wait: defaults::max_retry_wait(),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+/// When a target's circuit opens (it gets no traffic) and how it recovers.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Open after this many failures in a row.
+    pub consecutive_failures: u32,
+    /// Or when this share of the requests in `window` failed ...
+    pub failure_ratio: f64,
+    /// ... once the window holds at least this many requests.
+    pub min_requests: u32,
+    pub window: ConfigDuration,
+    /// How long a circuit stays open before one probe request may test the target; doubles
+    /// after each failed probe, up to `max_cooldown`.
+    pub cooldown: ConfigDuration,
+    pub max_cooldown: ConfigDuration,
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        BreakerConfig {
+            consecutive_failures: 5,
+            failure_ratio: 0.5,
+            min_requests: 20,
+            window: ConfigDuration::secs(30),
+            cooldown: ConfigDuration::secs(5),
+            max_cooldown: ConfigDuration::secs(120),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -89,7 +146,8 @@ pub struct ProviderConfig {
     pub kind: ProviderKind,
     /// The API root, e.g. `https://api.openai.com/v1` or any OpenAI-compatible server
     /// (vLLM, Ollama, llama.cpp ...). For `azure-openai`, the resource endpoint
-    /// (`https://NAME.openai.azure.com`).
+    /// (`https://NAME.openai.azure.com`). For `gemini`, the versioned root
+    /// (`https://generativelanguage.googleapis.com/v1beta`).
     pub base_url: Option<String>,
     /// Sent as the provider expects it. Empty or absent: no credentials are sent.
     pub api_key: Option<Secret>,
@@ -114,6 +172,11 @@ pub enum ProviderKind {
     Openai,
     /// Azure OpenAI: deployment URLs, `api-version`, `api-key` header.
     AzureOpenai,
+    /// Anthropic's Messages API.
+    Anthropic,
+    /// Google's Gemini API (`generateContent`), `x-goog-api-key` header. Default base URL
+    /// `https://generativelanguage.googleapis.com/v1beta`.
+    Gemini,
     /// Built in: echoes the last user message, no network.
     Mock,
 }
@@ -131,6 +194,12 @@ pub struct ModelConfig {
     /// Up to this many more attempts after the first, on errors worth retrying.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
+    /// Overrides the built-in price table for every target of this model.
+    pub price: Option<Price>,
+    /// Tokens the model accepts; a request too long for one target moves to a larger one.
+    pub context_window: Option<u64>,
+    /// Deadline for the whole request across all attempts; past it, 504 `upstream_timeout`.
+    pub timeout: Option<ConfigDuration>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -140,9 +209,38 @@ pub struct TargetConfig {
     pub provider: String,
     /// The model name the provider knows (Azure: the deployment name).
     pub model: String,
-    /// Share of traffic under the `weighted` strategy.
+    /// Share of traffic under the `weighted` strategy (for a canary, its share).
     #[serde(default = "defaults::weight")]
     pub weight: u32,
+    /// This target's price, over the model's and the built-in table.
+    pub price: Option<Price>,
+    /// This target's context window, over the model's.
+    pub context_window: Option<u64>,
+    /// Marks the target as a canary, rolled back automatically when its guards trip.
+    pub canary: Option<CanaryConfig>,
+}
+
+/// Guards of a canary target, judged against the model's other targets. A tripped guard takes
+/// the canary's traffic to zero until its config changes; promote it by removing `canary`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CanaryConfig {
+    /// Error rate allowed above the other targets' (0.05: five percentage points).
+    pub max_error_rate_increase: f64,
+    /// Latency allowed as a multiple of the other targets'.
+    pub max_latency_ratio: f64,
+    /// Canary requests before the guards are judged.
+    pub min_requests: u32,
+}
+
+impl Default for CanaryConfig {
+    fn default() -> Self {
+        CanaryConfig {
+            max_error_rate_increase: 0.05,
+            max_latency_ratio: 2.0,
+            min_requests: 50,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
@@ -155,6 +253,10 @@ pub enum Strategy {
     RoundRobin,
     /// The first target; the next only when earlier ones fail.
     Priority,
+    /// The faster of two random targets (decaying latency; time to first token for streams).
+    LeastLatency,
+    /// The cheapest target for the request's estimated tokens.
+    LeastCost,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -210,6 +312,12 @@ mod defaults {
     }
     pub fn provider_timeout() -> ConfigDuration {
         ConfigDuration::secs(60)
+    }
+    pub fn retry_backoff() -> ConfigDuration {
+        ConfigDuration(std::time::Duration::from_millis(50))
+    }
+    pub fn max_retry_wait() -> ConfigDuration {
+        ConfigDuration::secs(2)
     }
     pub fn retries() -> u32 {
         2
@@ -286,21 +394,36 @@ impl Config {
         origin: &str,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, Problems> {
-        let text = interpolate::interpolate(text, origin, env).map_err(Problems)?;
-        let config: Config = toml::from_str(&text).map_err(|e| {
-            let line = e
-                .span()
-                .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-            let message = e.message().trim_end().to_owned();
-            Problems(vec![match line {
-                Some(line) => Problem::at_line(origin, line, message),
-                None => Problem {
-                    location: origin.to_owned(),
-                    message,
-                },
-            }])
-        })?;
-        let problems = validate::validate(&config, origin);
+        // Missing variables are reported with whatever else is wrong, so one run of `check`
+        // shows as much as it can: the rest is parsed with those variables empty.
+        let (text, mut problems) = match interpolate::interpolate(text, origin, env) {
+            Ok(text) => (text, Vec::new()),
+            Err(missing) => {
+                let text = interpolate::interpolate(text, origin, &|name| {
+                    env(name).or_else(|| Some(String::new()))
+                })
+                .unwrap_or_default();
+                (text, missing)
+            }
+        };
+        let config: Config = match toml::from_str(&text) {
+            Ok(config) => config,
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
+                let message = e.message().trim_end().to_owned();
+                problems.push(match line {
+                    Some(line) => Problem::at_line(origin, line, message),
+                    None => Problem {
+                        location: origin.to_owned(),
+                        message,
+                    },
+                });
+                return Err(Problems(problems));
+            }
+        };
+        problems.extend(validate::validate(&config, origin));
         if problems.is_empty() {
             Ok(config)
         } else {
@@ -330,6 +453,23 @@ impl Config {
                 .models
                 .insert("openai/*".into(), ModelConfig::single("openai", "*"));
         }
+        if let Some(key) = env("ANTHROPIC_API_KEY").filter(|k| !k.is_empty()) {
+            let mut anthropic = ProviderConfig::new(ProviderKind::Anthropic);
+            anthropic.base_url = env("ANTHROPIC_BASE_URL").filter(|u| !u.is_empty());
+            anthropic.api_key = Some(Secret(key));
+            config.providers.insert("anthropic".into(), anthropic);
+            config
+                .models
+                .insert("anthropic/*".into(), ModelConfig::single("anthropic", "*"));
+        }
+        if let Some(key) = env("GEMINI_API_KEY").filter(|k| !k.is_empty()) {
+            let mut gemini = ProviderConfig::new(ProviderKind::Gemini);
+            gemini.api_key = Some(Secret(key));
+            config.providers.insert("gemini".into(), gemini);
+            config
+                .models
+                .insert("gemini/*".into(), ModelConfig::single("gemini", "*"));
+        }
         config
     }
 }
@@ -358,9 +498,39 @@ impl ModelConfig {
                 provider: provider.into(),
                 model: model.into(),
                 weight: defaults::weight(),
+                price: None,
+                context_window: None,
+                canary: None,
             }],
             fallbacks: Vec::new(),
             retries: defaults::retries(),
+            price: None,
+            context_window: None,
+            timeout: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_reports_a_missing_variable_and_a_bad_reference_in_one_run() {
+        let text = "[providers.up]\nkind = \"openai\"\napi_key = \"${NOT_SET}\"\n\n[models.m]\ntargets = [{ provider = \"nowhere\", model = \"x\" }]\n";
+        let problems = Config::parse(text, "p.toml", &|_| None)
+            .err()
+            .map(|p| p.0)
+            .unwrap_or_default();
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(shown.len(), 2, "{shown:?}");
+        assert!(
+            shown[0].starts_with("p.toml:3: ") && shown[0].contains("NOT_SET"),
+            "{shown:?}"
+        );
+        assert!(
+            shown[1].contains("models.m.targets[0].provider") && shown[1].contains("nowhere"),
+            "{shown:?}"
+        );
     }
 }

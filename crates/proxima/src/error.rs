@@ -41,6 +41,9 @@ pub enum ErrorKind {
     /// The upstream refused the request as invalid (a 4xx other than auth or rate limits):
     /// retrying elsewhere will not help, and the client should see the upstream's status.
     UpstreamRejected(u16),
+    /// The prompt is longer than the target's context window: the router moves it to a target
+    /// with a larger window when there is one.
+    ContextTooLong,
     // The upstream's fault; another attempt may succeed.
     UpstreamRateLimited,
     Upstream,
@@ -65,7 +68,7 @@ impl ErrorKind {
         match self {
             InvalidRequest | InvalidApiKey | ModelNotAllowed | ModelNotFound | NotFound
             | RequestTooLarge | RateLimited | BudgetExceeded | PiiBlocked | GuardrailBlocked
-            | UpstreamRejected(_) => Origin::Client,
+            | UpstreamRejected(_) | ContextTooLong => Origin::Client,
             UpstreamRateLimited | Upstream | UpstreamTimeout | NoHealthyUpstream => {
                 Origin::Upstream
             }
@@ -133,10 +136,15 @@ impl ErrorKind {
             // Keep the upstream's status so the client sees the same class of error it would directly.
             UpstreamRejected(status) => (
                 StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST),
-                "invalid_request",
+                match status {
+                    404 => "not_found",
+                    413 => "request_too_large",
+                    _ => "invalid_request",
+                },
                 BAD,
                 BAD,
             ),
+            ContextTooLong => (StatusCode::BAD_REQUEST, "context_length_exceeded", BAD, BAD),
             // Every attempt failed; the message carries the last upstream error.
             Upstream => (
                 StatusCode::BAD_GATEWAY,

@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::policy::Auth;
 use crate::providers::{HttpClient, Provider};
+use crate::router::health::HealthRegistry;
 use crate::router::Router;
 
 pub struct Gateway {
@@ -17,7 +18,11 @@ pub struct Gateway {
 }
 
 impl Gateway {
-    pub fn build(config: Config, http: &Arc<HttpClient>) -> Result<Gateway> {
+    pub fn build(
+        config: Config,
+        http: &Arc<HttpClient>,
+        health: &HealthRegistry,
+    ) -> Result<Gateway> {
         let providers = config
             .providers
             .iter()
@@ -30,7 +35,7 @@ impl Gateway {
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Gateway {
             auth: Auth::from_config(&config),
-            router: Router::new(&config, &providers),
+            router: Router::new(&config, &providers, health),
             config,
         })
     }

@@ -12,6 +12,7 @@ pub mod error;
 pub mod gateway;
 pub mod pipeline;
 pub mod policy;
+pub mod pricing;
 pub mod providers;
 pub mod router;
 pub mod server;

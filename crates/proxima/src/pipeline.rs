@@ -14,8 +14,11 @@ use crate::canonical::{
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::Gateway;
 use crate::policy::Caller;
-use crate::router::{Resolved, Routed};
+use crate::router::{RequestShape, Resolved, Routed};
 use crate::usage::UsageRecord;
+
+/// Output tokens assumed for choosing the cheapest target when the client set no limit.
+const DEFAULT_OUTPUT_ESTIMATE: u32 = 512;
 
 /// What every stage knows about the request in hand.
 pub struct RequestContext {
@@ -85,10 +88,14 @@ pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
         }
     };
     let req = &req;
+    let shape = RequestShape {
+        input_tokens: crate::canonical::estimate_input_tokens(req),
+        output_tokens: u64::from(req.sampling.max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE)),
+    };
     let routed = cx
         .gateway
         .router
-        .execute(&resolved, |provider, model| async move {
+        .execute(&resolved, &shape, |provider, model| async move {
             if req.stream {
                 let mut upstream = provider.chat_stream(req, &model).await?;
                 // Peek inside the attempt: a stream that fails before its first chunk can
@@ -158,10 +165,14 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
         }
     };
     let req = &req;
+    let shape = RequestShape {
+        input_tokens: 0,
+        output_tokens: 0,
+    };
     let routed = cx
         .gateway
         .router
-        .execute(&resolved, |provider, model| async move {
+        .execute(&resolved, &shape, |provider, model| async move {
             provider.embed(req, &model).await
         })
         .await;
@@ -174,6 +185,25 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
     }
     record.emit();
     routed
+}
+
+/// Counts a request's input tokens with the provider that would serve it.
+pub async fn count_tokens(cx: &RequestContext, req: ChatRequest) -> Routed<u64> {
+    let resolved = match cx.resolve(&req.model) {
+        Ok(resolved) => resolved,
+        Err(e) => return not_routed(e),
+    };
+    let req = &req;
+    let shape = RequestShape {
+        input_tokens: 0,
+        output_tokens: 0,
+    };
+    cx.gateway
+        .router
+        .execute(&resolved, &shape, |provider, model| async move {
+            provider.count_tokens(req, &model).await
+        })
+        .await
 }
 
 /// Passes a stream through, noting usage, and emits the usage record when the stream ends,

@@ -4,10 +4,13 @@
 //! sends it, and turns the answer (or the stream, or the error) back into canonical form.
 //! What every adapter shares is here: the attempt timeout and the stream idle timeout.
 
+mod anthropic;
 mod azure;
-mod http;
+mod client;
+mod gemini;
 mod mock;
 mod openai;
+mod upstream_error;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -19,7 +22,7 @@ use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-pub use http::HttpClient;
+pub use client::HttpClient;
 
 use crate::canonical::{
     ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -50,8 +53,11 @@ pub trait ProviderApi {
 }
 
 enum Adapter {
+    Anthropic(anthropic::Anthropic),
     /// OpenAI and compatible servers, and Azure OpenAI (same wire format, other URLs and auth).
     OpenAi(openai::OpenAi),
+    /// Google's Gemini API (`generateContent`).
+    Gemini(gemini::Gemini),
     Mock(mock::Mock),
 }
 
@@ -72,6 +78,11 @@ impl Provider {
     ) -> Result<Provider> {
         let name: Arc<str> = Arc::from(name);
         let adapter = match config.kind {
+            ProviderKind::Anthropic => Adapter::Anthropic(anthropic::Anthropic::new(
+                name.clone(),
+                config,
+                http.clone(),
+            )?),
             ProviderKind::Openai => Adapter::OpenAi(openai::OpenAi::new(
                 name.clone(),
                 config,
@@ -84,6 +95,9 @@ impl Provider {
                 http.clone(),
                 openai::Dialect::Azure(azure::Azure::from_config(config)?),
             )?),
+            ProviderKind::Gemini => {
+                Adapter::Gemini(gemini::Gemini::new(name.clone(), config, http.clone())?)
+            }
             ProviderKind::Mock => Adapter::Mock(mock::Mock::new(
                 config.latency.map(|l| l.0).unwrap_or_default(),
             )),
@@ -101,7 +115,9 @@ impl Provider {
     pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
         let call = async {
             match &self.adapter {
+                Adapter::Anthropic(p) => p.chat(req, model).await,
                 Adapter::OpenAi(p) => p.chat(req, model).await,
+                Adapter::Gemini(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
             }
         };
@@ -115,7 +131,9 @@ impl Provider {
     pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
         let call = async {
             match &self.adapter {
+                Adapter::Anthropic(p) => p.chat_stream(req, model).await,
                 Adapter::OpenAi(p) => p.chat_stream(req, model).await,
+                Adapter::Gemini(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
             }
         };
@@ -133,13 +151,28 @@ impl Provider {
     pub async fn embed(&self, req: &EmbeddingsRequest, model: &str) -> Result<EmbeddingsResponse> {
         let call = async {
             match &self.adapter {
+                Adapter::Anthropic(p) => p.embed(req, model).await,
                 Adapter::OpenAi(p) => p.embed(req, model).await,
+                Adapter::Gemini(p) => p.embed(req, model).await,
                 Adapter::Mock(p) => p.embed(req, model).await,
             }
         };
         tokio::time::timeout(self.timeout, call)
             .await
             .unwrap_or_else(|_| Err(self.timeout_error("answer")))
+    }
+
+    /// Input tokens of the request as `model` would count them: exact where the provider can
+    /// count (Anthropic), else estimated.
+    pub async fn count_tokens(&self, req: &ChatRequest, model: &str) -> Result<u64> {
+        match &self.adapter {
+            Adapter::Anthropic(p) => tokio::time::timeout(self.timeout, p.count_tokens(req, model))
+                .await
+                .unwrap_or_else(|_| Err(self.timeout_error("token count"))),
+            Adapter::OpenAi(_) | Adapter::Gemini(_) | Adapter::Mock(_) => {
+                Ok(crate::canonical::estimate_input_tokens(req))
+            }
+        }
     }
 
     fn timeout_error(&self, waiting_for: &str) -> Error {

@@ -1,25 +1,32 @@
-//! Routing: from a public model name to upstream attempts — target choice by strategy,
-//! retries, then fallback models — until one attempt succeeds or none is left.
+//! Routing: from a public model name to upstream attempts — target choice by strategy, circuit
+//! breakers, retries with backoff, a deadline, then fallback models — until one attempt
+//! succeeds or none is left.
+
+pub mod health;
+mod strategy;
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::config::{Config, Strategy};
-use crate::error::{Error, ErrorKind, Result};
-use crate::providers::Provider;
+use tokio::time::Instant;
 
-/// Longest wait between two attempts on the same target, whatever `retry-after` says.
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
-const BASE_BACKOFF: Duration = Duration::from_millis(50);
+use crate::config::{Config, Strategy};
+use crate::error::{Error, ErrorKind, Origin, Result};
+use crate::pricing::{self, Price};
+use crate::providers::Provider;
+use health::{Admit, HealthRegistry, TargetHealth};
 
 pub struct Target {
     pub provider: Arc<Provider>,
     /// Upstream model name; `*` stands for the suffix of a wildcard public name.
     pub model: String,
     pub weight: u32,
+    pub price: Option<Price>,
+    pub context_window: Option<u64>,
+    pub health: Arc<TargetHealth>,
 }
 
 /// A public model and how to serve it.
@@ -29,7 +36,15 @@ pub struct Model {
     pub targets: Vec<Target>,
     pub fallbacks: Vec<String>,
     pub retries: u32,
+    pub timeout: Option<Duration>,
     next: AtomicUsize,
+}
+
+/// How long to wait between attempts on the same target.
+#[derive(Clone, Copy)]
+struct Backoff {
+    base: Duration,
+    max: Duration,
 }
 
 /// Public models by name, built once per config.
@@ -37,6 +52,7 @@ pub struct Router {
     models: HashMap<String, Arc<Model>>,
     /// `prefix/` of wildcard names, longest first.
     wildcards: Vec<(String, Arc<Model>)>,
+    backoff: Backoff,
 }
 
 /// A public name resolved to its model; `suffix` is what a wildcard matched.
@@ -54,27 +70,44 @@ pub struct Routed<T> {
     pub attempts: u32,
 }
 
+/// What a strategy may look at besides the targets.
+pub struct RequestShape {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+}
+
 impl Router {
-    pub fn new(config: &Config, providers: &HashMap<String, Arc<Provider>>) -> Router {
+    pub fn new(
+        config: &Config,
+        providers: &HashMap<String, Arc<Provider>>,
+        registry: &HealthRegistry,
+    ) -> Router {
         let mut models = HashMap::new();
         let mut wildcards = Vec::new();
+        let breaker = &config.routing.breaker;
         for (name, m) in &config.models {
+            let targets = m
+                .targets
+                .iter()
+                .filter_map(|t| {
+                    let key = format!("{name}/{}/{}", t.provider, t.model);
+                    Some(Target {
+                        provider: providers.get(&t.provider)?.clone(),
+                        model: t.model.clone(),
+                        weight: t.weight,
+                        price: t.price.or(m.price),
+                        context_window: t.context_window.or(m.context_window),
+                        health: registry.get(&key, breaker, t.canary.as_ref()),
+                    })
+                })
+                .collect();
             let model = Arc::new(Model {
                 name: name.clone(),
                 strategy: m.strategy,
-                targets: m
-                    .targets
-                    .iter()
-                    .filter_map(|t| {
-                        Some(Target {
-                            provider: providers.get(&t.provider)?.clone(),
-                            model: t.model.clone(),
-                            weight: t.weight,
-                        })
-                    })
-                    .collect(),
+                targets,
                 fallbacks: m.fallbacks.clone(),
                 retries: m.retries,
+                timeout: m.timeout.map(|t| t.0),
                 next: AtomicUsize::new(0),
             });
             match name.strip_suffix('*') {
@@ -85,7 +118,28 @@ impl Router {
             }
         }
         wildcards.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
-        Router { models, wildcards }
+        let router = Router {
+            models,
+            wildcards,
+            backoff: Backoff {
+                base: config.routing.retry_backoff.0,
+                max: config.routing.max_retry_wait.0,
+            },
+        };
+        registry.retain(
+            &router
+                .all_models()
+                .flat_map(|m| m.targets.iter().map(|t| t.health.clone()))
+                .collect::<Vec<_>>(),
+        );
+        router
+    }
+
+    /// Every model, concrete and wildcard.
+    pub fn all_models(&self) -> impl Iterator<Item = &Arc<Model>> {
+        self.models
+            .values()
+            .chain(self.wildcards.iter().map(|(_, m)| m))
     }
 
     pub fn resolve(&self, name: &str) -> Option<Resolved> {
@@ -112,14 +166,29 @@ impl Router {
     }
 
     /// Serves `resolved` with `attempt`, called once per upstream attempt with the provider
-    /// and the upstream model name. Errors a retry cannot fix end the search at once.
-    pub async fn execute<T, F, Fut>(&self, resolved: &Resolved, mut attempt: F) -> Routed<T>
+    /// and the upstream model name.
+    ///
+    /// Per model in the chain (the model, then its fallbacks): targets in strategy order,
+    /// skipping open circuits; up to `1 + retries` attempts, cycling through the targets and
+    /// backing off before trying the same target again. Errors that another attempt cannot fix
+    /// end the search at once, except a prompt too long for the target, which moves on to
+    /// targets with a larger context window. The first model's `timeout` bounds it all.
+    pub async fn execute<T, F, Fut>(
+        &self,
+        resolved: &Resolved,
+        shape: &RequestShape,
+        mut attempt: F,
+    ) -> Routed<T>
     where
         F: FnMut(Arc<Provider>, String) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
+        let deadline = resolved.model.timeout.map(|t| Instant::now() + t);
         let mut attempts = 0;
         let mut last: Option<(Arc<str>, String, Error)> = None;
+        let mut skipped_open = false;
+        // After a context-length refusal, only targets with a larger window are worth trying.
+        let mut min_window: Option<u64> = None;
         let mut chain = vec![(resolved.model.clone(), resolved.suffix.clone())];
         for fallback in &resolved.model.fallbacks {
             if let Some(r) = self.resolve(fallback) {
@@ -127,35 +196,80 @@ impl Router {
             }
         }
         for (model, suffix) in chain {
-            let order = model.order();
-            if order.is_empty() {
-                continue;
-            }
+            let order = strategy::order(&model, shape);
             let mut previous: Option<usize> = None;
-            for k in 0..=model.retries as usize {
-                let index = order[k % order.len()];
+            let mut tries = 0u32;
+            let mut cursor = 0usize;
+            while tries <= model.retries && !order.is_empty() {
+                // The next target in order that is admitted; a full turn without one ends this model.
+                let mut picked = None;
+                for _ in 0..order.len() {
+                    let index = order[cursor % order.len()];
+                    cursor += 1;
+                    let target = &model.targets[index];
+                    if min_window.is_some_and(|min| target.context_window.unwrap_or(0) < min) {
+                        continue;
+                    }
+                    match target.health.admit() {
+                        Admit::No => skipped_open = true,
+                        admit => {
+                            picked = Some((index, admit == Admit::Probe));
+                            break;
+                        }
+                    }
+                }
+                let Some((index, probe)) = picked else { break };
                 let target = &model.targets[index];
                 if previous == Some(index) {
                     let hint = last.as_ref().and_then(|(_, _, e)| e.retry_after);
-                    tokio::time::sleep(backoff(k as u32, hint)).await;
+                    tokio::time::sleep(self.backoff.wait(tries, hint)).await;
                 }
                 previous = Some(index);
+                tries += 1;
+                attempts += 1;
                 let upstream_model = match &suffix {
                     Some(suffix) => target.model.replace('*', suffix),
                     None => target.model.clone(),
                 };
-                attempts += 1;
-                match attempt(target.provider.clone(), upstream_model.clone()).await {
+                let started = Instant::now();
+                let outcome = match deadline {
+                    Some(deadline) => match tokio::time::timeout_at(
+                        deadline,
+                        attempt(target.provider.clone(), upstream_model.clone()),
+                    )
+                    .await
+                    {
+                        Ok(outcome) => outcome,
+                        Err(_) => Err(Error::new(
+                            ErrorKind::UpstreamTimeout,
+                            format!(
+                                "model `{}` did not answer within its timeout of {:?}",
+                                resolved.model.name,
+                                resolved.model.timeout.unwrap_or_default()
+                            ),
+                        )),
+                    },
+                    None => attempt(target.provider.clone(), upstream_model.clone()).await,
+                };
+                match outcome {
                     Ok(value) => {
+                        target.health.record_success(started.elapsed(), probe);
+                        self.judge_canary(&model, index);
                         return Routed {
                             result: Ok(value),
                             provider: Some(target.provider.name.clone()),
                             upstream_model: Some(upstream_model),
                             attempts,
-                        }
+                        };
                     }
                     Err(error) => {
-                        let retryable = error.kind.is_retryable();
+                        if error.kind.origin() == Origin::Client {
+                            // The target worked; the request was at fault.
+                            target.health.record_success(started.elapsed(), probe);
+                        } else {
+                            target.health.record_failure(&error.message, probe);
+                        }
+                        self.judge_canary(&model, index);
                         tracing::warn!(
                             provider = &*target.provider.name,
                             model = %upstream_model,
@@ -163,20 +277,69 @@ impl Router {
                             code = error.kind.code(),
                             "upstream attempt failed: {}", error.message
                         );
+                        let kind = error.kind;
+                        let window = target.context_window;
                         last = Some((target.provider.name.clone(), upstream_model, error));
-                        if !retryable {
-                            return Routed::failed(last, attempts);
+                        if deadline.is_some_and(|d| Instant::now() >= d) {
+                            return Routed::failed(last, attempts, false);
+                        }
+                        if kind == ErrorKind::ContextTooLong {
+                            // Not a retry: the next attempt goes to a larger target, if any.
+                            min_window = Some(window.unwrap_or(0) + 1);
+                            tries -= 1;
+                            continue;
+                        }
+                        if !kind.is_retryable() {
+                            return Routed::failed(last, attempts, false);
                         }
                     }
                 }
             }
         }
-        Routed::failed(last, attempts)
+        Routed::failed(last, attempts, skipped_open)
+    }
+
+    fn judge_canary(&self, model: &Model, index: usize) {
+        let target = &model.targets[index];
+        if target.health.canary.is_none() {
+            return;
+        }
+        let siblings: Vec<&TargetHealth> = model
+            .targets
+            .iter()
+            .enumerate()
+            .filter(|(i, t)| *i != index && t.health.canary.is_none())
+            .map(|(_, t)| &*t.health)
+            .collect();
+        if let Some(reason) = target.health.judge_canary(&siblings) {
+            tracing::warn!(
+                model = %model.name,
+                provider = &*target.provider.name,
+                upstream_model = %target.model,
+                "canary rolled back, its traffic goes to the other targets until its config changes: {reason}"
+            );
+        }
+    }
+}
+
+impl Backoff {
+    /// Exponential backoff with jitter, or the upstream's `retry-after` when it gave one;
+    /// never more than `max`.
+    fn wait(&self, retry: u32, retry_after: Option<Duration>) -> Duration {
+        let wait = retry_after.unwrap_or_else(|| {
+            let exp = self.base.saturating_mul(1 << retry.min(10));
+            exp.mul_f64(0.5 + fastrand::f64())
+        });
+        wait.min(self.max)
     }
 }
 
 impl<T> Routed<T> {
-    fn failed(last: Option<(Arc<str>, String, Error)>, attempts: u32) -> Routed<T> {
+    fn failed(
+        last: Option<(Arc<str>, String, Error)>,
+        attempts: u32,
+        skipped_open: bool,
+    ) -> Routed<T> {
         match last {
             Some((provider, model, error)) => Routed {
                 result: Err(error),
@@ -187,8 +350,13 @@ impl<T> Routed<T> {
             None => Routed {
                 result: Err(Error::new(
                     ErrorKind::NoHealthyUpstream,
-                    "no target of this model is available",
-                )),
+                    if skipped_open {
+                        "every target of this model is failing and its circuit is open; try again shortly"
+                    } else {
+                        "no target of this model can serve this request"
+                    },
+                )
+                .with_retry_after(skipped_open.then_some(Duration::from_secs(1)))),
                 provider: None,
                 upstream_model: None,
                 attempts,
@@ -197,52 +365,9 @@ impl<T> Routed<T> {
     }
 }
 
-impl Model {
-    /// Target indices in the order this request should try them.
-    fn order(&self) -> Vec<usize> {
-        let n = self.targets.len();
-        match self.strategy {
-            Strategy::Priority => (0..n).collect(),
-            Strategy::RoundRobin => {
-                let start = self.next.fetch_add(1, Ordering::Relaxed);
-                (0..n).map(|i| (start + i) % n).collect()
-            }
-            Strategy::Weighted => {
-                // Weighted sampling without replacement: the first pick follows the weights,
-                // and so does each retry among the targets left.
-                let mut left: Vec<usize> = (0..n).filter(|&i| self.targets[i].weight > 0).collect();
-                let mut order = Vec::with_capacity(left.len());
-                while !left.is_empty() {
-                    let total: u64 = left
-                        .iter()
-                        .map(|&i| u64::from(self.targets[i].weight))
-                        .sum();
-                    let mut pick = fastrand::u64(0..total);
-                    let pos = left
-                        .iter()
-                        .position(|&i| {
-                            let w = u64::from(self.targets[i].weight);
-                            if pick < w {
-                                true
-                            } else {
-                                pick -= w;
-                                false
-                            }
-                        })
-                        .unwrap_or(0);
-                    order.push(left.remove(pos));
-                }
-                order
-            }
-        }
+impl Target {
+    /// This target's price: configured, else the built-in list price.
+    pub fn price(&self, upstream_model: &str) -> Option<Price> {
+        self.price.or_else(|| pricing::builtin(upstream_model))
     }
-}
-
-/// Exponential backoff with jitter, or the upstream's `retry-after` when it gave one.
-fn backoff(attempt: u32, retry_after: Option<Duration>) -> Duration {
-    let wait = retry_after.unwrap_or_else(|| {
-        let exp = BASE_BACKOFF.saturating_mul(1 << attempt.min(6));
-        exp.mul_f64(0.5 + fastrand::f64())
-    });
-    wait.min(MAX_BACKOFF)
 }

@@ -7,18 +7,24 @@
 //! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
 //!    started on across reloads), authenticates the key (401 in the surface's error shape), and
 //!    inserts the [`RequestContext`] extension that handlers read.
-//! 3. Surface handler ([`surface::openai`]): reads the body (413 over `max_body_bytes`, 400 on
-//!    bad JSON or field types) into the canonical request.
+//! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
+//!    reads the body (413 over `max_body_bytes`, 400 on bad JSON or field types) into the
+//!    canonical request.
 //! 4. [`pipeline`](crate::pipeline): resolves the public model (404), checks the key may use it
 //!    (403), then the [`router`](crate::router) tries targets — strategy order, retries, then
 //!    fallbacks — each attempt a [`Provider`](crate::providers::Provider) call under its timeout.
 //!    Streams fail over until their first chunk arrives.
+//!    Outcomes feed each target's circuit breaker, latency average and canary guards.
 //! 5. Back in the surface: the canonical answer is written in the client's format, with
 //!    `x-proxima-provider`, `x-proxima-model` and `x-proxima-attempts`; a stream goes out chunk
 //!    by chunk, with keep-alive comments in long silences and an error event if the upstream
 //!    breaks. One usage record is emitted per request when it ends.
+//!
+//! `/admin/*` takes the master key ([`authenticate_admin`]). A reload (SIGHUP, the config file
+//! changing, or `POST /admin/config/reload`) builds a new gateway and swaps it in.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -41,6 +47,7 @@ use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::pipeline::RequestContext;
 use crate::providers::HttpClient;
+use crate::router::health::HealthRegistry;
 use crate::surface;
 
 /// Shared by all requests.
@@ -48,6 +55,42 @@ pub struct AppState {
     gateway: ArcSwap<Gateway>,
     /// False once shutdown begins, so load balancers stop sending traffic.
     ready: AtomicBool,
+    http: Arc<HttpClient>,
+    /// Target health, kept across reloads.
+    health: HealthRegistry,
+    /// The file the config came from; `None` for the built-in default (nothing to reload).
+    config_path: Option<PathBuf>,
+    /// Serialises reloads, so two at once cannot interleave.
+    reloading: tokio::sync::Mutex<()>,
+}
+
+impl AppState {
+    pub fn gateway(&self) -> Arc<Gateway> {
+        self.gateway.load_full()
+    }
+
+    /// Reads the config file again and, if it is valid, swaps in a gateway built from it.
+    /// Requests in flight finish on the gateway they started with. An invalid config is
+    /// refused with its problems, and the running one stays.
+    pub async fn reload(&self) -> Result<(), Vec<String>> {
+        let _guard = self.reloading.lock().await;
+        let Some(path) = &self.config_path else {
+            return Err(vec![
+                "proxima runs on the built-in default config: there is no file to reload".into(),
+            ]);
+        };
+        let config = Config::load(path)
+            .map_err(|p| p.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+        let current = self.gateway.load();
+        if config.server.listen != current.config.server.listen {
+            tracing::warn!("server.listen changed: it takes effect at the next restart");
+        }
+        let gateway =
+            Gateway::build(config, &self.http, &self.health).map_err(|e| vec![e.message])?;
+        self.gateway.store(Arc::new(gateway));
+        tracing::info!(config = %path.display(), "config reloaded");
+        Ok(())
+    }
 }
 
 /// The request id, as an extension.
@@ -62,11 +105,38 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         )
         .route("/v1/embeddings", post(surface::openai::embeddings))
         .route("/v1/models", get(surface::openai::models))
+        .route("/v1/messages", post(surface::anthropic::messages))
+        .route(
+            "/v1/messages/count_tokens",
+            post(surface::anthropic::count_tokens),
+        )
+        .route("/v1/responses", post(surface::responses::create))
+        // Stored responses do not exist yet: each of these answers a 400 that says so.
+        .route(
+            "/v1/responses/{id}",
+            get(surface::responses::stored_response).delete(surface::responses::stored_response),
+        )
+        .route(
+            "/v1/responses/{id}/input_items",
+            get(surface::responses::stored_response),
+        )
+        .route(
+            "/v1/responses/{id}/cancel",
+            post(surface::responses::stored_response),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let admin = axum::Router::new()
+        .route("/admin/models", get(surface::admin::models))
+        .route("/admin/config/reload", post(surface::admin::reload))
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            authenticate_admin,
+        ));
     axum::Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .merge(v1)
+        .merge(admin)
         .fallback(surface::openai::not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
@@ -77,6 +147,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
 fn api_for_path(path: &str) -> Api {
     if path.starts_with("/v1/messages") {
         Api::Anthropic
+    } else if path.starts_with("/v1/responses") {
+        Api::Responses
     } else {
         Api::OpenAiChat
     }
@@ -122,6 +194,34 @@ async fn authenticate(
     next.run(req).await
 }
 
+/// The admin API takes the master key only, and is off without one.
+async fn authenticate_admin(
+    State(state): State<Arc<AppState>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let gateway = state.gateway.load();
+    if gateway.config.server.master_key.is_none() {
+        return Error::new(
+            ErrorKind::NotFound,
+            "the admin API is off: set server.master_key to use it",
+        )
+        .into_response(Api::OpenAiChat);
+    }
+    match gateway.auth.authenticate(req.headers()) {
+        Ok(caller) if caller.admin => {
+            req.extensions_mut().insert(state.clone());
+            next.run(req).await
+        }
+        Ok(_) => Error::new(
+            ErrorKind::ModelNotAllowed,
+            "the admin API needs the master key",
+        )
+        .into_response(Api::OpenAiChat),
+        Err(e) => e.into_response(Api::OpenAiChat),
+    }
+}
+
 async fn live() -> Response {
     surface::json_response(&json!({"status": "ok"}))
 }
@@ -155,12 +255,14 @@ pub struct Server {
 }
 
 impl Server {
-    /// Builds the gateway from `config` and binds its listener.
-    pub async fn bind(config: Config) -> Result<Server, Error> {
+    /// Builds the gateway from `config` and binds its listener. `config_path` is where the
+    /// config came from, for reloads.
+    pub async fn bind(config: Config, config_path: Option<PathBuf>) -> Result<Server, Error> {
         let http = Arc::new(HttpClient::new()?);
+        let health = HealthRegistry::default();
         let listen = config.server.listen;
         let grace = config.server.shutdown_grace.0;
-        let gateway = Gateway::build(config, &http)?;
+        let gateway = Gateway::build(config, &http, &health)?;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::new(
                 ErrorKind::Internal,
@@ -172,9 +274,17 @@ impl Server {
             state: Arc::new(AppState {
                 gateway: ArcSwap::from_pointee(gateway),
                 ready: AtomicBool::new(true),
+                http,
+                health,
+                config_path,
+                reloading: tokio::sync::Mutex::new(()),
             }),
             grace,
         })
+    }
+
+    pub fn state(&self) -> Arc<AppState> {
+        self.state.clone()
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -190,6 +300,7 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
+        let watcher = tokio::spawn(reload_triggers(state.clone()));
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
         let listener = self.listener.tap_io(|tcp| {
@@ -203,6 +314,7 @@ impl Server {
             notify.notify_one();
         });
         let grace = self.grace;
+        let _stop_watching = AbortOnDrop(watcher);
         tokio::select! {
             result = std::future::IntoFuture::into_future(server) => result,
             () = async move {
@@ -213,6 +325,57 @@ impl Server {
                 Ok(())
             }
         }
+    }
+}
+
+/// How often the config file is checked for changes.
+const CONFIG_POLL: Duration = Duration::from_secs(1);
+
+/// Reloads on SIGHUP and when the config file changes (polled: no extra dependency, and it
+/// works on every file system).
+async fn reload_triggers(state: Arc<AppState>) {
+    let Some(path) = state.config_path.clone() else {
+        return;
+    };
+    let modified = |path: &PathBuf| std::fs::metadata(path).and_then(|m| m.modified()).ok();
+    let mut last = modified(&path);
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    loop {
+        #[cfg(unix)]
+        let signalled = async {
+            match hangup.as_mut() {
+                Some(signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let signalled = std::future::pending::<()>();
+        let reason = tokio::select! {
+            () = signalled => "SIGHUP",
+            () = tokio::time::sleep(CONFIG_POLL) => {
+                let now = modified(&path);
+                if now == last {
+                    continue;
+                }
+                last = now;
+                "the config file changed"
+            }
+        };
+        tracing::info!("reloading the config: {reason}");
+        if let Err(problems) = state.reload().await {
+            tracing::error!(problems = %problems.join("; "), "the new config is invalid: keeping the running one");
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 

@@ -2,7 +2,10 @@
 //! hands it to the [`pipeline`](crate::pipeline), and writes the answer back in its own format.
 //! What all surfaces share — reading bodies, response headers, SSE responses — is here.
 
+pub mod admin;
+pub mod anthropic;
 pub mod openai;
+pub mod responses;
 
 use std::time::Duration;
 
@@ -14,7 +17,9 @@ use http::{header, HeaderValue};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
+use crate::canonical::{Api, ChatResponse, ChunkStream};
 use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::ChatOutput;
 use crate::router::Routed;
 use crate::sse;
 
@@ -103,6 +108,40 @@ where
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies in front not to buffer the stream.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    response
+}
+
+/// The HTTP answer to a routed chat request, for any surface: `complete` renders a whole
+/// answer, `stream` turns the chunks into SSE events, errors are rendered in `api`'s shape, and
+/// the route headers go on all three.
+pub fn chat_response<S>(
+    routed: Routed<ChatOutput>,
+    api: Api,
+    keepalive: Duration,
+    complete: impl FnOnce(&ChatResponse) -> Response,
+    stream: impl FnOnce(ChunkStream) -> S,
+) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    let Routed {
+        result,
+        provider,
+        upstream_model,
+        attempts,
+    } = routed;
+    let mut response = match result {
+        Ok(ChatOutput::Complete(answer)) => complete(&answer),
+        Ok(ChatOutput::Stream(chunks)) => sse_response(stream(chunks), keepalive),
+        Err(e) => e.into_response(api),
+    };
+    let route = Routed {
+        result: Ok(()),
+        provider,
+        upstream_model,
+        attempts,
+    };
+    route_headers(&mut response, &route);
     response
 }
 

@@ -10,7 +10,10 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{count_words, json_answer, to_json};
+use super::{json_answer, to_json};
+use crate::echo::{
+    char_pieces, count_words, stop_position, to_string, truncation_point, word_pieces,
+};
 use crate::script::{sse_frame, Answer};
 
 /// Tool-call arguments are streamed in pieces this many characters long, so clients must
@@ -204,88 +207,6 @@ fn content_text(content: Option<&Value>) -> (String, usize) {
         }
         _ => (String::new(), 0),
     }
-}
-
-/// Where the earliest of the `stop` strings starts in `content`, if any occurs.
-fn stop_position(content: &str, stop: Option<&Value>) -> Option<usize> {
-    let stops: Vec<&str> = match stop? {
-        Value::String(one) => vec![one.as_str()],
-        Value::Array(many) => many.iter().filter_map(Value::as_str).collect(),
-        _ => return None,
-    };
-    stops
-        .into_iter()
-        .filter(|s| !s.is_empty())
-        .filter_map(|s| content.find(s))
-        .min()
-}
-
-/// The byte offset ending the `max_words`-th word, if `text` has more words than that.
-fn truncation_point(text: &str, max_words: u64) -> Option<usize> {
-    let mut words = 0;
-    let mut end = 0;
-    let mut in_word = false;
-    for (i, c) in text.char_indices() {
-        let whitespace = c.is_whitespace();
-        if !whitespace && !in_word {
-            if words == max_words {
-                return Some(end);
-            }
-            words += 1;
-        }
-        if !whitespace {
-            end = i + c.len_utf8();
-        }
-        in_word = !whitespace;
-    }
-    None
-}
-
-/// Splits `text` into one piece per word, each carrying the whitespace before it, so the
-/// pieces concatenate back to `text` exactly ("hello world" → "hello", " world").
-fn word_pieces(text: &str) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut start = 0;
-    let mut gap_start = 0;
-    let mut in_gap = false;
-    let mut seen_word = false;
-    for (i, c) in text.char_indices() {
-        if c.is_whitespace() {
-            if !in_gap {
-                gap_start = i;
-            }
-            in_gap = true;
-        } else {
-            if in_gap && seen_word {
-                pieces.push(&text[start..gap_start]);
-                start = gap_start;
-            }
-            seen_word = true;
-            in_gap = false;
-        }
-    }
-    if start < text.len() {
-        pieces.push(&text[start..]);
-    }
-    pieces
-}
-
-/// Splits `text` into pieces of at most `size` characters (not bytes, to keep UTF-8 intact).
-fn char_pieces(text: &str, size: usize) -> Vec<&str> {
-    let mut pieces = Vec::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let cut = rest.char_indices().nth(size).map_or(rest.len(), |(i, _)| i);
-        let (piece, tail) = rest.split_at(cut);
-        pieces.push(piece);
-        rest = tail;
-    }
-    pieces
-}
-
-fn to_string(value: &impl Serialize) -> String {
-    // As with `to_json`, these small structs always serialise.
-    serde_json::to_string(value).unwrap_or_default()
 }
 
 impl Completion<'_> {
@@ -595,34 +516,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn word_pieces_concatenate_back() {
-        assert_eq!(word_pieces("hello world"), ["hello", " world"]);
-        assert_eq!(word_pieces("  hi  there "), ["  hi", "  there "]);
-        assert!(word_pieces("").is_empty());
-        for text in ["a", " a b\n c ", "héllo wörld", "   "] {
-            assert_eq!(word_pieces(text).concat(), text);
-        }
-    }
-
-    #[test]
-    fn truncation_keeps_whole_words() {
-        assert_eq!(truncation_point("one two three", 2), Some(7));
-        assert_eq!(truncation_point("one two three", 3), None);
-        assert_eq!(truncation_point("  one", 0), Some(0));
-        assert_eq!(truncation_point("", 0), None);
-    }
-
-    #[test]
     fn char_pieces_respect_utf8() {
         assert_eq!(char_pieces("abcdefg", 5), ["abcde", "fg"]);
         assert_eq!(char_pieces("ééééééé", 5), ["ééééé", "éé"]);
         assert!(char_pieces("", 5).is_empty());
-    }
-
-    #[test]
-    fn stop_cuts_at_earliest() {
-        let stop = serde_json::json!(["c", "b"]);
-        assert_eq!(stop_position("abcd", Some(&stop)), Some(1));
-        assert_eq!(stop_position("abcd", Some(&serde_json::json!("x"))), None);
     }
 }

@@ -3,7 +3,8 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{count_words, json_answer};
+use super::json_answer;
+use crate::echo::{count_words, fnv1a, unit_vector};
 use crate::script::Answer;
 
 const DEFAULT_DIMENSIONS: u64 = 8;
@@ -115,33 +116,6 @@ fn inputs(input: Option<&Value>) -> Result<Vec<Input<'_>>, String> {
     }
 }
 
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
-        (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    })
-}
-
-/// Spreads `seed` over `dimensions` components in [-1, 1) with splitmix64, then normalises.
-fn unit_vector(seed: u64, dimensions: usize) -> Vec<f32> {
-    let mut state = seed;
-    let mut vector: Vec<f32> = (0..dimensions)
-        .map(|_| {
-            state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            let mut z = state;
-            z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-            z ^= z >> 31;
-            // The top 24 bits fit an f32 mantissa exactly.
-            (z >> 40) as f32 / (1u32 << 23) as f32 - 1.0
-        })
-        .collect();
-    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
-    if norm > 0.0 {
-        vector.iter_mut().for_each(|x| *x /= norm);
-    }
-    vector
-}
-
 /// Standard base64 with padding, as OpenAI returns for `encoding_format: "base64"`.
 fn base64_encode(bytes: &[u8]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -210,14 +184,5 @@ mod tests {
         for (plain, encoded) in cases {
             assert_eq!(base64_encode(plain.as_bytes()), encoded);
         }
-    }
-
-    #[test]
-    fn vectors_are_unit_length_and_deterministic() {
-        let v = unit_vector(fnv1a(b"hello"), 32);
-        let norm: f32 = v.iter().map(|x| x * x).sum::<f32>().sqrt();
-        assert!((norm - 1.0).abs() < 1e-5);
-        assert_eq!(v, unit_vector(fnv1a(b"hello"), 32));
-        assert_ne!(v, unit_vector(fnv1a(b"world"), 32));
     }
 }

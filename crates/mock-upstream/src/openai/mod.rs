@@ -120,11 +120,6 @@ fn to_json(value: &impl Serialize) -> Bytes {
         .unwrap_or_default()
 }
 
-/// Token counts are whitespace-separated words: crude, but predictable in assertions.
-fn count_words(text: &str) -> u64 {
-    text.split_whitespace().count() as u64
-}
-
 #[derive(Serialize)]
 struct ErrorBody<'a> {
     error: ErrorDetail<'a>,

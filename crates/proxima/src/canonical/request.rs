@@ -13,6 +13,9 @@ pub struct ChatRequest {
     /// The conversation in order. System and developer turns may appear anywhere, not only first.
     pub messages: Vec<Message>,
     pub tools: Vec<Tool>,
+    /// Tools the provider runs itself (web search, code execution ...), as the client's API
+    /// defines them; sent only to a provider of that API, dropped for others.
+    pub hosted_tools: Vec<HostedTool>,
     pub tool_choice: Option<ToolChoice>,
     pub parallel_tool_calls: Option<bool>,
     pub response_format: Option<ResponseFormat>,
@@ -30,11 +33,14 @@ pub struct ChatRequest {
     pub passthrough: Passthrough,
 }
 
-/// Unmodelled top-level fields and the API they belong to.
+/// Unmodelled top-level fields and request headers, and the API they belong to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Passthrough {
     pub api: Option<Api>,
     pub fields: Map<String, Value>,
+    /// API-specific headers worth forwarding (e.g. `anthropic-beta`), lower-case names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
 }
 
 impl Passthrough {
@@ -228,6 +234,13 @@ pub struct Tool {
     pub cache: Option<CacheHint>,
 }
 
+/// A provider-run tool in its API's own shape.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HostedTool {
+    pub api: Api,
+    pub value: Value,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "mode", rename_all = "snake_case")]
 pub enum ToolChoice {
@@ -261,6 +274,22 @@ pub struct Reasoning {
     pub effort: Option<String>,
     /// Anthropic's / Gemini's thinking budget.
     pub budget_tokens: Option<u32>,
+}
+
+impl Reasoning {
+    /// An OpenAI-style effort level, derived from a thinking budget when only that was given.
+    pub fn as_effort(&self) -> Option<String> {
+        self.effort.clone().or_else(|| {
+            self.budget_tokens.map(|b| {
+                match b {
+                    0..=4095 => "low",
+                    4096..=16383 => "medium",
+                    _ => "high",
+                }
+                .to_owned()
+            })
+        })
+    }
 }
 
 impl ChatRequest {

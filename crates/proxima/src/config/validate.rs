@@ -97,6 +97,32 @@ pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
                 "every target has weight 0: nothing would be served".into(),
             );
         }
+        let canaries = model.targets.iter().filter(|t| t.canary.is_some()).count();
+        if canaries > 0 && model.strategy != Strategy::Weighted {
+            problem(
+                at("strategy"),
+                "canary targets need the `weighted` strategy, which gives them their share".into(),
+            );
+        }
+        if canaries > 0 && canaries == model.targets.len() {
+            problem(
+                at("targets"),
+                "every target is a canary: a canary is judged against the model's other targets"
+                    .into(),
+            );
+        }
+        for (i, target) in model.targets.iter().enumerate() {
+            if let Some(canary) = &target.canary {
+                if !(0.0..=1.0).contains(&canary.max_error_rate_increase)
+                    || canary.max_latency_ratio < 1.0
+                {
+                    problem(
+                        format!("models.{name}.targets[{i}].canary"),
+                        "max_error_rate_increase must be between 0 and 1, max_latency_ratio at least 1".into(),
+                    );
+                }
+            }
+        }
         for fallback in &model.fallbacks {
             if fallback == name {
                 problem(
@@ -113,6 +139,27 @@ pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
                 );
             }
         }
+    }
+
+    let breaker = &config.routing.breaker;
+    if breaker.consecutive_failures == 0
+        || !(0.0..=1.0).contains(&breaker.failure_ratio)
+        || breaker.failure_ratio == 0.0
+    {
+        problem(
+            "routing.breaker".into(),
+            "consecutive_failures must be at least 1 and failure_ratio in (0, 1]".into(),
+        );
+    }
+    if breaker.window.0.as_secs() < 1
+        || breaker.cooldown.0.is_zero()
+        || breaker.max_cooldown < breaker.cooldown
+    {
+        problem(
+            "routing.breaker".into(),
+            "window must be at least 1s, cooldown above zero and max_cooldown at least cooldown"
+                .into(),
+        );
     }
 
     let mut seen_keys: BTreeMap<&str, &str> = BTreeMap::new();
@@ -169,4 +216,41 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ProviderKind, EXAMPLE};
+
+    fn parse(text: &str) -> Result<Config, Vec<String>> {
+        Config::parse(text, "test.toml", &|_| None)
+            .map_err(|p| p.0.iter().map(ToString::to_string).collect())
+    }
+
+    #[test]
+    fn example_is_valid_and_has_gemini() {
+        let config = match parse(EXAMPLE) {
+            Ok(config) => config,
+            Err(problems) => panic!("{problems:?}"),
+        };
+        assert_eq!(config.providers["gemini"].kind, ProviderKind::Gemini);
+    }
+
+    #[test]
+    fn gemini_takes_no_api_version_or_latency() {
+        let problems = parse(
+            r#"
+[providers.g]
+kind = "gemini"
+api_version = "v1"
+latency = "5ms"
+"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        for field in ["providers.g.api_version", "providers.g.latency"] {
+            assert!(problems.iter().any(|p| p.contains(field)), "{problems:?}");
+        }
+    }
 }

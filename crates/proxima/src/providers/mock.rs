@@ -161,17 +161,10 @@ impl ProviderApi for Mock {
         let dims = req
             .dimensions
             .map_or(DEFAULT_DIMENSIONS, |d| d.max(1) as usize);
-        let base64 = req.encoding_format.as_deref() == Some("base64");
+        let base64 = req.wants_base64();
         let data = texts
             .iter()
-            .map(|t| {
-                let vector = embed_text(t, dims);
-                if base64 {
-                    EmbeddingVector::Base64(base64_f32(&vector))
-                } else {
-                    EmbeddingVector::Float(vector)
-                }
-            })
+            .map(|t| EmbeddingVector::encode(embed_text(t, dims), base64))
             .collect();
         Ok(EmbeddingsResponse {
             model: model.to_owned(),
@@ -212,37 +205,9 @@ fn embed_text(text: &str, dims: usize) -> Vec<f32> {
     vector
 }
 
-/// Little-endian f32 bytes in standard base64, as OpenAI's `encoding_format: "base64"`.
-fn base64_f32(vector: &[f32]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let bytes: Vec<u8> = vector.iter().flat_map(|x| x.to_le_bytes()).collect();
-    let mut out = String::with_capacity(bytes.len().div_ceil(3) * 4);
-    for group in bytes.chunks(3) {
-        let n = group
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= group.len() {
-                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_matches_reference() {
-        // 1.0f32 = 00 00 80 3f -> "AACAPw=="
-        assert_eq!(base64_f32(&[1.0]), "AACAPw==");
-        assert_eq!(base64_f32(&[1.0, 1.0]), "AACAPwAAgD8=");
-    }
 
     #[test]
     fn embeddings_are_stable_unit_vectors() {

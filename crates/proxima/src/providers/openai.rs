@@ -1,15 +1,14 @@
 //! OpenAI and every server speaking its API (vLLM, Ollama, llama.cpp, Groq, Mistral, DeepSeek
 //! ...), and, through [`Dialect::Azure`], Azure OpenAI.
 
-mod error;
 mod stream;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::azure::Azure;
+use super::client::{parse_body, read_body, to_json};
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -106,47 +105,11 @@ impl OpenAi {
         }
     }
 
-    /// Sends a JSON body; any non-success status becomes an error here.
     async fn post(&self, op: Operation, model: &str, body: Vec<u8>) -> Result<reqwest::Response> {
-        let response = self
-            .http
-            .client()
-            .post(self.url(op, model))
-            .headers(self.headers.clone())
-            .header(http::header::CONTENT_TYPE, "application/json")
-            .body(body)
-            .send()
+        self.http
+            .post_json(&self.name, &self.url(op, model), &self.headers, body)
             .await
-            .map_err(|e| error::transport(&self.name, e))?;
-        if response.status().is_success() {
-            return Ok(response);
-        }
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body = response.bytes().await.unwrap_or_default();
-        Err(error::from_status(&self.name, status, &headers, &body))
     }
-
-    async fn read_body(&self, response: reqwest::Response) -> Result<Bytes> {
-        response
-            .bytes()
-            .await
-            .map_err(|e| error::transport(&self.name, e))
-    }
-
-    fn parse<T: serde::de::DeserializeOwned>(&self, body: &[u8], what: &str) -> Result<T> {
-        serde_json::from_slice(body).map_err(|e| {
-            Error::upstream(format!(
-                "provider `{}` returned something that is not {what}: {e}",
-                self.name
-            ))
-        })
-    }
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))
 }
 
 impl ProviderApi for OpenAi {
@@ -155,10 +118,8 @@ impl ProviderApi for OpenAi {
         wire.stream = None;
         wire.stream_options = None;
         let response = self.post(Operation::Chat, model, to_json(&wire)?).await?;
-        let body = self.read_body(response).await?;
-        Ok(self
-            .parse::<ChatCompletion>(&body, "a chat completion")?
-            .into_canonical())
+        let body = read_body(&self.name, response).await?;
+        Ok(parse_body::<ChatCompletion>(&self.name, &body, "a chat completion")?.into_canonical())
     }
 
     async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
@@ -173,9 +134,10 @@ impl ProviderApi for OpenAi {
         let response = self
             .post(Operation::Embeddings, model, to_json(&wire)?)
             .await?;
-        let body = self.read_body(response).await?;
-        Ok(self
-            .parse::<EmbeddingsResponseWire>(&body, "an embeddings response")?
-            .into_canonical())
+        let body = read_body(&self.name, response).await?;
+        Ok(
+            parse_body::<EmbeddingsResponseWire>(&self.name, &body, "an embeddings response")?
+                .into_canonical(),
+        )
     }
 }

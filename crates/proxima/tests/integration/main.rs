@@ -1,1 +1,16 @@
-//! Integration tests: the real server, over real sockets, against the in-repo mock upstream.
+//! Integration tests: the real server, over real sockets, against the in-repo mock upstream,
+//! and the real `proxima` binary for the command line and graceful shutdown.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod harness;
+
+mod auth;
+mod chat;
+mod cli;
+mod errors;
+mod failover;
+mod providers;
+mod routing;
+mod shutdown;
+mod streaming;
+mod tools;

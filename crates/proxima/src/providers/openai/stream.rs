@@ -6,9 +6,9 @@ use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 use serde_json::Value;
 
-use super::error;
 use crate::canonical::{ChatChunk, ChunkStream};
 use crate::error::{Error, Result};
+use crate::providers::upstream_error as error;
 use crate::sse::{SseError, SseStream};
 use crate::wire::openai::ChatCompletionChunk;
 
@@ -67,16 +67,21 @@ where
 }
 
 fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
+    let failed = || {
+        Error::upstream(format!(
+            "provider `{provider}` failed mid-stream: {}",
+            error::error_message(data.as_bytes())
+        ))
+    };
     match serde_json::from_str::<ChatCompletionChunk>(data) {
+        // An error object in the stream is how OpenAI reports failures after the headers. Every
+        // chunk field has a default, so such an event also parses as an (empty) chunk.
+        Ok(chunk) if chunk.choices.is_empty() && chunk.extra.contains_key("error") => Err(failed()),
         Ok(chunk) => Ok(chunk.into_canonical()),
         Err(e) => {
-            // An error object in the stream is how OpenAI reports failures after the headers.
             if let Ok(value) = serde_json::from_str::<Value>(data) {
                 if value.get("error").is_some() {
-                    return Err(Error::upstream(format!(
-                        "provider `{provider}` failed mid-stream: {}",
-                        error::error_message(data.as_bytes())
-                    )));
+                    return Err(failed());
                 }
             }
             Err(Error::upstream(format!(

@@ -70,6 +70,7 @@ impl EmbeddingsRequestWire {
             passthrough: Passthrough {
                 api: Some(Api::OpenAiChat),
                 fields: self.extra,
+                headers: Vec::new(),
             },
         }
     }

@@ -188,6 +188,10 @@ impl ChatCompletionRequest {
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
+        // Other stream options (e.g. `include_obfuscation`) go upstream as the client sent them.
+        if let Some(options) = self.stream_options.filter(|o| !o.extra.is_empty()) {
+            extra.insert("stream_options".into(), Value::Object(options.extra));
+        }
         if self.n == Some(0) {
             return Err(Error::invalid_request("`n` must be at least 1").with_param("n"));
         }
@@ -234,6 +238,7 @@ impl ChatCompletionRequest {
             model: self.model,
             messages,
             tools,
+            hosted_tools: Vec::new(),
             tool_choice,
             parallel_tool_calls: self.parallel_tool_calls,
             response_format,
@@ -262,6 +267,7 @@ impl ChatCompletionRequest {
             passthrough: Passthrough {
                 api: Some(Api::OpenAiChat),
                 fields: extra,
+                headers: Vec::new(),
             },
         })
     }
@@ -416,13 +422,21 @@ impl ChatCompletionRequest {
     /// The request to send upstream for `model`. Usage is always requested in streams, since
     /// accounting needs it; fields from another API are dropped, never forwarded.
     pub fn from_canonical(req: &ChatRequest, model: &str) -> ChatCompletionRequest {
-        let extra = req
+        let mut extra = req
             .passthrough
             .for_api(Api::OpenAiChat)
             .cloned()
             .unwrap_or_default();
+        let stream_extra = match extra.remove("stream_options") {
+            Some(Value::Object(options)) => options,
+            _ => Map::new(),
+        };
         let s = &req.sampling;
-        let use_new_max = extra.contains_key("max_completion_tokens");
+        let same_api = req.passthrough.api == Some(Api::OpenAiChat);
+        let reasoning_model = is_reasoning_model(model);
+        // Reasoning models refuse `max_tokens`; older compatible servers know only it.
+        let use_new_max =
+            extra.contains_key("max_completion_tokens") || (!same_api && reasoning_model);
         ChatCompletionRequest {
             model: model.to_owned(),
             messages: req.messages.iter().flat_map(message_to_wire).collect(),
@@ -477,7 +491,12 @@ impl ChatCompletionRequest {
             temperature: s.temperature,
             top_p: s.top_p,
             max_tokens: if use_new_max { None } else { s.max_tokens },
-            max_completion_tokens: None, // carried in `extra` when the client used it
+            // Carried in `extra` when the client used it.
+            max_completion_tokens: if use_new_max && !extra.contains_key("max_completion_tokens") {
+                s.max_tokens
+            } else {
+                None
+            },
             stop: match s.stop.len() {
                 0 => None,
                 1 => Some(StopWire::One(s.stop[0].clone())),
@@ -488,15 +507,30 @@ impl ChatCompletionRequest {
             frequency_penalty: s.frequency_penalty,
             n: req.n,
             stream: req.stream.then_some(true),
-            stream_options: req.stream.then(|| StreamOptionsWire {
+            stream_options: req.stream.then_some(StreamOptionsWire {
                 include_usage: Some(true),
-                extra: Map::new(),
+                extra: stream_extra,
             }),
             user: req.user.clone(),
-            reasoning_effort: req.reasoning.as_ref().and_then(|r| r.effort.clone()),
+            // Other APIs ask for thinking on every model; OpenAI refuses the field on models
+            // that do not reason, so it is sent only to those that do.
+            reasoning_effort: if same_api || reasoning_model {
+                req.reasoning.as_ref().and_then(Reasoning::as_effort)
+            } else {
+                None
+            },
             extra,
         }
     }
+}
+
+/// OpenAI's reasoning models (o-series, gpt-5), which take `reasoning_effort` and
+/// `max_completion_tokens`.
+fn is_reasoning_model(model: &str) -> bool {
+    let name = model.rsplit('/').next().unwrap_or(model);
+    ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// One canonical message becomes one wire message, except that each tool result is its own

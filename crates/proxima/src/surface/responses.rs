@@ -1,0 +1,384 @@
+//! The Responses API surface: `POST /v1/responses`, served by every provider through the
+//! canonical model, streaming and not.
+
+mod stream;
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::Extension;
+use axum::response::Response;
+use bytes::Bytes;
+use futures_util::{stream as futures_stream, Stream, StreamExt};
+
+use super::{chat_response, json_response, read_json};
+use crate::canonical::{Api, ChunkStream};
+use crate::error::Error;
+use crate::pipeline::{self, RequestContext};
+use crate::wire::responses::{ResponseObject, ResponsesRequest};
+
+pub use stream::{encode, Event, ResponseEvents};
+
+const API: Api = Api::Responses;
+
+pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
+    let limit = cx.gateway.config.server.max_body_bytes;
+    let (req, context) = match read_json::<ResponsesRequest>(body, limit)
+        .await
+        .and_then(ResponsesRequest::into_canonical)
+    {
+        Ok(converted) => converted,
+        Err(e) => return e.into_response(API),
+    };
+    let routed = pipeline::chat(&cx, req).await;
+    let keepalive = cx.gateway.config.server.stream_keepalive.0;
+    let machine = ResponseEvents::new(context.clone());
+    chat_response(
+        routed,
+        API,
+        keepalive,
+        |answer| json_response(&ResponseObject::from_canonical(answer, &context)),
+        |chunks| events(chunks, machine),
+    )
+}
+
+/// Canonical chunks as Responses SSE events, one write per chunk. The stream ends after
+/// `response.completed`, `response.incomplete` or `response.failed`; this API sends no
+/// `[DONE]` line.
+fn events(chunks: ChunkStream, machine: ResponseEvents) -> impl Stream<Item = Bytes> + Send {
+    futures_stream::unfold(Some((chunks, machine)), |state| async move {
+        let (mut chunks, mut machine) = state?;
+        loop {
+            let events = match chunks.next().await {
+                Some(Ok(chunk)) => machine.push(&chunk),
+                Some(Err(e)) => machine.fail(&e),
+                None => machine.finish(),
+            };
+            let more = !machine.is_done();
+            if events.is_empty() {
+                if more {
+                    continue;
+                }
+                return None;
+            }
+            return Some((encode(&events), more.then_some((chunks, machine))));
+        }
+    })
+}
+
+/// `GET`/`DELETE /v1/responses/{id}` and the other routes on stored responses: 400 until
+/// responses are stored, saying so.
+pub async fn stored_response() -> Response {
+    Error::invalid_request(
+        "stored responses come with the conversation store, which this gateway does not have yet: responses are not stored, so they cannot be retrieved, listed, cancelled or deleted",
+    )
+    .into_response(API)
+}
+
+/// End to end: the real server, in-process, on the built-in mock provider.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use serde_json::{json, Value};
+
+    use crate::config::Config;
+    use crate::server::Server;
+    use crate::sse::SseDecoder;
+
+    const CONFIG: &str = r#"
+[server]
+listen = "127.0.0.1:0"
+
+[providers.mock]
+kind = "mock"
+
+[models.mock]
+targets = [{ provider = "mock", model = "mock" }]
+"#;
+
+    /// Starts a gateway; it stops when the returned sender is dropped.
+    async fn gateway() -> (String, tokio::sync::oneshot::Sender<()>) {
+        gateway_with(CONFIG).await
+    }
+
+    /// A gateway whose model `up` is served by an OpenAI-speaking mock upstream.
+    async fn gateway_in_front_of(
+        upstream: &mock_upstream::MockUpstream,
+    ) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let config = format!(
+            "{CONFIG}\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.up]\nretries = 0\ntargets = [{{ provider = \"up\", model = \"gpt-5-up\" }}]\n",
+            upstream.url()
+        );
+        gateway_with(&config).await
+    }
+
+    async fn gateway_with(config: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
+        let config = Config::parse(config, "t.toml", &|_| None).unwrap();
+        let server = Server::bind(config, None).await.unwrap();
+        let base = format!("http://{}", server.local_addr());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        (base, stop)
+    }
+
+    async fn call(method: http::Method, url: String, body: Option<Value>) -> reqwest::Response {
+        let client = reqwest::Client::new();
+        let mut req = client.request(method, url);
+        if let Some(body) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        req.send().await.unwrap()
+    }
+
+    async fn post(base: &str, body: Value) -> reqwest::Response {
+        call(
+            http::Method::POST,
+            format!("{base}/v1/responses"),
+            Some(body),
+        )
+        .await
+    }
+
+    fn header<'a>(r: &'a reqwest::Response, name: &str) -> &'a str {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    #[tokio::test]
+    async fn answers_in_the_responses_shape() {
+        let (base, _stop) = gateway().await;
+        let r = post(
+            &base,
+            json!({"model": "mock", "input": "hello there", "instructions": "Echo."}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-type"), "application/json");
+        assert!(!header(&r, "x-request-id").is_empty());
+        assert_eq!(header(&r, "x-proxima-provider"), "mock");
+        assert_eq!(header(&r, "x-proxima-model"), "mock");
+        assert_eq!(header(&r, "x-proxima-attempts"), "1");
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["object"], "response");
+        assert_eq!(body["status"], "completed");
+        assert_eq!(body["instructions"], "Echo.");
+        assert_eq!(body["output"][0]["type"], "message");
+        assert_eq!(body["output"][0]["role"], "assistant");
+        assert_eq!(body["output"][0]["content"][0]["type"], "output_text");
+        assert_eq!(body["output"][0]["content"][0]["text"], "hello there");
+        assert!(body["usage"]["input_tokens"].as_u64().unwrap() > 0);
+        assert_eq!(body["usage"]["output_tokens"], 2);
+    }
+
+    #[tokio::test]
+    async fn streams_the_event_sequence() {
+        let (base, _stop) = gateway().await;
+        let r = post(
+            &base,
+            json!({"model": "mock", "input": "one two three", "stream": true, "store": false}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        assert_eq!(header(&r, "content-type"), "text/event-stream");
+        assert_eq!(header(&r, "x-proxima-provider"), "mock");
+        let body = r.bytes().await.unwrap();
+        assert!(!body.windows(6).any(|w| w == b"[DONE]"), "no [DONE] line");
+        let events = events(&body);
+        for (n, event) in events.iter().enumerate() {
+            assert_eq!(event["sequence_number"], n as u64);
+        }
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            &kinds[..4],
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added"
+            ]
+        );
+        assert_eq!(
+            &kinds[kinds.len() - 4..],
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        let text: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_text.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(text, "one two three");
+        let done = &events.last().unwrap()["response"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["store"], false);
+        assert_eq!(done["output"][0]["content"][0]["text"], "one two three");
+        assert_eq!(done["usage"]["output_tokens"], 3);
+    }
+
+    /// Parses an SSE body into the data of each event.
+    fn events(body: &[u8]) -> Vec<Value> {
+        let mut decoder = SseDecoder::default();
+        decoder.push(body);
+        let mut events = Vec::new();
+        while let Some(event) = decoder.next_event() {
+            let data: Value = serde_json::from_str(&event.data).unwrap();
+            assert_eq!(event.event.as_deref(), data["type"].as_str());
+            events.push(data);
+        }
+        events
+    }
+
+    #[tokio::test]
+    async fn an_openai_upstream_gets_only_what_chat_completions_accepts() {
+        let upstream = mock_upstream::MockUpstream::start().await.unwrap();
+        let (base, _stop) = gateway_in_front_of(&upstream).await;
+        let r = post(
+            &base,
+            json!({
+                "model": "up",
+                "instructions": "You are a coding agent.",
+                "input": [
+                    {"type": "message", "role": "developer", "content": "sandboxed"},
+                    {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "do these in parallel"}]},
+                ],
+                "tools": [
+                    {"type": "function", "name": "shell", "parameters": {"type": "object", "properties": {}}, "strict": false},
+                    {"type": "custom", "name": "apply_patch", "description": "Edit files."},
+                    {"type": "web_search"},
+                ],
+                "tool_choice": "auto",
+                "parallel_tool_calls": true,
+                "reasoning": {"effort": "medium", "summary": "auto"},
+                "store": false,
+                "stream": true,
+                "include": ["reasoning.encrypted_content"],
+                "prompt_cache_key": "session-1",
+            }),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let events = events(&r.bytes().await.unwrap());
+        let sent = upstream.received()[0].json();
+        for field in [
+            "input",
+            "instructions",
+            "store",
+            "include",
+            "prompt_cache_key",
+            "reasoning",
+            "text",
+        ] {
+            assert!(
+                sent.get(field).is_none(),
+                "`{field}` must not reach chat completions"
+            );
+        }
+        assert_eq!(sent["model"], "gpt-5-up");
+        let roles: Vec<&str> = sent["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["role"].as_str().unwrap())
+            .collect();
+        assert_eq!(roles, ["system", "developer", "user"]);
+        let tools: Vec<&str> = sent["tools"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["function"]["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(tools, ["shell", "apply_patch"]);
+        assert_eq!(
+            sent["tools"][1]["function"]["parameters"]["required"],
+            json!(["input"])
+        );
+        // The upstream model is a reasoning model, so the effort goes along.
+        assert_eq!(sent["reasoning_effort"], "medium");
+        // The upstream called both tools, streamed in pieces; the client gets a function call
+        // and a custom tool call, each its own item.
+        let done = &events.last().unwrap()["response"];
+        assert_eq!(done["status"], "completed");
+        let output = done["output"].as_array().unwrap();
+        assert_eq!(output.len(), 2);
+        assert_eq!(output[0]["type"], "function_call");
+        assert_eq!(output[0]["name"], "shell");
+        let arguments: Value =
+            serde_json::from_str(output[0]["arguments"].as_str().unwrap()).unwrap();
+        assert_eq!(arguments["tool"], "shell");
+        assert_eq!(output[1]["type"], "custom_tool_call");
+        assert_eq!(output[1]["name"], "apply_patch");
+        let streamed: String = events
+            .iter()
+            .filter(|e| e["type"] == "response.function_call_arguments.delta")
+            .map(|e| e["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(streamed, output[0]["arguments"].as_str().unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_stream_cut_upstream_ends_with_response_failed() {
+        let upstream = mock_upstream::MockUpstream::start().await.unwrap();
+        upstream.enqueue(mock_upstream::Reply::default_behaviour().cut_after(3));
+        let (base, _stop) = gateway_in_front_of(&upstream).await;
+        let r = post(
+            &base,
+            json!({"model": "up", "input": "a long enough answer to cut", "stream": true}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let events = events(&r.bytes().await.unwrap());
+        let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+        assert_eq!(kinds.last(), Some(&"response.failed"), "{kinds:?}");
+        assert!(!kinds.contains(&"response.completed"));
+        let failed = &events.last().unwrap()["response"];
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["code"], "server_error");
+        assert!(!failed["error"]["message"].as_str().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn errors_in_the_openai_shape() {
+        let (base, _stop) = gateway().await;
+        let r = post(
+            &base,
+            json!({"model": "mock", "input": "hi", "previous_response_id": "resp_1"}),
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "invalid_request");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert_eq!(body["error"]["param"], "previous_response_id");
+
+        for method in [http::Method::GET, http::Method::DELETE] {
+            let r = call(method, format!("{base}/v1/responses/resp_1"), None).await;
+            assert_eq!(r.status(), 400);
+            let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+            assert_eq!(body["error"]["code"], "invalid_request");
+            assert!(body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("conversation store"));
+        }
+
+        let r = post(&base, json!({"model": "nope", "input": "hi"})).await;
+        assert_eq!(r.status(), 404);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "model_not_found");
+
+        let r = post(&base, json!({"model": "mock", "input": 7})).await;
+        assert_eq!(r.status(), 400);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["param"], "input");
+    }
+}

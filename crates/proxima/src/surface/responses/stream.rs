@@ -1,0 +1,999 @@
+//! The Responses event stream as a state machine: canonical chunks in, Responses events out.
+//!
+//! Chat-style chunks carry deltas of a whole turn at once; the Responses API instead streams
+//! output items one after another, each opened (`output_item.added`), filled by deltas and
+//! closed (`output_item.done`), numbered by `output_index`, with every event carrying a
+//! `sequence_number`. One item is open at a time: a delta of another kind — text after
+//! reasoning, a tool call with a new index — closes the open item and opens the next. That is
+//! the order the API itself uses, and clients such as Codex rely on it.
+
+use bytes::{Bytes, BytesMut};
+use serde_json::{json, Value};
+
+use crate::canonical::{ChatChunk, FinishReason, ToolCallDelta, Usage};
+use crate::error::Error;
+use crate::sse;
+use crate::wire::responses::{
+    custom_input, function_call_item, item_id, message_item, reasoning_item, status_for,
+    ContentPart, OutputItem, ResponseContext, ResponseErrorWire, ResponseObject, Status, ToolKind,
+    UsageWire,
+};
+
+/// One event: its type (also the SSE `event:` name) and its JSON data, which repeats the type
+/// and carries the sequence number.
+#[derive(Debug, Clone)]
+pub struct Event {
+    pub kind: &'static str,
+    pub data: Value,
+}
+
+/// Events as SSE bytes, `event:` line and `data:` line each.
+pub fn encode(events: &[Event]) -> Bytes {
+    let mut out = BytesMut::new();
+    for event in events {
+        let data = serde_json::to_vec(&event.data).unwrap_or_default();
+        sse::write_event(&mut out, Some(event.kind), &data);
+    }
+    out.freeze()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PartKind {
+    Text,
+    Refusal,
+}
+
+/// The output item being streamed.
+enum Open {
+    Message {
+        id: String,
+        /// Finished content parts.
+        content: Vec<ContentPart>,
+        /// The part being streamed, and its text so far.
+        part: Option<(PartKind, String)>,
+    },
+    Reasoning {
+        id: String,
+        text: String,
+    },
+    Call {
+        id: String,
+        /// The canonical tool-call index the fragments carry.
+        index: u32,
+        call_id: String,
+        name: String,
+        arguments: String,
+        /// Custom tools stream no argument deltas: their input is the `input` field of JSON
+        /// arguments, known only when the call is complete.
+        custom: bool,
+    },
+}
+
+pub struct ResponseEvents {
+    cx: ResponseContext,
+    /// Set by the first event; `output` holds the finished items.
+    response: Option<ResponseObject>,
+    next_sequence: u64,
+    open: Option<Open>,
+    /// Tool-call indexes already streamed and closed.
+    closed_calls: Vec<u32>,
+    finish: Option<FinishReason>,
+    usage: Option<Usage>,
+    done: bool,
+}
+
+impl ResponseEvents {
+    pub fn new(cx: ResponseContext) -> ResponseEvents {
+        ResponseEvents {
+            cx,
+            response: None,
+            next_sequence: 0,
+            open: None,
+            closed_calls: Vec::new(),
+            finish: None,
+            usage: None,
+            done: false,
+        }
+    }
+
+    /// Whether the stream has ended (completed, incomplete or failed); later input is ignored.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// The events for one canonical chunk. Only choice 0 counts: this API has no `n`.
+    pub fn push(&mut self, chunk: &ChatChunk) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        self.start(&chunk.model, chunk.created, &mut out);
+        if let Some(usage) = chunk.usage {
+            self.usage = Some(usage);
+        }
+        for choice in chunk.choices.iter().filter(|c| c.index == 0) {
+            if let Some(delta) = choice.reasoning.as_deref().filter(|d| !d.is_empty()) {
+                self.reasoning_delta(delta, &mut out);
+            }
+            if let Some(delta) = choice.text.as_deref().filter(|d| !d.is_empty()) {
+                self.message_delta(PartKind::Text, delta, &mut out);
+            }
+            if let Some(delta) = choice.refusal.as_deref().filter(|d| !d.is_empty()) {
+                self.message_delta(PartKind::Refusal, delta, &mut out);
+            }
+            for call in &choice.tool_calls {
+                if let Err(e) = self.call_delta(call, &mut out) {
+                    out.extend(self.fail(&e));
+                    return out;
+                }
+            }
+            if let Some(finish) = &choice.finish_reason {
+                let (status, _) = status_for(Some(finish));
+                self.finish = Some(finish.clone());
+                self.close(status, &mut out);
+            }
+        }
+        out
+    }
+
+    /// The end of the upstream stream: closes the open item and sends `response.completed`,
+    /// or `response.incomplete` when the output was cut short.
+    pub fn finish(&mut self) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        self.start("", 0, &mut out);
+        let (status, incomplete) = status_for(self.finish.as_ref());
+        self.close(status, &mut out);
+        let usage = self.usage.as_ref().map(UsageWire::from);
+        let Some(response) = self.response.as_mut() else {
+            return out;
+        };
+        response.status = status;
+        response.incomplete_details = incomplete;
+        response.usage = usage;
+        let kind = if status == Status::Incomplete {
+            "response.incomplete"
+        } else {
+            "response.completed"
+        };
+        let data = json!({ "response": response });
+        self.emit(&mut out, kind, data);
+        self.done = true;
+        out
+    }
+
+    /// The upstream failed mid-stream: `response.failed` with what was produced so far, and
+    /// the end. Never a `response.completed` — the client must know the answer is not whole.
+    pub fn fail(&mut self, error: &Error) -> Vec<Event> {
+        let mut out = Vec::new();
+        if self.done {
+            return out;
+        }
+        self.start("", 0, &mut out);
+        if let Some(open) = self.open.take() {
+            // Shown as cut short, without the done events of a finished item.
+            let item = self.item(open, Status::Incomplete);
+            if let Some(response) = self.response.as_mut() {
+                response.output.push(item);
+            }
+        }
+        let usage = self.usage.as_ref().map(UsageWire::from);
+        let Some(response) = self.response.as_mut() else {
+            return out;
+        };
+        response.status = Status::Failed;
+        response.error = Some(ResponseErrorWire::from(error));
+        response.usage = usage;
+        let data = json!({ "response": response });
+        self.emit(&mut out, "response.failed", data);
+        self.done = true;
+        out
+    }
+
+    /// `response.created` and `response.in_progress`, once, before anything else.
+    fn start(&mut self, model: &str, created: u64, out: &mut Vec<Event>) {
+        if self.response.is_some() {
+            return;
+        }
+        let created = if created == 0 {
+            crate::providers::unix_now()
+        } else {
+            created
+        };
+        let response = ResponseObject::in_progress(&self.cx, model, created);
+        let data = json!({ "response": &response });
+        self.response = Some(response);
+        self.emit(out, "response.created", data.clone());
+        self.emit(out, "response.in_progress", data);
+    }
+
+    fn emit(&mut self, out: &mut Vec<Event>, kind: &'static str, mut data: Value) {
+        if let Value::Object(map) = &mut data {
+            map.insert("type".into(), kind.into());
+            map.insert("sequence_number".into(), self.next_sequence.into());
+        }
+        self.next_sequence += 1;
+        out.push(Event { kind, data });
+    }
+
+    /// Where the open (or next) item sits in `output`.
+    fn output_index(&self) -> usize {
+        self.response.as_ref().map_or(0, |r| r.output.len())
+    }
+
+    fn open_item(&mut self, open: Open, out: &mut Vec<Event>) {
+        let item = self.item_snapshot(&open);
+        let data = json!({ "output_index": self.output_index(), "item": item });
+        self.emit(out, "response.output_item.added", data);
+        self.open = Some(open);
+    }
+
+    /// The open item as `output_item.added` shows it: empty and in progress.
+    fn item_snapshot(&self, open: &Open) -> OutputItem {
+        match open {
+            Open::Message { id, .. } => message_item(id.clone(), Vec::new(), Status::InProgress),
+            Open::Reasoning { id, .. } => reasoning_item(id.clone(), String::new(), None, &self.cx),
+            Open::Call {
+                id, call_id, name, ..
+            } => function_call_item(
+                id.clone(),
+                call_id.clone(),
+                name,
+                String::new(),
+                Status::InProgress,
+                &self.cx.tools,
+            ),
+        }
+    }
+
+    /// The finished item.
+    fn item(&self, open: Open, status: Status) -> OutputItem {
+        match open {
+            Open::Message {
+                id,
+                mut content,
+                part,
+            } => {
+                if let Some((kind, text)) = part {
+                    content.push(content_part(kind, text));
+                }
+                message_item(id, content, status)
+            }
+            Open::Reasoning { id, text } => reasoning_item(id, text, None, &self.cx),
+            Open::Call {
+                id,
+                call_id,
+                name,
+                arguments,
+                ..
+            } => function_call_item(id, call_id, &name, arguments, status, &self.cx.tools),
+        }
+    }
+
+    fn reasoning_delta(&mut self, delta: &str, out: &mut Vec<Event>) {
+        if !matches!(self.open, Some(Open::Reasoning { .. })) {
+            self.close(Status::Completed, out);
+            let id = item_id("rs");
+            self.open_item(
+                Open::Reasoning {
+                    id: id.clone(),
+                    text: String::new(),
+                },
+                out,
+            );
+            let data = json!({
+                "item_id": id,
+                "output_index": self.output_index(),
+                "summary_index": 0,
+                "part": {"type": "summary_text", "text": ""},
+            });
+            self.emit(out, "response.reasoning_summary_part.added", data);
+        }
+        let output_index = self.output_index();
+        if let Some(Open::Reasoning { id, text }) = self.open.as_mut() {
+            text.push_str(delta);
+            let data = json!({
+                "item_id": id,
+                "output_index": output_index,
+                "summary_index": 0,
+                "delta": delta,
+            });
+            self.emit(out, "response.reasoning_summary_text.delta", data);
+        }
+    }
+
+    fn message_delta(&mut self, kind: PartKind, delta: &str, out: &mut Vec<Event>) {
+        if !matches!(self.open, Some(Open::Message { .. })) {
+            self.close(Status::Completed, out);
+            self.open_item(
+                Open::Message {
+                    id: item_id("msg"),
+                    content: Vec::new(),
+                    part: None,
+                },
+                out,
+            );
+        }
+        let output_index = self.output_index();
+        let mut events = Vec::new();
+        if let Some(Open::Message { id, content, part }) = self.open.as_mut() {
+            if part.as_ref().is_some_and(|(k, _)| *k != kind) {
+                if let Some((k, text)) = part.take() {
+                    events.extend(part_done(id, output_index, content.len(), k, &text));
+                    content.push(content_part(k, text));
+                }
+            }
+            let content_index = content.len();
+            if part.is_none() {
+                let empty = content_part(kind, String::new());
+                events.push((
+                    "response.content_part.added",
+                    json!({
+                        "item_id": id,
+                        "output_index": output_index,
+                        "content_index": content_index,
+                        "part": empty,
+                    }),
+                ));
+                *part = Some((kind, String::new()));
+            }
+            if let Some((_, text)) = part.as_mut() {
+                text.push_str(delta);
+            }
+            events.push(match kind {
+                PartKind::Text => (
+                    "response.output_text.delta",
+                    json!({
+                        "item_id": id,
+                        "output_index": output_index,
+                        "content_index": content_index,
+                        "delta": delta,
+                        "logprobs": [],
+                    }),
+                ),
+                PartKind::Refusal => (
+                    "response.refusal.delta",
+                    json!({
+                        "item_id": id,
+                        "output_index": output_index,
+                        "content_index": content_index,
+                        "delta": delta,
+                    }),
+                ),
+            });
+        }
+        for (kind, data) in events {
+            self.emit(out, kind, data);
+        }
+    }
+
+    fn call_delta(&mut self, call: &ToolCallDelta, out: &mut Vec<Event>) -> Result<(), Error> {
+        let continues =
+            matches!(&self.open, Some(Open::Call { index, .. }) if *index == call.index);
+        if !continues {
+            if self.closed_calls.contains(&call.index) {
+                // Empty trailing fragments are harmless; anything else would be lost.
+                if call.arguments.is_empty() && call.id.is_none() && call.name.is_none() {
+                    return Ok(());
+                }
+                return Err(Error::upstream(format!(
+                    "the upstream sent more of tool call {} after the next one had begun; the call cannot be streamed whole",
+                    call.index
+                )));
+            }
+            self.close(Status::Completed, out);
+            let name = call.name.clone().unwrap_or_default();
+            let custom = self.cx.tools.origin(&name).kind == ToolKind::Custom;
+            self.open_item(
+                Open::Call {
+                    id: item_id(if custom { "ctc" } else { "fc" }),
+                    index: call.index,
+                    call_id: call
+                        .id
+                        .clone()
+                        .unwrap_or_else(|| format!("call_{:024x}", fastrand::u128(..))),
+                    name,
+                    arguments: String::new(),
+                    custom,
+                },
+                out,
+            );
+        }
+        let output_index = self.output_index();
+        let mut delta_event = None;
+        if let Some(Open::Call {
+            id,
+            call_id,
+            name,
+            arguments,
+            custom,
+            ..
+        }) = self.open.as_mut()
+        {
+            // Some upstreams send the id or the name on a later fragment than the first.
+            if continues {
+                if let Some(late) = &call.id {
+                    call_id.clone_from(late);
+                }
+                if let Some(late) = call.name.as_ref().filter(|_| name.is_empty()) {
+                    name.clone_from(late);
+                }
+            }
+            arguments.push_str(&call.arguments);
+            if !*custom && !call.arguments.is_empty() {
+                delta_event = Some(json!({
+                    "item_id": id,
+                    "output_index": output_index,
+                    "delta": call.arguments,
+                }));
+            }
+        }
+        if let Some(data) = delta_event {
+            self.emit(out, "response.function_call_arguments.delta", data);
+        }
+        Ok(())
+    }
+
+    /// Closes the open item, if any: its closing events, then `output_item.done`.
+    fn close(&mut self, status: Status, out: &mut Vec<Event>) {
+        let Some(open) = self.open.take() else {
+            return;
+        };
+        let output_index = self.output_index();
+        let mut events: Vec<(&'static str, Value)> = Vec::new();
+        match &open {
+            Open::Message { id, content, part } => {
+                if let Some((kind, text)) = part {
+                    events.extend(part_done(id, output_index, content.len(), *kind, text));
+                }
+            }
+            Open::Reasoning { id, text } => {
+                events.push((
+                    "response.reasoning_summary_text.done",
+                    json!({
+                        "item_id": id,
+                        "output_index": output_index,
+                        "summary_index": 0,
+                        "text": text,
+                    }),
+                ));
+                events.push((
+                    "response.reasoning_summary_part.done",
+                    json!({
+                        "item_id": id,
+                        "output_index": output_index,
+                        "summary_index": 0,
+                        "part": {"type": "summary_text", "text": text},
+                    }),
+                ));
+            }
+            Open::Call {
+                id,
+                index,
+                name,
+                arguments,
+                custom,
+                ..
+            } => {
+                self.closed_calls.push(*index);
+                if *custom {
+                    let input = custom_input(arguments);
+                    events.push((
+                        "response.custom_tool_call_input.delta",
+                        json!({"item_id": id, "output_index": output_index, "delta": input}),
+                    ));
+                    events.push((
+                        "response.custom_tool_call_input.done",
+                        json!({"item_id": id, "output_index": output_index, "input": input}),
+                    ));
+                } else {
+                    let origin = self.cx.tools.origin(name);
+                    events.push((
+                        "response.function_call_arguments.done",
+                        json!({
+                            "item_id": id,
+                            "output_index": output_index,
+                            "name": origin.name,
+                            "arguments": arguments,
+                        }),
+                    ));
+                }
+            }
+        }
+        let item = self.item(open, status);
+        events.push((
+            "response.output_item.done",
+            json!({"output_index": output_index, "item": &item}),
+        ));
+        for (kind, data) in events {
+            self.emit(out, kind, data);
+        }
+        if let Some(response) = self.response.as_mut() {
+            response.output.push(item);
+        }
+    }
+}
+
+fn content_part(kind: PartKind, text: String) -> ContentPart {
+    match kind {
+        PartKind::Text => ContentPart::OutputText {
+            text,
+            annotations: Vec::new(),
+            logprobs: Vec::new(),
+        },
+        PartKind::Refusal => ContentPart::Refusal { refusal: text },
+    }
+}
+
+/// The events that finish one content part of a message.
+fn part_done(
+    id: &str,
+    output_index: usize,
+    content_index: usize,
+    kind: PartKind,
+    text: &str,
+) -> [(&'static str, Value); 2] {
+    let done = match kind {
+        PartKind::Text => (
+            "response.output_text.done",
+            json!({
+                "item_id": id,
+                "output_index": output_index,
+                "content_index": content_index,
+                "text": text,
+                "logprobs": [],
+            }),
+        ),
+        PartKind::Refusal => (
+            "response.refusal.done",
+            json!({
+                "item_id": id,
+                "output_index": output_index,
+                "content_index": content_index,
+                "refusal": text,
+            }),
+        ),
+    };
+    let part = content_part(kind, text.to_owned());
+    [
+        done,
+        (
+            "response.content_part.done",
+            json!({
+                "item_id": id,
+                "output_index": output_index,
+                "content_index": content_index,
+                "part": part,
+            }),
+        ),
+    ]
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::canonical::{ChunkChoice, Role};
+    use crate::wire::responses::ResponsesRequest;
+
+    fn machine(body: Value) -> ResponseEvents {
+        let req: ResponsesRequest = serde_json::from_value(body).unwrap();
+        ResponseEvents::new(req.into_canonical().unwrap().1)
+    }
+
+    fn plain() -> ResponseEvents {
+        machine(json!({"model": "fast", "input": "hi", "stream": true}))
+    }
+
+    fn chunk(choice: ChunkChoice) -> ChatChunk {
+        ChatChunk {
+            id: "c".into(),
+            model: "up-model".into(),
+            created: 1_700_000_000,
+            choices: vec![choice],
+            ..ChatChunk::default()
+        }
+    }
+
+    fn text(t: &str) -> ChatChunk {
+        chunk(ChunkChoice {
+            text: Some(t.into()),
+            ..ChunkChoice::default()
+        })
+    }
+
+    fn reasoning(t: &str) -> ChatChunk {
+        chunk(ChunkChoice {
+            reasoning: Some(t.into()),
+            ..ChunkChoice::default()
+        })
+    }
+
+    fn call(index: u32, id: Option<&str>, name: Option<&str>, args: &str) -> ChatChunk {
+        chunk(ChunkChoice {
+            tool_calls: vec![ToolCallDelta {
+                index,
+                id: id.map(str::to_owned),
+                name: name.map(str::to_owned),
+                arguments: args.into(),
+            }],
+            ..ChunkChoice::default()
+        })
+    }
+
+    fn finish(reason: FinishReason) -> ChatChunk {
+        chunk(ChunkChoice {
+            finish_reason: Some(reason),
+            ..ChunkChoice::default()
+        })
+    }
+
+    fn usage() -> ChatChunk {
+        ChatChunk {
+            usage: Some(Usage {
+                input_tokens: 5,
+                output_tokens: 2,
+                ..Usage::default()
+            }),
+            ..ChatChunk::default()
+        }
+    }
+
+    /// Every event of a run, checking the invariants every event shares.
+    fn run(mut m: ResponseEvents, input: Vec<Result<ChatChunk, Error>>) -> Vec<Event> {
+        let mut events = Vec::new();
+        for item in input {
+            match item {
+                Ok(c) => events.extend(m.push(&c)),
+                Err(e) => events.extend(m.fail(&e)),
+            }
+        }
+        events.extend(m.finish());
+        assert!(m.is_done());
+        assert!(m.finish().is_empty(), "nothing after the end");
+        for (n, event) in events.iter().enumerate() {
+            assert_eq!(event.data["type"], event.kind);
+            assert_eq!(event.data["sequence_number"], n as u64, "{}", event.kind);
+        }
+        events
+    }
+
+    fn kinds(events: &[Event]) -> Vec<&str> {
+        events.iter().map(|e| e.kind).collect()
+    }
+
+    fn last_response(events: &[Event]) -> &Value {
+        &events.last().unwrap().data["response"]
+    }
+
+    #[test]
+    fn text_stream() {
+        let first = chunk(ChunkChoice {
+            role: Some(Role::Assistant),
+            text: Some(String::new()),
+            ..ChunkChoice::default()
+        });
+        let events = run(
+            plain(),
+            vec![
+                Ok(first),
+                Ok(text("Hel")),
+                Ok(text("lo")),
+                Ok(finish(FinishReason::Stop)),
+                Ok(usage()),
+            ],
+        );
+        assert_eq!(
+            kinds(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let created = &events[0].data["response"];
+        assert_eq!(created["status"], "in_progress");
+        assert_eq!(created["output"], json!([]));
+        assert_eq!(created["model"], "up-model");
+        assert_eq!(created["usage"], Value::Null);
+        let id = events[2].data["item"]["id"].as_str().unwrap();
+        assert!(id.starts_with("msg_"));
+        assert_eq!(events[2].data["item"]["status"], "in_progress");
+        assert_eq!(events[2].data["output_index"], 0);
+        for e in &events[3..9] {
+            assert_eq!(e.data["item_id"].as_str().unwrap_or(id), id);
+            assert_eq!(e.data["output_index"], 0);
+        }
+        assert_eq!(events[4].data["delta"], "Hel");
+        assert_eq!(events[4].data["content_index"], 0);
+        assert_eq!(events[6].data["text"], "Hello");
+        assert_eq!(events[7].data["part"]["text"], "Hello");
+        assert_eq!(events[8].data["item"]["status"], "completed");
+        let done = last_response(&events);
+        assert_eq!(done["id"], created["id"]);
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
+        assert_eq!(done["usage"]["input_tokens"], 5);
+        assert_eq!(done["usage"]["total_tokens"], 7);
+    }
+
+    #[test]
+    fn two_function_calls_with_split_arguments() {
+        let m = machine(json!({
+            "model": "m", "input": "hi",
+            "tools": [{"type": "function", "name": "get_weather"}, {"type": "function", "name": "get_time"}],
+        }));
+        let events = run(
+            m,
+            vec![
+                Ok(call(0, Some("call_a"), Some("get_weather"), "")),
+                Ok(call(0, None, None, "{\"ci")),
+                Ok(call(0, None, None, "ty\":\"Os")),
+                Ok(call(0, None, None, "lo\"}")),
+                Ok(call(1, Some("call_b"), Some("get_time"), "{\"tz\":")),
+                Ok(call(1, None, None, "\"CET\"}")),
+                Ok(call(1, None, None, "")),
+                Ok(finish(FinishReason::ToolCalls)),
+                Ok(usage()),
+            ],
+        );
+        assert_eq!(
+            kinds(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let added = &events[2].data;
+        assert_eq!(added["output_index"], 0);
+        assert_eq!(added["item"]["type"], "function_call");
+        assert_eq!(added["item"]["call_id"], "call_a");
+        assert_eq!(added["item"]["name"], "get_weather");
+        assert_eq!(added["item"]["arguments"], "");
+        assert_eq!(added["item"]["status"], "in_progress");
+        let first_id = added["item"]["id"].as_str().unwrap();
+        assert!(first_id.starts_with("fc_"));
+        // The deltas reassemble exactly.
+        let joined: String = events[3..6]
+            .iter()
+            .map(|e| e.data["delta"].as_str().unwrap())
+            .collect();
+        assert_eq!(joined, "{\"city\":\"Oslo\"}");
+        assert_eq!(events[6].data["arguments"], "{\"city\":\"Oslo\"}");
+        assert_eq!(events[6].data["item_id"], first_id);
+        assert_eq!(events[7].data["item"]["arguments"], "{\"city\":\"Oslo\"}");
+        assert_eq!(events[7].data["item"]["status"], "completed");
+        // The second call is its own item.
+        assert_eq!(events[8].data["output_index"], 1);
+        let second_id = events[8].data["item"]["id"].as_str().unwrap();
+        assert_ne!(second_id, first_id);
+        for e in &events[9..13] {
+            assert_eq!(e.data["output_index"], 1);
+        }
+        assert_eq!(events[11].data["arguments"], "{\"tz\":\"CET\"}");
+        let done = last_response(&events);
+        assert_eq!(done["status"], "completed");
+        let output = done["output"].as_array().unwrap();
+        assert_eq!(output.len(), 2);
+        assert_eq!(output[0]["call_id"], "call_a");
+        assert_eq!(output[0]["arguments"], "{\"city\":\"Oslo\"}");
+        assert_eq!(output[1]["call_id"], "call_b");
+        assert_eq!(output[1]["name"], "get_time");
+        assert_eq!(output[1]["arguments"], "{\"tz\":\"CET\"}");
+    }
+
+    #[test]
+    fn reasoning_then_text() {
+        let events = run(
+            plain(),
+            vec![
+                Ok(reasoning("Think")),
+                Ok(reasoning("ing.")),
+                Ok(text("Answer")),
+                Ok(finish(FinishReason::Stop)),
+            ],
+        );
+        assert_eq!(
+            kinds(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.delta",
+                "response.reasoning_summary_text.done",
+                "response.reasoning_summary_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(events[2].data["item"]["type"], "reasoning");
+        assert_eq!(events[2].data["item"]["summary"], json!([]));
+        assert_eq!(events[3].data["summary_index"], 0);
+        assert_eq!(events[4].data["summary_index"], 0);
+        assert_eq!(events[6].data["text"], "Thinking.");
+        assert_eq!(
+            events[8].data["item"]["summary"],
+            json!([{"type": "summary_text", "text": "Thinking."}])
+        );
+        assert_eq!(events[9].data["output_index"], 1);
+        assert_eq!(events[9].data["item"]["type"], "message");
+        let done = last_response(&events);
+        assert_eq!(done["output"][0]["type"], "reasoning");
+        assert_eq!(done["output"][1]["content"][0]["text"], "Answer");
+        assert_eq!(done["usage"], Value::Null, "the upstream reported none");
+    }
+
+    #[test]
+    fn upstream_failure_mid_stream_fails_the_response() {
+        let events = run(
+            plain(),
+            vec![
+                Ok(text("Hel")),
+                Err(Error::upstream("connection reset by the upstream")),
+                Ok(text("lo")),
+            ],
+        );
+        assert_eq!(
+            kinds(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.failed",
+            ]
+        );
+        let failed = last_response(&events);
+        assert_eq!(failed["status"], "failed");
+        assert_eq!(failed["error"]["code"], "server_error");
+        assert_eq!(
+            failed["error"]["message"],
+            "connection reset by the upstream"
+        );
+        assert_eq!(failed["output"][0]["status"], "incomplete");
+        assert_eq!(failed["output"][0]["content"][0]["text"], "Hel");
+
+        // Rate limits keep their code, which clients act on.
+        let limited = Error::new(crate::error::ErrorKind::UpstreamRateLimited, "slow down");
+        let events = run(plain(), vec![Ok(text("a")), Err(limited)]);
+        assert_eq!(
+            last_response(&events)["error"]["code"],
+            "rate_limit_exceeded"
+        );
+    }
+
+    #[test]
+    fn length_limit_ends_incomplete() {
+        let events = run(
+            plain(),
+            vec![Ok(text("cut")), Ok(finish(FinishReason::Length))],
+        );
+        assert_eq!(events.last().unwrap().kind, "response.incomplete");
+        let r = last_response(&events);
+        assert_eq!(r["status"], "incomplete");
+        assert_eq!(r["incomplete_details"]["reason"], "max_output_tokens");
+        assert_eq!(r["output"][0]["status"], "incomplete");
+    }
+
+    #[test]
+    fn custom_tool_calls_stream_their_input() {
+        let m = machine(json!({
+            "model": "m", "input": "hi",
+            "tools": [{"type": "custom", "name": "apply_patch"}],
+        }));
+        let events = run(
+            m,
+            vec![
+                Ok(text("Patching.")),
+                Ok(call(0, Some("call_p"), Some("apply_patch"), "{\"input\":")),
+                Ok(call(0, None, None, "\"*** Begin Patch\\n\"}")),
+                Ok(finish(FinishReason::ToolCalls)),
+            ],
+        );
+        let k = kinds(&events);
+        assert_eq!(
+            &k[8..],
+            [
+                "response.output_item.added",
+                "response.custom_tool_call_input.delta",
+                "response.custom_tool_call_input.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        assert_eq!(events[8].data["item"]["type"], "custom_tool_call");
+        assert!(events[8].data["item"]["id"]
+            .as_str()
+            .unwrap()
+            .starts_with("ctc_"));
+        assert_eq!(events[10].data["input"], "*** Begin Patch\n");
+        let item = &events[11].data["item"];
+        assert_eq!(item["call_id"], "call_p");
+        assert_eq!(item["name"], "apply_patch");
+        assert_eq!(item["input"], "*** Begin Patch\n");
+    }
+
+    #[test]
+    fn refusal_is_its_own_content_part() {
+        let events = run(
+            plain(),
+            vec![
+                Ok(text("Well")),
+                Ok(chunk(ChunkChoice {
+                    refusal: Some("No.".into()),
+                    ..ChunkChoice::default()
+                })),
+                Ok(finish(FinishReason::Stop)),
+            ],
+        );
+        assert_eq!(
+            &kinds(&events)[5..11],
+            [
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.content_part.added",
+                "response.refusal.delta",
+                "response.refusal.done",
+                "response.content_part.done",
+            ]
+        );
+        assert_eq!(events[7].data["content_index"], 1);
+        let content = &last_response(&events)["output"][0]["content"];
+        assert_eq!(content[0]["text"], "Well");
+        assert_eq!(content[1], json!({"type": "refusal", "refusal": "No."}));
+    }
+
+    #[test]
+    fn a_call_resumed_after_the_next_began_fails_instead_of_garbling() {
+        let events = run(
+            plain(),
+            vec![
+                Ok(call(0, Some("a"), Some("f"), "{")),
+                Ok(call(1, Some("b"), Some("g"), "{}")),
+                Ok(call(0, None, None, "}")),
+            ],
+        );
+        assert_eq!(events.last().unwrap().kind, "response.failed");
+        assert!(!kinds(&events).contains(&"response.completed"));
+    }
+
+    #[test]
+    fn sse_encoding_names_each_event() {
+        let events = run(plain(), vec![Ok(text("x"))]);
+        let bytes = encode(&events[..1]);
+        let text = std::str::from_utf8(&bytes).unwrap();
+        assert!(text.starts_with("event: response.created\ndata: {"));
+        assert!(text.ends_with("}\n\n"));
+        assert!(!text.contains("[DONE]"));
+    }
+}

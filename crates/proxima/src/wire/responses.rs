@@ -1,0 +1,58 @@
+//! OpenAI's Responses API format (`POST /v1/responses`): the request and its conversion to the
+//! canonical model, and the `response` object and its output items built from canonical answers.
+//!
+//! Only the surface side exists: no provider speaks this API yet. What the request carries that
+//! the canonical model cannot express is either kept for the answer (echoed fields, how tool
+//! names map back) in a [`ResponseContext`], or kept as passthrough for a future provider of the
+//! same API — never sent to another API.
+
+mod request;
+mod response;
+mod tools;
+
+pub use request::ResponsesRequest;
+pub use response::{
+    custom_input, function_call_item, item_id, message_item, reasoning_item, response_id,
+    status_for, ContentPart, IncompleteDetails, OutputItem, ResponseErrorWire, ResponseObject,
+    Status, SummaryText, UsageWire,
+};
+pub use tools::{ToolKind, ToolNames, ToolOrigin};
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// What the answer needs from the request: the fields the API echoes back, how canonical tool
+/// names map back to the client's tools, and which optional output the client asked for.
+#[derive(Debug, Clone)]
+pub struct ResponseContext {
+    pub echo: Echo,
+    pub tools: ToolNames,
+    /// `include: ["reasoning.encrypted_content"]`: reasoning items carry `encrypted_content`.
+    pub encrypted_reasoning: bool,
+    /// The public model asked for, shown until the upstream names the model that answered.
+    pub model: String,
+}
+
+/// Request fields the `response` object repeats, as the API fills them in when absent.
+#[derive(Debug, Clone, Serialize)]
+pub struct Echo {
+    pub instructions: Option<String>,
+    pub max_output_tokens: Option<u32>,
+    pub parallel_tool_calls: bool,
+    /// Always null until responses are stored.
+    pub previous_response_id: Option<String>,
+    pub reasoning: Value,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service_tier: Option<String>,
+    pub store: bool,
+    /// Null unless the client set it: the upstream's default is not ours to claim.
+    pub temperature: Option<f64>,
+    pub text: Value,
+    pub tool_choice: Value,
+    /// The tools offered to the model, as the client declared them (hosted tools dropped).
+    pub tools: Vec<Value>,
+    pub top_p: Option<f64>,
+    pub truncation: String,
+    pub user: Option<String>,
+    pub metadata: Value,
+}

@@ -1,0 +1,179 @@
+//! Graceful shutdown of the real binary on SIGTERM, and the health endpoints.
+
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::harness::*;
+
+fn slow_mock_config(grace: &str) -> std::path::PathBuf {
+    temp_file(
+        "graceful.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"{grace}\"\n\n\
+             [providers.slow]\nkind = \"mock\"\nlatency = \"200ms\"\n\n\
+             [models.slow]\ntargets = [{{ provider = \"slow\", model = \"slow-1\" }}]\n"
+        ),
+    )
+}
+
+/// Whether a fresh connection gets `/health/ready` answered 200.
+async fn ready(url: &str) -> Result<u16, reqwest::Error> {
+    let response = http_client()
+        .get(url)
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
+}
+
+#[tokio::test]
+async fn sigterm_lets_a_stream_finish_stops_taking_traffic_and_exits_zero() {
+    let config = slow_mock_config("10s");
+    let mut command = proxima();
+    command.args(["serve", "--config"]).arg(&config);
+    let mut served = Served::start(command);
+    let client = http_client();
+
+    let live = Answer::read(client.get(served.url("/health/live"))).await;
+    assert_eq!(live.status, 200);
+    assert_eq!(ready(&served.url("/health/ready")).await.unwrap(), 200);
+
+    let text = "one two three four five six seven eight nine ten";
+    let response = client
+        .post(served.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(stream_body("slow", text).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = Box::pin(response.bytes_stream());
+    use futures_util::StreamExt;
+    let mut received = Vec::new();
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    received.extend_from_slice(&first);
+    let first_at = Instant::now();
+
+    let signalled = Instant::now();
+    served.terminate();
+
+    // Soon after the signal, no new traffic: readiness fails or the listener is gone.
+    let ready_url = served.url("/health/ready");
+    let mut refused = false;
+    while signalled.elapsed() < Duration::from_secs(2) {
+        match ready(&ready_url).await {
+            Ok(200) => tokio::time::sleep(Duration::from_millis(50)).await,
+            Ok(503) | Err(_) => {
+                refused = true;
+                break;
+            }
+            Ok(other) => panic!("/health/ready answered {other} while shutting down"),
+        }
+    }
+    assert!(refused, "still ready 2 s after SIGTERM");
+    // After its first chunk the stream needs 11 more x 200 ms: it was still running.
+    assert!(
+        first_at.elapsed() < Duration::from_millis(2200),
+        "readiness was only refused {:?} after the stream began",
+        first_at.elapsed()
+    );
+
+    // The stream in flight completes.
+    let rest = tokio::time::timeout(Duration::from_secs(8), async {
+        while let Some(piece) = body.next().await {
+            received.extend_from_slice(&piece.expect("stream broke during shutdown"));
+        }
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "the stream did not finish during the grace period"
+    );
+    let text_received = String::from_utf8(received).unwrap();
+    assert!(
+        text_received.trim_end().ends_with("data: [DONE]"),
+        "{text_received}"
+    );
+    let data: Vec<String> = text_received
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
+        .collect();
+    assert_eq!(streamed_content(&chunks_until_done(&data), 0), text);
+
+    let status = served
+        .wait_exit(Duration::from_secs(5))
+        .expect("proxima did not exit after its last stream ended");
+    assert!(status.success(), "exit status {status:?}");
+    let logs = served.stop();
+    assert!(logs.contains("shutting down"), "{logs}");
+    let _ = std::fs::remove_file(&config);
+}
+
+#[tokio::test]
+async fn sigterm_with_nothing_in_flight_exits_promptly() {
+    let config = slow_mock_config("30s");
+    let mut command = proxima();
+    command.args(["serve", "--config"]).arg(&config);
+    let mut served = Served::start(command);
+    let answer = Answer::read(
+        http_client()
+            .post(served.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(chat_body("slow", "hi").to_string()),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let signalled = Instant::now();
+    served.terminate();
+    let status = served
+        .wait_exit(Duration::from_secs(5))
+        .expect("did not exit");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "an idle gateway should not wait out its grace period"
+    );
+    let _ = std::fs::remove_file(&config);
+}
+
+#[tokio::test]
+async fn a_stream_longer_than_the_grace_period_is_cut_and_the_process_still_exits() {
+    let config = slow_mock_config("500ms");
+    let mut command = proxima();
+    command.args(["serve", "--config"]).arg(&config);
+    let mut served = Served::start(command);
+    let mut body = Box::pin(
+        http_client()
+            .post(served.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(stream_body("slow", &"word ".repeat(40)).to_string())
+            .send()
+            .await
+            .unwrap()
+            .bytes_stream(),
+    );
+    use futures_util::StreamExt;
+    let _ = body.next().await;
+    let signalled = Instant::now();
+    served.terminate();
+    let status = tokio::task::spawn_blocking(move || {
+        let status = served.wait_exit(Duration::from_secs(5));
+        (status, served)
+    })
+    .await
+    .unwrap();
+    let (status, served) = status;
+    let status = status.expect("did not exit after the grace period");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(3),
+        "exited only after {:?}",
+        signalled.elapsed()
+    );
+    drop(served);
+    let _ = std::fs::remove_file(&config);
+}
