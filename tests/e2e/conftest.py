@@ -8,6 +8,8 @@ One gateway serves the whole session, with this topology:
     model "gpt"   -> provider "up"      (kind openai, the mock-upstream) -> model "mock-gpt"
     model "embed" -> provider "up"                                        -> model "mock-embed"
     model "mock"  -> provider "builtin" (kind mock, inside the gateway)   -> model "mock"
+    model "claude" -> provider "claude-up" (kind anthropic, the mock-upstream) -> "claude-mock"
+    model "gem"   -> provider "gemini-up" (kind gemini, the mock-upstream)  -> "gemini-mock"
 """
 
 from __future__ import annotations
@@ -124,6 +126,22 @@ targets = [{{ provider = "builtin", model = "mock" }}]
 
 [models.embed]
 targets = [{{ provider = "up", model = "mock-embed" }}]
+
+[providers.claude-up]
+kind = "anthropic"
+base_url = "{upstream}/v1"
+api_key = "{UPSTREAM_KEY}"
+
+[providers.gemini-up]
+kind = "gemini"
+base_url = "{upstream}/v1beta"
+api_key = "{UPSTREAM_KEY}"
+
+[models.claude]
+targets = [{{ provider = "claude-up", model = "claude-mock" }}]
+
+[models.gem]
+targets = [{{ provider = "gemini-up", model = "gemini-mock" }}]
 """
 
 

@@ -82,11 +82,6 @@ def test_models_list_contains_configured_models(client):
     assert {"gpt", "mock", "embed"} <= ids
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gateway bug: GET /v1/models/{model} is not routed (404 'no such endpoint'); "
-    "remove this mark when it is",
-)
 def test_models_retrieve(client):
     model = client.models.retrieve("gpt")
     assert model.id == "gpt"

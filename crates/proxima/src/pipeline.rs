@@ -36,7 +36,8 @@ pub enum ChatOutput {
 }
 
 impl RequestContext {
-    fn resolve(&self, model: &str) -> Result<Resolved> {
+    /// The public model `model`, if it exists and the caller may use it (404, 403).
+    pub fn resolve(&self, model: &str) -> Result<Resolved> {
         let resolved = self.gateway.router.resolve(model).ok_or_else(|| {
             Error::new(
                 ErrorKind::ModelNotFound,

@@ -105,6 +105,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         )
         .route("/v1/embeddings", post(surface::openai::embeddings))
         .route("/v1/models", get(surface::openai::models))
+        .route("/v1/models/{*model}", get(surface::openai::model))
         .route("/v1/messages", post(surface::anthropic::messages))
         .route(
             "/v1/messages/count_tokens",

@@ -105,9 +105,25 @@ pub async fn models(Extension(cx): Extension<Arc<RequestContext>>) -> Response {
                 .as_ref()
                 .is_none_or(|allowed| allowed.contains(*name))
         })
-        .map(|name| json!({"id": name, "object": "model", "created": 0, "owned_by": "proxima"}))
+        .map(model_object)
         .collect();
     json_response(&json!({"object": "list", "data": data}))
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "proxima"})
+}
+
+/// `GET /v1/models/{model}`: the model if it exists and this key may use it, else 404/403.
+/// Names may contain slashes (`openai/gpt-4o`), so the route captures the rest of the path.
+pub async fn model(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    axum::extract::Path(id): axum::extract::Path<String>,
+) -> Response {
+    match cx.resolve(&id) {
+        Ok(_) => json_response(&model_object(&id)),
+        Err(e) => e.into_response(API),
+    }
 }
 
 /// 404 for unknown paths under `/v1`, in OpenAI's shape.
