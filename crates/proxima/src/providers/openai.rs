@@ -48,6 +48,10 @@ pub struct OpenAi {
     http: Arc<HttpClient>,
     dialect: Dialect,
     base_url: String,
+    /// The chat and embeddings URLs, parsed once: reqwest would otherwise parse a `String`
+    /// URL on every request. `None` for Azure, whose URL depends on the deployment.
+    chat_url: Option<reqwest::Url>,
+    embeddings_url: Option<reqwest::Url>,
     /// Credentials and configured extra headers, sent on every request.
     headers: HeaderMap,
 }
@@ -90,20 +94,41 @@ impl OpenAi {
             value.set_sensitive(true);
             headers.insert(name, value);
         }
+        let parsed = |op: Operation| match &dialect {
+            Dialect::OpenAi => reqwest::Url::parse(&format!("{base_url}/{}", op.path())).ok(),
+            Dialect::Azure(_) => None,
+        };
+        let (chat_url, embeddings_url) = (parsed(Operation::Chat), parsed(Operation::Embeddings));
         Ok(OpenAi {
             name,
             http,
             dialect,
             base_url,
+            chat_url,
+            embeddings_url,
             headers,
         })
     }
 
-    fn url(&self, op: Operation, model: &str) -> String {
-        match &self.dialect {
+    fn url(&self, op: Operation, model: &str) -> Result<reqwest::Url> {
+        let parsed = match op {
+            Operation::Chat => &self.chat_url,
+            Operation::Embeddings => &self.embeddings_url,
+        };
+        if let Some(url) = parsed {
+            return Ok(url.clone());
+        }
+        let url = match &self.dialect {
             Dialect::OpenAi => format!("{}/{}", self.base_url, op.path()),
             Dialect::Azure(azure) => azure.url(&self.base_url, op, model),
-        }
+        };
+        // An upstream error, as when reqwest parsed this URL itself and failed the request.
+        reqwest::Url::parse(&url).map_err(|e| {
+            Error::upstream(format!(
+                "provider `{}`: `{url}` is not a valid URL: {e}",
+                self.name
+            ))
+        })
     }
 
     /// Sends a JSON body; any non-success status becomes an error here.
@@ -111,7 +136,7 @@ impl OpenAi {
         let response = self
             .http
             .client()
-            .post(self.url(op, model))
+            .post(self.url(op, model)?)
             .headers(self.headers.clone())
             .header(http::header::CONTENT_TYPE, "application/json")
             .body(body)
