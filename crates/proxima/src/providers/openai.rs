@@ -170,8 +170,10 @@ impl OpenAi {
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))
+    let mut body = Vec::with_capacity(crate::surface::JSON_CAPACITY);
+    serde_json::to_writer(&mut body, value)
+        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+    Ok(body)
 }
 
 impl ProviderApi for OpenAi {
