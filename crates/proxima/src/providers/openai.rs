@@ -49,9 +49,10 @@ pub struct OpenAi {
     dialect: Dialect,
     base_url: String,
     /// The chat and embeddings URLs, parsed once: reqwest would otherwise parse a `String`
-    /// URL on every request. `None` for Azure, whose URL depends on the deployment.
-    chat_url: Option<reqwest::Url>,
-    embeddings_url: Option<reqwest::Url>,
+    /// URL on every request. `None` for Azure, whose URL depends on the deployment. Boxed to
+    /// keep the provider enum small.
+    chat_url: Option<Box<reqwest::Url>>,
+    embeddings_url: Option<Box<reqwest::Url>>,
     /// Credentials and configured extra headers, sent on every request.
     headers: HeaderMap,
 }
@@ -95,7 +96,9 @@ impl OpenAi {
             headers.insert(name, value);
         }
         let parsed = |op: Operation| match &dialect {
-            Dialect::OpenAi => reqwest::Url::parse(&format!("{base_url}/{}", op.path())).ok(),
+            Dialect::OpenAi => reqwest::Url::parse(&format!("{base_url}/{}", op.path()))
+                .ok()
+                .map(Box::new),
             Dialect::Azure(_) => None,
         };
         let (chat_url, embeddings_url) = (parsed(Operation::Chat), parsed(Operation::Embeddings));
@@ -116,7 +119,7 @@ impl OpenAi {
             Operation::Embeddings => &self.embeddings_url,
         };
         if let Some(url) = parsed {
-            return Ok(url.clone());
+            return Ok(url.as_ref().clone());
         }
         let url = match &self.dialect {
             Dialect::OpenAi => format!("{}/{}", self.base_url, op.path()),
