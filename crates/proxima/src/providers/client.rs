@@ -60,7 +60,7 @@ impl HttpClient {
     pub async fn post_json(
         &self,
         provider: &str,
-        url: &str,
+        url: impl reqwest::IntoUrl,
         headers: &HeaderMap,
         body: Vec<u8>,
     ) -> Result<reqwest::Response> {
@@ -108,8 +108,10 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
 
 /// Encodes a request body.
 pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
-    serde_json::to_vec(value)
-        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))
+    let mut body = Vec::with_capacity(crate::surface::JSON_CAPACITY);
+    serde_json::to_writer(&mut body, value)
+        .map_err(|e| Error::internal(format!("cannot encode the upstream request: {e}")))?;
+    Ok(body)
 }
 
 /// The provider's API root without a trailing slash, or the provider's public one.

@@ -47,6 +47,11 @@ pub struct OpenAi {
     http: Arc<HttpClient>,
     dialect: Dialect,
     base_url: String,
+    /// The chat and embeddings URLs, parsed once: reqwest would otherwise parse a `String`
+    /// URL on every request. `None` for Azure, whose URL depends on the deployment. Boxed to
+    /// keep the provider enum small.
+    chat_url: Option<Box<reqwest::Url>>,
+    embeddings_url: Option<Box<reqwest::Url>>,
     /// Credentials and configured extra headers, sent on every request.
     headers: HeaderMap,
 }
@@ -74,25 +79,48 @@ impl OpenAi {
                     }
                 });
         let headers = provider_headers(&name, config, credential)?;
+        let parsed = |op: Operation| match &dialect {
+            Dialect::OpenAi => reqwest::Url::parse(&format!("{base_url}/{}", op.path()))
+                .ok()
+                .map(Box::new),
+            Dialect::Azure(_) => None,
+        };
+        let (chat_url, embeddings_url) = (parsed(Operation::Chat), parsed(Operation::Embeddings));
         Ok(OpenAi {
             name,
             http,
             dialect,
             base_url,
+            chat_url,
+            embeddings_url,
             headers,
         })
     }
 
-    fn url(&self, op: Operation, model: &str) -> String {
-        match &self.dialect {
+    fn url(&self, op: Operation, model: &str) -> Result<reqwest::Url> {
+        let parsed = match op {
+            Operation::Chat => &self.chat_url,
+            Operation::Embeddings => &self.embeddings_url,
+        };
+        if let Some(url) = parsed {
+            return Ok(url.as_ref().clone());
+        }
+        let url = match &self.dialect {
             Dialect::OpenAi => format!("{}/{}", self.base_url, op.path()),
             Dialect::Azure(azure) => azure.url(&self.base_url, op, model),
-        }
+        };
+        // An upstream error, as when reqwest parsed this URL itself and failed the request.
+        reqwest::Url::parse(&url).map_err(|e| {
+            Error::upstream(format!(
+                "provider `{}`: `{url}` is not a valid URL: {e}",
+                self.name
+            ))
+        })
     }
 
     async fn post(&self, op: Operation, model: &str, body: Vec<u8>) -> Result<reqwest::Response> {
         self.http
-            .post_json(&self.name, &self.url(op, model), &self.headers, body)
+            .post_json(&self.name, self.url(op, model)?, &self.headers, body)
             .await
     }
 }

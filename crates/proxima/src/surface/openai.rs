@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use futures_util::{stream, StreamExt};
+use futures_util::{stream, Stream, StreamExt};
 use serde_json::json;
 
 use super::{chat_response, json_response, read_json, route_headers};
@@ -44,37 +44,96 @@ pub async fn chat_completions(
     )
 }
 
+/// At most this many bytes of events go out in one write.
+const BATCH_BYTES: usize = 16 * 1024;
+
 /// Chunks as OpenAI SSE events: `data: {chunk}` for each, `data: [DONE]` at a clean end, and
 /// `data: {"error": ...}` (without `[DONE]`) when the upstream fails mid-stream.
-fn events(
-    chunks: ChunkStream,
-    include_usage: bool,
-) -> impl futures_util::Stream<Item = Bytes> + Send {
+///
+/// Events that are already on their way are sent together. The upstream body reaches us one
+/// chunk at a time (hyper's body channel holds one), and the server writes (one syscall) as soon
+/// as the next event is not ready, so a burst of chunks — an upstream that answers fast, or a
+/// backlog after a stall — would otherwise cost one write per event. After each event the task
+/// yields to let the upstream connection hand over the next chunk, and stops collecting when
+/// none came: an event is delayed by two turns of the scheduler at most.
+fn events(chunks: ChunkStream, include_usage: bool) -> impl Stream<Item = Bytes> + Send {
     stream::unfold(Some(chunks), move |chunks| async move {
         let mut chunks = chunks?;
-        loop {
-            let mut out = BytesMut::new();
-            match chunks.next().await {
-                Some(Ok(mut chunk)) => {
-                    if !include_usage {
-                        chunk.usage = None;
-                        if chunk.choices.is_empty() {
-                            continue;
-                        }
+        let mut out = BytesMut::new();
+        let mut open = loop {
+            match write_event(&mut out, chunks.next().await, include_usage) {
+                Written::Skipped => continue,
+                Written::Open => break true,
+                Written::Closed => break false,
+            }
+        };
+        let mut yielded = false;
+        while open && out.len() < BATCH_BYTES {
+            let ready = std::future::poll_fn(|cx| match chunks.as_mut().poll_next(cx) {
+                std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
+                std::task::Poll::Pending => std::task::Poll::Ready(None),
+            })
+            .await;
+            match ready {
+                Some(item) => {
+                    yielded = false;
+                    open = !matches!(write_event(&mut out, item, include_usage), Written::Closed);
+                }
+                None if !yielded => {
+                    // One turn is not enough: tokio runs a yielded task again before the
+                    // connection task it woke has handed over the next chunk. Two are.
+                    for _ in 0..2 {
+                        tokio::task::yield_now().await;
                     }
-                    let data = serde_json::to_vec(&ChatCompletionChunk::from_canonical(&chunk))
-                        .unwrap_or_default();
-                    sse::write_event(&mut out, None, &data);
-                    return Some((out.freeze(), Some(chunks)));
+                    yielded = true;
                 }
-                Some(Err(e)) => {
-                    sse::write_event(&mut out, None, e.body(API).to_string().as_bytes());
-                    return Some((out.freeze(), None));
-                }
-                None => return Some((Bytes::from_static(b"data: [DONE]\n\n"), None)),
+                None => break,
             }
         }
+        Some((out.freeze(), open.then_some(chunks)))
     })
+}
+
+enum Written {
+    /// An event was written and more may follow.
+    Open,
+    /// The last event was written (`[DONE]` or an error).
+    Closed,
+    /// Nothing to write for this chunk (a usage-only chunk the client did not ask for).
+    Skipped,
+}
+
+fn write_event(
+    out: &mut BytesMut,
+    item: Option<crate::error::Result<crate::canonical::ChatChunk>>,
+    include_usage: bool,
+) -> Written {
+    match item {
+        Some(Ok(mut chunk)) => {
+            if !include_usage {
+                chunk.usage = None;
+                if chunk.choices.is_empty() {
+                    return Written::Skipped;
+                }
+            }
+            let mut data = Vec::with_capacity(512);
+            if serde_json::to_writer(&mut data, &ChatCompletionChunk::from_canonical(&chunk))
+                .is_err()
+            {
+                data.clear();
+            }
+            sse::write_event(out, None, &data);
+            Written::Open
+        }
+        Some(Err(e)) => {
+            sse::write_event(out, None, e.body(API).to_string().as_bytes());
+            Written::Closed
+        }
+        None => {
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            Written::Closed
+        }
+    }
 }
 
 pub async fn embeddings(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
