@@ -14,7 +14,7 @@ use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
 };
 use crate::config::ProviderConfig;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionRequest, EmbeddingsRequestWire, EmbeddingsResponseWire,
 };
