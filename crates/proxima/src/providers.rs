@@ -7,6 +7,7 @@
 mod anthropic;
 mod azure;
 mod client;
+mod events;
 mod gemini;
 mod mock;
 mod openai;

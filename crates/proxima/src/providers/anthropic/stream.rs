@@ -9,83 +9,51 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::Stream;
 use serde_json::Value;
 
 use crate::canonical::{Api, ChatChunk, ChunkChoice, ChunkStream, Role, ToolCallDelta};
 use crate::error::{Error, ErrorKind, Result};
-use crate::providers::upstream_error;
-use crate::sse::{SseError, SseEvent, SseStream};
+use crate::providers::events::{self, Decoded, EventDecoder};
+use crate::sse::SseEvent;
 use crate::wire::anthropic::{finish_reason_from_wire, usage_from_wire, UsageWire};
 
-struct State<S> {
-    events: SseStream<S>,
+struct AnthropicEvents {
     provider: Arc<str>,
     id: String,
     model: String,
     usage: UsageWire,
     /// Content block index → tool call index.
     tools: HashMap<u64, u32>,
-    done: bool,
 }
 
+/// Chunks until `message_stop`; see [`events::decode`] for how streams end.
 pub fn decode<S>(provider: Arc<str>, bytes: S) -> ChunkStream
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
 {
-    let state = State {
-        events: SseStream::new(bytes),
-        provider,
+    let decoder = AnthropicEvents {
+        provider: provider.clone(),
         id: String::new(),
         model: String::new(),
         usage: UsageWire::default(),
         tools: HashMap::new(),
-        done: false,
     };
-    Box::pin(stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        loop {
-            let event = match s.events.next().await {
-                Some(Ok(event)) => event,
-                Some(Err(SseError::Transport(e))) => {
-                    s.done = true;
-                    return Some((Err(upstream_error::transport(&s.provider, e)), s));
-                }
-                Some(Err(SseError::Truncated)) | None => {
-                    s.done = true;
-                    let error = Error::upstream(format!(
-                        "provider `{}` ended the stream before the answer was complete",
-                        s.provider
-                    ));
-                    return Some((Err(error), s));
-                }
-            };
-            match s.step(&event) {
-                Ok(Step::Skip) => continue,
-                Ok(Step::Chunk(chunk)) => return Some((Ok(chunk), s)),
-                Ok(Step::End(chunk)) => {
-                    s.done = true;
-                    return Some((Ok(chunk), s));
-                }
-                Err(e) => {
-                    s.done = true;
-                    return Some((Err(e), s));
-                }
-            }
-        }
-    }))
+    events::decode(provider, bytes, decoder)
 }
 
-enum Step {
-    Skip,
-    Chunk(ChatChunk),
-    /// The last chunk: usage, after `message_stop`.
-    End(ChatChunk),
+impl EventDecoder for AnthropicEvents {
+    fn on_event(&mut self, event: &SseEvent) -> Result<Decoded> {
+        self.step(event)
+    }
+
+    /// Anthropic always ends with `message_stop`: a stream closed before it is incomplete.
+    fn on_close(&mut self) -> Result<Option<ChatChunk>> {
+        Err(events::incomplete(&self.provider))
+    }
 }
 
-impl<S> State<S> {
+impl AnthropicEvents {
     fn chunk(&self, choice: Option<ChunkChoice>) -> ChatChunk {
         ChatChunk {
             id: self.id.clone(),
@@ -98,7 +66,7 @@ impl<S> State<S> {
         }
     }
 
-    fn step(&mut self, event: &SseEvent) -> Result<Step> {
+    fn step(&mut self, event: &SseEvent) -> Result<Decoded> {
         let data: Value = serde_json::from_str(&event.data).map_err(|e| {
             Error::upstream(format!(
                 "provider `{}` sent a stream event that is not JSON: {e}",
@@ -131,7 +99,7 @@ impl<S> State<S> {
                 if let Some(usage) = message.get("usage") {
                     self.usage = serde_json::from_value(usage.clone()).unwrap_or_default();
                 }
-                Step::Chunk(self.chunk(choice(&|c| {
+                Decoded::Chunk(self.chunk(choice(&|c| {
                     c.role = Some(Role::Assistant);
                     c.text = Some(String::new());
                 })))
@@ -145,7 +113,7 @@ impl<S> State<S> {
                         self.tools.insert(index, call);
                         let id = block.get("id").and_then(Value::as_str).map(str::to_owned);
                         let name = block.get("name").and_then(Value::as_str).map(str::to_owned);
-                        Step::Chunk(self.chunk(choice(&|c| {
+                        Decoded::Chunk(self.chunk(choice(&|c| {
                             c.tool_calls.push(ToolCallDelta {
                                 index: call,
                                 id: id.clone(),
@@ -160,11 +128,11 @@ impl<S> State<S> {
                         .filter(|t| !t.is_empty())
                     {
                         Some(text) => {
-                            Step::Chunk(self.chunk(choice(&|c| c.text = Some(text.to_owned()))))
+                            Decoded::Chunk(self.chunk(choice(&|c| c.text = Some(text.to_owned()))))
                         }
-                        None => Step::Skip,
+                        None => Decoded::Skip,
                     },
-                    _ => Step::Skip,
+                    _ => Decoded::Skip,
                 }
             }
             "content_block_delta" => {
@@ -179,17 +147,17 @@ impl<S> State<S> {
                 };
                 match delta.get("type").and_then(Value::as_str) {
                     Some("text_delta") => {
-                        Step::Chunk(self.chunk(choice(&|c| c.text = Some(text("text")))))
+                        Decoded::Chunk(self.chunk(choice(&|c| c.text = Some(text("text")))))
                     }
-                    Some("thinking_delta") => {
-                        Step::Chunk(self.chunk(choice(&|c| c.reasoning = Some(text("thinking")))))
-                    }
-                    Some("signature_delta") => Step::Chunk(
+                    Some("thinking_delta") => Decoded::Chunk(
+                        self.chunk(choice(&|c| c.reasoning = Some(text("thinking")))),
+                    ),
+                    Some("signature_delta") => Decoded::Chunk(
                         self.chunk(choice(&|c| c.reasoning_signature = Some(text("signature")))),
                     ),
                     Some("input_json_delta") => {
                         let call = self.tools.get(&index).copied().unwrap_or(0);
-                        Step::Chunk(self.chunk(choice(&|c| {
+                        Decoded::Chunk(self.chunk(choice(&|c| {
                             c.tool_calls.push(ToolCallDelta {
                                 index: call,
                                 id: None,
@@ -198,7 +166,7 @@ impl<S> State<S> {
                             });
                         })))
                     }
-                    _ => Step::Skip,
+                    _ => Decoded::Skip,
                 }
             }
             "message_delta" => {
@@ -225,15 +193,17 @@ impl<S> State<S> {
                             .and_then(Value::as_str)
                             .map(str::to_owned);
                         let finish = finish_reason_from_wire(reason, sequence);
-                        Step::Chunk(self.chunk(choice(&|c| c.finish_reason = Some(finish.clone()))))
+                        Decoded::Chunk(
+                            self.chunk(choice(&|c| c.finish_reason = Some(finish.clone()))),
+                        )
                     }
-                    None => Step::Skip,
+                    None => Decoded::Skip,
                 }
             }
             "message_stop" => {
                 let mut chunk = self.chunk(None);
                 chunk.usage = Some(usage_from_wire(&self.usage));
-                Step::End(chunk)
+                Decoded::End(Some(chunk))
             }
             "error" => {
                 let error_type = data
@@ -257,7 +227,7 @@ impl<S> State<S> {
                     ),
                 ));
             }
-            _ => Step::Skip, // ping, content_block_stop, and event types added later
+            _ => Decoded::Skip, // ping, content_block_stop, and event types added later
         })
     }
 }

@@ -2,7 +2,7 @@
 //! connections are classified like every provider's, in `upstream_error`.
 
 use crate::error::{Error, ErrorKind};
-pub use crate::providers::upstream_error::{error_message, transport};
+pub use crate::providers::upstream_error::error_message;
 
 /// The prompt itself was refused by Gemini's safety filters: the client's content, so 400.
 pub fn prompt_blocked(provider: &str, reason: &str) -> Error {

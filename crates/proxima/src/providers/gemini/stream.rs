@@ -9,20 +9,20 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::Stream;
 
 use super::error;
 use crate::canonical::{
     Api, ChatChunk, ChunkChoice, ChunkStream, Part, Role, ToolCallDelta, Usage,
 };
 use crate::error::{Error, Result};
-use crate::sse::{SseError, SseStream};
+use crate::providers::events::{self, Decoded, EventDecoder};
+use crate::sse::SseEvent;
 use crate::wire::gemini::{
     finish_reason_from_wire, part_to_canonical, CallIds, GenerateContentResponse,
 };
 
-struct State<S> {
-    events: SseStream<S>,
+struct GeminiEvents {
     provider: Arc<str>,
     /// From the first event's `responseId`, or made up; the same on every chunk.
     id: Option<String>,
@@ -32,7 +32,6 @@ struct State<S> {
     /// By candidate index.
     candidates: Vec<CandidateState>,
     usage: Option<Usage>,
-    done: bool,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -43,59 +42,49 @@ struct CandidateState {
     finished: bool,
 }
 
-/// Chunks until the upstream ends the stream after the last finish reason. A stream that
-/// breaks or ends before then yields an error as its last item, never a silent clean end.
+/// Chunks until the upstream ends the stream after the last finish reason; see
+/// [`events::decode`] for how streams end.
 pub fn decode<S>(provider: Arc<str>, model: String, created: u64, bytes: S) -> ChunkStream
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
 {
-    let state = State {
-        events: SseStream::new(bytes),
-        provider,
+    let decoder = GeminiEvents {
+        provider: provider.clone(),
         id: None,
         model,
         created,
         calls: CallIds::default(),
         candidates: Vec::new(),
         usage: None,
-        done: false,
     };
-    Box::pin(stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
-        }
-        loop {
-            let item = match s.events.next().await {
-                Some(Ok(event)) => {
-                    if event.data.trim().is_empty() {
-                        continue;
-                    }
-                    match s.on_event(&event.data) {
-                        Ok(Some(chunk)) => Ok(chunk),
-                        Ok(None) => continue,
-                        Err(e) => Err(e),
-                    }
-                }
-                Some(Err(SseError::Transport(e))) => Err(error::transport(&s.provider, e)),
-                Some(Err(SseError::Truncated)) | None if s.finished() => {
-                    s.done = true;
-                    let usage = s.usage_chunk()?;
-                    return Some((Ok(usage), s));
-                }
-                Some(Err(SseError::Truncated)) | None => Err(Error::upstream(format!(
-                    "provider `{}` ended the stream before the answer was complete",
-                    s.provider
-                ))),
-            };
-            s.done |= item.is_err();
-            return Some((item, s));
-        }
-    }))
+    events::decode(provider, bytes, decoder)
 }
 
-impl<S> State<S> {
+impl EventDecoder for GeminiEvents {
+    fn on_event(&mut self, event: &SseEvent) -> Result<Decoded> {
+        if event.data.trim().is_empty() {
+            return Ok(Decoded::Skip);
+        }
+        Ok(match self.on_data(&event.data)? {
+            Some(chunk) => Decoded::Chunk(chunk),
+            None => Decoded::Skip,
+        })
+    }
+
+    /// There is no end marker: the stream is complete if every candidate finished; then the
+    /// last usage goes out as a chunk of its own.
+    fn on_close(&mut self) -> Result<Option<ChatChunk>> {
+        if self.finished() {
+            Ok(self.usage_chunk())
+        } else {
+            Err(events::incomplete(&self.provider))
+        }
+    }
+}
+
+impl GeminiEvents {
     /// The chunk for one event, or `None` when it carries nothing for the client (usage only).
-    fn on_event(&mut self, data: &str) -> Result<Option<ChatChunk>> {
+    fn on_data(&mut self, data: &str) -> Result<Option<ChatChunk>> {
         let response = parse_event(&self.provider, data)?;
         if let Some(reason) = response.prompt_blocked() {
             return Err(error::prompt_blocked(&self.provider, &reason));
@@ -231,6 +220,7 @@ mod tests {
     use super::*;
     use crate::canonical::FinishReason;
     use crate::error::ErrorKind;
+    use futures_util::{stream, StreamExt};
 
     /// Decodes `body`, delivered in pieces of `piece` bytes, into the stream's items.
     async fn decode_body(body: &str, piece: usize) -> Vec<Result<ChatChunk>> {

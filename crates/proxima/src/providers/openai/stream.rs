@@ -3,67 +3,56 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::Stream;
 use serde_json::Value;
 
 use crate::canonical::{ChatChunk, ChunkStream};
 use crate::error::{Error, Result};
+use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::upstream_error as error;
-use crate::sse::{SseError, SseStream};
+use crate::sse::SseEvent;
 use crate::wire::openai::ChatCompletionChunk;
 
-struct State<S> {
-    events: SseStream<S>,
+/// OpenAI's stream: chunks until `data: [DONE]`.
+struct OpenAiEvents {
     provider: Arc<str>,
     /// A finish reason was seen: a stream ending without `[DONE]` after it is still complete
     /// (some compatible servers omit `[DONE]`).
     finished: bool,
-    done: bool,
 }
 
-/// Chunks until `data: [DONE]`. A stream that breaks or ends early yields an error as its last
-/// item, never a silent clean end.
+/// Chunks until `data: [DONE]`; see [`events::decode`] for how streams end.
 pub fn decode<S>(provider: Arc<str>, bytes: S) -> ChunkStream
 where
     S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
 {
-    let state = State {
-        events: SseStream::new(bytes),
-        provider,
+    let decoder = OpenAiEvents {
+        provider: provider.clone(),
         finished: false,
-        done: false,
     };
-    Box::pin(stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
+    events::decode(provider, bytes, decoder)
+}
+
+impl EventDecoder for OpenAiEvents {
+    fn on_event(&mut self, event: &SseEvent) -> Result<Decoded> {
+        if event.data == "[DONE]" {
+            return Ok(Decoded::End(None));
         }
-        loop {
-            let item = match s.events.next().await {
-                Some(Ok(event)) => {
-                    if event.data == "[DONE]" {
-                        return None;
-                    }
-                    if event.data.trim().is_empty() {
-                        continue;
-                    }
-                    parse_chunk(&s.provider, &event.data)
-                }
-                Some(Err(SseError::Transport(e))) => Err(error::transport(&s.provider, e)),
-                Some(Err(SseError::Truncated)) | None if !s.finished => {
-                    Err(Error::upstream(format!(
-                        "provider `{}` ended the stream before the answer was complete",
-                        s.provider
-                    )))
-                }
-                Some(Err(SseError::Truncated)) | None => return None,
-            };
-            match &item {
-                Ok(chunk) => s.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some()),
-                Err(_) => s.done = true,
-            }
-            return Some((item, s));
+        if event.data.trim().is_empty() {
+            return Ok(Decoded::Skip);
         }
-    }))
+        let chunk = parse_chunk(&self.provider, &event.data)?;
+        self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
+        Ok(Decoded::Chunk(chunk))
+    }
+
+    fn on_close(&mut self) -> Result<Option<ChatChunk>> {
+        if self.finished {
+            Ok(None)
+        } else {
+            Err(events::incomplete(&self.provider))
+        }
+    }
 }
 
 fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
