@@ -37,6 +37,9 @@ impl HttpClient {
                     .pool_max_idle_per_host(1024)
                     .http2_adaptive_window(true)
                     .user_agent(concat!("proxima/", env!("CARGO_PKG_VERSION")))
+                    // An upstream redirect is answered, not followed: re-sending a POST body to
+                    // wherever a provider points is not the gateway's call (and skips a layer).
+                    .redirect(reqwest::redirect::Policy::none())
                     .build()
                     .map_err(|e| Error::internal(format!("cannot build the HTTP client: {e}")))
             })

@@ -365,3 +365,20 @@ async fn gateway_survives_a_barrage_of_bad_requests() {
     assert_eq!(mock.request_count(), 3);
     gw.assert_still_serves("chat").await;
 }
+
+#[tokio::test]
+async fn an_upstream_redirect_is_not_followed() {
+    let (mock, gw) = no_retries("").await;
+    mock.enqueue(
+        Reply::json(307, json!({"moved": true}))
+            .header("location", &format!("{}/v1/elsewhere", mock.url())),
+    );
+    let answer = gw.chat(chat_body("chat", "hello")).await;
+    answer.assert_error(502, "upstream_error");
+    assert_eq!(
+        mock.request_count(),
+        1,
+        "the POST must not be re-sent to the redirect target"
+    );
+    gw.assert_still_serves("chat").await;
+}
