@@ -119,39 +119,37 @@ pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
     record.provider = routed.provider.clone();
     record.upstream_model = routed.upstream_model.clone();
     record.attempts = routed.attempts;
-    match routed.result {
+    let Routed {
+        result,
+        provider,
+        upstream_model,
+        attempts,
+    } = routed;
+    let result = match result {
+        // The record goes with the stream and is emitted when it ends.
         Ok(ChatOutput::Stream(upstream)) => {
             record.first_token = Some(Instant::now());
-            Routed {
-                result: Ok(ChatOutput::Stream(Box::pin(Recorded {
-                    inner: upstream,
-                    record: Some(record),
-                }))),
-                provider: routed.provider,
-                upstream_model: routed.upstream_model,
-                attempts: routed.attempts,
-            }
+            Ok(ChatOutput::Stream(Box::pin(Recorded {
+                inner: upstream,
+                record: Some(record),
+            })))
         }
         Ok(ChatOutput::Complete(response)) => {
             record.usage = response.usage;
             record.emit();
-            Routed {
-                result: Ok(ChatOutput::Complete(response)),
-                provider: routed.provider,
-                upstream_model: routed.upstream_model,
-                attempts: routed.attempts,
-            }
+            Ok(ChatOutput::Complete(response))
         }
         Err(e) => {
             record.outcome = e.kind.code();
             record.emit();
-            Routed {
-                result: Err(e),
-                provider: routed.provider,
-                upstream_model: routed.upstream_model,
-                attempts: routed.attempts,
-            }
+            Err(e)
         }
+    };
+    Routed {
+        result,
+        provider,
+        upstream_model,
+        attempts,
     }
 }
 

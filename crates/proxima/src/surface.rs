@@ -135,19 +135,13 @@ where
     response
 }
 
-/// The HTTP answer to a routed chat request, for any surface: `complete` renders a whole
-/// answer, `stream` turns the chunks into SSE events, errors are rendered in `api`'s shape, and
-/// the route headers go on all three.
-pub fn chat_response<S>(
-    routed: Routed<ChatOutput>,
+/// The HTTP answer to a routed request: `render` writes a success, an error is rendered in
+/// `api`'s shape, and the route headers go on both.
+pub fn routed_response<T>(
+    routed: Routed<T>,
     api: Api,
-    keepalive: Duration,
-    complete: impl FnOnce(&ChatResponse) -> Response,
-    stream: impl FnOnce(ChunkStream) -> S,
-) -> Response
-where
-    S: Stream<Item = Bytes> + Send + 'static,
-{
+    render: impl FnOnce(T) -> Response,
+) -> Response {
     let Routed {
         result,
         provider,
@@ -155,8 +149,7 @@ where
         attempts,
     } = routed;
     let mut response = match result {
-        Ok(ChatOutput::Complete(answer)) => complete(&answer),
-        Ok(ChatOutput::Stream(chunks)) => sse_response(stream(chunks), keepalive),
+        Ok(value) => render(value),
         Err(e) => e.into_response(api),
     };
     let route = Routed {
@@ -169,8 +162,26 @@ where
     response
 }
 
+/// The HTTP answer to a routed chat request, for any surface: `complete` renders a whole
+/// answer, `stream` turns the chunks into SSE events.
+pub fn chat_response<S>(
+    routed: Routed<ChatOutput>,
+    api: Api,
+    keepalive: Duration,
+    complete: impl FnOnce(&ChatResponse) -> Response,
+    stream: impl FnOnce(ChunkStream) -> S,
+) -> Response
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    routed_response(routed, api, |output| match output {
+        ChatOutput::Complete(answer) => complete(&answer),
+        ChatOutput::Stream(chunks) => sse_response(stream(chunks), keepalive),
+    })
+}
+
 /// Sets `x-proxima-provider`, `x-proxima-model` and `x-proxima-attempts`.
-pub fn route_headers<T>(response: &mut Response, routed: &Routed<T>) {
+fn route_headers<T>(response: &mut Response, routed: &Routed<T>) {
     let headers = response.headers_mut();
     if let Some(provider) = routed
         .provider

@@ -13,7 +13,7 @@ use futures_util::{stream as futures_stream, StreamExt};
 use http::HeaderMap;
 use serde_json::json;
 
-use super::{chat_response, json_response, read_json, route_headers};
+use super::{chat_response, json_response, read_json, routed_response};
 use crate::canonical::{Api, ChatRequest, ChunkStream};
 use crate::error::Result;
 use crate::pipeline::{self, RequestContext};
@@ -89,10 +89,7 @@ pub async fn count_tokens(
         Err(e) => return e.into_response(API),
     };
     let routed = pipeline::count_tokens(&cx, req).await;
-    let mut response = match &routed.result {
-        Ok(tokens) => json_response(&json!({ "input_tokens": tokens })),
-        Err(e) => e.clone().into_response(API),
-    };
-    route_headers(&mut response, &routed);
-    response
+    routed_response(routed, API, |tokens| {
+        json_response(&json!({ "input_tokens": tokens }))
+    })
 }

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::{stream, Stream, StreamExt};
 use serde_json::json;
 
-use super::{chat_response, json_response, read_json, route_headers};
+use super::{chat_response, json_response, read_json, routed_response};
 use crate::canonical::{Api, ChunkStream};
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
@@ -143,12 +143,9 @@ pub async fn embeddings(Extension(cx): Extension<Arc<RequestContext>>, body: Bod
         Err(e) => return e.into_response(API),
     };
     let routed = pipeline::embed(&cx, req).await;
-    let mut response = match &routed.result {
-        Ok(answer) => json_response(&EmbeddingsResponseWire::from_canonical(answer)),
-        Err(e) => e.clone().into_response(API),
-    };
-    route_headers(&mut response, &routed);
-    response
+    routed_response(routed, API, |answer| {
+        json_response(&EmbeddingsResponseWire::from_canonical(&answer))
+    })
 }
 
 pub async fn models(Extension(cx): Extension<Arc<RequestContext>>) -> Response {
