@@ -38,6 +38,125 @@ pub struct Config {
     pub keys: BTreeMap<String, KeyConfig>,
     #[serde(default)]
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub storage: StorageConfig,
+    #[serde(default)]
+    pub auth: AuthConfig,
+}
+
+/// Where keys, teams and the usage ledger live, and the Redis that shares counters.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// `sqlite://FILE` (created if missing; `sqlite::memory:` keeps nothing) or
+    /// `postgres://user@host/db`.
+    #[serde(default = "defaults::database")]
+    pub database: Secret,
+    /// Optional `redis://host:port`: rate limits and budgets shared by every replica.
+    pub redis: Option<Secret>,
+    /// How often each replica reads key and team changes made elsewhere (revocations).
+    #[serde(default = "defaults::sync_interval")]
+    pub sync_interval: ConfigDuration,
+    #[serde(default)]
+    pub ledger: LedgerConfig,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            database: defaults::database(),
+            redis: None,
+            sync_interval: defaults::sync_interval(),
+            ledger: LedgerConfig::default(),
+        }
+    }
+}
+
+/// How usage records reach the database: in batches, off the request path.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LedgerConfig {
+    /// Records written per database round trip, at most.
+    pub batch_size: usize,
+    /// Longest a record waits before its batch is written.
+    pub flush_interval: ConfigDuration,
+    /// Records held in memory while the database is unreachable; more go to `spill_file`.
+    pub max_buffered: usize,
+    /// Where records wait when the buffer is full or at shutdown without a database; written
+    /// to the database when it is back. Default: `proxima-ledger.spill` beside an SQLite
+    /// database, else in the working directory.
+    pub spill_file: Option<std::path::PathBuf>,
+}
+
+impl Default for LedgerConfig {
+    fn default() -> Self {
+        LedgerConfig {
+            batch_size: 500,
+            flush_interval: ConfigDuration(std::time::Duration::from_millis(200)),
+            max_buffered: 100_000,
+            spill_file: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Accept JSON Web Tokens from an identity provider as well as keys.
+    pub jwt: Option<JwtConfig>,
+}
+
+/// JWT / OIDC bearer tokens: verified against a JWKS (or one public key), then mapped to a
+/// caller through claims.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct JwtConfig {
+    /// Required `iss`.
+    pub issuer: String,
+    /// Required `aud` (one of them, when the token has several).
+    pub audience: String,
+    /// Where the signing keys are published; fetched at start, refreshed on an unknown `kid`.
+    pub jwks_url: Option<String>,
+    /// Or one PEM public key (RSA or EC), for issuers without a JWKS.
+    pub public_key: Option<String>,
+    /// Accepted signature algorithms.
+    #[serde(default = "defaults::jwt_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Claim naming the caller's team.
+    #[serde(default = "defaults::team_claim")]
+    pub team_claim: String,
+    /// Claim listing the public models the caller may use (absent claim: all).
+    #[serde(default = "defaults::models_claim")]
+    pub models_claim: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[serde(default = "defaults::jwt_leeway")]
+    pub leeway: ConfigDuration,
+    /// How often the JWKS is fetched again even without an unknown `kid`.
+    #[serde(default = "defaults::jwks_refresh")]
+    pub jwks_refresh: ConfigDuration,
+}
+
+/// A spending limit in US dollars over a calendar period (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetConfig {
+    pub usd: f64,
+    #[serde(default)]
+    pub period: BudgetPeriod,
+}
+
+/// When a budget starts again: `1d` at 00:00 UTC, `1w` on Monday, `1mo` on the 1st, or never.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+pub enum BudgetPeriod {
+    #[serde(rename = "1d", alias = "day", alias = "daily")]
+    Day,
+    #[serde(rename = "1w", alias = "7d", alias = "week", alias = "weekly")]
+    Week,
+    #[serde(rename = "1mo", alias = "30d", alias = "month", alias = "monthly")]
+    Month,
+    #[default]
+    #[serde(rename = "total", alias = "lifetime")]
+    Total,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -200,6 +319,10 @@ pub struct ModelConfig {
     pub context_window: Option<u64>,
     /// Deadline for the whole request across all attempts; past it, 504 `upstream_timeout`.
     pub timeout: Option<ConfigDuration>,
+    /// The model's total capacity across all callers: requests per minute.
+    pub rpm: Option<u64>,
+    /// The model's total capacity across all callers: tokens per minute.
+    pub tpm: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -267,6 +390,11 @@ pub struct KeyConfig {
     pub team: Option<String>,
     /// Public models this key may use; absent means all.
     pub models: Option<Vec<String>>,
+    /// Requests per minute.
+    pub rpm: Option<u64>,
+    /// Tokens (prompt and completion) per minute.
+    pub tpm: Option<u64>,
+    pub budget: Option<BudgetConfig>,
 }
 
 /// A credential. Never printed: `Debug` shows only that it is set.
@@ -324,6 +452,27 @@ mod defaults {
     }
     pub fn weight() -> u32 {
         1
+    }
+    pub fn database() -> super::Secret {
+        super::Secret::new("sqlite://proxima.db")
+    }
+    pub fn sync_interval() -> ConfigDuration {
+        ConfigDuration::secs(1)
+    }
+    pub fn jwt_algorithms() -> Vec<String> {
+        vec!["RS256".into(), "ES256".into()]
+    }
+    pub fn team_claim() -> String {
+        "team".into()
+    }
+    pub fn models_claim() -> String {
+        "models".into()
+    }
+    pub fn jwt_leeway() -> ConfigDuration {
+        ConfigDuration::secs(60)
+    }
+    pub fn jwks_refresh() -> ConfigDuration {
+        ConfigDuration::secs(600)
     }
 }
 
@@ -507,6 +656,8 @@ impl ModelConfig {
             price: None,
             context_window: None,
             timeout: None,
+            rpm: None,
+            tpm: None,
         }
     }
 }

@@ -195,6 +195,84 @@ pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
         }
     }
 
+    for (name, key) in &config.keys {
+        if let Some(budget) = &key.budget {
+            if !(budget.usd.is_finite() && budget.usd >= 0.0) {
+                problem(
+                    format!("keys.{name}.budget.usd"),
+                    "must be a number of dollars, zero or more".into(),
+                );
+            }
+        }
+    }
+
+    let database = config.storage.database.expose();
+    if !(database.starts_with("sqlite:")
+        || database.starts_with("postgres://")
+        || database.starts_with("postgresql://"))
+    {
+        problem(
+            "storage.database".into(),
+            "must be \"sqlite://FILE\", \"sqlite::memory:\" or \"postgres://user@host/db\"".into(),
+        );
+    }
+    if let Some(redis) = &config.storage.redis {
+        if !(redis.expose().starts_with("redis://") || redis.expose().starts_with("rediss://")) {
+            problem(
+                "storage.redis".into(),
+                "must be a redis:// URL, like \"redis://127.0.0.1:6379\"".into(),
+            );
+        }
+    }
+    let ledger = &config.storage.ledger;
+    if ledger.batch_size == 0 || ledger.flush_interval.0.is_zero() || ledger.max_buffered == 0 {
+        problem(
+            "storage.ledger".into(),
+            "batch_size, flush_interval and max_buffered must be above zero".into(),
+        );
+    }
+    if config.storage.sync_interval.0.is_zero() {
+        problem(
+            "storage.sync_interval".into(),
+            "must be longer than zero".into(),
+        );
+    }
+    if let Some(jwt) = &config.auth.jwt {
+        if jwt.jwks_url.is_some() == jwt.public_key.is_some() {
+            problem(
+                "auth.jwt".into(),
+                "set exactly one of jwks_url and public_key".into(),
+            );
+        }
+        if let Some(url) = &jwt.jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                problem(
+                    "auth.jwt.jwks_url".into(),
+                    format!("`{url}` is not an http:// or https:// URL"),
+                );
+            }
+        }
+        for alg in &jwt.algorithms {
+            if !matches!(
+                alg.as_str(),
+                "RS256"
+                    | "RS384"
+                    | "RS512"
+                    | "PS256"
+                    | "PS384"
+                    | "PS512"
+                    | "ES256"
+                    | "ES384"
+                    | "EdDSA"
+            ) {
+                problem(
+                    "auth.jwt.algorithms".into(),
+                    format!("`{alg}` is not supported: use RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384 or EdDSA"),
+                );
+            }
+        }
+    }
+
     let has_keys = config.server.master_key.is_some() || !config.keys.is_empty();
     if !has_keys && !config.server.listen.ip().is_loopback() {
         problem(
