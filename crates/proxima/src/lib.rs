@@ -7,6 +7,7 @@
 
 pub mod canonical;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod error;
 pub mod gateway;

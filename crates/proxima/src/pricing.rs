@@ -45,6 +45,20 @@ impl Price {
     }
 }
 
+/// Billionths of a US dollar: money is counted in whole nano-dollars, so budget counters and
+/// the ledger add up exactly, whatever the order of additions.
+pub type Nanos = i64;
+
+/// Dollars to nano-dollars, rounded.
+pub fn nanos(usd: f64) -> Nanos {
+    (usd * 1e9).round() as Nanos
+}
+
+/// Nano-dollars to dollars, for people.
+pub fn usd(nanos: Nanos) -> f64 {
+    nanos as f64 / 1e9
+}
+
 /// List prices by model-name prefix; the longest matching prefix wins, so dated and suffixed
 /// names (`gpt-4o-2024-08-06`, `claude-sonnet-4-5-20250929`) find their family.
 const BUILTIN: &[(&str, Price)] = &[
