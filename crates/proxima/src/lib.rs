@@ -18,6 +18,7 @@ pub mod providers;
 pub mod router;
 pub mod server;
 pub mod sse;
+pub mod store;
 pub mod surface;
 pub mod telemetry;
 pub mod usage;

@@ -1,0 +1,397 @@
+//! Virtual keys: made by the admin API or `proxima keys create`, stored only as a SHA-256 hash
+//! with a short prefix for people to recognise them. Revoking keeps the row (the ledger points
+//! at it) and stamps `revoked_at`; every change bumps `updated_at`, which replicas poll.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use super::{col, db_error, json_column, Store};
+use crate::clock::now_ms;
+use crate::config::{BudgetConfig, BudgetPeriod};
+use crate::error::{Error, Result};
+use crate::pricing;
+
+/// A key as stored, without its secret.
+#[derive(Debug, Clone, Serialize)]
+pub struct KeyRecord {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the secret, to tell keys apart.
+    pub prefix: String,
+    /// Hex SHA-256 of the secret; never shown.
+    #[serde(skip)]
+    pub hash: String,
+    pub team: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub budget: Option<BudgetConfig>,
+    /// Epoch milliseconds; the key stops working then.
+    pub expires_at: Option<i64>,
+    pub metadata: serde_json::Value,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+impl KeyRecord {
+    /// Whether the key works at `now` (epoch ms).
+    pub fn is_active(&self, now: i64) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| at > now)
+    }
+}
+
+/// What `POST /admin/keys` takes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewKey {
+    pub name: String,
+    pub team: Option<String>,
+    pub models: Option<Vec<String>>,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub budget: Option<BudgetConfig>,
+    pub expires_at: Option<i64>,
+    #[serde(default)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// What `PATCH /admin/keys/{id}` takes: a field left out stays; `null` clears it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyPatch {
+    pub name: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub team: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    pub models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub budget: Option<Option<BudgetConfig>>,
+    #[serde(default, deserialize_with = "present")]
+    pub expires_at: Option<Option<i64>>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Tells a field set to `null` (`Some(None)`) from a field left out (`None`).
+pub(super) fn present<'de, D, T>(de: D) -> std::result::Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(de).map(Some)
+}
+
+/// Hex SHA-256 of a secret: how keys are stored and looked up.
+pub fn hash_secret(secret: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(secret.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `len` random bytes as hex, from the operating system's generator.
+fn random_hex(len: usize) -> Result<String> {
+    use ring::rand::{SecureRandom, SystemRandom};
+    let mut bytes = vec![0u8; len];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| Error::internal("the system random generator failed"))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+pub(super) fn period_text(period: BudgetPeriod) -> String {
+    serde_json::to_value(period)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "total".into())
+}
+
+pub(super) fn read_budget(row: &AnyRow) -> Result<Option<BudgetConfig>> {
+    let nanos: Option<i64> = col(row, "budget_nanos")?;
+    let period: Option<String> = col(row, "budget_period")?;
+    Ok(nanos.map(|n| BudgetConfig {
+        usd: pricing::usd(n),
+        period: period
+            .and_then(|p| serde_json::from_value(serde_json::Value::String(p)).ok())
+            .unwrap_or_default(),
+    }))
+}
+
+pub(super) fn to_u64(value: Option<i64>) -> Option<u64> {
+    value.and_then(|v| u64::try_from(v).ok())
+}
+
+pub(super) fn to_i64(value: Option<u64>) -> Option<i64> {
+    value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
+    Ok(KeyRecord {
+        id: col(row, "id")?,
+        name: col(row, "name")?,
+        prefix: col(row, "prefix")?,
+        hash: col(row, "hash")?,
+        team: col(row, "team")?,
+        models: json_column(col(row, "models")?),
+        rpm: to_u64(col(row, "rpm")?),
+        tpm: to_u64(col(row, "tpm")?),
+        budget: read_budget(row)?,
+        expires_at: col(row, "expires_at")?,
+        metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+        revoked_at: col(row, "revoked_at")?,
+    })
+}
+
+const KEY_COLUMNS: &str = "id, name, prefix, hash, team, models, rpm, tpm, budget_nanos, \
+    budget_period, expires_at, metadata, created_at, updated_at, revoked_at";
+
+impl Store {
+    /// Makes a key; returns it with its secret, which is shown this once and never stored.
+    pub async fn create_key(&self, new: &NewKey) -> Result<(KeyRecord, String)> {
+        let secret = format!("sk-px-{}", random_hex(24)?);
+        let now = now_ms();
+        let record = KeyRecord {
+            id: format!("key_{}", random_hex(8)?),
+            name: new.name.clone(),
+            prefix: format!("{}...", &secret[..12]),
+            hash: hash_secret(&secret),
+            team: new.team.clone(),
+            models: new.models.clone(),
+            rpm: new.rpm,
+            tpm: new.tpm,
+            budget: new.budget,
+            expires_at: new.expires_at,
+            metadata: new
+                .metadata
+                .clone()
+                .unwrap_or_else(|| serde_json::json!({})),
+            created_at: now,
+            updated_at: now,
+            revoked_at: None,
+        };
+        sqlx::query(sql!(
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+        ))
+        .bind(&record.id)
+        .bind(&record.name)
+        .bind(&record.prefix)
+        .bind(&record.hash)
+        .bind(&record.team)
+        .bind(record.models.as_ref().map(|m| serde_json::json!(m).to_string()))
+        .bind(to_i64(record.rpm))
+        .bind(to_i64(record.tpm))
+        .bind(record.budget.map(|b| pricing::nanos(b.usd)))
+        .bind(record.budget.map(|b| period_text(b.period)))
+        .bind(record.expires_at)
+        .bind(record.metadata.to_string())
+        .bind(record.created_at)
+        .bind(record.updated_at)
+        .bind(record.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok((record, secret))
+    }
+
+    /// Every key, newest first; revoked ones only when asked.
+    pub async fn list_keys(&self, include_revoked: bool) -> Result<Vec<KeyRecord>> {
+        let filter = if include_revoked {
+            ""
+        } else {
+            "WHERE revoked_at IS NULL"
+        };
+        let rows = sqlx::query(sql!(
+            "SELECT {KEY_COLUMNS} FROM keys {filter} ORDER BY created_at DESC, id"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    pub async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(sql!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// The key whose secret hashes to `hash`, revoked or not.
+    pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(sql!("SELECT {KEY_COLUMNS} FROM keys WHERE hash = $1"))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(key_from_row).transpose()
+    }
+
+    /// Keys changed at or after `since` (epoch ms), revocations included: what a replica
+    /// polls to keep its cache current.
+    pub async fn keys_changed_since(&self, since: i64) -> Result<Vec<KeyRecord>> {
+        let rows = sqlx::query(sql!(
+            "SELECT {KEY_COLUMNS} FROM keys WHERE updated_at >= $1 ORDER BY updated_at"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Applies `patch`; `None` when there is no such key.
+    pub async fn update_key(&self, id: &str, patch: &KeyPatch) -> Result<Option<KeyRecord>> {
+        let Some(mut key) = self.get_key(id).await? else {
+            return Ok(None);
+        };
+        if let Some(name) = &patch.name {
+            key.name.clone_from(name);
+        }
+        if let Some(team) = &patch.team {
+            key.team.clone_from(team);
+        }
+        if let Some(models) = &patch.models {
+            key.models.clone_from(models);
+        }
+        if let Some(rpm) = patch.rpm {
+            key.rpm = rpm;
+        }
+        if let Some(tpm) = patch.tpm {
+            key.tpm = tpm;
+        }
+        if let Some(budget) = patch.budget {
+            key.budget = budget;
+        }
+        if let Some(expires_at) = patch.expires_at {
+            key.expires_at = expires_at;
+        }
+        if let Some(metadata) = &patch.metadata {
+            key.metadata.clone_from(metadata);
+        }
+        key.updated_at = now_ms().max(key.updated_at + 1);
+        sqlx::query(
+            "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
+             budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
+             updated_at = $11 WHERE id = $1",
+        )
+        .bind(&key.id)
+        .bind(&key.name)
+        .bind(&key.team)
+        .bind(
+            key.models
+                .as_ref()
+                .map(|m| serde_json::json!(m).to_string()),
+        )
+        .bind(to_i64(key.rpm))
+        .bind(to_i64(key.tpm))
+        .bind(key.budget.map(|b| pricing::nanos(b.usd)))
+        .bind(key.budget.map(|b| period_text(b.period)))
+        .bind(key.expires_at)
+        .bind(key.metadata.to_string())
+        .bind(key.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Some(key))
+    }
+
+    /// Revokes a key for good; `None` when there is no such key. Revoking twice keeps the
+    /// first time.
+    pub async fn revoke_key(&self, id: &str) -> Result<Option<KeyRecord>> {
+        let now = now_ms();
+        sqlx::query(
+            "UPDATE keys SET revoked_at = COALESCE(revoked_at, $2), updated_at = $2 WHERE id = $1",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        self.get_key(id).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::on_both;
+    use super::*;
+
+    on_both!(key_lifecycle, |store: Store| async move {
+        let (key, secret) = store
+            .create_key(&NewKey {
+                name: "ci".into(),
+                team: Some("platform".into()),
+                models: Some(vec!["fast".into()]),
+                rpm: Some(60),
+                budget: Some(BudgetConfig {
+                    usd: 5.0,
+                    period: BudgetPeriod::Day,
+                }),
+                ..NewKey::default()
+            })
+            .await
+            .unwrap();
+        assert!(
+            secret.starts_with("sk-px-") && secret.len() == 54,
+            "{secret}"
+        );
+        assert!(secret.starts_with(key.prefix.trim_end_matches("...")));
+        // Only the hash is stored: no column holds the secret.
+        let found = store
+            .find_key_by_hash(&hash_secret(&secret))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(found.id, key.id);
+        assert_eq!(found.budget.unwrap().usd, 5.0);
+        assert_eq!(found.budget.unwrap().period, BudgetPeriod::Day);
+        assert_eq!(found.models.as_deref(), Some(&["fast".to_string()][..]));
+        assert!(!serde_json::to_string(&found)
+            .unwrap()
+            .contains(&secret[6..]));
+
+        let patched = store
+            .update_key(
+                &key.id,
+                &serde_json::from_value(
+                    serde_json::json!({"rpm": null, "tpm": 1000, "name": "ci-2"}),
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            (patched.rpm, patched.tpm, patched.name.as_str()),
+            (None, Some(1000), "ci-2")
+        );
+        assert_eq!(
+            patched.team.as_deref(),
+            Some("platform"),
+            "left-out fields stay"
+        );
+        assert!(patched.updated_at > key.updated_at);
+
+        let before = now_ms();
+        let revoked = store.revoke_key(&key.id).await.unwrap().unwrap();
+        assert!(!revoked.is_active(now_ms()));
+        assert!(store.list_keys(false).await.unwrap().is_empty());
+        assert_eq!(store.list_keys(true).await.unwrap().len(), 1);
+        let changed = store.keys_changed_since(before).await.unwrap();
+        assert_eq!(changed.len(), 1);
+        assert!(changed[0].revoked_at.is_some());
+        assert!(store.revoke_key("key_missing").await.unwrap().is_none());
+        assert!(store
+            .update_key("key_missing", &KeyPatch::default())
+            .await
+            .unwrap()
+            .is_none());
+    });
+}

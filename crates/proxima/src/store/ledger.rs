@@ -1,0 +1,513 @@
+//! The usage ledger table: one row per request, written in batches; spend lookups for budgets;
+//! the usage report and the searchable call log.
+//!
+//! Rows carry their own unique id and are inserted with `ON CONFLICT DO NOTHING`, so a batch
+//! written again after a failure whose outcome was unknown (or replayed from the spill file)
+//! never counts twice.
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+use sqlx::Arguments;
+
+use super::{col, db_error, Store};
+use crate::clock;
+use crate::error::{Error, Result};
+use crate::pricing::{self, Nanos};
+
+/// One request, as the ledger keeps it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LedgerRow {
+    pub id: String,
+    pub request_id: String,
+    /// When the request arrived, epoch ms.
+    pub at: i64,
+    pub key_id: Option<String>,
+    pub key_name: Option<String>,
+    pub team: Option<String>,
+    /// The end user the client named (`user` in the request body).
+    pub user: Option<String>,
+    pub model: String,
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_nanos: Nanos,
+    pub latency_ms: i64,
+    pub ttft_ms: Option<i64>,
+    /// The HTTP status the client got (499: the client went away first).
+    pub status: i64,
+    /// The SPEC error code when it failed.
+    pub error_code: Option<String>,
+    pub cache: Option<String>,
+    pub attempts: i64,
+    pub stream: bool,
+    /// Tags from `x-proxima-metadata`, as JSON text.
+    pub metadata: Option<String>,
+}
+
+const COLUMNS: &str = "id, request_id, at, key_id, key_name, team, end_user, model, provider, \
+    upstream_model, input_tokens, output_tokens, cached_tokens, cost_nanos, latency_ms, ttft_ms, \
+    status, error_code, cache, attempts, stream, metadata";
+const COLUMN_COUNT: usize = 22;
+
+fn row_from(row: &AnyRow) -> Result<LedgerRow> {
+    Ok(LedgerRow {
+        id: col(row, "id")?,
+        request_id: col(row, "request_id")?,
+        at: col(row, "at")?,
+        key_id: col(row, "key_id")?,
+        key_name: col(row, "key_name")?,
+        team: col(row, "team")?,
+        user: col(row, "end_user")?,
+        model: col(row, "model")?,
+        provider: col(row, "provider")?,
+        upstream_model: col(row, "upstream_model")?,
+        input_tokens: col(row, "input_tokens")?,
+        output_tokens: col(row, "output_tokens")?,
+        cached_tokens: col(row, "cached_tokens")?,
+        cost_nanos: col(row, "cost_nanos")?,
+        latency_ms: col(row, "latency_ms")?,
+        ttft_ms: col(row, "ttft_ms")?,
+        status: col(row, "status")?,
+        error_code: col(row, "error_code")?,
+        cache: col(row, "cache")?,
+        attempts: col(row, "attempts")?,
+        stream: col::<i64>(row, "stream")? != 0,
+        metadata: col(row, "metadata")?,
+    })
+}
+
+/// What the usage report groups by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum GroupBy {
+    Key,
+    Team,
+    Model,
+    Day,
+}
+
+/// One line of the usage report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageGroup {
+    /// The key id, team, public model or UTC day (`2026-11-27`); `null` for requests without
+    /// one (no team, say).
+    pub group: Option<String>,
+    /// The key's name, when grouping by key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub requests: i64,
+    pub errors: i64,
+    pub input_tokens: i64,
+    pub output_tokens: i64,
+    pub cached_tokens: i64,
+    pub cost_usd: f64,
+    #[serde(skip)]
+    pub cost_nanos: Nanos,
+}
+
+/// Filters of `GET /admin/logs`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogFilter {
+    pub key: Option<String>,
+    pub team: Option<String>,
+    pub model: Option<String>,
+    /// An HTTP status (`429`), or `ok` / `error`.
+    pub status: Option<String>,
+    pub request_id: Option<String>,
+    pub from: Option<i64>,
+    pub to: Option<i64>,
+    pub limit: Option<i64>,
+    /// The `next` cursor of the previous page.
+    pub after: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LogPage {
+    pub data: Vec<LedgerRow>,
+    /// Pass as `after` for the next (older) page; `null` on the last one.
+    pub next: Option<String>,
+}
+
+/// A query being put together, with its `$N` parameters.
+struct Query {
+    sql: String,
+    args: sqlx::any::AnyArguments,
+    count: usize,
+}
+
+impl Query {
+    fn new(sql: &str) -> Query {
+        Query {
+            sql: sql.to_owned(),
+            args: sqlx::any::AnyArguments::default(),
+            count: 0,
+        }
+    }
+
+    /// Binds `value` and returns its placeholder.
+    fn bind<T>(&mut self, value: T) -> Result<String>
+    where
+        T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
+    {
+        self.args
+            .add(value)
+            .map_err(|e| Error::internal(format!("cannot bind a query parameter: {e}")))?;
+        self.count += 1;
+        Ok(format!("${}", self.count))
+    }
+
+    fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+    }
+}
+
+impl Store {
+    /// Writes `rows` in one statement; rows already there are skipped.
+    pub async fn insert_usage(&self, rows: &[LedgerRow]) -> Result<()> {
+        // Statement size stays well under every database's parameter limit.
+        for chunk in rows.chunks(1000) {
+            let mut q = Query::new(&format!("INSERT INTO usage_ledger ({COLUMNS}) VALUES "));
+            for (i, r) in chunk.iter().enumerate() {
+                let mut values = Vec::with_capacity(COLUMN_COUNT);
+                values.push(q.bind(r.id.clone())?);
+                values.push(q.bind(r.request_id.clone())?);
+                values.push(q.bind(r.at)?);
+                values.push(q.bind(r.key_id.clone())?);
+                values.push(q.bind(r.key_name.clone())?);
+                values.push(q.bind(r.team.clone())?);
+                values.push(q.bind(r.user.clone())?);
+                values.push(q.bind(r.model.clone())?);
+                values.push(q.bind(r.provider.clone())?);
+                values.push(q.bind(r.upstream_model.clone())?);
+                values.push(q.bind(r.input_tokens)?);
+                values.push(q.bind(r.output_tokens)?);
+                values.push(q.bind(r.cached_tokens)?);
+                values.push(q.bind(r.cost_nanos)?);
+                values.push(q.bind(r.latency_ms)?);
+                values.push(q.bind(r.ttft_ms)?);
+                values.push(q.bind(r.status)?);
+                values.push(q.bind(r.error_code.clone())?);
+                values.push(q.bind(r.cache.clone())?);
+                values.push(q.bind(r.attempts)?);
+                values.push(q.bind(i64::from(r.stream))?);
+                values.push(q.bind(r.metadata.clone())?);
+                if i > 0 {
+                    q.push(", ");
+                }
+                q.push(&format!("({})", values.join(", ")));
+            }
+            q.push(" ON CONFLICT (id) DO NOTHING");
+            sqlx::query_with(sqlx::AssertSqlSafe(q.sql), q.args)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// What a key, team or model spent since `from` (epoch ms): seeds budget counters.
+    pub async fn spent_since(&self, column: SpendColumn, name: &str, from: i64) -> Result<Nanos> {
+        let column = match column {
+            SpendColumn::Key => "key_id",
+            SpendColumn::Team => "team",
+            SpendColumn::Model => "model",
+        };
+        let row = sqlx::query(sql!(
+            "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) AS spent FROM usage_ledger \
+             WHERE {column} = $1 AND at >= $2"
+        ))
+        .bind(name)
+        .bind(from)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error)?;
+        col(&row, "spent")
+    }
+
+    /// Requests, errors, tokens and cost between `from` and `to` (epoch ms), grouped.
+    pub async fn usage_report(&self, by: GroupBy, from: i64, to: i64) -> Result<Vec<UsageGroup>> {
+        let group = match by {
+            GroupBy::Key => "key_id",
+            GroupBy::Team => "team",
+            GroupBy::Model => "model",
+            // Whole UTC days since the epoch; named as dates below.
+            GroupBy::Day => "CAST(at / 86400000 AS BIGINT)",
+        };
+        let name = if by == GroupBy::Key {
+            "MAX(key_name)"
+        } else {
+            "NULL"
+        };
+        let rows = sqlx::query(sql!(
+            "SELECT {group} AS grp, {name} AS name, COUNT(*) AS requests, \
+             CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
+             CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
+             CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
+             CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
+             CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos \
+             FROM usage_ledger WHERE at >= $1 AND at < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
+        ))
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter()
+            .map(|row| {
+                let group = if by == GroupBy::Day {
+                    col::<Option<i64>>(row, "grp")?.map(|d| clock::day(d * 86_400_000))
+                } else {
+                    col::<Option<String>>(row, "grp")?
+                };
+                let cost_nanos: i64 = col(row, "cost_nanos")?;
+                Ok(UsageGroup {
+                    group,
+                    name: col(row, "name")?,
+                    requests: col(row, "requests")?,
+                    errors: col(row, "errors")?,
+                    input_tokens: col(row, "input_tokens")?,
+                    output_tokens: col(row, "output_tokens")?,
+                    cached_tokens: col(row, "cached_tokens")?,
+                    cost_usd: pricing::usd(cost_nanos),
+                    cost_nanos,
+                })
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(|mut groups| {
+                if by == GroupBy::Day {
+                    groups.sort_by(|a, b| a.group.cmp(&b.group));
+                }
+                groups
+            })
+    }
+
+    /// The call log, newest first, filtered, one page at a time.
+    pub async fn logs(&self, filter: &LogFilter) -> Result<LogPage> {
+        let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
+        let mut q = Query::new(&format!("SELECT {COLUMNS} FROM usage_ledger WHERE 1 = 1"));
+        let equal = |q: &mut Query, column: &str, value: &Option<String>| -> Result<()> {
+            if let Some(value) = value {
+                let p = q.bind(value.clone())?;
+                q.push(&format!(" AND {column} = {p}"));
+            }
+            Ok(())
+        };
+        equal(&mut q, "key_id", &filter.key)?;
+        equal(&mut q, "team", &filter.team)?;
+        equal(&mut q, "model", &filter.model)?;
+        equal(&mut q, "request_id", &filter.request_id)?;
+        match filter.status.as_deref() {
+            None => {}
+            Some("ok") => q.push(" AND status < 400"),
+            Some("error") => q.push(" AND status >= 400"),
+            Some(code) => {
+                let status: i64 = code.parse().map_err(|_| {
+                    Error::invalid_request(format!(
+                        "status `{code}` is not an HTTP status, `ok` or `error`"
+                    ))
+                    .with_param("status")
+                })?;
+                let p = q.bind(status)?;
+                q.push(&format!(" AND status = {p}"));
+            }
+        }
+        if let Some(from) = filter.from {
+            let p = q.bind(from)?;
+            q.push(&format!(" AND at >= {p}"));
+        }
+        if let Some(to) = filter.to {
+            let p = q.bind(to)?;
+            q.push(&format!(" AND at < {p}"));
+        }
+        if let Some(after) = &filter.after {
+            let (at, id) = after
+                .split_once('_')
+                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
+                .ok_or_else(|| {
+                    Error::invalid_request("`after` must be the `next` value of a previous page")
+                        .with_param("after")
+                })?;
+            let p_at = q.bind(at)?;
+            let p_at2 = q.bind(at)?;
+            let p_id = q.bind(id)?;
+            q.push(&format!(
+                " AND (at < {p_at} OR (at = {p_at2} AND id < {p_id}))"
+            ));
+        }
+        let p_limit = q.bind(limit + 1)?;
+        q.push(&format!(" ORDER BY at DESC, id DESC LIMIT {p_limit}"));
+        let rows = sqlx::query_with(sqlx::AssertSqlSafe(q.sql), q.args)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_error)?;
+        let mut data = rows.iter().map(row_from).collect::<Result<Vec<_>>>()?;
+        let more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next = more
+            .then(|| data.last().map(|r| format!("{}_{}", r.at, r.id)))
+            .flatten();
+        Ok(LogPage { data, next })
+    }
+
+    /// Every ledger row's count, for tests and the recovery check.
+    pub async fn count_usage(&self) -> Result<i64> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_ledger")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(db_error)?;
+        col(&row, "n")
+    }
+}
+
+/// Which ledger column a spend lookup sums by.
+#[derive(Debug, Clone, Copy)]
+pub enum SpendColumn {
+    Key,
+    Team,
+    Model,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::on_both;
+    use super::*;
+
+    pub fn row(i: i64, key: &str, team: Option<&str>, model: &str, status: i64) -> LedgerRow {
+        LedgerRow {
+            id: format!("u{i:06}"),
+            request_id: format!("req-{i}"),
+            at: 1_795_773_600_000 + i * 1000,
+            key_id: Some(key.into()),
+            key_name: Some(format!("{key}-name")),
+            team: team.map(str::to_owned),
+            user: None,
+            model: model.into(),
+            provider: Some("p".into()),
+            upstream_model: Some("u".into()),
+            input_tokens: 10,
+            output_tokens: 5,
+            cached_tokens: 0,
+            cost_nanos: 1_500,
+            latency_ms: 12,
+            ttft_ms: None,
+            status,
+            error_code: (status >= 400).then(|| "upstream_error".into()),
+            cache: None,
+            attempts: 1,
+            stream: false,
+            metadata: Some(r#"{"app":"x"}"#.into()),
+        }
+    }
+
+    on_both!(ledger_writes_once_and_reports, |store: Store| async move {
+        let rows: Vec<LedgerRow> = (0..30)
+            .map(|i| {
+                let key = if i % 3 == 0 { "k1" } else { "k2" };
+                let team = (i % 2 == 0).then_some("t");
+                row(
+                    i,
+                    key,
+                    team,
+                    if i < 20 { "fast" } else { "smart" },
+                    if i == 7 { 502 } else { 200 },
+                )
+            })
+            .collect();
+        store.insert_usage(&rows).await.unwrap();
+        // The same rows again (a retried batch) change nothing.
+        store.insert_usage(&rows[..10]).await.unwrap();
+        assert_eq!(store.count_usage().await.unwrap(), 30);
+
+        let by_key = store.usage_report(GroupBy::Key, 0, i64::MAX).await.unwrap();
+        let total: i64 = by_key.iter().map(|g| g.requests).sum();
+        assert_eq!(total, 30);
+        let k2 = by_key
+            .iter()
+            .find(|g| g.group.as_deref() == Some("k2"))
+            .unwrap();
+        assert_eq!((k2.requests, k2.errors, k2.input_tokens), (20, 1, 200));
+        assert_eq!(k2.name.as_deref(), Some("k2-name"));
+        assert_eq!(k2.cost_nanos, 30_000);
+        let by_team = store
+            .usage_report(GroupBy::Team, 0, i64::MAX)
+            .await
+            .unwrap();
+        assert!(by_team
+            .iter()
+            .any(|g| g.group.is_none() && g.requests == 15));
+        let by_day = store.usage_report(GroupBy::Day, 0, i64::MAX).await.unwrap();
+        assert_eq!(by_day.len(), 1);
+        assert_eq!(by_day[0].group.as_deref(), Some("2026-11-27"));
+        let window = store
+            .usage_report(GroupBy::Model, 1_795_773_600_000 + 20_000, i64::MAX)
+            .await
+            .unwrap();
+        assert_eq!(window.len(), 1);
+        assert_eq!(window[0].group.as_deref(), Some("smart"));
+
+        assert_eq!(
+            store.spent_since(SpendColumn::Key, "k1", 0).await.unwrap(),
+            10 * 1_500
+        );
+        assert_eq!(
+            store
+                .spent_since(SpendColumn::Team, "t", 1_795_773_600_000 + 10_000)
+                .await
+                .unwrap(),
+            10 * 1_500
+        );
+        assert_eq!(
+            store
+                .spent_since(SpendColumn::Key, "nobody", 0)
+                .await
+                .unwrap(),
+            0
+        );
+
+        // Pages walk the whole log newest first, each row once.
+        let mut seen = Vec::new();
+        let mut filter = LogFilter {
+            limit: Some(7),
+            ..LogFilter::default()
+        };
+        loop {
+            let page = store.logs(&filter).await.unwrap();
+            seen.extend(page.data.iter().map(|r| r.id.clone()));
+            match page.next {
+                Some(next) => filter.after = Some(next),
+                None => break,
+            }
+        }
+        let expected: Vec<String> = (0..30).rev().map(|i| format!("u{i:06}")).collect();
+        assert_eq!(seen, expected);
+        let errors = store
+            .logs(&LogFilter {
+                status: Some("error".into()),
+                ..LogFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(errors.data.len(), 1);
+        assert_eq!(errors.data[0], rows[7]);
+        let filtered = store
+            .logs(&LogFilter {
+                key: Some("k1".into()),
+                model: Some("smart".into()),
+                status: Some("200".into()),
+                ..LogFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(filtered.data.len(), 3);
+        assert!(store
+            .logs(&LogFilter {
+                status: Some("bad".into()),
+                ..LogFilter::default()
+            })
+            .await
+            .is_err());
+    });
+}

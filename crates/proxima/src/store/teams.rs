@@ -1,0 +1,245 @@
+//! Teams: limits and budgets shared by all of a team's keys, on top of each key's own.
+//! A key names its team; the team need not exist (then it is only a label in the ledger).
+
+use serde::{Deserialize, Serialize};
+use sqlx::any::AnyRow;
+
+use super::keys::{period_text, present, read_budget, to_i64, to_u64};
+use super::{col, db_error, json_column, Store};
+use crate::clock::now_ms;
+use crate::config::BudgetConfig;
+use crate::error::Result;
+use crate::pricing;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamRecord {
+    pub name: String,
+    /// Public models the team's keys may use; absent means all.
+    #[serde(default)]
+    pub models: Option<Vec<String>>,
+    #[serde(default)]
+    pub rpm: Option<u64>,
+    #[serde(default)]
+    pub tpm: Option<u64>,
+    #[serde(default)]
+    pub budget: Option<BudgetConfig>,
+    #[serde(default)]
+    pub metadata: serde_json::Value,
+    #[serde(default)]
+    pub created_at: i64,
+    #[serde(default)]
+    pub updated_at: i64,
+    /// Set when deleted: replicas polling for changes see it and drop the team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_at: Option<i64>,
+}
+
+/// What `PATCH /admin/teams/{name}` takes: a field left out stays; `null` clears it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamPatch {
+    #[serde(default, deserialize_with = "present")]
+    pub models: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub rpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub tpm: Option<Option<u64>>,
+    #[serde(default, deserialize_with = "present")]
+    pub budget: Option<Option<BudgetConfig>>,
+    pub metadata: Option<serde_json::Value>,
+}
+
+fn team_from_row(row: &AnyRow) -> Result<TeamRecord> {
+    Ok(TeamRecord {
+        name: col(row, "name")?,
+        models: json_column(col(row, "models")?),
+        rpm: to_u64(col(row, "rpm")?),
+        tpm: to_u64(col(row, "tpm")?),
+        budget: read_budget(row)?,
+        metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
+        created_at: col(row, "created_at")?,
+        updated_at: col(row, "updated_at")?,
+        deleted_at: col(row, "deleted_at")?,
+    })
+}
+
+const TEAM_COLUMNS: &str =
+    "name, models, rpm, tpm, budget_nanos, budget_period, metadata, created_at, updated_at, deleted_at";
+
+impl Store {
+    /// Creates a team, or brings back a deleted one of the same name. `Ok(None)` when a live
+    /// team has that name already.
+    pub async fn create_team(&self, team: &TeamRecord) -> Result<Option<TeamRecord>> {
+        if let Some(existing) = self.get_team(&team.name).await? {
+            if existing.deleted_at.is_none() {
+                return Ok(None);
+            }
+        }
+        let now = now_ms();
+        let mut team = team.clone();
+        team.created_at = now;
+        team.updated_at = now;
+        team.deleted_at = None;
+        if team.metadata.is_null() {
+            team.metadata = serde_json::json!({});
+        }
+        sqlx::query(sql!(
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) \
+             ON CONFLICT (name) DO UPDATE SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
+             budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL"
+        ))
+        .bind(&team.name)
+        .bind(
+            team.models
+                .as_ref()
+                .map(|m| serde_json::json!(m).to_string()),
+        )
+        .bind(to_i64(team.rpm))
+        .bind(to_i64(team.tpm))
+        .bind(team.budget.map(|b| pricing::nanos(b.usd)))
+        .bind(team.budget.map(|b| period_text(b.period)))
+        .bind(team.metadata.to_string())
+        .bind(team.created_at)
+        .bind(team.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Some(team))
+    }
+
+    /// A team by name, deleted or not.
+    pub async fn get_team(&self, name: &str) -> Result<Option<TeamRecord>> {
+        let row = sqlx::query(sql!("SELECT {TEAM_COLUMNS} FROM teams WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error)?;
+        row.as_ref().map(team_from_row).transpose()
+    }
+
+    /// Live teams by name.
+    pub async fn list_teams(&self) -> Result<Vec<TeamRecord>> {
+        let rows = sqlx::query(sql!(
+            "SELECT {TEAM_COLUMNS} FROM teams WHERE deleted_at IS NULL ORDER BY name"
+        ))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(team_from_row).collect()
+    }
+
+    /// Teams changed at or after `since`, deletions included.
+    pub async fn teams_changed_since(&self, since: i64) -> Result<Vec<TeamRecord>> {
+        let rows = sqlx::query(sql!(
+            "SELECT {TEAM_COLUMNS} FROM teams WHERE updated_at >= $1 ORDER BY updated_at"
+        ))
+        .bind(since)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error)?;
+        rows.iter().map(team_from_row).collect()
+    }
+
+    /// Applies `patch` to a live team; `None` when there is none of that name.
+    pub async fn update_team(&self, name: &str, patch: &TeamPatch) -> Result<Option<TeamRecord>> {
+        let Some(mut team) = self
+            .get_team(name)
+            .await?
+            .filter(|t| t.deleted_at.is_none())
+        else {
+            return Ok(None);
+        };
+        if let Some(models) = &patch.models {
+            team.models.clone_from(models);
+        }
+        if let Some(rpm) = patch.rpm {
+            team.rpm = rpm;
+        }
+        if let Some(tpm) = patch.tpm {
+            team.tpm = tpm;
+        }
+        if let Some(budget) = patch.budget {
+            team.budget = budget;
+        }
+        if let Some(metadata) = &patch.metadata {
+            team.metadata.clone_from(metadata);
+        }
+        team.updated_at = now_ms().max(team.updated_at + 1);
+        sqlx::query(
+            "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
+             budget_period = $6, metadata = $7, updated_at = $8 WHERE name = $1",
+        )
+        .bind(&team.name)
+        .bind(
+            team.models
+                .as_ref()
+                .map(|m| serde_json::json!(m).to_string()),
+        )
+        .bind(to_i64(team.rpm))
+        .bind(to_i64(team.tpm))
+        .bind(team.budget.map(|b| pricing::nanos(b.usd)))
+        .bind(team.budget.map(|b| period_text(b.period)))
+        .bind(team.metadata.to_string())
+        .bind(team.updated_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(Some(team))
+    }
+
+    /// Deletes a team (its keys keep working, without the team's limits). `false` when there
+    /// was no live team of that name.
+    pub async fn delete_team(&self, name: &str) -> Result<bool> {
+        let now = now_ms();
+        let done = sqlx::query(
+            "UPDATE teams SET deleted_at = $2, updated_at = $2 WHERE name = $1 AND deleted_at IS NULL",
+        )
+        .bind(name)
+        .bind(now)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::on_both;
+    use super::*;
+    use crate::config::BudgetPeriod;
+
+    on_both!(team_lifecycle, |store: Store| async move {
+        let team: TeamRecord = serde_json::from_value(serde_json::json!({
+            "name": "platform", "rpm": 100,
+            "budget": {"usd": 50.0, "period": "1mo"}
+        }))
+        .unwrap();
+        let made = store.create_team(&team).await.unwrap().unwrap();
+        assert!(
+            store.create_team(&team).await.unwrap().is_none(),
+            "names are unique"
+        );
+        assert_eq!(made.budget.unwrap().period, BudgetPeriod::Month);
+        let patched = store
+            .update_team(
+                "platform",
+                &serde_json::from_value(serde_json::json!({"rpm": null, "tpm": 5000})).unwrap(),
+            )
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!((patched.rpm, patched.tpm), (None, Some(5000)));
+        assert_eq!(store.list_teams().await.unwrap().len(), 1);
+        assert!(store.delete_team("platform").await.unwrap());
+        assert!(!store.delete_team("platform").await.unwrap());
+        assert!(store.list_teams().await.unwrap().is_empty());
+        let changed = store.teams_changed_since(made.created_at).await.unwrap();
+        assert!(changed[0].deleted_at.is_some(), "replicas see the deletion");
+        assert!(
+            store.create_team(&team).await.unwrap().is_some(),
+            "a deleted name can be reused"
+        );
+    });
+}
