@@ -20,38 +20,49 @@ pub use response::{ChatResponse, Choice, FinishReason, Usage};
 pub use stream::{ChatChunk, ChunkChoice, ChunkStream, ToolCallDelta};
 
 /// A rough count of a request's input tokens (about four bytes of text per token), for
-/// providers that cannot count and for limits before the call. Deliberately simple: it is
-/// corrected by the real usage after the call.
+/// choosing targets and for providers that cannot count. Cheap enough for every request.
 pub fn estimate_input_tokens(req: &ChatRequest) -> u64 {
-    let mut bytes = 0usize;
+    input_tokens(req, |text| (text.len() as u64).div_ceil(4))
+}
+
+/// A request's input tokens, with `count` giving the tokens of each piece of text (a real
+/// tokenizer for limits, an estimate for routing).
+pub fn input_tokens(req: &ChatRequest, count: impl Fn(&str) -> u64) -> u64 {
+    // Providers bill images by size; a mid-sized image is about 1,000 tokens.
+    const IMAGE_TOKENS: u64 = 1024;
+    // Role and message framing.
+    const MESSAGE_TOKENS: u64 = 4;
+    let mut tokens = 0;
     for message in &req.messages {
-        bytes += 16; // role and framing
+        tokens += MESSAGE_TOKENS;
         for part in &message.content {
-            bytes += match part {
-                Part::Text { text, .. } | Part::Refusal { text } => text.len(),
-                Part::Reasoning { text, .. } => text.len(),
+            tokens += match part {
+                Part::Text { text, .. } | Part::Refusal { text } => count(text),
+                Part::Reasoning { text, .. } => count(text),
                 Part::ToolCall {
                     name, arguments, ..
-                } => name.len() + arguments.len(),
+                } => count(name) + count(arguments),
                 Part::ToolResult { content, .. } => content
                     .iter()
                     .map(|p| match p {
-                        Part::Text { text, .. } => text.len(),
-                        _ => 1024,
+                        Part::Text { text, .. } => count(text),
+                        _ => IMAGE_TOKENS,
                     })
                     .sum(),
-                // Providers bill images by size; a mid-sized image is about 1,000 tokens.
-                Part::Image { .. } => 4096,
-                Part::Opaque { value, .. } => value.to_string().len(),
+                Part::Image { .. } => IMAGE_TOKENS,
+                Part::Opaque { value, .. } => count(&value.to_string()),
             };
         }
     }
     for tool in &req.tools {
-        bytes += tool.name.len()
-            + tool.description.as_ref().map_or(0, String::len)
-            + tool.parameters.as_ref().map_or(0, |p| p.to_string().len());
+        tokens += count(&tool.name)
+            + tool.description.as_deref().map_or(0, &count)
+            + tool
+                .parameters
+                .as_ref()
+                .map_or(0, |p| count(&p.to_string()));
     }
-    (bytes as u64).div_ceil(4)
+    tokens
 }
 
 /// The wire APIs Proxima speaks, on either side. Used to decide whether unmodelled fields may be

@@ -1,4 +1,5 @@
-//! The gateway built from one config: providers, the router and the key table. Immutable;
+//! The gateway built from one config: providers, the router and the static keys (and JWT
+//! verifier). Immutable;
 //! a reload builds a new one and swaps it in, while requests in flight keep the one they began on.
 
 use std::collections::HashMap;
@@ -6,6 +7,7 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::policy::jwt::JwtVerifier;
 use crate::policy::Auth;
 use crate::providers::{HttpClient, Provider};
 use crate::router::health::HealthRegistry;
@@ -33,8 +35,14 @@ impl Gateway {
                 ))
             })
             .collect::<Result<HashMap<_, _>>>()?;
+        let jwt = config
+            .auth
+            .jwt
+            .as_ref()
+            .map(|jwt| JwtVerifier::new(jwt, http.client().clone()))
+            .transpose()?;
         Ok(Gateway {
-            auth: Auth::from_config(&config),
+            auth: Auth::from_config(&config, jwt),
             router: Router::new(&config, &providers, health),
             config,
         })

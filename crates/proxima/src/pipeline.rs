@@ -1,5 +1,6 @@
-//! The request pipeline behind every surface: policy, then routing to provider attempts, then
-//! the usage record. Surfaces translate wire formats; this module decides what happens.
+//! The request pipeline behind every surface: policy (model permissions, rate limits,
+//! budgets), then routing to provider attempts, then the usage record. Surfaces translate wire
+//! formats; this module decides what happens.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,16 +10,25 @@ use futures_util::{stream, Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::canonical::{
-    ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
+    ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingInput, EmbeddingsRequest,
+    EmbeddingsResponse,
 };
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::Gateway;
+use crate::policy::limits::{Budget, RateLimit, Scope};
 use crate::policy::Caller;
+use crate::pricing;
 use crate::router::{RequestShape, Resolved, Routed};
-use crate::usage::UsageRecord;
+use crate::services::Services;
+use crate::store::TeamRecord;
+use crate::usage::{Meter, UsageRecord};
 
-/// Output tokens assumed for choosing the cheapest target when the client set no limit.
+/// Output tokens assumed for choosing the cheapest target, and for the tokens-per-minute
+/// estimate, when the client set no limit.
 const DEFAULT_OUTPUT_ESTIMATE: u32 = 512;
+/// Output tokens a budget reserves when the client set no limit: a reservation must be an
+/// upper bound for most answers, or concurrent requests overshoot the budget.
+const DEFAULT_OUTPUT_RESERVE: u32 = 4096;
 
 /// What every stage knows about the request in hand.
 pub struct RequestContext {
@@ -26,7 +36,12 @@ pub struct RequestContext {
     pub caller: Arc<Caller>,
     /// The gateway this request started on; it keeps it to the end, across reloads.
     pub gateway: Arc<Gateway>,
+    pub services: Arc<Services>,
     pub started: Instant,
+    /// When the request arrived, epoch ms.
+    pub at: i64,
+    /// Tags from `x-proxima-metadata`, as JSON text.
+    pub metadata: Option<Arc<str>>,
 }
 
 pub enum ChatOutput {
@@ -35,7 +50,21 @@ pub enum ChatOutput {
     Stream(ChunkStream),
 }
 
+/// How much a request may take from rate limits and budgets, computed only when some limit
+/// applies (counting prompt tokens costs a tokenizer pass).
+struct Demand<'a> {
+    prompt_tokens: &'a (dyn Fn() -> u64 + Sync),
+    max_output: Option<u32>,
+}
+
 impl RequestContext {
+    fn team(&self) -> Option<Arc<TeamRecord>> {
+        self.caller
+            .team
+            .as_deref()
+            .and_then(|t| self.services.directory.team(t))
+    }
+
     /// The public model `model`, if it exists and the caller may use it (404, 403).
     pub fn resolve(&self, model: &str) -> Result<Resolved> {
         let resolved = self.gateway.router.resolve(model).ok_or_else(|| {
@@ -45,26 +74,122 @@ impl RequestContext {
             )
             .with_param("model")
         })?;
-        self.caller.authorize_model(model, &resolved.model.name)?;
+        self.caller
+            .authorize_model(model, &resolved.model.name, self.team().as_deref())?;
         Ok(resolved)
     }
 
-    fn record(&self, model: &str, user: Option<&str>, stream: bool) -> UsageRecord {
-        UsageRecord {
-            request_id: self.id.clone(),
-            key: self.caller.name.clone(),
-            team: self.caller.team.clone(),
-            user: user.map(str::to_owned),
-            public_model: model.to_owned(),
-            provider: None,
-            upstream_model: None,
-            attempts: 0,
-            usage: None,
-            stream,
-            started: self.started,
-            first_token: None,
-            outcome: "ok",
+    /// A meter for this request, which writes its ledger row when it closes.
+    fn meter(&self, model: &str, user: Option<&str>, stream: bool) -> Meter {
+        Meter::new(
+            UsageRecord {
+                request_id: self.id.clone(),
+                at: self.at,
+                caller: self.caller.clone(),
+                user: user.map(str::to_owned),
+                public_model: model.to_owned(),
+                provider: None,
+                upstream_model: None,
+                price: None,
+                attempts: 0,
+                usage: None,
+                stream,
+                started: self.started,
+                first_token: None,
+                metadata: self.metadata.clone(),
+                cache: None,
+            },
+            self.services.ledger.clone(),
+        )
+    }
+
+    /// Resolves the model and takes the request's share of every rate limit and budget that
+    /// applies (caller, team, model). The meter holds what was taken, to settle at the end;
+    /// the returned headers are the `x-ratelimit-*` of the answer.
+    async fn admit(
+        &self,
+        model: &str,
+        meter: &mut Meter,
+        demand: Demand<'_>,
+    ) -> Result<(Resolved, Vec<(http::HeaderName, http::HeaderValue)>)> {
+        let resolved = self.resolve(model)?;
+        let team = self.team();
+        let caller = &self.caller;
+        let mut limits = Vec::new();
+        let mut budgets = Vec::new();
+        let mut consider =
+            |scope: &dyn Fn() -> Scope,
+             rpm: Option<u64>,
+             tpm: Option<u64>,
+             budget: Option<crate::config::BudgetConfig>| {
+                if let Some(budget) = budget {
+                    budgets.push(Budget {
+                        scope: scope(),
+                        limit: pricing::nanos(budget.usd),
+                        period: budget.period,
+                    });
+                }
+                if rpm.is_some() || tpm.is_some() {
+                    limits.push(RateLimit {
+                        scope: scope(),
+                        rpm,
+                        tpm,
+                    });
+                }
+            };
+        consider(
+            &|| Scope::Key(caller.id.clone()),
+            caller.rpm,
+            caller.tpm,
+            caller.budget,
+        );
+        if let (Some(team), Some(name)) = (&team, &caller.team) {
+            consider(
+                &|| Scope::Team(name.clone()),
+                team.rpm,
+                team.tpm,
+                team.budget,
+            );
         }
+        consider(
+            &|| Scope::Model(Arc::from(resolved.model.name.as_str())),
+            resolved.model.rpm,
+            resolved.model.tpm,
+            None,
+        );
+        if limits.is_empty() && budgets.is_empty() {
+            return Ok((resolved, Vec::new()));
+        }
+        let prompt = (demand.prompt_tokens)();
+        let limiter = &self.services.limiter;
+        let tokens = if limits.iter().any(|l| l.tpm.is_some()) {
+            prompt + u64::from(demand.max_output.unwrap_or(DEFAULT_OUTPUT_ESTIMATE))
+        } else {
+            0
+        };
+        let grant = limiter.acquire(&limits, tokens).await?;
+        let headers = grant.headers().to_vec();
+        let reservation = if budgets.is_empty() {
+            None
+        } else {
+            let shape = RequestShape {
+                input_tokens: prompt,
+                output_tokens: u64::from(demand.max_output.unwrap_or(DEFAULT_OUTPUT_RESERVE)),
+            };
+            let max_cost = self.gateway.router.max_cost(&resolved, &shape);
+            match limiter.reserve(&budgets, max_cost).await {
+                Ok(reservation) => Some(reservation),
+                Err(mut e) => {
+                    // The request never ran: give its tokens back.
+                    grant.settle(0);
+                    // TODO-MERGE e.headers.extend(headers);
+                    let _ = &mut e;
+                    return Err(e);
+                }
+            }
+        };
+        meter.hold(grant, reservation);
+        Ok((resolved, headers))
     }
 }
 
@@ -74,17 +199,33 @@ fn not_routed<T>(error: Error) -> Routed<T> {
         provider: None,
         upstream_model: None,
         attempts: 0,
+        price: None,
+        limit_headers: Vec::new(),
+    }
+}
+
+/// Notes how the request was routed on its meter.
+fn note_route<T>(meter: &mut Meter, routed: &Routed<T>) {
+    if let Some(record) = meter.record() {
+        record.provider = routed.provider.clone();
+        record.upstream_model = routed.upstream_model.clone();
+        record.attempts = routed.attempts;
+        record.price = routed.price;
     }
 }
 
 /// Serves a chat request: a complete answer, or a stream whose first chunk has arrived.
 pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
-    let mut record = cx.record(&req.model, req.user.as_deref(), req.stream);
-    let resolved = match cx.resolve(&req.model) {
-        Ok(resolved) => resolved,
+    let mut meter = cx.meter(&req.model, req.user.as_deref(), req.stream);
+    let prompt_tokens = || crate::tokenizer::prompt_tokens(&req);
+    let demand = Demand {
+        prompt_tokens: &prompt_tokens,
+        max_output: req.sampling.max_tokens,
+    };
+    let (resolved, limit_headers) = match cx.admit(&req.model, &mut meter, demand).await {
+        Ok(admitted) => admitted,
         Err(e) => {
-            record.outcome = e.kind.code();
-            record.emit();
+            meter.close(Err(&e));
             return not_routed(e);
         }
     };
@@ -93,7 +234,7 @@ pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
         input_tokens: crate::canonical::estimate_input_tokens(req),
         output_tokens: u64::from(req.sampling.max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE)),
     };
-    let routed = cx
+    let mut routed = cx
         .gateway
         .router
         .execute(&resolved, &shape, |provider, model| async move {
@@ -116,50 +257,50 @@ pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
             }
         })
         .await;
-    record.provider = routed.provider.clone();
-    record.upstream_model = routed.upstream_model.clone();
-    record.attempts = routed.attempts;
-    let Routed {
-        result,
-        provider,
-        upstream_model,
-        attempts,
-    } = routed;
-    let result = match result {
-        // The record goes with the stream and is emitted when it ends.
+    routed.limit_headers = limit_headers;
+    note_route(&mut meter, &routed);
+    routed.result = match routed.result {
+        // The meter goes with the stream and closes when it ends.
         Ok(ChatOutput::Stream(upstream)) => {
-            record.first_token = Some(Instant::now());
-            Ok(ChatOutput::Stream(Box::pin(Recorded {
+            if let Some(record) = meter.record() {
+                record.first_token = Some(Instant::now());
+            }
+            Ok(ChatOutput::Stream(Box::pin(Metered {
                 inner: upstream,
-                record: Some(record),
+                meter: Some(meter),
             })))
         }
         Ok(ChatOutput::Complete(response)) => {
-            record.usage = response.usage;
-            record.emit();
+            if let Some(record) = meter.record() {
+                record.usage = response.usage;
+            }
+            meter.close(Ok(()));
             Ok(ChatOutput::Complete(response))
         }
         Err(e) => {
-            record.outcome = e.kind.code();
-            record.emit();
+            meter.close(Err(&e));
             Err(e)
         }
     };
-    Routed {
-        result,
-        provider,
-        upstream_model,
-        attempts,
-    }
+    routed
 }
 
 pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<EmbeddingsResponse> {
-    let mut record = cx.record(&req.model, req.user.as_deref(), false);
-    let resolved = match cx.resolve(&req.model) {
-        Ok(resolved) => resolved,
+    let mut meter = cx.meter(&req.model, req.user.as_deref(), false);
+    let prompt_tokens = || match &req.input {
+        EmbeddingInput::Text(text) => crate::tokenizer::count(text),
+        EmbeddingInput::Texts(texts) => texts.iter().map(|t| crate::tokenizer::count(t)).sum(),
+        EmbeddingInput::Tokens(tokens) => tokens.len() as u64,
+        EmbeddingInput::TokenLists(lists) => lists.iter().map(|l| l.len() as u64).sum(),
+    };
+    let demand = Demand {
+        prompt_tokens: &prompt_tokens,
+        max_output: Some(0),
+    };
+    let (resolved, limit_headers) = match cx.admit(&req.model, &mut meter, demand).await {
+        Ok(admitted) => admitted,
         Err(e) => {
-            record.outcome = e.kind.code();
-            record.emit();
+            meter.close(Err(&e));
             return not_routed(e);
         }
     };
@@ -168,21 +309,24 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
         input_tokens: 0,
         output_tokens: 0,
     };
-    let routed = cx
+    let mut routed = cx
         .gateway
         .router
         .execute(&resolved, &shape, |provider, model| async move {
             provider.embed(req, &model).await
         })
         .await;
-    record.provider = routed.provider.clone();
-    record.upstream_model = routed.upstream_model.clone();
-    record.attempts = routed.attempts;
+    routed.limit_headers = limit_headers;
+    note_route(&mut meter, &routed);
     match &routed.result {
-        Ok(response) => record.usage = Some(response.usage),
-        Err(e) => record.outcome = e.kind.code(),
+        Ok(response) => {
+            if let Some(record) = meter.record() {
+                record.usage = Some(response.usage);
+            }
+            meter.close(Ok(()));
+        }
+        Err(e) => meter.close(Err(e)),
     }
-    record.emit();
     routed
 }
 
@@ -205,45 +349,37 @@ pub async fn count_tokens(cx: &RequestContext, req: ChatRequest) -> Routed<u64> 
         .await
 }
 
-/// Passes a stream through, noting usage, and emits the usage record when the stream ends,
-/// fails, or is dropped because the client went away.
-struct Recorded {
+/// Passes a stream through, noting usage, and closes the meter when the stream ends, fails,
+/// or is dropped because the client went away.
+struct Metered {
     inner: ChunkStream,
-    record: Option<UsageRecord>,
+    meter: Option<Meter>,
 }
 
-impl Stream for Recorded {
+impl Stream for Metered {
     type Item = Result<ChatChunk>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
         match &item {
             Some(Ok(chunk)) => {
-                if let (Some(usage), Some(record)) = (chunk.usage, self.record.as_mut()) {
-                    record.usage = Some(usage);
+                if let Some(usage) = chunk.usage {
+                    if let Some(record) = self.meter.as_mut().and_then(Meter::record) {
+                        record.usage = Some(usage);
+                    }
                 }
             }
             Some(Err(e)) => {
-                if let Some(mut record) = self.record.take() {
-                    record.outcome = e.kind.code();
-                    record.emit();
+                if let Some(meter) = self.meter.take() {
+                    meter.close(Err(e));
                 }
             }
             None => {
-                if let Some(record) = self.record.take() {
-                    record.emit();
+                if let Some(meter) = self.meter.take() {
+                    meter.close(Ok(()));
                 }
             }
         }
         Poll::Ready(item)
-    }
-}
-
-impl Drop for Recorded {
-    fn drop(&mut self) {
-        if let Some(mut record) = self.record.take() {
-            record.outcome = "client_closed";
-            record.emit();
-        }
     }
 }

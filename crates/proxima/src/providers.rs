@@ -171,7 +171,7 @@ impl Provider {
                 .await
                 .unwrap_or_else(|_| Err(self.timeout_error("token count"))),
             Adapter::OpenAi(_) | Adapter::Gemini(_) | Adapter::Mock(_) => {
-                Ok(crate::canonical::estimate_input_tokens(req))
+                Ok(crate::tokenizer::prompt_tokens(req))
             }
         }
     }

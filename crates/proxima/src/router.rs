@@ -37,6 +37,9 @@ pub struct Model {
     pub fallbacks: Vec<String>,
     pub retries: u32,
     pub timeout: Option<Duration>,
+    /// The model's capacity across all callers.
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
     next: AtomicUsize,
 }
 
@@ -68,6 +71,10 @@ pub struct Routed<T> {
     pub provider: Option<Arc<str>>,
     pub upstream_model: Option<String>,
     pub attempts: u32,
+    /// The price of the target that answered, to cost its usage.
+    pub price: Option<Price>,
+    /// `x-ratelimit-*` headers for the answer, from the caller's rate limits.
+    pub limit_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// What a strategy may look at besides the targets.
@@ -108,6 +115,8 @@ impl Router {
                 fallbacks: m.fallbacks.clone(),
                 retries: m.retries,
                 timeout: m.timeout.map(|t| t.0),
+                rpm: m.rpm,
+                tpm: m.tpm,
                 next: AtomicUsize::new(0),
             });
             match name.strip_suffix('*') {
@@ -156,6 +165,35 @@ impl Router {
                 suffix: Some(suffix.to_owned()),
             })
         })
+    }
+
+    /// The most a request of `shape` can cost on any target `resolved` may route it to,
+    /// fallbacks included: what a budget reserves before the call.
+    pub fn max_cost(&self, resolved: &Resolved, shape: &RequestShape) -> pricing::Nanos {
+        let fallbacks = resolved
+            .model
+            .fallbacks
+            .iter()
+            .filter_map(|f| self.resolve(f));
+        std::iter::once((resolved.model.clone(), resolved.suffix.clone()))
+            .chain(fallbacks.map(|r| (r.model, r.suffix)))
+            .flat_map(|(model, suffix)| {
+                model
+                    .targets
+                    .iter()
+                    .map(|t| {
+                        let upstream = match &suffix {
+                            Some(suffix) => t.model.replace('*', suffix),
+                            None => t.model.clone(),
+                        };
+                        t.price(&upstream).map_or(0, |p| {
+                            pricing::nanos(p.estimate(shape.input_tokens, shape.output_tokens))
+                        })
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .max()
+            .unwrap_or(0)
     }
 
     /// The concrete public model names, sorted (wildcards are not listed).
@@ -258,8 +296,10 @@ impl Router {
                         return Routed {
                             result: Ok(value),
                             provider: Some(target.provider.name.clone()),
+                            price: target.price(&upstream_model),
                             upstream_model: Some(upstream_model),
                             attempts,
+                            limit_headers: Vec::new(),
                         };
                     }
                     Err(error) => {
@@ -346,6 +386,8 @@ impl<T> Routed<T> {
                 provider: Some(provider),
                 upstream_model: Some(model),
                 attempts,
+                price: None,
+                limit_headers: Vec::new(),
             },
             None => Routed {
                 result: Err(Error::new(
@@ -360,6 +402,8 @@ impl<T> Routed<T> {
                 provider: None,
                 upstream_model: None,
                 attempts,
+                price: None,
+                limit_headers: Vec::new(),
             },
         }
     }

@@ -20,6 +20,11 @@
 //!    by chunk, with keep-alive comments in long silences and an error event if the upstream
 //!    breaks. One usage record is emitted per request when it ends.
 //!
+//! 4a. Before routing, the pipeline takes the request's share of the rate limits and budgets of
+//!    its key, team and model (429 `rate_limit_exceeded` / `budget_exceeded`), held by the
+//!    request's [`Meter`](crate::usage::Meter), which settles them with the real usage and
+//!    writes the one ledger row when the request ends, however it ends.
+//!
 //! `/admin/*` takes the master key ([`authenticate_admin`]). A reload (SIGHUP, the config file
 //! changing, or `POST /admin/config/reload`) builds a new gateway and swaps it in.
 
@@ -48,11 +53,14 @@ use crate::gateway::Gateway;
 use crate::pipeline::RequestContext;
 use crate::providers::HttpClient;
 use crate::router::health::HealthRegistry;
+use crate::services::Services;
 use crate::surface;
 
 /// Shared by all requests.
 pub struct AppState {
     gateway: ArcSwap<Gateway>,
+    /// Database, key directory, shared counters and ledger: these outlive reloads.
+    services: Arc<Services>,
     /// False once shutdown begins, so load balancers stop sending traffic.
     ready: AtomicBool,
     http: Arc<HttpClient>,
@@ -67,6 +75,10 @@ pub struct AppState {
 impl AppState {
     pub fn gateway(&self) -> Arc<Gateway> {
         self.gateway.load_full()
+    }
+
+    pub fn services(&self) -> &Arc<Services> {
+        &self.services
     }
 
     /// Reads the config file again and, if it is valid, swaps in a gateway built from it.
@@ -84,6 +96,11 @@ impl AppState {
         let current = self.gateway.load();
         if config.server.listen != current.config.server.listen {
             tracing::warn!("server.listen changed: it takes effect at the next restart");
+        }
+        if config.storage.database != self.services.storage.database
+            || config.storage.redis != self.services.storage.redis
+        {
+            tracing::warn!("storage changed: it takes effect at the next restart");
         }
         let gateway =
             Gateway::build(config, &self.http, &self.health).map_err(|e| vec![e.message])?;
@@ -128,6 +145,28 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
+        .route(
+            "/admin/keys",
+            get(surface::admin::list_keys).post(surface::admin::create_key),
+        )
+        .route(
+            "/admin/keys/{id}",
+            get(surface::admin::get_key)
+                .patch(surface::admin::update_key)
+                .delete(surface::admin::revoke_key),
+        )
+        .route(
+            "/admin/teams",
+            get(surface::admin::list_teams).post(surface::admin::create_team),
+        )
+        .route(
+            "/admin/teams/{name}",
+            get(surface::admin::get_team)
+                .patch(surface::admin::update_team)
+                .delete(surface::admin::delete_team),
+        )
+        .route("/admin/usage", get(surface::admin::usage))
+        .route("/admin/logs", get(surface::admin::logs))
         .route("/admin/config/reload", post(surface::admin::reload))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
@@ -176,10 +215,19 @@ async fn authenticate(
     mut req: Request,
     next: Next,
 ) -> Response {
+    let api = api_for_path(req.uri().path());
     let gateway = state.gateway.load_full();
-    let caller = match gateway.auth.authenticate(req.headers()) {
+    let caller = match gateway
+        .auth
+        .authenticate(req.headers(), &state.services.directory)
+        .await
+    {
         Ok(caller) => caller,
-        Err(e) => return e.into_response(api_for_path(req.uri().path())),
+        Err(e) => return e.into_response(api),
+    };
+    let metadata = match request_metadata(req.headers()) {
+        Ok(metadata) => metadata,
+        Err(e) => return e.into_response(api),
     };
     let id = req
         .extensions()
@@ -190,9 +238,31 @@ async fn authenticate(
         id,
         caller,
         gateway,
+        services: state.services.clone(),
         started: Instant::now(),
+        at: crate::clock::now_ms(),
+        metadata,
     }));
     next.run(req).await
+}
+
+/// `x-proxima-metadata`: a JSON object of tags for the ledger, kept as compact text.
+fn request_metadata(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, Error> {
+    let Some(value) = headers.get("x-proxima-metadata") else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::invalid_request(
+            "x-proxima-metadata must be a JSON object of tags, like {\"app\": \"search\"}",
+        )
+    };
+    let text = value.to_str().map_err(|_| bad())?;
+    match serde_json::from_str::<serde_json::Value>(text) {
+        Ok(serde_json::Value::Object(tags)) => {
+            Ok(Some(Arc::from(serde_json::Value::Object(tags).to_string())))
+        }
+        _ => Err(bad()),
+    }
 }
 
 /// The admin API takes the master key only, and is off without one.
@@ -209,7 +279,11 @@ async fn authenticate_admin(
         )
         .into_response(Api::OpenAiChat);
     }
-    match gateway.auth.authenticate(req.headers()) {
+    match gateway
+        .auth
+        .authenticate(req.headers(), &state.services.directory)
+        .await
+    {
         Ok(caller) if caller.admin => {
             req.extensions_mut().insert(state.clone());
             next.run(req).await
@@ -227,11 +301,16 @@ async fn live() -> Response {
     surface::json_response(&json!({"status": "ok"}))
 }
 
+/// Ready while not shutting down. Still ready with the database or Redis away (usage records
+/// wait, limits fall back to each replica's own), but the body says so.
 async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let mut body = state.services.health();
     if state.ready.load(Ordering::Relaxed) {
-        surface::json_response(&json!({"status": "ready"}))
+        body["status"] = "ready".into();
+        surface::json_response(&body)
     } else {
-        let mut response = surface::json_response(&json!({"status": "shutting_down"}));
+        body["status"] = "shutting_down".into();
+        let mut response = surface::json_response(&body);
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     }
@@ -263,6 +342,7 @@ impl Server {
         let health = HealthRegistry::default();
         let listen = config.server.listen;
         let grace = config.server.shutdown_grace.0;
+        let services = Services::start(&config.storage).await?;
         let gateway = Gateway::build(config, &http, &health)?;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::new(
@@ -274,6 +354,7 @@ impl Server {
             listener,
             state: Arc::new(AppState {
                 gateway: ArcSwap::from_pointee(gateway),
+                services,
                 ready: AtomicBool::new(true),
                 http,
                 health,
@@ -316,7 +397,7 @@ impl Server {
         });
         let grace = self.grace;
         let _stop_watching = AbortOnDrop(watcher);
-        tokio::select! {
+        let result = tokio::select! {
             result = std::future::IntoFuture::into_future(server) => result,
             () = async move {
                 draining.notified().await;
@@ -325,9 +406,16 @@ impl Server {
                 tracing::warn!("grace period of {grace:?} over: closing the connections still open");
                 Ok(())
             }
-        }
+        };
+        // Every request has closed its meter by now: write out the ledger.
+        self.state.services.shutdown(LEDGER_FLUSH).await;
+        result
     }
 }
+
+/// How long the usage records queued at shutdown may take to reach the database before they
+/// go to the spill file.
+const LEDGER_FLUSH: Duration = Duration::from_secs(5);
 
 /// How often the config file is checked for changes.
 const CONFIG_POLL: Duration = Duration::from_secs(1);

@@ -147,16 +147,24 @@ pub fn routed_response<T>(
         provider,
         upstream_model,
         attempts,
+        price,
+        limit_headers,
     } = routed;
     let mut response = match result {
         Ok(value) => render(value),
         Err(e) => e.into_response(api),
     };
+    let headers = response.headers_mut();
+    for (name, value) in limit_headers {
+        headers.insert(name, value);
+    }
     let route = Routed {
         result: Ok(()),
         provider,
         upstream_model,
         attempts,
+        price,
+        limit_headers: Vec::new(),
     };
     route_headers(&mut response, &route);
     response

@@ -1,54 +1,168 @@
-//! The record of one finished request: who, which model, which upstream, tokens, outcome.
+//! The record of one request — who, which model, which upstream, tokens, cost, outcome — and
+//! the [`Meter`] that closes it exactly once.
 //!
-//! Exactly one record is emitted per request, whether it succeeded, failed, or its client went
-//! away mid-stream (then from `Drop`). Today records go to the log (target `proxima::usage`);
-//! the usage ledger consumes the same records.
+//! A meter is made when a request has a caller and a model. It carries the rate-limit grant and
+//! the budget reservation taken for the request, and when it closes — the answer is complete,
+//! the request failed, or (from `Drop`) the client went away — it settles both with the real
+//! usage and cost, and queues the ledger row. The counters and the ledger are fed the same
+//! cost, so they cannot drift apart.
+
+pub mod ledger;
 
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
 use crate::canonical::Usage;
+use crate::error::Error;
+use crate::policy::limits::{RateGrant, Reservation};
+use crate::policy::Caller;
+use crate::pricing::{self, Price};
+use crate::store::LedgerRow;
+pub use ledger::Ledger;
+
+/// Status recorded when the client went away before the answer was complete (nginx's code).
+const CLIENT_CLOSED: u16 = 499;
 
 #[derive(Debug)]
 pub struct UsageRecord {
     pub request_id: Arc<str>,
-    pub key: String,
-    pub team: Option<String>,
+    /// When the request arrived, epoch ms.
+    pub at: i64,
+    pub caller: Arc<Caller>,
     pub user: Option<String>,
     pub public_model: String,
     pub provider: Option<Arc<str>>,
     pub upstream_model: Option<String>,
+    /// The price of the target that answered, to cost the usage.
+    pub price: Option<Price>,
     pub attempts: u32,
     pub usage: Option<Usage>,
     pub stream: bool,
     pub started: Instant,
     pub first_token: Option<Instant>,
-    /// `ok`, `client_closed`, or the SPEC error code.
-    pub outcome: &'static str,
+    /// Tags from `x-proxima-metadata`, as JSON text.
+    pub metadata: Option<Arc<str>>,
+    pub cache: Option<&'static str>,
 }
 
-impl UsageRecord {
-    pub fn emit(self) {
-        let usage = self.usage.unwrap_or_default();
+/// Closes a request's record, its rate-limit grant and its budget reservation, once.
+pub struct Meter {
+    open: Option<Open>,
+}
+
+struct Open {
+    record: UsageRecord,
+    grant: Option<RateGrant>,
+    reservation: Option<Reservation>,
+    ledger: Arc<Ledger>,
+}
+
+impl Meter {
+    pub fn new(record: UsageRecord, ledger: Arc<Ledger>) -> Meter {
+        Meter {
+            open: Some(Open {
+                record,
+                grant: None,
+                reservation: None,
+                ledger,
+            }),
+        }
+    }
+
+    /// The record, to fill in as the request goes.
+    pub fn record(&mut self) -> Option<&mut UsageRecord> {
+        self.open.as_mut().map(|o| &mut o.record)
+    }
+
+    /// What was taken from rate limits and budgets, settled when the meter closes.
+    pub fn hold(&mut self, grant: RateGrant, reservation: Option<Reservation>) {
+        if let Some(open) = self.open.as_mut() {
+            open.grant = Some(grant);
+            open.reservation = reservation;
+        }
+    }
+
+    /// Closes the record with the request's outcome: `Ok` when answered in full.
+    pub fn close(mut self, outcome: Result<(), &Error>) {
+        if let Some(open) = self.open.take() {
+            let (status, code) = match outcome {
+                Ok(()) => (200, None),
+                Err(e) => (e.kind.status().as_u16(), Some(e.kind.code())),
+            };
+            open.close(status, code);
+        }
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        if let Some(open) = self.open.take() {
+            open.close(CLIENT_CLOSED, Some("client_closed"));
+        }
+    }
+}
+
+impl Open {
+    fn close(self, status: u16, code: Option<&'static str>) {
+        let Open {
+            record,
+            grant,
+            reservation,
+            ledger,
+        } = self;
+        let usage = record.usage.unwrap_or_default();
+        let cost = record
+            .price
+            .map_or(0, |price| pricing::nanos(price.cost(&usage)));
+        if let Some(grant) = grant {
+            grant.settle(usage.input_tokens + usage.output_tokens);
+        }
+        if let Some(reservation) = reservation {
+            reservation.settle(cost);
+        }
+        let latency = record.started.elapsed();
         tracing::debug!(
             target: "proxima::usage",
-            request_id = &*self.request_id,
-            key = %self.key,
-            team = self.team.as_deref(),
-            user = self.user.as_deref(),
-            model = %self.public_model,
-            provider = self.provider.as_deref(),
-            upstream_model = self.upstream_model.as_deref(),
-            attempts = self.attempts,
+            request_id = &*record.request_id,
+            key = &*record.caller.id,
+            team = record.caller.team.as_deref(),
+            user = record.user.as_deref(),
+            model = %record.public_model,
+            provider = record.provider.as_deref(),
+            upstream_model = record.upstream_model.as_deref(),
+            attempts = record.attempts,
             input_tokens = usage.input_tokens,
             output_tokens = usage.output_tokens,
-            cached_tokens = usage.cached_input_tokens.unwrap_or(0),
-            stream = self.stream,
-            latency_ms = self.started.elapsed().as_secs_f64() * 1000.0,
-            ttft_ms = self.first_token.map(|t| (t - self.started).as_secs_f64() * 1000.0),
-            outcome = self.outcome,
+            cost_usd = pricing::usd(cost),
+            status,
             "request finished"
         );
+        let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+        ledger.push(LedgerRow {
+            id: format!("u_{:032x}", fastrand::u128(..)),
+            request_id: record.request_id.to_string(),
+            at: record.at,
+            key_id: Some(record.caller.id.to_string()),
+            key_name: Some(record.caller.name.clone()),
+            team: record.caller.team.as_deref().map(str::to_owned),
+            user: record.user,
+            model: record.public_model,
+            provider: record.provider.as_deref().map(str::to_owned),
+            upstream_model: record.upstream_model,
+            input_tokens: tokens(usage.input_tokens),
+            output_tokens: tokens(usage.output_tokens),
+            cached_tokens: tokens(usage.cached_input_tokens.unwrap_or(0)),
+            cost_nanos: cost,
+            latency_ms: millis(latency),
+            ttft_ms: record.first_token.map(|t| millis(t - record.started)),
+            status: i64::from(status),
+            error_code: code.map(str::to_owned),
+            cache: record.cache.map(str::to_owned),
+            attempts: i64::from(record.attempts),
+            stream: record.stream,
+            metadata: record.metadata.as_deref().map(str::to_owned),
+        });
     }
 }

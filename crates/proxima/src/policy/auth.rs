@@ -1,4 +1,5 @@
-//! Authentication by static keys, and model permissions.
+//! Authentication — static keys from the config, virtual keys from the database (through the
+//! [`Directory`]), JWTs from an identity provider — and model permissions.
 //!
 //! Keys are held only as SHA-256 hashes (high-entropy keys need no slow KDF), so a lookup costs
 //! one hash and one map probe, and no key is kept in memory in the clear.
@@ -9,71 +10,125 @@ use std::sync::Arc;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
 
-use crate::config::Config;
+use super::directory::Directory;
+use super::jwt::JwtVerifier;
+use crate::config::{BudgetConfig, Config, KeyConfig};
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::{KeyRecord, TeamRecord};
 
 /// The authenticated caller of a request.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub struct Caller {
-    /// The key's name (`master` for the master key, `anonymous` without keys).
+    /// What the ledger records as the key: a virtual key's id, a static key's name, `master`,
+    /// `anonymous`, or `jwt:SUBJECT`.
+    pub id: Arc<str>,
+    /// The key's name.
     pub name: String,
-    pub team: Option<String>,
+    pub team: Option<Arc<str>>,
     /// Public models allowed; `None` means all.
     pub models: Option<HashSet<String>>,
     pub admin: bool,
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+    pub budget: Option<BudgetConfig>,
+    /// Epoch milliseconds after which the key no longer works.
+    pub expires_at: Option<i64>,
 }
 
+impl Caller {
+    fn named(name: &str, admin: bool) -> Caller {
+        Caller {
+            id: Arc::from(name),
+            name: name.to_owned(),
+            admin,
+            ..Caller::default()
+        }
+    }
+
+    fn from_static(name: &str, key: &KeyConfig) -> Caller {
+        Caller {
+            team: key.team.as_deref().map(Arc::from),
+            models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
+            rpm: key.rpm,
+            tpm: key.tpm,
+            budget: key.budget,
+            ..Caller::named(name, false)
+        }
+    }
+
+    pub fn from_key(record: &KeyRecord) -> Caller {
+        Caller {
+            id: Arc::from(record.id.as_str()),
+            name: record.name.clone(),
+            team: record.team.as_deref().map(Arc::from),
+            models: record.models.as_ref().map(|m| m.iter().cloned().collect()),
+            admin: false,
+            rpm: record.rpm,
+            tpm: record.tpm,
+            budget: record.budget,
+            expires_at: record.expires_at,
+        }
+    }
+
+    fn from_jwt(identity: super::jwt::JwtIdentity) -> Caller {
+        Caller {
+            id: Arc::from(format!("jwt:{}", identity.subject)),
+            team: identity.team.map(Arc::from),
+            models: identity.models.map(|m| m.into_iter().collect()),
+            expires_at: Some(identity.expires_at.saturating_mul(1000)),
+            ..Caller::named(&identity.subject, false)
+        }
+    }
+}
+
+/// The credentials a config defines: rebuilt with the gateway on every reload.
 pub struct Auth {
     keys: HashMap<[u8; 32], Arc<Caller>>,
+    jwt: Option<Arc<JwtVerifier>>,
     /// Set when no key is configured at all (only allowed on loopback listeners).
     anonymous: Option<Arc<Caller>>,
 }
 
-fn hash(key: &str) -> [u8; 32] {
+pub(super) fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
 impl Auth {
-    pub fn from_config(config: &Config) -> Auth {
+    pub fn from_config(config: &Config, jwt: Option<Arc<JwtVerifier>>) -> Auth {
         let mut keys = HashMap::new();
         if let Some(master) = &config.server.master_key {
             keys.insert(
                 hash(master.expose()),
-                Arc::new(Caller {
-                    name: "master".into(),
-                    team: None,
-                    models: None,
-                    admin: true,
-                }),
+                Arc::new(Caller::named("master", true)),
             );
         }
         for (name, key) in &config.keys {
             keys.insert(
                 hash(key.key.expose()),
-                Arc::new(Caller {
-                    name: name.clone(),
-                    team: key.team.clone(),
-                    models: key.models.as_ref().map(|m| m.iter().cloned().collect()),
-                    admin: false,
-                }),
+                Arc::new(Caller::from_static(name, key)),
             );
         }
-        let anonymous = keys.is_empty().then(|| {
-            Arc::new(Caller {
-                name: "anonymous".into(),
-                team: None,
-                models: None,
-                admin: false,
-            })
-        });
-        Auth { keys, anonymous }
+        let anonymous =
+            (keys.is_empty() && jwt.is_none()).then(|| Arc::new(Caller::named("anonymous", false)));
+        Auth {
+            keys,
+            jwt,
+            anonymous,
+        }
     }
 
-    /// The caller behind `Authorization: Bearer KEY` or `x-api-key: KEY`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Caller>> {
+    /// The caller behind `Authorization: Bearer KEY` or `x-api-key: KEY`: a static key, a
+    /// virtual key from `directory`, or a JWT.
+    pub async fn authenticate(
+        &self,
+        headers: &HeaderMap,
+        directory: &Directory,
+    ) -> Result<Arc<Caller>> {
         if let Some(anonymous) = &self.anonymous {
-            // No keys configured: whatever key an SDK insists on sending is accepted.
-            return Ok(anonymous.clone());
+            if !directory.has_keys() {
+                // No keys anywhere: whatever key an SDK insists on sending is accepted.
+                return Ok(anonymous.clone());
+            }
         }
         let key = presented_key(headers).ok_or_else(|| {
             Error::new(
@@ -81,12 +136,25 @@ impl Auth {
                 "no API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`",
             )
         })?;
-        self.keys.get(&hash(key)).cloned().ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidApiKey,
-                "the API key is not valid: it is unknown, revoked or expired",
-            )
-        })
+        let digest = hash(key);
+        if let Some(caller) = self.keys.get(&digest) {
+            return Ok(caller.clone());
+        }
+        if let Some(caller) = directory.key(&digest) {
+            return Ok(caller);
+        }
+        if let Some(jwt) = &self.jwt {
+            if JwtVerifier::looks_like_jwt(key) {
+                return jwt
+                    .verify(key)
+                    .await
+                    .map(|id| Arc::new(Caller::from_jwt(id)));
+            }
+        }
+        Err(Error::new(
+            ErrorKind::InvalidApiKey,
+            "the API key is not valid: it is unknown, revoked or expired",
+        ))
     }
 }
 
@@ -105,17 +173,33 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Caller {
-    /// Whether the caller may use `public` (or the wildcard model `pattern` it matched).
-    pub fn authorize_model(&self, public: &str, pattern: &str) -> Result<()> {
-        match &self.models {
-            Some(allowed) if !allowed.contains(public) && !allowed.contains(pattern) => {
-                Err(Error::new(
-                    ErrorKind::ModelNotAllowed,
-                    format!("this key may not use model `{public}`"),
-                )
-                .with_param("model"))
+    /// Whether the caller, and its team, may use `public` (or the wildcard model `pattern` it
+    /// matched).
+    pub fn authorize_model(
+        &self,
+        public: &str,
+        pattern: &str,
+        team: Option<&TeamRecord>,
+    ) -> Result<()> {
+        let refuse = |who: String| {
+            Err(Error::new(
+                ErrorKind::ModelNotAllowed,
+                format!("{who} may not use model `{public}`"),
+            )
+            .with_param("model"))
+        };
+        if let Some(allowed) = &self.models {
+            if !allowed.contains(public) && !allowed.contains(pattern) {
+                return refuse("this key".into());
             }
-            _ => Ok(()),
         }
+        if let Some(team) = team {
+            if let Some(allowed) = &team.models {
+                if !allowed.iter().any(|m| m == public || m == pattern) {
+                    return refuse(format!("team `{}`", team.name));
+                }
+            }
+        }
+        Ok(())
     }
 }

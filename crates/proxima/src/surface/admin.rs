@@ -1,15 +1,384 @@
-//! The admin API (master key only): model health and config reload.
+//! The admin API (master key only): virtual keys, teams, usage reports, the call log, model
+//! health and config reload. Errors are in OpenAI's shape.
 
 use std::sync::Arc;
 
-use axum::extract::Extension;
+use axum::body::Body;
+use axum::extract::{Extension, Path, RawQuery};
 use axum::response::Response;
+use http::StatusCode;
+use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::json_response;
+use super::{json_response, read_json};
 use crate::canonical::Api;
-use crate::error::Error;
+use crate::clock;
+use crate::error::{Error, ErrorKind, Result};
 use crate::server::AppState;
+use crate::store::{GroupBy, KeyPatch, LogFilter, NewKey, TeamPatch, TeamRecord};
+
+/// Admin bodies are small; this bounds what an admin request may send.
+const ADMIN_BODY_LIMIT: usize = 1 << 20;
+
+/// An admin answer: the value as JSON, or the error in OpenAI's shape.
+fn answer<T: serde::Serialize>(result: Result<T>) -> Response {
+    match result {
+        Ok(value) => json_response(&value),
+        Err(e) => e.into_response(Api::OpenAiChat),
+    }
+}
+
+fn created<T: serde::Serialize>(result: Result<T>) -> Response {
+    let mut response = answer(result);
+    if response.status() == StatusCode::OK {
+        *response.status_mut() = StatusCode::CREATED;
+    }
+    response
+}
+
+/// The query string as `T`; a bad one is a 400 in the API's shape, like every other error.
+fn query<T: serde::de::DeserializeOwned>(raw: Option<String>) -> Result<T> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| Error::invalid_request(format!("bad query string: {e}")))
+}
+
+fn not_found(what: &str, id: &str) -> Error {
+    Error::new(ErrorKind::NotFound, format!("there is no {what} `{id}`"))
+}
+
+/// Checks what a key or team may be given: known model names, sane numbers.
+fn check_limits(
+    state: &AppState,
+    models: Option<&Vec<String>>,
+    budget: Option<&crate::config::BudgetConfig>,
+) -> Result<()> {
+    let gateway = state.gateway();
+    for model in models.into_iter().flatten() {
+        if gateway.router.resolve(model).is_none() && !gateway.config.models.contains_key(model) {
+            return Err(Error::invalid_request(format!(
+                "no model named `{model}`; configured: {}",
+                gateway.router.public_names().join(", ")
+            ))
+            .with_param("models"));
+        }
+    }
+    if let Some(budget) = budget {
+        if !(budget.usd.is_finite() && budget.usd >= 0.0) {
+            return Err(
+                Error::invalid_request("budget.usd must be zero or more dollars")
+                    .with_param("budget.usd"),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// `POST /admin/keys`: makes a virtual key. The answer holds the secret, this once.
+pub async fn create_key(Extension(state): Extension<Arc<AppState>>, body: Body) -> Response {
+    created(
+        async {
+            let new: NewKey = read_json(body, ADMIN_BODY_LIMIT).await?;
+            if new.name.trim().is_empty() {
+                return Err(Error::invalid_request("a key needs a `name`").with_param("name"));
+            }
+            check_limits(&state, new.models.as_ref(), new.budget.as_ref())?;
+            let services = state.services();
+            let (record, secret) = services.store.create_key(&new).await?;
+            services.directory.apply_key(&record);
+            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            value["key"] = secret.into();
+            Ok(value)
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyListQuery {
+    #[serde(default)]
+    include_revoked: bool,
+}
+
+/// `GET /admin/keys`: every key, without secrets.
+pub async fn list_keys(
+    Extension(state): Extension<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    answer(
+        async {
+            let query: KeyListQuery = query(raw)?;
+            let keys = state
+                .services()
+                .store
+                .list_keys(query.include_revoked)
+                .await?;
+            Ok(json!({"object": "list", "data": keys}))
+        }
+        .await,
+    )
+}
+
+/// `GET /admin/keys/{id}`.
+pub async fn get_key(
+    Extension(state): Extension<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        async {
+            state
+                .services()
+                .store
+                .get_key(&id)
+                .await?
+                .ok_or_else(|| not_found("key", &id))
+        }
+        .await,
+    )
+}
+
+/// `PATCH /admin/keys/{id}`: changes limits, models, team, budget, expiry or metadata.
+pub async fn update_key(
+    Extension(state): Extension<Arc<AppState>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let patch: KeyPatch = read_json(body, ADMIN_BODY_LIMIT).await?;
+            check_limits(
+                &state,
+                patch.models.as_ref().and_then(Option::as_ref),
+                patch.budget.as_ref().and_then(Option::as_ref),
+            )?;
+            let services = state.services();
+            let record = services
+                .store
+                .update_key(&id, &patch)
+                .await?
+                .ok_or_else(|| not_found("key", &id))?;
+            services.directory.apply_key(&record);
+            Ok(record)
+        }
+        .await,
+    )
+}
+
+/// `DELETE /admin/keys/{id}`: revokes the key on every replica within `sync_interval`.
+pub async fn revoke_key(
+    Extension(state): Extension<Arc<AppState>>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        async {
+            let services = state.services();
+            let record = services
+                .store
+                .revoke_key(&id)
+                .await?
+                .ok_or_else(|| not_found("key", &id))?;
+            services.directory.apply_key(&record);
+            Ok(record)
+        }
+        .await,
+    )
+}
+
+/// `POST /admin/teams`.
+pub async fn create_team(Extension(state): Extension<Arc<AppState>>, body: Body) -> Response {
+    created(
+        async {
+            let team: TeamRecord = read_json(body, ADMIN_BODY_LIMIT).await?;
+            if team.name.trim().is_empty() {
+                return Err(Error::invalid_request("a team needs a `name`").with_param("name"));
+            }
+            check_limits(&state, team.models.as_ref(), team.budget.as_ref())?;
+            let services = state.services();
+            let record = services.store.create_team(&team).await?.ok_or_else(|| {
+                Error::invalid_request(format!("a team named `{}` exists already", team.name))
+                    .with_param("name")
+            })?;
+            services.directory.apply_team(&record);
+            Ok(record)
+        }
+        .await,
+    )
+}
+
+/// `GET /admin/teams`.
+pub async fn list_teams(Extension(state): Extension<Arc<AppState>>) -> Response {
+    answer(
+        state
+            .services()
+            .store
+            .list_teams()
+            .await
+            .map(|teams| json!({"object": "list", "data": teams})),
+    )
+}
+
+/// `GET /admin/teams/{name}`.
+pub async fn get_team(
+    Extension(state): Extension<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    answer(
+        async {
+            state
+                .services()
+                .store
+                .get_team(&name)
+                .await?
+                .filter(|t| t.deleted_at.is_none())
+                .ok_or_else(|| not_found("team", &name))
+        }
+        .await,
+    )
+}
+
+/// `PATCH /admin/teams/{name}`.
+pub async fn update_team(
+    Extension(state): Extension<Arc<AppState>>,
+    Path(name): Path<String>,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let patch: TeamPatch = read_json(body, ADMIN_BODY_LIMIT).await?;
+            check_limits(
+                &state,
+                patch.models.as_ref().and_then(Option::as_ref),
+                patch.budget.as_ref().and_then(Option::as_ref),
+            )?;
+            let services = state.services();
+            let record = services
+                .store
+                .update_team(&name, &patch)
+                .await?
+                .ok_or_else(|| not_found("team", &name))?;
+            services.directory.apply_team(&record);
+            Ok(record)
+        }
+        .await,
+    )
+}
+
+/// `DELETE /admin/teams/{name}`: the team's keys keep working, without its limits.
+pub async fn delete_team(
+    Extension(state): Extension<Arc<AppState>>,
+    Path(name): Path<String>,
+) -> Response {
+    answer(
+        async {
+            let services = state.services();
+            if !services.store.delete_team(&name).await? {
+                return Err(not_found("team", &name));
+            }
+            if let Some(record) = services.store.get_team(&name).await? {
+                services.directory.apply_team(&record);
+            }
+            Ok(json!({"name": name, "deleted": true}))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsageQuery {
+    by: Option<GroupBy>,
+    from: Option<String>,
+    to: Option<String>,
+}
+
+/// A `from`/`to` query value as epoch ms.
+fn time_param(value: Option<&str>, name: &str, default: i64) -> Result<i64> {
+    match value {
+        None => Ok(default),
+        Some(text) => clock::parse_time(text, clock::now_ms())
+            .map_err(|e| Error::invalid_request(e).with_param(name)),
+    }
+}
+
+/// `GET /admin/usage?by=key|team|model|day&from=&to=`: requests, errors, tokens and dollars,
+/// from the ledger. `from` defaults to 30 days ago, `to` to now.
+pub async fn usage(
+    Extension(state): Extension<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    answer(
+        async {
+            let query: UsageQuery = query(raw)?;
+            let now = clock::now_ms();
+            let from = time_param(query.from.as_deref(), "from", now - 30 * 86_400_000)?;
+            let to = time_param(query.to.as_deref(), "to", now + 1)?;
+            let by = query.by.unwrap_or(GroupBy::Model);
+            let groups = state.services().store.usage_report(by, from, to).await?;
+            let total_nanos: i64 = groups.iter().map(|g| g.cost_nanos).sum();
+            Ok(json!({
+                "object": "usage_report",
+                "by": by,
+                "from": clock::rfc3339(from),
+                "to": clock::rfc3339(to),
+                "total": {
+                    "requests": groups.iter().map(|g| g.requests).sum::<i64>(),
+                    "errors": groups.iter().map(|g| g.errors).sum::<i64>(),
+                    "input_tokens": groups.iter().map(|g| g.input_tokens).sum::<i64>(),
+                    "output_tokens": groups.iter().map(|g| g.output_tokens).sum::<i64>(),
+                    "cost_usd": crate::pricing::usd(total_nanos),
+                },
+                "data": groups,
+            }))
+        }
+        .await,
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogsQuery {
+    key: Option<String>,
+    team: Option<String>,
+    model: Option<String>,
+    status: Option<String>,
+    request_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// `GET /admin/logs`: the call log, newest first, filtered by key, team, model, status
+/// (`429`, `ok`, `error`), request id and time; `next` pages on.
+pub async fn logs(Extension(state): Extension<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
+    answer(
+        async {
+            let query: LogsQuery = query(raw)?;
+            let filter = LogFilter {
+                from: query
+                    .from
+                    .as_deref()
+                    .map(|t| time_param(Some(t), "from", 0))
+                    .transpose()?,
+                to: query
+                    .to
+                    .as_deref()
+                    .map(|t| time_param(Some(t), "to", 0))
+                    .transpose()?,
+                key: query.key,
+                team: query.team,
+                model: query.model,
+                status: query.status,
+                request_id: query.request_id,
+                limit: query.limit,
+                after: query.after,
+            };
+            let page = state.services().store.logs(&filter).await?;
+            Ok(json!({"object": "list", "data": page.data, "next": page.next}))
+        }
+        .await,
+    )
+}
 
 /// `GET /admin/models`: every public model with its targets' breaker state, latency and
 /// error figures, and canary status.

@@ -1,0 +1,93 @@
+//! What outlives a config reload: the database, the key directory, the shared rate-limit and
+//! budget counters, and the ledger writer. Built once at start from `[storage]`; a change to
+//! `[storage]` takes effect at the next restart.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::StorageConfig;
+use crate::error::Result;
+use crate::policy::limits::{Limiter, RedisStatus, Scope, SpendLookup};
+use crate::policy::Directory;
+use crate::store::{SpendColumn, Store};
+use crate::usage::Ledger;
+
+pub struct Services {
+    pub store: Store,
+    pub directory: Arc<Directory>,
+    pub limiter: Arc<Limiter>,
+    pub ledger: Arc<Ledger>,
+    /// What these were built from, to tell when a reload asks for something else.
+    pub storage: StorageConfig,
+}
+
+impl Services {
+    pub async fn start(storage: &StorageConfig) -> Result<Arc<Services>> {
+        let store = Store::open(storage.database.expose()).await?;
+        let directory = Directory::start(store.clone(), storage.sync_interval.0).await?;
+        let spend: SpendLookup = {
+            let store = store.clone();
+            Arc::new(move |scope: Scope, from: i64| {
+                let store = store.clone();
+                Box::pin(async move {
+                    let (column, name) = match &scope {
+                        Scope::Key(name) => (SpendColumn::Key, name),
+                        Scope::Team(name) => (SpendColumn::Team, name),
+                        Scope::Model(name) => (SpendColumn::Model, name),
+                    };
+                    store.spent_since(column, name, from).await
+                })
+            })
+        };
+        let limiter = Limiter::new(storage.redis.as_ref().map(|r| r.expose()), spend).await;
+        let ledger = Ledger::start(store.clone(), &storage.ledger, spill_path(storage));
+        crate::tokenizer::warm_up();
+        Ok(Arc::new(Services {
+            store,
+            directory,
+            limiter,
+            ledger,
+            storage: storage.clone(),
+        }))
+    }
+
+    /// Writes out the usage records still queued (to the spill file if the database is away).
+    pub async fn shutdown(&self, deadline: Duration) {
+        self.ledger.shutdown(deadline).await;
+        self.store.close().await;
+    }
+
+    /// Problems `/health/ready` reports: the database refusing writes, Redis away.
+    pub fn health(&self) -> serde_json::Value {
+        let ledger = self.ledger.status();
+        let redis = match self.limiter.redis_status() {
+            RedisStatus::NotConfigured => serde_json::Value::Null,
+            RedisStatus::Connected => "ok".into(),
+            RedisStatus::Degraded(reason) => {
+                format!("unreachable, limits are enforced per replica: {reason}").into()
+            }
+        };
+        serde_json::json!({
+            "database": if ledger.database_reachable { "ok" } else { "unreachable" },
+            "redis": redis,
+            "usage_records_queued": ledger.queued,
+            "usage_records_spilled": ledger.spilled,
+        })
+    }
+}
+
+/// The spill file: configured, else beside an SQLite database, else in the working directory.
+fn spill_path(storage: &StorageConfig) -> PathBuf {
+    if let Some(path) = &storage.ledger.spill_file {
+        return path.clone();
+    }
+    let database = storage.database.expose();
+    match database.strip_prefix("sqlite://") {
+        Some(file) if !file.contains(":memory:") => {
+            let file = file.split('?').next().unwrap_or(file);
+            PathBuf::from(format!("{file}.ledger.spill"))
+        }
+        _ => PathBuf::from("proxima-ledger.spill"),
+    }
+}
