@@ -2,5 +2,7 @@
 //! guardrails) add their checks here.
 
 pub mod auth;
+pub mod jwt;
 
 pub use auth::{Auth, Caller};
+pub use jwt::{JwtIdentity, JwtVerifier};
