@@ -746,3 +746,534 @@ fn printable(kid: &str) -> String {
 fn now_secs() -> i64 {
     jsonwebtoken::get_current_timestamp() as i64
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::Mutex;
+
+    use jsonwebtoken::{EncodingKey, Header};
+    use ring::rand::SystemRandom;
+    use ring::signature::{
+        EcdsaKeyPair, Ed25519KeyPair, KeyPair, ECDSA_P256_SHA256_FIXED_SIGNING,
+        ECDSA_P384_SHA384_FIXED_SIGNING,
+    };
+    use serde_json::json;
+
+    use super::*;
+    use crate::config::ConfigDuration;
+
+    const ISSUER: &str = "https://idp.test";
+    const AUDIENCE: &str = "proxima";
+    /// A test-only key, made with `openssl genpkey -algorithm RSA`; its JWK beside it.
+    const RSA_PRIVATE: &str = include_str!("../../tests/fixtures/jwt_rsa_test_key.pem");
+    const RSA_PUBLIC: &str = include_str!("../../tests/fixtures/jwt_rsa_test_key.pub.pem");
+    const RSA_JWK: &str = include_str!("../../tests/fixtures/jwt_rsa_test_key.jwk.json");
+
+    fn b64url(bytes: &[u8]) -> String {
+        const ALPHABET: &[u8; 64] =
+            b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let mut out = String::new();
+        for chunk in bytes.chunks(3) {
+            let b = |i: usize| u32::from(chunk.get(i).copied().unwrap_or(0));
+            let n = (b(0) << 16) | (b(1) << 8) | b(2);
+            for i in 0..=chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            }
+        }
+        out
+    }
+
+    /// A private key that signs tokens, and its public JWK.
+    struct Signer {
+        kid: Option<String>,
+        alg: Algorithm,
+        encoding: EncodingKey,
+        jwk: Value,
+    }
+
+    impl Signer {
+        fn ec(kid: &str) -> Signer {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .unwrap();
+            let point = pair.public_key().as_ref();
+            Signer {
+                kid: Some(kid.into()),
+                alg: Algorithm::ES256,
+                encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
+                    "x": b64url(&point[1..33]), "y": b64url(&point[33..])}),
+            }
+        }
+
+        fn ec384(kid: &str) -> Signer {
+            let rng = SystemRandom::new();
+            let pkcs8 =
+                EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
+            let pair =
+                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
+                    .unwrap();
+            let point = pair.public_key().as_ref();
+            Signer {
+                kid: Some(kid.into()),
+                alg: Algorithm::ES384,
+                encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
+                jwk: json!({"kty": "EC", "crv": "P-384", "kid": kid,
+                    "x": b64url(&point[1..49]), "y": b64url(&point[49..])}),
+            }
+        }
+
+        fn ed(kid: &str) -> Signer {
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).unwrap();
+            let pair = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+            Signer {
+                kid: Some(kid.into()),
+                alg: Algorithm::EdDSA,
+                encoding: EncodingKey::from_ed_der(pkcs8.as_ref()),
+                jwk: json!({"kty": "OKP", "crv": "Ed25519", "kid": kid,
+                    "x": b64url(pair.public_key().as_ref())}),
+            }
+        }
+
+        fn rsa(kid: &str) -> Signer {
+            let mut jwk: Value = serde_json::from_str(RSA_JWK).unwrap();
+            jwk["kid"] = json!(kid);
+            jwk["alg"] = json!("RS256");
+            Signer {
+                kid: Some(kid.into()),
+                alg: Algorithm::RS256,
+                encoding: EncodingKey::from_rsa_pem(RSA_PRIVATE.as_bytes()).unwrap(),
+                jwk,
+            }
+        }
+
+        fn without_kid(mut self) -> Signer {
+            self.kid = None;
+            self.jwk.as_object_mut().unwrap().remove("kid");
+            self
+        }
+
+        fn sign(&self, claims: &Value) -> String {
+            let mut header = Header::new(self.alg);
+            header.kid = self.kid.clone();
+            jsonwebtoken::encode(&header, claims, &self.encoding).unwrap()
+        }
+
+        fn token(&self) -> String {
+            self.sign(&claims())
+        }
+    }
+
+    fn claims() -> Value {
+        json!({
+            "iss": ISSUER,
+            "aud": AUDIENCE,
+            "sub": "alice",
+            "exp": now_secs() + 600,
+            "team": "platform",
+            "models": ["fast", "smart"],
+        })
+    }
+
+    fn with(mut claims: Value, name: &str, value: Value) -> Value {
+        if value.is_null() {
+            claims.as_object_mut().unwrap().remove(name);
+        } else {
+            claims[name] = value;
+        }
+        claims
+    }
+
+    /// A JWKS endpoint that counts its requests; its keys can change between them.
+    struct IdP {
+        url: String,
+        hits: Arc<AtomicUsize>,
+        keys: Arc<Mutex<Vec<Value>>>,
+    }
+
+    impl IdP {
+        async fn start(keys: Vec<Value>) -> IdP {
+            let hits = Arc::new(AtomicUsize::new(0));
+            let keys = Arc::new(Mutex::new(keys));
+            let (counter, published) = (hits.clone(), keys.clone());
+            let app = axum::Router::new().route(
+                "/jwks",
+                axum::routing::get(move || {
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    let body = json!({ "keys": *published.lock().unwrap() }).to_string();
+                    async move { ([(http::header::CONTENT_TYPE, "application/json")], body) }
+                }),
+            );
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+            tokio::spawn(async move { axum::serve(listener, app).await });
+            IdP { url, hits, keys }
+        }
+
+        fn hits(&self) -> usize {
+            self.hits.load(Ordering::SeqCst)
+        }
+
+        fn publish(&self, keys: Vec<Value>) {
+            *self.keys.lock().unwrap() = keys;
+        }
+    }
+
+    fn config(jwks_url: Option<&str>, public_key: Option<&str>) -> JwtConfig {
+        JwtConfig {
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            jwks_url: jwks_url.map(str::to_owned),
+            public_key: public_key.map(str::to_owned),
+            algorithms: ["RS256", "ES256", "ES384", "EdDSA"]
+                .map(String::from)
+                .to_vec(),
+            team_claim: "team".into(),
+            models_claim: "models".into(),
+            leeway: ConfigDuration::secs(5),
+            jwks_refresh: ConfigDuration::secs(600),
+        }
+    }
+
+    fn http() -> reqwest::Client {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        reqwest::Client::new()
+    }
+
+    /// A verifier on `idp` whose startup fetch is done (so request counts are exact).
+    async fn verifier_for(idp: &IdP) -> Arc<JwtVerifier> {
+        let verifier = JwtVerifier::new(&config(Some(&idp.url), None), http()).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while verifier.generation() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "the startup JWKS fetch never finished"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(idp.hits(), 1);
+        verifier
+    }
+
+    /// The refusal's message, checked to be a 401 that does not echo the token.
+    async fn refusal(verifier: &JwtVerifier, token: &str) -> String {
+        let error = verifier.verify(token).await.unwrap_err();
+        assert_eq!(error.kind, ErrorKind::InvalidApiKey, "{}", error.message);
+        assert!(!error.message.contains(token));
+        error.message
+    }
+
+    #[tokio::test]
+    async fn valid_tokens_map_to_identities() {
+        let (rsa, ec) = (Signer::rsa("rsa-1"), Signer::ec("ec-1"));
+        let idp = IdP::start(vec![rsa.jwk.clone(), ec.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+
+        let identity = verifier.verify(&rsa.token()).await.unwrap();
+        assert_eq!(identity.subject, "alice");
+        assert_eq!(identity.team.as_deref(), Some("platform"));
+        assert_eq!(
+            identity.models,
+            Some(vec!["fast".to_string(), "smart".to_string()])
+        );
+        assert!(identity.expires_at > now_secs());
+
+        // A space/comma separated string of models, no team, and an absent models claim.
+        let listed = with(claims(), "models", json!("fast, smart  other"));
+        let identity = verifier
+            .verify(&ec.sign(&with(listed, "team", Value::Null)))
+            .await
+            .unwrap();
+        assert_eq!(identity.team, None);
+        assert_eq!(
+            identity.models,
+            Some(["fast", "smart", "other"].map(String::from).to_vec())
+        );
+        let identity = verifier
+            .verify(&ec.sign(&with(claims(), "models", Value::Null)))
+            .await
+            .unwrap();
+        assert_eq!(identity.models, None);
+
+        // `aud` may be a list that contains ours.
+        let several = with(claims(), "aud", json!(["other", AUDIENCE]));
+        verifier.verify(&ec.sign(&several)).await.unwrap();
+        assert_eq!(idp.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn every_key_type_verifies() {
+        let signers = [
+            Signer::rsa("rsa"),
+            Signer::ec("p256"),
+            Signer::ec384("p384"),
+            Signer::ed("ed25519"),
+        ];
+        let idp = IdP::start(signers.iter().map(|s| s.jwk.clone()).collect()).await;
+        let verifier = verifier_for(&idp).await;
+        for signer in &signers {
+            let identity = verifier.verify(&signer.token()).await.unwrap();
+            assert_eq!(identity.subject, "alice", "{:?}", signer.alg);
+        }
+    }
+
+    #[tokio::test]
+    async fn claims_are_checked() {
+        let ec = Signer::ec("k1");
+        let idp = IdP::start(vec![ec.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+
+        // Past `exp` beyond the leeway.
+        let expired = ec.sign(&with(claims(), "exp", json!(now_secs() - 60)));
+        assert!(refusal(&verifier, &expired)
+            .await
+            .contains("the token has expired"));
+        // Within the leeway it still passes.
+        verifier
+            .verify(&ec.sign(&with(claims(), "exp", json!(now_secs() - 2))))
+            .await
+            .unwrap();
+        let no_exp = ec.sign(&with(claims(), "exp", Value::Null));
+        assert!(refusal(&verifier, &no_exp).await.contains("no `exp` claim"));
+
+        let audience = ec.sign(&with(claims(), "aud", json!("someone-else")));
+        assert!(refusal(&verifier, &audience)
+            .await
+            .contains("the token is for another audience"));
+        let issuer = ec.sign(&with(claims(), "iss", json!("https://evil.test")));
+        assert!(refusal(&verifier, &issuer).await.contains("wrong issuer"));
+        let early = ec.sign(&with(claims(), "nbf", json!(now_secs() + 600)));
+        assert!(refusal(&verifier, &early).await.contains("not valid yet"));
+        let no_sub = ec.sign(&with(claims(), "sub", Value::Null));
+        assert!(refusal(&verifier, &no_sub).await.contains("`sub`"));
+        let bad_models = ec.sign(&with(claims(), "models", json!([1, 2])));
+        assert!(refusal(&verifier, &bad_models).await.contains("`models`"));
+    }
+
+    #[tokio::test]
+    async fn forged_and_unaccepted_tokens_are_refused() {
+        let ec = Signer::ec("k1");
+        let idp = IdP::start(vec![ec.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+
+        // Another key claiming the published key's `kid`.
+        let forged = Signer::ec("k1").token();
+        assert!(refusal(&verifier, &forged).await.contains("bad signature"));
+        // A valid token with its payload swapped.
+        let token = ec.token();
+        let other = ec.sign(&with(claims(), "sub", json!("mallory")));
+        let parts: Vec<&str> = token.split('.').collect();
+        let spliced = format!(
+            "{}.{}.{}",
+            parts[0],
+            other.split('.').nth(1).unwrap(),
+            parts[2]
+        );
+        assert!(refusal(&verifier, &spliced).await.contains("bad signature"));
+
+        // An algorithm not in the config (a shared secret), with a published `kid`.
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("k1".into());
+        let hmac =
+            jsonwebtoken::encode(&header, &claims(), &EncodingKey::from_secret(b"x")).unwrap();
+        assert!(refusal(&verifier, &hmac).await.contains("not accepted"));
+        // An accepted algorithm, but not the one of the key with that `kid`.
+        assert!(refusal(&verifier, &Signer::rsa("k1").token())
+            .await
+            .contains("does not match its signing key"));
+        assert!(refusal(&verifier, "not.a.jwt").await.contains("malformed"));
+        assert_eq!(idp.hits(), 1);
+    }
+
+    #[tokio::test]
+    async fn rotation_refetches_once_for_an_unknown_kid() {
+        let (old, new) = (Signer::ec("old"), Signer::ec("new"));
+        let idp = IdP::start(vec![old.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+        let old_token = old.token();
+        verifier.verify(&old_token).await.unwrap();
+
+        // The IdP rotates: the new key in, the old one out.
+        idp.publish(vec![new.jwk.clone()]);
+        let new_token = new.token();
+        let results =
+            futures_util::future::join_all((0..20).map(|_| verifier.verify(&new_token))).await;
+        assert!(results.iter().all(Result::is_ok));
+        assert_eq!(idp.hits(), 2, "concurrent requests share one fetch");
+
+        // The withdrawn key stops working at once, even for a token verified before.
+        assert!(refusal(&verifier, &old_token)
+            .await
+            .contains("the token's signing key `old` is unknown"));
+        assert_eq!(idp.hits(), 2, "no second fetch within the gap");
+    }
+
+    #[tokio::test]
+    async fn unknown_kids_cannot_hammer_the_idp() {
+        let ec = Signer::ec("k1");
+        let idp = IdP::start(vec![ec.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+
+        let garbage = Signer::ec("garbage-1").token();
+        assert!(refusal(&verifier, &garbage)
+            .await
+            .contains("the token's signing key `garbage-1` is unknown"));
+        assert_eq!(idp.hits(), 2);
+        for i in 2..50 {
+            let token = Signer::ec(&format!("garbage-{i}")).token();
+            refusal(&verifier, &token).await;
+        }
+        assert_eq!(idp.hits(), 2);
+        // Known keys keep working meanwhile.
+        verifier.verify(&ec.token()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn tokens_without_kid_need_a_single_key() {
+        let only = Signer::ec("k1").without_kid();
+        let idp = IdP::start(vec![only.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+        verifier.verify(&only.token()).await.unwrap();
+
+        let second = Signer::ec("k2");
+        let idp = IdP::start(vec![only.jwk.clone(), second.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+        assert!(refusal(&verifier, &only.token())
+            .await
+            .contains("has no `kid`"));
+        verifier.verify(&second.token()).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn public_key_pem_mode() {
+        let verifier = JwtVerifier::new(&config(None, Some(RSA_PUBLIC)), http()).unwrap();
+        let rsa = Signer::rsa("whatever");
+        assert_eq!(
+            verifier.verify(&rsa.token()).await.unwrap().subject,
+            "alice"
+        );
+        assert_eq!(
+            verifier
+                .verify(&rsa.without_kid().token())
+                .await
+                .unwrap()
+                .subject,
+            "alice"
+        );
+        let ec = Signer::ec("k1");
+        assert!(refusal(&verifier, &ec.token())
+            .await
+            .contains("does not match its signing key"));
+
+        let private = JwtVerifier::new(&config(None, Some(RSA_PRIVATE)), http());
+        assert!(private.err().unwrap().message.contains("private key"));
+        let mut es_only = config(None, Some(RSA_PUBLIC));
+        es_only.algorithms = vec!["ES256".into()];
+        let error = JwtVerifier::new(&es_only, http()).err().unwrap();
+        assert!(error.message.contains("RSA"), "{}", error.message);
+    }
+
+    #[tokio::test]
+    async fn config_mistakes_are_refused() {
+        let message = |config: JwtConfig| JwtVerifier::new(&config, http()).err().unwrap().message;
+        assert!(message(config(None, None)).contains("needs `jwks_url`"));
+        assert!(message(config(Some("http://idp/jwks"), Some(RSA_PUBLIC))).contains("only one"));
+        assert!(message(config(Some("not a url"), None)).contains("not a URL"));
+        let mut hmac = config(Some("http://idp/jwks"), None);
+        hmac.algorithms = vec!["HS256".into()];
+        assert!(message(hmac).contains("shared secret"));
+        let mut unknown = config(Some("http://idp/jwks"), None);
+        unknown.algorithms = vec!["RS257".into()];
+        assert!(message(unknown).contains("unknown algorithm `RS257`"));
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_idp_is_retried_on_use() {
+        // A port nothing listens on once the listener is dropped.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        drop(listener);
+        let verifier = JwtVerifier::new(&config(Some(&url), None), http()).unwrap();
+        let error = verifier
+            .verify(&Signer::ec("k1").token())
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind, ErrorKind::Unavailable);
+        assert!(error.retry_after.is_some());
+    }
+
+    #[tokio::test]
+    async fn verified_tokens_are_cached_until_exp() {
+        let ec = Signer::ec("k1");
+        let idp = IdP::start(vec![ec.jwk.clone()]).await;
+        let verifier = verifier_for(&idp).await;
+        let token = ec.token();
+        let first = verifier.verify(&token).await.unwrap();
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        assert_eq!(verifier.cached(&digest), Some(first.clone()));
+
+        // A hit is served from the cache (the token is no longer checked) ...
+        verifier
+            .verified
+            .write()
+            .unwrap()
+            .get_mut(&digest)
+            .unwrap()
+            .subject = "cached".into();
+        assert_eq!(verifier.verify(&token).await.unwrap().subject, "cached");
+        // ... but its expiry still is.
+        verifier
+            .verified
+            .write()
+            .unwrap()
+            .get_mut(&digest)
+            .unwrap()
+            .expires_at = now_secs() - 60;
+        assert!(refusal(&verifier, &token).await.contains("expired"));
+
+        // Bounded.
+        for i in 0..(CACHE_CAPACITY as u32 + 10) {
+            let mut digest = [0u8; 32];
+            digest[..4].copy_from_slice(&i.to_be_bytes());
+            verifier.remember(digest, first.clone(), now_secs());
+        }
+        assert!(verifier.verified.read().unwrap().len() <= CACHE_CAPACITY);
+    }
+
+    #[test]
+    fn looks_like_jwt_only_for_jwts() {
+        let token = Signer::ec("k1").token();
+        assert!(JwtVerifier::looks_like_jwt(&token));
+        for not_jwt in [
+            "sk-proxima-0123456789abcdef",
+            "sk-ant-api03-abc.def",
+            "",
+            "a.b.c",
+            "eyJhbGciOiJFUzI1NiJ9..c2ln",
+            &format!("{token}.extra"),
+            &format!("{token} "),
+            // A JSON header without `alg`.
+            &format!("{}.e30.c2ln", b64url(br#"{"typ":"JWT"}"#)),
+        ] {
+            assert!(!JwtVerifier::looks_like_jwt(not_jwt), "{not_jwt}");
+        }
+    }
+
+    #[test]
+    fn claims_by_name_or_path() {
+        let claims = json!({
+            "https://example.com/team": "a",
+            "org": { "team": "b" },
+        });
+        let claims = claims.as_object().unwrap();
+        assert_eq!(claim(claims, "https://example.com/team"), Some(&json!("a")));
+        assert_eq!(claim(claims, "org.team"), Some(&json!("b")));
+        assert_eq!(claim(claims, "org.none"), None);
+        assert_eq!(claim(claims, "team"), None);
+    }
+}
