@@ -9,3 +9,4 @@ pub mod limits;
 
 pub use auth::{Auth, Caller};
 pub use directory::Directory;
+pub use jwt::{JwtIdentity, JwtVerifier};
