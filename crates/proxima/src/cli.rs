@@ -1,4 +1,7 @@
-//! The command line: `serve`, `check`, `config example`.
+//! The command line: `serve`, `check`, `config example`, and the database commands
+//! (`migrate`, `keys`, `usage`) in [`database`].
+
+mod database;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -31,10 +34,19 @@ enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Apply the database migrations (`serve` also does at start).
+    Migrate(ConfigArg),
+    /// Manage virtual keys in the configured database.
+    Keys {
+        #[command(subcommand)]
+        command: database::KeysCommand,
+    },
+    /// Spend and token report from the usage ledger.
+    Usage(database::UsageArgs),
 }
 
 #[derive(clap::Args)]
-struct ConfigArg {
+pub(crate) struct ConfigArg {
     /// Config file. Default: $PROXIMA_CONFIG, else ./proxima.toml if present, else the built-in
     /// default (mock provider, plus providers whose API keys are in the environment).
     #[arg(long, short)]
@@ -58,6 +70,9 @@ pub fn main() -> ExitCode {
             print!("{EXAMPLE}");
             ExitCode::SUCCESS
         }
+        Command::Migrate(arg) => database::migrate(arg),
+        Command::Keys { command } => database::keys(command),
+        Command::Usage(args) => database::usage(args),
     }
 }
 
@@ -77,7 +92,7 @@ fn config_path(arg: ConfigArg) -> Option<PathBuf> {
 }
 
 /// The config and the file it came from (`None`: the built-in default).
-fn load(arg: ConfigArg) -> Result<(Config, Option<PathBuf>), Problems> {
+pub(crate) fn load(arg: ConfigArg) -> Result<(Config, Option<PathBuf>), Problems> {
     match config_path(arg) {
         Some(path) => Ok((Config::load(&path)?, Some(path))),
         None => Ok((

@@ -136,6 +136,18 @@ pub struct JwtConfig {
     pub jwks_refresh: ConfigDuration,
 }
 
+impl BudgetPeriod {
+    /// As written in config: `1d`, `1w`, `1mo` or `total`.
+    pub fn name(self) -> &'static str {
+        match self {
+            BudgetPeriod::Day => "1d",
+            BudgetPeriod::Week => "1w",
+            BudgetPeriod::Month => "1mo",
+            BudgetPeriod::Total => "total",
+        }
+    }
+}
+
 /// A spending limit in US dollars over a calendar period (UTC).
 #[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]

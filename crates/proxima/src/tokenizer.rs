@@ -48,6 +48,6 @@ mod tests {
     fn counts_like_openai() {
         // o200k_base: "Hello, world!" is 4 tokens; "hello" repeated is one token each.
         assert_eq!(super::count("Hello, world!"), 4);
-        assert_eq!(super::count(&"hello ".repeat(100)), 100);
+        assert_eq!(super::count("hello ".repeat(100).trim_end()), 100);
     }
 }

@@ -7,7 +7,7 @@ use sqlx::any::AnyRow;
 
 use super::{col, db_error, json_column, Store};
 use crate::clock::now_ms;
-use crate::config::{BudgetConfig, BudgetPeriod};
+use crate::config::BudgetConfig;
 use crate::error::{Error, Result};
 use crate::pricing;
 
@@ -102,13 +102,6 @@ fn random_hex(len: usize) -> Result<String> {
     Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-pub(super) fn period_text(period: BudgetPeriod) -> String {
-    serde_json::to_value(period)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "total".into())
-}
-
 pub(super) fn read_budget(row: &AnyRow) -> Result<Option<BudgetConfig>> {
     let nanos: Option<i64> = col(row, "budget_nanos")?;
     let period: Option<String> = col(row, "budget_period")?;
@@ -186,7 +179,7 @@ impl Store {
         .bind(to_i64(record.rpm))
         .bind(to_i64(record.tpm))
         .bind(record.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(record.budget.map(|b| period_text(b.period)))
+        .bind(record.budget.map(|b| b.period.name()))
         .bind(record.expires_at)
         .bind(record.metadata.to_string())
         .bind(record.created_at)
@@ -292,7 +285,7 @@ impl Store {
         .bind(to_i64(key.rpm))
         .bind(to_i64(key.tpm))
         .bind(key.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(key.budget.map(|b| period_text(b.period)))
+        .bind(key.budget.map(|b| b.period.name()))
         .bind(key.expires_at)
         .bind(key.metadata.to_string())
         .bind(key.updated_at)
@@ -322,6 +315,7 @@ impl Store {
 mod tests {
     use super::super::testing::on_both;
     use super::*;
+    use crate::config::BudgetPeriod;
 
     on_both!(key_lifecycle, |store: Store| async move {
         let (key, secret) = store

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use super::keys::{period_text, present, read_budget, to_i64, to_u64};
+use super::keys::{present, read_budget, to_i64, to_u64};
 use super::{col, db_error, json_column, Store};
 use crate::clock::now_ms;
 use crate::config::BudgetConfig;
@@ -98,7 +98,7 @@ impl Store {
         .bind(to_i64(team.rpm))
         .bind(to_i64(team.tpm))
         .bind(team.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(team.budget.map(|b| period_text(b.period)))
+        .bind(team.budget.map(|b| b.period.name()))
         .bind(team.metadata.to_string())
         .bind(team.created_at)
         .bind(team.updated_at)
@@ -179,7 +179,7 @@ impl Store {
         .bind(to_i64(team.rpm))
         .bind(to_i64(team.tpm))
         .bind(team.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(team.budget.map(|b| period_text(b.period)))
+        .bind(team.budget.map(|b| b.period.name()))
         .bind(team.metadata.to_string())
         .bind(team.updated_at)
         .execute(&self.pool)

@@ -120,6 +120,15 @@ impl Gateway {
         let mut config = proxima::config::Config::parse(text, "test.toml", &|_| None)
             .unwrap_or_else(|problems| panic!("test config rejected:\n{problems}\n---\n{text}"));
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        if config.storage.database.expose() == "sqlite://proxima.db" {
+            // Each gateway gets a database of its own, out of the source tree.
+            let dir = temp_path("db");
+            std::fs::create_dir_all(&dir).expect("db dir");
+            config.storage.database = proxima::config::Secret::new(format!(
+                "sqlite://{}",
+                dir.join("proxima.db").display()
+            ));
+        }
         let server = proxima::server::Server::bind(config, None)
             .await
             .unwrap_or_else(|e| panic!("bind failed: {e}"));
@@ -544,9 +553,13 @@ pub fn temp_file(name: &str, text: &str) -> PathBuf {
     path
 }
 
-/// The `proxima` binary with a clean environment (only PATH kept).
+/// The `proxima` binary with a clean environment (only PATH kept), in a fresh working
+/// directory (where the default `proxima.db` goes).
 pub fn proxima() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_proxima"));
+    let dir = temp_path("cwd");
+    std::fs::create_dir_all(&dir).expect("cwd");
+    command.current_dir(dir);
     command.env_clear();
     if let Some(path) = std::env::var_os("PATH") {
         command.env("PATH", path);

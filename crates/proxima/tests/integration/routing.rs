@@ -591,7 +591,7 @@ async fn ten_reloads_under_load_fail_no_request_and_an_invalid_config_is_refused
     let up = MockUpstream::start().await.unwrap();
     let config = |extra: &str| {
         format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmaster_key = \"master-secret\"\n\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.chat]\ntargets = [{{ provider = \"up\", model = \"m\" }}]\n{extra}\n",
+            "[server]\nlisten = \"127.0.0.1:0\"\nmaster_key = \"master-secret\"\n\n[storage]\ndatabase = \"sqlite::memory:\"\n\n[providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n[models.chat]\ntargets = [{{ provider = \"up\", model = \"m\" }}]\n{extra}\n",
             up.url()
         )
     };
