@@ -83,8 +83,8 @@ pub struct LedgerConfig {
     /// Records held in memory while the database is unreachable; more go to `spill_file`.
     pub max_buffered: usize,
     /// Where records wait when the buffer is full or at shutdown without a database; written
-    /// to the database when it is back. Default: `proxima-ledger.spill` beside an SQLite
-    /// database, else in the working directory.
+    /// to the database when it is back. Default: `FILE.ledger.spill` beside an SQLite database
+    /// `FILE`, else `proxima-ledger.spill` in the working directory.
     pub spill_file: Option<std::path::PathBuf>,
 }
 
