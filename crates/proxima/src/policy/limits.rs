@@ -38,7 +38,7 @@ pub enum Scope {
 }
 
 impl Scope {
-    /// `key `ci-bot``, `team `platform``, `model `fast``: for messages.
+    /// For messages: key `ci-bot`, team `platform`, model `fast`.
     pub fn describe(&self) -> String {
         format!("{} `{}`", self.kind(), self.name())
     }
