@@ -7,7 +7,7 @@ use std::fmt;
 use std::time::Duration;
 
 use axum::response::{IntoResponse, Response};
-use http::{header, HeaderValue, StatusCode};
+use http::{header, HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 
 use crate::canonical::Api;
@@ -23,6 +23,8 @@ pub struct Error {
     pub param: Option<String>,
     /// Sent as `retry-after` on 429 and 503.
     pub retry_after: Option<Duration>,
+    /// More response headers, e.g. the `x-ratelimit-*` state on a refused request.
+    pub headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,6 +199,7 @@ impl Error {
             message: message.into(),
             param: None,
             retry_after: None,
+            headers: Vec::new(),
         }
     }
 
@@ -219,6 +222,11 @@ impl Error {
 
     pub fn with_retry_after(mut self, after: Option<Duration>) -> Error {
         self.retry_after = after;
+        self
+    }
+
+    pub fn with_headers(mut self, headers: Vec<(HeaderName, HeaderValue)>) -> Error {
+        self.headers = headers;
         self
     }
 
@@ -255,6 +263,9 @@ impl Error {
             // Whole seconds, rounded up: a client retrying early would just be refused again.
             let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        }
+        for (name, value) in self.headers {
+            headers.insert(name, value);
         }
         response
     }

@@ -182,8 +182,7 @@ impl RequestContext {
                 Err(mut e) => {
                     // The request never ran: give its tokens back.
                     grant.settle(0);
-                    // TODO-MERGE e.headers.extend(headers);
-                    let _ = &mut e;
+                    e.headers.extend(headers);
                     return Err(e);
                 }
             }

@@ -10,3 +10,4 @@ pub mod limits;
 pub use auth::{Auth, Caller};
 pub use directory::Directory;
 pub use jwt::{JwtIdentity, JwtVerifier};
+pub use limits::Limiter;

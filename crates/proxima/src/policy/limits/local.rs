@@ -1,0 +1,261 @@
+//! This replica's own counters: used without Redis, and while Redis is unreachable.
+//!
+//! Each map sits behind one mutex held only for a few map probes and additions, never across
+//! an await, which is what makes all-or-none across several buckets or budgets trivial.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::sync::OnceCell;
+use tokio::time::Instant;
+
+use super::{
+    ceil_div, refill, scaled, BudgetId, BudgetKey, Dim, Outcome, Scope, SpendLookup, Take, IDLE,
+};
+use crate::error::Result;
+use crate::pricing::Nanos;
+
+pub(super) struct Local {
+    /// Bucket time is milliseconds since this instant (tokio's, so tests can pause time).
+    base: Instant,
+    buckets: Mutex<HashMap<(Scope, Dim), Bucket>>,
+    budgets: Mutex<Budgets>,
+    /// Ledger lookups in progress, so concurrent first requests of a period seed it once.
+    seeding: Mutex<HashMap<BudgetId, Arc<OnceCell<Nanos>>>>,
+}
+
+struct Bucket {
+    /// Scaled level at `at`; below zero after a settle took more than estimated.
+    level: i64,
+    at: i64,
+    /// The capacity at the last update, so a sweep knows when the bucket is full again.
+    cap: u64,
+}
+
+struct Budgets {
+    /// Bumped when the counters are forgotten, so reservations made before do not touch the
+    /// new counters.
+    epoch: u64,
+    counters: HashMap<BudgetId, Counter>,
+}
+
+struct Counter {
+    spent: Nanos,
+    reserved: Nanos,
+    /// When the period ends (epoch ms), and when the counter was last used.
+    end: i64,
+    touched: i64,
+}
+
+pub(super) enum LocalReserve {
+    Reserved {
+        epoch: u64,
+    },
+    Refused {
+        index: usize,
+        spent: Nanos,
+        reserved: Nanos,
+    },
+    /// Budget `index` has no counter yet: seed it from the ledger, then try again.
+    Unseeded(usize),
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere while holding the lock leaves counters that are still consistent
+    // (every update is a few plain stores), so keep counting.
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Local {
+    pub(super) fn new() -> Local {
+        Local {
+            base: Instant::now(),
+            buckets: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(Budgets {
+                epoch: 0,
+                counters: HashMap::new(),
+            }),
+            seeding: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn now(&self) -> i64 {
+        i64::try_from(self.base.elapsed().as_millis()).unwrap_or(i64::MAX)
+    }
+
+    /// Takes `need` from every bucket, or nothing when one of them has too little.
+    pub(super) fn acquire(&self, takes: &[Take<'_>]) -> Outcome {
+        let now = self.now();
+        let mut levels = Vec::with_capacity(takes.len());
+        let mut refused: Option<(usize, i64)> = None;
+        let mut buckets = lock(&self.buckets);
+        for (index, take) in takes.iter().enumerate() {
+            let level = buckets
+                .get(&(take.scope.clone(), take.dim))
+                .map_or(scaled(take.cap), |b| refill(b.level, b.at, now, take.cap));
+            let need = scaled(take.need);
+            if level < need {
+                // Checked by the caller: a bucket short of `need` has a capacity above zero.
+                let cap = i64::try_from(take.cap).unwrap_or(i64::MAX).max(1);
+                let wait = ceil_div(need - level, cap);
+                if refused.is_none_or(|(_, longest)| wait > longest) {
+                    refused = Some((index, wait));
+                }
+            }
+            levels.push(level);
+        }
+        if refused.is_none() {
+            for (take, level) in takes.iter().zip(levels.iter_mut()) {
+                *level -= scaled(take.need);
+                buckets.insert(
+                    (take.scope.clone(), take.dim),
+                    Bucket {
+                        level: *level,
+                        at: now,
+                        cap: take.cap,
+                    },
+                );
+            }
+        }
+        Outcome { refused, levels }
+    }
+
+    /// Takes `delta` more tokens from each bucket (gives back when negative).
+    pub(super) fn adjust_tokens(&self, buckets: &[(Scope, u64)], delta: i64) {
+        let now = self.now();
+        let taken = delta.saturating_mul(super::SCALE);
+        let mut map = lock(&self.buckets);
+        for (scope, cap) in buckets {
+            let level = map
+                .get(&(scope.clone(), Dim::Tokens))
+                .map_or(scaled(*cap), |b| refill(b.level, b.at, now, *cap));
+            map.insert(
+                (scope.clone(), Dim::Tokens),
+                Bucket {
+                    level: level.saturating_sub(taken).min(scaled(*cap)),
+                    at: now,
+                    cap: *cap,
+                },
+            );
+        }
+    }
+
+    pub(super) fn try_reserve(
+        &self,
+        keys: &[BudgetKey],
+        max_cost: Nanos,
+        now: i64,
+    ) -> LocalReserve {
+        let mut budgets = lock(&self.budgets);
+        for (index, key) in keys.iter().enumerate() {
+            let Some(counter) = budgets.counters.get(&key.id) else {
+                return LocalReserve::Unseeded(index);
+            };
+            if counter
+                .spent
+                .saturating_add(counter.reserved)
+                .saturating_add(max_cost)
+                > key.limit
+            {
+                return LocalReserve::Refused {
+                    index,
+                    spent: counter.spent,
+                    reserved: counter.reserved,
+                };
+            }
+        }
+        for key in keys {
+            if let Some(counter) = budgets.counters.get_mut(&key.id) {
+                counter.reserved += max_cost;
+                counter.touched = now;
+            }
+        }
+        LocalReserve::Reserved {
+            epoch: budgets.epoch,
+        }
+    }
+
+    /// Creates `key`'s counter from what the ledger says was spent in its period; concurrent
+    /// callers for the same counter share one lookup.
+    pub(super) async fn seed(&self, key: &BudgetKey, spend: &SpendLookup, now: i64) -> Result<()> {
+        let cell = lock(&self.seeding)
+            .entry(key.id.clone())
+            .or_default()
+            .clone();
+        let (scope, _, start) = &key.id;
+        let looked_up = cell
+            .get_or_try_init(|| spend(scope.clone(), *start))
+            .await
+            .copied();
+        if let Ok(spent) = looked_up {
+            lock(&self.budgets)
+                .counters
+                .entry(key.id.clone())
+                .or_insert(Counter {
+                    spent,
+                    reserved: 0,
+                    end: key.end,
+                    touched: now,
+                });
+        }
+        // Done either way: after a failed lookup the next request asks the ledger again.
+        lock(&self.seeding).remove(&key.id);
+        looked_up.map(|_| ())
+    }
+
+    pub(super) fn settle(
+        &self,
+        keys: &[BudgetKey],
+        epoch: u64,
+        max_cost: Nanos,
+        cost: Nanos,
+        now: i64,
+    ) {
+        let mut budgets = lock(&self.budgets);
+        if budgets.epoch != epoch {
+            // Counters started over from the ledger since; it records this cost.
+            return;
+        }
+        for key in keys {
+            if let Some(counter) = budgets.counters.get_mut(&key.id) {
+                counter.reserved = (counter.reserved - max_cost).max(0);
+                counter.spent = counter.spent.saturating_add(cost);
+                counter.touched = now;
+            }
+        }
+    }
+
+    /// Drops every budget counter: they are seeded again from the ledger when next used.
+    pub(super) fn forget_budgets(&self) {
+        let mut budgets = lock(&self.budgets);
+        budgets.counters.clear();
+        budgets.epoch += 1;
+    }
+
+    /// Drops full buckets, and budget counters of past periods or idle for long, with nothing
+    /// reserved: keeps memory bounded by what is in use.
+    pub(super) fn sweep(&self, wall_now: i64) {
+        let now = self.now();
+        lock(&self.buckets).retain(|_, b| refill(b.level, b.at, now, b.cap) < scaled(b.cap));
+        let idle = i64::try_from(IDLE.as_millis()).unwrap_or(i64::MAX);
+        lock(&self.budgets).counters.retain(|_, counter| {
+            counter.reserved > 0 || (counter.end > wall_now && wall_now - counter.touched < idle)
+        });
+    }
+
+    #[cfg(test)]
+    pub(super) fn sizes(&self) -> (usize, usize) {
+        (
+            lock(&self.buckets).len(),
+            lock(&self.budgets).counters.len(),
+        )
+    }
+
+    #[cfg(test)]
+    pub(super) fn counter(&self, id: &BudgetId) -> Option<(Nanos, Nanos)> {
+        lock(&self.budgets)
+            .counters
+            .get(id)
+            .map(|counter| (counter.spent, counter.reserved))
+    }
+}
