@@ -469,6 +469,61 @@ async fn revocation_reaches_a_replica_on_the_same_postgres() {
     replicas_share_keys(&postgres_url(&postgres_base(), &schema)).await;
 }
 
+/// Replicas' clocks disagree. A change stamped by a replica whose clock runs ahead must not
+/// hide a later revocation from a replica that saw that change.
+#[tokio::test]
+async fn revocation_reaches_a_replica_after_a_change_stamped_by_a_fast_clock() {
+    use sqlx::Connection;
+    let dir = temp_path("skew");
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("shared.db").display());
+    let mock = MockUpstream::start().await.unwrap();
+    let conf = || {
+        admin_conf(&mock).section(&format!(
+            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"200ms\"\n"
+        ))
+    };
+    let a = Gateway::start(conf()).await;
+    let b = Gateway::start(conf()).await;
+    let (id, secret) = create_key(&a, json!({"name": "skewed"})).await;
+    let seen = eventually(Duration::from_secs(2), || async {
+        b.chat_as(&secret, chat_body("m2", "x")).await.status == 200
+    })
+    .await;
+    assert!(seen.is_some(), "replica B never accepted the key");
+
+    // A third replica, its clock a minute fast, restricts the key to m1: the row it writes
+    // is stamped a minute ahead. B applies the change.
+    let mut db = sqlx::SqliteConnection::connect(&database).await.unwrap();
+    sqlx::query(
+        "UPDATE keys SET models = '[\"m1\"]', updated_at = updated_at + 60000 WHERE id = $1",
+    )
+    .bind(&id)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let _ = db.close().await;
+    let applied = eventually(Duration::from_secs(2), || async {
+        b.chat_as(&secret, chat_body("m2", "x")).await.status == 403
+    })
+    .await;
+    assert!(applied.is_some(), "replica B never saw the change");
+
+    // Revoked on A, whose clock is right: B must refuse it too.
+    let revoked = a
+        .admin(MASTER, Method::DELETE, &format!("/admin/keys/{id}"), None)
+        .await;
+    assert_eq!(revoked.status, 200, "{}", revoked.text());
+    let refused = eventually(Duration::from_secs(2), || async {
+        b.chat_as(&secret, chat_body("m1", "x")).await.status == 401
+    })
+    .await;
+    assert!(
+        refused.is_some(),
+        "replica B still accepts the revoked key: the revocation was stamped earlier than a change it had seen"
+    );
+}
+
 // ------------------------------------------------------------------ teams
 
 #[tokio::test]
