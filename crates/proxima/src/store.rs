@@ -157,6 +157,7 @@ where
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 pub(crate) mod testing {
     //! Stores for tests: a fresh SQLite file, or a fresh schema in the local PostgreSQL.
 

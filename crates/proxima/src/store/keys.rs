@@ -300,7 +300,10 @@ impl Store {
     pub async fn revoke_key(&self, id: &str) -> Result<Option<KeyRecord>> {
         let now = now_ms();
         sqlx::query(
-            "UPDATE keys SET revoked_at = COALESCE(revoked_at, $2), updated_at = $2 WHERE id = $1",
+            // The version only moves forward, even past a clock that is behind the last
+            // change: replicas skip rows whose version they have seen.
+            "UPDATE keys SET revoked_at = COALESCE(revoked_at, $2), \
+             updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END WHERE id = $1",
         )
         .bind(id)
         .bind(now)
@@ -312,6 +315,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testing::on_both;
     use super::*;

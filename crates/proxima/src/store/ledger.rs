@@ -371,6 +371,7 @@ pub enum SpendColumn {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testing::on_both;
     use super::*;

@@ -157,6 +157,7 @@ async fn apply_locked(store: &Store, conn: &mut sqlx::AnyConnection) -> Result<V
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testing::on_both;
     use super::*;

@@ -71,15 +71,15 @@ impl Store {
     /// Creates a team, or brings back a deleted one of the same name. `Ok(None)` when a live
     /// team has that name already.
     pub async fn create_team(&self, team: &TeamRecord) -> Result<Option<TeamRecord>> {
-        if let Some(existing) = self.get_team(&team.name).await? {
-            if existing.deleted_at.is_none() {
-                return Ok(None);
-            }
+        let existing = self.get_team(&team.name).await?;
+        if existing.as_ref().is_some_and(|t| t.deleted_at.is_none()) {
+            return Ok(None);
         }
         let now = now_ms();
         let mut team = team.clone();
         team.created_at = now;
-        team.updated_at = now;
+        // A team brought back gets a newer version than its deletion, whatever the clock says.
+        team.updated_at = existing.map_or(now, |t| now.max(t.updated_at + 1));
         team.deleted_at = None;
         if team.metadata.is_null() {
             team.metadata = serde_json::json!({});
@@ -193,7 +193,9 @@ impl Store {
     pub async fn delete_team(&self, name: &str) -> Result<bool> {
         let now = now_ms();
         let done = sqlx::query(
-            "UPDATE teams SET deleted_at = $2, updated_at = $2 WHERE name = $1 AND deleted_at IS NULL",
+            "UPDATE teams SET deleted_at = $2, \
+             updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
+             WHERE name = $1 AND deleted_at IS NULL",
         )
         .bind(name)
         .bind(now)
@@ -205,6 +207,7 @@ impl Store {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::super::testing::on_both;
     use super::*;

@@ -286,6 +286,7 @@ fn count_lines(path: &Path) -> usize {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
     use crate::config::ConfigDuration;

@@ -105,6 +105,8 @@ pub fn http_client() -> reqwest::Client {
 /// A gateway running in this process on an ephemeral port.
 pub struct Gateway {
     pub base: String,
+    /// The database URL the gateway runs on (a temp SQLite file unless the config set one).
+    pub database: String,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
@@ -129,6 +131,7 @@ impl Gateway {
                 dir.join("proxima.db").display()
             ));
         }
+        let database = config.storage.database.expose().to_owned();
         let server = proxima::server::Server::bind(config, None)
             .await
             .unwrap_or_else(|e| panic!("bind failed: {e}"));
@@ -139,6 +142,7 @@ impl Gateway {
         }));
         Gateway {
             base: format!("http://{addr}"),
+            database,
             client: http_client(),
             stop: Some(stop),
             task: Some(task),
@@ -214,6 +218,50 @@ impl Gateway {
         .expect("stream head timed out")
         .expect("stream request failed");
         Sse::new(response)
+    }
+
+    /// A request to `path` with `key` as `Authorization: Bearer`.
+    pub fn request_as(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+    ) -> reqwest::RequestBuilder {
+        self.client.request(method, self.url(path)).bearer_auth(key)
+    }
+
+    /// An admin API call made with `key` (the master key, usually), with an optional JSON body.
+    pub async fn admin(
+        &self,
+        key: &str,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Answer {
+        let mut request = self.request_as(key, method, path);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/json")
+                .body(body.to_string());
+        }
+        self.send(request).await
+    }
+
+    /// A chat completion sent with `key` as `Authorization: Bearer`.
+    pub async fn chat_as(&self, key: &str, body: Value) -> Answer {
+        self.send(
+            self.request_as(key, reqwest::Method::POST, "/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body(body.to_string()),
+        )
+        .await
+    }
+
+    /// A connection of its own to the gateway's database, as another process would open it.
+    pub async fn store(&self) -> proxima::store::Store {
+        proxima::store::Store::connect(&self.database)
+            .await
+            .unwrap_or_else(|e| panic!("cannot open {}: {}", self.database, e.message))
     }
 
     /// Stops the server and waits for it to finish.
@@ -535,6 +583,57 @@ pub fn weather_tools() -> Value {
         {"type": "function", "function": {"name": "get_time",
             "parameters": {"type": "object", "properties": {"zone": {"type": "string"}}}}}
     ])
+}
+
+// ------------------------------------------------------------------ the database
+
+/// Waits until `store` holds at least `n` ledger rows (the writer batches them), then asserts
+/// it holds exactly `n` and that no more arrive shortly after.
+pub async fn assert_ledger_rows(store: &proxima::store::Store, n: i64, within: Duration) {
+    let deadline = Instant::now() + within;
+    let mut count;
+    loop {
+        count = store.count_usage().await.expect("count ledger rows");
+        if count >= n || Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert_eq!(count, n, "ledger rows after {within:?}");
+    // A duplicate written late would show up here.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        store.count_usage().await.expect("count"),
+        n,
+        "ledger rows later"
+    );
+}
+
+/// The local PostgreSQL (trust auth); `PROXIMA_TEST_POSTGRES` overrides.
+pub fn postgres_base() -> String {
+    std::env::var("PROXIMA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+/// Makes a fresh schema in the local PostgreSQL and returns its name, so that tests running at
+/// once never see each other's rows.
+pub async fn postgres_schema() -> String {
+    use sqlx::Connection;
+    let schema = format!("proxima_it_{:016x}", fastrand::u64(..));
+    let mut conn = sqlx::PgConnection::connect(&postgres_base())
+        .await
+        .unwrap_or_else(|e| panic!("PostgreSQL at {} is needed: {e}", postgres_base()));
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE SCHEMA {schema}")))
+        .execute(&mut conn)
+        .await
+        .expect("create schema");
+    let _ = conn.close().await;
+    schema
+}
+
+/// The URL of `schema` in the PostgreSQL at `base` (`postgres://user@host:port/db`).
+pub fn postgres_url(base: &str, schema: &str) -> String {
+    format!("{base}?options=-c%20search_path%3D{schema}")
 }
 
 // ------------------------------------------------------------------ the real binary
