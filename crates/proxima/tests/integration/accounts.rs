@@ -69,24 +69,6 @@ async fn chat_x_api_key(gw: &Gateway, key: &str, model: &str) -> Answer {
     .await
 }
 
-/// Polls `probe` until it returns true, for at most `limit`; returns how long it took.
-async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> Option<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        if probe().await {
-            return Some(start.elapsed());
-        }
-        if start.elapsed() >= limit {
-            return None;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-}
-
 // ------------------------------------------------------------------ virtual keys
 
 #[tokio::test]

@@ -587,6 +587,24 @@ pub fn weather_tools() -> Value {
 
 // ------------------------------------------------------------------ the database
 
+/// Polls `probe` until it returns true, for at most `limit`; returns how long it took.
+pub async fn eventually<F, Fut>(limit: Duration, mut probe: F) -> Option<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if probe().await {
+            return Some(start.elapsed());
+        }
+        if start.elapsed() >= limit {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Waits until `store` holds at least `n` ledger rows (the writer batches them), then asserts
 /// it holds exactly `n` and that no more arrive shortly after.
 pub async fn assert_ledger_rows(store: &proxima::store::Store, n: i64, within: Duration) {

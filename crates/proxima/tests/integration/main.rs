@@ -10,6 +10,7 @@ mod chat;
 mod cli;
 mod errors;
 mod failover;
+mod limits;
 mod matrix;
 mod providers;
 mod routing;
