@@ -129,6 +129,16 @@ fn check(arg: ConfigArg) -> ExitCode {
     }
 }
 
+/// Builds the async runtime, or says why it cannot.
+pub(crate) fn runtime(builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
+    let mut builder = builder;
+    builder
+        .enable_all()
+        .build()
+        .map_err(|e| eprintln!("proxima: cannot start the async runtime: {e}"))
+        .ok()
+}
+
 fn serve(arg: ConfigArg) -> ExitCode {
     let (config, path) = match load(arg) {
         Ok(loaded) => loaded,
@@ -142,15 +152,8 @@ fn serve(arg: ConfigArg) -> ExitCode {
         }
     };
     telemetry::init(config.log.format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("proxima: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+        return ExitCode::FAILURE;
     };
     runtime.block_on(async move {
         let models = config.models.len();

@@ -85,6 +85,30 @@ where
     Option::<T>::deserialize(de).map(Some)
 }
 
+/// Sets `field` to the patch's value when the patch has one.
+pub(super) fn set_if<T: Clone>(field: &mut T, value: &Option<T>) {
+    if let Some(value) = value {
+        field.clone_from(value);
+    }
+}
+
+/// Binds the grant columns shared by keys and teams — models, rpm, tpm, budget_nanos,
+/// budget_period — in that order.
+pub(super) fn bind_grants<'q>(
+    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    models: &Option<Vec<String>>,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    budget: Option<BudgetConfig>,
+) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+    query
+        .bind(models.as_ref().map(|m| serde_json::json!(m).to_string()))
+        .bind(to_i64(rpm))
+        .bind(to_i64(tpm))
+        .bind(budget.map(|b| pricing::nanos(b.usd)))
+        .bind(budget.map(|b| b.period.name()))
+}
+
 /// Hex SHA-256 of a secret: how keys are stored and looked up.
 pub fn hash_secret(secret: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -167,27 +191,24 @@ impl Store {
             updated_at: now,
             revoked_at: None,
         };
-        sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         ))
         .bind(&record.id)
         .bind(&record.name)
         .bind(&record.prefix)
         .bind(&record.hash)
-        .bind(&record.team)
-        .bind(record.models.as_ref().map(|m| serde_json::json!(m).to_string()))
-        .bind(to_i64(record.rpm))
-        .bind(to_i64(record.tpm))
-        .bind(record.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(record.budget.map(|b| b.period.name()))
-        .bind(record.expires_at)
-        .bind(record.metadata.to_string())
-        .bind(record.created_at)
-        .bind(record.updated_at)
-        .bind(record.revoked_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .bind(&record.team);
+        let query = bind_grants(query, &record.models, record.rpm, record.tpm, record.budget);
+        query
+            .bind(record.expires_at)
+            .bind(record.metadata.to_string())
+            .bind(record.created_at)
+            .bind(record.updated_at)
+            .bind(record.revoked_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok((record, secret))
     }
 
@@ -244,54 +265,30 @@ impl Store {
         let Some(mut key) = self.get_key(id).await? else {
             return Ok(None);
         };
-        if let Some(name) = &patch.name {
-            key.name.clone_from(name);
-        }
-        if let Some(team) = &patch.team {
-            key.team.clone_from(team);
-        }
-        if let Some(models) = &patch.models {
-            key.models.clone_from(models);
-        }
-        if let Some(rpm) = patch.rpm {
-            key.rpm = rpm;
-        }
-        if let Some(tpm) = patch.tpm {
-            key.tpm = tpm;
-        }
-        if let Some(budget) = patch.budget {
-            key.budget = budget;
-        }
-        if let Some(expires_at) = patch.expires_at {
-            key.expires_at = expires_at;
-        }
-        if let Some(metadata) = &patch.metadata {
-            key.metadata.clone_from(metadata);
-        }
+        set_if(&mut key.name, &patch.name);
+        set_if(&mut key.team, &patch.team);
+        set_if(&mut key.models, &patch.models);
+        set_if(&mut key.rpm, &patch.rpm);
+        set_if(&mut key.tpm, &patch.tpm);
+        set_if(&mut key.budget, &patch.budget);
+        set_if(&mut key.expires_at, &patch.expires_at);
+        set_if(&mut key.metadata, &patch.metadata);
         key.updated_at = now_ms().max(key.updated_at + 1);
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
              budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
              updated_at = $11 WHERE id = $1",
         )
         .bind(&key.id)
         .bind(&key.name)
-        .bind(&key.team)
-        .bind(
-            key.models
-                .as_ref()
-                .map(|m| serde_json::json!(m).to_string()),
-        )
-        .bind(to_i64(key.rpm))
-        .bind(to_i64(key.tpm))
-        .bind(key.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(key.budget.map(|b| b.period.name()))
-        .bind(key.expires_at)
-        .bind(key.metadata.to_string())
-        .bind(key.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .bind(&key.team);
+        bind_grants(query, &key.models, key.rpm, key.tpm, key.budget)
+            .bind(key.expires_at)
+            .bind(key.metadata.to_string())
+            .bind(key.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(Some(key))
     }
 

@@ -4,12 +4,11 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 
-use super::keys::{present, read_budget, to_i64, to_u64};
+use super::keys::{bind_grants, present, read_budget, set_if, to_u64};
 use super::{col, db_error, json_column, Store};
 use crate::clock::now_ms;
 use crate::config::BudgetConfig;
 use crate::error::Result;
-use crate::pricing;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -84,27 +83,20 @@ impl Store {
         if team.metadata.is_null() {
             team.metadata = serde_json::json!({});
         }
-        sqlx::query(sql!(
+        let query = sqlx::query(sql!(
             "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) \
              ON CONFLICT (name) DO UPDATE SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
              budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL"
         ))
-        .bind(&team.name)
-        .bind(
-            team.models
-                .as_ref()
-                .map(|m| serde_json::json!(m).to_string()),
-        )
-        .bind(to_i64(team.rpm))
-        .bind(to_i64(team.tpm))
-        .bind(team.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(team.budget.map(|b| b.period.name()))
-        .bind(team.metadata.to_string())
-        .bind(team.created_at)
-        .bind(team.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .bind(&team.name);
+        let query = bind_grants(query, &team.models, team.rpm, team.tpm, team.budget);
+        query
+            .bind(team.metadata.to_string())
+            .bind(team.created_at)
+            .bind(team.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(Some(team))
     }
 
@@ -150,41 +142,24 @@ impl Store {
         else {
             return Ok(None);
         };
-        if let Some(models) = &patch.models {
-            team.models.clone_from(models);
-        }
-        if let Some(rpm) = patch.rpm {
-            team.rpm = rpm;
-        }
-        if let Some(tpm) = patch.tpm {
-            team.tpm = tpm;
-        }
-        if let Some(budget) = patch.budget {
-            team.budget = budget;
-        }
-        if let Some(metadata) = &patch.metadata {
-            team.metadata.clone_from(metadata);
-        }
+        set_if(&mut team.models, &patch.models);
+        set_if(&mut team.rpm, &patch.rpm);
+        set_if(&mut team.tpm, &patch.tpm);
+        set_if(&mut team.budget, &patch.budget);
+        set_if(&mut team.metadata, &patch.metadata);
         team.updated_at = now_ms().max(team.updated_at + 1);
-        sqlx::query(
+        let query = sqlx::query(
             "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
              budget_period = $6, metadata = $7, updated_at = $8 WHERE name = $1",
         )
-        .bind(&team.name)
-        .bind(
-            team.models
-                .as_ref()
-                .map(|m| serde_json::json!(m).to_string()),
-        )
-        .bind(to_i64(team.rpm))
-        .bind(to_i64(team.tpm))
-        .bind(team.budget.map(|b| pricing::nanos(b.usd)))
-        .bind(team.budget.map(|b| b.period.name()))
-        .bind(team.metadata.to_string())
-        .bind(team.updated_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db_error)?;
+        .bind(&team.name);
+        let query = bind_grants(query, &team.models, team.rpm, team.tpm, team.budget);
+        query
+            .bind(team.metadata.to_string())
+            .bind(team.updated_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error)?;
         Ok(Some(team))
     }
 

@@ -272,6 +272,31 @@ async fn post(client: &reqwest::Client, served: &Served, key: &str, body: &Value
     .status
 }
 
+/// Sends `n` chat requests at once, alternating between the two gateways.
+async fn burst(
+    client: &reqwest::Client,
+    gateways: [&Served; 2],
+    key: &str,
+    body: &Value,
+    n: usize,
+) -> Vec<Answer> {
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let request = client
+                .post(gateways[i % 2].url("/v1/chat/completions"))
+                .bearer_auth(key)
+                .header("content-type", "application/json")
+                .body(body.to_string());
+            tokio::spawn(Answer::read(request))
+        })
+        .collect();
+    let mut answers = Vec::with_capacity(n);
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    answers
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_gateway_processes_on_postgres_and_redis_enforce_one_limit_and_one_budget() {
     let schema = postgres_schema().await;
@@ -319,27 +344,11 @@ async fn two_gateway_processes_on_postgres_and_redis_enforce_one_limit_and_one_b
     })
     .await;
     assert!(known.is_some(), "replica B never learned the key");
-    let tasks: Vec<_> = (0..15)
-        .map(|i| {
-            let (client, key, body) = (client.clone(), limited.clone(), body.clone());
-            let url = if i % 2 == 0 { a.url("") } else { b.url("") };
-            tokio::spawn(async move {
-                Answer::read(
-                    client
-                        .post(format!("{url}/v1/chat/completions"))
-                        .bearer_auth(key)
-                        .header("content-type", "application/json")
-                        .body(body.to_string()),
-                )
-                .await
-                .status
-            })
-        })
+    let statuses: Vec<u16> = burst(&client, [&a, &b], &limited, &body, 15)
+        .await
+        .iter()
+        .map(|a| a.status)
         .collect();
-    let mut statuses = Vec::new();
-    for task in tasks {
-        statuses.push(task.await.unwrap());
-    }
     let ok = statuses.iter().filter(|s| **s == 200).count();
     let limited_count = statuses.iter().filter(|s| **s == 429).count();
     // The probe on B took one of the ten.
@@ -356,26 +365,7 @@ async fn two_gateway_processes_on_postgres_and_redis_enforce_one_limit_and_one_b
     })
     .await;
     assert!(known.is_some(), "replica B never learned the budget key");
-    let tasks: Vec<_> = (0..100)
-        .map(|i| {
-            let (client, key, body) = (client.clone(), spender.clone(), body.clone());
-            let url = if i % 2 == 0 { a.url("") } else { b.url("") };
-            tokio::spawn(async move {
-                Answer::read(
-                    client
-                        .post(format!("{url}/v1/chat/completions"))
-                        .bearer_auth(key)
-                        .header("content-type", "application/json")
-                        .body(body.to_string()),
-                )
-                .await
-            })
-        })
-        .collect();
-    let mut answers = Vec::new();
-    for task in tasks {
-        answers.push(task.await.unwrap());
-    }
+    let answers = burst(&client, [&a, &b], &spender, &body, 100).await;
     let admitted = answers.iter().filter(|a| a.status == 200).count();
     let refused: Vec<&Answer> = answers.iter().filter(|a| a.status == 429).collect();
     assert_eq!(admitted + refused.len(), 100);
