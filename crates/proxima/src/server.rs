@@ -265,7 +265,7 @@ fn request_metadata(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, Error
     }
 }
 
-/// The admin API takes the master key only, and is off without one.
+/// The admin API takes the master key or an admin virtual key, and is off without a master key.
 async fn authenticate_admin(
     State(state): State<Arc<AppState>>,
     mut req: Request,
@@ -290,7 +290,7 @@ async fn authenticate_admin(
         }
         Ok(_) => Error::new(
             ErrorKind::ModelNotAllowed,
-            "the admin API needs the master key",
+            "the admin API needs the master key or an admin key",
         )
         .into_response(Api::OpenAiChat),
         Err(e) => e.into_response(Api::OpenAiChat),

@@ -62,6 +62,9 @@ pub struct CreateKey {
     /// When the key stops working: a time (2026-12-31, RFC 3339) or a lifetime (30d).
     #[arg(long)]
     expires: Option<String>,
+    /// The key may use the admin API, like the master key.
+    #[arg(long)]
+    admin: bool,
     #[arg(long)]
     json: bool,
 }
@@ -204,6 +207,7 @@ fn new_key(args: &CreateKey) -> Result<NewKey> {
         }),
         expires_at,
         metadata: None,
+        admin: args.admin,
     })
 }
 

@@ -62,7 +62,7 @@ impl Caller {
             name: record.name.clone(),
             team: record.team.as_deref().map(Arc::from),
             models: record.models.as_ref().map(|m| m.iter().cloned().collect()),
-            admin: false,
+            admin: record.admin,
             rpm: record.rpm,
             tpm: record.tpm,
             budget: record.budget,

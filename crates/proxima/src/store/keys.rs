@@ -29,6 +29,8 @@ pub struct KeyRecord {
     /// Epoch milliseconds; the key stops working then.
     pub expires_at: Option<i64>,
     pub metadata: serde_json::Value,
+    /// May use the admin API, like the master key.
+    pub admin: bool,
     pub created_at: i64,
     pub updated_at: i64,
     pub revoked_at: Option<i64>,
@@ -54,6 +56,9 @@ pub struct NewKey {
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
+    /// May use the admin API.
+    #[serde(default)]
+    pub admin: bool,
 }
 
 /// What `PATCH /admin/keys/{id}` takes: a field left out stays; `null` clears it.
@@ -74,6 +79,7 @@ pub struct KeyPatch {
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<i64>>,
     pub metadata: Option<serde_json::Value>,
+    pub admin: Option<bool>,
 }
 
 /// Tells a field set to `null` (`Some(None)`) from a field left out (`None`).
@@ -158,6 +164,7 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
         budget: read_budget(row)?,
         expires_at: col(row, "expires_at")?,
         metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
+        admin: col::<i64>(row, "admin")? != 0,
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
         revoked_at: col(row, "revoked_at")?,
@@ -165,7 +172,7 @@ fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
 }
 
 const KEY_COLUMNS: &str = "id, name, prefix, hash, team, models, rpm, tpm, budget_nanos, \
-    budget_period, expires_at, metadata, created_at, updated_at, revoked_at";
+    budget_period, expires_at, metadata, admin, created_at, updated_at, revoked_at";
 
 impl Store {
     /// Makes a key; returns it with its secret, which is shown this once and never stored.
@@ -187,12 +194,13 @@ impl Store {
                 .metadata
                 .clone()
                 .unwrap_or_else(|| serde_json::json!({})),
+            admin: new.admin,
             created_at: now,
             updated_at: now,
             revoked_at: None,
         };
         let query = sqlx::query(sql!(
-            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
         ))
         .bind(&record.id)
         .bind(&record.name)
@@ -203,6 +211,7 @@ impl Store {
         query
             .bind(record.expires_at)
             .bind(record.metadata.to_string())
+            .bind(i64::from(record.admin))
             .bind(record.created_at)
             .bind(record.updated_at)
             .bind(record.revoked_at)
@@ -273,11 +282,12 @@ impl Store {
         set_if(&mut key.budget, &patch.budget);
         set_if(&mut key.expires_at, &patch.expires_at);
         set_if(&mut key.metadata, &patch.metadata);
+        set_if(&mut key.admin, &patch.admin);
         key.updated_at = now_ms().max(key.updated_at + 1);
         let query = sqlx::query(
             "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
              budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
-             updated_at = $11 WHERE id = $1",
+             updated_at = $11, admin = $12 WHERE id = $1",
         )
         .bind(&key.id)
         .bind(&key.name)
@@ -286,6 +296,7 @@ impl Store {
             .bind(key.expires_at)
             .bind(key.metadata.to_string())
             .bind(key.updated_at)
+            .bind(i64::from(key.admin))
             .execute(&self.pool)
             .await
             .map_err(db_error)?;

@@ -35,6 +35,7 @@ const MIGRATIONS: &[(i64, &[&str])] = &[(
             budget_period TEXT,
             expires_at BIGINT,
             metadata TEXT NOT NULL,
+            admin BIGINT NOT NULL DEFAULT 0,
             created_at BIGINT NOT NULL,
             updated_at BIGINT NOT NULL,
             revoked_at BIGINT

@@ -322,6 +322,42 @@ async fn virtual_key_lifecycle_over_the_admin_api() {
 }
 
 #[tokio::test]
+async fn an_admin_key_uses_the_admin_api_and_a_plain_key_does_not() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(admin_conf(&mock)).await;
+    let (_, admin) = create_key(&gw, json!({"name": "ops", "admin": true})).await;
+    let (plain_id, plain) = create_key(&gw, json!({"name": "app"})).await;
+    let listed = gw.admin(&admin, Method::GET, "/admin/keys", None).await;
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    assert_eq!(listed.json()["data"].as_array().unwrap().len(), 2);
+    assert!(listed.json()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["admin"] == true));
+    let refused = gw.admin(&plain, Method::GET, "/admin/keys", None).await;
+    assert_openai_error(&refused, 403);
+    // Made an admin by an admin key, the plain key may then use the admin API too.
+    let patched = gw
+        .admin(
+            &admin,
+            Method::PATCH,
+            &format!("/admin/keys/{plain_id}"),
+            Some(&json!({"admin": true})),
+        )
+        .await;
+    assert_eq!(patched.status, 200, "{}", patched.text());
+    assert_eq!(
+        gw.admin(&plain, Method::GET, "/admin/teams", None)
+            .await
+            .status,
+        200
+    );
+    // And an admin key is still a client key.
+    assert_eq!(gw.chat_as(&admin, chat_body("m2", "hi")).await.status, 200);
+}
+
+#[tokio::test]
 async fn expired_keys_are_refused() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(admin_conf(&mock)).await;
