@@ -268,8 +268,16 @@ impl Error {
             headers.insert(name, value);
         }
         response
+            .extensions_mut()
+            .insert(ErrorCode(self.kind.code()));
+        response
     }
 }
+
+/// The SPEC error code of an error response, as a response extension: what the ledger records
+/// for a request refused before it reached the pipeline.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorCode(pub &'static str);
 
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -3,6 +3,7 @@
 //! formats; this module decides what happens.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
@@ -42,6 +43,9 @@ pub struct RequestContext {
     pub at: i64,
     /// Tags from `x-proxima-metadata`, as JSON text.
     pub metadata: Option<Arc<str>>,
+    /// Set once a meter records this request; a request refused before that (a bad body) is
+    /// recorded by the server instead, so every request has its one ledger row.
+    pub metered: AtomicBool,
 }
 
 pub enum ChatOutput {
@@ -80,7 +84,8 @@ impl RequestContext {
     }
 
     /// A meter for this request, which writes its ledger row when it closes.
-    fn meter(&self, model: &str, user: Option<&str>, stream: bool) -> Meter {
+    pub fn meter(&self, model: &str, user: Option<&str>, stream: bool) -> Meter {
+        self.metered.store(true, Ordering::Relaxed);
         Meter::new(
             UsageRecord {
                 request_id: self.id.clone(),

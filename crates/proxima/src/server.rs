@@ -48,7 +48,7 @@ use tokio::time::Instant;
 
 use crate::canonical::Api;
 use crate::config::Config;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorCode, ErrorKind};
 use crate::gateway::Gateway;
 use crate::pipeline::RequestContext;
 use crate::providers::HttpClient;
@@ -225,16 +225,16 @@ async fn authenticate(
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
-    let metadata = match request_metadata(req.headers()) {
-        Ok(metadata) => metadata,
-        Err(e) => return e.into_response(api),
+    let (metadata, bad_metadata) = match request_metadata(req.headers()) {
+        Ok(metadata) => (metadata, None),
+        Err(e) => (None, Some(e)),
     };
     let id = req
         .extensions()
         .get::<RequestId>()
         .map(|r| r.0.clone())
         .unwrap_or_else(|| Arc::from("unknown"));
-    req.extensions_mut().insert(Arc::new(RequestContext {
+    let cx = Arc::new(RequestContext {
         id,
         caller,
         gateway,
@@ -242,8 +242,24 @@ async fn authenticate(
         started: Instant::now(),
         at: crate::clock::now_ms(),
         metadata,
-    }));
-    next.run(req).await
+        metered: AtomicBool::new(false),
+    });
+    let is_call = req.method() == http::Method::POST;
+    let response = match bad_metadata {
+        Some(e) => e.into_response(api),
+        None => {
+            req.extensions_mut().insert(cx.clone());
+            next.run(req).await
+        }
+    };
+    // A call refused before the pipeline metered it (a bad body or header) still gets its
+    // ledger row, with what the client was told.
+    if is_call && response.status().as_u16() >= 400 && !cx.metered.load(Ordering::Relaxed) {
+        let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
+        cx.meter("", None, false)
+            .close_with(response.status().as_u16(), code);
+    }
+    response
 }
 
 /// `x-proxima-metadata`: a JSON object of tags for the ledger, kept as compact text.

@@ -84,12 +84,17 @@ impl Meter {
     }
 
     /// Closes the record with the request's outcome: `Ok` when answered in full.
-    pub fn close(mut self, outcome: Result<(), &Error>) {
+    pub fn close(self, outcome: Result<(), &Error>) {
+        let (status, code) = match outcome {
+            Ok(()) => (200, None),
+            Err(e) => (e.kind.status().as_u16(), Some(e.kind.code())),
+        };
+        self.close_with(status, code);
+    }
+
+    /// Closes the record with an HTTP status and error code as they were sent.
+    pub fn close_with(mut self, status: u16, code: Option<&'static str>) {
         if let Some(open) = self.open.take() {
-            let (status, code) = match outcome {
-                Ok(()) => (200, None),
-                Err(e) => (e.kind.status().as_u16(), Some(e.kind.code())),
-            };
             open.close(status, code);
         }
     }

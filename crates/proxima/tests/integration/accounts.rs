@@ -1152,8 +1152,26 @@ async fn invalid_metadata_is_refused_and_tags_are_kept() {
     let answer = send("{\"app\": \"search\", \"nested\": {\"a\": [1, 2]}}").await;
     assert_eq!(answer.status, 200, "{}", answer.text());
     let id = answer.header("x-request-id").unwrap().to_owned();
+    // A body that is not JSON is refused as well.
+    let malformed = gw
+        .send(
+            gw.request_as(MASTER, Method::POST, "/v1/chat/completions")
+                .header("content-type", "application/json")
+                .body("{\"model\": "),
+        )
+        .await;
+    malformed.assert_error(400, "invalid_request");
+    // The five refusals are in the ledger too, with what their callers were told.
     let store = gw.store().await;
-    assert_ledger_rows(&store, 1, Duration::from_secs(3)).await;
+    assert_ledger_rows(&store, 6, Duration::from_secs(3)).await;
+    let refused = all_logs(&gw, &[("status", "400".into())], 10).await;
+    assert_eq!(refused.len(), 5);
+    assert!(
+        refused
+            .iter()
+            .all(|r| r["error_code"] == "invalid_request" && r["key_id"] == "master"),
+        "{refused:?}"
+    );
     let rows = all_logs(&gw, &[("request_id", id)], 10).await;
     let tags: Value = serde_json::from_str(rows[0]["metadata"].as_str().unwrap()).unwrap();
     assert_eq!(tags, json!({"app": "search", "nested": {"a": [1, 2]}}));
