@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Arguments;
 
-use super::{col, db_error, Store};
+use super::{col, db_error, Backend, Store};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::pricing::{self, Nanos};
@@ -50,6 +50,8 @@ const COLUMNS: &str = "id, request_id, at, key_id, key_name, team, end_user, mod
     upstream_model, input_tokens, output_tokens, cached_tokens, cost_nanos, latency_ms, ttft_ms, \
     status, error_code, cache, attempts, stream, metadata";
 const COLUMN_COUNT: usize = 22;
+/// Rows per INSERT statement.
+const INSERT_ROWS: usize = 50;
 
 fn row_from(row: &AnyRow) -> Result<LedgerRow> {
     Ok(LedgerRow {
@@ -131,19 +133,23 @@ pub struct LogPage {
     pub next: Option<String>,
 }
 
-/// A query being put together, with its `$N` parameters.
+/// A query being put together, with its parameters. Placeholders must appear in the text in
+/// the order they are bound: SQLite gets anonymous `?` (it looks named ones up by a linear
+/// scan, which made a batch of thousands of parameters quadratic), PostgreSQL `$N`.
 struct Query {
     sql: String,
     args: sqlx::any::AnyArguments,
     count: usize,
+    backend: Backend,
 }
 
 impl Query {
-    fn new(sql: &str) -> Query {
+    fn new(backend: Backend, sql: &str) -> Query {
         Query {
             sql: sql.to_owned(),
             args: sqlx::any::AnyArguments::default(),
             count: 0,
+            backend,
         }
     }
 
@@ -156,7 +162,10 @@ impl Query {
             .add(value)
             .map_err(|e| Error::internal(format!("cannot bind a query parameter: {e}")))?;
         self.count += 1;
-        Ok(format!("${}", self.count))
+        Ok(match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.count),
+        })
     }
 
     fn push(&mut self, sql: &str) {
@@ -167,9 +176,14 @@ impl Query {
 impl Store {
     /// Writes `rows` in one statement; rows already there are skipped.
     pub async fn insert_usage(&self, rows: &[LedgerRow]) -> Result<()> {
-        // Statement size stays well under every database's parameter limit.
-        for chunk in rows.chunks(1000) {
-            let mut q = Query::new(&format!("INSERT INTO usage_ledger ({COLUMNS}) VALUES "));
+        // One transaction per batch: one commit, and a batch is in or out as a whole.
+        let mut tx = self.pool.begin().await.map_err(db_error)?;
+        // Full chunks share one statement text, which both databases then keep prepared.
+        for chunk in rows.chunks(INSERT_ROWS) {
+            let mut q = Query::new(
+                self.backend,
+                &format!("INSERT INTO usage_ledger ({COLUMNS}) VALUES "),
+            );
             for (i, r) in chunk.iter().enumerate() {
                 let mut values = Vec::with_capacity(COLUMN_COUNT);
                 values.push(q.bind(r.id.clone())?);
@@ -201,10 +215,11 @@ impl Store {
             }
             q.push(" ON CONFLICT (id) DO NOTHING");
             sqlx::query_with(sqlx::AssertSqlSafe(q.sql), q.args)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
         }
+        tx.commit().await.map_err(db_error)?;
         Ok(())
     }
 
@@ -287,7 +302,10 @@ impl Store {
     /// The call log, newest first, filtered, one page at a time.
     pub async fn logs(&self, filter: &LogFilter) -> Result<LogPage> {
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
-        let mut q = Query::new(&format!("SELECT {COLUMNS} FROM usage_ledger WHERE 1 = 1"));
+        let mut q = Query::new(
+            self.backend,
+            &format!("SELECT {COLUMNS} FROM usage_ledger WHERE 1 = 1"),
+        );
         let equal = |q: &mut Query, column: &str, value: &Option<String>| -> Result<()> {
             if let Some(value) = value {
                 let p = q.bind(value.clone())?;
