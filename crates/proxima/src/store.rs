@@ -30,7 +30,7 @@ use sqlx::AnyPool;
 use crate::error::{Error, ErrorKind, Result};
 
 pub use keys::{KeyPatch, KeyRecord, NewKey};
-pub use ledger::{GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
+pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
 pub use teams::{TeamPatch, TeamRecord};
 
 /// Which database a store talks to.

@@ -146,7 +146,7 @@ impl Open {
         let millis = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
         let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         ledger.push(LedgerRow {
-            id: format!("u_{:032x}", fastrand::u128(..)),
+            id: crate::store::ledger_id(record.at),
             request_id: record.request_id.to_string(),
             at: record.at,
             key_id: Some(record.caller.id.to_string()),

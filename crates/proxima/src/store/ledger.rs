@@ -5,6 +5,8 @@
 //! written again after a failure whose outcome was unknown (or replayed from the spill file)
 //! never counts twice.
 
+use std::sync::OnceLock;
+
 use serde::{Deserialize, Serialize};
 use sqlx::any::AnyRow;
 use sqlx::Arguments;
@@ -46,12 +48,24 @@ pub struct LedgerRow {
     pub metadata: Option<String>,
 }
 
+/// A new row's id: its time as 12 hex digits of epoch ms, so that ids sort by time (rows are
+/// appended at the end of the primary key, and time ranges are id ranges: the table needs no
+/// other index), then 80 random bits.
+pub fn ledger_id(at: i64) -> String {
+    format!("{}{:020x}", id_floor(at), fastrand::u128(..) >> 48)
+}
+
+/// The smallest id a row at or after `at` (epoch ms) can have.
+fn id_floor(at: i64) -> String {
+    format!("u_{:012x}", at.clamp(0, 0xffff_ffff_ffff))
+}
+
 const COLUMNS: &str = "id, request_id, at, key_id, key_name, team, end_user, model, provider, \
     upstream_model, input_tokens, output_tokens, cached_tokens, cost_nanos, latency_ms, ttft_ms, \
     status, error_code, cache, attempts, stream, metadata";
 const COLUMN_COUNT: usize = 22;
-/// Rows per INSERT statement.
-const INSERT_ROWS: usize = 50;
+/// Rows per INSERT statement: a batch is written in statements of these sizes, largest first.
+const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
 fn row_from(row: &AnyRow) -> Result<LedgerRow> {
     Ok(LedgerRow {
@@ -133,6 +147,49 @@ pub struct LogPage {
     pub next: Option<String>,
 }
 
+/// Adds one parameter.
+fn add<T>(args: &mut sqlx::any::AnyArguments, value: T) -> Result<()>
+where
+    T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
+{
+    args.add(value)
+        .map_err(|e| Error::internal(format!("cannot bind a query parameter: {e}")))
+}
+
+/// The INSERT of `INSERT_SIZES[index]` rows on `backend`, built once.
+fn insert_sql(backend: Backend, index: usize) -> &'static str {
+    static SQL: OnceLock<[[String; INSERT_SIZES.len()]; 2]> = OnceLock::new();
+    let all = SQL.get_or_init(|| {
+        [Backend::Sqlite, Backend::Postgres].map(|backend| {
+            INSERT_SIZES.map(|rows| {
+                let mut sql = format!("INSERT INTO usage_ledger ({COLUMNS}) VALUES ");
+                let mut n = 0;
+                for row in 0..rows {
+                    sql.push_str(if row == 0 { "(" } else { ", (" });
+                    for column in 0..COLUMN_COUNT {
+                        n += 1;
+                        if column > 0 {
+                            sql.push_str(", ");
+                        }
+                        match backend {
+                            Backend::Sqlite => sql.push('?'),
+                            Backend::Postgres => sql.push_str(&format!("${n}")),
+                        }
+                    }
+                    sql.push(')');
+                }
+                sql.push_str(" ON CONFLICT (id) DO NOTHING");
+                sql
+            })
+        })
+    });
+    let by_backend = match backend {
+        Backend::Sqlite => &all[0],
+        Backend::Postgres => &all[1],
+    };
+    &by_backend[index.min(INSERT_SIZES.len() - 1)]
+}
+
 /// A query being put together, with its parameters. Placeholders must appear in the text in
 /// the order they are bound: SQLite gets anonymous `?` (it looks named ones up by a linear
 /// scan, which made a batch of thousands of parameters quadratic), PostgreSQL `$N`.
@@ -158,9 +215,7 @@ impl Query {
     where
         T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
     {
-        self.args
-            .add(value)
-            .map_err(|e| Error::internal(format!("cannot bind a query parameter: {e}")))?;
+        add(&mut self.args, value)?;
         self.count += 1;
         Ok(match self.backend {
             Backend::Sqlite => "?".to_owned(),
@@ -178,43 +233,44 @@ impl Store {
     pub async fn insert_usage(&self, rows: &[LedgerRow]) -> Result<()> {
         // One transaction per batch: one commit, and a batch is in or out as a whole.
         let mut tx = self.pool.begin().await.map_err(db_error)?;
-        // Full chunks share one statement text, which both databases then keep prepared.
-        for chunk in rows.chunks(INSERT_ROWS) {
-            let mut q = Query::new(
-                self.backend,
-                &format!("INSERT INTO usage_ledger ({COLUMNS}) VALUES "),
-            );
-            for (i, r) in chunk.iter().enumerate() {
-                let mut values = Vec::with_capacity(COLUMN_COUNT);
-                values.push(q.bind(r.id.clone())?);
-                values.push(q.bind(r.request_id.clone())?);
-                values.push(q.bind(r.at)?);
-                values.push(q.bind(r.key_id.clone())?);
-                values.push(q.bind(r.key_name.clone())?);
-                values.push(q.bind(r.team.clone())?);
-                values.push(q.bind(r.user.clone())?);
-                values.push(q.bind(r.model.clone())?);
-                values.push(q.bind(r.provider.clone())?);
-                values.push(q.bind(r.upstream_model.clone())?);
-                values.push(q.bind(r.input_tokens)?);
-                values.push(q.bind(r.output_tokens)?);
-                values.push(q.bind(r.cached_tokens)?);
-                values.push(q.bind(r.cost_nanos)?);
-                values.push(q.bind(r.latency_ms)?);
-                values.push(q.bind(r.ttft_ms)?);
-                values.push(q.bind(r.status)?);
-                values.push(q.bind(r.error_code.clone())?);
-                values.push(q.bind(r.cache.clone())?);
-                values.push(q.bind(r.attempts)?);
-                values.push(q.bind(i64::from(r.stream))?);
-                values.push(q.bind(r.metadata.clone())?);
-                if i > 0 {
-                    q.push(", ");
-                }
-                q.push(&format!("({})", values.join(", ")));
+        // Statements of a few fixed sizes only, so the databases keep each one prepared
+        // instead of parsing a new text for every batch size.
+        let mut rest = rows;
+        while !rest.is_empty() {
+            let (index, size) = INSERT_SIZES
+                .iter()
+                .copied()
+                .enumerate()
+                .find(|&(_, n)| n <= rest.len())
+                .unwrap_or((INSERT_SIZES.len() - 1, 1));
+            let (chunk, tail) = rest.split_at(size);
+            rest = tail;
+            let mut args = sqlx::any::AnyArguments::default();
+            for r in chunk {
+                add(&mut args, r.id.clone())?;
+                add(&mut args, r.request_id.clone())?;
+                add(&mut args, r.at)?;
+                add(&mut args, r.key_id.clone())?;
+                add(&mut args, r.key_name.clone())?;
+                add(&mut args, r.team.clone())?;
+                add(&mut args, r.user.clone())?;
+                add(&mut args, r.model.clone())?;
+                add(&mut args, r.provider.clone())?;
+                add(&mut args, r.upstream_model.clone())?;
+                add(&mut args, r.input_tokens)?;
+                add(&mut args, r.output_tokens)?;
+                add(&mut args, r.cached_tokens)?;
+                add(&mut args, r.cost_nanos)?;
+                add(&mut args, r.latency_ms)?;
+                add(&mut args, r.ttft_ms)?;
+                add(&mut args, r.status)?;
+                add(&mut args, r.error_code.clone())?;
+                add(&mut args, r.cache.clone())?;
+                add(&mut args, r.attempts)?;
+                add(&mut args, i64::from(r.stream))?;
+                add(&mut args, r.metadata.clone())?;
             }
-            q.push(" ON CONFLICT (id) DO NOTHING");
-            sqlx::query_with(sqlx::AssertSqlSafe(q.sql), q.args)
+            sqlx::query_with(insert_sql(self.backend, index), args)
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
@@ -232,10 +288,10 @@ impl Store {
         };
         let row = sqlx::query(sql!(
             "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) AS spent FROM usage_ledger \
-             WHERE {column} = $1 AND at >= $2"
+             WHERE {column} = $1 AND id >= $2"
         ))
         .bind(name)
-        .bind(from)
+        .bind(id_floor(from))
         .fetch_one(&self.pool)
         .await
         .map_err(db_error)?;
@@ -263,10 +319,10 @@ impl Store {
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos \
-             FROM usage_ledger WHERE at >= $1 AND at < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
+             FROM usage_ledger WHERE id >= $1 AND id < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
         ))
-        .bind(from)
-        .bind(to)
+        .bind(id_floor(from))
+        .bind(id_floor(to))
         .fetch_all(&self.pool)
         .await
         .map_err(db_error)?;
@@ -333,30 +389,25 @@ impl Store {
             }
         }
         if let Some(from) = filter.from {
-            let p = q.bind(from)?;
-            q.push(&format!(" AND at >= {p}"));
+            let p = q.bind(id_floor(from))?;
+            q.push(&format!(" AND id >= {p}"));
         }
         if let Some(to) = filter.to {
-            let p = q.bind(to)?;
-            q.push(&format!(" AND at < {p}"));
+            let p = q.bind(id_floor(to))?;
+            q.push(&format!(" AND id < {p}"));
         }
         if let Some(after) = &filter.after {
-            let (at, id) = after
-                .split_once('_')
-                .and_then(|(at, id)| Some((at.parse::<i64>().ok()?, id.to_owned())))
-                .ok_or_else(|| {
-                    Error::invalid_request("`after` must be the `next` value of a previous page")
-                        .with_param("after")
-                })?;
-            let p_at = q.bind(at)?;
-            let p_at2 = q.bind(at)?;
-            let p_id = q.bind(id)?;
-            q.push(&format!(
-                " AND (at < {p_at} OR (at = {p_at2} AND id < {p_id}))"
-            ));
+            if !after.starts_with("u_") {
+                return Err(Error::invalid_request(
+                    "`after` must be the `next` value of a previous page",
+                )
+                .with_param("after"));
+            }
+            let p = q.bind(after.clone())?;
+            q.push(&format!(" AND id < {p}"));
         }
         let p_limit = q.bind(limit + 1)?;
-        q.push(&format!(" ORDER BY at DESC, id DESC LIMIT {p_limit}"));
+        q.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
         let rows = sqlx::query_with(sqlx::AssertSqlSafe(q.sql), q.args)
             .fetch_all(&self.pool)
             .await
@@ -364,9 +415,7 @@ impl Store {
         let mut data = rows.iter().map(row_from).collect::<Result<Vec<_>>>()?;
         let more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
         data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next = more
-            .then(|| data.last().map(|r| format!("{}_{}", r.at, r.id)))
-            .flatten();
+        let next = more.then(|| data.last().map(|r| r.id.clone())).flatten();
         Ok(LogPage { data, next })
     }
 
@@ -396,7 +445,7 @@ mod tests {
 
     pub fn row(i: i64, key: &str, team: Option<&str>, model: &str, status: i64) -> LedgerRow {
         LedgerRow {
-            id: format!("u{i:06}"),
+            id: format!("{}{i:020x}", id_floor(1_795_773_600_000 + i * 1000)),
             request_id: format!("req-{i}"),
             at: 1_795_773_600_000 + i * 1000,
             key_id: Some(key.into()),
@@ -500,7 +549,7 @@ mod tests {
                 None => break,
             }
         }
-        let expected: Vec<String> = (0..30).rev().map(|i| format!("u{i:06}")).collect();
+        let expected: Vec<String> = rows.iter().rev().map(|r| r.id.clone()).collect();
         assert_eq!(seen, expected);
         let errors = store
             .logs(&LogFilter {

@@ -113,7 +113,8 @@ targets = [{ provider = "mock", model = "mock" }]
     }
 
     async fn gateway_with(config: &str) -> (String, tokio::sync::oneshot::Sender<()>) {
-        let config = Config::parse(config, "t.toml", &|_| None).unwrap();
+        let mut config = Config::parse(config, "t.toml", &|_| None).unwrap();
+        config.storage.database = crate::config::Secret::new("sqlite::memory:");
         let server = Server::bind(config, None).await.unwrap();
         let base = format!("http://{}", server.local_addr());
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
