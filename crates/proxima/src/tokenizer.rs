@@ -1,8 +1,14 @@
 //! Counting prompt tokens with a real tokenizer (OpenAI's `o200k_base` byte-pair encoding),
 //! for rate limits and budget reservations before the call. Other providers' tokenizers
 //! differ by a few percent; the real usage corrects the count after the call.
+//!
+//! Tokenizing costs about 300 instructions a byte, and most prompt text is sent again and
+//! again (system prompts, tool definitions, the history every turn resends), so counts of
+//! longer texts are remembered by a hash of the text.
 
-use std::sync::OnceLock;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::{Mutex, OnceLock};
 
 use tiktoken_rs::CoreBPE;
 
@@ -29,8 +35,47 @@ pub fn warm_up() {
     });
 }
 
+/// Texts shorter than this are tokenized every time: cheaper than remembering them.
+const CACHE_MIN_BYTES: usize = 64;
+/// Counts remembered at most; past it the cache starts again.
+const CACHE_ENTRIES: usize = 100_000;
+
+struct Cache {
+    hasher: RandomState,
+    counts: Mutex<HashMap<u64, u64>>,
+}
+
+fn cache() -> &'static Cache {
+    static CACHE: OnceLock<Cache> = OnceLock::new();
+    CACHE.get_or_init(|| Cache {
+        hasher: RandomState::new(),
+        counts: Mutex::new(HashMap::new()),
+    })
+}
+
 /// Tokens in `text`.
 pub fn count(text: &str) -> u64 {
+    if text.len() < CACHE_MIN_BYTES {
+        return tokenize(text);
+    }
+    let cache = cache();
+    // A 64-bit keyed hash: a collision would only misjudge one estimate, which the real
+    // usage corrects after the call.
+    let key = cache.hasher.hash_one(text);
+    let lock = || cache.counts.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(&n) = lock().get(&key) {
+        return n;
+    }
+    let n = tokenize(text);
+    let mut counts = lock();
+    if counts.len() >= CACHE_ENTRIES {
+        counts.clear();
+    }
+    counts.insert(key, n);
+    n
+}
+
+fn tokenize(text: &str) -> u64 {
     match bpe() {
         Some(bpe) => bpe.encode_ordinary(text).len() as u64,
         None => (text.len() as u64).div_ceil(4),
@@ -48,6 +93,10 @@ mod tests {
     fn counts_like_openai() {
         // o200k_base: "Hello, world!" is 4 tokens; "hello" repeated is one token each.
         assert_eq!(super::count("Hello, world!"), 4);
-        assert_eq!(super::count("hello ".repeat(100).trim_end()), 100);
+        let long = "hello ".repeat(100);
+        assert_eq!(super::count(long.trim_end()), 100);
+        // Remembered, and still right.
+        assert_eq!(super::count(long.trim_end()), 100);
+        assert_eq!(super::count(&long[..59]), 10);
     }
 }

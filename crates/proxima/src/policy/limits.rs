@@ -728,15 +728,23 @@ fn rate_headers(takes: &[Take<'_>], levels: &[i64]) -> Vec<(HeaderName, HeaderVa
             Ok(cap) if cap > 0 => ceil_div((scaled(take.cap) - level).max(0), cap),
             _ => 0,
         };
-        let name =
-            |suffix: &str| HeaderName::try_from(format!("x-ratelimit-{suffix}-{}", dim.label()));
-        if let (Ok(limit), Ok(left), Ok(reset)) = (name("limit"), name("remaining"), name("reset"))
-        {
-            headers.push((limit, HeaderValue::from(take.cap)));
-            headers.push((left, HeaderValue::from(remaining)));
-            if let Ok(value) = HeaderValue::try_from(format_reset(reset_ms)) {
-                headers.push((reset, value));
-            }
+        let [limit, left, reset] = match dim {
+            Dim::Requests => [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            Dim::Tokens => [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        }
+        .map(HeaderName::from_static);
+        headers.push((limit, HeaderValue::from(take.cap)));
+        headers.push((left, HeaderValue::from(remaining)));
+        if let Ok(value) = HeaderValue::try_from(format_reset(reset_ms)) {
+            headers.push((reset, value));
         }
     }
     headers
