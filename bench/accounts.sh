@@ -107,20 +107,29 @@ rule="|---:|---:|---:|---:|"
 if [ -n "${BASELINE_BIN:-}" ]; then header="$header before issue 5 |"; rule="$rule---:|"; fi
 echo "$header"; echo "$rule"
 sum_c=0; sum_a=0; sum_r=0; sum_b=0
+C=(); A=(); R=(); BB=()
+median() { printf '%s\n' "$@" | sort -n | awk '{v[NR]=$1} END {print (NR % 2) ? v[(NR+1)/2] : int((v[NR/2] + v[NR/2+1]) / 2)}'; }
 for round in $(seq "$ROUNDS"); do
     c="$(measure core "$BIN/proxima")"
     a="$(measure accounts "$BIN/proxima" "$KEY_ACCOUNTS")"
     r="$(measure redis "$BIN/proxima" "$KEY_REDIS")"
-    sum_c=$((sum_c + c)); sum_a=$((sum_a + a)); sum_r=$((sum_r + r))
+    sum_c=$((sum_c + c)); sum_a=$((sum_a + a)); sum_r=$((sum_r + r)); C+=("$c"); A+=("$a"); R+=("$r")
     line="| $round | $c | $a ($((100 * a / c)) %) | $r ($((100 * r / c)) %) |"
     if [ -n "${BASELINE_BIN:-}" ]; then
-        b="$(measure before "$BASELINE_BIN")"; sum_b=$((sum_b + b))
+        b="$(measure before "$BASELINE_BIN")"; sum_b=$((sum_b + b)); BB+=("$b")
         line="$line $b (core is $((100 * c / b)) % of it) |"
     fi
     echo "$line"
 done
 line="| mean | $((sum_c / ROUNDS)) | $((sum_a / ROUNDS)) ($((100 * sum_a / sum_c)) %) | $((sum_r / ROUNDS)) ($((100 * sum_r / sum_c)) %) |"
 if [ -n "${BASELINE_BIN:-}" ]; then line="$line $((sum_b / ROUNDS)) (core is $((100 * sum_c / sum_b)) % of it) |"; fi
+echo "$line"
+mc="$(median "${C[@]}")"; ma="$(median "${A[@]}")"; mr="$(median "${R[@]}")"
+line="| median | $mc | $ma ($((100 * ma / mc)) %) | $mr ($((100 * mr / mc)) %) |"
+if [ -n "${BASELINE_BIN:-}" ]; then
+    mb="$(median "${BB[@]}")"
+    line="$line $mb (core is $((100 * mc / mb)) %, accounts $((100 * ma / mb)) % of it) |"
+fi
 echo "$line"
 for db in accounts redis; do
     rows="$(python3 -c "import sqlite3; print(sqlite3.connect('$WORK/$db.db').execute('select count(*) from usage_ledger').fetchone()[0])")"

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# User-space instructions per chat request under callgrind: repeatable whatever else the machine
+# is doing, unlike throughput. The gateway serves 300 warm-up requests, then 2000 counted ones
+# (c=16) against mock-upstream; every thread counts (the ledger writer and SQLite's included).
+#   bench/instructions.sh core|accounts [PROXIMA_BINARY]
+#     core      no keys (anonymous caller), ledger on (SQLite)
+#     accounts  a virtual key with rpm, tpm and a daily budget, in a team with its own rpm and
+#               budget, on a model with rpm/tpm; ledger on
+#     before    the config `core` uses, without [storage], for a gateway older than issue 5
+# Binaries from ${CARGO_TARGET_DIR:-target}/release unless PROXIMA_BINARY is given.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+MODE="${1:-core}"
+BIN="${CARGO_TARGET_DIR:-target}/release"
+PROXIMA="${2:-$BIN/proxima}"
+command -v valgrind >/dev/null || { echo "needs valgrind" >&2; exit 1; }
+WORK="$(mktemp -d)"
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOCK_PORT="$(free_port)"; PORT="$(free_port)"
+"$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --latency 0ms --no-record >"$WORK/mock.log" 2>&1 &
+PIDS+=($!)
+{
+    printf '[server]\nlisten = "127.0.0.1:%s"\n' "$PORT"
+    [ "$MODE" = accounts ] && printf 'master_key = "bench-master-key"\n'
+    [ "$MODE" != before ] && printf '[storage]\ndatabase = "sqlite://%s/ledger.db"\n' "$WORK"
+    printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' "$MOCK_PORT"
+    printf '[models.bench]\ntargets = [{ provider = "up", model = "gpt-4o-mini" }]\n'
+    [ "$MODE" = accounts ] && printf 'rpm = 100000000\ntpm = 100000000000\n'
+    true
+} >"$WORK/proxima.toml"
+valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p.out" \
+    "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/cg.log" 2>&1 &
+CG_PID=$!
+PIDS+=("$CG_PID")
+for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.2; done
+AUTH=()
+if [ "$MODE" = accounts ]; then
+    admin() { curl -sf -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' "http://127.0.0.1:$PORT/admin/$1" -d "$2"; }
+    admin teams '{"name":"bench-team","rpm":100000000,"budget":{"usd":1000000,"period":"1d"}}' >/dev/null
+    KEY="$(admin keys '{"name":"bench","team":"bench-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+    AUTH=(-H "authorization: Bearer $KEY")
+fi
+TEXT="Proxima benchmark request: a short user message of about one hundred and seventy characters, echoed back by the mock upstream so that the answer is a typical small reply."
+printf '{"model":"bench","messages":[{"role":"user","content":"%s"}]}' "$TEXT" >"$WORK/body.json"
+URL="http://127.0.0.1:$PORT/v1/chat/completions"
+load() { oha --no-tui -m POST -H 'content-type: application/json' "${AUTH[@]}" -D "$WORK/body.json" -n "$1" -c 16 "$URL" 2>&1; }
+load 300 >/dev/null
+callgrind_control -z "$CG_PID" >/dev/null
+OK="$(load 2000 | awk '/\[200\]/ {print $2}')"
+sleep 1
+callgrind_control -d "$CG_PID" >/dev/null
+sleep 1
+IR="$(grep -hE '^(summary|totals):' "$WORK"/cg."$CG_PID".out.1 | head -1 | awk '{print $2}')"
+echo "$MODE: $((IR / OK)) instructions per request ($OK answered)"
