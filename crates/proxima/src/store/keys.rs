@@ -238,18 +238,18 @@ impl Store {
     }
 
     pub async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query(sql!("SELECT {KEY_COLUMNS} FROM keys WHERE id = $1"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(key_from_row).transpose()
+        self.key_where("id", id).await
     }
 
     /// The key whose secret hashes to `hash`, revoked or not.
     pub async fn find_key_by_hash(&self, hash: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query(sql!("SELECT {KEY_COLUMNS} FROM keys WHERE hash = $1"))
-            .bind(hash)
+        self.key_where("hash", hash).await
+    }
+
+    /// The key whose unique `column` (a constant) holds `value`.
+    async fn key_where(&self, column: &'static str, value: &str) -> Result<Option<KeyRecord>> {
+        let row = sqlx::query(sql!("SELECT {KEY_COLUMNS} FROM keys WHERE {column} = $1"))
+            .bind(value)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error)?;
