@@ -172,24 +172,33 @@ impl RequestContext {
         } else {
             0
         };
-        let grant = limiter.acquire(&limits, tokens).await?;
-        let headers = grant.headers().to_vec();
-        let reservation = if budgets.is_empty() {
-            None
+        let max_cost = if budgets.is_empty() {
+            0
         } else {
             let shape = RequestShape {
                 input_tokens: prompt,
                 output_tokens: u64::from(demand.max_output.unwrap_or(DEFAULT_OUTPUT_RESERVE)),
             };
-            let max_cost = self.gateway.router.max_cost(&resolved, &shape);
-            match limiter.reserve(&budgets, max_cost).await {
-                Ok(reservation) => Some(reservation),
-                Err(mut e) => {
-                    // The request never ran: give its tokens back.
-                    grant.settle(0);
-                    e.headers.extend(headers);
-                    return Err(e);
-                }
+            self.gateway.router.max_cost(&resolved, &shape)
+        };
+        // Both at once: with Redis, one round trip of waiting instead of two.
+        let (grant, reservation) = tokio::join!(limiter.acquire(&limits, tokens), async {
+            if budgets.is_empty() {
+                Ok(None)
+            } else {
+                limiter.reserve(&budgets, max_cost).await.map(Some)
+            }
+        });
+        // A refusal gives back what the other check took: a dropped reservation is released,
+        // a grant settled at zero returns its tokens.
+        let grant = grant?;
+        let headers = grant.headers().to_vec();
+        let reservation = match reservation {
+            Ok(reservation) => reservation,
+            Err(mut e) => {
+                grant.settle(0);
+                e.headers.extend(headers);
+                return Err(e);
             }
         };
         meter.hold(grant, reservation);
