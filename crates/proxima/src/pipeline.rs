@@ -123,45 +123,39 @@ impl RequestContext {
         let mut limits = Vec::new();
         let mut budgets = Vec::new();
         let mut consider =
-            |scope: &dyn Fn() -> Scope,
+            |scope: Scope,
              rpm: Option<u64>,
              tpm: Option<u64>,
              budget: Option<crate::config::BudgetConfig>| {
                 if let Some(budget) = budget {
                     budgets.push(Budget {
-                        scope: scope(),
+                        scope: scope.clone(),
                         limit: pricing::nanos(budget.usd),
                         period: budget.period,
                     });
                 }
                 if rpm.is_some() || tpm.is_some() {
-                    limits.push(RateLimit {
-                        scope: scope(),
-                        rpm,
-                        tpm,
-                    });
+                    limits.push(RateLimit { scope, rpm, tpm });
                 }
             };
         consider(
-            &|| Scope::Key(caller.id.clone()),
+            Scope::Key(caller.id.clone()),
             caller.rpm,
             caller.tpm,
             caller.budget,
         );
         if let (Some(team), Some(name)) = (&team, &caller.team) {
+            consider(Scope::Team(name.clone()), team.rpm, team.tpm, team.budget);
+        }
+        let model = &resolved.model;
+        if model.rpm.is_some() || model.tpm.is_some() {
             consider(
-                &|| Scope::Team(name.clone()),
-                team.rpm,
-                team.tpm,
-                team.budget,
+                Scope::Model(Arc::from(model.name.as_str())),
+                model.rpm,
+                model.tpm,
+                None,
             );
         }
-        consider(
-            &|| Scope::Model(Arc::from(resolved.model.name.as_str())),
-            resolved.model.rpm,
-            resolved.model.tpm,
-            None,
-        );
         if limits.is_empty() && budgets.is_empty() {
             return Ok((resolved, Vec::new()));
         }

@@ -8,13 +8,12 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use http::HeaderMap;
-use sha2::{Digest, Sha256};
 
 use super::directory::Directory;
 use super::jwt::JwtVerifier;
 use crate::config::{BudgetConfig, Config, KeyConfig};
 use crate::error::{Error, ErrorKind, Result};
-use crate::store::{KeyRecord, TeamRecord};
+use crate::store::{secret_digest, KeyRecord, TeamRecord};
 
 /// The authenticated caller of a request.
 #[derive(Debug, Default)]
@@ -89,22 +88,18 @@ pub struct Auth {
     anonymous: Option<Arc<Caller>>,
 }
 
-pub(super) fn hash(key: &str) -> [u8; 32] {
-    Sha256::digest(key.as_bytes()).into()
-}
-
 impl Auth {
     pub fn from_config(config: &Config, jwt: Option<Arc<JwtVerifier>>) -> Auth {
         let mut keys = HashMap::new();
         if let Some(master) = &config.server.master_key {
             keys.insert(
-                hash(master.expose()),
+                secret_digest(master.expose()),
                 Arc::new(Caller::named("master", true)),
             );
         }
         for (name, key) in &config.keys {
             keys.insert(
-                hash(key.key.expose()),
+                secret_digest(key.key.expose()),
                 Arc::new(Caller::from_static(name, key)),
             );
         }
@@ -136,7 +131,7 @@ impl Auth {
                 "no API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`",
             )
         })?;
-        let digest = hash(key);
+        let digest = secret_digest(key);
         if let Some(caller) = self.keys.get(&digest) {
             return Ok(caller.clone());
         }

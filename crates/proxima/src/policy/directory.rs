@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use super::auth::{hash, Caller};
+use super::auth::Caller;
 use crate::clock::now_ms;
 use crate::error::Result;
 use crate::store::{KeyRecord, Store, TeamRecord};
@@ -178,16 +178,11 @@ fn hex_digest(text: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// The digest a presented secret is looked up by.
-pub fn digest(secret: &str) -> [u8; 32] {
-    hash(secret)
-}
-
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::store::NewKey;
+    use crate::store::{secret_digest, NewKey};
 
     #[tokio::test]
     async fn a_key_revoked_elsewhere_stops_working_after_one_sync() {
@@ -203,7 +198,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            directory.key(&digest(&secret)).unwrap().id.as_ref(),
+            directory.key(&secret_digest(&secret)).unwrap().id.as_ref(),
             record.id
         );
         // Another replica (here: the store directly) makes a key and revokes this one.
@@ -217,8 +212,8 @@ mod tests {
             .unwrap();
         store.revoke_key(&record.id).await.unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(directory.key(&digest(&secret)).is_none(), "revoked");
-        assert!(directory.key(&digest(&second)).is_none(), "expired");
+        assert!(directory.key(&secret_digest(&secret)).is_none(), "revoked");
+        assert!(directory.key(&secret_digest(&second)).is_none(), "expired");
         assert!(directory.has_keys());
     }
 }

@@ -115,11 +115,20 @@ pub(super) fn bind_grants<'q>(
         .bind(budget.map(|b| b.period.name()))
 }
 
-/// Hex SHA-256 of a secret: how keys are stored and looked up.
-pub fn hash_secret(secret: &str) -> String {
+/// SHA-256 of a secret: what every key, static or virtual, is looked up by. High-entropy keys
+/// need no slow KDF.
+pub fn secret_digest(secret: &str) -> [u8; 32] {
     use sha2::{Digest, Sha256};
-    let digest = Sha256::digest(secret.as_bytes());
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+/// Hex SHA-256 of a secret: how keys are stored.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&secret_digest(secret))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `len` random bytes as hex, from the operating system's generator.
@@ -129,7 +138,7 @@ fn random_hex(len: usize) -> Result<String> {
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| Error::internal("the system random generator failed"))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
 pub(super) fn read_budget(row: &AnyRow) -> Result<Option<BudgetConfig>> {

@@ -67,7 +67,7 @@ impl Ledger {
     /// Queues one record. Never blocks on I/O.
     pub fn push(&self, row: LedgerRow) {
         let len = {
-            let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
+            let mut queue = self.lock();
             queue.push_back(row);
             queue.len()
         };
