@@ -299,13 +299,7 @@ async fn upstream_timeout_is_504() {
 #[tokio::test]
 async fn upstream_503_on_every_attempt_is_502_carrying_the_upstream_message() {
     let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
-        "chat",
-        "up",
-        "gpt-upstream",
-        "retries = 1",
-    ))
-    .await;
+    let gw = Gateway::start(one_model_with(&mock, "retries = 1")).await;
     mock.enqueue(Reply::error(503, "The engine is currently overloaded"));
     mock.enqueue(Reply::error(503, "The engine is currently overloaded"));
 

@@ -97,13 +97,7 @@ async fn a_stream_whose_first_event_is_an_upstream_error_fails_over() {
 #[tokio::test]
 async fn a_stream_failing_with_an_error_event_on_every_attempt_is_502_with_its_message() {
     let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
-        "chat",
-        "up",
-        "gpt-upstream",
-        "retries = 0",
-    ))
-    .await;
+    let gw = Gateway::start(one_model_with(&mock, "retries = 0")).await;
     mock.enqueue(Reply::sse(vec![serde_json::json!({
         "error": {"message": "model overloaded, try later", "type": "server_error"}
     })
@@ -148,13 +142,7 @@ async fn an_upstream_400_is_not_retried_and_keeps_its_status_and_message() {
 #[tokio::test]
 async fn an_upstream_429_on_the_only_target_gives_429_with_retry_after() {
     let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
-        "chat",
-        "up",
-        "gpt-upstream",
-        "retries = 0",
-    ))
-    .await;
+    let gw = Gateway::start(one_model_with(&mock, "retries = 0")).await;
     mock.enqueue(Reply::error(429, "Rate limit reached for requests").header("retry-after", "7"));
 
     let answer = gw.chat(chat_body("chat", "hi")).await;
@@ -171,13 +159,7 @@ async fn an_upstream_429_on_the_only_target_gives_429_with_retry_after() {
 #[tokio::test]
 async fn retries_on_one_target_recover_from_a_transient_503() {
     let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
-        "chat",
-        "up",
-        "gpt-upstream",
-        "retries = 2",
-    ))
-    .await;
+    let gw = Gateway::start(one_model_with(&mock, "retries = 2")).await;
     mock.enqueue(Reply::error(503, "overloaded"));
     mock.enqueue(Reply::error(503, "overloaded"));
 
@@ -255,13 +237,7 @@ async fn weighted_never_picks_a_zero_weight_target() {
 #[tokio::test]
 async fn a_retry_after_429_waits_as_long_as_the_upstream_asked() {
     let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(Conf::new().openai("up", &mock).model_with(
-        "chat",
-        "up",
-        "gpt-upstream",
-        "retries = 1",
-    ))
-    .await;
+    let gw = Gateway::start(one_model_with(&mock, "retries = 1")).await;
     mock.enqueue(Reply::error(429, "slow down").header("retry-after", "1"));
     let started = tokio::time::Instant::now();
     let answer = gw.chat_ok(chat_body("chat", "patient")).await;

@@ -92,6 +92,13 @@ pub fn one_model(mock: &MockUpstream) -> Conf {
         .model("chat", "up", "gpt-upstream")
 }
 
+/// [`one_model`] with more lines for the model table (e.g. `retries = 0`).
+pub fn one_model_with(mock: &MockUpstream, extra: &str) -> Conf {
+    Conf::new()
+        .openai("up", mock)
+        .model_with("chat", "up", "gpt-upstream", extra)
+}
+
 /// A plain HTTP client. The gateway's reqwest is built without a bundled TLS provider, so the
 /// same provider the gateway uses is installed first.
 pub fn http_client() -> reqwest::Client {
