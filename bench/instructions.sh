@@ -8,6 +8,7 @@
 #               budget, on a model with rpm/tpm; ledger on
 #     before    the config `core` uses, without [storage], for a gateway older than issue 5
 # Binaries from ${CARGO_TARGET_DIR:-target}/release unless PROXIMA_BINARY is given.
+# KEEP_PROFILE=FILE keeps the callgrind profile, for callgrind_annotate.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODE="${1:-core}"
@@ -55,4 +56,5 @@ sleep 1
 callgrind_control -d "$CG_PID" >/dev/null
 sleep 1
 IR="$(grep -hE '^(summary|totals):' "$WORK"/cg."$CG_PID".out.1 | head -1 | awk '{print $2}')"
+[ -n "${KEEP_PROFILE:-}" ] && cp "$WORK"/cg."$CG_PID".out.1 "$KEEP_PROFILE"
 echo "$MODE: $((IR / OK)) instructions per request ($OK answered)"

@@ -91,8 +91,8 @@ impl RequestContext {
                 request_id: self.id.clone(),
                 at: self.at,
                 caller: self.caller.clone(),
-                user: user.map(str::to_owned),
-                public_model: model.to_owned(),
+                user: user.map(Arc::from),
+                public_model: Arc::from(model),
                 provider: None,
                 upstream_model: None,
                 price: None,
@@ -149,12 +149,7 @@ impl RequestContext {
         }
         let model = &resolved.model;
         if model.rpm.is_some() || model.tpm.is_some() {
-            consider(
-                Scope::Model(Arc::from(model.name.as_str())),
-                model.rpm,
-                model.tpm,
-                None,
-            );
+            consider(Scope::Model(model.name.clone()), model.rpm, model.tpm, None);
         }
         if limits.is_empty() && budgets.is_empty() {
             return Ok((resolved, Vec::new()));

@@ -31,7 +31,7 @@ pub struct Target {
 
 /// A public model and how to serve it.
 pub struct Model {
-    pub name: String,
+    pub name: Arc<str>,
     pub strategy: Strategy,
     pub targets: Vec<Target>,
     pub fallbacks: Vec<String>,
@@ -109,7 +109,7 @@ impl Router {
                 })
                 .collect();
             let model = Arc::new(Model {
-                name: name.clone(),
+                name: Arc::from(name.as_str()),
                 strategy: m.strategy,
                 targets,
                 fallbacks: m.fallbacks.clone(),

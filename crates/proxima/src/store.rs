@@ -22,9 +22,13 @@ mod ledger;
 mod migrations;
 mod teams;
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 use sqlx::AnyPool;
 
 use crate::error::{Error, ErrorKind, Result};
@@ -44,6 +48,9 @@ pub enum Backend {
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    /// On a SQLite file, one native connection for the ledger's batch inserts: it binds the
+    /// rows' shared strings as they are, where the `Any` driver copies every value twice.
+    ledger_pool: Option<SqlitePool>,
 }
 
 impl Store {
@@ -89,13 +96,17 @@ impl Store {
         } else {
             options
         };
-        let pool = options.connect(&url).await.map_err(|e| {
-            Error::new(
-                ErrorKind::Unavailable,
-                format!("cannot open the database: {}", describe(&e)),
-            )
-        })?;
-        Ok(Store { pool, backend })
+        let pool = options.connect(&url).await.map_err(open_error)?;
+        let ledger_pool = if backend == Backend::Sqlite && !memory {
+            Some(sqlite_ledger_pool(&url).await?)
+        } else {
+            None
+        };
+        Ok(Store {
+            pool,
+            backend,
+            ledger_pool,
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -109,8 +120,26 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
+        if let Some(ledger) = &self.ledger_pool {
+            ledger.close().await;
+        }
         self.pool.close().await;
     }
+}
+
+/// The ledger writer's own connection to the SQLite file at `url`, set up as the shared pool's.
+async fn sqlite_ledger_pool(url: &str) -> Result<SqlitePool> {
+    let options = SqliteConnectOptions::from_str(url)
+        .map_err(open_error)?
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(5));
+    SqlitePoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_with(options)
+        .await
+        .map_err(open_error)
 }
 
 /// `sqlite://FILE` as sqlx wants it: created when missing.
@@ -132,6 +161,13 @@ fn describe(e: &sqlx::Error) -> String {
         sqlx::Error::Configuration(c) => format!("bad database URL: {c}"),
         other => other.to_string(),
     }
+}
+
+fn open_error(e: sqlx::Error) -> Error {
+    Error::new(
+        ErrorKind::Unavailable,
+        format!("cannot open the database: {}", describe(&e)),
+    )
 }
 
 /// Every database failure is the gateway's: 503 `Unavailable` with what failed.

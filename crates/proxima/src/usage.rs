@@ -30,8 +30,8 @@ pub struct UsageRecord {
     /// When the request arrived, epoch ms.
     pub at: i64,
     pub caller: Arc<Caller>,
-    pub user: Option<String>,
-    pub public_model: String,
+    pub user: Option<Arc<str>>,
+    pub public_model: Arc<str>,
     pub provider: Option<Arc<str>>,
     pub upstream_model: Option<String>,
     /// The price of the target that answered, to cost the usage.
@@ -147,15 +147,15 @@ impl Open {
         let tokens = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
         ledger.push(LedgerRow {
             id: crate::store::ledger_id(record.at),
-            request_id: record.request_id.to_string(),
+            request_id: record.request_id,
             at: record.at,
-            key_id: Some(record.caller.id.to_string()),
+            key_id: Some(record.caller.id.clone()),
             key_name: Some(record.caller.name.clone()),
-            team: record.caller.team.as_deref().map(str::to_owned),
+            team: record.caller.team.clone(),
             user: record.user,
             model: record.public_model,
-            provider: record.provider.as_deref().map(str::to_owned),
-            upstream_model: record.upstream_model,
+            provider: record.provider,
+            upstream_model: record.upstream_model.map(Arc::from),
             input_tokens: tokens(usage.input_tokens),
             output_tokens: tokens(usage.output_tokens),
             cached_tokens: tokens(usage.cached_input_tokens.unwrap_or(0)),
@@ -163,11 +163,11 @@ impl Open {
             latency_ms: millis(latency),
             ttft_ms: record.first_token.map(|t| millis(t - record.started)),
             status: i64::from(status),
-            error_code: code.map(str::to_owned),
-            cache: record.cache.map(str::to_owned),
+            error_code: code.map(Arc::from),
+            cache: record.cache.map(Arc::from),
             attempts: i64::from(record.attempts),
             stream: record.stream,
-            metadata: record.metadata.as_deref().map(str::to_owned),
+            metadata: record.metadata,
         });
     }
 }

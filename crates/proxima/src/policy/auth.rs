@@ -4,7 +4,7 @@
 //! Keys are held only as SHA-256 hashes (high-entropy keys need no slow KDF), so a lookup costs
 //! one hash and one map probe, and no key is kept in memory in the clear.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -22,7 +22,7 @@ pub struct Caller {
     /// `anonymous`, or `jwt:SUBJECT`.
     pub id: Arc<str>,
     /// The key's name.
-    pub name: String,
+    pub name: Arc<str>,
     pub team: Option<Arc<str>>,
     /// Public models allowed; `None` means all.
     pub models: Option<HashSet<String>>,
@@ -36,9 +36,10 @@ pub struct Caller {
 
 impl Caller {
     fn named(name: &str, admin: bool) -> Caller {
+        let name: Arc<str> = Arc::from(name);
         Caller {
-            id: Arc::from(name),
-            name: name.to_owned(),
+            id: name.clone(),
+            name,
             admin,
             ..Caller::default()
         }
@@ -58,7 +59,7 @@ impl Caller {
     pub fn from_key(record: &KeyRecord) -> Caller {
         Caller {
             id: Arc::from(record.id.as_str()),
-            name: record.name.clone(),
+            name: Arc::from(record.name.as_str()),
             team: record.team.as_deref().map(Arc::from),
             models: record.models.as_ref().map(|m| m.iter().cloned().collect()),
             admin: record.admin,
@@ -82,7 +83,7 @@ impl Caller {
 
 /// The credentials a config defines: rebuilt with the gateway on every reload.
 pub struct Auth {
-    keys: HashMap<[u8; 32], Arc<Caller>>,
+    keys: foldhash::HashMap<[u8; 32], Arc<Caller>>,
     jwt: Option<Arc<JwtVerifier>>,
     /// Set when no key is configured at all (only allowed on loopback listeners).
     anonymous: Option<Arc<Caller>>,
@@ -90,7 +91,7 @@ pub struct Auth {
 
 impl Auth {
     pub fn from_config(config: &Config, jwt: Option<Arc<JwtVerifier>>) -> Auth {
-        let mut keys = HashMap::new();
+        let mut keys = foldhash::HashMap::default();
         if let Some(master) = &config.server.master_key {
             keys.insert(
                 secret_digest(master.expose()),

@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+// Looked up on every request by digests and team names the store issued: no need for SipHash.
+use foldhash::HashMap as FastMap;
 
 use super::auth::Caller;
 use crate::clock::now_ms;
@@ -22,8 +24,8 @@ const CLOCK_SLACK_MS: i64 = 10_000;
 
 pub struct Directory {
     /// Active virtual keys by the SHA-256 of their secret.
-    keys: ArcSwap<HashMap<[u8; 32], Arc<Caller>>>,
-    teams: ArcSwap<HashMap<String, Arc<TeamRecord>>>,
+    keys: ArcSwap<FastMap<[u8; 32], Arc<Caller>>>,
+    teams: ArcSwap<FastMap<String, Arc<TeamRecord>>>,
     store: Store,
 }
 
@@ -39,8 +41,8 @@ impl Directory {
     /// Reads every key and team, then keeps them current in the background.
     pub async fn start(store: Store, interval: Duration) -> Result<Arc<Directory>> {
         let directory = Arc::new(Directory {
-            keys: ArcSwap::from_pointee(HashMap::new()),
-            teams: ArcSwap::from_pointee(HashMap::new()),
+            keys: ArcSwap::from_pointee(FastMap::default()),
+            teams: ArcSwap::from_pointee(FastMap::default()),
             store,
         });
         let mut mark = Watermark::default();
@@ -102,7 +104,7 @@ impl Directory {
         if records.is_empty() {
             return;
         }
-        let mut keys = HashMap::clone(&self.keys.load());
+        let mut keys = FastMap::clone(&self.keys.load());
         for record in records {
             let Some(digest) = hex_digest(&record.hash) else {
                 continue;
@@ -121,7 +123,7 @@ impl Directory {
         if records.is_empty() {
             return;
         }
-        let mut teams = HashMap::clone(&self.teams.load());
+        let mut teams = FastMap::clone(&self.teams.load());
         for record in records {
             if record.deleted_at.is_some() {
                 teams.remove(&record.name);

@@ -18,11 +18,11 @@ use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 use tokio::time::Instant;
 
 use crate::config::JwtConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::store::secret_digest;
 
 /// Longer bearer values are refused before any parsing: real tokens are a few KiB at most.
 const MAX_TOKEN_BYTES: usize = 16 * 1024;
@@ -211,7 +211,7 @@ impl JwtVerifier {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(rejected("the token is too long to be a JWT"));
         }
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = secret_digest(token);
         let now = now_secs();
         if let Some(identity) = self.cached(&digest) {
             if now > identity.expires_at.saturating_add(self.leeway as i64) {
@@ -1214,7 +1214,7 @@ mod tests {
         let verifier = verifier_for(&idp).await;
         let token = ec.token();
         let first = verifier.verify(&token).await.unwrap();
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        let digest = secret_digest(&token);
         assert_eq!(verifier.cached(&digest), Some(first.clone()));
 
         // A hit is served from the cache (the token is no longer checked) ...

@@ -118,8 +118,10 @@ pub(super) fn bind_grants<'q>(
 /// SHA-256 of a secret: what every key, static or virtual, is looked up by. High-entropy keys
 /// need no slow KDF.
 pub fn secret_digest(secret: &str) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    Sha256::digest(secret.as_bytes()).into()
+    let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
+    let mut out = [0u8; 32];
+    out.copy_from_slice(digest.as_ref());
+    out
 }
 
 /// Hex SHA-256 of a secret: how keys are stored.

@@ -388,7 +388,7 @@ pub async fn models(Extension(state): Extension<Arc<AppState>>) -> Response {
         .router
         .all_models()
         .map(|m| {
-            let config = gateway.config.models.get(&m.name);
+            let config = gateway.config.models.get(&*m.name);
             json!({
                 "name": m.name,
                 "strategy": m.strategy,

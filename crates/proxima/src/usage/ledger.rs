@@ -293,8 +293,8 @@ mod tests {
 
     fn row(i: usize) -> LedgerRow {
         LedgerRow {
-            id: format!("row-{i:05}"),
-            request_id: format!("req-{i}"),
+            id: format!("row-{i:05}").into(),
+            request_id: format!("req-{i}").into(),
             at: 1_000 + i as i64,
             key_id: Some("k".into()),
             key_name: None,

@@ -101,9 +101,9 @@ async fn virtual_key_lifecycle_over_the_admin_api() {
         "prefix {prefix:?} of {secret:?}"
     );
     let hash = {
-        use sha2::Digest;
-        let digest = sha2::Sha256::digest(secret.as_bytes());
+        let digest = ring::digest::digest(&ring::digest::SHA256, secret.as_bytes());
         digest
+            .as_ref()
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
