@@ -4,7 +4,7 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use time::format_description::well_known::Rfc3339;
-use time::{Date, Duration, OffsetDateTime, Time};
+use time::{Date, OffsetDateTime, Time};
 
 use crate::config::{BudgetPeriod, ConfigDuration};
 
@@ -75,16 +75,20 @@ impl BudgetPeriod {
     /// The period holding `ms`: when it began and when it ends (the next reset), in epoch
     /// milliseconds. A `total` budget began at the epoch and never resets (`i64::MAX`).
     pub fn bounds(self, ms: i64) -> (i64, i64) {
-        let date = datetime(ms).date();
-        let (start, end) = match self {
-            BudgetPeriod::Total => return (0, i64::MAX),
-            BudgetPeriod::Day => (date, date.next_day()),
+        // Days and weeks are plain arithmetic on UTC days (asked on every request with a
+        // budget); only months need the calendar.
+        const DAY: i64 = 86_400_000;
+        let day_start = ms - ms.rem_euclid(DAY);
+        match self {
+            BudgetPeriod::Total => (0, i64::MAX),
+            BudgetPeriod::Day => (day_start, day_start + DAY),
             BudgetPeriod::Week => {
-                let monday =
-                    date - Duration::days(i64::from(date.weekday().number_days_from_monday()));
-                (monday, Some(monday + Duration::days(7)))
+                // 1970-01-01 was a Thursday: three days after a Monday.
+                let monday = day_start - (ms.div_euclid(DAY) + 3).rem_euclid(7) * DAY;
+                (monday, monday + 7 * DAY)
             }
             BudgetPeriod::Month => {
+                let date = datetime(ms).date();
                 let first = date.replace_day(1).unwrap_or(date);
                 let next = match first.month() {
                     time::Month::December => {
@@ -92,11 +96,10 @@ impl BudgetPeriod {
                     }
                     month => Date::from_calendar_date(first.year(), month.next(), 1).ok(),
                 };
-                (first, next)
+                let at_midnight = |d: Date| millis(d.with_time(Time::MIDNIGHT).assume_utc());
+                (at_midnight(first), next.map_or(i64::MAX, at_midnight))
             }
-        };
-        let at_midnight = |d: Date| millis(d.with_time(Time::MIDNIGHT).assume_utc());
-        (at_midnight(start), end.map_or(i64::MAX, at_midnight))
+        }
     }
 
     /// `daily`, `weekly`, `monthly` or `total`, for messages.

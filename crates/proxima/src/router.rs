@@ -24,6 +24,7 @@ pub struct Target {
     /// Upstream model name; `*` stands for the suffix of a wildcard public name.
     pub model: String,
     pub weight: u32,
+    /// The configured price, else (for a concrete model) the built-in list price.
     pub price: Option<Price>,
     pub context_window: Option<u64>,
     pub health: Arc<TargetHealth>,
@@ -102,7 +103,13 @@ impl Router {
                         provider: providers.get(&t.provider)?.clone(),
                         model: t.model.clone(),
                         weight: t.weight,
-                        price: t.price.or(m.price),
+                        // A concrete model's list price is looked up once, here; a wildcard
+                        // target's depends on the name each request fills in.
+                        price: t.price.or(m.price).or_else(|| {
+                            (!t.model.contains('*'))
+                                .then(|| pricing::builtin(&t.model))
+                                .flatten()
+                        }),
                         context_window: t.context_window.or(m.context_window),
                         health: registry.get(&key, breaker, t.canary.as_ref()),
                     })
@@ -170,30 +177,32 @@ impl Router {
     /// The most a request of `shape` can cost on any target `resolved` may route it to,
     /// fallbacks included: what a budget reserves before the call.
     pub fn max_cost(&self, resolved: &Resolved, shape: &RequestShape) -> pricing::Nanos {
-        let fallbacks = resolved
-            .model
-            .fallbacks
-            .iter()
-            .filter_map(|f| self.resolve(f));
-        std::iter::once((resolved.model.clone(), resolved.suffix.clone()))
-            .chain(fallbacks.map(|r| (r.model, r.suffix)))
-            .flat_map(|(model, suffix)| {
-                model
-                    .targets
-                    .iter()
-                    .map(|t| {
-                        let upstream = match &suffix {
-                            Some(suffix) => t.model.replace('*', suffix),
-                            None => t.model.clone(),
-                        };
-                        t.price(&upstream).map_or(0, |p| {
-                            pricing::nanos(p.estimate(shape.input_tokens, shape.output_tokens))
-                        })
+        let most = |model: &Model, suffix: Option<&str>| {
+            model
+                .targets
+                .iter()
+                .map(|t| {
+                    let price = match suffix {
+                        Some(suffix) if t.model.contains('*') => {
+                            t.price(&t.model.replace('*', suffix))
+                        }
+                        _ => t.price(&t.model),
+                    };
+                    price.map_or(0, |p| {
+                        pricing::nanos(p.estimate(shape.input_tokens, shape.output_tokens))
                     })
-                    .collect::<Vec<_>>()
-            })
-            .max()
-            .unwrap_or(0)
+                })
+                .max()
+                .unwrap_or(0)
+        };
+        let fallbacks = resolved.model.fallbacks.iter().filter_map(|f| {
+            let fallback = self.resolve(f)?;
+            Some(most(&fallback.model, fallback.suffix.as_deref()))
+        });
+        fallbacks.fold(
+            most(&resolved.model, resolved.suffix.as_deref()),
+            pricing::Nanos::max,
+        )
     }
 
     /// The concrete public model names, sorted (wildcards are not listed).

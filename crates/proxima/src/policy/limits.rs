@@ -704,6 +704,19 @@ fn dollars(nanos: Nanos) -> String {
     format!("${text}")
 }
 
+/// Limit, remaining and reset, per dimension; made at compile time (`from_static` checks
+/// every byte when called at run time).
+const REQUEST_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-requests"),
+    HeaderName::from_static("x-ratelimit-remaining-requests"),
+    HeaderName::from_static("x-ratelimit-reset-requests"),
+];
+const TOKEN_HEADERS: [HeaderName; 3] = [
+    HeaderName::from_static("x-ratelimit-limit-tokens"),
+    HeaderName::from_static("x-ratelimit-remaining-tokens"),
+    HeaderName::from_static("x-ratelimit-reset-tokens"),
+];
+
 /// `x-ratelimit-*` headers: per dimension, the bucket with the least remaining share.
 fn rate_headers(takes: &[Take<'_>], levels: &[i64]) -> Vec<(HeaderName, HeaderValue)> {
     let mut headers = Vec::new();
@@ -729,18 +742,9 @@ fn rate_headers(takes: &[Take<'_>], levels: &[i64]) -> Vec<(HeaderName, HeaderVa
             _ => 0,
         };
         let [limit, left, reset] = match dim {
-            Dim::Requests => [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-            Dim::Tokens => [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        }
-        .map(HeaderName::from_static);
+            Dim::Requests => REQUEST_HEADERS,
+            Dim::Tokens => TOKEN_HEADERS,
+        };
         headers.push((limit, HeaderValue::from(take.cap)));
         headers.push((left, HeaderValue::from(remaining)));
         if let Ok(value) = HeaderValue::try_from(format_reset(reset_ms)) {
