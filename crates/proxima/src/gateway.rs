@@ -39,7 +39,7 @@ impl Gateway {
             .auth
             .jwt
             .as_ref()
-            .map(|jwt| JwtVerifier::new(jwt, http.client().clone()))
+            .map(|jwt| JwtVerifier::new(jwt, http.clone()))
             .transpose()?;
         Ok(Gateway {
             auth: Auth::from_config(&config, jwt),

@@ -23,7 +23,8 @@ use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-pub use client::HttpClient;
+pub use client::{HttpClient, HttpError};
+pub use upstream_error::source_chain;
 
 use crate::canonical::{
     ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,

@@ -14,6 +14,8 @@ use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use futures_util::StreamExt;
+use http::{HeaderMap, HeaderValue, Uri};
 use jsonwebtoken::errors::ErrorKind as JwtErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
@@ -22,6 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::JwtConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::providers::{source_chain, HttpClient, HttpError};
 use crate::store::secret_digest;
 
 /// Longer bearer values are refused before any parsing: real tokens are a few KiB at most.
@@ -91,8 +94,8 @@ enum Source {
 }
 
 struct Jwks {
-    url: String,
-    http: reqwest::Client,
+    uri: Uri,
+    http: Arc<HttpClient>,
     refresh_every: Duration,
     keys: ArcSwap<KeySet>,
     /// Held for the whole of a fetch: concurrent requests for unknown keys share one fetch.
@@ -134,7 +137,7 @@ impl JwtVerifier {
     /// Builds from config; with a `jwks_url`, fetches the JWKS once in the background (does not
     /// block startup on it; a failure is logged and retried on first use) and again every
     /// `jwks_refresh`.
-    pub fn new(config: &JwtConfig, http: reqwest::Client) -> Result<Arc<JwtVerifier>> {
+    pub fn new(config: &JwtConfig, http: Arc<HttpClient>) -> Result<Arc<JwtVerifier>> {
         if config.issuer.trim().is_empty() {
             return Err(config_error("`auth.jwt.issuer` must not be empty"));
         }
@@ -154,16 +157,16 @@ impl JwtVerifier {
                 ))
             }
             (Some(url), None) => {
-                let parsed = reqwest::Url::parse(url).map_err(|e| {
+                let uri = url.parse::<Uri>().map_err(|e| {
                     config_error(format!("`auth.jwt.jwks_url` is not a URL: {e}"))
                 })?;
-                if !matches!(parsed.scheme(), "http" | "https") {
+                if !matches!(uri.scheme_str(), Some("http" | "https")) || uri.host().is_none() {
                     return Err(config_error(
                         "`auth.jwt.jwks_url` must be an http:// or https:// URL",
                     ));
                 }
                 Source::Jwks(Jwks {
-                    url: url.clone(),
+                    uri,
                     http,
                     // A zero interval would spin the refresher.
                     refresh_every: config.jwks_refresh.0.max(Duration::from_secs(1)),
@@ -440,9 +443,9 @@ impl JwtVerifier {
                 fresh.generation = old.generation + 1;
                 let removed = old.by_kid.keys().any(|kid| !fresh.by_kid.contains_key(kid));
                 if fresh.len == 0 {
-                    tracing::warn!(url = %jwks.url, accepted = %algorithm_names(&self.algorithms), "the JWKS has no key for the accepted algorithms");
+                    tracing::warn!(url = %jwks.uri, accepted = %algorithm_names(&self.algorithms), "the JWKS has no key for the accepted algorithms");
                 } else {
-                    tracing::debug!(url = %jwks.url, keys = fresh.len, "JWKS fetched");
+                    tracing::debug!(url = %jwks.uri, keys = fresh.len, "JWKS fetched");
                 }
                 jwks.keys.store(Arc::new(fresh));
                 state.last_success = Some(Instant::now());
@@ -453,7 +456,7 @@ impl JwtVerifier {
                 true
             }
             Err(error) => {
-                tracing::warn!(url = %jwks.url, %error, "cannot fetch the JWKS; keeping the keys we have");
+                tracing::warn!(url = %jwks.uri, %error, "cannot fetch the JWKS; keeping the keys we have");
                 false
             }
         }
@@ -499,25 +502,38 @@ async fn refresh_loop(verifier: Weak<JwtVerifier>) {
 }
 
 async fn fetch_jwks(jwks: &Jwks, accepted: &[Algorithm]) -> std::result::Result<KeySet, String> {
-    let mut response = jwks
-        .http
-        .get(&jwks.url)
-        .header(http::header::ACCEPT, "application/json")
-        .timeout(FETCH_TIMEOUT)
-        .send()
+    let body = tokio::time::timeout(FETCH_TIMEOUT, read_jwks(jwks))
         .await
-        .map_err(|e| e.to_string())?;
-    if !response.status().is_success() {
-        return Err(format!("the JWKS URL answered {}", response.status()));
+        .map_err(|_| format!("no answer within {FETCH_TIMEOUT:?}"))??;
+    parse_jwks(&body, accepted)
+}
+
+/// The JWKS document's bytes, refused once larger than [`MAX_JWKS_BYTES`].
+async fn read_jwks(jwks: &Jwks) -> std::result::Result<Vec<u8>, String> {
+    let failed = |e: HttpError| source_chain(&e);
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        http::header::ACCEPT,
+        HeaderValue::from_static("application/json"),
+    );
+    let response = jwks
+        .http
+        .get(jwks.uri.clone(), headers)
+        .await
+        .map_err(failed)?;
+    if !response.status.is_success() {
+        return Err(format!("the JWKS URL answered {}", response.status));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response.chunk().await.map_err(|e| e.to_string())? {
+    let mut chunks = response.bytes_stream();
+    while let Some(chunk) = chunks.next().await {
+        let chunk = chunk.map_err(failed)?;
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
             return Err(format!("the JWKS is larger than {MAX_JWKS_BYTES} bytes"));
         }
         body.extend_from_slice(&chunk);
     }
-    parse_jwks(&body, accepted)
+    Ok(body)
 }
 
 /// Only what key selection needs; other members are ignored.
@@ -940,9 +956,8 @@ mod tests {
         }
     }
 
-    fn http() -> reqwest::Client {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        reqwest::Client::new()
+    fn http() -> Arc<HttpClient> {
+        Arc::new(HttpClient::with_proxy(None).unwrap())
     }
 
     /// A verifier on `idp` whose startup fetch is done (so request counts are exact).

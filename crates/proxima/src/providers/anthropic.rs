@@ -4,10 +4,12 @@ mod stream;
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use serde_json::Value;
 
-use super::client::{base_url, parse_body, provider_headers, read_body, to_json};
+use super::client::{
+    base_url, parse_body, parse_url, provider_headers, read_body, to_json, UpstreamResponse,
+};
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     Api, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -23,6 +25,8 @@ pub struct Anthropic {
     name: Arc<str>,
     http: Arc<HttpClient>,
     base_url: String,
+    /// `messages`, parsed once (a request clones it); `None` if the base URL does not parse.
+    messages_url: Option<Box<Uri>>,
     headers: HeaderMap,
 }
 
@@ -45,10 +49,12 @@ impl Anthropic {
             });
         let mut headers = provider_headers(&name, config, credential)?;
         headers.insert("anthropic-version", HeaderValue::from_static(API_VERSION));
+        let messages_url = format!("{base_url}/messages").parse().ok().map(Box::new);
         Ok(Anthropic {
             name,
             http,
             base_url,
+            messages_url,
             headers,
         })
     }
@@ -69,15 +75,13 @@ impl Anthropic {
         headers
     }
 
-    async fn post(
-        &self,
-        path: &str,
-        req: &ChatRequest,
-        body: Vec<u8>,
-    ) -> Result<reqwest::Response> {
-        let url = format!("{}/{path}", self.base_url);
+    async fn post(&self, path: &str, req: &ChatRequest, body: Vec<u8>) -> Result<UpstreamResponse> {
+        let url = match &self.messages_url {
+            Some(url) if path == "messages" => url.as_ref().clone(),
+            _ => parse_url(&self.name, &format!("{}/{path}", self.base_url))?,
+        };
         self.http
-            .post_json(&self.name, &url, &self.headers_for(req), body)
+            .post_json(&self.name, url, &self.headers_for(req), body)
             .await
     }
 

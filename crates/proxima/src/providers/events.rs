@@ -6,6 +6,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 
+use super::client::HttpError;
 use super::upstream_error;
 use crate::canonical::{ChatChunk, ChunkStream};
 use crate::error::{Error, Result};
@@ -46,7 +47,7 @@ struct State<S, D> {
 /// Chunks from an upstream event stream. An error is always the last item.
 pub fn decode<S, D>(provider: Arc<str>, bytes: S, decoder: D) -> ChunkStream
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+    S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
     D: EventDecoder,
 {
     let state = State {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName};
 
-use super::client::{base_url, parse_body, provider_headers, read_body, to_json};
+use super::client::{
+    base_url, parse_body, parse_url, provider_headers, read_body, to_json, UpstreamResponse,
+};
 use super::{unix_now, HttpClient, ProviderApi};
 use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
@@ -76,9 +78,10 @@ impl Gemini {
         ))
     }
 
-    async fn post(&self, url: String, body: Vec<u8>) -> Result<reqwest::Response> {
+    async fn post(&self, url: String, body: Vec<u8>) -> Result<UpstreamResponse> {
+        let url = parse_url(&self.name, &url)?;
         self.http
-            .post_json(&self.name, &url, &self.headers, body)
+            .post_json(&self.name, url, &self.headers, body)
             .await
     }
 }

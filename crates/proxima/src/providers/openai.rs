@@ -5,16 +5,18 @@ mod stream;
 
 use std::sync::Arc;
 
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, Uri};
 
 use super::azure::Azure;
-use super::client::{base_url, parse_body, provider_headers, read_body, to_json};
+use super::client::{
+    base_url, parse_body, parse_url, provider_headers, read_body, to_json, UpstreamResponse,
+};
 use super::{HttpClient, ProviderApi};
 use crate::canonical::{
     ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
 };
 use crate::config::ProviderConfig;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionRequest, EmbeddingsRequestWire, EmbeddingsResponseWire,
 };
@@ -47,11 +49,11 @@ pub struct OpenAi {
     http: Arc<HttpClient>,
     dialect: Dialect,
     base_url: String,
-    /// The chat and embeddings URLs, parsed once: reqwest would otherwise parse a `String`
-    /// URL on every request. `None` for Azure, whose URL depends on the deployment. Boxed to
+    /// The chat and embeddings URLs, parsed once (a request clones one). `None` for Azure,
+    /// whose URL depends on the deployment, and for a base URL that does not parse. Boxed to
     /// keep the provider enum small.
-    chat_url: Option<Box<reqwest::Url>>,
-    embeddings_url: Option<Box<reqwest::Url>>,
+    chat_url: Option<Box<Uri>>,
+    embeddings_url: Option<Box<Uri>>,
     /// Credentials and configured extra headers, sent on every request.
     headers: HeaderMap,
 }
@@ -80,7 +82,8 @@ impl OpenAi {
                 });
         let headers = provider_headers(&name, config, credential)?;
         let parsed = |op: Operation| match &dialect {
-            Dialect::OpenAi => reqwest::Url::parse(&format!("{base_url}/{}", op.path()))
+            Dialect::OpenAi => format!("{base_url}/{}", op.path())
+                .parse()
                 .ok()
                 .map(Box::new),
             Dialect::Azure(_) => None,
@@ -97,7 +100,7 @@ impl OpenAi {
         })
     }
 
-    fn url(&self, op: Operation, model: &str) -> Result<reqwest::Url> {
+    fn url(&self, op: Operation, model: &str) -> Result<Uri> {
         let parsed = match op {
             Operation::Chat => &self.chat_url,
             Operation::Embeddings => &self.embeddings_url,
@@ -109,16 +112,10 @@ impl OpenAi {
             Dialect::OpenAi => format!("{}/{}", self.base_url, op.path()),
             Dialect::Azure(azure) => azure.url(&self.base_url, op, model),
         };
-        // An upstream error, as when reqwest parsed this URL itself and failed the request.
-        reqwest::Url::parse(&url).map_err(|e| {
-            Error::upstream(format!(
-                "provider `{}`: `{url}` is not a valid URL: {e}",
-                self.name
-            ))
-        })
+        parse_url(&self.name, &url)
     }
 
-    async fn post(&self, op: Operation, model: &str, body: Vec<u8>) -> Result<reqwest::Response> {
+    async fn post(&self, op: Operation, model: &str, body: Vec<u8>) -> Result<UpstreamResponse> {
         self.http
             .post_json(&self.name, self.url(op, model)?, &self.headers, body)
             .await

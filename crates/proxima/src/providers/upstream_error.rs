@@ -9,6 +9,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
+use super::client::HttpError;
 use crate::error::{Error, ErrorKind};
 
 /// How much of an unparseable error body is quoted back.
@@ -78,27 +79,44 @@ fn is_context_length(message: &str) -> bool {
     .any(|phrase| message.contains(phrase))
 }
 
-/// An error from the connection itself. The URL is left out: it is the operator's business.
-pub fn transport(provider: &str, e: reqwest::Error) -> Error {
-    let kind = if e.is_timeout() {
+/// An error from the connection itself. The URL is left out: it is the operator's business
+/// (and none of these errors carries it).
+pub fn transport(provider: &str, e: HttpError) -> Error {
+    let kind = if timed_out(&e) {
         ErrorKind::UpstreamTimeout
     } else {
         ErrorKind::Upstream
     };
-    let what = if e.is_connect() {
-        "cannot connect to"
-    } else if e.is_body() || e.is_decode() {
-        "broke off the answer from"
-    } else {
-        "request failed to"
+    let what = match &e {
+        HttpError::Request(e) if e.is_connect() => "cannot connect to",
+        HttpError::Body(_) => "broke off the answer from",
+        HttpError::Request(_) => "request failed to",
     };
     Error::new(
         kind,
-        format!(
-            "{what} provider `{provider}`: {}",
-            source_chain(&e.without_url())
-        ),
+        format!("{what} provider `{provider}`: {}", source_chain(&e)),
     )
+}
+
+/// Whether a timeout caused the failure (the connect timeout, or the OS giving up on a
+/// silent peer).
+fn timed_out(e: &HttpError) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(inner) = source {
+        if let Some(io) = inner.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if inner
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_timeout)
+        {
+            return true;
+        }
+        source = inner.source();
+    }
+    false
 }
 
 /// The message of an error body — OpenAI, Anthropic and Gemini all nest it at
@@ -169,7 +187,8 @@ fn retry_after(headers: &HeaderMap, body: &[u8]) -> Option<Duration> {
         })
 }
 
-fn source_chain(e: &dyn std::error::Error) -> String {
+/// An error's message followed by its causes'.
+pub fn source_chain(e: &dyn std::error::Error) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(inner) = source {

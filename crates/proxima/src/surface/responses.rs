@@ -125,6 +125,8 @@ targets = [{ provider = "mock", model = "mock" }]
     }
 
     async fn call(method: http::Method, url: String, body: Option<Value>) -> reqwest::Response {
+        // reqwest without a bundled crypto provider needs a process-wide one, even for http://.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let client = reqwest::Client::new();
         let mut req = client.request(method, url);
         if let Some(body) = body {

@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use crate::canonical::{Api, ChatChunk, ChunkChoice, ChunkStream, Role, ToolCallDelta};
 use crate::error::{Error, ErrorKind, Result};
+use crate::providers::client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::sse::SseEvent;
 use crate::wire::anthropic::{finish_reason_from_wire, usage_from_wire, UsageWire};
@@ -30,7 +31,7 @@ struct AnthropicEvents {
 /// Chunks until `message_stop`; see [`events::decode`] for how streams end.
 pub fn decode<S>(provider: Arc<str>, bytes: S) -> ChunkStream
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+    S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
 {
     let decoder = AnthropicEvents {
         provider: provider.clone(),

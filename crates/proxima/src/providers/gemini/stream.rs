@@ -16,6 +16,7 @@ use crate::canonical::{
     Api, ChatChunk, ChunkChoice, ChunkStream, Part, Role, ToolCallDelta, Usage,
 };
 use crate::error::{Error, Result};
+use crate::providers::client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::sse::SseEvent;
 use crate::wire::gemini::{
@@ -46,7 +47,7 @@ struct CandidateState {
 /// [`events::decode`] for how streams end.
 pub fn decode<S>(provider: Arc<str>, model: String, created: u64, bytes: S) -> ChunkStream
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+    S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
 {
     let decoder = GeminiEvents {
         provider: provider.clone(),
@@ -224,7 +225,7 @@ mod tests {
 
     /// Decodes `body`, delivered in pieces of `piece` bytes, into the stream's items.
     async fn decode_body(body: &str, piece: usize) -> Vec<Result<ChatChunk>> {
-        let pieces: Vec<reqwest::Result<Bytes>> = body
+        let pieces: Vec<std::result::Result<Bytes, HttpError>> = body
             .as_bytes()
             .chunks(piece)
             .map(|c| Ok(Bytes::copy_from_slice(c)))

@@ -8,6 +8,7 @@ use serde_json::Value;
 
 use crate::canonical::{ChatChunk, ChunkStream};
 use crate::error::{Error, Result};
+use crate::providers::client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::upstream_error as error;
 use crate::sse::SseEvent;
@@ -24,7 +25,7 @@ struct OpenAiEvents {
 /// Chunks until `data: [DONE]`; see [`events::decode`] for how streams end.
 pub fn decode<S>(provider: Arc<str>, bytes: S) -> ChunkStream
 where
-    S: Stream<Item = reqwest::Result<Bytes>> + Send + Unpin + 'static,
+    S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
 {
     let decoder = OpenAiEvents {
         provider: provider.clone(),
