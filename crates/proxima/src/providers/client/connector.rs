@@ -179,3 +179,121 @@ impl Write for Conn {
     }
 }
 
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use http::HeaderMap;
+    use hyper_util::client::proxy::matcher::Matcher;
+    use mock_upstream::MockUpstream;
+    use tokio::io::{copy_bidirectional, AsyncBufReadExt, AsyncWriteExt, BufReader};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::providers::HttpClient;
+
+    /// "Basic " and base64 of `user:secret`.
+    const AUTH: &str = "Basic dXNlcjpzZWNyZXQ=";
+
+    /// A forward proxy that records each request head: it refuses CONNECT (407) and forwards
+    /// absolute-form requests to their origin.
+    async fn start_proxy() -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://user:secret@{}", listener.local_addr().unwrap());
+        let heads = Arc::new(Mutex::new(Vec::new()));
+        let seen = heads.clone();
+        tokio::spawn(async move {
+            loop {
+                let (client, _) = listener.accept().await.unwrap();
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut client = BufReader::new(client);
+                    let mut head = String::new();
+                    while !head.ends_with("\r\n\r\n") {
+                        if client.read_line(&mut head).await.unwrap() == 0 {
+                            return;
+                        }
+                    }
+                    seen.lock().unwrap().push(head.clone());
+                    let target = head.split(' ').nth(1).unwrap().to_owned();
+                    if head.starts_with("CONNECT ") {
+                        let refusal = b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n";
+                        client.write_all(refusal).await.unwrap();
+                        return;
+                    }
+                    let uri: http::Uri = target.parse().unwrap();
+                    let mut origin = TcpStream::connect(uri.authority().unwrap().as_str())
+                        .await
+                        .unwrap();
+                    let head = head.replacen(&target, uri.path(), 1);
+                    origin.write_all(head.as_bytes()).await.unwrap();
+                    let _ = copy_bidirectional(&mut client, &mut origin).await;
+                });
+            }
+        });
+        (url, heads)
+    }
+
+    fn json_headers() -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        headers
+    }
+
+    #[tokio::test]
+    async fn plain_http_goes_through_the_proxy_with_its_credentials() {
+        let mock = MockUpstream::start().await.unwrap();
+        let (proxy, heads) = start_proxy().await;
+        let client = HttpClient::with_proxy(Some(Matcher::builder().http(proxy).build())).unwrap();
+        let url = format!("{}/v1/chat/completions", mock.url());
+        let body = br#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#.to_vec();
+        let response = client
+            .post_json("p", url.parse().unwrap(), &json_headers(), body)
+            .await
+            .expect("answered through the proxy");
+        let answer: serde_json::Value =
+            serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+        assert_eq!(answer["object"], "chat.completion");
+
+        let heads = heads.lock().unwrap();
+        assert_eq!(heads.len(), 1);
+        assert!(
+            heads[0].starts_with(&format!("POST {url} HTTP/1.1\r\n")),
+            "absolute form: {}",
+            heads[0]
+        );
+        assert!(heads[0].contains(&format!("proxy-authorization: {AUTH}\r\n")));
+        assert_eq!(mock.received().len(), 1);
+    }
+
+    #[tokio::test]
+    async fn https_is_tunneled_with_connect() {
+        let (proxy, heads) = start_proxy().await;
+        let client = HttpClient::with_proxy(Some(Matcher::builder().https(proxy).build())).unwrap();
+        let url = "https://upstream.example/v1/chat/completions"
+            .parse()
+            .unwrap();
+        let error = client
+            .post_json("p", url, &json_headers(), b"{}".to_vec())
+            .await
+            .err()
+            .expect("the proxy refuses the tunnel");
+        assert!(
+            error.message.starts_with("cannot connect to provider `p`"),
+            "{}",
+            error.message
+        );
+        assert!(!error.message.contains("secret"), "{}", error.message);
+
+        let heads = heads.lock().unwrap();
+        assert!(
+            heads[0].starts_with("CONNECT upstream.example:443 HTTP/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(heads[0].contains(&format!("Proxy-Authorization: {AUTH}\r\n")));
+    }
+}
