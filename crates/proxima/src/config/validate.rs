@@ -19,6 +19,18 @@ pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
                     format!("`{url}` is not an http:// or https:// URL"),
                 );
             }
+            // The upstream client sends no credentials from the URL (and the URL shows up in
+            // messages): refused rather than dropped silently. Not quoted, being a secret.
+            let authority = url
+                .parse::<http::Uri>()
+                .ok()
+                .and_then(|u| u.into_parts().authority);
+            if authority.is_some_and(|a| a.as_str().contains('@')) {
+                problem(
+                    at("base_url"),
+                    "has a user name or password in it: give credentials with `api_key` or `headers` instead".into(),
+                );
+            }
         }
         let is = |kind| provider.kind == kind;
         if provider.latency.is_some() && !is(ProviderKind::Mock) {
@@ -312,6 +324,25 @@ mod tests {
             Err(problems) => panic!("{problems:?}"),
         };
         assert_eq!(config.providers["gemini"].kind, ProviderKind::Gemini);
+    }
+
+    #[test]
+    fn base_url_credentials_are_refused_unquoted() {
+        let problems = parse(
+            r#"
+[providers.o]
+kind = "openai"
+base_url = "https://user:hunter2@llm.example/v1"
+"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].contains("user name or password"),
+            "{problems:?}"
+        );
+        assert!(!problems[0].contains("hunter2"), "{problems:?}");
     }
 
     #[test]
