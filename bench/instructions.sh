@@ -37,6 +37,11 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p.out" \
 CG_PID=$!
 PIDS+=("$CG_PID")
 for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.2; done
+# The tokenizer loads in the background (hundreds of millions of instructions under callgrind):
+# let it finish before counting.
+if [ "$MODE" != before ]; then
+    for _ in $(seq 1 600); do grep -q "tokenizer loaded" "$WORK/cg.log" && break; sleep 0.2; done
+fi
 AUTH=()
 if [ "$MODE" = accounts ]; then
     admin() { curl -sf -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' "http://127.0.0.1:$PORT/admin/$1" -d "$2"; }
