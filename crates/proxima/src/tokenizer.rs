@@ -30,7 +30,7 @@ fn bpe() -> Option<&'static CoreBPE> {
 /// needs it does not wait.
 pub fn warm_up() {
     tokio::task::spawn_blocking(|| {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         if bpe().is_some() {
             tracing::info!(
                 took_ms = started.elapsed().as_millis() as u64,
