@@ -6,6 +6,7 @@
 #     core      no keys (anonymous caller), ledger on (SQLite)
 #     accounts  a virtual key with rpm, tpm and a daily budget, in a team with its own rpm and
 #               budget, on a model with rpm/tpm; ledger on
+#     redis     as accounts, with the counters in Redis (REDIS_URL, default redis://127.0.0.1:6379)
 #     before    the config `core` uses, without [storage], for a gateway older than issue 5
 # Binaries from ${CARGO_TARGET_DIR:-target}/release unless PROXIMA_BINARY is given.
 # KEEP_PROFILE=FILE keeps the callgrind profile, for callgrind_annotate.
@@ -25,11 +26,12 @@ MOCK_PORT="$(free_port)"; PORT="$(free_port)"
 PIDS+=($!)
 {
     printf '[server]\nlisten = "127.0.0.1:%s"\n' "$PORT"
-    [ "$MODE" = accounts ] && printf 'master_key = "bench-master-key"\n'
+    [ "$MODE" = accounts ] || [ "$MODE" = redis ] && printf 'master_key = "bench-master-key"\n'
     [ "$MODE" != before ] && printf '[storage]\ndatabase = "sqlite://%s/ledger.db"\n' "$WORK"
+    [ "$MODE" = redis ] && printf 'redis = "%s"\n' "${REDIS_URL:-redis://127.0.0.1:6379}"
     printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' "$MOCK_PORT"
     printf '[models.bench]\ntargets = [{ provider = "up", model = "gpt-4o-mini" }]\n'
-    [ "$MODE" = accounts ] && printf 'rpm = 100000000\ntpm = 100000000000\n'
+    [ "$MODE" = accounts ] || [ "$MODE" = redis ] && printf 'rpm = 100000000\ntpm = 100000000000\n'
     true
 } >"$WORK/proxima.toml"
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p.out" \
@@ -43,7 +45,7 @@ if [ "$MODE" != before ]; then
     for _ in $(seq 1 600); do grep -q "tokenizer loaded" "$WORK/cg.log" && break; sleep 0.2; done
 fi
 AUTH=()
-if [ "$MODE" = accounts ]; then
+if [ "$MODE" = accounts ] || [ "$MODE" = redis ]; then
     admin() { curl -sf -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' "http://127.0.0.1:$PORT/admin/$1" -d "$2"; }
     admin teams '{"name":"bench-team","rpm":100000000,"budget":{"usd":1000000,"period":"1d"}}' >/dev/null
     KEY="$(admin keys '{"name":"bench","team":"bench-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' |
