@@ -120,12 +120,12 @@ impl Open {
         let cost = record
             .price
             .map_or(0, |price| pricing::nanos(price.cost(&usage)));
-        if let Some(grant) = grant {
-            grant.settle(usage.input_tokens + usage.output_tokens);
-        }
-        if let Some(reservation) = reservation {
-            reservation.settle(cost);
-        }
+        crate::policy::limits::settle(
+            grant,
+            reservation,
+            usage.input_tokens + usage.output_tokens,
+            cost,
+        );
         let latency = record.started.elapsed();
         tracing::debug!(
             target: "proxima::usage",

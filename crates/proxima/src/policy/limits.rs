@@ -27,7 +27,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pricing::{usd, Nanos};
 
 use local::{Local, LocalReserve};
-use remote::{Remote, RemoteReserve};
+use remote::{Remote, RemoteReserve, Settle};
 
 /// Whose limit or budget.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -516,26 +516,84 @@ impl RateGrant {
     /// Corrects the token debit with the real usage (above or below the estimate). A bucket
     /// may go below zero: later requests then wait. Dropping a grant keeps the estimate.
     pub fn settle(self, actual_tokens: u64) {
-        let Some(debit) = self.debit else {
-            return;
-        };
-        let delta = i64::try_from(actual_tokens)
+        if let Some(debit) = self.debit {
+            debit.settle(actual_tokens);
+        }
+    }
+}
+
+impl TokenDebit {
+    /// Real usage minus the estimate taken.
+    fn delta(&self, actual_tokens: u64) -> i64 {
+        i64::try_from(actual_tokens)
             .unwrap_or(i64::MAX)
-            .saturating_sub(i64::try_from(debit.estimate).unwrap_or(i64::MAX));
+            .saturating_sub(i64::try_from(self.estimate).unwrap_or(i64::MAX))
+    }
+
+    fn settle(self, actual_tokens: u64) {
+        let delta = self.delta(actual_tokens);
         if delta == 0 {
             return;
         }
-        match debit.backend {
-            Backend::Local => debit.inner.local.adjust_tokens(&debit.buckets, delta),
+        match self.backend {
+            Backend::Local => self.inner.local.adjust_tokens(&self.buckets, delta),
             Backend::Redis => spawn(async move {
-                let Some(remote) = &debit.inner.remote else {
-                    return;
+                let settle = Settle {
+                    tokens: Some((&self.buckets, delta)),
+                    budget: None,
                 };
-                if let Err(reason) = remote.settle_tokens(&debit.buckets, delta).await {
-                    debit.inner.redis_failed(reason);
-                }
+                settle_remote(&self.inner, settle).await;
             }),
         }
+    }
+}
+
+/// Settles a request's rate grant and budget reservation with its real usage and cost (the
+/// cost the ledger records). When both are held in Redis, one script call does both.
+pub fn settle(
+    grant: Option<RateGrant>,
+    mut reservation: Option<Reservation>,
+    actual_tokens: u64,
+    cost: Nanos,
+) {
+    let cost = cost.max(0);
+    let debit = grant.and_then(|grant| grant.debit);
+    let held = reservation.as_mut().and_then(|r| r.held.take());
+    match (debit, held) {
+        (
+            Some(debit),
+            Some(Held {
+                inner,
+                keys,
+                max_cost,
+                how: How::Redis { id },
+            }),
+        ) if debit.backend == Backend::Redis => spawn(async move {
+            let delta = debit.delta(actual_tokens);
+            let settle = Settle {
+                tokens: (delta != 0).then_some((&debit.buckets, delta)),
+                budget: Some((&keys, &id, max_cost, cost)),
+            };
+            settle_remote(&inner, settle).await;
+        }),
+        (debit, held) => {
+            if let Some(debit) = debit {
+                debit.settle(actual_tokens);
+            }
+            if let Some(held) = held {
+                held.finish(cost);
+            }
+        }
+    }
+}
+
+/// One settle call to Redis; a failure switches this replica to local counters.
+async fn settle_remote(inner: &Inner, settle: Settle<'_>) {
+    let Some(remote) = &inner.remote else {
+        return;
+    };
+    if let Err(reason) = remote.settle(settle).await {
+        inner.redis_failed(reason);
     }
 }
 
@@ -605,12 +663,11 @@ impl Held {
                     ..
                 } = self;
                 spawn(async move {
-                    let Some(remote) = &inner.remote else {
-                        return;
+                    let settle = Settle {
+                        tokens: None,
+                        budget: Some((&keys, &id, max_cost, cost)),
                     };
-                    if let Err(reason) = remote.settle_budget(&keys, &id, max_cost, cost).await {
-                        inner.redis_failed(reason);
-                    }
+                    settle_remote(&inner, settle).await;
                 });
             }
         }

@@ -29,9 +29,8 @@ pub(super) struct Remote {
     conn: ConnectionManager,
     prefix: String,
     acquire: Script,
-    settle_tokens: Script,
     reserve: Script,
-    settle_budget: Script,
+    settle: Script,
     /// Reservation ids are this replica's random tag and a counter: unique across replicas.
     tag: u64,
     next_id: AtomicU64,
@@ -73,9 +72,8 @@ impl Remote {
             conn,
             prefix: prefix.to_owned(),
             acquire: script(include_str!("acquire.lua")),
-            settle_tokens: script(include_str!("settle_tokens.lua")),
             reserve: script(include_str!("reserve.lua")),
-            settle_budget: script(include_str!("settle_budget.lua")),
+            settle: script(include_str!("settle.lua")),
             tag: fastrand::u64(..),
             next_id: AtomicU64::new(0),
             lease_ms: AtomicU64::new(u64::try_from(LEASE.as_millis()).unwrap_or(u64::MAX)),
@@ -159,21 +157,6 @@ impl Remote {
         }
     }
 
-    pub(super) async fn settle_tokens(
-        &self,
-        buckets: &[(Scope, u64)],
-        delta: i64,
-    ) -> Result<(), String> {
-        let mut invocation = self.settle_tokens.prepare_invoke();
-        for (scope, cap) in buckets {
-            invocation
-                .key(self.bucket_key(scope, Dim::Tokens))
-                .arg(*cap)
-                .arg(delta);
-        }
-        self.call::<i64>(&invocation).await.map(|_| ())
-    }
-
     /// `seeds[i]`: what the ledger says budget `i` spent, once looked up.
     pub(super) async fn reserve(
         &self,
@@ -227,21 +210,33 @@ impl Remote {
         }
     }
 
-    pub(super) async fn settle_budget(
-        &self,
-        keys: &[BudgetKey],
-        id: &str,
-        max_cost: Nanos,
-        cost: Nanos,
-    ) -> Result<(), String> {
-        let mut invocation = self.settle_budget.prepare_invoke();
-        invocation.arg(id).arg(max_cost).arg(cost);
+    /// Corrects token buckets and settles a budget reservation, in one script call.
+    pub(super) async fn settle(&self, settle: Settle<'_>) -> Result<(), String> {
+        let mut invocation = self.settle.prepare_invoke();
+        let (buckets, delta) = settle.tokens.unwrap_or((&[], 0));
+        invocation.arg(buckets.len());
+        for (scope, cap) in buckets {
+            invocation
+                .key(self.bucket_key(scope, Dim::Tokens))
+                .arg(*cap)
+                .arg(delta);
+        }
+        let (keys, id, amount, cost) = settle.budget.unwrap_or((&[], "", 0, 0));
+        invocation.arg(id).arg(amount).arg(cost);
         for key in keys {
             let (counters, leases) = self.budget_keys(&key.id);
             invocation.key(counters).key(leases);
         }
         self.call::<i64>(&invocation).await.map(|_| ())
     }
+}
+
+/// What one settle call corrects: token buckets by `delta` tokens, and a budget reservation
+/// (its budgets, id and amount) with the real cost.
+#[derive(Default)]
+pub(super) struct Settle<'a> {
+    pub tokens: Option<(&'a [(Scope, u64)], i64)>,
+    pub budget: Option<(&'a [BudgetKey], &'a str, Nanos, Nanos)>,
 }
 
 /// Against the Redis at 127.0.0.1:6379 (CI starts it), each test under its own random key
@@ -407,6 +402,34 @@ mod tests {
             }
         }
         assert!(refused.unwrap().retry_after.unwrap() > Duration::from_secs(50));
+        cleanup(&prefix, &mut conn).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn one_settle_corrects_the_tokens_and_spends_the_budget() {
+        let Some((prefix, mut conn)) = redis().await else {
+            return;
+        };
+        let a = limiter(&prefix, ledger(0).0).await;
+        let b = limiter(&prefix, ledger(0).0).await;
+        let limits = [rate(key("k"), None, Some(1000))];
+        let budget = daily(key("k"), 1_000);
+        let grant = a.acquire(&limits, 600).await.unwrap();
+        let reservation = a.reserve(std::slice::from_ref(&budget), 300).await.unwrap();
+        assert_eq!(counters(&a, &budget, &mut conn).await, (Some(0), Some(300)));
+        // Used 100 of the 600 tokens estimated, and cost 120 of the 300 reserved.
+        super::super::settle(Some(grant), Some(reservation), 100, 120);
+        eventually(|| {
+            let (b, budget, mut conn) = (&b, &budget, conn.clone());
+            async move { counters(b, budget, &mut conn).await == (Some(120), Some(0)) }
+        })
+        .await;
+        // The 500 tokens given back are there for the other replica.
+        let grant = b.acquire(&limits, 890).await.unwrap();
+        let left: u64 = header(grant.headers(), "x-ratelimit-remaining-tokens")
+            .parse()
+            .unwrap();
+        assert!((0..20).contains(&left), "{left}");
         cleanup(&prefix, &mut conn).await;
     }
 
