@@ -109,28 +109,41 @@ impl Remote {
         }
     }
 
+    // Keys are joined from their parts rather than with `format!`, whose machinery cost more
+    // than the rest of building a script call.
     fn bucket_key(&self, scope: &Scope, dim: Dim) -> String {
-        format!(
-            "{}rate:{}:{}:{}",
-            self.prefix,
+        [
+            &self.prefix,
+            "rate:",
             dim.label(),
+            ":",
             scope.kind(),
-            scope.name()
-        )
+            ":",
+            scope.name(),
+        ]
+        .concat()
     }
 
     pub(super) fn budget_keys(&self, id: &BudgetId) -> (String, String) {
         let (scope, period, start) = id;
-        let tail = format!(
-            "{}:{start}:{}:{}",
+        let start = start.to_string();
+        let tail = [
             period_label(*period),
+            ":",
+            &start,
+            ":",
             scope.kind(),
-            scope.name()
-        );
-        (
-            format!("{}budget:{tail}", self.prefix),
-            format!("{}budget-leases:{tail}", self.prefix),
-        )
+            ":",
+            scope.name(),
+        ];
+        let key = |kind: &str| {
+            let mut key = String::with_capacity(64);
+            key.push_str(&self.prefix);
+            key.push_str(kind);
+            tail.iter().for_each(|part| key.push_str(part));
+            key
+        };
+        (key("budget:"), key("budget-leases:"))
     }
 
     pub(super) async fn acquire(&self, takes: &[Take<'_>]) -> Result<Outcome, String> {
