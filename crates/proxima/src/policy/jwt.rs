@@ -811,36 +811,44 @@ mod tests {
 
     impl Signer {
         fn ec(kid: &str) -> Signer {
-            let rng = SystemRandom::new();
-            let pkcs8 =
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng).unwrap();
-            let pair =
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                    .unwrap();
-            let point = pair.public_key().as_ref();
-            Signer {
-                kid: Some(kid.into()),
-                alg: Algorithm::ES256,
-                encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-                jwk: json!({"kty": "EC", "crv": "P-256", "kid": kid, "use": "sig",
-                    "x": b64url(&point[1..33]), "y": b64url(&point[33..])}),
-            }
+            let mut signer = Signer::ec_on(
+                kid,
+                &ECDSA_P256_SHA256_FIXED_SIGNING,
+                Algorithm::ES256,
+                "P-256",
+            );
+            // One curve's keys say what they are for, the other's do not: both must work.
+            signer.jwk["use"] = json!("sig");
+            signer
         }
 
         fn ec384(kid: &str) -> Signer {
+            Signer::ec_on(
+                kid,
+                &ECDSA_P384_SHA384_FIXED_SIGNING,
+                Algorithm::ES384,
+                "P-384",
+            )
+        }
+
+        /// A fresh key pair on `curve`, its public point split into the JWK's `x` and `y`.
+        fn ec_on(
+            kid: &str,
+            curve: &'static ring::signature::EcdsaSigningAlgorithm,
+            alg: Algorithm,
+            crv: &str,
+        ) -> Signer {
             let rng = SystemRandom::new();
-            let pkcs8 =
-                EcdsaKeyPair::generate_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, &rng).unwrap();
-            let pair =
-                EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_FIXED_SIGNING, pkcs8.as_ref(), &rng)
-                    .unwrap();
+            let pkcs8 = EcdsaKeyPair::generate_pkcs8(curve, &rng).unwrap();
+            let pair = EcdsaKeyPair::from_pkcs8(curve, pkcs8.as_ref(), &rng).unwrap();
+            // Uncompressed point: 0x04, then x and y of equal length.
             let point = pair.public_key().as_ref();
+            let (x, y) = point[1..].split_at((point.len() - 1) / 2);
             Signer {
                 kid: Some(kid.into()),
-                alg: Algorithm::ES384,
+                alg,
                 encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
-                jwk: json!({"kty": "EC", "crv": "P-384", "kid": kid,
-                    "x": b64url(&point[1..49]), "y": b64url(&point[49..])}),
+                jwk: json!({"kty": "EC", "crv": crv, "kid": kid, "x": b64url(x), "y": b64url(y)}),
             }
         }
 

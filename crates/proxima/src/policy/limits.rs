@@ -516,9 +516,7 @@ impl RateGrant {
     /// Corrects the token debit with the real usage (above or below the estimate). A bucket
     /// may go below zero: later requests then wait. Dropping a grant keeps the estimate.
     pub fn settle(self, actual_tokens: u64) {
-        if let Some(debit) = self.debit {
-            debit.settle(actual_tokens);
-        }
+        settle(Some(self), None, actual_tokens, 0);
     }
 }
 
@@ -631,10 +629,8 @@ enum How {
 impl Reservation {
     /// Releases the reservation and adds `cost` (exactly what the ledger records) to the spent
     /// counters.
-    pub fn settle(mut self, cost: Nanos) {
-        if let Some(held) = self.held.take() {
-            held.finish(cost.max(0));
-        }
+    pub fn settle(self, cost: Nanos) {
+        settle(None, Some(self), 0, cost);
     }
 }
 

@@ -31,6 +31,16 @@ fn admin_conf(mock: &MockUpstream) -> Conf {
 }
 
 /// Makes a key over the admin API; returns `(id, secret)`.
+/// Two gateways on one database, each reading the other's key changes every 200 ms.
+async fn two_replicas(mock: &MockUpstream, database: &str) -> (Gateway, Gateway) {
+    let conf = || {
+        admin_conf(mock).section(&format!(
+            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"200ms\"\n"
+        ))
+    };
+    (Gateway::start(conf()).await, Gateway::start(conf()).await)
+}
+
 async fn create_key(gw: &Gateway, body: Value) -> (String, String) {
     let answer = gw
         .admin(MASTER, Method::POST, "/admin/keys", Some(&body))
@@ -411,13 +421,7 @@ async fn the_admin_api_is_off_without_a_master_key() {
 /// Two gateways on one database: keys made, changed and revoked on one reach the other.
 async fn replicas_share_keys(database: &str) {
     let mock = MockUpstream::start().await.unwrap();
-    let conf = || {
-        admin_conf(&mock).section(&format!(
-            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"200ms\"\n"
-        ))
-    };
-    let a = Gateway::start(conf()).await;
-    let b = Gateway::start(conf()).await;
+    let (a, b) = two_replicas(&mock, database).await;
 
     let (id, secret) = create_key(&a, json!({"name": "shared"})).await;
     assert_eq!(a.chat_as(&secret, chat_body("m1", "x")).await.status, 200);
@@ -496,13 +500,7 @@ async fn revocation_reaches_a_replica_after_a_change_stamped_by_a_fast_clock() {
     std::fs::create_dir_all(&dir).unwrap();
     let database = format!("sqlite://{}", dir.join("shared.db").display());
     let mock = MockUpstream::start().await.unwrap();
-    let conf = || {
-        admin_conf(&mock).section(&format!(
-            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"200ms\"\n"
-        ))
-    };
-    let a = Gateway::start(conf()).await;
-    let b = Gateway::start(conf()).await;
+    let (a, b) = two_replicas(&mock, &database).await;
     let (id, secret) = create_key(&a, json!({"name": "skewed"})).await;
     let seen = eventually(Duration::from_secs(2), || async {
         b.chat_as(&secret, chat_body("m2", "x")).await.status == 200
