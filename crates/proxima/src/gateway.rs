@@ -7,9 +7,10 @@ use std::sync::Arc;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::http_client::HttpClient;
 use crate::policy::jwt::JwtVerifier;
 use crate::policy::Auth;
-use crate::providers::{HttpClient, Provider};
+use crate::providers::Provider;
 use crate::router::health::HealthRegistry;
 use crate::router::Router;
 

@@ -11,9 +11,9 @@ use futures_util::{stream, Stream, StreamExt};
 use tokio::time::Instant;
 
 use crate::canonical::{
-    ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingInput, EmbeddingsRequest,
-    EmbeddingsResponse,
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingInput, EmbeddingsRequest, EmbeddingsResponse,
 };
+use crate::providers::ChunkStream;
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::Gateway;
 use crate::policy::limits::{Budget, RateLimit, Scope};

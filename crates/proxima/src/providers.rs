@@ -23,14 +23,15 @@ use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
 
-pub use client::{HttpClient, HttpError};
-pub use upstream_error::source_chain;
-
 use crate::canonical::{
-    ChatChunk, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
+    ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse,
 };
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{Error, ErrorKind, Result};
+use crate::http_client::HttpClient;
+
+/// A stream of chunks from a provider. An `Err` item ends it: the upstream failed mid-stream.
+pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
 
 /// What every provider adapter does. `model` is the upstream model name.
 pub trait ProviderApi {
@@ -218,12 +219,4 @@ impl Stream for IdleTimeout {
             },
         }
     }
-}
-
-/// Seconds since the Unix epoch, for `created` fields.
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }

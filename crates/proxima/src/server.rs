@@ -50,65 +50,12 @@ use crate::canonical::Api;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, ErrorKind};
 use crate::gateway::Gateway;
+use crate::http_client::HttpClient;
 use crate::pipeline::RequestContext;
-use crate::providers::HttpClient;
 use crate::router::health::HealthRegistry;
 use crate::services::Services;
+use crate::state::AppState;
 use crate::surface;
-
-/// Shared by all requests.
-pub struct AppState {
-    gateway: ArcSwap<Gateway>,
-    /// Database, key directory, shared counters and ledger: these outlive reloads.
-    services: Arc<Services>,
-    /// False once shutdown begins, so load balancers stop sending traffic.
-    ready: AtomicBool,
-    http: Arc<HttpClient>,
-    /// Target health, kept across reloads.
-    health: HealthRegistry,
-    /// The file the config came from; `None` for the built-in default (nothing to reload).
-    config_path: Option<PathBuf>,
-    /// Serialises reloads, so two at once cannot interleave.
-    reloading: tokio::sync::Mutex<()>,
-}
-
-impl AppState {
-    pub fn gateway(&self) -> Arc<Gateway> {
-        self.gateway.load_full()
-    }
-
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
-    }
-
-    /// Reads the config file again and, if it is valid, swaps in a gateway built from it.
-    /// Requests in flight finish on the gateway they started with. An invalid config is
-    /// refused with its problems, and the running one stays.
-    pub async fn reload(&self) -> Result<(), Vec<String>> {
-        let _guard = self.reloading.lock().await;
-        let Some(path) = &self.config_path else {
-            return Err(vec![
-                "proxima runs on the built-in default config: there is no file to reload".into(),
-            ]);
-        };
-        let config = Config::load(path)
-            .map_err(|p| p.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
-        let current = self.gateway.load();
-        if config.server.listen != current.config.server.listen {
-            tracing::warn!("server.listen changed: it takes effect at the next restart");
-        }
-        if config.storage.database != self.services.storage.database
-            || config.storage.redis != self.services.storage.redis
-        {
-            tracing::warn!("storage changed: it takes effect at the next restart");
-        }
-        let gateway =
-            Gateway::build(config, &self.http, &self.health).map_err(|e| vec![e.message])?;
-        self.gateway.store(Arc::new(gateway));
-        tracing::info!(config = %path.display(), "config reloaded");
-        Ok(())
-    }
-}
 
 /// The request id, as an extension.
 #[derive(Clone)]
@@ -256,8 +203,7 @@ async fn authenticate(
     // ledger row, with what the client was told.
     if is_call && response.status().as_u16() >= 400 && !cx.metered.load(Ordering::Relaxed) {
         let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        cx.meter("", None, false)
-            .close_with(response.status().as_u16(), code);
+        crate::pipeline::admit::record_refusal(&cx, response.status().as_u16(), code);
     }
     response
 }

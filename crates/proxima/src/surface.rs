@@ -17,9 +17,10 @@ use http::{header, HeaderValue};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use crate::canonical::{Api, ChatResponse, ChunkStream};
+use crate::canonical::{Api, ChatResponse};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::ChatOutput;
+use crate::providers::ChunkStream;
 use crate::router::Routed;
 use crate::sse;
 
@@ -96,13 +97,9 @@ fn explain_json_error<T: DeserializeOwned>(bytes: &[u8]) -> Error {
     }
 }
 
-/// Starting size of buffers that JSON bodies are written into: a typical chat answer or request
-/// fits, so the buffer is not regrown (and copied) several times on the way.
-pub const JSON_CAPACITY: usize = 1024;
-
 /// A JSON response from a serializable value.
 pub fn json_response<T: serde::Serialize>(value: &T) -> Response {
-    let mut body = Vec::with_capacity(JSON_CAPACITY);
+    let mut body = Vec::with_capacity(crate::wire::JSON_CAPACITY);
     match serde_json::to_writer(&mut body, value) {
         Ok(()) => {
             let mut response = Response::new(Body::from(body));

@@ -1,16 +1,9 @@
 //! Canonical streaming chunks: the deltas of one or more choices, and usage at the end.
 
-use std::pin::Pin;
-
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::{Api, FinishReason, Role, Usage};
-use crate::error::Error;
-
-/// A stream of chunks from a provider. An `Err` item ends it: the upstream failed mid-stream.
-pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk, Error>> + Send>>;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatChunk {

@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use crate::config::JwtConfig;
 use crate::error::{Error, ErrorKind, Result};
-use crate::providers::{source_chain, HttpClient, HttpError};
+use crate::http_client::{source_chain, HttpClient, HttpError};
 use crate::store::secret_digest;
 
 /// Longer bearer values are refused before any parsing: real tokens are a few KiB at most.

@@ -8,14 +8,15 @@ use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 use serde_json::Value;
 
 use super::client::{
-    base_url, parse_body, parse_url, provider_headers, read_body, to_json, UpstreamResponse,
+    base_url, parse_body, parse_url, post_json, provider_headers, read_body, to_json,
 };
-use super::{HttpClient, ProviderApi};
-use crate::canonical::{
-    Api, ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
-};
+use super::ProviderApi;
+use crate::canonical::{Api, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 use crate::config::ProviderConfig;
 use crate::error::{Error, ErrorKind, Result};
+use crate::http_client::HttpClient;
+use crate::http_client::UpstreamResponse;
+use crate::providers::ChunkStream;
 use crate::wire::anthropic::{MessagesRequest, MessagesResponse};
 
 const DEFAULT_BASE_URL: &str = "https://api.anthropic.com/v1";
@@ -80,9 +81,7 @@ impl Anthropic {
             Some(url) if path == "messages" => url.as_ref().clone(),
             _ => parse_url(&self.name, &format!("{}/{path}", self.base_url))?,
         };
-        self.http
-            .post_json(&self.name, url, &self.headers_for(req), body)
-            .await
+        post_json(&self.http, &self.name, url, &self.headers_for(req), body).await
     }
 
     /// Asks Anthropic to count the prompt's tokens exactly.

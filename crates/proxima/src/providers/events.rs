@@ -6,10 +6,11 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::{stream, Stream, StreamExt};
 
-use super::client::HttpError;
 use super::upstream_error;
-use crate::canonical::{ChatChunk, ChunkStream};
+use crate::canonical::ChatChunk;
 use crate::error::{Error, Result};
+use crate::http_client::HttpError;
+use crate::providers::ChunkStream;
 use crate::sse::{SseError, SseEvent, SseStream};
 
 /// What one upstream event means for the client.

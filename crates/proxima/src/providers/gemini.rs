@@ -9,14 +9,16 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderName};
 
 use super::client::{
-    base_url, parse_body, parse_url, provider_headers, read_body, to_json, UpstreamResponse,
+    base_url, parse_body, parse_url, post_json, provider_headers, read_body, to_json,
 };
-use super::{unix_now, HttpClient, ProviderApi};
-use crate::canonical::{
-    ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
-};
+use super::ProviderApi;
+use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
+use crate::clock::unix_now;
 use crate::config::ProviderConfig;
 use crate::error::{Error, Result};
+use crate::http_client::HttpClient;
+use crate::http_client::UpstreamResponse;
+use crate::providers::ChunkStream;
 use crate::wire::gemini::{
     model_resource, BatchEmbedContentsRequest, BatchEmbedContentsResponse, GenerateContentRequest,
     GenerateContentResponse,
@@ -80,9 +82,7 @@ impl Gemini {
 
     async fn post(&self, url: String, body: Vec<u8>) -> Result<UpstreamResponse> {
         let url = parse_url(&self.name, &url)?;
-        self.http
-            .post_json(&self.name, url, &self.headers, body)
-            .await
+        post_json(&self.http, &self.name, url, &self.headers, body).await
     }
 }
 
@@ -156,7 +156,8 @@ mod tests {
     };
     use crate::config::{ProviderConfig, ProviderKind, Secret};
     use crate::error::ErrorKind;
-    use crate::providers::{HttpClient, Provider};
+    use crate::http_client::HttpClient;
+    use crate::providers::Provider;
 
     const MODEL: &str = "gemini-2.5-flash";
 

@@ -8,12 +8,14 @@ use std::time::Duration;
 
 use futures_util::stream;
 
-use super::{unix_now, ProviderApi};
+use super::ProviderApi;
 use crate::canonical::{
-    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, ChunkStream, EmbeddingInput,
-    EmbeddingVector, EmbeddingsRequest, EmbeddingsResponse, FinishReason, Message, Role, Usage,
+    ChatChunk, ChatRequest, ChatResponse, Choice, ChunkChoice, EmbeddingInput, EmbeddingVector,
+    EmbeddingsRequest, EmbeddingsResponse, FinishReason, Message, Role, Usage,
 };
+use crate::clock::unix_now;
 use crate::error::Result;
+use crate::providers::ChunkStream;
 
 const DEFAULT_DIMENSIONS: usize = 16;
 

@@ -9,14 +9,15 @@ use http::{HeaderMap, HeaderName, Uri};
 
 use super::azure::Azure;
 use super::client::{
-    base_url, parse_body, parse_url, provider_headers, read_body, to_json, UpstreamResponse,
+    base_url, parse_body, parse_url, post_json, provider_headers, read_body, to_json,
 };
-use super::{HttpClient, ProviderApi};
-use crate::canonical::{
-    ChatRequest, ChatResponse, ChunkStream, EmbeddingsRequest, EmbeddingsResponse,
-};
+use super::ProviderApi;
+use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 use crate::config::ProviderConfig;
 use crate::error::Result;
+use crate::http_client::HttpClient;
+use crate::http_client::UpstreamResponse;
+use crate::providers::ChunkStream;
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionRequest, EmbeddingsRequestWire, EmbeddingsResponseWire,
 };
@@ -116,9 +117,14 @@ impl OpenAi {
     }
 
     async fn post(&self, op: Operation, model: &str, body: Vec<u8>) -> Result<UpstreamResponse> {
-        self.http
-            .post_json(&self.name, self.url(op, model)?, &self.headers, body)
-            .await
+        post_json(
+            &self.http,
+            &self.name,
+            self.url(op, model)?,
+            &self.headers,
+            body,
+        )
+        .await
     }
 }
 

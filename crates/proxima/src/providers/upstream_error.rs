@@ -9,8 +9,8 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use serde_json::Value;
 
-use super::client::HttpError;
 use crate::error::{Error, ErrorKind};
+use crate::http_client::{source_chain, HttpError};
 
 /// How much of an unparseable error body is quoted back.
 const QUOTE_LIMIT: usize = 300;
@@ -185,18 +185,6 @@ fn retry_after(headers: &HeaderMap, body: &[u8]) -> Option<Duration> {
                 .strip_suffix('s')
                 .and_then(seconds)
         })
-}
-
-/// An error's message followed by its causes'.
-pub fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(inner) = source {
-        text.push_str(": ");
-        text.push_str(&inner.to_string());
-        source = inner.source();
-    }
-    text
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use super::{json_response, read_json};
 use crate::canonical::Api;
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
-use crate::server::AppState;
+use crate::state::AppState;
 use crate::store::{GroupBy, KeyPatch, LogFilter, NewKey, TeamPatch, TeamRecord};
 
 /// Admin bodies are small; this bounds what an admin request may send.

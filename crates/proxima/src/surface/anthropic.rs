@@ -14,9 +14,10 @@ use http::HeaderMap;
 use serde_json::json;
 
 use super::{chat_response, json_response, read_json, routed_response};
-use crate::canonical::{Api, ChatRequest, ChunkStream};
+use crate::canonical::{Api, ChatRequest};
 use crate::error::Result;
 use crate::pipeline::{self, RequestContext};
+use crate::providers::ChunkStream;
 use crate::wire::anthropic::{MessagesRequest, MessagesResponse};
 
 pub use stream::MessageEvents;

@@ -10,9 +10,10 @@ use futures_util::{stream, Stream, StreamExt};
 use serde_json::json;
 
 use super::{chat_response, json_response, read_json, routed_response};
-use crate::canonical::{Api, ChunkStream};
+use crate::canonical::Api;
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
+use crate::providers::ChunkStream;
 use crate::sse;
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingsRequestWire,

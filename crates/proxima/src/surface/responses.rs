@@ -12,9 +12,10 @@ use bytes::Bytes;
 use futures_util::{stream as futures_stream, Stream, StreamExt};
 
 use super::{chat_response, json_response, read_json};
-use crate::canonical::{Api, ChunkStream};
+use crate::canonical::Api;
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
+use crate::providers::ChunkStream;
 use crate::wire::responses::{ResponseObject, ResponsesRequest};
 
 pub use stream::{encode, Event, ResponseEvents};

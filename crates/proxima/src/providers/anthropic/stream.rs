@@ -12,10 +12,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use crate::canonical::{Api, ChatChunk, ChunkChoice, ChunkStream, Role, ToolCallDelta};
+use crate::canonical::{Api, ChatChunk, ChunkChoice, Role, ToolCallDelta};
 use crate::error::{Error, ErrorKind, Result};
-use crate::providers::client::HttpError;
+use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
+use crate::providers::ChunkStream;
 use crate::sse::SseEvent;
 use crate::wire::anthropic::{finish_reason_from_wire, usage_from_wire, UsageWire};
 
@@ -59,7 +60,7 @@ impl AnthropicEvents {
         ChatChunk {
             id: self.id.clone(),
             model: self.model.clone(),
-            created: crate::providers::unix_now(),
+            created: crate::clock::unix_now(),
             choices: choice.into_iter().collect(),
             usage: None,
             extra: Default::default(),

@@ -12,12 +12,11 @@ use bytes::Bytes;
 use futures_util::Stream;
 
 use super::error;
-use crate::canonical::{
-    Api, ChatChunk, ChunkChoice, ChunkStream, Part, Role, ToolCallDelta, Usage,
-};
+use crate::canonical::{Api, ChatChunk, ChunkChoice, Part, Role, ToolCallDelta, Usage};
 use crate::error::{Error, Result};
-use crate::providers::client::HttpError;
+use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
+use crate::providers::ChunkStream;
 use crate::sse::SseEvent;
 use crate::wire::gemini::{
     finish_reason_from_wire, part_to_canonical, CallIds, GenerateContentResponse,

@@ -6,11 +6,12 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use crate::canonical::{ChatChunk, ChunkStream};
+use crate::canonical::ChatChunk;
 use crate::error::{Error, Result};
-use crate::providers::client::HttpError;
+use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::upstream_error as error;
+use crate::providers::ChunkStream;
 use crate::sse::SseEvent;
 use crate::wire::openai::ChatCompletionChunk;
 

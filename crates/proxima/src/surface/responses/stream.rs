@@ -198,7 +198,7 @@ impl ResponseEvents {
             return;
         }
         let created = if created == 0 {
-            crate::providers::unix_now()
+            crate::clock::unix_now()
         } else {
             created
         };

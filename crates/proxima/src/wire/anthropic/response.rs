@@ -139,7 +139,7 @@ impl MessagesResponse {
         ChatResponse {
             id: self.id,
             model: self.model,
-            created: crate::providers::unix_now(),
+            created: crate::clock::unix_now(),
             choices: vec![Choice {
                 index: 0,
                 message: Message {

@@ -7,8 +7,8 @@ use serde_json::Value;
 use super::tools::{ToolKind, ToolNames};
 use super::{Echo, ResponseContext};
 use crate::canonical::{ChatResponse, FinishReason, Part, Usage};
+use crate::clock::unix_now;
 use crate::error::{Error, ErrorKind};
-use crate::providers::unix_now;
 
 /// A fresh response id. Nothing is stored under it (yet), so it only has to be unique.
 pub fn response_id() -> String {
