@@ -1,32 +1,32 @@
-//! The HTTP server: where the request pipeline is assembled, and graceful shutdown.
+//! The HTTP server: where the request path is assembled, and graceful shutdown.
 //!
 //! # The path of a request
 //!
-//! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, stores
-//!    it as a [`RequestId`] extension, and echoes it on the response.
+//! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
+//!    it on the response, and runs the request inside a `request` tracing span carrying it, so
+//!    every log line of the request (the router's failure logs included) names it.
 //! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
 //!    started on across reloads), authenticates the key (401 in the surface's error shape), and
-//!    inserts the [`RequestContext`] extension that handlers read.
+//!    inserts the [`RequestContext`] extension that handlers read. A call refused from here on
+//!    before the pipeline meters it (a bad body or header) still gets its ledger row.
 //! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
 //!    reads the body (413 over `max_body_bytes`, 400 on bad JSON or field types) into the
 //!    canonical request.
-//! 4. [`pipeline`](crate::pipeline): resolves the public model (404), checks the key may use it
-//!    (403), then the [`router`](crate::router) tries targets — strategy order, retries, then
-//!    fallbacks — each attempt a [`Provider`](crate::providers::Provider) call under its timeout.
-//!    Streams fail over until their first chunk arrives.
-//!    Outcomes feed each target's circuit breaker, latency average and canary guards.
+//! 4. [`pipeline`](crate::pipeline), in named phases over one exchange:
+//!    admit (404 unknown model, 403 not allowed; the meter opens) → prepare (the prompt as it
+//!    will be sent) → limit (429 rate limits and budgets of key, team and model) → route (the
+//!    [`router`](crate::router): strategy order, every target, retries, fallbacks; a stream
+//!    fails over until its first chunk) → finish (the answer's stages; metering settles the
+//!    limits and writes the one ledger row when the call ends, however it ends).
 //! 5. Back in the surface: the canonical answer is written in the client's format, with
-//!    `x-proxima-provider`, `x-proxima-model` and `x-proxima-attempts`; a stream goes out chunk
-//!    by chunk, with keep-alive comments in long silences and an error event if the upstream
-//!    breaks. One usage record is emitted per request when it ends.
+//!    `x-proxima-provider`, `x-proxima-model`, `x-proxima-attempts` and any `x-ratelimit-*`;
+//!    a stream goes out through [`surface::events`], chunk by chunk, batched when chunks arrive
+//!    together, with keep-alive comments in long silences and an error event if the upstream
+//!    breaks.
 //!
-//! 4a. Before routing, the pipeline takes the request's share of the rate limits and budgets of
-//!    its key, team and model (429 `rate_limit_exceeded` / `budget_exceeded`), held by the
-//!    request's [`Meter`](crate::usage::Meter), which settles them with the real usage and
-//!    writes the one ledger row when the request ends, however it ends.
-//!
-//! `/admin/*` takes the master key ([`authenticate_admin`]). A reload (SIGHUP, the config file
-//! changing, or `POST /admin/config/reload`) builds a new gateway and swaps it in.
+//! `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
+//! the config file changing, or `POST /admin/config/reload`) builds a new gateway and swaps it
+//! in ([`AppState::reload`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -45,6 +45,7 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use crate::canonical::Api;
 use crate::config::Config;
@@ -150,7 +151,8 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .map(Arc::from)
         .unwrap_or_else(|| Arc::from(format!("req_{:032x}", fastrand::u128(..))));
     req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = next.run(req).await;
+    let span = tracing::info_span!("request", id = &*id);
+    let mut response = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }

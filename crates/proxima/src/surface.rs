@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod events;
 pub mod openai;
 pub mod responses;
 

@@ -11,7 +11,7 @@ use std::sync::{Mutex, OnceLock};
 
 use tiktoken_rs::CoreBPE;
 
-use crate::canonical::{self, ChatRequest};
+use crate::canonical::{self, ChatRequest, EmbeddingInput};
 
 static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
 
@@ -91,6 +91,16 @@ fn tokenize(text: &str) -> u64 {
 /// A chat request's prompt tokens.
 pub fn prompt_tokens(req: &ChatRequest) -> u64 {
     canonical::input_tokens(req, count)
+}
+
+/// The tokens of what an embeddings request embeds.
+pub fn embedding_tokens(input: &EmbeddingInput) -> u64 {
+    match input {
+        EmbeddingInput::Text(text) => count(text),
+        EmbeddingInput::Texts(texts) => texts.iter().map(|t| count(t)).sum(),
+        EmbeddingInput::Tokens(tokens) => tokens.len() as u64,
+        EmbeddingInput::TokenLists(lists) => lists.iter().map(|l| l.len() as u64).sum(),
+    }
 }
 
 #[cfg(test)]

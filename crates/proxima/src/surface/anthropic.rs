@@ -8,16 +8,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
-use bytes::BytesMut;
-use futures_util::{stream as futures_stream, StreamExt};
 use http::HeaderMap;
 use serde_json::json;
 
+use super::events::sse_events;
 use super::{chat_response, json_response, read_json, routed_response};
 use crate::canonical::{Api, ChatRequest};
 use crate::error::Result;
 use crate::pipeline::{self, RequestContext};
-use crate::providers::ChunkStream;
 use crate::wire::anthropic::{MessagesRequest, MessagesResponse};
 
 pub use stream::MessageEvents;
@@ -49,35 +47,8 @@ pub async fn messages(
         API,
         cx.gateway.config.server.stream_keepalive.0,
         |answer| json_response(&MessagesResponse::from_canonical(answer)),
-        events,
+        |chunks| sse_events(chunks, MessageEvents::default()),
     )
-}
-
-/// Canonical chunks as Anthropic's named events, ending with `message_stop`, or with an
-/// `error` event when the upstream fails mid-stream.
-fn events(chunks: ChunkStream) -> impl futures_util::Stream<Item = bytes::Bytes> + Send {
-    futures_stream::unfold(
-        Some((chunks, MessageEvents::default())),
-        |state| async move {
-            let (mut chunks, mut encoder) = state?;
-            let mut out = BytesMut::new();
-            match chunks.next().await {
-                Some(Ok(chunk)) => {
-                    encoder.on_chunk(&chunk, &mut out);
-                    Some((out.freeze(), Some((chunks, encoder))))
-                }
-                Some(Err(e)) => {
-                    encoder.fail(&e, &mut out);
-                    Some((out.freeze(), None))
-                }
-                None => {
-                    encoder.finish(&mut out);
-                    Some((out.freeze(), None))
-                }
-            }
-        },
-    )
-    .filter(|bytes| futures_util::future::ready(!bytes.is_empty()))
 }
 
 pub async fn count_tokens(

@@ -5,15 +5,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
-use bytes::{Bytes, BytesMut};
-use futures_util::{stream, Stream, StreamExt};
+use bytes::BytesMut;
 use serde_json::json;
 
+use super::events::{sse_events, EventWriter};
 use super::{chat_response, json_response, read_json, routed_response};
-use crate::canonical::Api;
+use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
-use crate::providers::ChunkStream;
 use crate::sse;
 use crate::wire::openai::{
     ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, EmbeddingsRequestWire,
@@ -41,99 +40,39 @@ pub async fn chat_completions(
         API,
         cx.gateway.config.server.stream_keepalive.0,
         |answer| json_response(&ChatCompletion::from_canonical(answer)),
-        |chunks| events(chunks, include_usage),
+        |chunks| sse_events(chunks, ChunkEvents { include_usage }),
     )
 }
 
-/// At most this many bytes of events go out in one write.
-const BATCH_BYTES: usize = 16 * 1024;
-
 /// Chunks as OpenAI SSE events: `data: {chunk}` for each, `data: [DONE]` at a clean end, and
 /// `data: {"error": ...}` (without `[DONE]`) when the upstream fails mid-stream.
-///
-/// Events that are already on their way are sent together. The upstream body reaches us one
-/// chunk at a time (hyper's body channel holds one), and the server writes (one syscall) as soon
-/// as the next event is not ready, so a burst of chunks — an upstream that answers fast, or a
-/// backlog after a stall — would otherwise cost one write per event. After each event the task
-/// yields to let the upstream connection hand over the next chunk, and stops collecting when
-/// none came: an event is delayed by two turns of the scheduler at most.
-fn events(chunks: ChunkStream, include_usage: bool) -> impl Stream<Item = Bytes> + Send {
-    stream::unfold(Some(chunks), move |chunks| async move {
-        let mut chunks = chunks?;
-        let mut out = BytesMut::new();
-        let mut open = loop {
-            match write_event(&mut out, chunks.next().await, include_usage) {
-                Written::Skipped => continue,
-                Written::Open => break true,
-                Written::Closed => break false,
-            }
-        };
-        let mut yielded = false;
-        while open && out.len() < BATCH_BYTES {
-            let ready = std::future::poll_fn(|cx| match chunks.as_mut().poll_next(cx) {
-                std::task::Poll::Ready(item) => std::task::Poll::Ready(Some(item)),
-                std::task::Poll::Pending => std::task::Poll::Ready(None),
-            })
-            .await;
-            match ready {
-                Some(item) => {
-                    yielded = false;
-                    open = !matches!(write_event(&mut out, item, include_usage), Written::Closed);
-                }
-                None if !yielded => {
-                    // One turn is not enough: tokio runs a yielded task again before the
-                    // connection task it woke has handed over the next chunk. Two are.
-                    for _ in 0..2 {
-                        tokio::task::yield_now().await;
-                    }
-                    yielded = true;
-                }
-                None => break,
-            }
-        }
-        Some((out.freeze(), open.then_some(chunks)))
-    })
-}
-
-enum Written {
-    /// An event was written and more may follow.
-    Open,
-    /// The last event was written (`[DONE]` or an error).
-    Closed,
-    /// Nothing to write for this chunk (a usage-only chunk the client did not ask for).
-    Skipped,
-}
-
-fn write_event(
-    out: &mut BytesMut,
-    item: Option<crate::error::Result<crate::canonical::ChatChunk>>,
+struct ChunkEvents {
+    /// Whether the client asked for the usage chunk (`stream_options.include_usage`).
     include_usage: bool,
-) -> Written {
-    match item {
-        Some(Ok(mut chunk)) => {
-            if !include_usage {
-                chunk.usage = None;
-                if chunk.choices.is_empty() {
-                    return Written::Skipped;
-                }
+}
+
+impl EventWriter for ChunkEvents {
+    fn chunk(&mut self, mut chunk: ChatChunk, out: &mut BytesMut) -> bool {
+        if !self.include_usage {
+            chunk.usage = None;
+            if chunk.choices.is_empty() {
+                return true;
             }
-            let mut data = Vec::with_capacity(512);
-            if serde_json::to_writer(&mut data, &ChatCompletionChunk::from_canonical(&chunk))
-                .is_err()
-            {
-                data.clear();
-            }
-            sse::write_event(out, None, &data);
-            Written::Open
         }
-        Some(Err(e)) => {
-            sse::write_event(out, None, e.body(API).to_string().as_bytes());
-            Written::Closed
+        let mut data = Vec::with_capacity(512);
+        if serde_json::to_writer(&mut data, &ChatCompletionChunk::from_canonical(&chunk)).is_err() {
+            data.clear();
         }
-        None => {
-            out.extend_from_slice(b"data: [DONE]\n\n");
-            Written::Closed
-        }
+        sse::write_event(out, None, &data);
+        true
+    }
+
+    fn fail(&mut self, error: &Error, out: &mut BytesMut) {
+        sse::write_event(out, None, error.body(API).to_string().as_bytes());
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        out.extend_from_slice(b"data: [DONE]\n\n");
     }
 }
 

@@ -5,18 +5,15 @@ mod stream;
 
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::extract::Extension;
-use axum::response::Response;
-use bytes::Bytes;
-use futures_util::{stream as futures_stream, Stream, StreamExt};
-
+use super::events::sse_events;
 use super::{chat_response, json_response, read_json};
 use crate::canonical::Api;
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
-use crate::providers::ChunkStream;
 use crate::wire::responses::{ResponseObject, ResponsesRequest};
+use axum::body::Body;
+use axum::extract::Extension;
+use axum::response::Response;
 
 pub use stream::{encode, Event, ResponseEvents};
 
@@ -39,32 +36,8 @@ pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -
         API,
         keepalive,
         |answer| json_response(&ResponseObject::from_canonical(answer, &context)),
-        |chunks| events(chunks, machine),
+        |chunks| sse_events(chunks, machine),
     )
-}
-
-/// Canonical chunks as Responses SSE events, one write per chunk. The stream ends after
-/// `response.completed`, `response.incomplete` or `response.failed`; this API sends no
-/// `[DONE]` line.
-fn events(chunks: ChunkStream, machine: ResponseEvents) -> impl Stream<Item = Bytes> + Send {
-    futures_stream::unfold(Some((chunks, machine)), |state| async move {
-        let (mut chunks, mut machine) = state?;
-        loop {
-            let events = match chunks.next().await {
-                Some(Ok(chunk)) => machine.push(&chunk),
-                Some(Err(e)) => machine.fail(&e),
-                None => machine.finish(),
-            };
-            let more = !machine.is_done();
-            if events.is_empty() {
-                if more {
-                    continue;
-                }
-                return None;
-            }
-            return Some((encode(&events), more.then_some((chunks, machine))));
-        }
-    })
 }
 
 /// `GET`/`DELETE /v1/responses/{id}` and the other routes on stored responses: 400 until

@@ -106,6 +106,38 @@ async fn tokens_per_minute_reserve_the_prompt_and_max_tokens_and_settle_on_real_
 }
 
 #[tokio::test]
+async fn without_max_tokens_only_the_prompt_is_charged_and_a_refusal_says_when_to_retry() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw =
+        Gateway::start(one_model(&mock).section("[keys.small]\nkey = \"sk-small\"\ntpm = 100\n"))
+            .await;
+    // About 60 prompt tokens and no max_tokens: output nobody asked for is not charged
+    // up front, so the call fits a limit of 100 tokens a minute.
+    let prompt = "alpha beta gamma delta epsilon zeta eta theta iota kappa ".repeat(5);
+    let body = json!({"model": "chat", "messages": [user(prompt.trim())]});
+    let answer = gw.chat_as("sk-small", body.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(header(&answer, "x-ratelimit-limit-tokens"), 100);
+    // The echo's real usage (prompt and answer) settles the bucket; the next calls are refused
+    // until it refills, with a retry-after and the limit's state.
+    let mut refused = None;
+    for _ in 0..5 {
+        let answer = gw.chat_as("sk-small", body.clone()).await;
+        if answer.status == 429 {
+            refused = Some(answer);
+            break;
+        }
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let refused = refused.expect("the limit refuses once the real usage is settled");
+    refused.assert_error(429, "rate_limit_exceeded");
+    let retry: u64 = refused.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "retry-after {retry}");
+    assert_eq!(header(&refused, "x-ratelimit-limit-tokens"), 100);
+    assert!(refused.header("x-ratelimit-remaining-tokens").is_some());
+}
+
+#[tokio::test]
 async fn a_models_capacity_and_a_teams_limit_are_shared_by_every_key() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(

@@ -11,6 +11,7 @@ mod cli;
 mod errors;
 mod failover;
 mod limits;
+mod logs;
 mod matrix;
 mod providers;
 mod routing;

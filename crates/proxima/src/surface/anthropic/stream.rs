@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use crate::canonical::{Api, ChatChunk, FinishReason, Usage};
 use crate::error::Error;
 use crate::sse::write_event;
+use crate::surface::events::EventWriter;
 use crate::wire::anthropic::{anthropic_id, finish_reason_to_wire, usage_to_wire};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -37,6 +38,21 @@ pub struct MessageEvents {
 
 fn emit(out: &mut BytesMut, name: &str, data: &Value) {
     write_event(out, Some(name), data.to_string().as_bytes());
+}
+
+impl EventWriter for MessageEvents {
+    fn chunk(&mut self, chunk: ChatChunk, out: &mut BytesMut) -> bool {
+        self.on_chunk(&chunk, out);
+        true
+    }
+
+    fn fail(&mut self, error: &Error, out: &mut BytesMut) {
+        MessageEvents::fail(self, error, out);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        MessageEvents::finish(self, out);
+    }
 }
 
 impl MessageEvents {

@@ -7,12 +7,13 @@
 //! reasoning, a tool call with a new index — closes the open item and opens the next. That is
 //! the order the API itself uses, and clients such as Codex rely on it.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use serde_json::{json, Value};
 
 use crate::canonical::{ChatChunk, FinishReason, ToolCallDelta, Usage};
 use crate::error::Error;
 use crate::sse;
+use crate::surface::events::EventWriter;
 use crate::wire::responses::{
     custom_input, function_call_item, item_id, message_item, reasoning_item, status_for,
     ContentPart, OutputItem, ResponseContext, ResponseErrorWire, ResponseObject, Status, ToolKind,
@@ -27,14 +28,27 @@ pub struct Event {
     pub data: Value,
 }
 
-/// Events as SSE bytes, `event:` line and `data:` line each.
-pub fn encode(events: &[Event]) -> Bytes {
-    let mut out = BytesMut::new();
+/// Writes events as SSE, `event:` line and `data:` line each.
+pub fn encode(events: &[Event], out: &mut BytesMut) {
     for event in events {
         let data = serde_json::to_vec(&event.data).unwrap_or_default();
-        sse::write_event(&mut out, Some(event.kind), &data);
+        sse::write_event(out, Some(event.kind), &data);
     }
-    out.freeze()
+}
+
+impl EventWriter for ResponseEvents {
+    fn chunk(&mut self, chunk: ChatChunk, out: &mut BytesMut) -> bool {
+        encode(&self.push(&chunk), out);
+        !self.is_done()
+    }
+
+    fn fail(&mut self, error: &Error, out: &mut BytesMut) {
+        encode(&ResponseEvents::fail(self, error), out);
+    }
+
+    fn finish(&mut self, out: &mut BytesMut) {
+        encode(&ResponseEvents::finish(self), out);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -990,7 +1004,8 @@ mod tests {
     #[test]
     fn sse_encoding_names_each_event() {
         let events = run(plain(), vec![Ok(text("x"))]);
-        let bytes = encode(&events[..1]);
+        let mut bytes = BytesMut::new();
+        encode(&events[..1], &mut bytes);
         let text = std::str::from_utf8(&bytes).unwrap();
         assert!(text.starts_with("event: response.created\ndata: {"));
         assert!(text.ends_with("}\n\n"));

@@ -1,0 +1,224 @@
+//! Phase 5, finish: the answer on its way out. Whole or streamed, it passes through the call's
+//! [`Stage`]s in order, and each stage learns how the call ended — answered in full, failed, or
+//! dropped because the client went away. Metering is the last stage of every call: it notes the
+//! route and the usage, settles the limits, and writes the one ledger row.
+//!
+//! A stage that transforms text (unmasking, output guardrails) or keeps the answer (cache fill,
+//! storing a conversation turn) is one more [`Stage`]: the stream adapters compose here, in one
+//! place, for every surface.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use tokio::time::Instant;
+
+use super::{ChatOutput, Exchange};
+use crate::canonical::{ChatChunk, ChatResponse, EmbeddingsResponse, Usage};
+use crate::error::{Error, Result};
+use crate::providers::ChunkStream;
+use crate::router::Routed;
+use crate::usage::Meter;
+
+/// How a call ended, as its stages are told.
+#[derive(Clone, Copy)]
+pub enum Outcome<'e> {
+    /// The whole answer reached the client.
+    Complete,
+    /// The call failed: before routing, in every attempt, or mid-stream.
+    Failed(&'e Error),
+    /// The client went away before the answer was complete.
+    Dropped,
+}
+
+/// Something a chat answer passes through on its way to the client.
+pub trait Stage: Send {
+    /// A streamed chunk on its way out; the stage may change it.
+    fn chunk(&mut self, chunk: &mut ChatChunk);
+    /// A whole answer on its way out; the stage may change it.
+    fn complete(&mut self, answer: &mut ChatResponse);
+    /// The call ended. Called once, after the last chunk or the whole answer.
+    fn end(&mut self, outcome: Outcome<'_>);
+}
+
+/// A call's stages, in the order the answer passes through them.
+#[derive(Default)]
+pub struct Stages {
+    stages: Vec<Box<dyn Stage>>,
+    ended: bool,
+}
+
+impl Stages {
+    pub fn new() -> Stages {
+        Stages::default()
+    }
+
+    /// Adds a stage after the ones already there.
+    pub fn push(&mut self, stage: impl Stage + 'static) {
+        self.stages.push(Box::new(stage));
+    }
+
+    fn chunk(&mut self, chunk: &mut ChatChunk) {
+        for stage in &mut self.stages {
+            stage.chunk(chunk);
+        }
+    }
+
+    fn complete(&mut self, answer: &mut ChatResponse) {
+        for stage in &mut self.stages {
+            stage.complete(answer);
+        }
+    }
+
+    /// Tells every stage how the call ended, once.
+    pub fn end(mut self, outcome: Result<(), &Error>) {
+        self.end_with(match outcome {
+            Ok(()) => Outcome::Complete,
+            Err(e) => Outcome::Failed(e),
+        });
+    }
+
+    fn end_with(&mut self, outcome: Outcome<'_>) {
+        if !self.ended {
+            self.ended = true;
+            for stage in &mut self.stages {
+                stage.end(outcome);
+            }
+        }
+    }
+}
+
+impl Drop for Stages {
+    /// Stages dropped before they were told an outcome belong to a call the client left.
+    fn drop(&mut self) {
+        self.end_with(Outcome::Dropped);
+    }
+}
+
+/// The last stage of every call: notes usage and the first token on the call's record, and
+/// closes the meter (settling limits, writing the ledger row) when the call ends.
+struct Metering(Option<Meter>);
+
+impl Metering {
+    fn note_usage(&mut self, usage: Option<Usage>) {
+        if let (Some(usage), Some(record)) = (usage, self.0.as_mut().and_then(Meter::record)) {
+            record.usage = Some(usage);
+        }
+    }
+}
+
+impl Stage for Metering {
+    fn chunk(&mut self, chunk: &mut ChatChunk) {
+        self.note_usage(chunk.usage);
+    }
+
+    fn complete(&mut self, answer: &mut ChatResponse) {
+        self.note_usage(answer.usage);
+    }
+
+    fn end(&mut self, outcome: Outcome<'_>) {
+        let Some(meter) = self.0.take() else { return };
+        match outcome {
+            Outcome::Complete => meter.close(Ok(())),
+            Outcome::Failed(e) => meter.close(Err(e)),
+            // The meter records the client leaving (499) when it drops.
+            Outcome::Dropped => drop(meter),
+        }
+    }
+}
+
+/// Notes how the call was routed on its meter, and puts the phases' headers on the answer.
+fn note_route<T>(exchange: &mut Exchange<'_>, routed: &mut Routed<T>) {
+    if let Some(record) = exchange.meter.record() {
+        record.provider = routed.provider.clone();
+        record.upstream_model = routed.upstream_model.clone();
+        record.attempts = routed.attempts;
+        record.price = routed.price;
+    }
+    routed.limit_headers = std::mem::take(&mut exchange.headers);
+}
+
+/// A routed chat call, finished: a whole answer through every stage, or a stream that passes
+/// each chunk through them as it goes.
+pub fn chat(mut exchange: Exchange<'_>, mut routed: Routed<ChatOutput>) -> Routed<ChatOutput> {
+    note_route(&mut exchange, &mut routed);
+    let Exchange {
+        mut meter,
+        mut stages,
+        ..
+    } = exchange;
+    if let Ok(ChatOutput::Stream(_)) = &routed.result {
+        if let Some(record) = meter.record() {
+            record.first_token = Some(Instant::now());
+        }
+    }
+    stages.push(Metering(Some(meter)));
+    routed.result = match routed.result {
+        Ok(ChatOutput::Stream(inner)) => Ok(ChatOutput::Stream(Box::pin(Finished {
+            inner,
+            stages: Some(stages),
+        }))),
+        Ok(ChatOutput::Complete(mut answer)) => {
+            stages.complete(&mut answer);
+            stages.end(Ok(()));
+            Ok(ChatOutput::Complete(answer))
+        }
+        Err(e) => {
+            stages.end(Err(&e));
+            Err(e)
+        }
+    };
+    routed
+}
+
+/// A routed embeddings call, finished: its usage metered.
+pub fn embeddings(
+    mut exchange: Exchange<'_>,
+    mut routed: Routed<EmbeddingsResponse>,
+) -> Routed<EmbeddingsResponse> {
+    note_route(&mut exchange, &mut routed);
+    let mut meter = exchange.meter;
+    match &routed.result {
+        Ok(response) => {
+            if let Some(record) = meter.record() {
+                record.usage = Some(response.usage);
+            }
+            meter.close(Ok(()));
+        }
+        Err(e) => meter.close(Err(e)),
+    }
+    routed
+}
+
+/// A stream passing through the call's stages, which are told how it ended: it ran out, an
+/// upstream error cut it, or it was dropped because the client went away.
+struct Finished {
+    inner: ChunkStream,
+    stages: Option<Stages>,
+}
+
+impl Stream for Finished {
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        match &mut item {
+            Some(Ok(chunk)) => {
+                if let Some(stages) = self.stages.as_mut() {
+                    stages.chunk(chunk);
+                }
+            }
+            Some(Err(e)) => {
+                if let Some(stages) = self.stages.take() {
+                    stages.end(Err(e));
+                }
+            }
+            None => {
+                if let Some(stages) = self.stages.take() {
+                    stages.end(Ok(()));
+                }
+            }
+        }
+        Poll::Ready(item)
+    }
+}

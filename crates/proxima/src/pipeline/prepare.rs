@@ -1,0 +1,93 @@
+//! Phase 2, prepare: the request as it will really be sent, and its measure. This is where the
+//! prompt is made final — conversation context, prompt templates, retrieved passages, PII
+//! masking and guardrails belong here — before [`limit`](super::limit) charges it, so that
+//! limits and budgets see what goes upstream.
+//!
+//! Counting a long prompt's tokens is CPU work of about a millisecond per 10 KiB of new text:
+//! large prompts are counted on the blocking pool, never on the async workers.
+
+use std::sync::Arc;
+
+use crate::canonical::{self, ChatRequest, EmbeddingInput, EmbeddingsRequest};
+
+/// Prompts with more text than this are counted on the blocking pool; shorter ones (and texts
+/// seen before, which the tokenizer remembers) cost less than the hand-over.
+const COUNT_INLINE_BYTES: u64 = 4 * 1024;
+
+/// What the limits need to know of a request.
+pub trait Measure: Send + Sync + 'static {
+    /// Bytes of prompt text: what counting its tokens costs.
+    fn text_bytes(&self) -> u64;
+    /// Prompt tokens, with the real tokenizer.
+    fn count_tokens(&self) -> u64;
+    /// The output the client asked for at most; `None` when it set no limit.
+    fn max_output(&self) -> Option<u32>;
+}
+
+impl Measure for ChatRequest {
+    fn text_bytes(&self) -> u64 {
+        canonical::input_tokens(self, |text| text.len() as u64)
+    }
+
+    fn count_tokens(&self) -> u64 {
+        crate::tokenizer::prompt_tokens(self)
+    }
+
+    fn max_output(&self) -> Option<u32> {
+        self.sampling.max_tokens
+    }
+}
+
+impl Measure for EmbeddingsRequest {
+    fn text_bytes(&self) -> u64 {
+        match &self.input {
+            EmbeddingInput::Text(text) => text.len() as u64,
+            EmbeddingInput::Texts(texts) => texts.iter().map(|t| t.len() as u64).sum(),
+            // Token ids need no counting.
+            EmbeddingInput::Tokens(_) | EmbeddingInput::TokenLists(_) => 0,
+        }
+    }
+
+    fn count_tokens(&self) -> u64 {
+        crate::tokenizer::embedding_tokens(&self.input)
+    }
+
+    fn max_output(&self) -> Option<u32> {
+        Some(0)
+    }
+}
+
+/// A request ready to be sent.
+pub struct Prepared<R> {
+    /// Shared, so that a long prompt can be counted on another thread without a copy.
+    pub request: Arc<R>,
+}
+
+impl<R: Measure> Prepared<R> {
+    /// The prompt's tokens: counted here when short, on the blocking pool when long.
+    pub async fn prompt_tokens(&self) -> u64 {
+        if self.request.text_bytes() <= COUNT_INLINE_BYTES {
+            return self.request.count_tokens();
+        }
+        let request = self.request.clone();
+        match tokio::task::spawn_blocking(move || request.count_tokens()).await {
+            Ok(tokens) => tokens,
+            // Only if the runtime is shutting down: an estimate will do.
+            Err(_) => self.request.text_bytes().div_ceil(4),
+        }
+    }
+}
+
+/// Prepares a chat request.
+pub fn chat(req: ChatRequest) -> Prepared<ChatRequest> {
+    Prepared {
+        request: Arc::new(req),
+    }
+}
+
+/// Prepares an embeddings request.
+pub fn embeddings(req: EmbeddingsRequest) -> Prepared<EmbeddingsRequest> {
+    Prepared {
+        request: Arc::new(req),
+    }
+}
