@@ -5,8 +5,8 @@
 //! [`crate::policy::directory`], and usage records are written in batches by
 //! [`crate::usage::ledger`].
 //!
-//! Each database has its native pool ([`Pool`]); a query whose text is the same on both is
-//! written once and run on either through [`on_pool!`], and only what differs — the schema
+//! Each database has its native pool (`Pool`); a query whose text is the same on both is
+//! written once and run on either through `on_pool!`, and only what differs — the schema
 //! (`store/migrations/<backend>/`), placeholders of the ledger's batch inserts — is written
 //! per backend. Portable SQL: `$N` parameters (SQLite reads them too), integers as `BIGINT`,
 //! money as whole nano-dollars, times as epoch milliseconds, lists and maps as JSON text. Sums
@@ -253,7 +253,7 @@ fn col<T: Column>(row: &impl Row, name: &str) -> Result<T> {
 pub(crate) mod testing {
     //! Stores for tests: a fresh SQLite file, or a fresh schema in the local PostgreSQL.
 
-    use super::{Pool, Store};
+    use super::Store;
 
     /// The PostgreSQL the store tests use (trust auth); `PROXIMA_TEST_POSTGRES` overrides.
     pub fn postgres_base() -> String {
@@ -273,13 +273,12 @@ pub(crate) mod testing {
     pub async fn postgres_url() -> String {
         let schema = format!("proxima_test_{:016x}", fastrand::u64(..));
         let admin = Store::connect(&postgres_base()).await.unwrap();
-        let Pool::Postgres(pool) = &admin.pool else {
-            unreachable!("a PostgreSQL URL opens PostgreSQL")
-        };
-        sqlx::query(sql!("CREATE SCHEMA {schema}"))
+        let create = sql!("CREATE SCHEMA {schema}");
+        on_pool!(admin, |pool| sqlx::query(create)
             .execute(pool)
             .await
-            .unwrap();
+            .map(drop))
+        .unwrap();
         admin.close().await;
         format!("{}?options=-c%20search_path%3D{schema}", postgres_base())
     }
