@@ -1,19 +1,33 @@
 //! The database: virtual keys, teams and the usage ledger, on SQLite (the embedded default) or
-//! PostgreSQL (shared by replicas), with the same SQL and the same behaviour on both.
+//! PostgreSQL (shared by replicas), with the same behaviour on both.
 //!
 //! Nothing here is on the request path: keys and teams are read into memory by
 //! [`crate::policy::directory`], and usage records are written in batches by
 //! [`crate::usage::ledger`].
 //!
-//! Portable SQL: `$N` parameters (SQLite reads them too), integers as `BIGINT`, money as whole
-//! nano-dollars, times as epoch milliseconds, lists and maps as JSON text. Sums are cast back
-//! to `BIGINT` because PostgreSQL widens them to `NUMERIC`.
+//! Each database has its native pool (`Pool`); a query whose text is the same on both is
+//! written once and run on either through `on_pool!`, and only what differs — the schema
+//! (`store/migrations/<backend>/`), placeholders of the ledger's batch inserts — is written
+//! per backend. Portable SQL: `$N` parameters (SQLite reads them too), integers as `BIGINT`,
+//! money as whole nano-dollars, times as epoch milliseconds, lists and maps as JSON text. Sums
+//! are cast back to `BIGINT` because PostgreSQL widens them to `NUMERIC`.
 
 /// A statement assembled with `format!` from constant text and `$N` placeholders only: every
 /// value is bound, never spliced in.
 macro_rules! sql {
     ($($arg:tt)*) => {
         sqlx::AssertSqlSafe(format!($($arg)*))
+    };
+}
+
+/// Runs `$body` with `$pool` bound to the store's native pool (`&SqlitePool` or `&PgPool`):
+/// a query written once, compiled for each database.
+macro_rules! on_pool {
+    ($store:expr, |$pool:ident| $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Sqlite { pool: $pool, .. } => $body,
+            $crate::store::Pool::Postgres($pool) => $body,
+        }
     };
 }
 
@@ -25,11 +39,12 @@ mod teams;
 use std::str::FromStr;
 use std::time::Duration;
 
-use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::pool::PoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, Postgres};
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
 };
-use sqlx::AnyPool;
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -44,13 +59,22 @@ pub enum Backend {
     Postgres,
 }
 
+/// The store's connections, native to its database.
+#[derive(Clone)]
+pub(crate) enum Pool {
+    Sqlite {
+        pool: SqlitePool,
+        /// On a SQLite file, one connection of its own for the ledger's batch inserts: its
+        /// few insert statements stay prepared on it, and the writes queue on it in order
+        /// instead of taking turns at the file's write lock with the pool's connections.
+        ledger: Option<SqlitePool>,
+    },
+    Postgres(PgPool),
+}
+
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
-    backend: Backend,
-    /// On a SQLite file, one native connection for the ledger's batch inserts: it binds the
-    /// rows' shared strings as they are, where the `Any` driver copies every value twice.
-    ledger_pool: Option<SqlitePool>,
+    pool: Pool,
 }
 
 impl Store {
@@ -63,54 +87,44 @@ impl Store {
 
     /// Connects without migrating.
     pub async fn connect(url: &str) -> Result<Store> {
-        sqlx::any::install_default_drivers();
-        let (backend, url) = if url.starts_with("sqlite:") {
-            (Backend::Sqlite, sqlite_url(url))
+        let pool = if url.starts_with("sqlite:") {
+            let url = sqlite_url(url);
+            let options = sqlite_options(&url)?;
+            let memory = url.contains(":memory:");
+            let pool = pool_options(memory)
+                .connect_with(options.clone())
+                .await
+                .map_err(open_error)?;
+            let ledger = if memory {
+                None
+            } else {
+                Some(
+                    SqlitePoolOptions::new()
+                        .max_connections(1)
+                        .acquire_timeout(Duration::from_secs(5))
+                        .connect_with(options)
+                        .await
+                        .map_err(open_error)?,
+                )
+            };
+            Pool::Sqlite { pool, ledger }
         } else {
-            (Backend::Postgres, url.to_owned())
+            let options = PgConnectOptions::from_str(url).map_err(open_error)?;
+            Pool::Postgres(
+                pool_options(false)
+                    .connect_with(options)
+                    .await
+                    .map_err(open_error)?,
+            )
         };
-        let memory = backend == Backend::Sqlite && url.contains(":memory:");
-        let options = AnyPoolOptions::new()
-            .acquire_timeout(Duration::from_secs(5))
-            // An in-memory SQLite database lives as long as its one connection.
-            .max_connections(if memory { 1 } else { 8 })
-            .min_connections(u32::from(memory))
-            .idle_timeout((!memory).then(|| Duration::from_secs(300)))
-            .max_lifetime((!memory).then(|| Duration::from_secs(1800)));
-        let options = if backend == Backend::Sqlite {
-            options.after_connect(|conn, _| {
-                Box::pin(async move {
-                    // WAL lets the report queries read while the ledger writes.
-                    sqlx::query("PRAGMA journal_mode = WAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA synchronous = NORMAL")
-                        .execute(&mut *conn)
-                        .await?;
-                    sqlx::query("PRAGMA busy_timeout = 5000")
-                        .execute(&mut *conn)
-                        .await?;
-                    Ok(())
-                })
-            })
-        } else {
-            options
-        };
-        let pool = options.connect(&url).await.map_err(open_error)?;
-        let ledger_pool = if backend == Backend::Sqlite && !memory {
-            Some(sqlite_ledger_pool(&url).await?)
-        } else {
-            None
-        };
-        Ok(Store {
-            pool,
-            backend,
-            ledger_pool,
-        })
+        Ok(Store { pool })
     }
 
     pub fn backend(&self) -> Backend {
-        self.backend
+        match self.pool {
+            Pool::Sqlite { .. } => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
     }
 
     /// Applies pending migrations; returns the versions applied now.
@@ -120,26 +134,37 @@ impl Store {
 
     /// Closes every connection.
     pub async fn close(&self) {
-        if let Some(ledger) = &self.ledger_pool {
-            ledger.close().await;
+        match &self.pool {
+            Pool::Sqlite { pool, ledger } => {
+                if let Some(ledger) = ledger {
+                    ledger.close().await;
+                }
+                pool.close().await;
+            }
+            Pool::Postgres(pool) => pool.close().await,
         }
-        self.pool.close().await;
     }
 }
 
-/// The ledger writer's own connection to the SQLite file at `url`, set up as the shared pool's.
-async fn sqlite_ledger_pool(url: &str) -> Result<SqlitePool> {
-    let options = SqliteConnectOptions::from_str(url)
+/// The shared pool's settings on either database.
+fn pool_options<DB: sqlx::Database>(memory: bool) -> PoolOptions<DB> {
+    PoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        // An in-memory SQLite database lives as long as its one connection.
+        .max_connections(if memory { 1 } else { 8 })
+        .min_connections(u32::from(memory))
+        .idle_timeout((!memory).then(|| Duration::from_secs(300)))
+        .max_lifetime((!memory).then(|| Duration::from_secs(1800)))
+}
+
+/// Every SQLite connection's settings.
+fn sqlite_options(url: &str) -> Result<SqliteConnectOptions> {
+    Ok(SqliteConnectOptions::from_str(url)
         .map_err(open_error)?
+        // WAL lets the report queries read while the ledger writes.
         .journal_mode(SqliteJournalMode::Wal)
         .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(5));
-    SqlitePoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
-        .await
-        .map_err(open_error)
+        .busy_timeout(Duration::from_secs(5)))
 }
 
 /// `sqlite://FILE` as sqlx wants it: created when missing.
@@ -183,13 +208,44 @@ fn json_column<T: serde::de::DeserializeOwned>(text: Option<String>) -> Option<T
     text.and_then(|t| serde_json::from_str(&t).ok())
 }
 
-/// Reads column `name` of `row`.
-fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
-where
-    T: sqlx::Decode<'r, sqlx::Any> + sqlx::Type<sqlx::Any>,
+/// A column type both databases decode, so that one row reader serves both.
+trait Column:
+    for<'r> sqlx::Decode<'r, Sqlite>
+    + sqlx::Type<Sqlite>
+    + for<'r> sqlx::Decode<'r, Postgres>
+    + sqlx::Type<Postgres>
 {
-    use sqlx::Row;
-    row.try_get(name).map_err(db_error)
+}
+
+impl<T> Column for T where
+    T: for<'r> sqlx::Decode<'r, Sqlite>
+        + sqlx::Type<Sqlite>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Postgres>
+{
+}
+
+/// A result row of either database.
+trait Row {
+    /// Reads column `name`.
+    fn column<T: Column>(&self, name: &str) -> Result<T>;
+}
+
+impl Row for SqliteRow {
+    fn column<T: Column>(&self, name: &str) -> Result<T> {
+        sqlx::Row::try_get(self, name).map_err(db_error)
+    }
+}
+
+impl Row for PgRow {
+    fn column<T: Column>(&self, name: &str) -> Result<T> {
+        sqlx::Row::try_get(self, name).map_err(db_error)
+    }
+}
+
+/// Reads column `name` of `row`.
+fn col<T: Column>(row: &impl Row, name: &str) -> Result<T> {
+    row.column(name)
 }
 
 #[cfg(test)]
@@ -205,29 +261,34 @@ pub(crate) mod testing {
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
     }
 
-    pub async fn sqlite() -> Store {
+    /// The URL of a SQLite file not made yet.
+    pub fn sqlite_url() -> String {
         let dir = std::env::temp_dir().join(format!("proxima-store-{:016x}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
-        Store::open(&format!("sqlite://{}", dir.join("test.db").display()))
-            .await
-            .unwrap()
+        format!("sqlite://{}", dir.join("test.db").display())
     }
 
-    /// A store in a schema of its own, so tests running at once never see each other's rows.
-    pub async fn postgres() -> Store {
+    /// The URL of an empty schema of its own, so tests running at once never see each
+    /// other's rows.
+    pub async fn postgres_url() -> String {
         let schema = format!("proxima_test_{:016x}", fastrand::u64(..));
         let admin = Store::connect(&postgres_base()).await.unwrap();
-        sqlx::query(sql!("CREATE SCHEMA {schema}"))
-            .execute(&admin.pool)
+        let create = sql!("CREATE SCHEMA {schema}");
+        on_pool!(admin, |pool| sqlx::query(create)
+            .execute(pool)
             .await
-            .unwrap();
+            .map(drop))
+        .unwrap();
         admin.close().await;
-        Store::open(&format!(
-            "{}?options=-c%20search_path%3D{schema}",
-            postgres_base()
-        ))
-        .await
-        .unwrap()
+        format!("{}?options=-c%20search_path%3D{schema}", postgres_base())
+    }
+
+    pub async fn sqlite() -> Store {
+        Store::open(&sqlite_url()).await.unwrap()
+    }
+
+    pub async fn postgres() -> Store {
+        Store::open(&postgres_url().await).await.unwrap()
     }
 
     /// Runs the same test body against both databases.

@@ -3,9 +3,9 @@
 //! at it) and stamps `revoked_at`; every change bumps `updated_at`, which replicas poll.
 
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
+use sqlx::query::Query;
 
-use super::{col, db_error, json_column, Store};
+use super::{col, db_error, json_column, Row, Store};
 use crate::clock::now_ms;
 use crate::config::BudgetConfig;
 use crate::error::{Error, Result};
@@ -100,13 +100,19 @@ pub(super) fn set_if<T: Clone>(field: &mut T, value: &Option<T>) {
 
 /// Binds the grant columns shared by keys and teams — models, rpm, tpm, budget_nanos,
 /// budget_period — in that order.
-pub(super) fn bind_grants<'q>(
-    query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+pub(super) fn bind_grants<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
     models: &Option<Vec<String>>,
     rpm: Option<u64>,
     tpm: Option<u64>,
     budget: Option<BudgetConfig>,
-) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: sqlx::Database,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'static str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
     query
         .bind(models.as_ref().map(|m| serde_json::json!(m).to_string()))
         .bind(to_i64(rpm))
@@ -143,7 +149,7 @@ fn random_hex(len: usize) -> Result<String> {
     Ok(hex(&bytes))
 }
 
-pub(super) fn read_budget(row: &AnyRow) -> Result<Option<BudgetConfig>> {
+pub(super) fn read_budget(row: &impl Row) -> Result<Option<BudgetConfig>> {
     let nanos: Option<i64> = col(row, "budget_nanos")?;
     let period: Option<String> = col(row, "budget_period")?;
     Ok(nanos.map(|n| BudgetConfig {
@@ -162,7 +168,7 @@ pub(super) fn to_i64(value: Option<u64>) -> Option<i64> {
     value.map(|v| i64::try_from(v).unwrap_or(i64::MAX))
 }
 
-fn key_from_row(row: &AnyRow) -> Result<KeyRecord> {
+fn key_from_row(row: &impl Row) -> Result<KeyRecord> {
     Ok(KeyRecord {
         id: col(row, "id")?,
         name: col(row, "name")?,
@@ -210,25 +216,29 @@ impl Store {
             updated_at: now,
             revoked_at: None,
         };
-        let query = sqlx::query(sql!(
+        let sql = sql!(
             "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
-        ))
-        .bind(&record.id)
-        .bind(&record.name)
-        .bind(&record.prefix)
-        .bind(&record.hash)
-        .bind(&record.team);
-        let query = bind_grants(query, &record.models, record.rpm, record.tpm, record.budget);
-        query
-            .bind(record.expires_at)
-            .bind(record.metadata.to_string())
-            .bind(i64::from(record.admin))
-            .bind(record.created_at)
-            .bind(record.updated_at)
-            .bind(record.revoked_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        );
+        let r = &record;
+        on_pool!(self, |pool| {
+            let query = sqlx::query(sql)
+                .bind(&r.id)
+                .bind(&r.name)
+                .bind(&r.prefix)
+                .bind(&r.hash)
+                .bind(&r.team);
+            bind_grants(query, &r.models, r.rpm, r.tpm, r.budget)
+                .bind(r.expires_at)
+                .bind(r.metadata.to_string())
+                .bind(i64::from(r.admin))
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .bind(r.revoked_at)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(db_error)?;
         Ok((record, secret))
     }
 
@@ -239,13 +249,11 @@ impl Store {
         } else {
             "WHERE revoked_at IS NULL"
         };
-        let rows = sqlx::query(sql!(
-            "SELECT {KEY_COLUMNS} FROM keys {filter} ORDER BY created_at DESC, id"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(key_from_row).collect()
+        let sql = sql!("SELECT {KEY_COLUMNS} FROM keys {filter} ORDER BY created_at DESC, id");
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(sql).fetch_all(pool).await.map_err(db_error)?;
+            rows.iter().map(key_from_row).collect()
+        })
     }
 
     pub async fn get_key(&self, id: &str) -> Result<Option<KeyRecord>> {
@@ -259,25 +267,29 @@ impl Store {
 
     /// The key whose unique `column` (a constant) holds `value`.
     async fn key_where(&self, column: &'static str, value: &str) -> Result<Option<KeyRecord>> {
-        let row = sqlx::query(sql!("SELECT {KEY_COLUMNS} FROM keys WHERE {column} = $1"))
-            .bind(value)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(key_from_row).transpose()
+        let sql = sql!("SELECT {KEY_COLUMNS} FROM keys WHERE {column} = $1");
+        on_pool!(self, |pool| {
+            let row = sqlx::query(sql)
+                .bind(value)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_error)?;
+            row.as_ref().map(key_from_row).transpose()
+        })
     }
 
     /// Keys changed at or after `since` (epoch ms), revocations included: what a replica
     /// polls to keep its cache current.
     pub async fn keys_changed_since(&self, since: i64) -> Result<Vec<KeyRecord>> {
-        let rows = sqlx::query(sql!(
-            "SELECT {KEY_COLUMNS} FROM keys WHERE updated_at >= $1 ORDER BY updated_at"
-        ))
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(key_from_row).collect()
+        let sql = sql!("SELECT {KEY_COLUMNS} FROM keys WHERE updated_at >= $1 ORDER BY updated_at");
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(since)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(key_from_row).collect()
+        })
     }
 
     /// Applies `patch`; `None` when there is no such key.
@@ -295,22 +307,26 @@ impl Store {
         set_if(&mut key.metadata, &patch.metadata);
         set_if(&mut key.admin, &patch.admin);
         key.updated_at = now_ms().max(key.updated_at + 1);
-        let query = sqlx::query(
-            "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
-             budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
-             updated_at = $11, admin = $12 WHERE id = $1",
-        )
-        .bind(&key.id)
-        .bind(&key.name)
-        .bind(&key.team);
-        bind_grants(query, &key.models, key.rpm, key.tpm, key.budget)
-            .bind(key.expires_at)
-            .bind(key.metadata.to_string())
-            .bind(key.updated_at)
-            .bind(i64::from(key.admin))
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let k = &key;
+        on_pool!(self, |pool| {
+            let query = sqlx::query(
+                "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
+                 budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
+                 updated_at = $11, admin = $12 WHERE id = $1",
+            )
+            .bind(&k.id)
+            .bind(&k.name)
+            .bind(&k.team);
+            bind_grants(query, &k.models, k.rpm, k.tpm, k.budget)
+                .bind(k.expires_at)
+                .bind(k.metadata.to_string())
+                .bind(k.updated_at)
+                .bind(i64::from(k.admin))
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(db_error)?;
         Ok(Some(key))
     }
 
@@ -318,16 +334,16 @@ impl Store {
     /// first time.
     pub async fn revoke_key(&self, id: &str) -> Result<Option<KeyRecord>> {
         let now = now_ms();
-        sqlx::query(
-            // The version only moves forward, even past a clock that is behind the last
-            // change: replicas skip rows whose version they have seen.
-            "UPDATE keys SET revoked_at = COALESCE(revoked_at, $2), \
-             updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END WHERE id = $1",
-        )
-        .bind(id)
-        .bind(now)
-        .execute(&self.pool)
-        .await
+        // The version only moves forward, even past a clock that is behind the last change:
+        // replicas skip rows whose version they have seen.
+        let sql = "UPDATE keys SET revoked_at = COALESCE(revoked_at, $2), \
+             updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END WHERE id = $1";
+        on_pool!(self, |pool| sqlx::query(sql)
+            .bind(id)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(drop))
         .map_err(db_error)?;
         self.get_key(id).await
     }

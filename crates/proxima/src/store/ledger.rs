@@ -8,10 +8,8 @@
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
-use sqlx::Arguments;
 
-use super::{col, db_error, Backend, Store};
+use super::{col, db_error, Backend, Pool, Row, Store};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::pricing::{self, Nanos};
@@ -83,7 +81,7 @@ const COLUMN_COUNT: usize = 22;
 /// Rows per INSERT statement: a batch is written in statements of these sizes, largest first.
 const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
-fn row_from(row: &AnyRow) -> Result<LedgerRow> {
+fn row_from(row: &impl Row) -> Result<LedgerRow> {
     Ok(LedgerRow {
         id: col::<String>(row, "id")?.into(),
         request_id: col::<String>(row, "request_id")?.into(),
@@ -107,6 +105,27 @@ fn row_from(row: &AnyRow) -> Result<LedgerRow> {
         attempts: col(row, "attempts")?,
         stream: col::<i64>(row, "stream")? != 0,
         metadata: col::<Option<String>>(row, "metadata")?.map(Into::into),
+    })
+}
+
+/// A line of the usage report grouped `by`, read from its row.
+fn group_from(row: &impl Row, by: GroupBy) -> Result<UsageGroup> {
+    let group = if by == GroupBy::Day {
+        col::<Option<i64>>(row, "grp")?.map(|d| clock::day(d * 86_400_000))
+    } else {
+        col::<Option<String>>(row, "grp")?
+    };
+    let cost_nanos: i64 = col(row, "cost_nanos")?;
+    Ok(UsageGroup {
+        group,
+        name: col(row, "name")?,
+        requests: col(row, "requests")?,
+        errors: col(row, "errors")?,
+        input_tokens: col(row, "input_tokens")?,
+        output_tokens: col(row, "output_tokens")?,
+        cached_tokens: col(row, "cached_tokens")?,
+        cost_usd: pricing::usd(cost_nanos),
+        cost_nanos,
     })
 }
 
@@ -202,32 +221,32 @@ fn insert_sql(backend: Backend, index: usize) -> &'static str {
 /// scan, which made a batch of thousands of parameters quadratic), PostgreSQL `$N`.
 struct Query {
     sql: String,
-    args: sqlx::any::AnyArguments,
-    count: usize,
+    params: Vec<Param>,
     backend: Backend,
+}
+
+/// A parameter of a [`Query`], bound when the query runs on its database.
+enum Param {
+    Text(String),
+    Int(i64),
 }
 
 impl Query {
     fn new(backend: Backend, sql: &str) -> Query {
         Query {
             sql: sql.to_owned(),
-            args: sqlx::any::AnyArguments::default(),
-            count: 0,
+            params: Vec::new(),
             backend,
         }
     }
 
     /// Binds `value` and returns its placeholder.
-    fn bind<T>(&mut self, value: T) -> Result<String>
-    where
-        T: 'static + Send + sqlx::Encode<'static, sqlx::Any> + sqlx::Type<sqlx::Any>,
-    {
-        self.args.add(value).map_err(bind_error)?;
-        self.count += 1;
-        Ok(match self.backend {
+    fn bind(&mut self, value: Param) -> String {
+        self.params.push(value);
+        match self.backend {
             Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", self.count),
-        })
+            Backend::Postgres => format!("${}", self.params.len()),
+        }
     }
 
     fn push(&mut self, sql: &str) {
@@ -286,19 +305,19 @@ fn insert_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = (usize, &[LedgerRow
     })
 }
 
-/// The parameters of an insert of `chunk`, with text passed through `text` (the Any driver
-/// takes only owned strings).
-fn bind_rows<A, T>(chunk: &[LedgerRow], text: impl Fn(&Arc<str>) -> T) -> Result<A>
+/// The parameters of an insert of `chunk`. Shared strings are bound as they are, without a
+/// copy.
+fn bind_rows<A>(chunk: &[LedgerRow]) -> Result<A>
 where
-    A: sqlx::Arguments + Default,
-    Option<T>: for<'q> sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
+    A: sqlx::Arguments,
+    Option<Arc<str>>: for<'q> sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
     Option<i64>: for<'q> sqlx::Encode<'q, A::Database> + sqlx::Type<A::Database>,
 {
     let mut args = A::default();
     args.reserve(chunk.len() * COLUMN_COUNT, 0);
     for value in chunk.iter().flat_map(values) {
         match value {
-            Value::Text(value) => args.add(value.map(&text)),
+            Value::Text(value) => args.add(value.cloned()),
             Value::Int(value) => args.add(value),
         }
         .map_err(bind_error)?;
@@ -310,34 +329,37 @@ fn bind_error(e: sqlx::error::BoxDynError) -> Error {
     Error::internal(format!("cannot bind a query parameter: {e}"))
 }
 
+/// Writes `rows` to `pool`, a `backend` database, in one transaction: one commit, and a batch
+/// is in or out as a whole.
+async fn insert_batch<DB>(pool: &sqlx::Pool<DB>, backend: Backend, rows: &[LedgerRow]) -> Result<()>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    Option<Arc<str>>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: for<'q> sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let mut tx = pool.begin().await.map_err(db_error)?;
+    for (index, chunk) in insert_chunks(rows) {
+        sqlx::query_with(
+            insert_sql(backend, index),
+            bind_rows::<DB::Arguments>(chunk)?,
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(db_error)?;
+    }
+    tx.commit().await.map_err(db_error)
+}
+
 impl Store {
     /// Writes `rows` in one transaction; rows already there are skipped.
     pub async fn insert_usage(&self, rows: &[LedgerRow]) -> Result<()> {
-        // One transaction per batch: one commit, and a batch is in or out as a whole.
-        match &self.ledger_pool {
-            Some(sqlite) => {
-                let mut tx = sqlite.begin().await.map_err(db_error)?;
-                for (index, chunk) in insert_chunks(rows) {
-                    // Shared strings are bound as they are, without a copy.
-                    let args: sqlx::sqlite::SqliteArguments = bind_rows(chunk, Arc::clone)?;
-                    sqlx::query_with(insert_sql(Backend::Sqlite, index), args)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                }
-                tx.commit().await.map_err(db_error)
+        match &self.pool {
+            Pool::Sqlite { pool, ledger } => {
+                insert_batch(ledger.as_ref().unwrap_or(pool), Backend::Sqlite, rows).await
             }
-            None => {
-                let mut tx = self.pool.begin().await.map_err(db_error)?;
-                for (index, chunk) in insert_chunks(rows) {
-                    let args: sqlx::any::AnyArguments = bind_rows(chunk, |t| t.to_string())?;
-                    sqlx::query_with(insert_sql(self.backend, index), args)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                }
-                tx.commit().await.map_err(db_error)
-            }
+            Pool::Postgres(pool) => insert_batch(pool, Backend::Postgres, rows).await,
         }
     }
 
@@ -348,16 +370,19 @@ impl Store {
             SpendColumn::Team => "team",
             SpendColumn::Model => "model",
         };
-        let row = sqlx::query(sql!(
+        let sql = sql!(
             "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) AS spent FROM usage_ledger \
              WHERE {column} = $1 AND id >= $2"
-        ))
-        .bind(name)
-        .bind(id_floor(from))
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_error)?;
-        col(&row, "spent")
+        );
+        on_pool!(self, |pool| {
+            let row = sqlx::query(sql)
+                .bind(name)
+                .bind(id_floor(from))
+                .fetch_one(pool)
+                .await
+                .map_err(db_error)?;
+            col(&row, "spent")
+        })
     }
 
     /// Requests, errors, tokens and cost between `from` and `to` (epoch ms), grouped.
@@ -374,7 +399,7 @@ impl Store {
         } else {
             "NULL"
         };
-        let rows = sqlx::query(sql!(
+        let sql = sql!(
             "SELECT {group} AS grp, {name} AS name, COUNT(*) AS requests, \
              CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
              CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
@@ -382,51 +407,34 @@ impl Store {
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos \
              FROM usage_ledger WHERE id >= $1 AND id < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
-        ))
-        .bind(id_floor(from))
-        .bind(id_floor(to))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter()
-            .map(|row| {
-                let group = if by == GroupBy::Day {
-                    col::<Option<i64>>(row, "grp")?.map(|d| clock::day(d * 86_400_000))
-                } else {
-                    col::<Option<String>>(row, "grp")?
-                };
-                let cost_nanos: i64 = col(row, "cost_nanos")?;
-                Ok(UsageGroup {
-                    group,
-                    name: col(row, "name")?,
-                    requests: col(row, "requests")?,
-                    errors: col(row, "errors")?,
-                    input_tokens: col(row, "input_tokens")?,
-                    output_tokens: col(row, "output_tokens")?,
-                    cached_tokens: col(row, "cached_tokens")?,
-                    cost_usd: pricing::usd(cost_nanos),
-                    cost_nanos,
-                })
-            })
-            .collect::<Result<Vec<_>>>()
-            .map(|mut groups| {
-                if by == GroupBy::Day {
-                    groups.sort_by(|a, b| a.group.cmp(&b.group));
-                }
-                groups
-            })
+        );
+        let mut groups = on_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(id_floor(from))
+                .bind(id_floor(to))
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(|row| group_from(row, by))
+                .collect::<Result<Vec<_>>>()
+        })?;
+        if by == GroupBy::Day {
+            groups.sort_by(|a, b| a.group.cmp(&b.group));
+        }
+        Ok(groups)
     }
 
     /// The call log, newest first, filtered, one page at a time.
     pub async fn logs(&self, filter: &LogFilter) -> Result<LogPage> {
         let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
         let mut q = Query::new(
-            self.backend,
+            self.backend(),
             &format!("SELECT {COLUMNS} FROM usage_ledger WHERE 1 = 1"),
         );
         let equal = |q: &mut Query, column: &str, value: &Option<String>| -> Result<()> {
             if let Some(value) = value {
-                let p = q.bind(value.clone())?;
+                let p = q.bind(Param::Text(value.clone()));
                 q.push(&format!(" AND {column} = {p}"));
             }
             Ok(())
@@ -446,16 +454,16 @@ impl Store {
                     ))
                     .with_param("status")
                 })?;
-                let p = q.bind(status)?;
+                let p = q.bind(Param::Int(status));
                 q.push(&format!(" AND status = {p}"));
             }
         }
         if let Some(from) = filter.from {
-            let p = q.bind(id_floor(from))?;
+            let p = q.bind(Param::Text(id_floor(from)));
             q.push(&format!(" AND id >= {p}"));
         }
         if let Some(to) = filter.to {
-            let p = q.bind(id_floor(to))?;
+            let p = q.bind(Param::Text(id_floor(to)));
             q.push(&format!(" AND id < {p}"));
         }
         if let Some(after) = &filter.after {
@@ -465,16 +473,23 @@ impl Store {
                 )
                 .with_param("after"));
             }
-            let p = q.bind(after.clone())?;
+            let p = q.bind(Param::Text(after.clone()));
             q.push(&format!(" AND id < {p}"));
         }
-        let p_limit = q.bind(limit + 1)?;
+        let p_limit = q.bind(Param::Int(limit + 1));
         q.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
-        let rows = sqlx::query_with(sqlx::AssertSqlSafe(q.sql), q.args)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error)?;
-        let mut data = rows.iter().map(row_from).collect::<Result<Vec<_>>>()?;
+        let (sql, params) = (sqlx::AssertSqlSafe(q.sql), q.params);
+        let mut data = on_pool!(self, |pool| {
+            let mut query = sqlx::query(sql);
+            for param in params {
+                query = match param {
+                    Param::Text(text) => query.bind(text),
+                    Param::Int(int) => query.bind(int),
+                };
+            }
+            let rows = query.fetch_all(pool).await.map_err(db_error)?;
+            rows.iter().map(row_from).collect::<Result<Vec<_>>>()
+        })?;
         let more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
         data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next = more
@@ -485,11 +500,13 @@ impl Store {
 
     /// Every ledger row's count, for tests and the recovery check.
     pub async fn count_usage(&self) -> Result<i64> {
-        let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_ledger")
-            .fetch_one(&self.pool)
-            .await
-            .map_err(db_error)?;
-        col(&row, "n")
+        on_pool!(self, |pool| {
+            let row = sqlx::query("SELECT COUNT(*) AS n FROM usage_ledger")
+                .fetch_one(pool)
+                .await
+                .map_err(db_error)?;
+            col(&row, "n")
+        })
     }
 }
 
@@ -503,7 +520,7 @@ pub enum SpendColumn {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
+pub(super) mod tests {
     use super::super::testing::on_both;
     use super::*;
 

@@ -2,10 +2,9 @@
 //! A key names its team; the team need not exist (then it is only a label in the ledger).
 
 use serde::{Deserialize, Serialize};
-use sqlx::any::AnyRow;
 
 use super::keys::{bind_grants, present, read_budget, set_if, to_u64};
-use super::{col, db_error, json_column, Store};
+use super::{col, db_error, json_column, Row, Store};
 use crate::clock::now_ms;
 use crate::config::BudgetConfig;
 use crate::error::Result;
@@ -49,7 +48,7 @@ pub struct TeamPatch {
     pub metadata: Option<serde_json::Value>,
 }
 
-fn team_from_row(row: &AnyRow) -> Result<TeamRecord> {
+fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
     Ok(TeamRecord {
         name: col(row, "name")?,
         models: json_column(col(row, "models")?),
@@ -83,54 +82,60 @@ impl Store {
         if team.metadata.is_null() {
             team.metadata = serde_json::json!({});
         }
-        let query = sqlx::query(sql!(
+        let sql = sql!(
             "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) \
              ON CONFLICT (name) DO UPDATE SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
              budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL"
-        ))
-        .bind(&team.name);
-        let query = bind_grants(query, &team.models, team.rpm, team.tpm, team.budget);
-        query
-            .bind(team.metadata.to_string())
-            .bind(team.created_at)
-            .bind(team.updated_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        );
+        let t = &team;
+        on_pool!(self, |pool| {
+            let query = sqlx::query(sql).bind(&t.name);
+            bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
+                .bind(t.metadata.to_string())
+                .bind(t.created_at)
+                .bind(t.updated_at)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(db_error)?;
         Ok(Some(team))
     }
 
     /// A team by name, deleted or not.
     pub async fn get_team(&self, name: &str) -> Result<Option<TeamRecord>> {
-        let row = sqlx::query(sql!("SELECT {TEAM_COLUMNS} FROM teams WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(db_error)?;
-        row.as_ref().map(team_from_row).transpose()
+        let sql = sql!("SELECT {TEAM_COLUMNS} FROM teams WHERE name = $1");
+        on_pool!(self, |pool| {
+            let row = sqlx::query(sql)
+                .bind(name)
+                .fetch_optional(pool)
+                .await
+                .map_err(db_error)?;
+            row.as_ref().map(team_from_row).transpose()
+        })
     }
 
     /// Live teams by name.
     pub async fn list_teams(&self) -> Result<Vec<TeamRecord>> {
-        let rows = sqlx::query(sql!(
-            "SELECT {TEAM_COLUMNS} FROM teams WHERE deleted_at IS NULL ORDER BY name"
-        ))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(team_from_row).collect()
+        let sql = sql!("SELECT {TEAM_COLUMNS} FROM teams WHERE deleted_at IS NULL ORDER BY name");
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(sql).fetch_all(pool).await.map_err(db_error)?;
+            rows.iter().map(team_from_row).collect()
+        })
     }
 
     /// Teams changed at or after `since`, deletions included.
     pub async fn teams_changed_since(&self, since: i64) -> Result<Vec<TeamRecord>> {
-        let rows = sqlx::query(sql!(
-            "SELECT {TEAM_COLUMNS} FROM teams WHERE updated_at >= $1 ORDER BY updated_at"
-        ))
-        .bind(since)
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_error)?;
-        rows.iter().map(team_from_row).collect()
+        let sql =
+            sql!("SELECT {TEAM_COLUMNS} FROM teams WHERE updated_at >= $1 ORDER BY updated_at");
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(since)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+            rows.iter().map(team_from_row).collect()
+        })
     }
 
     /// Applies `patch` to a live team; `None` when there is none of that name.
@@ -148,18 +153,21 @@ impl Store {
         set_if(&mut team.budget, &patch.budget);
         set_if(&mut team.metadata, &patch.metadata);
         team.updated_at = now_ms().max(team.updated_at + 1);
-        let query = sqlx::query(
-            "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
-             budget_period = $6, metadata = $7, updated_at = $8 WHERE name = $1",
-        )
-        .bind(&team.name);
-        let query = bind_grants(query, &team.models, team.rpm, team.tpm, team.budget);
-        query
-            .bind(team.metadata.to_string())
-            .bind(team.updated_at)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error)?;
+        let t = &team;
+        on_pool!(self, |pool| {
+            let query = sqlx::query(
+                "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
+                 budget_period = $6, metadata = $7, updated_at = $8 WHERE name = $1",
+            )
+            .bind(&t.name);
+            bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
+                .bind(t.metadata.to_string())
+                .bind(t.updated_at)
+                .execute(pool)
+                .await
+                .map(drop)
+        })
+        .map_err(db_error)?;
         Ok(Some(team))
     }
 
@@ -167,17 +175,17 @@ impl Store {
     /// was no live team of that name.
     pub async fn delete_team(&self, name: &str) -> Result<bool> {
         let now = now_ms();
-        let done = sqlx::query(
-            "UPDATE teams SET deleted_at = $2, \
+        let sql = "UPDATE teams SET deleted_at = $2, \
              updated_at = CASE WHEN updated_at >= $2 THEN updated_at + 1 ELSE $2 END \
-             WHERE name = $1 AND deleted_at IS NULL",
-        )
-        .bind(name)
-        .bind(now)
-        .execute(&self.pool)
-        .await
+             WHERE name = $1 AND deleted_at IS NULL";
+        let affected = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(name)
+            .bind(now)
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected()))
         .map_err(db_error)?;
-        Ok(done.rows_affected() > 0)
+        Ok(affected > 0)
     }
 }
 
