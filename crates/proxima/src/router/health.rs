@@ -521,7 +521,9 @@ mod tests {
         canary.record_failure("bad build", false);
         let reason = canary.judge_canary(&[&stable]);
         assert!(
-            reason.as_deref().is_some_and(|r| r.contains("circuit breaker opened")),
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("circuit breaker opened")),
             "{reason:?}"
         );
         assert!(canary.is_rolled_back());

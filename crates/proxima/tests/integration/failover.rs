@@ -322,7 +322,11 @@ async fn fallback_models_come_after_every_target_of_the_model() {
     assert_eq!(answer.header("x-proxima-model"), Some("small"));
     assert_eq!(answer.header("x-proxima-attempts"), Some("3"));
     assert_eq!(
-        (first.request_count(), second.request_count(), spare.request_count()),
+        (
+            first.request_count(),
+            second.request_count(),
+            spare.request_count()
+        ),
         (1, 1, 1)
     );
 }

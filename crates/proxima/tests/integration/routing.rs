@@ -617,7 +617,11 @@ async fn a_canary_whose_breaker_opens_before_min_requests_is_rolled_back_and_sta
     tokio::time::sleep(Duration::from_millis(300)).await;
     let counts = count_by_provider(&load(&gw, "chat", 100, 8).await);
     assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
-    assert_eq!(canary.request_count(), 3, "a rolled-back canary gets no traffic");
+    assert_eq!(
+        canary.request_count(),
+        3,
+        "a rolled-back canary gets no traffic"
+    );
 }
 
 #[tokio::test]
