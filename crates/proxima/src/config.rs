@@ -322,14 +322,16 @@ pub struct ModelConfig {
     /// Other public models tried, in order, after every target failed.
     #[serde(default)]
     pub fallbacks: Vec<String>,
-    /// Up to this many more attempts after the first, on errors worth retrying.
+    /// More attempts on errors worth retrying, after every target had one (and before the
+    /// fallbacks): the targets again in strategy order, each after a backoff.
     #[serde(default = "defaults::retries")]
     pub retries: u32,
     /// Overrides the built-in price table for every target of this model.
     pub price: Option<Price>,
     /// Tokens the model accepts; a request too long for one target moves to a larger one.
     pub context_window: Option<u64>,
-    /// Deadline for the whole request across all attempts; past it, 504 `upstream_timeout`.
+    /// Time limit of each attempt (a stream: until its first chunk); past it the next target
+    /// is tried, and after the last attempt the client gets 504 `upstream_timeout`.
     pub timeout: Option<ConfigDuration>,
     /// The model's total capacity across all callers: requests per minute.
     pub rpm: Option<u64>,
@@ -355,8 +357,9 @@ pub struct TargetConfig {
     pub canary: Option<CanaryConfig>,
 }
 
-/// Guards of a canary target, judged against the model's other targets. A tripped guard takes
-/// the canary's traffic to zero until its config changes; promote it by removing `canary`.
+/// Guards of a canary target, judged against the model's other targets. A tripped guard, or the
+/// canary's circuit breaker opening, takes the canary's traffic to zero until its config
+/// changes; promote it by removing `canary`.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CanaryConfig {

@@ -1,6 +1,6 @@
-//! Routing: from a public model name to upstream attempts — target choice by strategy, circuit
-//! breakers, retries with backoff, a deadline, then fallback models — until one attempt
-//! succeeds or none is left.
+//! Routing: from a public model name to upstream attempts — every target in strategy order
+//! (skipping open circuits), retries with backoff, a timeout per attempt, then fallback models —
+//! until one attempt succeeds or none is left.
 
 pub mod health;
 mod strategy;
@@ -44,7 +44,7 @@ pub struct Model {
     next: AtomicUsize,
 }
 
-/// How long to wait between attempts on the same target.
+/// How long to wait before a retry.
 #[derive(Clone, Copy)]
 struct Backoff {
     base: Duration,
@@ -215,11 +215,12 @@ impl Router {
     /// Serves `resolved` with `attempt`, called once per upstream attempt with the provider
     /// and the upstream model name.
     ///
-    /// Per model in the chain (the model, then its fallbacks): targets in strategy order,
-    /// skipping open circuits; up to `1 + retries` attempts, cycling through the targets and
-    /// backing off before trying the same target again. Errors that another attempt cannot fix
-    /// end the search at once, except a prompt too long for the target, which moves on to
-    /// targets with a larger context window. The first model's `timeout` bounds it all.
+    /// Per model in the chain (the model, then its fallbacks): every target once, in strategy
+    /// order, skipping open circuits; then up to `retries` more attempts, cycling through the
+    /// targets again in the same order, each after a backoff. A model's `timeout` bounds each
+    /// of its attempts (for a stream, until its first chunk), so a hung target leaves the next
+    /// one its chance. Errors that another attempt cannot fix end the search at once, except a
+    /// prompt too long for the target, which moves on to targets with a larger context window.
     pub async fn execute<T, F, Fut>(
         &self,
         resolved: &Resolved,
@@ -230,7 +231,6 @@ impl Router {
         F: FnMut(Arc<Provider>, String) -> Fut,
         Fut: Future<Output = Result<T>>,
     {
-        let deadline = resolved.model.timeout.map(|t| Instant::now() + t);
         let mut attempts = 0;
         let mut last: Option<(Arc<str>, String, Error)> = None;
         let mut skipped_open = false;
@@ -244,13 +244,23 @@ impl Router {
         }
         for (model, suffix) in chain {
             let order = strategy::order(&model, shape);
-            let mut previous: Option<usize> = None;
-            let mut tries = 0u32;
+            let mut retries_left = model.retries;
+            // Positions in `order` considered so far: the first turn is one attempt per target,
+            // every position past it is a retry.
             let mut cursor = 0usize;
-            while tries <= model.retries && !order.is_empty() {
-                // The next target in order that is admitted; a full turn without one ends this model.
+            loop {
+                let retry = cursor >= order.len();
+                if order.is_empty() || (retry && retries_left == 0) {
+                    break;
+                }
+                // The next admitted target; a retry looks at most one full turn ahead.
+                let turn_end = if retry {
+                    cursor + order.len()
+                } else {
+                    order.len()
+                };
                 let mut picked = None;
-                for _ in 0..order.len() {
+                while cursor < turn_end {
                     let index = order[cursor % order.len()];
                     cursor += 1;
                     let target = &model.targets[index];
@@ -265,38 +275,37 @@ impl Router {
                         }
                     }
                 }
-                let Some((index, probe)) = picked else { break };
+                let Some((index, probe)) = picked else {
+                    if retry {
+                        break;
+                    }
+                    continue;
+                };
                 let target = &model.targets[index];
-                if previous == Some(index) {
+                if retry {
+                    retries_left -= 1;
                     let hint = last.as_ref().and_then(|(_, _, e)| e.retry_after);
-                    tokio::time::sleep(self.backoff.wait(tries, hint)).await;
+                    let wait = self.backoff.wait(model.retries - retries_left, hint);
+                    tokio::time::sleep(wait).await;
                 }
-                previous = Some(index);
-                tries += 1;
                 attempts += 1;
                 let upstream_model = match &suffix {
                     Some(suffix) => target.model.replace('*', suffix),
                     None => target.model.clone(),
                 };
                 let started = Instant::now();
-                let outcome = match deadline {
-                    Some(deadline) => match tokio::time::timeout_at(
-                        deadline,
-                        attempt(target.provider.clone(), upstream_model.clone()),
-                    )
-                    .await
-                    {
-                        Ok(outcome) => outcome,
-                        Err(_) => Err(Error::new(
+                let call = attempt(target.provider.clone(), upstream_model.clone());
+                let outcome = match model.timeout {
+                    Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                        Err(Error::new(
                             ErrorKind::UpstreamTimeout,
                             format!(
-                                "model `{}` did not answer within its timeout of {:?}",
-                                resolved.model.name,
-                                resolved.model.timeout.unwrap_or_default()
+                                "provider `{}` did not answer within the timeout of model `{}` ({limit:?})",
+                                target.provider.name, model.name
                             ),
-                        )),
-                    },
-                    None => attempt(target.provider.clone(), upstream_model.clone()).await,
+                        ))
+                    }),
+                    None => call.await,
                 };
                 match outcome {
                     Ok(value) => {
@@ -329,13 +338,12 @@ impl Router {
                         let kind = error.kind;
                         let window = target.context_window;
                         last = Some((target.provider.name.clone(), upstream_model, error));
-                        if deadline.is_some_and(|d| Instant::now() >= d) {
-                            return Routed::failed(last, attempts, false);
-                        }
                         if kind == ErrorKind::ContextTooLong {
                             // Not a retry: the next attempt goes to a larger target, if any.
                             min_window = Some(window.unwrap_or(0) + 1);
-                            tries -= 1;
+                            if retry {
+                                retries_left += 1;
+                            }
                             continue;
                         }
                         if !kind.is_retryable() {

@@ -98,6 +98,8 @@ struct Window {
     cooldown: Duration,
     opened: u64,
     last_error: Option<String>,
+    /// Why a canary was rolled back.
+    rollback_reason: Option<String>,
 }
 
 /// A snapshot for `/admin/models`.
@@ -114,6 +116,7 @@ pub struct HealthView {
     pub latency_ms: Option<f64>,
     pub last_error: Option<String>,
     pub canary_rolled_back: Option<bool>,
+    pub canary_rollback_reason: Option<String>,
 }
 
 impl TargetHealth {
@@ -137,6 +140,7 @@ impl TargetHealth {
                 cooldown,
                 opened: 0,
                 last_error: None,
+                rollback_reason: None,
             }),
         }
     }
@@ -284,10 +288,44 @@ impl TargetHealth {
             .fold((0, 0), |(r, f), (_, br, bf)| (r + br, f + bf))
     }
 
-    /// Judges a canary against its siblings; trips at most once. Returns the reason it tripped.
+    /// Judges a canary; rolls it back at most once. Returns the reason it was rolled back.
+    ///
+    /// A canary whose circuit breaker has opened is rolled back at once, whatever its sample
+    /// count: left alone it would only be paused, and get traffic again once its upstream
+    /// answered a probe, however often it fails. Otherwise, with `min_requests` samples, it is
+    /// judged against its siblings' error rate and latency.
     pub fn judge_canary(&self, siblings: &[&TargetHealth]) -> Option<String> {
         let guard = self.canary.as_ref()?;
-        if self.is_rolled_back() || self.requests() < u64::from(guard.min_requests) {
+        if self.is_rolled_back() {
+            return None;
+        }
+        let reason = self
+            .breaker_opened()
+            .or_else(|| self.compare_canary(guard, siblings))?;
+        // Concurrent judges may reach a verdict together; only one rolls back (and logs).
+        self.rolled_back
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+            .ok()?;
+        lock(&self.window).rollback_reason = Some(reason.clone());
+        Some(reason)
+    }
+
+    /// Why the circuit opened, if it ever did.
+    fn breaker_opened(&self) -> Option<String> {
+        let w = lock(&self.window);
+        (w.opened > 0).then(|| {
+            format!(
+                "its circuit breaker opened after {} failures in {} requests (last: {})",
+                w.failures,
+                w.requests,
+                w.last_error.as_deref().unwrap_or("unknown error")
+            )
+        })
+    }
+
+    /// The canary's error rate and latency against its siblings', once it has enough samples.
+    fn compare_canary(&self, guard: &CanaryConfig, siblings: &[&TargetHealth]) -> Option<String> {
+        if self.requests() < u64::from(guard.min_requests) {
             return None;
         }
         let observed: Vec<&&TargetHealth> = siblings.iter().filter(|s| s.requests() > 0).collect();
@@ -306,33 +344,28 @@ impl TargetHealth {
             .iter()
             .filter_map(|s| s.mean_latency_us())
             .collect();
-        let reason = if canary_errors > baseline_errors + guard.max_error_rate_increase {
-            Some(format!(
+        if canary_errors > baseline_errors + guard.max_error_rate_increase {
+            return Some(format!(
                 "error rate {:.1}% against {:.1}% on the other targets",
                 canary_errors * 100.0,
                 baseline_errors * 100.0
-            ))
-        } else {
-            match (self.mean_latency_us(), latencies.is_empty()) {
-                (Some(mine), false) => {
-                    let baseline = latencies.iter().sum::<f64>() / latencies.len() as f64;
-                    (mine > baseline * guard.max_latency_ratio
-                        && mine - baseline > LATENCY_GAP_FLOOR_US)
-                        .then(|| {
-                            format!(
-                                "latency {:.1} ms against {:.1} ms on the other targets",
-                                mine / 1e3,
-                                baseline / 1e3
-                            )
-                        })
-                }
-                _ => None,
-            }
-        };
-        if reason.is_some() {
-            self.rolled_back.store(true, Ordering::Relaxed);
+            ));
         }
-        reason
+        match (self.mean_latency_us(), latencies.is_empty()) {
+            (Some(mine), false) => {
+                let baseline = latencies.iter().sum::<f64>() / latencies.len() as f64;
+                (mine > baseline * guard.max_latency_ratio
+                    && mine - baseline > LATENCY_GAP_FLOOR_US)
+                    .then(|| {
+                        format!(
+                            "latency {:.1} ms against {:.1} ms on the other targets",
+                            mine / 1e3,
+                            baseline / 1e3
+                        )
+                    })
+            }
+            _ => None,
+        }
     }
 
     pub fn view(&self) -> HealthView {
@@ -356,6 +389,7 @@ impl TargetHealth {
             latency_ms: self.latency_us().map(|us| us / 1e3),
             last_error: w.last_error.clone(),
             canary_rolled_back: self.canary.as_ref().map(|_| self.is_rolled_back()),
+            canary_rollback_reason: w.rollback_reason.clone(),
         }
     }
 }
@@ -467,5 +501,36 @@ mod tests {
         }
         assert_eq!(healthy.judge_canary(&[&stable]), None);
         assert!(!healthy.is_rolled_back());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_canary_whose_breaker_opens_is_rolled_back_before_min_requests() {
+        let canary = TargetHealth::new(
+            breaker(),
+            Some(CanaryConfig {
+                min_requests: 50,
+                ..CanaryConfig::default()
+            }),
+        );
+        let stable = TargetHealth::new(breaker(), None);
+        stable.record_success(Duration::from_millis(10), false);
+        for _ in 0..2 {
+            canary.record_failure("bad build", false);
+            assert_eq!(canary.judge_canary(&[&stable]), None);
+        }
+        canary.record_failure("bad build", false);
+        let reason = canary.judge_canary(&[&stable]);
+        assert!(
+            reason
+                .as_deref()
+                .is_some_and(|r| r.contains("circuit breaker opened")),
+            "{reason:?}"
+        );
+        assert!(canary.is_rolled_back());
+        assert_eq!(canary.judge_canary(&[&stable]), None, "rolled back once");
+        assert!(canary
+            .view()
+            .canary_rollback_reason
+            .is_some_and(|r| r.contains("bad build")));
     }
 }

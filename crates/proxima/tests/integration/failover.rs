@@ -1,23 +1,123 @@
 //! Retries and failover before the first byte; what is not retried.
 
+use std::time::Duration;
+use tokio::time::Instant;
+
 use mock_upstream::{MockUpstream, Reply};
 
 use crate::harness::*;
 
 /// Providers `first` and `second` and model `chat` trying them in that order.
 async fn two_targets() -> (MockUpstream, MockUpstream, Gateway) {
+    two_targets_with("", "").await
+}
+
+/// [`two_targets`] with more lines for provider `first`'s table and for the model's table;
+/// retries back off 1 ms.
+async fn two_targets_with(
+    first_extra: &str,
+    model_extra: &str,
+) -> (MockUpstream, MockUpstream, Gateway) {
     let first = MockUpstream::start().await.unwrap();
     let second = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(
         Conf::new()
-            .openai("first", &first)
+            .openai_with("first", &first, first_extra)
             .openai("second", &second)
-            .section(
-                "[models.chat]\nstrategy = \"priority\"\ntargets = [\n  { provider = \"first\", model = \"model-one\" },\n  { provider = \"second\", model = \"model-two\" },\n]\n",
-            ),
+            .section(&format!(
+                "[models.chat]\nstrategy = \"priority\"\ntargets = [\n  {{ provider = \"first\", model = \"model-one\" }},\n  {{ provider = \"second\", model = \"model-two\" }},\n]\n{model_extra}\n"
+            ))
+            .section("[routing]\nretry_backoff = \"1ms\"\n"),
     )
     .await;
     (first, second, gw)
+}
+
+#[tokio::test]
+async fn without_retries_a_500_from_the_first_target_is_still_answered_by_the_second() {
+    let (first, second, gw) = two_targets_with("", "retries = 0").await;
+    first.enqueue(Reply::error(500, "first is down"));
+
+    let answer = gw.chat_ok(chat_body("chat", "every target first")).await;
+    assert_eq!(answer.content(), "every target first");
+    assert_eq!(answer.header("x-proxima-provider"), Some("second"));
+    assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
+    assert_eq!((first.request_count(), second.request_count()), (1, 1));
+}
+
+#[tokio::test]
+async fn without_retries_a_first_target_hung_past_the_model_timeout_leaves_the_second_its_turn() {
+    let (first, second, gw) = two_targets_with("", "retries = 0\ntimeout = \"400ms\"").await;
+    first.enqueue(Reply::hang());
+    first.enqueue(Reply::hang());
+
+    let started = Instant::now();
+    let answer = gw.chat_ok(chat_body("chat", "not a 504")).await;
+    assert_eq!(answer.content(), "not a 504");
+    assert_eq!(answer.header("x-proxima-provider"), Some("second"));
+    assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
+    // The model's timeout bounds each attempt, for a stream until its first chunk.
+    let mut sse = gw.stream(stream_body("chat", "streamed, not a 504")).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("x-proxima-provider"), Some("second"));
+    let chunks = chunks_until_done(&sse.data().await);
+    assert_eq!(streamed_content(&chunks, 0), "streamed, not a 504");
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(800) && elapsed < Duration::from_secs(5),
+        "two hung attempts of 400 ms took {elapsed:?}"
+    );
+    assert_eq!((first.request_count(), second.request_count()), (2, 2));
+}
+
+#[tokio::test]
+async fn without_retries_a_first_target_past_its_provider_timeout_is_answered_by_the_second() {
+    let (first, second, gw) = two_targets_with("timeout = \"300ms\"", "retries = 0").await;
+    first.enqueue(Reply::hang());
+
+    let answer = gw.chat_ok(chat_body("chat", "second is quick")).await;
+    assert_eq!(answer.content(), "second is quick");
+    assert_eq!(answer.header("x-proxima-provider"), Some("second"));
+    assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
+    assert_eq!(second.request_count(), 1);
+}
+
+#[tokio::test]
+async fn without_retries_a_stream_failing_before_its_first_chunk_is_served_by_the_second() {
+    let (first, second, gw) = two_targets_with("", "retries = 0").await;
+    first.enqueue(Reply::default_behaviour().cut_after(0));
+
+    let mut sse = gw.stream(stream_body("chat", "second stream")).await;
+    assert_eq!(sse.status, 200);
+    assert_eq!(sse.header("x-proxima-provider"), Some("second"));
+    assert_eq!(sse.header("x-proxima-attempts"), Some("2"));
+    let chunks = chunks_until_done(&sse.data().await);
+    assert_eq!(streamed_content(&chunks, 0), "second stream");
+    assert_eq!((first.request_count(), second.request_count()), (1, 1));
+}
+
+#[tokio::test]
+async fn retries_add_attempts_after_every_target_had_one() {
+    let (first, second, gw) = two_targets_with("", "retries = 2").await;
+    for mock in [&first, &second, &first] {
+        mock.enqueue(Reply::error(503, "overloaded"));
+    }
+
+    let answer = gw.chat_ok(chat_body("chat", "fourth attempt")).await;
+    assert_eq!(answer.content(), "fourth attempt");
+    assert_eq!(answer.header("x-proxima-provider"), Some("second"));
+    assert_eq!(answer.header("x-proxima-attempts"), Some("4"));
+    assert_eq!((first.request_count(), second.request_count()), (2, 2));
+
+    // Two targets and one retry: three attempts, then the client gets the last error.
+    let (first, second, gw) = two_targets_with("", "retries = 1").await;
+    for mock in [&first, &second, &first] {
+        mock.enqueue(Reply::error(503, "still overloaded"));
+    }
+    let answer = gw.chat(chat_body("chat", "x")).await;
+    answer.assert_error(502, "upstream_error");
+    assert_eq!(answer.header("x-proxima-attempts"), Some("3"));
+    assert_eq!((first.request_count(), second.request_count()), (2, 1));
 }
 
 #[tokio::test]
@@ -193,6 +293,42 @@ async fn fallback_model_serves_when_every_target_failed() {
     assert_eq!(answer.header("x-proxima-provider"), Some("backup"));
     assert_eq!(answer.header("x-proxima-model"), Some("small"));
     assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
+}
+
+#[tokio::test]
+async fn fallback_models_come_after_every_target_of_the_model() {
+    let (first, second, spare) = (
+        MockUpstream::start().await.unwrap(),
+        MockUpstream::start().await.unwrap(),
+        MockUpstream::start().await.unwrap(),
+    );
+    let gw = Gateway::start(
+        Conf::new()
+            .openai("first", &first)
+            .openai("second", &second)
+            .openai("spare", &spare)
+            .section(
+                "[models.chat]\nstrategy = \"priority\"\nretries = 0\nfallbacks = [\"backup\"]\ntargets = [\n  { provider = \"first\", model = \"m\" },\n  { provider = \"second\", model = \"m\" },\n]\n",
+            )
+            .model_with("backup", "spare", "small", "retries = 0"),
+    )
+    .await;
+    first.enqueue(Reply::error(500, "first is down"));
+    second.enqueue(Reply::error(502, "second is down"));
+
+    let answer = gw.chat_ok(chat_body("chat", "third in line")).await;
+    assert_eq!(answer.content(), "third in line");
+    assert_eq!(answer.header("x-proxima-provider"), Some("spare"));
+    assert_eq!(answer.header("x-proxima-model"), Some("small"));
+    assert_eq!(answer.header("x-proxima-attempts"), Some("3"));
+    assert_eq!(
+        (
+            first.request_count(),
+            second.request_count(),
+            spare.request_count()
+        ),
+        (1, 1, 1)
+    );
 }
 
 #[tokio::test]

@@ -1,4 +1,4 @@
-//! Routing and resilience: strategies measured over many calls, circuit breakers, deadlines,
+//! Routing and resilience: strategies measured over many calls, circuit breakers, timeouts,
 //! context-window moves, canary rollback, chaos under load, and reloads under load.
 
 use std::collections::HashMap;
@@ -368,26 +368,27 @@ async fn a_prompt_too_long_moves_to_a_target_with_a_larger_window() {
 }
 
 #[tokio::test]
-async fn the_model_deadline_turns_a_hung_upstream_into_504_in_time() {
+async fn the_model_timeout_cuts_each_hung_attempt_and_the_last_gives_504() {
     let hung = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(Conf::new().openai("hung", &hung).model_with(
         "chat",
         "hung",
         "m",
-        "timeout = \"300ms\"\nretries = 3",
+        "timeout = \"300ms\"\nretries = 1",
     ))
     .await;
-    for _ in 0..4 {
+    for _ in 0..2 {
         hung.enqueue(Reply::hang());
     }
     let started = Instant::now();
-    gw.chat(chat_body("chat", "hello?"))
-        .await
-        .assert_error(504, "upstream_timeout");
+    let answer = gw.chat(chat_body("chat", "hello?")).await;
+    answer.assert_error(504, "upstream_timeout");
+    assert_eq!(answer.header("x-proxima-attempts"), Some("2"));
+    assert_eq!(hung.request_count(), 2, "the retry got its own 300 ms");
+    let elapsed = started.elapsed();
     assert!(
-        started.elapsed() < Duration::from_millis(1500),
-        "took {:?}",
-        started.elapsed()
+        elapsed >= Duration::from_millis(600) && elapsed < Duration::from_millis(1500),
+        "took {elapsed:?}"
     );
 }
 
@@ -566,6 +567,59 @@ async fn a_canary_failing_30_percent_is_rolled_back_and_gets_no_more_traffic() {
     assert_eq!(
         canary.request_count(),
         before,
+        "a rolled-back canary gets no traffic"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_whose_breaker_opens_before_min_requests_is_rolled_back_and_stays_out() {
+    let (stable, canary) = (
+        MockUpstream::start().await.unwrap(),
+        MockUpstream::start().await.unwrap(),
+    );
+    for _ in 0..3 {
+        canary.enqueue(Reply::error(500, "canary build is broken"));
+    }
+    let gw = Gateway::start(
+        Conf::new()
+            .server("master_key = \"master-secret\"")
+            .openai("stable", &stable)
+            .openai("canary", &canary)
+            .section(&format!(
+                "[models.chat]\nretries = 1\ntargets = [\n  {}\n]\n",
+                targets(&[
+                    r#"{ provider = "stable", model = "m", weight = 50 }"#,
+                    r#"{ provider = "canary", model = "m-next", weight = 50, canary = { min_requests = 100 } }"#,
+                ])
+            ))
+            .section("[routing]\nretry_backoff = \"1ms\"\n[routing.breaker]\nconsecutive_failures = 3\ncooldown = \"200ms\"\nmax_cooldown = \"200ms\"\n"),
+    )
+    .await;
+    // Until the canary failed three times in a row and its breaker opened.
+    for i in 0..200 {
+        if canary.request_count() >= 3 {
+            break;
+        }
+        let answer = chat_as(&gw, "master-secret", &format!("request {i}"), "chat").await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    assert_eq!(canary.request_count(), 3);
+    let health = admin_models(&gw).await;
+    let canary_health = target_health(&health, "chat", "canary");
+    assert_eq!(canary_health["canary_rolled_back"], true, "{canary_health}");
+    assert!(
+        canary_health["canary_rollback_reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("circuit breaker opened")),
+        "{canary_health}"
+    );
+    // Past the cooldown its upstream answers again, but a rolled-back canary stays out.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let counts = count_by_provider(&load(&gw, "chat", 100, 8).await);
+    assert_eq!(counts.get("stable"), Some(&100), "{counts:?}");
+    assert_eq!(
+        canary.request_count(),
+        3,
         "a rolled-back canary gets no traffic"
     );
 }
