@@ -106,20 +106,21 @@ impl MessagesRequest {
             }
         }
         for (i, m) in self.messages.into_iter().enumerate() {
-            let role =
-                match m.role.as_str() {
-                    "user" => Role::User,
-                    "assistant" => Role::Assistant,
-                    // Current models take instructions mid-conversation (Claude Code sends its
-                    // environment this way); they keep their place in the canonical conversation.
-                    "system" => Role::System,
-                    other => return Err(bad(
+            let role = match m.role.as_str() {
+                "user" => Role::User,
+                "assistant" => Role::Assistant,
+                // Current models take instructions mid-conversation (Claude Code sends its
+                // environment this way); they keep their place in the canonical conversation.
+                "system" => Role::System,
+                other => {
+                    return Err(bad(
                         format!(
                             "messages[{i}].role `{other}` is not one of user, assistant, system"
                         ),
                         format!("messages[{i}].role"),
-                    )),
-                };
+                    ))
+                }
+            };
             let content = match m.content {
                 ContentWire::Text(text) => vec![Part::text(text)],
                 ContentWire::Blocks(blocks) => blocks
