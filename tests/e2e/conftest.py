@@ -10,6 +10,8 @@ One gateway serves the whole session, with this topology:
     model "mock"  -> provider "builtin" (kind mock, inside the gateway)   -> model "mock"
     model "claude" -> provider "claude-up" (kind anthropic, the mock-upstream) -> "claude-mock"
     model "gem"   -> provider "gemini-up" (kind gemini, the mock-upstream)  -> "gemini-mock"
+    model "agent-anthropic" -> provider "claude-up" -> "claude-mock"  (the coding agents'
+    model "agent-openai"    -> provider "up"        -> "mock-gpt"      models, agents_test.py)
 """
 
 from __future__ import annotations
@@ -142,6 +144,12 @@ targets = [{{ provider = "claude-up", model = "claude-mock" }}]
 
 [models.gem]
 targets = [{{ provider = "gemini-up", model = "gemini-mock" }}]
+
+[models.agent-anthropic]
+targets = [{{ provider = "claude-up", model = "claude-mock" }}]
+
+[models.agent-openai]
+targets = [{{ provider = "up", model = "mock-gpt" }}]
 """
 
 

@@ -7,14 +7,14 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::echo::{char_pieces, count_words, word_pieces};
+use crate::echo::{char_pieces, count_words, declines_tools, requested_call, word_pieces};
 use crate::script::{Answer, JSON};
 
 /// Tool input JSON is streamed in pieces this long, as the real API splits it.
 const INPUT_PIECE_CHARS: usize = 5;
 
 /// Top-level request fields the API accepts; anything else is refused.
-const KNOWN_FIELDS: [&str; 18] = [
+const KNOWN_FIELDS: [&str; 19] = [
     "model",
     "messages",
     "max_tokens",
@@ -33,6 +33,7 @@ const KNOWN_FIELDS: [&str; 18] = [
     "container",
     "inference_geo",
     "cache_control",
+    "context_management",
 ];
 
 /// Answers `/v1/messages` and `/v1/messages/count_tokens`.
@@ -131,9 +132,10 @@ fn check_messages(request: &Map<String, Value>) -> Result<&Vec<Value>, String> {
             .get("role")
             .and_then(Value::as_str)
             .unwrap_or_default();
-        if role != "user" && role != "assistant" {
+        // Current models take system turns mid-conversation (Claude Code sends them).
+        if !["user", "assistant", "system"].contains(&role) {
             return Err(format!(
-                "messages.{i}.role: Input should be 'user' or 'assistant'"
+                "messages.{i}.role: Input should be 'user', 'assistant' or 'system'"
             ));
         }
         let blocks = match message.get("content") {
@@ -158,6 +160,11 @@ fn check_messages(request: &Map<String, Value>) -> Result<&Vec<Value>, String> {
                 {
                     return Err(format!(
                         "messages.{i}.content.{j}.text: text content blocks must be non-empty"
+                    ))
+                }
+                Some(kind) if role == "system" && kind != "text" => {
+                    return Err(format!(
+                        "messages.{i}.content.{j}: system turns take only text blocks"
                     ))
                 }
                 Some("tool_use") => {
@@ -200,7 +207,13 @@ fn decide(
     messages: &[Value],
     max_tokens: u64,
 ) -> (Vec<Value>, String, Option<String>) {
-    let last = messages.last().cloned().unwrap_or_default();
+    // The turn to answer: system turns may follow it.
+    let last = messages
+        .iter()
+        .rev()
+        .find(|m| m.get("role").and_then(Value::as_str) != Some("system"))
+        .cloned()
+        .unwrap_or_default();
     let text = user_text(last.get("content"));
     let mut blocks = Vec::new();
     if request
@@ -232,7 +245,18 @@ fn decide(
         .and_then(|c| c.get("type"))
         .and_then(Value::as_str)
         .unwrap_or("auto");
-    if !tools.is_empty() && choice_type != "none" {
+    let tool_names: Vec<&str> = tools
+        .iter()
+        .filter_map(|t| t.get("name").and_then(Value::as_str))
+        .collect();
+    if let Some((name, input)) =
+        requested_call(&text, &tool_names).filter(|_| choice_type != "none")
+    {
+        blocks
+            .push(json!({"type": "tool_use", "id": "toolu_mock_0", "name": name, "input": input}));
+        return (blocks, "tool_use".into(), None);
+    }
+    if !tools.is_empty() && choice_type != "none" && !declines_tools(&text) {
         let named = choice
             .filter(|_| choice_type == "tool")
             .and_then(|c| c.get("name"))

@@ -44,6 +44,31 @@ pub(crate) fn truncation_point(text: &str, max_words: u64) -> Option<usize> {
     None
 }
 
+/// Marks a prompt asking for one call: `mock-call: NAME {"json": "input"}`.
+const CALL_MARK: &str = "mock-call:";
+/// Marks a prompt that wants a text answer even though tools are offered.
+const NO_TOOLS_MARK: &str = "mock-no-tools";
+
+/// The call a prompt asks for with `mock-call: NAME {json}`, when `NAME` is among the offered
+/// `tools` and the input is a JSON object. Real clients (coding agents) validate a call's
+/// arguments against their own tools, so their tests say exactly which call to make.
+pub(crate) fn requested_call(text: &str, tools: &[&str]) -> Option<(String, Value)> {
+    let rest = text[text.find(CALL_MARK)? + CALL_MARK.len()..].trim_start();
+    let name_end = rest.find(char::is_whitespace)?;
+    let (name, input) = rest.split_at(name_end);
+    let input = serde_json::Deserializer::from_str(input.trim_start())
+        .into_iter::<Value>()
+        .next()?
+        .ok()
+        .filter(Value::is_object)?;
+    tools.contains(&name).then(|| (name.to_owned(), input))
+}
+
+/// Whether the prompt says `mock-no-tools`: answer with text even though tools are offered.
+pub(crate) fn declines_tools(text: &str) -> bool {
+    text.contains(NO_TOOLS_MARK)
+}
+
 /// Splits `text` into one piece per word, each carrying the whitespace before it, so the
 /// pieces concatenate back to `text` exactly ("hello world" → "hello", " world").
 pub(crate) fn word_pieces(text: &str) -> Vec<&str> {
@@ -132,6 +157,23 @@ mod tests {
         for text in ["a", " a b\n c ", "héllo wörld", "   "] {
             assert_eq!(word_pieces(text).concat(), text);
         }
+    }
+
+    #[test]
+    fn a_prompt_names_the_call_to_make() {
+        let text =
+            "<reminder>\n</reminder> Read it. mock-call: Read {\"file_path\": \"/t/a b\"} please";
+        assert_eq!(
+            requested_call(text, &["Bash", "Read"]),
+            Some((
+                "Read".to_owned(),
+                serde_json::json!({"file_path": "/t/a b"})
+            ))
+        );
+        assert_eq!(requested_call(text, &["Bash"]), None);
+        assert_eq!(requested_call("mock-call: Read [1]", &["Read"]), None);
+        assert_eq!(requested_call("no call here", &["Read"]), None);
+        assert!(declines_tools("hi mock-no-tools"));
     }
 
     #[test]

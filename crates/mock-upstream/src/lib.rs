@@ -8,6 +8,11 @@
 //! tools, embedding deterministically, refusing what the real API refuses) or
 //! [`MockUpstream::enqueue`] scripted [`Reply`]s for the next requests: errors, garbage, broken
 //! streams, dropped connections.
+//!
+//! A prompt can steer the default behaviour where no script can reach (a separate `mock-upstream`
+//! process behind a real coding agent): `mock-call: NAME {"json": "input"}` in the last user turn
+//! makes the OpenAI and Anthropic APIs call the offered tool `NAME` with that input, and
+//! `mock-no-tools` makes them answer with text though tools are offered.
 
 mod anthropic;
 mod echo;

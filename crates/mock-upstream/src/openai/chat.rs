@@ -12,7 +12,8 @@ use serde_json::Value;
 
 use super::{json_answer, to_json};
 use crate::echo::{
-    char_pieces, count_words, stop_position, to_string, truncation_point, word_pieces,
+    char_pieces, count_words, declines_tools, requested_call, stop_position, to_string,
+    truncation_point, word_pieces,
 };
 use crate::script::{sse_frame, Answer};
 
@@ -145,8 +146,15 @@ fn tool_calls(request: &Value, text: &str) -> Option<Vec<ToolCall>> {
         .collect();
     let first = *tools.first()?;
     let choice = request.get("tool_choice");
-    if choice.and_then(Value::as_str) == Some("none") {
+    if choice.and_then(Value::as_str) == Some("none") || declines_tools(text) {
         return None;
+    }
+    if let Some((name, input)) = requested_call(text, &tools) {
+        return Some(vec![ToolCall {
+            id: "call_0".into(),
+            name,
+            arguments: input.to_string(),
+        }]);
     }
     let named = choice
         .and_then(|choice| choice.pointer("/function/name"))

@@ -46,6 +46,7 @@ mod tests {
     use serde_json::{json, Value};
 
     use super::MessagesRequest;
+    use crate::wire::gemini::GenerateContentRequest;
     use crate::wire::openai::ChatCompletionRequest;
 
     fn claude_code_request() -> Value {
@@ -59,6 +60,8 @@ mod tests {
             ],
             "messages": [
                 {"role": "user", "content": [{"type": "text", "text": "list files"}]},
+                // As Claude Code sends its environment: a system turn after the user's.
+                {"role": "system", "content": [{"type": "text", "text": "Today is 2026-12-03.", "cache_control": {"type": "ephemeral"}}]},
                 {"role": "assistant", "content": [
                     {"type": "thinking", "thinking": "I should run ls", "signature": "sig-1"},
                     {"type": "tool_use", "id": "toolu_1", "name": "Bash", "input": {"command": "ls"}}
@@ -116,6 +119,7 @@ mod tests {
                 "messages": [
                     {"role": "system", "content": [{"type": "text", "text": "You are Claude Code."}, {"type": "text", "text": "Be brief."}]},
                     {"role": "user", "content": "list files"},
+                    {"role": "system", "content": "Today is 2026-12-03."},
                     {"role": "assistant", "reasoning_content": "I should run ls", "tool_calls": [
                         {"id": "toolu_1", "type": "function", "function": {"name": "Bash", "arguments": "{\"command\":\"ls\"}"}}
                     ]},
@@ -227,5 +231,65 @@ mod tests {
             .err()
             .map(|e| e.param);
         assert_eq!(error, Some(Some("n".to_owned())));
+    }
+
+    /// Claude Code's first request: the user's turn, then its environment as a system turn.
+    fn system_turn_request() -> Value {
+        json!({
+            "model": "opus", "max_tokens": 100, "system": "You are Claude Code.",
+            "messages": [
+                {"role": "user", "content": "hello"},
+                {"role": "system", "content": "Today is 2026-12-03."}
+            ]
+        })
+    }
+
+    #[test]
+    fn a_system_turn_keeps_its_place_for_an_anthropic_provider() {
+        let canonical = to_canonical(system_turn_request(), None);
+        let roles: Vec<&str> = canonical.messages.iter().map(|m| m.role.as_str()).collect();
+        assert_eq!(roles, ["system", "user", "system"]);
+        let out = serde_json::to_value(
+            MessagesRequest::from_canonical(&canonical, "claude").unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            out["system"],
+            json!([{"type": "text", "text": "You are Claude Code."}])
+        );
+        assert_eq!(
+            out["messages"],
+            json!([
+                {"role": "user", "content": [{"type": "text", "text": "hello"}]},
+                {"role": "system", "content": [{"type": "text", "text": "Today is 2026-12-03."}]}
+            ])
+        );
+    }
+
+    #[test]
+    fn a_system_turn_reaches_gemini_as_a_user_turn_saying_so() {
+        let canonical = to_canonical(system_turn_request(), None);
+        let out = serde_json::to_value(
+            GenerateContentRequest::from_canonical(&canonical, "gemini-2.5-flash")
+                .unwrap_or_else(|e| panic!("{e}")),
+        )
+        .unwrap_or_default();
+        assert_eq!(
+            out["systemInstruction"],
+            json!({"parts": [{"text": "You are Claude Code."}]})
+        );
+        assert_eq!(
+            out["contents"],
+            json!([{"role": "user", "parts": [{"text": "hello"}, {"text": "System: Today is 2026-12-03."}]}])
+        );
+    }
+
+    #[test]
+    fn other_roles_are_still_refused() {
+        let mut body = system_turn_request();
+        body["messages"][1]["role"] = json!("tool");
+        let wire: MessagesRequest = serde_json::from_value(body).unwrap_or_else(|e| panic!("{e}"));
+        let error = wire.into_canonical(None).err().map(|e| e.param);
+        assert_eq!(error, Some(Some("messages[1].role".to_owned())));
     }
 }

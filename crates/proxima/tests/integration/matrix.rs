@@ -1718,6 +1718,60 @@ async fn chat_n_choices() {
     }
 }
 
+// ------------------------------------------------------------------ system turns
+
+/// Claude Code's first request puts its environment in a system turn after the user's, with
+/// `cache_control`. Every provider answers the user, and receives the system text at its place
+/// in its own shape: a system turn (Anthropic), a system message (OpenAI), a user turn saying
+/// `System:` (Gemini, which has no instruction role mid-conversation).
+#[tokio::test]
+async fn messages_system_turn_mid_conversation() {
+    const ENVIRONMENT: &str = "Today is 2026-12-03.";
+    for provider in [
+        Provider::OpenAi,
+        Provider::Anthropic,
+        Provider::Gemini,
+        Provider::Mock,
+    ] {
+        let p = Pair::start(Surface::Messages, provider).await;
+        let mut body = Surface::Messages.body(&Req::new("hello there"));
+        body["system"] = json!("You are a coding agent.");
+        body["messages"].as_array_mut().expect("messages").push(json!({
+            "role": "system",
+            "content": [{"type": "text", "text": ENVIRONMENT, "cache_control": {"type": "ephemeral"}}]
+        }));
+        let answer = p.post(&body).await;
+        assert_eq!(answer.status, 200, "{provider:?}: {}", answer.text());
+        // Gemini's mock echoes its whole last user turn, which the system text joined.
+        let text = Surface::Messages.read(&answer.json()).text;
+        assert!(text.starts_with("hello there"), "{provider:?}: {text}");
+        if !p.has_upstream() {
+            continue;
+        }
+        let sent = p.upstream_request(false);
+        let expected = match provider {
+            Provider::Anthropic => json!([
+                {"role": "user", "content": [{"type": "text", "text": "hello there"}]},
+                {"role": "system", "content": [{"type": "text", "text": ENVIRONMENT, "cache_control": {"type": "ephemeral"}}]}
+            ]),
+            Provider::OpenAi => json!([
+                {"role": "system", "content": "You are a coding agent."},
+                {"role": "user", "content": "hello there"},
+                {"role": "system", "content": ENVIRONMENT}
+            ]),
+            _ => json!([{"role": "user", "parts": [
+                {"text": "hello there"},
+                {"text": format!("System: {ENVIRONMENT}")}
+            ]}]),
+        };
+        let turns = match provider {
+            Provider::Gemini => &sent["contents"],
+            _ => &sent["messages"],
+        };
+        assert_eq!(turns, &expected, "{provider:?}");
+    }
+}
+
 // ------------------------------------------------------------------ the matrix
 
 /// Stamps `matrix::<surface>::<case>::<provider>` for every surface, and every case of a group

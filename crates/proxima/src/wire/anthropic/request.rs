@@ -109,9 +109,14 @@ impl MessagesRequest {
             let role = match m.role.as_str() {
                 "user" => Role::User,
                 "assistant" => Role::Assistant,
+                // Current models take instructions mid-conversation (Claude Code sends its
+                // environment this way); they keep their place in the canonical conversation.
+                "system" => Role::System,
                 other => {
                     return Err(bad(
-                        format!("messages[{i}].role `{other}` is not one of user, assistant (put system prompts in `system`)"),
+                        format!(
+                            "messages[{i}].role `{other}` is not one of user, assistant, system"
+                        ),
                         format!("messages[{i}].role"),
                     ))
                 }
@@ -427,20 +432,23 @@ impl MessagesRequest {
         let same_api = req.passthrough.for_api(Api::Anthropic);
         let mut extra = same_api.cloned().unwrap_or_default();
 
-        // Instructions anywhere in the conversation go to `system`: the API has no system turns.
+        // Leading instructions go to `system`. Later ones stay system turns in place when an
+        // Anthropic client sent them so (it knows its model takes them); from other APIs they
+        // join `system`, which every Claude model accepts.
+        let system_turns_in_place = req.passthrough.api == Some(Api::Anthropic);
         let mut system: Vec<Value> = Vec::new();
         let mut turns: Vec<(&'static str, Vec<Value>)> = Vec::new();
         for m in &req.messages {
-            let blocks = parts_to_blocks(&m.content);
-            if m.role.is_instruction() {
-                system.extend(
-                    blocks
-                        .into_iter()
-                        .filter(|b| b.get("type").and_then(Value::as_str) == Some("text")),
-                );
-                continue;
-            }
-            let role = if m.role == Role::Assistant {
+            let mut blocks = parts_to_blocks(&m.content);
+            let role = if m.role.is_instruction() {
+                // Instructions are text only.
+                blocks.retain(|b| b.get("type").and_then(Value::as_str) == Some("text"));
+                if turns.is_empty() || !system_turns_in_place {
+                    system.extend(blocks);
+                    continue;
+                }
+                "system"
+            } else if m.role == Role::Assistant {
                 "assistant"
             } else {
                 "user"
