@@ -116,7 +116,7 @@ pub enum ChatOutput {
 pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
     let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), req.stream) {
         Ok(exchange) => exchange,
-        Err(refused) => return refused,
+        Err(e) => return route::not_routed(e),
     };
     let prepared = prepare::chat(req);
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
@@ -130,7 +130,7 @@ pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
 pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<EmbeddingsResponse> {
     let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), false) {
         Ok(exchange) => exchange,
-        Err(refused) => return refused,
+        Err(e) => return route::not_routed(e),
     };
     let prepared = prepare::embeddings(req);
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {

@@ -4,18 +4,17 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use super::{finish, route, Exchange, RequestContext};
-use crate::router::Routed;
+use super::{finish, Exchange, RequestContext};
+use crate::error::Result;
 use crate::usage::{Meter, UsageRecord};
 
-/// Opens the call's meter and resolves its model. A refusal comes back ready for the client,
-/// its ledger row written.
-pub fn admit<'a, T>(
+/// Opens the call's meter and resolves its model. A refusal has its ledger row written.
+pub fn admit<'a>(
     cx: &'a RequestContext,
     model: &str,
     user: Option<&str>,
     stream: bool,
-) -> Result<Exchange<'a>, Routed<T>> {
+) -> Result<Exchange<'a>> {
     let meter = open_meter(cx, model, user, stream);
     match cx.resolve(model) {
         Ok(resolved) => Ok(Exchange {
@@ -27,7 +26,7 @@ pub fn admit<'a, T>(
         }),
         Err(e) => {
             meter.close(Err(&e));
-            Err(route::not_routed(e))
+            Err(e)
         }
     }
 }
