@@ -147,6 +147,10 @@ impl Auth {
                     .map(|id| Arc::new(Caller::from_jwt(id)));
             }
         }
+        // Made on another replica since the last sync?
+        if let Some(caller) = directory.look_up_key(&digest).await {
+            return Ok(caller);
+        }
         Err(Error::new(
             ErrorKind::InvalidApiKey,
             "the API key is not valid: it is unknown, revoked or expired",

@@ -30,17 +30,26 @@ fn admin_conf(mock: &MockUpstream) -> Conf {
         .model("m2", "up", "model-two")
 }
 
-/// Makes a key over the admin API; returns `(id, secret)`.
 /// Two gateways on one database, each reading the other's key changes every 200 ms.
 async fn two_replicas(mock: &MockUpstream, database: &str) -> (Gateway, Gateway) {
+    two_replicas_syncing_every(mock, database, "200ms").await
+}
+
+/// Two gateways on one database, each reading the other's key changes every `interval`.
+async fn two_replicas_syncing_every(
+    mock: &MockUpstream,
+    database: &str,
+    interval: &str,
+) -> (Gateway, Gateway) {
     let conf = || {
         admin_conf(mock).section(&format!(
-            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"200ms\"\n"
+            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"{interval}\"\n"
         ))
     };
     (Gateway::start(conf()).await, Gateway::start(conf()).await)
 }
 
+/// Makes a key over the admin API; returns `(id, secret)`.
 async fn create_key(gw: &Gateway, body: Value) -> (String, String) {
     let answer = gw
         .admin(MASTER, Method::POST, "/admin/keys", Some(&body))
@@ -489,6 +498,56 @@ async fn revocation_reaches_a_replica_on_the_same_sqlite_file() {
 async fn revocation_reaches_a_replica_on_the_same_postgres() {
     let schema = postgres_schema().await;
     replicas_share_keys(&postgres_url(&postgres_base(), &schema)).await;
+}
+
+/// A key made on one replica works on another at once, long before its next sync. A key
+/// unknown everywhere is not looked up again for a while, so a flood of bad keys does not reach
+/// the database; one made since works once that while is over.
+#[tokio::test]
+async fn a_new_key_works_on_another_replica_before_its_next_sync() {
+    use proxima::policy::directory::UNKNOWN_KEY_TTL;
+    use sqlx::Connection;
+    let dir = temp_path("lookup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("shared.db").display());
+    let mock = MockUpstream::start().await.unwrap();
+    let (a, b) = two_replicas_syncing_every(&mock, &database, "1h").await;
+
+    let (_, secret) = create_key(&a, json!({"name": "fresh"})).await;
+    assert_eq!(b.chat_as(&secret, chat_body("m1", "x")).await.status, 200);
+
+    // A flood of one key that does not exist yet.
+    let later = "sk-px-made-later-4f6b0c2d9e8a7b1c3d5e7f9a0b2c4d6e";
+    let first_refusal = Instant::now();
+    for _ in 0..20 {
+        b.chat_as(later, chat_body("m1", "x"))
+            .await
+            .assert_error(401, "invalid_api_key");
+    }
+    // Another replica makes that key now (written directly, as by a third gateway).
+    let mut db = sqlx::SqliteConnection::connect(&database).await.unwrap();
+    let now = proxima::clock::now_ms();
+    sqlx::query(
+        "INSERT INTO keys (id, name, hash, prefix, metadata, created_at, updated_at) \
+         VALUES ('key_later', 'later', $1, 'sk-px-made-l...', '{}', $2, $2)",
+    )
+    .bind(proxima::store::hex(&proxima::store::secret_digest(later)))
+    .bind(now)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let _ = db.close().await;
+    // Still refused without a lookup while the refusal is remembered...
+    let answer = b.chat_as(later, chat_body("m1", "x")).await;
+    if first_refusal.elapsed() < UNKNOWN_KEY_TTL {
+        answer.assert_error(401, "invalid_api_key");
+    }
+    // ...and looked up again once it is forgotten.
+    let took = eventually(UNKNOWN_KEY_TTL + Duration::from_secs(2), || async {
+        b.chat_as(later, chat_body("m1", "x")).await.status == 200
+    })
+    .await;
+    assert!(took.is_some(), "the key made later never worked on B");
 }
 
 /// Replicas' clocks disagree. A change stamped by a replica whose clock runs ahead must not
