@@ -4,10 +4,15 @@ use std::collections::BTreeMap;
 
 use super::{Config, Problem, ProviderKind, Strategy};
 
-pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
+/// Every problem found, each at the line `line_of` gives its dotted path.
+pub fn validate(
+    config: &Config,
+    origin: &str,
+    line_of: &dyn Fn(&str) -> Option<usize>,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| {
-        problems.push(Problem::at_path(origin, &path, message));
+        problems.push(Problem::at_path(origin, line_of(&path), &path, message));
     };
 
     for (name, provider) in &config.providers {
