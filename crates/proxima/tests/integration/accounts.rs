@@ -797,6 +797,14 @@ async fn usage_report(gw: &Gateway, query: &str) -> Value {
     answer.json()
 }
 
+/// A `cost_usd` of the admin API in nano-dollars, rounded.
+fn nanos(cost_usd: &Value) -> i64 {
+    let usd = cost_usd
+        .as_f64()
+        .unwrap_or_else(|| panic!("cost_usd is not a number: {cost_usd}"));
+    (usd * 1e9).round() as i64
+}
+
 /// Asserts `/admin/usage?by=BY` agrees with the log rows grouped by `group`.
 async fn assert_usage_matches(
     gw: &Gateway,
@@ -819,13 +827,13 @@ async fn assert_usage_matches(
         sums.errors += i64::from(row["status"].as_i64().unwrap() >= 400);
         sums.input += row["input_tokens"].as_i64().unwrap();
         sums.output += row["output_tokens"].as_i64().unwrap();
-        sums.cost_nanos += row["cost_nanos"].as_i64().unwrap();
+        sums.cost_nanos += nanos(&row["cost_usd"]);
     }
     let report = usage_report(gw, &format!("by={by}")).await;
     assert_eq!(report["by"], by);
     let mut got: BTreeMap<String, Sums> = BTreeMap::new();
     for g in report["data"].as_array().unwrap() {
-        let cost = (g["cost_usd"].as_f64().unwrap() * 1e9).round() as i64;
+        let cost = nanos(&g["cost_usd"]);
         let previous = got.insert(
             g["group"].to_string(),
             Sums {
@@ -1092,7 +1100,7 @@ async fn the_ledger_has_exactly_one_row_per_request_and_reports_add_up() {
         // m1 is priced at $1000 / $2000 per million tokens: a nano-dollar per milli-token.
         if want.model == "m1" && want.status == 200 {
             let (input, output) = want.tokens.unwrap();
-            let cost = row["cost_nanos"].as_i64().unwrap();
+            let cost = nanos(&row["cost_usd"]);
             let exact = input * 1_000_000 + output * 2_000_000;
             assert!(
                 (cost - exact).abs() <= 2,
@@ -1100,8 +1108,10 @@ async fn the_ledger_has_exactly_one_row_per_request_and_reports_add_up() {
             );
         }
         if want.status == 404 {
-            assert_eq!(row["cost_nanos"], 0, "{row}");
+            assert_eq!(row["cost_usd"].as_f64(), Some(0.0), "{row}");
         }
+        // Dollars, as every peer shows them; nano-dollars stay inside.
+        assert!(row.get("cost_nanos").is_none(), "{row}");
         assert!(row["latency_ms"].as_i64().unwrap() >= 0);
     }
 
