@@ -148,19 +148,15 @@ pub async fn embeddings(Extension(cx): Extension<Arc<RequestContext>>, body: Bod
     })
 }
 
+/// `GET /v1/models`: the models this caller may use, by the same check a call makes (the key's
+/// models and its team's).
 pub async fn models(Extension(cx): Extension<Arc<RequestContext>>) -> Response {
-    let caller = &cx.caller;
     let data: Vec<_> = cx
         .gateway
         .router
         .public_names()
         .into_iter()
-        .filter(|name| {
-            caller
-                .models
-                .as_ref()
-                .is_none_or(|allowed| allowed.contains(*name))
-        })
+        .filter(|name| cx.resolve(name).is_ok())
         .map(model_object)
         .collect();
     json_response(&json!({"object": "list", "data": data}))

@@ -675,6 +675,25 @@ async fn teams_over_the_admin_api_restrict_their_keys() {
         gw.chat_as(&outsider, chat_body("m2", "x")).await.status,
         200
     );
+    // `/v1/models` lists what each may call, by the same check.
+    let listed = |key: String| {
+        let gw = &gw;
+        async move {
+            let answer = gw
+                .send(gw.request_as(&key, Method::GET, "/v1/models"))
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            let body = answer.json();
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(secret.clone()).await, ["m1"]);
+    assert_eq!(listed(outsider.clone()).await, ["m1", "m2"]);
 
     // Widened: applies at once.
     let patched = team(
