@@ -11,7 +11,6 @@ use serde_json::json;
 
 use super::{chat_response, json_response, read_json, routed_response};
 use crate::canonical::{Api, ChunkStream};
-use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
 use crate::sse;
 use crate::wire::openai::{
@@ -176,13 +175,4 @@ pub async fn model(
         Ok(_) => json_response(&model_object(&id)),
         Err(e) => e.into_response(API),
     }
-}
-
-/// 404 for unknown paths under `/v1`, in OpenAI's shape.
-pub async fn not_found(uri: http::Uri) -> Response {
-    Error::new(
-        crate::error::ErrorKind::NotFound,
-        format!("no such endpoint: {}", uri.path()),
-    )
-    .into_response(API)
 }
