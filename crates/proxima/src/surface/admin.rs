@@ -1,5 +1,5 @@
-//! The admin API (master key only): virtual keys, teams, usage reports, the call log, model
-//! health and config reload. Errors are in OpenAI's shape.
+//! The admin API (the master key or an admin key): virtual keys, teams, usage reports, the
+//! call log, model health and config reload. Errors are in OpenAI's shape.
 
 use std::sync::Arc;
 
