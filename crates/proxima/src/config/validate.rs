@@ -318,7 +318,9 @@ mod tests {
     use crate::config::{Config, ProviderKind, EXAMPLE};
 
     fn parse(text: &str) -> Result<Config, Vec<String>> {
-        Config::parse(text, "test.toml", &|_| None)
+        // The example requires PROXIMA_MASTER_KEY.
+        let env = |name: &str| (name == "PROXIMA_MASTER_KEY").then(|| "k".repeat(32));
+        Config::parse(text, "test.toml", &env)
             .map_err(|p| p.0.iter().map(ToString::to_string).collect())
     }
 
