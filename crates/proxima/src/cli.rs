@@ -129,6 +129,38 @@ fn check(arg: ConfigArg) -> ExitCode {
     }
 }
 
+/// Master keys shorter than this are refused by `serve`: they could be guessed.
+const MIN_MASTER_KEY_CHARS: usize = 16;
+
+/// What placeholder secrets in examples and tutorials look like.
+const PLACEHOLDERS: [&str; 3] = ["change-me", "changeme", "replace-me"];
+
+/// Credentials `serve` refuses to run with: a master key that is a known placeholder or too
+/// short, a static key that is a placeholder. Each says how to fix it.
+fn weak_credentials(config: &Config) -> Vec<String> {
+    let placeholder = |secret: &str| {
+        let secret = secret.to_ascii_lowercase();
+        PLACEHOLDERS.iter().any(|p| secret.contains(p))
+    };
+    let mut weak = Vec::new();
+    if let Some(master) = &config.server.master_key {
+        let master = master.expose();
+        if placeholder(master) {
+            weak.push("server.master_key is a placeholder from an example: set PROXIMA_MASTER_KEY (or master_key) to a secret of your own, e.g. `openssl rand -hex 24`".to_owned());
+        } else if master.chars().count() < MIN_MASTER_KEY_CHARS {
+            weak.push(format!("server.master_key is shorter than {MIN_MASTER_KEY_CHARS} characters: use a long random secret, e.g. `openssl rand -hex 24`"));
+        }
+    }
+    for (name, key) in &config.keys {
+        if placeholder(key.key.expose()) {
+            weak.push(format!(
+                "keys.{name}.key is a placeholder from an example: give it a secret of your own"
+            ));
+        }
+    }
+    weak
+}
+
 /// Builds the async runtime, or says why it cannot.
 pub(crate) fn runtime(builder: tokio::runtime::Builder) -> Option<tokio::runtime::Runtime> {
     let mut builder = builder;
@@ -151,6 +183,14 @@ fn serve(arg: ConfigArg) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let weak = weak_credentials(&config);
+    if !weak.is_empty() {
+        for problem in &weak {
+            eprintln!("{}: {problem}", describe(&path));
+        }
+        eprintln!("proxima: not starting: a known or guessable credential would open the gateway");
+        return ExitCode::FAILURE;
+    }
     telemetry::init(config.log.format);
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
@@ -166,6 +206,8 @@ fn serve(arg: ConfigArg) -> ExitCode {
             }
         };
         tracing::info!(config = %origin, models, "proxima listening on http://{}", server.local_addr());
+        let state = server.state();
+        state.gateway().auth.log_access(&state.services().directory);
         match server.run(shutdown_signal()).await {
             Ok(()) => {
                 tracing::info!("stopped");

@@ -1,6 +1,7 @@
 //! The config file: its schema (the doc comments are the reference), loading with `${VAR}`
 //! interpolation, the built-in default, and validation that reports every problem with its place.
 
+mod document;
 mod duration;
 mod interpolate;
 mod validate;
@@ -507,9 +508,19 @@ impl Problem {
         }
     }
 
-    pub fn at_path(origin: &str, path: &str, message: impl Into<String>) -> Problem {
+    /// At a dotted `path`, on `line` when it is known.
+    pub fn at_path(
+        origin: &str,
+        line: Option<usize>,
+        path: &str,
+        message: impl Into<String>,
+    ) -> Problem {
+        let location = match line {
+            Some(line) => format!("{origin}:{line}: {path}"),
+            None => format!("{origin}: {path}"),
+        };
         Problem {
-            location: format!("{origin}: {path}"),
+            location,
             message: message.into(),
         }
     }
@@ -570,24 +581,19 @@ impl Config {
                 (text, missing)
             }
         };
-        let config: Config = match toml::from_str(&text) {
-            Ok(config) => config,
-            Err(e) => {
-                let line = e
-                    .span()
-                    .map(|span| text[..span.start.min(text.len())].matches('\n').count() + 1);
-                let message = e.message().trim_end().to_owned();
-                problems.push(match line {
-                    Some(line) => Problem::at_line(origin, line, message),
-                    None => Problem {
-                        location: origin.to_owned(),
-                        message,
-                    },
-                });
+        let document = match document::Document::parse(&text, origin) {
+            Ok(document) => document,
+            Err(problem) => {
+                problems.push(problem);
                 return Err(Problems(problems));
             }
         };
-        problems.extend(validate::validate(&config, origin));
+        let Some(config) = document.config(origin, &mut problems) else {
+            return Err(Problems(problems));
+        };
+        problems.extend(validate::validate(&config, origin, &|path| {
+            document.line_of(path)
+        }));
         if problems.is_empty() {
             Ok(config)
         } else {

@@ -125,7 +125,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/health/ready", get(ready))
         .merge(v1)
         .merge(admin)
-        .fallback(surface::openai::not_found)
+        .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
         .with_state(state)
@@ -278,6 +278,15 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
         *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
         response
     }
+}
+
+/// 404 for unknown paths, in the shape of the API the path belongs to.
+async fn not_found(uri: http::Uri) -> Response {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no such endpoint: {}", uri.path()),
+    )
+    .into_response(api_for_path(uri.path()))
 }
 
 async fn method_not_allowed(req: Request) -> Response {

@@ -48,7 +48,7 @@ use sqlx::sqlite::{
 
 use crate::error::{Error, ErrorKind, Result};
 
-pub use keys::{secret_digest, KeyPatch, KeyRecord, NewKey};
+pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
 pub use teams::{TeamPatch, TeamRecord};
 

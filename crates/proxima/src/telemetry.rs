@@ -1,4 +1,7 @@
-//! Logging: `tracing` to stderr, filtered by `PROXIMA_LOG`, as text or JSON.
+//! Logging: `tracing` to stderr, filtered by `PROXIMA_LOG`, as text or JSON; coloured only
+//! when stderr is a terminal (a file or a pipe gets plain text).
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
@@ -10,6 +13,7 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_target(false);
     let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

@@ -4,10 +4,15 @@ use std::collections::BTreeMap;
 
 use super::{Config, Problem, ProviderKind, Strategy};
 
-pub fn validate(config: &Config, origin: &str) -> Vec<Problem> {
+/// Every problem found, each at the line `line_of` gives its dotted path.
+pub fn validate(
+    config: &Config,
+    origin: &str,
+    line_of: &dyn Fn(&str) -> Option<usize>,
+) -> Vec<Problem> {
     let mut problems = Vec::new();
     let mut problem = |path: String, message: String| {
-        problems.push(Problem::at_path(origin, &path, message));
+        problems.push(Problem::at_path(origin, line_of(&path), &path, message));
     };
 
     for (name, provider) in &config.providers {
@@ -313,7 +318,9 @@ mod tests {
     use crate::config::{Config, ProviderKind, EXAMPLE};
 
     fn parse(text: &str) -> Result<Config, Vec<String>> {
-        Config::parse(text, "test.toml", &|_| None)
+        // The example requires PROXIMA_MASTER_KEY.
+        let env = |name: &str| (name == "PROXIMA_MASTER_KEY").then(|| "k".repeat(32));
+        Config::parse(text, "test.toml", &env)
             .map_err(|p| p.0.iter().map(ToString::to_string).collect())
     }
 

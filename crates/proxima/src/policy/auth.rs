@@ -5,6 +5,7 @@
 //! one hash and one map probe, and no key is kept in memory in the clear.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::HeaderMap;
@@ -81,12 +82,18 @@ impl Caller {
     }
 }
 
+const VIRTUAL_KEYS_EXIST: &str = "the database holds virtual keys";
+
 /// The credentials a config defines: rebuilt with the gateway on every reload.
 pub struct Auth {
     keys: foldhash::HashMap<[u8; 32], Arc<Caller>>,
     jwt: Option<Arc<JwtVerifier>>,
     /// Set when no key is configured at all (only allowed on loopback listeners).
     anonymous: Option<Arc<Caller>>,
+    /// Why every request needs a key whatever the database holds; `None` with `anonymous`.
+    keys_required_because: Option<&'static str>,
+    /// Whether the end of anonymous access (the first virtual key) has been logged.
+    told_anonymous_ended: AtomicBool,
 }
 
 impl Auth {
@@ -104,12 +111,45 @@ impl Auth {
                 Arc::new(Caller::from_static(name, key)),
             );
         }
-        let anonymous =
-            (keys.is_empty() && jwt.is_none()).then(|| Arc::new(Caller::named("anonymous", false)));
+        let keys_required_because = if config.server.master_key.is_some() {
+            Some("`server.master_key` is set")
+        } else if !config.keys.is_empty() {
+            Some("static keys are configured in [keys]")
+        } else if jwt.is_some() {
+            Some("[auth.jwt] is configured")
+        } else {
+            None
+        };
+        let anonymous = keys_required_because
+            .is_none()
+            .then(|| Arc::new(Caller::named("anonymous", false)));
         Auth {
             keys,
             jwt,
             anonymous,
+            keys_required_because,
+            told_anonymous_ended: AtomicBool::new(false),
+        }
+    }
+
+    /// Why a request without a valid key is refused; `None` while requests are served
+    /// anonymously (no key configured and no virtual key in the database).
+    pub fn keys_required_because(&self, directory: &Directory) -> Option<&'static str> {
+        self.keys_required_because
+            .or_else(|| directory.has_keys().then_some(VIRTUAL_KEYS_EXIST))
+    }
+
+    /// Logs whether requests need a key, and why: a client that gets 401 where it expected
+    /// anonymous access finds the reason in the log.
+    pub fn log_access(&self, directory: &Directory) {
+        match self.keys_required_because(directory) {
+            Some(why) => {
+                self.told_anonymous_ended.store(true, Ordering::Relaxed);
+                tracing::info!("anonymous access is off: every request needs an API key, because {why}");
+            }
+            None => tracing::info!(
+                "anonymous access is on: requests need no API key, because no key is configured and the database holds no virtual key"
+            ),
         }
     }
 
@@ -124,6 +164,11 @@ impl Auth {
             if !directory.has_keys() {
                 // No keys anywhere: whatever key an SDK insists on sending is accepted.
                 return Ok(anonymous.clone());
+            }
+            if !self.told_anonymous_ended.load(Ordering::Relaxed)
+                && !self.told_anonymous_ended.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!("anonymous access is off from now on: every request needs an API key, because {VIRTUAL_KEYS_EXIST}");
             }
         }
         let key = presented_key(headers).ok_or_else(|| {
@@ -146,6 +191,10 @@ impl Auth {
                     .await
                     .map(|id| Arc::new(Caller::from_jwt(id)));
             }
+        }
+        // Made on another replica since the last sync?
+        if let Some(caller) = directory.look_up_key(&digest).await {
+            return Ok(caller);
         }
         Err(Error::new(
             ErrorKind::InvalidApiKey,

@@ -4,28 +4,42 @@
 //! Each replica reads what changed in the database every `storage.sync_interval` (rows whose
 //! `updated_at` moved), so a key revoked anywhere stops working everywhere within about that
 //! long. Changes made through this replica's admin API apply at once.
+//!
+//! A key not in memory may have been made on another replica since the last sync: it is looked
+//! up in the database once, then joins the directory. Hashes found nowhere are remembered for
+//! [`UNKNOWN_KEY_TTL`], so a flood of bad keys costs the database at most one lookup per
+//! distinct key per period, and at most [`UNKNOWN_KEYS_CAPACITY`] per period in all.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use tokio::time::Instant;
 // Looked up on every request by digests and team names the store issued: no need for SipHash.
 use foldhash::HashMap as FastMap;
 
 use super::auth::Caller;
 use crate::clock::now_ms;
 use crate::error::Result;
-use crate::store::{KeyRecord, Store, TeamRecord};
+use crate::store::{hex, KeyRecord, Store, TeamRecord};
 
 /// Rows changed this long before the newest change seen are read again: clocks of replicas
 /// writing the database may disagree a little.
 const CLOCK_SLACK_MS: i64 = 10_000;
 
+/// How long a hash found neither in memory nor in the database is refused without a lookup.
+pub const UNKNOWN_KEY_TTL: Duration = Duration::from_secs(3);
+/// Unknown hashes remembered at most. While that many are fresh, other unknown keys are refused
+/// without a lookup (the periodic sync still brings new keys in).
+pub const UNKNOWN_KEYS_CAPACITY: usize = 4096;
+
 pub struct Directory {
     /// Active virtual keys by the SHA-256 of their secret.
     keys: ArcSwap<FastMap<[u8; 32], Arc<Caller>>>,
     teams: ArcSwap<FastMap<String, Arc<TeamRecord>>>,
+    /// Hashes the database did not know, with when each may be looked up again.
+    unknown: Mutex<FastMap<[u8; 32], Instant>>,
     store: Store,
 }
 
@@ -43,6 +57,7 @@ impl Directory {
         let directory = Arc::new(Directory {
             keys: ArcSwap::from_pointee(FastMap::default()),
             teams: ArcSwap::from_pointee(FastMap::default()),
+            unknown: Mutex::default(),
             store,
         });
         let mut mark = Watermark::default();
@@ -79,6 +94,50 @@ impl Directory {
         match caller.expires_at {
             Some(at) if at <= now_ms() => None,
             _ => Some(caller.clone()),
+        }
+    }
+
+    /// The caller behind a key hash that [`Directory::key`] does not know: a key made on
+    /// another replica since the last sync is read from the database and joins the directory.
+    /// Hashes the database does not know either are not looked up again for a while.
+    pub async fn look_up_key(&self, hash: &[u8; 32]) -> Option<Arc<Caller>> {
+        if self.keys.load().contains_key(hash) {
+            // Known here, so expired: the database has nothing newer to say before a sync.
+            return None;
+        }
+        let now = Instant::now();
+        {
+            let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+            if unknown.get(hash).is_some_and(|until| *until > now) {
+                return None;
+            }
+            if unknown.len() >= UNKNOWN_KEYS_CAPACITY {
+                unknown.retain(|_, until| *until > now);
+                if unknown.len() >= UNKNOWN_KEYS_CAPACITY {
+                    return None;
+                }
+            }
+        }
+        let found = match self.store.find_key_by_hash(&hex(hash)).await {
+            Ok(found) => found.filter(|record| record.is_active(now_ms())),
+            Err(e) => {
+                // Remembered as unknown too: a database in trouble is not asked again per request.
+                tracing::debug!(error = %e.message, "cannot look a key up in the database");
+                None
+            }
+        };
+        let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+        match found {
+            Some(record) => {
+                unknown.remove(hash);
+                drop(unknown);
+                self.apply_key(&record);
+                self.key(hash)
+            }
+            None => {
+                unknown.insert(*hash, Instant::now() + UNKNOWN_KEY_TTL);
+                None
+            }
         }
     }
 

@@ -135,7 +135,8 @@ pub fn hash_secret(secret: &str) -> String {
     hex(&secret_digest(secret))
 }
 
-fn hex(bytes: &[u8]) -> String {
+/// Lower-case hex of `bytes`: how key hashes are stored.
+pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 

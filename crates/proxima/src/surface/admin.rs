@@ -1,5 +1,5 @@
-//! The admin API (master key only): virtual keys, teams, usage reports, the call log, model
-//! health and config reload. Errors are in OpenAI's shape.
+//! The admin API (the master key or an admin key): virtual keys, teams, usage reports, the
+//! call log, model health and config reload. Errors are in OpenAI's shape.
 
 use std::sync::Arc;
 
@@ -15,7 +15,7 @@ use crate::canonical::Api;
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::AppState;
-use crate::store::{GroupBy, KeyPatch, LogFilter, NewKey, TeamPatch, TeamRecord};
+use crate::store::{GroupBy, KeyPatch, LedgerRow, LogFilter, NewKey, TeamPatch, TeamRecord};
 
 /// Admin bodies are small; this bounds what an admin request may send.
 const ADMIN_BODY_LIMIT: usize = 1 << 20;
@@ -374,10 +374,26 @@ pub async fn logs(Extension(state): Extension<Arc<AppState>>, RawQuery(raw): Raw
                 after: query.after,
             };
             let page = state.services().store.logs(&filter).await?;
-            Ok(json!({"object": "list", "data": page.data, "next": page.next}))
+            let data: Vec<Value> = page.data.iter().map(log_entry).collect::<Result<_>>()?;
+            Ok(json!({"object": "list", "data": data, "next": page.next}))
         }
         .await,
     )
+}
+
+/// A ledger row as `/admin/logs` shows it: its cost in dollars (`cost_usd`), as peers show
+/// it; the exact nano-dollars stay in the store.
+fn log_entry(row: &LedgerRow) -> Result<Value> {
+    let mut entry = serde_json::to_value(row)
+        .map_err(|e| Error::internal(format!("cannot show a ledger row: {e}")))?;
+    if let Some(fields) = entry.as_object_mut() {
+        fields.remove("cost_nanos");
+        fields.insert(
+            "cost_usd".into(),
+            json!(crate::pricing::usd(row.cost_nanos)),
+        );
+    }
+    Ok(entry)
 }
 
 /// `GET /admin/models`: every public model with its targets' breaker state, latency and

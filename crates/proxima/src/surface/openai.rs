@@ -88,19 +88,15 @@ pub async fn embeddings(Extension(cx): Extension<Arc<RequestContext>>, body: Bod
     })
 }
 
+/// `GET /v1/models`: the models this caller may use, by the same check a call makes (the key's
+/// models and its team's).
 pub async fn models(Extension(cx): Extension<Arc<RequestContext>>) -> Response {
-    let caller = &cx.caller;
     let data: Vec<_> = cx
         .gateway
         .router
         .public_names()
         .into_iter()
-        .filter(|name| {
-            caller
-                .models
-                .as_ref()
-                .is_none_or(|allowed| allowed.contains(*name))
-        })
+        .filter(|name| cx.resolve(name).is_ok())
         .map(model_object)
         .collect();
     json_response(&json!({"object": "list", "data": data}))
@@ -120,13 +116,4 @@ pub async fn model(
         Ok(_) => json_response(&model_object(&id)),
         Err(e) => e.into_response(API),
     }
-}
-
-/// 404 for unknown paths under `/v1`, in OpenAI's shape.
-pub async fn not_found(uri: http::Uri) -> Response {
-    Error::new(
-        crate::error::ErrorKind::NotFound,
-        format!("no such endpoint: {}", uri.path()),
-    )
-    .into_response(API)
 }

@@ -30,17 +30,26 @@ fn admin_conf(mock: &MockUpstream) -> Conf {
         .model("m2", "up", "model-two")
 }
 
-/// Makes a key over the admin API; returns `(id, secret)`.
 /// Two gateways on one database, each reading the other's key changes every 200 ms.
 async fn two_replicas(mock: &MockUpstream, database: &str) -> (Gateway, Gateway) {
+    two_replicas_syncing_every(mock, database, "200ms").await
+}
+
+/// Two gateways on one database, each reading the other's key changes every `interval`.
+async fn two_replicas_syncing_every(
+    mock: &MockUpstream,
+    database: &str,
+    interval: &str,
+) -> (Gateway, Gateway) {
     let conf = || {
         admin_conf(mock).section(&format!(
-            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"200ms\"\n"
+            "[storage]\ndatabase = \"{database}\"\nsync_interval = \"{interval}\"\n"
         ))
     };
     (Gateway::start(conf()).await, Gateway::start(conf()).await)
 }
 
+/// Makes a key over the admin API; returns `(id, secret)`.
 async fn create_key(gw: &Gateway, body: Value) -> (String, String) {
     let answer = gw
         .admin(MASTER, Method::POST, "/admin/keys", Some(&body))
@@ -491,6 +500,56 @@ async fn revocation_reaches_a_replica_on_the_same_postgres() {
     replicas_share_keys(&postgres_url(&postgres_base(), &schema)).await;
 }
 
+/// A key made on one replica works on another at once, long before its next sync. A key
+/// unknown everywhere is not looked up again for a while, so a flood of bad keys does not reach
+/// the database; one made since works once that while is over.
+#[tokio::test]
+async fn a_new_key_works_on_another_replica_before_its_next_sync() {
+    use proxima::policy::directory::UNKNOWN_KEY_TTL;
+    use sqlx::Connection;
+    let dir = temp_path("lookup");
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("shared.db").display());
+    let mock = MockUpstream::start().await.unwrap();
+    let (a, b) = two_replicas_syncing_every(&mock, &database, "1h").await;
+
+    let (_, secret) = create_key(&a, json!({"name": "fresh"})).await;
+    assert_eq!(b.chat_as(&secret, chat_body("m1", "x")).await.status, 200);
+
+    // A flood of one key that does not exist yet.
+    let later = "sk-px-made-later-4f6b0c2d9e8a7b1c3d5e7f9a0b2c4d6e";
+    let first_refusal = Instant::now();
+    for _ in 0..20 {
+        b.chat_as(later, chat_body("m1", "x"))
+            .await
+            .assert_error(401, "invalid_api_key");
+    }
+    // Another replica makes that key now (written directly, as by a third gateway).
+    let mut db = sqlx::SqliteConnection::connect(&database).await.unwrap();
+    let now = proxima::clock::now_ms();
+    sqlx::query(
+        "INSERT INTO keys (id, name, hash, prefix, metadata, created_at, updated_at) \
+         VALUES ('key_later', 'later', $1, 'sk-px-made-l...', '{}', $2, $2)",
+    )
+    .bind(proxima::store::hex(&proxima::store::secret_digest(later)))
+    .bind(now)
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let _ = db.close().await;
+    // Still refused without a lookup while the refusal is remembered...
+    let answer = b.chat_as(later, chat_body("m1", "x")).await;
+    if first_refusal.elapsed() < UNKNOWN_KEY_TTL {
+        answer.assert_error(401, "invalid_api_key");
+    }
+    // ...and looked up again once it is forgotten.
+    let took = eventually(UNKNOWN_KEY_TTL + Duration::from_secs(2), || async {
+        b.chat_as(later, chat_body("m1", "x")).await.status == 200
+    })
+    .await;
+    assert!(took.is_some(), "the key made later never worked on B");
+}
+
 /// Replicas' clocks disagree. A change stamped by a replica whose clock runs ahead must not
 /// hide a later revocation from a replica that saw that change.
 #[tokio::test]
@@ -616,6 +675,25 @@ async fn teams_over_the_admin_api_restrict_their_keys() {
         gw.chat_as(&outsider, chat_body("m2", "x")).await.status,
         200
     );
+    // `/v1/models` lists what each may call, by the same check.
+    let listed = |key: String| {
+        let gw = &gw;
+        async move {
+            let answer = gw
+                .send(gw.request_as(&key, Method::GET, "/v1/models"))
+                .await;
+            assert_eq!(answer.status, 200, "{}", answer.text());
+            let body = answer.json();
+            body["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["id"].as_str().unwrap().to_owned())
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(listed(secret.clone()).await, ["m1"]);
+    assert_eq!(listed(outsider.clone()).await, ["m1", "m2"]);
 
     // Widened: applies at once.
     let patched = team(
@@ -738,6 +816,14 @@ async fn usage_report(gw: &Gateway, query: &str) -> Value {
     answer.json()
 }
 
+/// A `cost_usd` of the admin API in nano-dollars, rounded.
+fn nanos(cost_usd: &Value) -> i64 {
+    let usd = cost_usd
+        .as_f64()
+        .unwrap_or_else(|| panic!("cost_usd is not a number: {cost_usd}"));
+    (usd * 1e9).round() as i64
+}
+
 /// Asserts `/admin/usage?by=BY` agrees with the log rows grouped by `group`.
 async fn assert_usage_matches(
     gw: &Gateway,
@@ -760,13 +846,13 @@ async fn assert_usage_matches(
         sums.errors += i64::from(row["status"].as_i64().unwrap() >= 400);
         sums.input += row["input_tokens"].as_i64().unwrap();
         sums.output += row["output_tokens"].as_i64().unwrap();
-        sums.cost_nanos += row["cost_nanos"].as_i64().unwrap();
+        sums.cost_nanos += nanos(&row["cost_usd"]);
     }
     let report = usage_report(gw, &format!("by={by}")).await;
     assert_eq!(report["by"], by);
     let mut got: BTreeMap<String, Sums> = BTreeMap::new();
     for g in report["data"].as_array().unwrap() {
-        let cost = (g["cost_usd"].as_f64().unwrap() * 1e9).round() as i64;
+        let cost = nanos(&g["cost_usd"]);
         let previous = got.insert(
             g["group"].to_string(),
             Sums {
@@ -1033,7 +1119,7 @@ async fn the_ledger_has_exactly_one_row_per_request_and_reports_add_up() {
         // m1 is priced at $1000 / $2000 per million tokens: a nano-dollar per milli-token.
         if want.model == "m1" && want.status == 200 {
             let (input, output) = want.tokens.unwrap();
-            let cost = row["cost_nanos"].as_i64().unwrap();
+            let cost = nanos(&row["cost_usd"]);
             let exact = input * 1_000_000 + output * 2_000_000;
             assert!(
                 (cost - exact).abs() <= 2,
@@ -1041,8 +1127,10 @@ async fn the_ledger_has_exactly_one_row_per_request_and_reports_add_up() {
             );
         }
         if want.status == 404 {
-            assert_eq!(row["cost_nanos"], 0, "{row}");
+            assert_eq!(row["cost_usd"].as_f64(), Some(0.0), "{row}");
         }
+        // Dollars, as every peer shows them; nano-dollars stay inside.
+        assert!(row.get("cost_nanos").is_none(), "{row}");
         assert!(row["latency_ms"].as_i64().unwrap() >= 0);
     }
 

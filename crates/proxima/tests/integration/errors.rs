@@ -226,6 +226,18 @@ async fn unknown_path_is_404_and_wrong_method_is_405_both_json() {
     gw.post_json("/nothing-here", &json!({}))
         .await
         .assert_error(404, "not_found");
+    // Under an Anthropic route, in Anthropic's shape.
+    for path in ["/v1/messages/", "/v1/messages/no/such/thing"] {
+        let answer = gw.post_json(path, &json!({})).await;
+        assert_eq!(answer.status, 404, "{path}: {}", answer.text());
+        let body = answer.json();
+        assert_eq!(body["type"], "error", "{path}: {body}");
+        assert_eq!(body["error"]["type"], "not_found_error", "{path}: {body}");
+        assert!(
+            body["error"]["message"].as_str().unwrap().contains(path),
+            "{body}"
+        );
+    }
 
     let answer = gw.get(CHAT).await;
     assert_eq!(answer.status, 405, "{}", answer.text());
