@@ -61,6 +61,8 @@ impl AppState {
         }
         let gateway =
             Gateway::build(config, &self.http, &self.health).map_err(|e| vec![e.message])?;
+        // A reload can add or remove the keys that make anonymous access end: say where it stands.
+        gateway.auth.log_access(&self.services.directory);
         self.gateway.store(Arc::new(gateway));
         tracing::info!(config = %path.display(), "config reloaded");
         Ok(())
