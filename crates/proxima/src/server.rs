@@ -151,7 +151,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .map(Arc::from)
         .unwrap_or_else(|| Arc::from(format!("req_{:032x}", fastrand::u128(..))));
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", id = &*id);
+    let span = tracing::info_span!("request", id = %id);
     let mut response = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);

@@ -41,10 +41,12 @@ pub trait Stage: Send {
     fn end(&mut self, outcome: Outcome<'_>);
 }
 
-/// A call's stages, in the order the answer passes through them.
+/// A call's stages, in the order the answer passes through them, metering last.
 #[derive(Default)]
 pub struct Stages {
     stages: Vec<Box<dyn Stage>>,
+    /// Every call has it, so it has its own place rather than a box in the list.
+    metering: Option<Metering>,
     ended: bool,
 }
 
@@ -62,11 +64,17 @@ impl Stages {
         for stage in &mut self.stages {
             stage.chunk(chunk);
         }
+        if let Some(metering) = &mut self.metering {
+            metering.chunk(chunk);
+        }
     }
 
     fn complete(&mut self, answer: &mut ChatResponse) {
         for stage in &mut self.stages {
             stage.complete(answer);
+        }
+        if let Some(metering) = &mut self.metering {
+            metering.complete(answer);
         }
     }
 
@@ -83,6 +91,9 @@ impl Stages {
             self.ended = true;
             for stage in &mut self.stages {
                 stage.end(outcome);
+            }
+            if let Some(metering) = &mut self.metering {
+                metering.end(outcome);
             }
         }
     }
@@ -152,7 +163,7 @@ pub fn chat(mut exchange: Exchange<'_>, mut routed: Routed<ChatOutput>) -> Route
             record.first_token = Some(Instant::now());
         }
     }
-    stages.push(Metering(Some(meter)));
+    stages.metering = Some(Metering(Some(meter)));
     routed.result = match routed.result {
         Ok(ChatOutput::Stream(inner)) => Ok(ChatOutput::Stream(Box::pin(Finished {
             inner,
