@@ -533,22 +533,39 @@ async fn canary_setup(fail_one_in: usize, n: usize) -> (MockUpstream, MockUpstre
             canary.enqueue(Reply::default_behaviour());
         }
     }
-    let gw = Gateway::start(
-        Conf::new()
-            .server("master_key = \"master-secret\"")
-            .openai("stable", &stable)
-            .openai("canary", &canary)
-            .section(&format!(
-                "[models.chat]\nretries = 1\ntargets = [\n  {}\n]\n",
-                targets(&[
-                    r#"{ provider = "stable", model = "m", weight = 90 }"#,
-                    r#"{ provider = "canary", model = "m-next", weight = 10, canary = { min_requests = 30 } }"#,
-                ])
-            ))
-            .section("[routing]\nretry_backoff = \"1ms\"\n[routing.breaker]\nconsecutive_failures = 1000\nmin_requests = 100000\n"),
+    let gw = canary_gateway(
+        &stable,
+        &canary,
+        (90, 10, 30),
+        "consecutive_failures = 1000\nmin_requests = 100000",
     )
     .await;
     (stable, canary, gw)
+}
+
+/// A gateway whose model `chat` is `stable` and a canary on `canary`, with `(stable weight,
+/// canary weight, the canary's min_requests)` and the given `[routing.breaker]` settings.
+async fn canary_gateway(
+    stable: &MockUpstream,
+    canary: &MockUpstream,
+    (stable_weight, canary_weight, min_requests): (u32, u32, u32),
+    breaker: &str,
+) -> Gateway {
+    Gateway::start(
+        Conf::new()
+            .server("master_key = \"master-secret\"")
+            .openai("stable", stable)
+            .openai("canary", canary)
+            .section(&format!(
+                "[models.chat]\nretries = 1\ntargets = [\n  {}\n]\n",
+                targets(&[
+                    &format!(r#"{{ provider = "stable", model = "m", weight = {stable_weight} }}"#),
+                    &format!(r#"{{ provider = "canary", model = "m-next", weight = {canary_weight}, canary = {{ min_requests = {min_requests} }} }}"#),
+                ])
+            ))
+            .section(&format!("[routing]\nretry_backoff = \"1ms\"\n[routing.breaker]\n{breaker}\n")),
+    )
+    .await
 }
 
 #[tokio::test]
@@ -580,19 +597,11 @@ async fn a_canary_whose_breaker_opens_before_min_requests_is_rolled_back_and_sta
     for _ in 0..3 {
         canary.enqueue(Reply::error(500, "canary build is broken"));
     }
-    let gw = Gateway::start(
-        Conf::new()
-            .server("master_key = \"master-secret\"")
-            .openai("stable", &stable)
-            .openai("canary", &canary)
-            .section(&format!(
-                "[models.chat]\nretries = 1\ntargets = [\n  {}\n]\n",
-                targets(&[
-                    r#"{ provider = "stable", model = "m", weight = 50 }"#,
-                    r#"{ provider = "canary", model = "m-next", weight = 50, canary = { min_requests = 100 } }"#,
-                ])
-            ))
-            .section("[routing]\nretry_backoff = \"1ms\"\n[routing.breaker]\nconsecutive_failures = 3\ncooldown = \"200ms\"\nmax_cooldown = \"200ms\"\n"),
+    let gw = canary_gateway(
+        &stable,
+        &canary,
+        (50, 50, 100),
+        "consecutive_failures = 3\ncooldown = \"200ms\"\nmax_cooldown = \"200ms\"",
     )
     .await;
     // Until the canary failed three times in a row and its breaker opened.
