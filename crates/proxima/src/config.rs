@@ -43,6 +43,55 @@ pub struct Config {
     pub storage: StorageConfig,
     #[serde(default)]
     pub auth: AuthConfig,
+    #[serde(default)]
+    pub context: ContextConfig,
+}
+
+/// Server-side conversation context: the conversation store and how prompts are assembled.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContextConfig {
+    /// Public model that embeds items for recall and retrieval; recall is full-text only
+    /// without it.
+    pub embedding_model: Option<String>,
+    /// Public model that folds turns leaving the window into a running summary.
+    pub summarizer_model: Option<String>,
+    /// What happens to turns that no longer fit: dropped (`window`) or summarised
+    /// (`summarize`, which needs `summarizer_model`). A conversation's metadata
+    /// `context_strategy` overrides it.
+    pub default_strategy: ContextStrategy,
+    /// Earlier turns relevant to the new message brought back into the prompt (0: off).
+    pub recall: u32,
+    /// Conversations (and stored responses) unused this long are deleted; kept forever when
+    /// absent.
+    pub retention: Option<ConfigDuration>,
+    /// Tokens kept free below the target's window besides the answer's `max_tokens`: token
+    /// counts of other tokenizers are estimates.
+    pub safety_margin: u64,
+    /// Window assumed for a model whose `context_window` is not configured.
+    pub default_window: u64,
+}
+
+impl Default for ContextConfig {
+    fn default() -> Self {
+        ContextConfig {
+            embedding_model: None,
+            summarizer_model: None,
+            default_strategy: ContextStrategy::Window,
+            recall: 4,
+            retention: None,
+            safety_margin: 512,
+            default_window: 128_000,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ContextStrategy {
+    #[default]
+    Window,
+    Summarize,
 }
 
 /// Where keys, teams and the usage ledger live, and the Redis that shares counters.

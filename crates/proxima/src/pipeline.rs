@@ -67,6 +67,15 @@ impl RequestContext {
             .and_then(|t| self.services.directory.team(t))
     }
 
+    /// The tenant that owns what this request stores (conversations, responses): the caller's
+    /// team, or the key itself when it has none.
+    pub fn tenant(&self) -> String {
+        match &self.caller.team {
+            Some(team) => format!("team:{team}"),
+            None => format!("key:{}", self.caller.id),
+        }
+    }
+
     /// The public model `model`, if it exists and the caller may use it (404, 403).
     pub fn resolve(&self, model: &str) -> Result<Resolved> {
         let resolved = self.gateway.router.resolve(model).ok_or_else(|| {
@@ -105,6 +114,17 @@ impl Exchange<'_> {
     }
 }
 
+/// What the client asked of the gateway itself for one chat call, beside the model call.
+#[derive(Default)]
+pub struct Directives {
+    /// Continue this stored conversation: its context is assembled into the prompt and the
+    /// new turn stored after the answer (`x-proxima-conversation`).
+    pub conversation: Option<String>,
+    /// Stages a surface adds to the answer's way out (e.g. storing a Responses-API
+    /// response), before the pipeline's own.
+    pub stages: Vec<Box<dyn finish::Stage>>,
+}
+
 /// A chat answer from the pipeline.
 pub enum ChatOutput {
     Complete(ChatResponse),
@@ -113,11 +133,18 @@ pub enum ChatOutput {
 }
 
 /// Serves a chat call: a complete answer, or a stream whose first chunk has arrived.
-pub async fn chat(cx: &RequestContext, req: ChatRequest) -> Routed<ChatOutput> {
+pub async fn chat(
+    cx: &RequestContext,
+    req: ChatRequest,
+    directives: Directives,
+) -> Routed<ChatOutput> {
     let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), req.stream) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
+    for stage in directives.stages {
+        exchange.stages.push_boxed(stage);
+    }
     let prepared = prepare::chat(req);
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);

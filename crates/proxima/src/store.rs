@@ -1,4 +1,4 @@
-//! The database: virtual keys, teams and the usage ledger, on SQLite (the embedded default) or
+//! The database: virtual keys, teams, the usage ledger and the conversation store, on SQLite (the embedded default) or
 //! PostgreSQL (shared by replicas), with the same behaviour on both.
 //!
 //! Nothing here is on the request path: keys and teams are read into memory by
@@ -31,6 +31,7 @@ macro_rules! on_pool {
     };
 }
 
+mod conversations;
 mod keys;
 mod ledger;
 mod migrations;
@@ -48,6 +49,7 @@ use sqlx::sqlite::{
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, ResponseRecord};
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
 pub use teams::{TeamPatch, TeamRecord};

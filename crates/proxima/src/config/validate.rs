@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, Problem, ProviderKind, Strategy};
+use super::{Config, ContextStrategy, Problem, ProviderKind, Strategy};
 
 /// Every problem found, each at the line `line_of` gives its dotted path.
 pub fn validate(
@@ -156,6 +156,37 @@ pub fn validate(
                 );
             }
         }
+    }
+
+    let context = &config.context;
+    for (field, model) in [
+        ("embedding_model", &context.embedding_model),
+        ("summarizer_model", &context.summarizer_model),
+    ] {
+        if let Some(model) = model {
+            if !config.models.contains_key(model) {
+                problem(
+                    format!("context.{field}"),
+                    format!(
+                        "no model named `{model}`; configured: {}",
+                        names(&config.models)
+                    ),
+                );
+            }
+        }
+    }
+    if context.default_strategy == ContextStrategy::Summarize && context.summarizer_model.is_none()
+    {
+        problem(
+            "context.default_strategy".into(),
+            "`summarize` needs a `summarizer_model` to write the summaries".into(),
+        );
+    }
+    if context.default_window < 1024 {
+        problem(
+            "context.default_window".into(),
+            "must be at least 1024 tokens".into(),
+        );
     }
 
     let breaker = &config.routing.breaker;

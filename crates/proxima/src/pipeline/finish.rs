@@ -14,7 +14,7 @@ use futures_util::Stream;
 use tokio::time::Instant;
 
 use super::{ChatOutput, Exchange};
-use crate::canonical::{ChatChunk, ChatResponse, EmbeddingsResponse, Usage};
+use crate::canonical::{ChatChunk, ChatResponse, Collector, EmbeddingsResponse, Usage};
 use crate::error::{Error, Result};
 use crate::providers::ChunkStream;
 use crate::router::Routed;
@@ -60,6 +60,11 @@ impl Stages {
         self.stages.push(Box::new(stage));
     }
 
+    /// Adds a boxed stage after the ones already there.
+    pub fn push_boxed(&mut self, stage: Box<dyn Stage>) {
+        self.stages.push(stage);
+    }
+
     fn chunk(&mut self, chunk: &mut ChatChunk) {
         for stage in &mut self.stages {
             stage.chunk(chunk);
@@ -103,6 +108,49 @@ impl Drop for Stages {
     /// Stages dropped before they were told an outcome belong to a call the client left.
     fn drop(&mut self) {
         self.end_with(Outcome::Dropped);
+    }
+}
+
+/// A stage that keeps the whole answer, streamed or not, and hands it to `keep` once the call
+/// completes: how a conversation turn or a response gets stored. A call that fails or is
+/// dropped keeps nothing (`keep` is dropped unused), so a client's retry stores no duplicate.
+pub struct Keep<F: FnOnce(ChatResponse) + Send> {
+    collector: Option<Collector>,
+    whole: Option<ChatResponse>,
+    keep: Option<F>,
+}
+
+impl<F: FnOnce(ChatResponse) + Send> Keep<F> {
+    pub fn new(keep: F) -> Keep<F> {
+        Keep {
+            collector: None,
+            whole: None,
+            keep: Some(keep),
+        }
+    }
+}
+
+impl<F: FnOnce(ChatResponse) + Send> Stage for Keep<F> {
+    fn chunk(&mut self, chunk: &mut ChatChunk) {
+        self.collector
+            .get_or_insert_with(Collector::default)
+            .push(chunk);
+    }
+
+    fn complete(&mut self, answer: &mut ChatResponse) {
+        self.whole = Some(answer.clone());
+    }
+
+    fn end(&mut self, outcome: Outcome<'_>) {
+        let keep = self.keep.take();
+        if let (Outcome::Complete, Some(keep)) = (outcome, keep) {
+            let answer = match (self.whole.take(), self.collector.take()) {
+                (Some(whole), _) => whole,
+                (None, Some(collector)) => collector.finish(),
+                (None, None) => return,
+            };
+            keep(answer);
+        }
     }
 }
 

@@ -20,16 +20,28 @@ struct Migration {
 }
 
 /// SQLite's migrations, in order.
-const SQLITE: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/sqlite/0001_initial.sql"),
-}];
+const SQLITE: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/sqlite/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/sqlite/0002_conversations.sql"),
+    },
+];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
-const POSTGRES: &[Migration] = &[Migration {
-    version: 1,
-    sql: include_str!("migrations/postgres/0001_initial.sql"),
-}];
+const POSTGRES: &[Migration] = &[
+    Migration {
+        version: 1,
+        sql: include_str!("migrations/postgres/0001_initial.sql"),
+    },
+    Migration {
+        version: 2,
+        sql: include_str!("migrations/postgres/0002_conversations.sql"),
+    },
+];
 
 /// PostgreSQL's advisory lock around applying migrations (any number, the same in every
 /// release).

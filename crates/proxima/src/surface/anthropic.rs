@@ -41,7 +41,7 @@ pub async fn messages(
         Ok(req) => req,
         Err(e) => return e.into_response(API),
     };
-    let routed = pipeline::chat(&cx, req).await;
+    let routed = pipeline::chat(&cx, req, pipeline::Directives::default()).await;
     chat_response(
         routed,
         API,

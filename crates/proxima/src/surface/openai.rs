@@ -34,7 +34,7 @@ pub async fn chat_completions(
         Err(e) => return e.into_response(API),
     };
     let include_usage = req.include_usage;
-    let routed = pipeline::chat(&cx, req).await;
+    let routed = pipeline::chat(&cx, req, pipeline::Directives::default()).await;
     chat_response(
         routed,
         API,

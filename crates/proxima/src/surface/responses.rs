@@ -28,7 +28,7 @@ pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -
         Ok(converted) => converted,
         Err(e) => return e.into_response(API),
     };
-    let routed = pipeline::chat(&cx, req).await;
+    let routed = pipeline::chat(&cx, req, pipeline::Directives::default()).await;
     let keepalive = cx.gateway.config.server.stream_keepalive.0;
     let machine = ResponseEvents::new(context.clone());
     chat_response(

@@ -1,0 +1,42 @@
+-- The conversation store and stored responses. Released: never edit, add a migration instead.
+-- The same tables as SQLite's 0002; recall searches a tsvector column instead of FTS5.
+
+CREATE TABLE conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    used_at BIGINT NOT NULL,
+    next_seq BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX conversations_used ON conversations (used_at);
+
+CREATE TABLE conversation_items (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    seq BIGINT NOT NULL,
+    id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    role TEXT,
+    message TEXT NOT NULL,
+    tokens BIGINT NOT NULL,
+    covers BIGINT,
+    created_at BIGINT NOT NULL,
+    -- The item's text for recall; 'english' stems as SQLite's porter tokenizer does.
+    search TSVECTOR,
+    PRIMARY KEY (conversation_id, seq)
+);
+CREATE UNIQUE INDEX conversation_items_id ON conversation_items (id);
+CREATE INDEX conversation_items_summaries ON conversation_items (conversation_id, kind, seq);
+CREATE INDEX conversation_items_search ON conversation_items USING GIN (search);
+
+CREATE TABLE responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    previous_id TEXT,
+    conversation_id TEXT,
+    turn TEXT NOT NULL,
+    input_items TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX responses_created ON responses (created_at);
