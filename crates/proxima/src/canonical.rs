@@ -28,32 +28,11 @@ pub fn estimate_input_tokens(req: &ChatRequest) -> u64 {
 /// A request's input tokens, with `count` giving the tokens of each piece of text (a real
 /// tokenizer for limits, an estimate for routing).
 pub fn input_tokens(req: &ChatRequest, count: impl Fn(&str) -> u64) -> u64 {
-    // Providers bill images by size; a mid-sized image is about 1,000 tokens.
-    const IMAGE_TOKENS: u64 = 1024;
-    // Role and message framing.
-    const MESSAGE_TOKENS: u64 = 4;
-    let mut tokens = 0;
-    for message in &req.messages {
-        tokens += MESSAGE_TOKENS;
-        for part in &message.content {
-            tokens += match part {
-                Part::Text { text, .. } | Part::Refusal { text } => count(text),
-                Part::Reasoning { text, .. } => count(text),
-                Part::ToolCall {
-                    name, arguments, ..
-                } => count(name) + count(arguments),
-                Part::ToolResult { content, .. } => content
-                    .iter()
-                    .map(|p| match p {
-                        Part::Text { text, .. } => count(text),
-                        _ => IMAGE_TOKENS,
-                    })
-                    .sum(),
-                Part::Image { .. } => IMAGE_TOKENS,
-                Part::Opaque { value, .. } => count(&value.to_string()),
-            };
-        }
-    }
+    let mut tokens = req
+        .messages
+        .iter()
+        .map(|message| message_tokens(message, &count))
+        .sum();
     for tool in &req.tools {
         tokens += count(&tool.name)
             + tool.description.as_deref().map_or(0, &count)
@@ -61,6 +40,34 @@ pub fn input_tokens(req: &ChatRequest, count: impl Fn(&str) -> u64) -> u64 {
                 .parameters
                 .as_ref()
                 .map_or(0, |p| count(&p.to_string()));
+    }
+    tokens
+}
+
+/// One message's tokens, framing included, with `count` counting text.
+pub fn message_tokens(message: &Message, count: impl Fn(&str) -> u64) -> u64 {
+    // Providers bill images by size; a mid-sized image is about 1,000 tokens.
+    const IMAGE_TOKENS: u64 = 1024;
+    // Role and message framing.
+    const MESSAGE_TOKENS: u64 = 4;
+    let mut tokens = MESSAGE_TOKENS;
+    for part in &message.content {
+        tokens += match part {
+            Part::Text { text, .. } | Part::Refusal { text } => count(text),
+            Part::Reasoning { text, .. } => count(text),
+            Part::ToolCall {
+                name, arguments, ..
+            } => count(name) + count(arguments),
+            Part::ToolResult { content, .. } => content
+                .iter()
+                .map(|p| match p {
+                    Part::Text { text, .. } => count(text),
+                    _ => IMAGE_TOKENS,
+                })
+                .sum(),
+            Part::Image { .. } => IMAGE_TOKENS,
+            Part::Opaque { value, .. } => count(&value.to_string()),
+        };
     }
     tokens
 }

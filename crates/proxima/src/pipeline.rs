@@ -134,7 +134,7 @@ pub enum ChatOutput {
 
 /// Serves a chat call: a complete answer, or a stream whose first chunk has arrived.
 pub async fn chat(
-    cx: &RequestContext,
+    cx: &Arc<RequestContext>,
     req: ChatRequest,
     directives: Directives,
 ) -> Routed<ChatOutput> {
@@ -145,7 +145,10 @@ pub async fn chat(
     for stage in directives.stages {
         exchange.stages.push_boxed(stage);
     }
-    let prepared = prepare::chat(req);
+    let prepared = match prepare::chat(&mut exchange, cx, req, directives.conversation).await {
+        Ok(prepared) => prepared,
+        Err(e) => return exchange.refuse(e),
+    };
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }

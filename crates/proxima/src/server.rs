@@ -77,6 +77,21 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             post(surface::anthropic::count_tokens),
         )
         .route("/v1/responses", post(surface::responses::create))
+        .route("/v1/conversations", post(surface::conversations::create))
+        .route(
+            "/v1/conversations/{id}",
+            get(surface::conversations::get)
+                .post(surface::conversations::update)
+                .delete(surface::conversations::delete),
+        )
+        .route(
+            "/v1/conversations/{id}/items",
+            get(surface::conversations::list_items).post(surface::conversations::add_items),
+        )
+        .route(
+            "/v1/conversations/{id}/items/{item}",
+            get(surface::conversations::get_item).delete(surface::conversations::delete_item),
+        )
         // Stored responses do not exist yet: each of these answers a 400 that says so.
         .route(
             "/v1/responses/{id}",
@@ -356,6 +371,7 @@ impl Server {
     ) -> std::io::Result<()> {
         let state = self.state.clone();
         let watcher = tokio::spawn(reload_triggers(state.clone()));
+        let _expire = AbortOnDrop(tokio::spawn(crate::context::expire_old(state.clone())));
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
         let listener = self.listener.tap_io(|tcp| {

@@ -1,5 +1,5 @@
 //! What outlives a config reload: the database, the key directory, the shared rate-limit and
-//! budget counters, and the ledger writer. Built once at start from `[storage]`; a change to
+//! budget counters, the ledger writer, and the conversations in flight. Built once at start from `[storage]`; a change to
 //! `[storage]` takes effect at the next restart.
 
 use std::path::PathBuf;
@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::StorageConfig;
+use crate::context::Conversations;
 use crate::error::Result;
 use crate::policy::limits::{Limiter, RedisStatus, Scope, SpendLookup};
 use crate::policy::Directory;
@@ -18,6 +19,8 @@ pub struct Services {
     pub directory: Arc<Directory>,
     pub limiter: Arc<Limiter>,
     pub ledger: Arc<Ledger>,
+    /// Conversation turns in flight and summaries being written.
+    pub conversations: Arc<Conversations>,
     /// What these were built from, to tell when a reload asks for something else.
     pub storage: StorageConfig,
 }
@@ -48,6 +51,7 @@ impl Services {
             directory,
             limiter,
             ledger,
+            conversations: Arc::default(),
             storage: storage.clone(),
         }))
     }

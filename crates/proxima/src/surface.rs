@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod anthropic;
+pub mod conversations;
 pub mod events;
 pub mod openai;
 pub mod responses;
@@ -18,12 +19,46 @@ use http::{header, HeaderValue};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
-use crate::canonical::{Api, ChatResponse};
+use crate::canonical::{Api, ChatRequest, ChatResponse};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::ChatOutput;
 use crate::providers::ChunkStream;
 use crate::router::Routed;
 use crate::sse;
+
+/// The conversation a chat call continues: header `x-proxima-conversation`, else the body's
+/// `conversation` field (taken out of the request, so that it never goes upstream).
+pub fn conversation(headers: &http::HeaderMap, req: &mut ChatRequest) -> Result<Option<String>> {
+    let field = req.passthrough.fields.remove("conversation");
+    if let Some(value) = headers.get("x-proxima-conversation") {
+        let id = value.to_str().map_err(|_| {
+            Error::invalid_request("`x-proxima-conversation` must be a conversation id in ASCII")
+        })?;
+        return Ok(Some(id.trim().to_owned()));
+    }
+    match field {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(id)) => Ok(Some(id)),
+        // The Responses API's shape, accepted here too.
+        Some(serde_json::Value::Object(object)) => match object.get("id") {
+            Some(serde_json::Value::String(id)) => Ok(Some(id.clone())),
+            _ => Err(Error::invalid_request(
+                "`conversation` must be a conversation id or {\"id\": ID}",
+            )
+            .with_param("conversation")),
+        },
+        Some(_) => Err(Error::invalid_request(
+            "`conversation` must be a conversation id or {\"id\": ID}",
+        )
+        .with_param("conversation")),
+    }
+}
+
+/// Parses a query string, saying what is wrong with it.
+pub fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T> {
+    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+        .map_err(|e| Error::invalid_request(format!("bad query string: {e}")))
+}
 
 /// Reads the whole body, refusing more than `limit` bytes, and parses it as JSON. Every failure
 /// is a 400 or 413 saying what to fix — never a plain-text framework rejection.

@@ -7,6 +7,7 @@
 pub const JSON_CAPACITY: usize = 1024;
 
 pub mod anthropic;
+pub mod conversations;
 pub mod gemini;
 pub mod openai;
 pub mod responses;

@@ -8,7 +8,15 @@
 
 use std::sync::Arc;
 
+use http::{HeaderName, HeaderValue};
+
+use super::{Exchange, RequestContext};
 use crate::canonical::{self, ChatRequest, EmbeddingInput, EmbeddingsRequest};
+use crate::context;
+use crate::error::Result;
+
+/// The prompt tokens the gateway assembled for a conversation turn.
+const CONTEXT_TOKENS: HeaderName = HeaderName::from_static("x-proxima-context-tokens");
 
 /// Prompts with more text than this are counted on the blocking pool; shorter ones (and texts
 /// seen before, which the tokenizer remembers) cost less than the hand-over.
@@ -78,11 +86,24 @@ impl<R: Measure> Prepared<R> {
     }
 }
 
-/// Prepares a chat request.
-pub fn chat(req: ChatRequest) -> Prepared<ChatRequest> {
-    Prepared {
-        request: Arc::new(req),
+/// Prepares a chat request: a conversation turn gets its stored context assembled in (and a
+/// stage that stores the turn), within the model's window.
+pub async fn chat(
+    exchange: &mut Exchange<'_>,
+    cx: &Arc<RequestContext>,
+    mut req: ChatRequest,
+    conversation: Option<String>,
+) -> Result<Prepared<ChatRequest>> {
+    if let Some(conversation) = conversation {
+        let turn = context::open_turn(cx, &conversation, &exchange.resolved, &mut req).await?;
+        exchange
+            .headers
+            .push((CONTEXT_TOKENS, HeaderValue::from(turn.tokens)));
+        exchange.stages.push(turn.into_stage());
     }
+    Ok(Prepared {
+        request: Arc::new(req),
+    })
 }
 
 /// Prepares an embeddings request.

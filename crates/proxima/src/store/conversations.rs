@@ -20,6 +20,8 @@ pub struct ConversationRecord {
     pub metadata: Value,
     pub created_at: i64,
     pub used_at: i64,
+    /// The instructions turns are sent with.
+    pub system: Vec<Message>,
 }
 
 /// An item to append.
@@ -64,7 +66,7 @@ pub struct ResponseRecord {
     pub created_at: i64,
 }
 
-const CONVERSATION_COLUMNS: &str = "id, owner, metadata, created_at, used_at";
+const CONVERSATION_COLUMNS: &str = "id, owner, metadata, created_at, used_at, system";
 const ITEM_COLUMNS: &str = "id, seq, kind, message, tokens, covers, created_at";
 const RESPONSE_COLUMNS: &str =
     "id, owner, previous_id, conversation_id, turn, input_items, body, created_at";
@@ -76,6 +78,9 @@ fn conversation_from_row(row: &impl Row) -> Result<ConversationRecord> {
         metadata: serde_json::from_str(&col::<String>(row, "metadata")?).unwrap_or(Value::Null),
         created_at: col(row, "created_at")?,
         used_at: col(row, "used_at")?,
+        system: col::<Option<String>>(row, "system")?
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or_default(),
     })
 }
 
@@ -142,7 +147,7 @@ impl Store {
     ) -> Result<Option<ConversationRecord>> {
         let sql = sql!(
             "INSERT INTO conversations ({CONVERSATION_COLUMNS}, next_seq) \
-             VALUES ($1, $2, $3, $4, $4, 0) ON CONFLICT (id) DO NOTHING"
+             VALUES ($1, $2, $3, $4, $4, NULL, 0) ON CONFLICT (id) DO NOTHING"
         );
         let metadata_text = metadata.to_string();
         let inserted = on_pool!(self, |pool| sqlx::query(sql)
@@ -160,7 +165,22 @@ impl Store {
             metadata: metadata.clone(),
             created_at: now,
             used_at: now,
+            system: Vec::new(),
         }))
+    }
+
+    /// Replaces the instructions a conversation's turns are sent with.
+    pub async fn set_conversation_system(&self, id: &str, system: &[Message]) -> Result<()> {
+        let text = serde_json::to_string(system).unwrap_or_default();
+        on_pool!(self, |pool| sqlx::query(
+            "UPDATE conversations SET system = $2 WHERE id = $1"
+        )
+        .bind(id)
+        .bind(&text)
+        .execute(pool)
+        .await
+        .map(drop))
+        .map_err(db_error)
     }
 
     /// The owner's conversation `id`.

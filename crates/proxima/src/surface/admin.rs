@@ -10,6 +10,7 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::query;
 use super::{json_response, read_json};
 use crate::canonical::Api;
 use crate::clock;
@@ -37,11 +38,6 @@ fn created<T: serde::Serialize>(result: Result<T>) -> Response {
 }
 
 /// The query string as `T`; a bad one is a 400 in the API's shape, like every other error.
-fn query<T: serde::de::DeserializeOwned>(raw: Option<String>) -> Result<T> {
-    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-        .map_err(|e| Error::invalid_request(format!("bad query string: {e}")))
-}
-
 fn not_found(what: &str, id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("there is no {what} `{id}`"))
 }

@@ -12,7 +12,7 @@ use http::HeaderMap;
 use serde_json::json;
 
 use super::events::sse_events;
-use super::{chat_response, json_response, read_json, routed_response};
+use super::{chat_response, conversation, json_response, read_json, routed_response};
 use crate::canonical::{Api, ChatRequest};
 use crate::error::Result;
 use crate::pipeline::{self, RequestContext};
@@ -37,11 +37,18 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let req = match read_request(&cx, &headers, body).await {
-        Ok(req) => req,
+    let (req, conversation) = match read_request(&cx, &headers, body).await {
+        Ok(mut req) => match conversation(&headers, &mut req) {
+            Ok(conversation) => (req, conversation),
+            Err(e) => return e.into_response(API),
+        },
         Err(e) => return e.into_response(API),
     };
-    let routed = pipeline::chat(&cx, req, pipeline::Directives::default()).await;
+    let directives = pipeline::Directives {
+        conversation,
+        ..pipeline::Directives::default()
+    };
+    let routed = pipeline::chat(&cx, req, directives).await;
     chat_response(
         routed,
         API,

@@ -6,10 +6,11 @@ use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
 use bytes::BytesMut;
+use http::HeaderMap;
 use serde_json::json;
 
 use super::events::{sse_events, EventWriter};
-use super::{chat_response, json_response, read_json, routed_response};
+use super::{chat_response, conversation, json_response, read_json, routed_response};
 use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
@@ -23,18 +24,24 @@ const API: Api = Api::OpenAiChat;
 
 pub async fn chat_completions(
     Extension(cx): Extension<Arc<RequestContext>>,
+    headers: HeaderMap,
     body: Body,
 ) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
-    let req = match read_json::<ChatCompletionRequest>(body, limit)
+    let (req, conversation) = match read_json::<ChatCompletionRequest>(body, limit)
         .await
         .and_then(ChatCompletionRequest::into_canonical)
+        .and_then(|mut req| Ok((conversation(&headers, &mut req)?, req)))
     {
-        Ok(req) => req,
+        Ok((conversation, req)) => (req, conversation),
         Err(e) => return e.into_response(API),
     };
     let include_usage = req.include_usage;
-    let routed = pipeline::chat(&cx, req, pipeline::Directives::default()).await;
+    let directives = pipeline::Directives {
+        conversation,
+        ..pipeline::Directives::default()
+    };
+    let routed = pipeline::chat(&cx, req, directives).await;
     chat_response(
         routed,
         API,

@@ -10,7 +10,7 @@ mod request;
 mod response;
 mod tools;
 
-pub use request::ResponsesRequest;
+pub use request::{items_to_messages, ResponsesRequest};
 pub use response::{
     custom_input, function_call_item, item_id, message_item, reasoning_item, response_id,
     status_for, ContentPart, IncompleteDetails, OutputItem, ResponseErrorWire, ResponseObject,

@@ -8,6 +8,7 @@ mod accounts;
 mod auth;
 mod chat;
 mod cli;
+mod conversations;
 mod errors;
 mod failover;
 mod limits;

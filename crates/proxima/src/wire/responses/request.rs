@@ -180,7 +180,7 @@ impl ResponsesRequest {
             Some(InputWire::Text(text)) => messages.push(Message::text(Role::User, text)),
             Some(InputWire::Items(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
-                    add_item(&mut messages, item, i)?;
+                    add_item(&mut messages, item, format!("input[{i}]"))?;
                 }
             }
         }
@@ -355,8 +355,17 @@ fn push_tool_result(messages: &mut Vec<Message>, part: Part) {
     }
 }
 
-fn add_item(messages: &mut Vec<Message>, item: Value, i: usize) -> Result<()> {
-    let at = format!("input[{i}]");
+/// Items in the Responses API's input shape (a conversation's items have it too) as
+/// canonical messages; errors name the item as `{list}[i]`.
+pub fn items_to_messages(items: Vec<Value>, list: &str) -> Result<Vec<Message>> {
+    let mut messages = Vec::new();
+    for (i, item) in items.into_iter().enumerate() {
+        add_item(&mut messages, item, format!("{list}[{i}]"))?;
+    }
+    Ok(messages)
+}
+
+fn add_item(messages: &mut Vec<Message>, item: Value, at: String) -> Result<()> {
     // `type` may be left out of messages ("easy input messages").
     let kind = match item.get("type") {
         Some(Value::String(kind)) => kind.clone(),

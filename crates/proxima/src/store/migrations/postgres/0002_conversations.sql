@@ -7,7 +7,10 @@ CREATE TABLE conversations (
     metadata TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     used_at BIGINT NOT NULL,
-    next_seq BIGINT NOT NULL DEFAULT 0
+    next_seq BIGINT NOT NULL DEFAULT 0,
+    -- The instructions (system and developer messages, canonical JSON) turns are sent with
+    -- until a turn brings new ones.
+    system TEXT
 );
 CREATE INDEX conversations_used ON conversations (used_at);
 

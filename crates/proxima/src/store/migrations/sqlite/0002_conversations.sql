@@ -10,7 +10,10 @@ CREATE TABLE conversations (
     -- Last turn or change, epoch ms: `[context] retention` deletes the ones unused too long.
     used_at BIGINT NOT NULL,
     -- The next item's position; taking it is the only write a turn makes to this row.
-    next_seq BIGINT NOT NULL DEFAULT 0
+    next_seq BIGINT NOT NULL DEFAULT 0,
+    -- The instructions (system and developer messages, canonical JSON) turns are sent with
+    -- until a turn brings new ones.
+    system TEXT
 ) WITHOUT ROWID;
 CREATE INDEX conversations_used ON conversations (used_at);
 

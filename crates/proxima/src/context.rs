@@ -1,0 +1,373 @@
+//! Server-side conversation context: the gateway, not the client, remembers a conversation
+//! and builds each prompt within the target model's window.
+//!
+//! A chat call naming a conversation (`x-proxima-conversation`, or `conversation` in the
+//! body) sends only its new messages. [`open_turn`] — called by the prepare phase, before the
+//! limits, so they charge what is sent — loads what the prompt needs, never the whole
+//! history: the instructions, the newest summary, the newest items up to the token budget, and
+//! the earlier turns [`recall`] finds for the new message; [`assemble`] fits them to the budget.
+//! The turn is stored by a finishing stage once the answer is complete (a failed or abandoned
+//! call stores nothing, so a retry does not duplicate it), and turns that left the window are
+//! folded into a running summary off the request path ([`summarize`]).
+//!
+//! Concurrent turns on one conversation are serialised on this replica: a turn waits for the
+//! one before it to be stored, so it sees it. Replicas sharing a database append each turn
+//! atomically, so turns never interleave or get lost there either.
+
+pub mod assemble;
+pub mod items;
+mod recall;
+mod summarize;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+
+use serde_json::Value;
+use tokio::sync::OwnedMutexGuard;
+
+use crate::canonical::{ChatRequest, ChatResponse, Message, Role};
+use crate::clock::now_ms;
+use crate::config::ContextStrategy;
+use crate::error::{Error, ErrorKind, Result};
+use crate::pipeline::finish::{Keep, Stage};
+use crate::pipeline::RequestContext;
+use crate::router::Resolved;
+use crate::store::{ItemRecord, Order, Store};
+use assemble::{Inputs, Item};
+
+/// Items read per round trip while filling the window from the newest backwards.
+const PAGE: u32 = 64;
+
+/// Share of the budget recalled turns may take.
+const RECALL_SHARE: u64 = 4;
+
+/// Answer tokens assumed when a request sets no `max_tokens`, at most a quarter of the window.
+const DEFAULT_ANSWER_TOKENS: u64 = 4096;
+
+/// What outlives a reload: one lock per conversation with a turn in flight, and the
+/// conversations being summarised.
+#[derive(Default)]
+pub struct Conversations {
+    turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    summarizing: Mutex<HashSet<String>>,
+}
+
+impl Conversations {
+    /// Waits for the turn in flight on `id`, if any, and holds the conversation until the
+    /// guard drops.
+    async fn lock(self: &Arc<Self>, id: &str) -> TurnGuard {
+        let lock = {
+            let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+            turns.entry(id.to_owned()).or_default().clone()
+        };
+        TurnGuard {
+            guard: Some(lock.lock_owned().await),
+            conversations: self.clone(),
+            id: id.to_owned(),
+        }
+    }
+
+    /// Waits until the turn in flight on `id`, if any, is stored: a read right after an
+    /// answer (streamed or not) sees that turn.
+    pub async fn settled(self: &Arc<Self>, id: &str) {
+        drop(self.lock(id).await);
+    }
+}
+
+/// Holds a conversation for one turn; the last holder removes its lock from the map.
+struct TurnGuard {
+    guard: Option<OwnedMutexGuard<()>>,
+    conversations: Arc<Conversations>,
+    id: String,
+}
+
+impl Drop for TurnGuard {
+    fn drop(&mut self) {
+        let mut turns = self
+            .conversations
+            .turns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        drop(self.guard.take());
+        // Two references: the map's and this guard's mutex (now released). Nobody waits.
+        if turns
+            .get(&self.id)
+            .is_some_and(|l| Arc::strong_count(l) == 1)
+        {
+            turns.remove(&self.id);
+        }
+    }
+}
+
+/// How often conversations past `[context] retention` are looked for.
+const RETENTION_SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Deletes conversations (and stored responses) unused for longer than the current config's
+/// `[context] retention`, now and every ten minutes, until the server stops.
+pub async fn expire_old(state: Arc<crate::state::AppState>) {
+    let mut tick = tokio::time::interval(RETENTION_SWEEP);
+    loop {
+        tick.tick().await;
+        let Some(retention) = state.gateway().config.context.retention else {
+            continue;
+        };
+        let cutoff = now_ms() - i64::try_from(retention.0.as_millis()).unwrap_or(i64::MAX);
+        match state.services().store.expire_conversations(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                conversations = n,
+                "deleted conversations past their retention"
+            ),
+            Err(e) => tracing::warn!(error = %e, "could not delete old conversations"),
+        }
+    }
+}
+
+/// Checks a conversation id a client chose: ids travel in URLs and headers.
+pub fn check_id(id: &str, param: &str) -> Result<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_-.:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_request(format!(
+            "`{param}` must be 1 to 128 letters, digits, `_`, `-`, `.` or `:`"
+        ))
+        .with_param(param.to_owned()))
+    }
+}
+
+/// The answer to a conversation nobody (or somebody else) has: the same either way.
+pub fn unknown_conversation(id: &str) -> Error {
+    Error::new(
+        ErrorKind::NotFound,
+        format!("no conversation `{id}`: it does not exist, or belongs to another team or key"),
+    )
+}
+
+/// A conversation turn, opened: the request's messages are now the assembled prompt.
+pub struct Turn {
+    /// The assembled prompt's tokens (`x-proxima-context-tokens`).
+    pub tokens: u64,
+    stage: TurnStage,
+}
+
+impl Turn {
+    /// The stage that stores the turn once the answer is complete.
+    pub fn into_stage(self) -> impl Stage {
+        let stage = self.stage;
+        Keep::new(move |answer: ChatResponse| stage.store(answer))
+    }
+}
+
+/// What storing a turn needs.
+struct TurnStage {
+    cx: Arc<RequestContext>,
+    conversation: String,
+    /// The instructions to keep, when this turn brought new ones.
+    new_system: Option<Vec<Message>>,
+    new: Vec<Message>,
+    strategy: ContextStrategy,
+    /// The first position of the assembled window and the last one the summary covers.
+    window_start: Option<i64>,
+    covers: i64,
+    next_seq: i64,
+    guard: TurnGuard,
+}
+
+impl TurnStage {
+    /// Stores the turn off the request path; the conversation stays held until it is stored,
+    /// so the next turn sees it.
+    fn store(self, answer: ChatResponse) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        runtime.spawn(async move {
+            let store = &self.cx.services.store;
+            let tenant = self.cx.tenant();
+            let mut messages = self.new;
+            if let Some(choice) = answer.choices.into_iter().next() {
+                messages.push(choice.message);
+            }
+            let items = items::split(&messages);
+            let stored = async {
+                if let Some(system) = &self.new_system {
+                    store
+                        .set_conversation_system(&self.conversation, system)
+                        .await?;
+                }
+                store
+                    .append_items(&self.conversation, &tenant, &items, now_ms())
+                    .await
+            };
+            if let Err(e) = stored.await {
+                tracing::error!(conversation = %self.conversation, error = %e, "a conversation turn could not be stored");
+                return;
+            }
+            drop(self.guard);
+            if self.strategy == ContextStrategy::Summarize {
+                let end = self.window_start.unwrap_or(self.next_seq);
+                summarize::maybe_fold(self.cx, self.conversation, self.covers, end).await;
+            }
+        });
+    }
+}
+
+/// Opens a turn on `conversation` (made when the caller has none of that id): assembles the
+/// stored context and the request's new messages into the request, within the smallest
+/// window among the model's targets.
+pub async fn open_turn(
+    cx: &Arc<RequestContext>,
+    conversation: &str,
+    resolved: &Resolved,
+    request: &mut ChatRequest,
+) -> Result<Turn> {
+    check_id(conversation, "conversation")?;
+    let config = &cx.gateway.config.context;
+    let store = &cx.services.store;
+    let tenant = cx.tenant();
+    let guard = cx.services.conversations.lock(conversation).await;
+    let record = match store.get_conversation(conversation, &tenant).await? {
+        Some(record) => record,
+        None => store
+            .create_conversation(
+                conversation,
+                &tenant,
+                &Value::Object(Default::default()),
+                now_ms(),
+            )
+            .await?
+            .ok_or_else(|| unknown_conversation(conversation))?,
+    };
+    let strategy = match record
+        .metadata
+        .get("context_strategy")
+        .and_then(Value::as_str)
+    {
+        Some("window") => ContextStrategy::Window,
+        Some("summarize") if config.summarizer_model.is_some() => ContextStrategy::Summarize,
+        _ => config.default_strategy,
+    };
+
+    // The request's instructions replace the kept ones; the rest is the new turn.
+    let (mut system, new): (Vec<Message>, Vec<Message>) = std::mem::take(&mut request.messages)
+        .into_iter()
+        .partition(|m| m.role.is_instruction());
+    let new_system = if system.is_empty() {
+        system = record.system;
+        None
+    } else {
+        Some(system.clone())
+    };
+    let system_tokens = system.iter().map(items::tokens).sum();
+    let new_tokens = new.iter().map(items::tokens).sum();
+
+    let window = resolved
+        .model
+        .targets
+        .iter()
+        .map(|t| t.context_window.unwrap_or(config.default_window))
+        .min()
+        .unwrap_or(config.default_window);
+    let answer = request
+        .sampling
+        .max_tokens
+        .map_or_else(|| DEFAULT_ANSWER_TOKENS.min(window / 4), u64::from);
+    let budget = window.saturating_sub(answer + config.safety_margin);
+
+    let summary = match strategy {
+        ContextStrategy::Summarize => store.latest_summary(conversation).await?,
+        ContextStrategy::Window => None,
+    };
+    let covers = summary.as_ref().and_then(|s| s.covers).unwrap_or(-1);
+    let recent = load_recent(store, conversation, covers, budget).await?;
+    let next_seq = recent.last().map_or(0, |i| i.seq + 1);
+
+    let recall_budget = budget / RECALL_SHARE;
+    let recalled = match (config.recall, recent.first()) {
+        (0, _) | (_, None) => Vec::new(),
+        (count, Some(oldest)) => {
+            let text = new
+                .iter()
+                .rev()
+                .find(|m| m.role == Role::User)
+                .map(Message::joined_text)
+                .unwrap_or_default();
+            recall::recall(store, conversation, &text, oldest.seq, count).await?
+        }
+    };
+
+    let summary_message = summary.as_ref().map(|s| (&s.message, s.tokens));
+    let assembled = assemble::assemble(&Inputs {
+        system: &system,
+        system_tokens,
+        summary: summary_message,
+        recalled: &recalled,
+        recent: &recent,
+        new: &new,
+        new_tokens,
+        budget,
+        recall_budget,
+    });
+    request.messages = items::join(assembled.messages);
+    Ok(Turn {
+        tokens: assembled.tokens,
+        stage: TurnStage {
+            cx: cx.clone(),
+            conversation: conversation.to_owned(),
+            new_system,
+            new,
+            strategy,
+            window_start: assembled.window_start,
+            covers,
+            next_seq,
+            guard,
+        },
+    })
+}
+
+/// The newest history items after `covers`, oldest first: enough to fill `budget` (and one
+/// page more at most), read a page at a time, so the cost follows the window, not the history.
+async fn load_recent(
+    store: &Store,
+    conversation: &str,
+    covers: i64,
+    budget: u64,
+) -> Result<Vec<Item>> {
+    let mut recent: Vec<Item> = Vec::new();
+    let mut tokens = 0;
+    let mut before = None;
+    'pages: loop {
+        let page = store
+            .list_items(conversation, before, Order::Desc, PAGE)
+            .await?;
+        let full = page.len() == PAGE as usize;
+        for item in page {
+            before = Some(item.seq);
+            if item.seq <= covers {
+                break 'pages;
+            }
+            if !items::is_history(&item) {
+                continue;
+            }
+            tokens += item.tokens;
+            recent.push(as_item(item));
+        }
+        if !full || tokens > budget {
+            break;
+        }
+    }
+    recent.reverse();
+    Ok(items::join_items(recent))
+}
+
+fn as_item(record: ItemRecord) -> Item {
+    Item {
+        seq: record.seq,
+        message: record.message,
+        tokens: record.tokens,
+    }
+}

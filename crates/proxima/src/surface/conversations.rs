@@ -1,0 +1,310 @@
+//! The Conversations API, `/v1/conversations`, in the shape of OpenAI's: the server-side
+//! conversation store, read and written directly. Chat turns on a conversation go through
+//! the pipeline instead (`x-proxima-conversation`); see [`crate::context`].
+//!
+//! A conversation belongs to the caller's team, or to the key when it has none: any other
+//! caller gets 404 for it and its items, as for an id that never existed.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Extension, Path, RawQuery};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::{json_response, query, read_json};
+use crate::canonical::Api;
+use crate::clock::now_ms;
+use crate::context::{self, items};
+use crate::error::{Error, Result};
+use crate::pipeline::RequestContext;
+use crate::store::{ConversationRecord, ItemRecord, Order, Store};
+use crate::wire::conversations as wire;
+use crate::wire::responses::items_to_messages;
+
+const API: Api = Api::OpenAiChat;
+
+/// Most items one request may add, as OpenAI allows.
+const MAX_NEW_ITEMS: usize = 20;
+
+fn answer(result: Result<Value>) -> Response {
+    match result {
+        Ok(value) => json_response(&value),
+        Err(e) => e.into_response(API),
+    }
+}
+
+#[derive(Deserialize)]
+struct CreateBody {
+    #[serde(default)]
+    metadata: Option<Map<String, Value>>,
+    #[serde(default)]
+    items: Option<Vec<Value>>,
+}
+
+#[derive(Deserialize)]
+struct UpdateBody {
+    metadata: Map<String, Value>,
+}
+
+#[derive(Deserialize)]
+struct ItemsBody {
+    items: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    after: Option<String>,
+    #[serde(default)]
+    order: Option<String>,
+    /// Extra fields to include (`include[]`); every item is whole already.
+    #[serde(default, rename = "include[]")]
+    _include: Option<String>,
+}
+
+/// Metadata as OpenAI limits it: at most 16 pairs of short strings.
+fn check_metadata(metadata: &Map<String, Value>) -> Result<()> {
+    let ok = metadata.len() <= 16
+        && metadata
+            .iter()
+            .all(|(k, v)| k.len() <= 64 && v.as_str().is_some_and(|v| v.len() <= 512));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_request(
+            "`metadata` takes at most 16 pairs, keys of up to 64 characters, string values of up to 512",
+        )
+        .with_param("metadata"))
+    }
+}
+
+/// The caller's conversation `id`, or 404.
+async fn owned(cx: &RequestContext, id: &str) -> Result<ConversationRecord> {
+    context::check_id(id, "conversation_id")?;
+    cx.services.conversations.settled(id).await;
+    cx.services
+        .store
+        .get_conversation(id, &cx.tenant())
+        .await?
+        .ok_or_else(|| context::unknown_conversation(id))
+}
+
+/// Parses items and stores them at the end of the conversation.
+async fn append(
+    store: &Store,
+    cx: &RequestContext,
+    id: &str,
+    items: Vec<Value>,
+) -> Result<Vec<ItemRecord>> {
+    if items.len() > MAX_NEW_ITEMS {
+        return Err(Error::invalid_request(format!(
+            "at most {MAX_NEW_ITEMS} items can be added at once"
+        ))
+        .with_param("items"));
+    }
+    let messages = items_to_messages(items, "items")?;
+    let new = items::split(&messages);
+    store
+        .append_items(id, &cx.tenant(), &new, now_ms())
+        .await?
+        .ok_or_else(|| context::unknown_conversation(id))
+}
+
+/// `POST /v1/conversations`.
+pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
+    answer(
+        async {
+            let body: CreateBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
+            let metadata = body.metadata.unwrap_or_default();
+            check_metadata(&metadata)?;
+            // Parsed before anything is stored: a bad item creates nothing.
+            let items = body.items.unwrap_or_default();
+            if items.len() > MAX_NEW_ITEMS {
+                return Err(Error::invalid_request(format!(
+                    "at most {MAX_NEW_ITEMS} initial items"
+                ))
+                .with_param("items"));
+            }
+            items_to_messages(items.clone(), "items")?;
+            let store = &cx.services.store;
+            let id = format!("conv_{:032x}", fastrand::u128(..));
+            let record = store
+                .create_conversation(&id, &cx.tenant(), &Value::Object(metadata), now_ms())
+                .await?
+                .ok_or_else(|| Error::internal("a fresh conversation id was taken"))?;
+            if !items.is_empty() {
+                append(store, &cx, &id, items).await?;
+            }
+            Ok(wire::conversation(&record))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/conversations/{id}`.
+pub async fn get(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(owned(&cx, &id).await.map(|c| wire::conversation(&c)))
+}
+
+/// `POST /v1/conversations/{id}`: replaces the metadata.
+pub async fn update(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let body: UpdateBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
+            check_metadata(&body.metadata)?;
+            let mut record = owned(&cx, &id).await?;
+            record.metadata = Value::Object(body.metadata);
+            cx.services
+                .store
+                .set_conversation_metadata(&id, &cx.tenant(), &record.metadata, now_ms())
+                .await?;
+            Ok(wire::conversation(&record))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /v1/conversations/{id}`: the conversation and its items.
+pub async fn delete(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path(id): Path<String>,
+) -> Response {
+    answer(
+        async {
+            context::check_id(&id, "conversation_id")?;
+            if cx
+                .services
+                .store
+                .delete_conversation(&id, &cx.tenant())
+                .await?
+            {
+                Ok(wire::deleted(&id))
+            } else {
+                Err(context::unknown_conversation(&id))
+            }
+        }
+        .await,
+    )
+}
+
+/// `POST /v1/conversations/{id}/items`: adds up to 20 items at the end.
+pub async fn add_items(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path(id): Path<String>,
+    body: Body,
+) -> Response {
+    answer(
+        async {
+            let body: ItemsBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
+            owned(&cx, &id).await?;
+            let stored = append(&cx.services.store, &cx, &id, body.items).await?;
+            Ok(wire::list(&stored, false))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/conversations/{id}/items`: a page of items, newest first unless `order=asc`, as
+/// the OpenAI SDK pages them (`after` = the last id of the previous page).
+pub async fn list_items(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    answer(
+        async {
+            let query: ListQuery = query(raw)?;
+            let limit = query.limit.unwrap_or(20);
+            if !(1..=100).contains(&limit) {
+                return Err(
+                    Error::invalid_request("`limit` must be between 1 and 100").with_param("limit")
+                );
+            }
+            let order = match query.order.as_deref() {
+                None | Some("desc") => Order::Desc,
+                Some("asc") => Order::Asc,
+                Some(other) => {
+                    return Err(Error::invalid_request(format!(
+                        "`order` must be `asc` or `desc`, not `{other}`"
+                    ))
+                    .with_param("order"))
+                }
+            };
+            owned(&cx, &id).await?;
+            let store = &cx.services.store;
+            let after = match &query.after {
+                Some(item) => Some(
+                    store
+                        .get_item(&id, item)
+                        .await?
+                        .ok_or_else(|| {
+                            Error::invalid_request(format!(
+                                "`after`: no item `{item}` in this conversation"
+                            ))
+                            .with_param("after")
+                        })?
+                        .seq,
+                ),
+                None => None,
+            };
+            let mut page = store.list_items(&id, after, order, limit + 1).await?;
+            let has_more = page.len() > limit as usize;
+            page.truncate(limit as usize);
+            Ok(wire::list(&page, has_more))
+        }
+        .await,
+    )
+}
+
+/// `GET /v1/conversations/{id}/items/{item_id}`.
+pub async fn get_item(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path((id, item)): Path<(String, String)>,
+) -> Response {
+    answer(
+        async {
+            owned(&cx, &id).await?;
+            let record = cx.services.store.get_item(&id, &item).await?;
+            record
+                .map(|r| wire::item(&r))
+                .ok_or_else(|| unknown_item(&item))
+        }
+        .await,
+    )
+}
+
+/// `DELETE /v1/conversations/{id}/items/{item_id}`: answers with the conversation.
+pub async fn delete_item(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    Path((id, item)): Path<(String, String)>,
+) -> Response {
+    answer(
+        async {
+            let conversation = owned(&cx, &id).await?;
+            if cx.services.store.delete_item(&id, &item).await? {
+                Ok(wire::conversation(&conversation))
+            } else {
+                Err(unknown_item(&item))
+            }
+        }
+        .await,
+    )
+}
+
+fn unknown_item(id: &str) -> Error {
+    Error::new(
+        crate::error::ErrorKind::NotFound,
+        format!("no item `{id}` in this conversation"),
+    )
+}
