@@ -9,6 +9,7 @@ pub mod canonical;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context;
 pub mod error;
 pub mod gateway;
 pub mod http_client;

@@ -1,0 +1,3 @@
+//! Server-side conversation context.
+
+pub mod assemble;
