@@ -65,22 +65,17 @@ pub fn assemble(inputs: &Inputs<'_>) -> Assembled {
         .saturating_add(inputs.new_tokens);
     // An overlong fixed part gets nothing else, not even free (zero-token) items: the caller
     // decides what to do with such a prompt, and should see exactly what it is made of.
-    let room = inputs.budget.checked_sub(fixed);
-
-    let window = match room {
+    let (window, recalled) = match inputs.budget.checked_sub(fixed) {
         Some(room) => {
             let reserve = recall_reserve(inputs).min(room);
-            choose_window(inputs.recent, room - reserve)
+            let window = choose_window(inputs.recent, room - reserve);
+            let recall_room = room.saturating_sub(window.tokens).min(inputs.recall_budget);
+            let window_start = window.start_seq(inputs.recent);
+            let recalled = choose_recalled(inputs.recalled, window_start, recall_room);
+            (window, recalled)
         }
-        None => Window::empty(inputs.recent.len()),
+        None => (Window::empty(inputs.recent.len()), Vec::new()),
     };
-    let window_start = window.start_seq(inputs.recent);
-
-    let recall_room = room
-        .unwrap_or(0)
-        .saturating_sub(window.tokens)
-        .min(inputs.recall_budget);
-    let recalled = choose_recalled(inputs.recalled, window_start, recall_room);
 
     let mut messages = Vec::new();
     messages.extend(inputs.system.iter().cloned());
@@ -97,7 +92,7 @@ pub fn assemble(inputs: &Inputs<'_>) -> Assembled {
         tokens: fixed
             .saturating_add(window.tokens)
             .saturating_add(recalled.iter().map(|stretch| tokens_of(stretch)).sum()),
-        window_start,
+        window_start: window.start_seq(inputs.recent),
         recalled_items,
     }
 }
@@ -124,6 +119,7 @@ struct Window {
 }
 
 impl Window {
+    /// No item of a `recent` of `len` items.
     fn empty(len: usize) -> Window {
         Window {
             first: len,
@@ -132,6 +128,7 @@ impl Window {
         }
     }
 
+    /// The items, oldest first.
     fn items<'r>(&self, recent: &'r [Item]) -> impl Iterator<Item = &'r Item> {
         let pinned = self.pinned.and_then(|at| recent.get(at));
         pinned
@@ -139,6 +136,7 @@ impl Window {
             .chain(recent.get(self.first..).unwrap_or(&[]))
     }
 
+    /// seq of the oldest item, the pinned one if any.
     fn start_seq(&self, recent: &[Item]) -> Option<i64> {
         self.items(recent).next().map(|item| item.seq)
     }
@@ -228,7 +226,8 @@ fn choose_recalled(recalled: &[Vec<Item>], window_start: Option<i64>, room: u64)
         let (Some(first), Some(last)) = (stretch.first(), stretch.last()) else {
             continue;
         };
-        let in_window = window_start.is_some_and(|start| last.seq >= start);
+        let in_window =
+            window_start.is_some_and(|start| stretch.iter().any(|item| item.seq >= start));
         let overlaps_taken = taken.iter().any(|other| {
             let (other_first, other_last) = (other[0].seq, other[other.len() - 1].seq);
             first.seq <= other_last && other_first <= last.seq
@@ -244,6 +243,7 @@ fn choose_recalled(recalled: &[Vec<Item>], window_start: Option<i64>, room: u64)
     taken
 }
 
+/// Sum of the items' stored token counts.
 fn tokens_of(items: &[Item]) -> u64 {
     items
         .iter()
@@ -261,7 +261,7 @@ fn is_tool_result(message: &Message) -> bool {
         .any(|part| matches!(part, Part::ToolResult { .. }))
 }
 
-/// A user turn: a User message that is not just tool results.
+/// A user turn: a User message holding no tool result.
 fn opens_exchange(message: &Message) -> bool {
     message.role == Role::User && !is_tool_result(message)
 }
@@ -269,6 +269,8 @@ fn opens_exchange(message: &Message) -> bool {
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
+    use std::collections::{HashMap, HashSet};
+
     use serde_json::Map;
 
     use super::*;
@@ -364,9 +366,12 @@ mod tests {
         let system = [Message::text(Role::System, "be kind")];
         let summary = Message::text(Role::System, "so far");
         let new = [user("now")];
-        // A free (zero-token) item would fit any budget, yet is left out: nothing but the fixed part.
-        let recent = items(1, vec![(user("old"), 0)]);
+        // Free (zero-token) items would fit any budget, yet are left out: nothing but the fixed part.
+        let recent = items(2, vec![(user("old"), 0)]);
+        let recalled = [items(1, vec![(user("older"), 0)])];
         let mut inputs = inputs(&recent, &new, 10);
+        inputs.recalled = &recalled;
+        inputs.recall_budget = 10;
         inputs.system = &system;
         inputs.system_tokens = 5;
         inputs.summary = Some((&summary, 4));
@@ -611,20 +616,23 @@ mod tests {
                 (assistant("a6"), 10),
                 (user("u7"), 1),
                 (assistant("a8"), 1),
+                (user("u9"), 1),
+                (assistant("a10"), 1),
             ],
         );
         let stretch = |from: i64, to: i64| history[from as usize - 1..to as usize].to_vec();
+        // Each skipped one would fit in what is left when its turn comes.
         let recalled = [
-            stretch(3, 4), // taken first
-            stretch(5, 7), // reaches into the window
-            stretch(1, 4), // overlaps the one taken
-            stretch(5, 6), // does not fit
-            stretch(1, 2), // taken
+            stretch(3, 4),  // taken first
+            stretch(7, 10), // reaches into the window
+            stretch(1, 4),  // overlaps the one taken
+            stretch(5, 6),  // does not fit
+            stretch(1, 2),  // taken
         ];
         let system = [Message::text(Role::System, "be kind")];
         let summary = Message::text(Role::System, "so far");
         let new = [user("now")];
-        let mut inputs = inputs(&history[6..], &new, 100);
+        let mut inputs = inputs(&history[8..], &new, 100);
         inputs.system = &system;
         inputs.system_tokens = 1;
         inputs.summary = Some((&summary, 1));
@@ -636,11 +644,11 @@ mod tests {
 
         assert_eq!(
             labels(&out),
-            ["be kind", "so far", "u1", "a2", "u3", "a4", "u7", "a8", "now"]
+            ["be kind", "so far", "u1", "a2", "u3", "a4", "u9", "a10", "now"]
         );
         assert_eq!(out.recalled_items, 4);
         assert_eq!(out.tokens, 9);
-        assert_eq!(out.window_start, Some(7));
+        assert_eq!(out.window_start, Some(9));
     }
 
     // ---- rules 5 and 6 ----
@@ -679,5 +687,351 @@ mod tests {
         let out = assemble(&inputs(&recent, &new, 3));
         assert_eq!(labels(&out), ["be brief", "u3", "a4", "now"]);
         assert_eq!(out.window_start, Some(2));
+    }
+
+    // ---- properties, over random histories ----
+
+    /// A random case: the inputs' owned parts, and the whole history they were cut from.
+    struct Case {
+        history: Vec<Item>,
+        system: Vec<Message>,
+        system_tokens: u64,
+        summary: Option<(Message, u64)>,
+        recalled: Vec<Vec<Item>>,
+        recent_from: usize,
+        new: Vec<Message>,
+        new_tokens: u64,
+        budget: u64,
+        recall_budget: u64,
+    }
+
+    impl Case {
+        fn inputs(&self) -> Inputs<'_> {
+            Inputs {
+                system: &self.system,
+                system_tokens: self.system_tokens,
+                summary: self
+                    .summary
+                    .as_ref()
+                    .map(|(message, tokens)| (message, *tokens)),
+                recalled: &self.recalled,
+                recent: &self.history[self.recent_from..],
+                new: &self.new,
+                new_tokens: self.new_tokens,
+                budget: self.budget,
+                recall_budget: self.recall_budget,
+            }
+        }
+
+        fn fixed(&self) -> u64 {
+            self.system_tokens + self.summary.as_ref().map_or(0, |(_, t)| *t) + self.new_tokens
+        }
+    }
+
+    /// Mostly small sizes, sometimes free, sometimes large.
+    fn random_tokens(rng: &mut fastrand::Rng) -> u64 {
+        match rng.u8(0..10) {
+            0 => 0,
+            1 => rng.u64(20..60),
+            _ => rng.u64(1..10),
+        }
+    }
+
+    /// A history being made: items with random tokens, seqs from 1.
+    struct Builder {
+        rng: fastrand::Rng,
+        history: Vec<Item>,
+        /// Indices of the user turns (where recalled stretches may begin).
+        users: Vec<usize>,
+        calls: usize,
+    }
+
+    impl Builder {
+        fn push(&mut self, message: Message) {
+            let tokens = random_tokens(&mut self.rng);
+            let seq = self.history.len() as i64 + 1;
+            self.history.push(Item {
+                seq,
+                message,
+                tokens,
+            });
+        }
+
+        /// 1–3 fresh call ids.
+        fn call_ids(&mut self) -> Vec<String> {
+            (0..self.rng.usize(1..=3))
+                .map(|_| {
+                    self.calls += 1;
+                    format!("call{}", self.calls)
+                })
+                .collect()
+        }
+
+        /// A user message and 0–3 assistant steps, each a text answer or 1–3 calls followed by
+        /// their results (one Tool message each, one User message of all, or one User message
+        /// each); sometimes a developer message first. Every message is distinct (turn numbers
+        /// and call ids in the texts), so the output can be mapped back to items.
+        fn turn(&mut self) {
+            let turn = self.users.len();
+            if self.rng.u8(0..8) == 0 {
+                self.push(Message::text(Role::Developer, format!("be brief {turn}")));
+            }
+            self.users.push(self.history.len());
+            self.push(user(&format!("question {turn}")));
+            for step in 0..self.rng.usize(0..4) {
+                if self.rng.bool() {
+                    self.push(assistant(&format!("answer {turn}.{step}")));
+                    continue;
+                }
+                let ids = self.call_ids();
+                let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+                let mut call = calls(&ids);
+                if self.rng.bool() {
+                    let text = format!("let me look {turn}.{step}");
+                    call.content.insert(0, Part::text(text));
+                }
+                self.push(call);
+                match self.rng.u8(0..3) {
+                    0 => ids
+                        .iter()
+                        .for_each(|id| self.push(results(Role::Tool, &[id]))),
+                    1 => self.push(results(Role::User, &ids)),
+                    _ => ids
+                        .iter()
+                        .for_each(|id| self.push(results(Role::User, &[id]))),
+                }
+            }
+        }
+    }
+
+    fn random_case(seed: u64) -> Case {
+        let mut b = Builder {
+            rng: fastrand::Rng::with_seed(seed),
+            history: Vec::new(),
+            users: Vec::new(),
+            calls: 0,
+        };
+        for _ in 0..b.rng.usize(0..9) {
+            b.turn();
+        }
+        let Builder {
+            mut rng,
+            history,
+            users,
+            ..
+        } = b;
+
+        // Recalled stretches: 1–2 whole turns, from any turn but the last (so some lie in the
+        // window, some before it, some overlap each other).
+        let mut recalled = Vec::new();
+        if users.len() > 1 {
+            for _ in 0..rng.usize(0..4) {
+                let from = rng.usize(0..users.len() - 1);
+                let to = users.get(from + rng.usize(1..=2)).copied();
+                recalled.push(history[users[from]..to.unwrap_or(history.len())].to_vec());
+            }
+        }
+        // Recent: any suffix, so it may begin mid-exchange, even on results; half the time at a
+        // user turn, else most windows would be emptied for want of a user message to begin with.
+        let recent_from = match users.len() {
+            0 => rng.usize(0..=history.len()),
+            n if rng.bool() => users[rng.usize(0..n)],
+            _ => rng.usize(0..=history.len()),
+        };
+
+        let system: Vec<Message> = (0..rng.usize(0..=2))
+            .map(|i| Message::text(Role::System, format!("instruction {i}")))
+            .collect();
+        let system_tokens = system.len() as u64 * rng.u64(0..10);
+        let summary = rng.bool().then(|| {
+            let role = if rng.bool() { Role::System } else { Role::User };
+            (Message::text(role, "summary"), rng.u64(0..20))
+        });
+        let new: Vec<Message> = (0..rng.usize(1..=2))
+            .map(|i| user(&format!("new {i}")))
+            .collect();
+        let new_tokens = rng.u64(0..20);
+
+        // Mostly room for some of the history, sometimes not even for the fixed part.
+        let fixed = system_tokens + summary.as_ref().map_or(0, |(_, t)| *t) + new_tokens;
+        let budget = if rng.u8(0..5) == 0 {
+            rng.u64(0..=fixed)
+        } else {
+            fixed + rng.u64(0..=tokens_of(&history) + 10)
+        };
+        let recall_budget = rng.u64(0..=budget / 2 + 1);
+        Case {
+            history,
+            system,
+            system_tokens,
+            summary,
+            recalled,
+            recent_from,
+            new,
+            new_tokens,
+            budget,
+            recall_budget,
+        }
+    }
+
+    /// A message as a key: messages are all distinct, and have no equality of their own.
+    fn key(message: &Message) -> String {
+        serde_json::to_string(message).unwrap()
+    }
+
+    /// What happened in a case, to make sure the random cases reach every path.
+    #[derive(Default)]
+    struct Seen {
+        over_budget: usize,
+        pinned: usize,
+        recalled: usize,
+        no_window: usize,
+        whole_recent: usize,
+    }
+
+    /// Checks every property of `out`, the assembly of `case`.
+    fn check(case: &Case, out: &Assembled, seen: &mut Seen) {
+        let inputs = case.inputs();
+        let recent = inputs.recent;
+        let fixed = case.fixed();
+        let by_key: HashMap<String, &Item> = case
+            .history
+            .iter()
+            .map(|item| (key(&item.message), item))
+            .collect();
+
+        // The layout: system, summary, history, new (b: all new messages, last).
+        let head = case.system.len() + usize::from(case.summary.is_some());
+        let tail = out.messages.len() - case.new.len();
+        let expected_head = case
+            .system
+            .iter()
+            .chain(case.summary.iter().map(|(m, _)| m));
+        let actual_head = &out.messages[..head];
+        assert!(expected_head.map(key).eq(actual_head.iter().map(key)));
+        assert!(case
+            .new
+            .iter()
+            .map(key)
+            .eq(out.messages[tail..].iter().map(key)));
+        let included: Vec<&Item> = out.messages[head..tail]
+            .iter()
+            .map(|message| by_key[&key(message)])
+            .collect();
+
+        // (a) within budget whenever the fixed part is; (g) tokens are what was included.
+        let history_tokens: u64 = included.iter().map(|item| item.tokens).sum();
+        assert_eq!(out.tokens, fixed + history_tokens);
+        if fixed <= case.budget {
+            assert!(out.tokens <= case.budget);
+        } else {
+            seen.over_budget += 1;
+            assert!(included.is_empty());
+        }
+
+        // (e) history in ascending seq order.
+        assert!(included.windows(2).all(|pair| pair[0].seq < pair[1].seq));
+
+        // (f) recalled items are whole stretches of what recall found, within recall's budget.
+        let (recalled, window) = included.split_at(out.recalled_items);
+        let mut rest = recalled;
+        while !rest.is_empty() {
+            let is_prefix = |stretch: &&Vec<Item>| {
+                let seqs = stretch.iter().map(|item| item.seq);
+                !stretch.is_empty()
+                    && stretch.len() <= rest.len()
+                    && seqs.eq(rest.iter().map(|item| item.seq).take(stretch.len()))
+            };
+            let stretch = case.recalled.iter().find(is_prefix).unwrap();
+            rest = &rest[stretch.len()..];
+        }
+        assert!(recalled.iter().map(|item| item.tokens).sum::<u64>() <= case.recall_budget);
+        seen.recalled += usize::from(!recalled.is_empty());
+
+        // The window: a suffix of recent, maybe after a pinned user message.
+        assert_eq!(out.window_start, window.first().map(|item| item.seq));
+        let suffix = &recent[recent.len() - window.len()..];
+        if let (Some(first), Some(suffix_first)) = (window.first(), suffix.first()) {
+            if first.seq != suffix_first.seq {
+                seen.pinned += 1;
+                assert!(opens_exchange(&first.message));
+                assert!(recent.iter().any(|item| item.seq == first.seq));
+            }
+        }
+        let window_seqs = window.iter().skip(1).map(|item| item.seq);
+        assert!(window_seqs.eq(suffix.iter().skip(1).map(|item| item.seq)));
+        seen.no_window += usize::from(window.is_empty());
+        seen.whole_recent += usize::from(!recent.is_empty() && window.len() == recent.len());
+
+        // (c) every call has its result after it, every result its call before it.
+        let mut open_calls = HashSet::new();
+        for part in out.messages.iter().flat_map(|message| &message.content) {
+            match part {
+                Part::ToolCall { id, .. } => assert!(open_calls.insert(id.clone())),
+                Part::ToolResult { call_id, .. } => assert!(open_calls.remove(call_id)),
+                _ => {}
+            }
+        }
+        assert!(
+            open_calls.is_empty(),
+            "calls without results: {open_calls:?}"
+        );
+
+        // (d) the first non-instruction message before the new ones opens an exchange.
+        let first_turn = out.messages[..tail]
+            .iter()
+            .find(|message| !message.role.is_instruction());
+        assert!(first_turn.is_none_or(opens_exchange));
+
+        // (b) the newest stored item is in whenever its block (and the user message to pin in
+        // front of it, when it begins with an assistant turn) fits in what the window may use.
+        let (Some(newest), Some(room)) = (recent.last(), case.budget.checked_sub(fixed)) else {
+            return;
+        };
+        let Some(block_start) = recent.iter().rposition(|i| !is_tool_result(&i.message)) else {
+            return;
+        };
+        let reserve = if case.recalled.is_empty() {
+            0
+        } else {
+            case.recall_budget
+                .min(case.recalled.iter().map(|s| tokens_of(s)).sum())
+        };
+        let mut needed = tokens_of(&recent[block_start..]);
+        let lead = recent[block_start..]
+            .iter()
+            .find(|item| !item.message.role.is_instruction());
+        if lead.is_some_and(|lead| !opens_exchange(&lead.message)) {
+            let opener = recent[..block_start]
+                .iter()
+                .rposition(|item| opens_exchange(&item.message));
+            let Some(opener) = opener else { return };
+            needed += recent[opener].tokens;
+        }
+        if needed <= room - reserve.min(room) {
+            assert!(included.iter().any(|item| item.seq == newest.seq));
+        }
+    }
+
+    #[test]
+    fn random_histories_always_make_a_valid_prompt_within_budget() {
+        let mut seen = Seen::default();
+        for seed in 0..5000 {
+            let case = random_case(seed);
+            let out = assemble(&case.inputs());
+            let checked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                check(&case, &out, &mut seen)
+            }));
+            if let Err(panic) = checked {
+                eprintln!("seed {seed}: {:#?}", labels(&out));
+                std::panic::resume_unwind(panic);
+            }
+        }
+        // The random cases must reach every path, or the properties prove little.
+        assert!(seen.over_budget > 0);
+        assert!(seen.pinned > 0);
+        assert!(seen.recalled > 0);
+        assert!(seen.no_window > 0);
+        assert!(seen.whole_recent > 0);
     }
 }
