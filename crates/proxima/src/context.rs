@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use serde_json::Value;
 use tokio::sync::OwnedMutexGuard;
 
-use crate::canonical::{ChatRequest, ChatResponse, Message, Role};
+use crate::canonical::{ChatRequest, ChatResponse, Message, Part, Role};
 use crate::clock::now_ms;
 use crate::config::ContextStrategy;
 use crate::error::{Error, ErrorKind, Result};
@@ -276,15 +276,46 @@ pub async fn open_turn(
         .sampling
         .max_tokens
         .map_or_else(|| DEFAULT_ANSWER_TOKENS.min(window / 4), u64::from);
-    let budget = window.saturating_sub(answer + config.safety_margin);
+    // Tool definitions go with every prompt and take their share of the window.
+    let tool_tokens = if request.tools.is_empty() {
+        0
+    } else {
+        crate::tokenizer::count(&serde_json::to_string(&request.tools).unwrap_or_default())
+    };
+    let budget = window.saturating_sub(answer + config.safety_margin + tool_tokens);
 
     let summary = match strategy {
         ContextStrategy::Summarize => store.latest_summary(conversation).await?,
         ContextStrategy::Window => None,
     };
     let covers = summary.as_ref().and_then(|s| s.covers).unwrap_or(-1);
-    let recent = load_recent(store, conversation, covers, budget).await?;
+    let mut recent = load_recent(store, conversation, covers, budget).await?;
     let next_seq = recent.last().map_or(0, |i| i.seq + 1);
+    // An agent's new messages may begin with the results of the calls the newest stored turn
+    // made: that turn is sent with them whatever the budget, so no result goes without its
+    // call (it is stored already, so it is sent, not stored again).
+    let answers_calls = new.first().is_some_and(|m| {
+        m.content
+            .iter()
+            .any(|p| matches!(p, Part::ToolResult { .. }))
+    });
+    let calls_answered = answers_calls
+        && recent.last().is_some_and(|i| {
+            i.message.role == Role::Assistant
+                && i.message
+                    .content
+                    .iter()
+                    .any(|p| matches!(p, Part::ToolCall { .. }))
+        });
+    let mut prompt_new = Vec::with_capacity(new.len() + 1);
+    let mut new_tokens = new_tokens;
+    if calls_answered {
+        if let Some(call) = recent.pop() {
+            new_tokens += call.tokens;
+            prompt_new.push(call.message);
+        }
+    }
+    prompt_new.extend(new.iter().cloned());
 
     let recall_budget = budget / RECALL_SHARE;
     let recalled = match (config.recall, recent.first()) {
@@ -307,7 +338,7 @@ pub async fn open_turn(
         summary: summary_message,
         recalled: &recalled,
         recent: &recent,
-        new: &new,
+        new: &prompt_new,
         new_tokens,
         budget,
         recall_budget,

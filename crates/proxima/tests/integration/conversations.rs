@@ -540,3 +540,52 @@ async fn summaries_fold_old_turns_with_a_call_per_chunk_under_the_callers_key() 
         .all(|r| r.key_name.as_deref() == Some("alice")));
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_agent_sending_only_tool_results_gets_them_after_their_call() {
+    let mock = MockUpstream::start().await.unwrap();
+    // A window so small that no stored turn fits beside the new messages.
+    let gw = Gateway::start(backend("openai", &mock, "context_window = 1100")).await;
+    let tools = weather_tools();
+    let called = gw
+        .send(
+            gw.request_as(ALICE, Method::POST, "/v1/chat/completions")
+                .header("content-type", "application/json")
+                .header("x-proxima-conversation", "agent")
+                .body(
+                    json!({"model": "chat", "tools": tools, "messages": [
+                        {"role": "user", "content": "mock-call: get_weather {\"city\": \"Oslo\"}"}
+                    ]})
+                    .to_string(),
+                ),
+        )
+        .await;
+    assert_eq!(called.status, 200, "{}", called.text());
+    let calls = tool_calls(&called.json());
+    assert_eq!(calls.len(), 1, "{}", called.text());
+    let call_id = calls[0].0.clone();
+    let results = gw
+        .send(
+            gw.request_as(ALICE, Method::POST, "/v1/chat/completions")
+                .header("content-type", "application/json")
+                .header("x-proxima-conversation", "agent")
+                .body(
+                    json!({"model": "chat", "tools": tools, "max_tokens": 580, "messages": [
+                        {"role": "tool", "tool_call_id": call_id, "content": "rainy"}
+                    ]})
+                    .to_string(),
+                ),
+        )
+        .await;
+    assert_eq!(results.status, 200, "{}", results.text());
+    let sent = mock.received()[1].json();
+    let messages = sent["messages"].as_array().unwrap();
+    let call_at = messages
+        .iter()
+        .position(|m| m["tool_calls"][0]["id"] == call_id.as_str())
+        .expect("the call goes with its result");
+    assert_eq!(messages[call_at + 1]["tool_call_id"], call_id.as_str());
+    // Stored once: user, the call, its result, the answer.
+    assert_eq!(items(&gw, ALICE, "agent").await.len(), 4);
+    gw.shutdown().await;
+}
