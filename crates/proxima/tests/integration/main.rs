@@ -14,6 +14,7 @@ mod limits;
 mod logs;
 mod matrix;
 mod providers;
+mod responses;
 mod routing;
 mod shutdown;
 mod streaming;
