@@ -23,6 +23,8 @@ pub use stream::{encode, Event, ResponseEvents};
 
 const API: Api = Api::Responses;
 
+/// `POST /v1/responses`: one model call with the request's instructions, the earlier turns of
+/// `previous_response_id` and the new input; stored, unless `store: false`, once it completed.
 pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
     let converted = match read_json::<ResponsesRequest>(body, limit)

@@ -8,7 +8,8 @@
 //! from the surface, right after. The write runs in the background, off the answer's way; a
 //! client that reads its response back at once would race it, so the id is registered as being
 //! written from the moment the call completed, before the client can see the end of the
-//! answer, and every read of an id waits for its write first.
+//! answer, and every read of an id waits for its write first. Until its call completed a
+//! response is not found: a read while it streams, or of one whose call failed, is a 404.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
@@ -277,4 +278,29 @@ pub async fn cancel(
         }
         .await,
     )
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_read_waits_for_the_write_under_way() {
+        let id = "resp_waits_for_its_write";
+        let pending = Writing::start(id.to_owned());
+        let read = tokio::spawn(written(id));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!read.is_finished(), "the read went ahead of the write");
+        drop(pending);
+        tokio::time::timeout(Duration::from_secs(1), read)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!writing().contains_key(id));
+        // Nothing under way: no wait.
+        tokio::time::timeout(Duration::from_millis(100), written(id))
+            .await
+            .unwrap();
+    }
 }
