@@ -92,18 +92,17 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             "/v1/conversations/{id}/items/{item}",
             get(surface::conversations::get_item).delete(surface::conversations::delete_item),
         )
-        // Stored responses do not exist yet: each of these answers a 400 that says so.
         .route(
             "/v1/responses/{id}",
-            get(surface::responses::stored_response).delete(surface::responses::stored_response),
+            get(surface::responses::get).delete(surface::responses::delete),
         )
         .route(
             "/v1/responses/{id}/input_items",
-            get(surface::responses::stored_response),
+            get(surface::responses::input_items),
         )
         .route(
             "/v1/responses/{id}/cancel",
-            post(surface::responses::stored_response),
+            post(surface::responses::cancel),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()

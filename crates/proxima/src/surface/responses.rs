@@ -1,52 +1,93 @@
 //! The Responses API surface: `POST /v1/responses`, served by every provider through the
-//! canonical model, streaming and not.
+//! canonical model, streaming and not; responses are stored (`store`, default true) and
+//! continued (`previous_response_id`) through [`stored`].
 
+mod stored;
 mod stream;
 
+use std::cell::Cell;
 use std::sync::Arc;
 
 use super::events::sse_events;
 use super::{chat_response, json_response, read_json};
 use crate::canonical::Api;
-use crate::error::Error;
-use crate::pipeline::{self, RequestContext};
-use crate::wire::responses::{ResponseObject, ResponsesRequest};
+use crate::pipeline::{self, Directives, RequestContext};
+use crate::wire::responses::{Converted, ResponseObject, ResponsesRequest};
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
+use tokio::sync::oneshot;
 
+pub use stored::{cancel, delete, get, input_items};
 pub use stream::{encode, Event, ResponseEvents};
 
 const API: Api = Api::Responses;
 
+/// `POST /v1/responses`: one model call with the request's instructions, the earlier turns of
+/// `previous_response_id` and the new input; stored, unless `store: false`, once it completed.
 pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
-    let (req, context) = match read_json::<ResponsesRequest>(body, limit)
+    let converted = match read_json::<ResponsesRequest>(body, limit)
         .await
         .and_then(ResponsesRequest::into_canonical)
     {
         Ok(converted) => converted,
         Err(e) => return e.into_response(API),
     };
-    let routed = pipeline::chat(&cx, req, pipeline::Directives::default()).await;
+    let Converted {
+        mut request,
+        context,
+        input_start,
+        input_items,
+    } = converted;
+    let echo = &context.echo;
+    // Taken before a chain's turns join it: a response's stored turn is only its new input.
+    let input = if echo.store {
+        request.messages[input_start..].to_vec()
+    } else {
+        Vec::new()
+    };
+    if let Some(previous) = &echo.previous_response_id {
+        // After the new instructions, never the earlier ones, and before the new input.
+        match stored::chain(&cx, previous).await {
+            Ok(turns) => drop(request.messages.splice(input_start..input_start, turns)),
+            Err(e) => return e.into_response(API),
+        }
+    }
+    let mut directives = Directives {
+        conversation: echo.conversation.as_ref().map(|c| c.id.clone()),
+        stages: Vec::new(),
+    };
+    // Gets the response object the client is answered with, for storing.
+    let mut sink = None;
+    if echo.store {
+        let (body, stored_body) = oneshot::channel();
+        sink = Some(body);
+        directives
+            .stages
+            .push(stored::keep(&cx, &context, input, input_items, stored_body));
+    }
+    let routed = pipeline::chat(&cx, request, directives).await;
     let keepalive = cx.gateway.config.server.stream_keepalive.0;
-    let machine = ResponseEvents::new(context.clone());
+    // Whichever way the answer goes out takes the sink.
+    let sink = Cell::new(sink);
     chat_response(
         routed,
         API,
         keepalive,
-        |answer| json_response(&ResponseObject::from_canonical(answer, &context)),
-        |chunks| sse_events(chunks, machine),
+        |answer| {
+            // Built once: what the client gets is what is stored, item ids and all.
+            let response = ResponseObject::from_canonical(answer, &context);
+            if let Some(sink) = sink.take() {
+                let _ = sink.send(response.clone());
+            }
+            json_response(&response)
+        },
+        |chunks| {
+            let machine = ResponseEvents::new(context.clone()).on_completed(sink.take());
+            sse_events(chunks, machine)
+        },
     )
-}
-
-/// `GET`/`DELETE /v1/responses/{id}` and the other routes on stored responses: 400 until
-/// responses are stored, saying so.
-pub async fn stored_response() -> Response {
-    Error::invalid_request(
-        "stored responses come with the conversation store, which this gateway does not have yet: responses are not stored, so they cannot be retrieved, listed, cancelled or deleted",
-    )
-    .into_response(API)
 }
 
 /// End to end: the real server, in-process, on the built-in mock provider.
@@ -331,21 +372,32 @@ targets = [{ provider = "mock", model = "mock" }]
             json!({"model": "mock", "input": "hi", "previous_response_id": "resp_1"}),
         )
         .await;
+        assert_eq!(r.status(), 404);
+        let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+        assert_eq!(body["error"]["param"], "previous_response_id");
+
+        let r = post(
+            &base,
+            json!({"model": "mock", "input": "hi", "background": true}),
+        )
+        .await;
         assert_eq!(r.status(), 400);
         let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(body["error"]["code"], "invalid_request");
         assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert_eq!(body["error"]["param"], "previous_response_id");
+        assert_eq!(body["error"]["param"], "background");
 
-        for method in [http::Method::GET, http::Method::DELETE] {
-            let r = call(method, format!("{base}/v1/responses/resp_1"), None).await;
-            assert_eq!(r.status(), 400);
+        for (method, path) in [
+            (http::Method::GET, "resp_1"),
+            (http::Method::DELETE, "resp_1"),
+            (http::Method::GET, "resp_1/input_items"),
+            (http::Method::POST, "resp_1/cancel"),
+        ] {
+            let r = call(method, format!("{base}/v1/responses/{path}"), None).await;
+            assert_eq!(r.status(), 404, "{path}");
             let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
-            assert_eq!(body["error"]["code"], "invalid_request");
-            assert!(body["error"]["message"]
-                .as_str()
-                .unwrap()
-                .contains("conversation store"));
+            assert_eq!(body["error"]["code"], "not_found");
         }
 
         let r = post(&base, json!({"model": "nope", "input": "hi"})).await;
@@ -357,5 +409,275 @@ targets = [{ provider = "mock", model = "mock" }]
         assert_eq!(r.status(), 400);
         let body: Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(body["error"]["param"], "input");
+    }
+
+    async fn json_of(r: reqwest::Response) -> (u16, Value) {
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap())
+    }
+
+    async fn get(base: &str, path: &str) -> (u16, Value) {
+        json_of(
+            call(
+                http::Method::GET,
+                format!("{base}/v1/responses/{path}"),
+                None,
+            )
+            .await,
+        )
+        .await
+    }
+
+    #[tokio::test]
+    async fn a_response_is_stored_read_back_and_deleted() {
+        let (base, _stop) = gateway().await;
+        let (status, answered) = json_of(
+            post(
+                &base,
+                json!({"model": "mock", "input": "keep this", "instructions": "Echo."}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(answered["store"], true);
+        let id = answered["id"].as_str().unwrap();
+        // Read back at once: the same object, item ids and all.
+        let (status, stored) = get(&base, id).await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(stored, answered);
+
+        let (status, items) = get(&base, &format!("{id}/input_items")).await;
+        assert_eq!(status, 200, "{items}");
+        assert_eq!(items["object"], "list");
+        assert_eq!(items["data"].as_array().unwrap().len(), 1);
+        let item = &items["data"][0];
+        assert!(item["id"].as_str().unwrap().starts_with("msg_"));
+        assert_eq!(item["role"], "user");
+        assert_eq!(item["content"][0]["text"], "keep this");
+        assert_eq!(items["first_id"], item["id"]);
+        assert_eq!(items["has_more"], false);
+
+        let r = call(
+            http::Method::POST,
+            format!("{base}/v1/responses/{id}/cancel"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 400);
+
+        let (status, deleted) = json_of(
+            call(
+                http::Method::DELETE,
+                format!("{base}/v1/responses/{id}"),
+                None,
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200);
+        assert_eq!(
+            deleted,
+            json!({"id": id, "object": "response", "deleted": true})
+        );
+        let (status, body) = get(&base, id).await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["code"], "not_found");
+        let r = call(
+            http::Method::DELETE,
+            format!("{base}/v1/responses/{id}"),
+            None,
+        )
+        .await;
+        assert_eq!(r.status(), 404);
+    }
+
+    #[tokio::test]
+    async fn a_streamed_response_is_stored_as_it_completed() {
+        let (base, _stop) = gateway().await;
+        let r = post(
+            &base,
+            json!({"model": "mock", "input": "one two three", "stream": true}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let events = events(&r.bytes().await.unwrap());
+        let created = &events[0]["response"];
+        let completed = &events.last().unwrap()["response"];
+        assert_eq!(events.last().unwrap()["type"], "response.completed");
+        assert_eq!(created["id"], completed["id"]);
+        let (status, stored) = get(&base, completed["id"].as_str().unwrap()).await;
+        assert_eq!(status, 200, "{stored}");
+        assert_eq!(&stored, completed);
+        // The streamed items' ids are the stored ones.
+        let added: Vec<&Value> = events
+            .iter()
+            .filter(|e| e["type"] == "response.output_item.added")
+            .map(|e| &e["item"]["id"])
+            .collect();
+        let kept: Vec<&Value> = stored["output"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| &item["id"])
+            .collect();
+        assert_eq!(added, kept);
+    }
+
+    #[tokio::test]
+    async fn input_items_come_in_pages() {
+        let (base, _stop) = gateway().await;
+        let input: Vec<Value> = (0..5)
+            .map(|i| json!({"type": "message", "role": "user", "content": format!("item {i}")}))
+            .chain([
+                json!({"type": "message", "id": "msg_mine", "role": "user", "content": "last"}),
+            ])
+            .collect();
+        let (status, answered) =
+            json_of(post(&base, json!({"model": "mock", "input": input})).await).await;
+        assert_eq!(status, 200, "{answered}");
+        let id = answered["id"].as_str().unwrap();
+        let text = |page: &Value| -> Vec<String> {
+            page["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| item["content"].as_str().unwrap().to_owned())
+                .collect()
+        };
+
+        // Newest first by default.
+        let (_, page) = get(&base, &format!("{id}/input_items?limit=2")).await;
+        assert_eq!(text(&page), ["last", "item 4"]);
+        assert_eq!(page["first_id"], "msg_mine");
+        assert_eq!(page["has_more"], true);
+        let after = page["last_id"].as_str().unwrap();
+        let (_, page) = get(&base, &format!("{id}/input_items?limit=3&after={after}")).await;
+        assert_eq!(text(&page), ["item 3", "item 2", "item 1"]);
+        assert_eq!(page["has_more"], true);
+        let after = page["last_id"].as_str().unwrap();
+        let (_, page) = get(&base, &format!("{id}/input_items?after={after}")).await;
+        assert_eq!(text(&page), ["item 0"]);
+        assert_eq!(page["has_more"], false);
+
+        let (_, page) = get(&base, &format!("{id}/input_items?order=asc&limit=4")).await;
+        assert_eq!(text(&page), ["item 0", "item 1", "item 2", "item 3"]);
+        let ids: Vec<&str> = page["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|item| item["id"].as_str().unwrap())
+            .collect();
+        assert!(ids.iter().all(|id| id.starts_with("msg_")), "{ids:?}");
+
+        for (query, param) in [
+            ("limit=0", "limit"),
+            ("limit=101", "limit"),
+            ("order=sideways", "order"),
+            ("after=msg_unknown", "after"),
+        ] {
+            let (status, body) = get(&base, &format!("{id}/input_items?{query}")).await;
+            assert_eq!(status, 400, "{query}");
+            assert_eq!(body["error"]["param"], param);
+        }
+    }
+
+    #[tokio::test]
+    async fn store_false_is_not_stored_and_cannot_be_continued() {
+        let (base, _stop) = gateway().await;
+        let (_, first) = json_of(
+            post(
+                &base,
+                json!({"model": "mock", "input": "hello", "store": false}),
+            )
+            .await,
+        )
+        .await;
+        let id = first["id"].as_str().unwrap();
+        assert_eq!(get(&base, id).await.0, 404);
+        let (status, body) = json_of(
+            post(
+                &base,
+                json!({"model": "mock", "input": "again", "previous_response_id": id}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 404);
+        assert_eq!(body["error"]["param"], "previous_response_id");
+
+        // `store: false` may still continue a stored response.
+        let (_, stored) =
+            json_of(post(&base, json!({"model": "mock", "input": "hello"})).await).await;
+        let (status, next) = json_of(
+            post(
+                &base,
+                json!({"model": "mock", "input": "again", "store": false,
+                       "previous_response_id": stored["id"]}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{next}");
+        assert_eq!(next["previous_response_id"], stored["id"]);
+        assert_eq!(get(&base, next["id"].as_str().unwrap()).await.0, 404);
+    }
+
+    #[tokio::test]
+    async fn a_failed_call_stores_nothing() {
+        let upstream = mock_upstream::MockUpstream::start().await.unwrap();
+        upstream.enqueue(mock_upstream::Reply::error(500, "boom"));
+        upstream.enqueue(mock_upstream::Reply::default_behaviour().cut_after(3));
+        let (base, _stop) = gateway_in_front_of(&upstream).await;
+        let r = post(&base, json!({"model": "up", "input": "hello"})).await;
+        assert_eq!(r.status(), 502);
+        let r = post(
+            &base,
+            json!({"model": "up", "input": "a long enough answer to cut", "stream": true}),
+        )
+        .await;
+        let events = events(&r.bytes().await.unwrap());
+        let failed = &events.last().unwrap()["response"];
+        assert_eq!(failed["status"], "failed");
+        let id = failed["id"].as_str().unwrap();
+        assert_eq!(get(&base, id).await.0, 404);
+        let (status, body) = json_of(
+            post(
+                &base,
+                json!({"model": "up", "input": "go on", "previous_response_id": id}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 404, "{body}");
+    }
+
+    #[tokio::test]
+    async fn conversation_is_echoed() {
+        let (base, _stop) = gateway().await;
+        for conversation in [json!("conv_abc"), json!({"id": "conv_abc"})] {
+            let (status, body) = json_of(
+                post(
+                    &base,
+                    json!({"model": "mock", "input": "hi", "conversation": conversation}),
+                )
+                .await,
+            )
+            .await;
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["conversation"], json!({"id": "conv_abc"}));
+        }
+        let (status, body) = json_of(
+            post(
+                &base,
+                json!({"model": "mock", "input": "hi", "conversation": "conv_abc",
+                       "previous_response_id": "resp_1"}),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(body["error"]["param"], "conversation");
     }
 }

@@ -10,7 +10,7 @@ mod request;
 mod response;
 mod tools;
 
-pub use request::{items_to_messages, ResponsesRequest};
+pub use request::{items_to_messages, Converted, ResponsesRequest};
 pub use response::{
     custom_input, function_call_item, item_id, message_item, reasoning_item, response_id,
     status_for, ContentPart, IncompleteDetails, OutputItem, ResponseErrorWire, ResponseObject,
@@ -25,6 +25,9 @@ use serde_json::Value;
 /// names map back to the client's tools, and which optional output the client asked for.
 #[derive(Debug, Clone)]
 pub struct ResponseContext {
+    /// The response's id, made before the call: the stream, the complete object and the stored
+    /// response all carry this one.
+    pub id: String,
     pub echo: Echo,
     pub tools: ToolNames,
     /// `include: ["reasoning.encrypted_content"]`: reasoning items carry `encrypted_content`.
@@ -39,8 +42,11 @@ pub struct Echo {
     pub instructions: Option<String>,
     pub max_output_tokens: Option<u32>,
     pub parallel_tool_calls: bool,
-    /// Always null until responses are stored.
+    /// The stored response this one continues.
     pub previous_response_id: Option<String>,
+    /// The conversation this response belongs to, as `{"id": ...}`; absent when none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conversation: Option<ConversationRef>,
     pub reasoning: Value,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub service_tier: Option<String>,
@@ -55,4 +61,10 @@ pub struct Echo {
     pub truncation: String,
     pub user: Option<String>,
     pub metadata: Value,
+}
+
+/// A conversation named by a request, as the `response` object shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConversationRef {
+    pub id: String,
 }

@@ -15,6 +15,7 @@ mod limits;
 mod logs;
 mod matrix;
 mod providers;
+mod responses;
 mod routing;
 mod shutdown;
 mod streaming;

@@ -9,6 +9,7 @@
 
 use bytes::BytesMut;
 use serde_json::{json, Value};
+use tokio::sync::oneshot;
 
 use crate::canonical::{ChatChunk, FinishReason, ToolCallDelta, Usage};
 use crate::error::Error;
@@ -94,6 +95,8 @@ pub struct ResponseEvents {
     finish: Option<FinishReason>,
     usage: Option<Usage>,
     done: bool,
+    /// Gets the final response, as `response.completed` (or `.incomplete`) shows it, to store.
+    completed: Option<oneshot::Sender<ResponseObject>>,
 }
 
 impl ResponseEvents {
@@ -107,7 +110,15 @@ impl ResponseEvents {
             finish: None,
             usage: None,
             done: false,
+            completed: None,
         }
+    }
+
+    /// Hands the final response to `completed` when the stream ends whole: the object the
+    /// client got, item ids and all, is the one stored. A failed or cut stream drops it unsent.
+    pub fn on_completed(mut self, completed: Option<oneshot::Sender<ResponseObject>>) -> Self {
+        self.completed = completed;
+        self
     }
 
     /// Whether the stream has ended (completed, incomplete or failed); later input is ignored.
@@ -173,6 +184,10 @@ impl ResponseEvents {
             "response.completed"
         };
         let data = json!({ "response": response });
+        if let Some(completed) = self.completed.take() {
+            // No one waiting is no matter: then nothing is stored.
+            let _ = completed.send(response.clone());
+        }
         self.emit(&mut out, kind, data);
         self.done = true;
         out
@@ -594,7 +609,7 @@ mod tests {
 
     fn machine(body: Value) -> ResponseEvents {
         let req: ResponsesRequest = serde_json::from_value(body).unwrap();
-        ResponseEvents::new(req.into_canonical().unwrap().1)
+        ResponseEvents::new(req.into_canonical().unwrap().context)
     }
 
     fn plain() -> ResponseEvents {

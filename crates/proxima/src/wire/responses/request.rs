@@ -3,16 +3,14 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::response::{item_id, response_id};
 use super::tools::{self, ToolNames};
-use super::{Echo, ResponseContext};
+use super::{ConversationRef, Echo, ResponseContext};
 use crate::canonical::{
     Api, ChatRequest, ImageSource, Message, Part, Passthrough, Reasoning, ResponseFormat, Role,
     Sampling, ToolChoice,
 };
 use crate::error::{Error, Result};
-
-/// Said whenever a request needs responses stored on the server.
-const NEEDS_STORE: &str = "stored responses come with the conversation store, which this gateway does not have yet; send the whole conversation in `input` (as with `store: false`)";
 
 #[derive(Debug, Deserialize)]
 pub struct ResponsesRequest {
@@ -134,25 +132,37 @@ struct TextPart {
     text: String,
 }
 
+/// A Responses request in canonical form, with what the answer and the stored response need.
+pub struct Converted {
+    /// The instructions as a system message, then the new input. A surface continuing a stored
+    /// chain (`previous_response_id`) inserts its turns at [`Converted::input_start`].
+    pub request: ChatRequest,
+    /// What the answer needs; the stateful fields (`store`, `previous_response_id`,
+    /// `conversation`) are in its echo.
+    pub context: ResponseContext,
+    /// Where the new input starts in `request.messages`: after the instructions, which are
+    /// never inherited from or stored with a turn.
+    pub input_start: usize,
+    /// The input items as the client sent them, each with an `id` (given one when it had
+    /// none), for `input_items`. Empty unless the response is to be stored.
+    pub input_items: Vec<Value>,
+}
+
 impl ResponsesRequest {
     /// Converts to the canonical request, and keeps what the answer needs from the request.
-    pub fn into_canonical(self) -> Result<(ChatRequest, ResponseContext)> {
-        if self.previous_response_id.is_some() {
-            return Err(Error::invalid_request(format!(
-                "`previous_response_id` is not supported yet: {NEEDS_STORE}"
-            ))
-            .with_param("previous_response_id"));
-        }
-        if self.conversation.is_some() {
-            return Err(Error::invalid_request(format!(
-                "`conversation` is not supported on /v1/responses yet: {NEEDS_STORE}"
-            ))
+    pub fn into_canonical(self) -> Result<Converted> {
+        let conversation = self.conversation.as_ref().map(conversation).transpose()?;
+        if conversation.is_some() && self.previous_response_id.is_some() {
+            // As OpenAI: a response continues either a chain or a conversation, not both.
+            return Err(Error::invalid_request(
+                "`previous_response_id` and `conversation` cannot be used together: continue either a stored response or a conversation",
+            )
             .with_param("conversation"));
         }
         if self.background == Some(true) {
-            return Err(Error::invalid_request(format!(
-                "`background: true` is not supported: {NEEDS_STORE}"
-            ))
+            return Err(Error::invalid_request(
+                "`background: true` is not supported: this gateway answers every response while the request is open; leave `background` out, and stream (`stream: true`) a long answer",
+            )
             .with_param("background"));
         }
         if self.prompt.is_some() {
@@ -174,17 +184,32 @@ impl ResponsesRequest {
         if let Some(instructions) = self.instructions.as_deref().filter(|i| !i.is_empty()) {
             messages.push(Message::text(Role::System, instructions));
         }
-        let before_input = messages.len();
+        let input_start = messages.len();
+        let store = self.store.unwrap_or(true);
+        let mut input_items = Vec::new();
         match self.input {
             None => {}
-            Some(InputWire::Text(text)) => messages.push(Message::text(Role::User, text)),
+            Some(InputWire::Text(text)) => {
+                if store {
+                    input_items.push(json!({
+                        "id": item_id("msg"),
+                        "type": "message",
+                        "role": "user",
+                        "content": [{"type": "input_text", "text": text}],
+                    }));
+                }
+                messages.push(Message::text(Role::User, text));
+            }
             Some(InputWire::Items(items)) => {
                 for (i, item) in items.into_iter().enumerate() {
+                    if store {
+                        input_items.push(with_id(item.clone()));
+                    }
                     add_item(&mut messages, item, format!("input[{i}]"))?;
                 }
             }
         }
-        if messages.len() == before_input {
+        if messages.len() == input_start {
             return Err(Error::invalid_request(
                 "`input` must be a non-empty string or contain at least one item",
             )
@@ -235,13 +260,14 @@ impl ResponsesRequest {
             instructions: self.instructions,
             max_output_tokens: self.max_output_tokens,
             parallel_tool_calls: self.parallel_tool_calls.unwrap_or(true),
-            previous_response_id: None,
+            previous_response_id: self.previous_response_id,
+            conversation,
             reasoning: self
                 .reasoning
                 .clone()
                 .map_or_else(|| json!({"effort": null, "summary": null}), Value::Object),
             service_tier: self.service_tier.clone(),
-            store: self.store.unwrap_or(true),
+            store,
             temperature: self.temperature,
             text: if text.contains_key("format") {
                 Value::Object(text.clone())
@@ -309,13 +335,48 @@ impl ResponsesRequest {
             },
         };
         let context = ResponseContext {
+            id: response_id(),
             echo,
             tools: converted.names,
             encrypted_reasoning,
             model,
         };
-        Ok((request, context))
+        Ok(Converted {
+            request,
+            context,
+            input_start,
+            input_items,
+        })
     }
+}
+
+/// `conversation`: its id, or an object with it, as the API accepts both.
+fn conversation(value: &Value) -> Result<ConversationRef> {
+    let id = match value {
+        Value::String(id) => Some(id),
+        Value::Object(map) => match map.get("id") {
+            Some(Value::String(id)) => Some(id),
+            _ => None,
+        },
+        _ => None,
+    };
+    match id.filter(|id| !id.is_empty()) {
+        Some(id) => Ok(ConversationRef { id: id.clone() }),
+        None => Err(Error::invalid_request(
+            "`conversation` must be a conversation id, or an object with its `id`",
+        )
+        .with_param("conversation")),
+    }
+}
+
+/// An input item as stored for `input_items`: with an `id`, made up when the client sent none.
+fn with_id(mut item: Value) -> Value {
+    if let Value::Object(map) = &mut item {
+        if !map.get("id").is_some_and(Value::is_string) {
+            map.insert("id".into(), item_id("msg").into());
+        }
+    }
+    item
 }
 
 fn invalid(at: &str, message: impl std::fmt::Display) -> Error {
@@ -470,7 +531,7 @@ fn add_item(messages: &mut Vec<Message>, item: Value, at: String) -> Result<()> 
         "item_reference" => {
             return Err(invalid(
                 &at,
-                format_args!("item references are not supported yet: {NEEDS_STORE}"),
+                "item references (`item_reference`) are not supported; send the item itself, or continue a stored response with `previous_response_id`",
             ))
         }
         other => {
@@ -587,7 +648,7 @@ mod tests {
 
     fn convert(body: Value) -> Result<(ChatRequest, ResponseContext)> {
         let req: ResponsesRequest = serde_json::from_value(body).expect("request shape");
-        req.into_canonical()
+        req.into_canonical().map(|c| (c.request, c.context))
     }
 
     fn error(body: Value) -> Error {
@@ -823,19 +884,62 @@ mod tests {
     }
 
     #[test]
-    fn server_side_state_is_refused_clearly() {
-        for (field, value) in [
-            ("previous_response_id", json!("resp_1")),
-            ("conversation", json!("conv_1")),
-        ] {
-            let mut body = json!({"model": "m", "input": "hi"});
-            body[field] = value;
-            let e = error(body);
-            assert_eq!(e.param.as_deref(), Some(field));
-            assert!(e.message.contains("conversation store"), "{}", e.message);
+    fn server_side_state_is_echoed() {
+        let (req, cx) = convert(json!({
+            "model": "m", "instructions": "Be brief.", "input": "hi",
+            "previous_response_id": "resp_1", "store": false,
+        }))
+        .unwrap();
+        assert_eq!(cx.echo.previous_response_id.as_deref(), Some("resp_1"));
+        assert!(cx.echo.conversation.is_none() && !cx.echo.store);
+        assert!(cx.id.starts_with("resp_"));
+        // The chain's turns go after the instructions, which are never inherited.
+        assert_eq!(req.messages[0].role, Role::System);
+        for conversation in [json!("conv_1"), json!({"id": "conv_1"})] {
+            let (_, cx) =
+                convert(json!({"model": "m", "input": "hi", "conversation": conversation}))
+                    .unwrap();
+            assert_eq!(cx.echo.conversation.unwrap().id, "conv_1");
         }
-        // `store: true` is the API's default and no error.
-        assert!(convert(json!({"model": "m", "input": "hi", "store": true})).is_ok());
+        for bad in [json!(7), json!({"name": "x"}), json!("")] {
+            let e = error(json!({"model": "m", "input": "hi", "conversation": bad}));
+            assert_eq!(e.param.as_deref(), Some("conversation"));
+        }
+        let e = error(json!({
+            "model": "m", "input": "hi", "conversation": "conv_1", "previous_response_id": "resp_1",
+        }));
+        assert_eq!(e.param.as_deref(), Some("conversation"));
+        assert!(e.message.contains("together"), "{}", e.message);
+        let e = error(json!({"model": "m", "input": "hi", "background": true}));
+        assert_eq!(e.param.as_deref(), Some("background"));
+    }
+
+    #[test]
+    fn input_items_are_kept_with_ids_when_stored() {
+        let convert = |body: Value| {
+            let req: ResponsesRequest = serde_json::from_value(body).unwrap();
+            req.into_canonical().unwrap()
+        };
+        let converted = convert(json!({"model": "m", "instructions": "x", "input": [
+            {"type": "message", "id": "msg_mine", "role": "user", "content": "hi"},
+            {"type": "function_call_output", "call_id": "c", "output": "42"},
+        ]}));
+        assert_eq!(converted.input_start, 1);
+        let items = &converted.input_items;
+        assert_eq!(items.len(), 2);
+        assert_eq!(items[0]["id"], "msg_mine");
+        assert!(items[1]["id"].as_str().unwrap().starts_with("msg_"));
+        assert_eq!(items[1]["output"], "42");
+        let converted = convert(json!({"model": "m", "input": "hello"}));
+        assert_eq!(converted.input_start, 0);
+        assert_eq!(converted.input_items[0]["role"], "user");
+        assert_eq!(
+            converted.input_items[0]["content"],
+            json!([{"type": "input_text", "text": "hello"}])
+        );
+        // Not stored, not kept.
+        let converted = convert(json!({"model": "m", "input": "hello", "store": false}));
+        assert!(converted.input_items.is_empty());
     }
 
     #[test]

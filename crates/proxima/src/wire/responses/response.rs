@@ -10,7 +10,8 @@ use crate::canonical::{ChatResponse, FinishReason, Part, Usage};
 use crate::clock::unix_now;
 use crate::error::{Error, ErrorKind};
 
-/// A fresh response id. Nothing is stored under it (yet), so it only has to be unique.
+/// A fresh response id. A stored response is found by it and its owner, so it only has to be
+/// unique.
 pub fn response_id() -> String {
     format!("resp_{:032x}", fastrand::u128(..))
 }
@@ -282,7 +283,7 @@ impl ResponseObject {
     /// A response without output yet, as `response.created` shows it.
     pub fn in_progress(cx: &ResponseContext, model: &str, created_at: u64) -> ResponseObject {
         ResponseObject {
-            id: response_id(),
+            id: cx.id.clone(),
             object: "response",
             created_at,
             status: Status::InProgress,
@@ -393,7 +394,7 @@ mod tests {
 
     fn context(body: Value) -> ResponseContext {
         let req: ResponsesRequest = serde_json::from_value(body).unwrap();
-        req.into_canonical().unwrap().1
+        req.into_canonical().unwrap().context
     }
 
     fn answer(content: Vec<Part>, finish: FinishReason) -> ChatResponse {
