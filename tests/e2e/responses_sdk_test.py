@@ -82,7 +82,7 @@ def test_function_call_round_trip(client, model):
     assert "cloudy" in second.output_text
 
 
-def test_stored_responses_are_a_clear_400(client):
-    with pytest.raises(openai.BadRequestError) as refused:
+def test_an_unknown_previous_response_is_not_found(client):
+    with pytest.raises(openai.NotFoundError) as refused:
         client.responses.create(model="gpt", input="again", previous_response_id="resp_123")
-    assert "previous_response_id" in str(refused.value)
+    assert "resp_123" in str(refused.value)

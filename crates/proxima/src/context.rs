@@ -262,8 +262,6 @@ pub async fn open_turn(
     } else {
         Some(system.clone())
     };
-    let system_tokens = system.iter().map(items::tokens).sum();
-    let new_tokens = new.iter().map(items::tokens).sum();
 
     let window = resolved
         .model
@@ -284,12 +282,70 @@ pub async fn open_turn(
     };
     let budget = window.saturating_sub(answer + config.safety_margin + tool_tokens);
 
-    let summary = match strategy {
+    let built = build_prompt(
+        store,
+        conversation,
+        &Budgeted {
+            strategy,
+            recall: config.recall,
+            budget,
+        },
+        &system,
+        &new,
+    )
+    .await?;
+    let assembled = built.assembled;
+    request.messages = items::join(assembled.messages);
+    Ok(Turn {
+        tokens: assembled.tokens,
+        stage: TurnStage {
+            cx: cx.clone(),
+            conversation: conversation.to_owned(),
+            new_system,
+            new,
+            strategy,
+            window_start: assembled.window_start,
+            covers: built.covers,
+            next_seq: built.next_seq,
+            guard,
+        },
+    })
+}
+
+/// How a prompt is fitted: what happens to old turns, how many are recalled, and the tokens it
+/// may use.
+pub struct Budgeted {
+    pub strategy: ContextStrategy,
+    pub recall: u32,
+    pub budget: u64,
+}
+
+/// A prompt built from a conversation, and where its window begins.
+pub struct Built {
+    pub assembled: assemble::Assembled,
+    /// The last position the summary in use covers (-1: none).
+    pub covers: i64,
+    /// The position the next item will take.
+    pub next_seq: i64,
+}
+
+/// Builds the prompt for new messages on a stored conversation: reads the newest summary, the
+/// newest items up to the budget and the recalled turns — a few round trips whose cost follows
+/// the window, not the length of the history — and assembles them.
+pub async fn build_prompt(
+    store: &Store,
+    conversation: &str,
+    how: &Budgeted,
+    system: &[Message],
+    new: &[Message],
+) -> Result<Built> {
+    let system_tokens = system.iter().map(items::tokens).sum();
+    let summary = match how.strategy {
         ContextStrategy::Summarize => store.latest_summary(conversation).await?,
         ContextStrategy::Window => None,
     };
     let covers = summary.as_ref().and_then(|s| s.covers).unwrap_or(-1);
-    let mut recent = load_recent(store, conversation, covers, budget).await?;
+    let mut recent = load_recent(store, conversation, covers, how.budget).await?;
     let next_seq = recent.last().map_or(0, |i| i.seq + 1);
     // An agent's new messages may begin with the results of the calls the newest stored turn
     // made: that turn is sent with them whatever the budget, so no result goes without its
@@ -308,7 +364,7 @@ pub async fn open_turn(
                     .any(|p| matches!(p, Part::ToolCall { .. }))
         });
     let mut prompt_new = Vec::with_capacity(new.len() + 1);
-    let mut new_tokens = new_tokens;
+    let mut new_tokens = new.iter().map(items::tokens).sum();
     if calls_answered {
         if let Some(call) = recent.pop() {
             new_tokens += call.tokens;
@@ -317,8 +373,8 @@ pub async fn open_turn(
     }
     prompt_new.extend(new.iter().cloned());
 
-    let recall_budget = budget / RECALL_SHARE;
-    let recalled = match (config.recall, recent.first()) {
+    let recall_budget = how.budget / RECALL_SHARE;
+    let recalled = match (how.recall, recent.first()) {
         (0, _) | (_, None) => Vec::new(),
         (count, Some(oldest)) => {
             let text = new
@@ -340,23 +396,13 @@ pub async fn open_turn(
         recent: &recent,
         new: &prompt_new,
         new_tokens,
-        budget,
+        budget: how.budget,
         recall_budget,
     });
-    request.messages = items::join(assembled.messages);
-    Ok(Turn {
-        tokens: assembled.tokens,
-        stage: TurnStage {
-            cx: cx.clone(),
-            conversation: conversation.to_owned(),
-            new_system,
-            new,
-            strategy,
-            window_start: assembled.window_start,
-            covers,
-            next_seq,
-            guard,
-        },
+    Ok(Built {
+        assembled,
+        covers,
+        next_seq,
     })
 }
 
