@@ -5,8 +5,11 @@
 //! Both use the real store (a SQLite file, or PostgreSQL with `PROXIMA_BENCH_POSTGRES=URL`)
 //! and the real prompt builder, `proxima::context::build_prompt`: the same reads, recall
 //! search and assembly a turn does on the request path.
+#![allow(clippy::expect_used)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use proxima::canonical::{Message, Role};
 use proxima::config::ContextStrategy;
@@ -14,20 +17,36 @@ use proxima::context::{build_prompt, items, Budgeted};
 use proxima::store::Store;
 
 const TOPICS: &[&str] = &[
-    "weather", "garden", "invoice", "kernel", "recipe", "holiday", "budget", "football", "piano",
-    "database", "mortgage", "camera", "bicycle", "novel", "vaccine", "harbour", "telescope",
+    "weather",
+    "garden",
+    "invoice",
+    "kernel",
+    "recipe",
+    "holiday",
+    "budget",
+    "football",
+    "piano",
+    "database",
+    "mortgage",
+    "camera",
+    "bicycle",
+    "novel",
+    "vaccine",
+    "harbour",
+    "telescope",
 ];
 
 /// A sentence of `words` words on a topic, varied enough that recall has something to rank.
 fn sentence(rng: &mut fastrand::Rng, words: usize) -> String {
-    let topic = TOPICS[rng.usize(..TOPICS.len())];
-    let mut text = format!("About the {topic}:");
+    let mut text = String::from("Well,");
     for _ in 0..words {
         text.push(' ');
-        if rng.u8(..10) == 0 {
+        // Words drawn with a Zipf-like skew, as in real text: a few common, most rare.
+        if rng.u8(..30) == 0 {
             text.push_str(TOPICS[rng.usize(..TOPICS.len())]);
         } else {
-            text.push_str(&format!("w{}", rng.u32(..5000)));
+            let rank = (rng.f64().powi(3) * 20_000.0) as u32;
+            text.push_str(&format!("w{rank}"));
         }
     }
     text
@@ -54,7 +73,11 @@ async fn history(store: &Store, rng: &mut fastrand::Rng, n: usize) -> String {
     while left > 0 {
         let batch: Vec<_> = (0..left.min(500))
             .map(|i| {
-                let role = if i % 2 == 0 { Role::User } else { Role::Assistant };
+                let role = if i % 2 == 0 {
+                    Role::User
+                } else {
+                    Role::Assistant
+                };
                 let words = if role == Role::User { 30 } else { 80 };
                 items::new_item("message", Message::text(role, sentence(rng, words)))
             })
@@ -76,38 +99,50 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 async fn assembly_latency(store: &Store) {
     println!("## Building a turn's prompt against history length\n");
-    println!("budget 8,000 tokens, recall 4, strategy window; 300 turns timed after 20 warm-up ones\n");
+    println!(
+        "budget 8,000 tokens, recall 4, strategy window; 300 turns timed after 20 warm-up ones\n"
+    );
     println!("| items in history | p50 | p99 | max | prompt tokens (p50) |");
     println!("|---:|---:|---:|---:|---:|");
     let mut rng = fastrand::Rng::with_seed(7);
-    for n in [20, 1_000, 10_000, 100_000] {
+    let sizes: Vec<usize> = std::env::var("SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_else(|| vec![20, 1_000, 10_000, 100_000]);
+    for n in sizes {
+        let loading = Instant::now();
         let id = history(store, &mut rng, n).await;
-        let how = Budgeted {
-            strategy: ContextStrategy::Window,
-            recall: 4,
-            budget: 8_000,
-        };
-        let mut times = Vec::new();
-        let mut tokens = Vec::new();
-        for turn in 0..320 {
-            let new = [Message::text(Role::User, sentence(&mut rng, 20))];
-            let started = Instant::now();
-            let built = build_prompt(store, &id, &how, &[], &new).await.expect("build");
-            let took = started.elapsed();
-            if turn >= 20 {
-                times.push(took);
-                tokens.push(built.assembled.tokens);
+        eprintln!("{n} items stored in {:?}", loading.elapsed());
+        for recall in [0, 4] {
+            let how = Budgeted {
+                strategy: ContextStrategy::Window,
+                recall,
+                budget: 8_000,
+            };
+            let mut times = Vec::new();
+            let mut tokens = Vec::new();
+            for turn in 0..320 {
+                let new = [Message::text(Role::User, sentence(&mut rng, 20))];
+                let started = Instant::now();
+                let built = build_prompt(store, &id, &how, &[], &new)
+                    .await
+                    .expect("build");
+                let took = started.elapsed();
+                if turn >= 20 {
+                    times.push(took);
+                    tokens.push(built.assembled.tokens);
+                }
             }
+            times.sort();
+            tokens.sort_unstable();
+            println!(
+                "| {n} | {recall} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
+                percentile(&times, 0.5).as_secs_f64() * 1e3,
+                percentile(&times, 0.99).as_secs_f64() * 1e3,
+                times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+                tokens[tokens.len() / 2],
+            );
         }
-        times.sort();
-        tokens.sort_unstable();
-        println!(
-            "| {n} | {:.2} ms | {:.2} ms | {:.2} ms | {} |",
-            percentile(&times, 0.5).as_secs_f64() * 1e3,
-            percentile(&times, 0.99).as_secs_f64() * 1e3,
-            times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
-            tokens[tokens.len() / 2],
-        );
     }
     println!();
 }
@@ -127,14 +162,16 @@ async fn tokens_per_turn(store: &Store) {
     };
     let (mut sent, mut full, mut history_tokens) = (0u64, 0u64, 0u64);
     for _ in 0..TURNS {
-        let question = Message::text(Role::User, sentence(&mut rng, rng.usize(40..160)));
+        let words = rng.usize(40..160);
+        let question = Message::text(Role::User, sentence(&mut rng, words));
         let new_tokens = items::tokens(&question);
         let built = build_prompt(store, &id, &how, &[], std::slice::from_ref(&question))
             .await
             .expect("build");
         sent += built.assembled.tokens;
         full += history_tokens + new_tokens;
-        let answer = Message::text(Role::Assistant, sentence(&mut rng, rng.usize(150..450)));
+        let words = rng.usize(150..450);
+        let answer = Message::text(Role::Assistant, sentence(&mut rng, words));
         let stored = items::split(&[question, answer]);
         history_tokens += stored.iter().map(|i| i.tokens).sum::<u64>();
         store
@@ -158,14 +195,179 @@ async fn tokens_per_turn(store: &Store) {
     println!("16k-token window (budget {} tokens), strategy summarize, recall 4; user turns of 40–160 words, answers of 150–450\n", how.budget);
     println!("| | prompt tokens over all turns | per turn |");
     println!("|---|---:|---:|");
-    println!("| whole history resent every turn | {full} | {} |", full / TURNS as u64);
-    println!("| Proxima context (summary + recall + window) | {sent} | {} |", sent / TURNS as u64);
-    println!("\nratio: **{:.1}×** fewer tokens; on the last turn the whole history is {} tokens\n", full as f64 / sent as f64, history_tokens);
+    println!(
+        "| whole history resent every turn | {full} | {} |",
+        full / TURNS as u64
+    );
+    println!(
+        "| Proxima context (summary + recall + window) | {sent} | {} |",
+        sent / TURNS as u64
+    );
+    println!(
+        "\nratio: **{:.1}×** fewer tokens; on the last turn the whole history is {} tokens\n",
+        full as f64 / sent as f64,
+        history_tokens
+    );
+}
+
+/// One LoCoMo conversation stored as a conversation: speaker A as the user, B as the
+/// assistant. Returns its id, each dialogue id's text, and the whole history's tokens.
+async fn store_locomo(
+    store: &Store,
+    sample: &serde_json::Value,
+) -> (String, std::collections::HashMap<String, String>, u64) {
+    // locomo10.json nests the dialogue under `conversation`; the per-conversation files of
+    // the repository's zip have it at the top.
+    let conversation = if sample["conversation"].is_object() {
+        &sample["conversation"]
+    } else {
+        sample
+    };
+    let speaker_a = conversation["speaker_a"].as_str().unwrap_or_default();
+    let id = format!("locomo-{}", fastrand::u64(..));
+    store
+        .create_conversation(&id, "team:bench", &serde_json::json!({}), 1)
+        .await
+        .expect("create")
+        .expect("new id");
+    let mut texts = std::collections::HashMap::new();
+    let mut tokens = 0;
+    for session in 1.. {
+        let Some(turns) = conversation[format!("session_{session}")].as_array() else {
+            break;
+        };
+        let date = conversation[format!("session_{session}_date_time")]
+            .as_str()
+            .unwrap_or_default();
+        let mut batch = Vec::new();
+        for turn in turns {
+            let speaker = turn["speaker"].as_str().unwrap_or_default();
+            let text = format!(
+                "[{date}] {speaker}: {}",
+                turn["text"].as_str().unwrap_or_default()
+            );
+            let role = if speaker == speaker_a {
+                Role::User
+            } else {
+                Role::Assistant
+            };
+            texts.insert(
+                turn["dia_id"].as_str().unwrap_or_default().to_owned(),
+                text.clone(),
+            );
+            let item = items::new_item("message", Message::text(role, text));
+            tokens += item.tokens;
+            batch.push(item);
+        }
+        store
+            .append_items(&id, "team:bench", &batch, 2)
+            .await
+            .expect("append")
+            .expect("owned");
+    }
+    (id, texts, tokens)
+}
+
+/// How often the assembled prompt holds a turn that answers the question, on the LoCoMo
+/// long-conversation memory dataset (`LOCOMO=` the `locomo10.json` file, or the folder of
+/// per-conversation files in the repository's `data/locomo10.zip`), and at what share of the
+/// whole history's tokens.
+async fn locomo_recall(store: &Store, path: &str) {
+    let read = |path: &std::path::Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path).expect("LOCOMO file"))
+            .expect("LOCOMO json")
+    };
+    let path = std::path::Path::new(path);
+    let samples: Vec<serde_json::Value> = if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .expect("LOCOMO folder")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        files.sort();
+        files.iter().map(|f| read(f)).collect()
+    } else {
+        match read(path) {
+            serde_json::Value::Array(samples) => samples,
+            one => vec![one],
+        }
+    };
+    let mut stored = Vec::new();
+    for sample in &samples {
+        stored.push(store_locomo(store, sample).await);
+    }
+    println!("## Recall on LoCoMo ({} conversations)\n", samples.len());
+    println!("Each conversation stored whole (speaker A as user, B as assistant), then every question with evidence asked as a new turn; a hit is a prompt that holds an evidence turn.\n");
+    println!("| budget | recall | questions | any evidence in prompt | all evidence | prompt tokens / history tokens | p50 build time |");
+    println!("|---:|---:|---:|---:|---:|---:|---:|");
+    for (budget, recall) in [(2_000, 0), (2_000, 4), (4_000, 8), (8_000, 16)] {
+        let how = Budgeted {
+            strategy: ContextStrategy::Window,
+            recall,
+            budget,
+        };
+        let (mut asked, mut any, mut all) = (0u32, 0u32, 0u32);
+        let (mut prompt_tokens, mut history_tokens) = (0u64, 0u64);
+        let mut times = Vec::new();
+        for (sample, (id, texts, tokens)) in samples.iter().zip(&stored) {
+            for qa in sample["qa"].as_array().into_iter().flatten() {
+                let evidence: Vec<&String> = qa["evidence"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|e| e.as_str())
+                    .filter_map(|e| texts.get(e))
+                    .collect();
+                let Some(question) = qa["question"].as_str() else {
+                    continue;
+                };
+                if evidence.is_empty() {
+                    continue;
+                }
+                let new = [Message::text(Role::User, question)];
+                let started = Instant::now();
+                let built = build_prompt(store, id, &how, &[], &new)
+                    .await
+                    .expect("build");
+                times.push(started.elapsed());
+                let prompt: Vec<String> = built
+                    .assembled
+                    .messages
+                    .iter()
+                    .map(Message::joined_text)
+                    .collect();
+                let found = evidence
+                    .iter()
+                    .filter(|e| prompt.iter().any(|m| m.contains(e.as_str())))
+                    .count();
+                asked += 1;
+                any += u32::from(found > 0);
+                all += u32::from(found == evidence.len());
+                prompt_tokens += built.assembled.tokens;
+                history_tokens += tokens;
+            }
+        }
+        times.sort();
+        println!(
+            "| {budget} | {recall} | {asked} | {:.1} % | {:.1} % | {:.1} % | {:.2} ms |",
+            f64::from(any) * 100.0 / f64::from(asked.max(1)),
+            f64::from(all) * 100.0 / f64::from(asked.max(1)),
+            prompt_tokens as f64 * 100.0 / history_tokens.max(1) as f64,
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+        );
+    }
+    println!();
 }
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let store = open_store().await;
+    if let Ok(path) = std::env::var("LOCOMO") {
+        locomo_recall(&store, &path).await;
+        if std::env::var("ONLY_LOCOMO").is_ok() {
+            return;
+        }
+    }
     assembly_latency(&store).await;
     tokens_per_turn(&store).await;
 }

@@ -35,7 +35,8 @@ use crate::router::Resolved;
 use crate::store::{ItemRecord, Order, Store};
 use assemble::{Inputs, Item};
 
-/// Items read per round trip while filling the window from the newest backwards.
+/// Items read by the first round trip while filling the window from the newest backwards;
+/// later ones read four times as many.
 const PAGE: u32 = 64;
 
 /// Share of the budget recalled turns may take.
@@ -389,7 +390,7 @@ pub async fn build_prompt(
 
     let summary_message = summary.as_ref().map(|s| (&s.message, s.tokens));
     let assembled = assemble::assemble(&Inputs {
-        system: &system,
+        system,
         system_tokens,
         summary: summary_message,
         recalled: &recalled,
@@ -417,11 +418,13 @@ async fn load_recent(
     let mut recent: Vec<Item> = Vec::new();
     let mut tokens = 0;
     let mut before = None;
+    let mut page_size = PAGE;
     'pages: loop {
         let page = store
-            .list_items(conversation, before, Order::Desc, PAGE)
+            .list_items(conversation, before, Order::Desc, page_size)
             .await?;
-        let full = page.len() == PAGE as usize;
+        let full = page.len() == page_size as usize;
+        page_size = PAGE * 4;
         for item in page {
             before = Some(item.seq);
             if item.seq <= covers {

@@ -120,11 +120,11 @@ pub fn new_item(kind: &'static str, message: Message) -> NewItem {
     NewItem {
         id: item_id(kind),
         kind,
-        text: if kind == SUMMARY {
+        terms: if kind == SUMMARY {
             // A summary is not recalled: it is always in the prompt anyway.
-            String::new()
+            Vec::new()
         } else {
-            search_text(&message)
+            super::recall::terms(&search_text(&message))
         },
         tokens: tokens(&message),
         message,
@@ -242,7 +242,7 @@ mod tests {
         );
         assert!(items[0].id.starts_with("msg_"));
         assert!(items[3].id.starts_with("fc_"));
-        assert!(items[3].text.contains("ls"));
+        assert!(items[3].terms.iter().any(|(t, _)| t == "ls"));
         assert!(items.iter().all(|i| i.tokens > 0));
         let joined = join(items.into_iter().map(|i| i.message).collect());
         assert_eq!(joined.len(), 3);

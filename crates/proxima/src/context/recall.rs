@@ -10,9 +10,20 @@ use crate::canonical::{Part, Role};
 use crate::error::Result;
 use crate::store::{ItemRecord, Store};
 
-/// Most words of the new message a search uses; the rarest matter most and long messages
-/// would only slow the search.
-const MAX_WORDS: usize = 24;
+/// Most words of the new message a search uses; the longest (usually the rarest) matter most,
+/// and each costs one bounded index read.
+const MAX_WORDS: usize = 16;
+
+/// Most distinct words an item is indexed by.
+const MAX_ITEM_TERMS: usize = 96;
+
+/// Most postings read per word. A word in more of the conversation's items than this says
+/// little about which turn is meant (its BM25 weight is low) and is left out, uncounted: so a
+/// search costs about the same on a conversation of 100,000 items as on one of 100.
+const POSTINGS_PER_WORD: u32 = 128;
+
+/// BM25's term-frequency saturation.
+const K1: f64 = 1.2;
 
 /// Items around a hit read to find the exchange it belongs to.
 const SPAN: i64 = 8;
@@ -28,20 +39,80 @@ const STOP_WORDS: &[&str] = &[
     "would", "you", "your",
 ];
 
-/// The words of `text` worth searching for: lower-case, alphanumeric, no stop words, each
-/// once, the longest (usually the rarest) first.
+/// A word as the index keeps it: lower-case, with common English endings cut, so that
+/// "launching", "launched" and "launch" meet.
+fn normalise(word: &str) -> String {
+    let word = word.to_lowercase();
+    let cut = |w: &str, suffix: &str, keep: usize| {
+        w.strip_suffix(suffix)
+            .filter(|stem| stem.chars().count() >= keep)
+            .map(str::to_owned)
+    };
+    cut(&word, "ies", 3)
+        .map(|stem| stem + "y")
+        .or_else(|| {
+            ["sses", "ches", "shes", "xes", "zes"]
+                .iter()
+                .any(|s| word.ends_with(s))
+                .then(|| cut(&word, "es", 3))
+                .flatten()
+        })
+        .or_else(|| cut(&word, "ing", 4))
+        .or_else(|| cut(&word, "ed", 4))
+        .or_else(|| {
+            (!word.ends_with("ss"))
+                .then(|| cut(&word, "s", 3))
+                .flatten()
+        })
+        .unwrap_or(word)
+}
+
+/// The words of `text` worth indexing or searching, normalised, each with how often it
+/// occurs, in order of first occurrence.
+pub fn terms(text: &str) -> Vec<(String, u32)> {
+    let mut terms: Vec<(String, u32)> = Vec::new();
+    for word in text.split(|c: char| !c.is_alphanumeric()) {
+        if word.chars().count() < 2 || STOP_WORDS.contains(&word.to_lowercase().as_str()) {
+            continue;
+        }
+        let term = normalise(word);
+        match terms.iter().position(|(t, _)| *t == term) {
+            Some(at) => terms[at].1 += 1,
+            None if terms.len() < MAX_ITEM_TERMS => terms.push((term, 1)),
+            None => {}
+        }
+    }
+    terms
+}
+
+/// The words of a new message a search uses: the longest first.
 pub fn query_words(text: &str) -> Vec<String> {
-    let mut seen = HashSet::new();
-    let mut words: Vec<String> = text
-        .split(|c: char| !c.is_alphanumeric())
-        .filter(|w| w.chars().count() > 1)
-        .map(str::to_lowercase)
-        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
-        .filter(|w| seen.insert(w.clone()))
-        .collect();
+    let mut words: Vec<String> = terms(text).into_iter().map(|(t, _)| t).collect();
     words.sort_by_key(|w| std::cmp::Reverse(w.chars().count()));
     words.truncate(MAX_WORDS);
     words
+}
+
+/// Ranks items by BM25 over the postings of the query's words (each with the number of items
+/// that hold it). Best first.
+fn rank(postings: &[(i64, Vec<(i64, i64)>)], items: i64) -> Vec<i64> {
+    let n = items.max(1) as f64;
+    let mut scores: std::collections::HashMap<i64, f64> = std::collections::HashMap::new();
+    for (df, list) in postings {
+        if list.is_empty() {
+            continue;
+        }
+        let df = *df as f64;
+        let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
+        for &(seq, tf) in list {
+            let tf = tf as f64;
+            *scores.entry(seq).or_default() += idf * tf * (K1 + 1.0) / (tf + K1);
+        }
+    }
+    let mut ranked: Vec<(i64, f64)> = scores.into_iter().collect();
+    // Ties go to the newer item.
+    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    ranked.into_iter().map(|(seq, _)| seq).collect()
 }
 
 /// The stretches of history before `before` that best match `text`, best first: each the
@@ -58,9 +129,17 @@ pub async fn recall(
     if words.is_empty() || count == 0 || before <= 0 {
         return Ok(Vec::new());
     }
-    let hits = store
-        .search_items(conversation, &words, before, count * 2)
+    let postings = store
+        .search_terms(conversation, &words, before, POSTINGS_PER_WORD)
         .await?;
+    let hits: Vec<i64> = rank(&postings, before)
+        .into_iter()
+        .take(count as usize * 2)
+        .collect();
+    // The neighbourhoods of all the best hits in one read.
+    let span = |hit: i64| ((hit - SPAN).max(0), (hit + SPAN).min(before - 1));
+    let ranges: Vec<(i64, i64)> = hits.iter().map(|&hit| span(hit)).collect();
+    let around = store.items_in_ranges(conversation, &ranges).await?;
     let mut stretches: Vec<Vec<Item>> = Vec::new();
     for hit in hits {
         if stretches.len() >= count as usize {
@@ -71,14 +150,13 @@ pub async fn recall(
         }) {
             continue;
         }
-        let around = store
-            .items_between(
-                conversation,
-                (hit - SPAN).max(0),
-                (hit + SPAN).min(before - 1),
-            )
-            .await?;
-        if let Some(stretch) = exchange_around(&around, hit) {
+        let (from, to) = span(hit);
+        let near: Vec<ItemRecord> = around
+            .iter()
+            .filter(|i| (from..=to).contains(&i.seq))
+            .cloned()
+            .collect();
+        if let Some(stretch) = exchange_around(&near, hit) {
             stretches.push(stretch);
         }
     }
@@ -133,5 +211,31 @@ mod tests {
         let words = query_words("What was the launch code for Project Falcon? the CODE!");
         assert_eq!(words, ["project", "launch", "falcon", "code"]);
         assert!(query_words("is it? a").is_empty());
+    }
+
+    #[test]
+    fn words_meet_across_endings_and_count() {
+        let found = terms("Launching the rockets; we launched one rocket. Glasses, cities.");
+        assert_eq!(
+            found,
+            [
+                ("launch".to_owned(), 2),
+                ("rocket".to_owned(), 2),
+                ("one".to_owned(), 1),
+                ("glass".to_owned(), 1),
+                ("city".to_owned(), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn rare_words_outrank_common_ones() {
+        let rare = (1, vec![(3, 1)]);
+        let common = (50, (10..60).map(|s| (s, 1)).collect());
+        // Counted but too common to be read: no postings.
+        let everywhere = (900, vec![]);
+        let ranked = rank(&[common, rare, everywhere], 1000);
+        assert_eq!(ranked[0], 3);
+        assert_eq!(ranked.len(), 51);
     }
 }

@@ -31,8 +31,8 @@ pub struct NewItem {
     /// reasoning, summary.
     pub kind: &'static str,
     pub message: Message,
-    /// The text recall searches.
-    pub text: String,
+    /// The words recall finds it by, with their counts.
+    pub terms: Vec<(String, u32)>,
     pub tokens: u64,
     /// For a summary: the last position it covers.
     pub covers: Option<i64>,
@@ -122,12 +122,9 @@ fn response_from_row(row: &impl Row) -> Result<ResponseRecord> {
     })
 }
 
-/// The one full-text token standing for a conversation in the search index: ids are the
-/// client's choice, so they are hashed into a word the tokenizer keeps whole.
-fn search_token(conversation: &str) -> String {
-    let digest = ring::digest::digest(&ring::digest::SHA256, conversation.as_bytes());
-    format!("k{}", super::hex(&digest.as_ref()[..10]))
-}
+/// Rows of recall's index written per statement (three parameters each, well under either
+/// database's limit).
+const TERM_ROWS: usize = 256;
 
 /// Which way a listing runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -228,46 +225,31 @@ impl Store {
 
     /// Deletes a conversation and its items; `false` when the owner has no such conversation.
     pub async fn delete_conversation(&self, id: &str, owner: &str) -> Result<bool> {
-        match &self.pool {
-            super::Pool::Sqlite { pool, .. } => {
-                let mut tx = pool.begin().await.map_err(db_error)?;
-                let deleted = sqlx::query("DELETE FROM conversations WHERE id = $1 AND owner = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                if deleted == 1 {
-                    sqlx::query(
-                        "DELETE FROM conversation_search WHERE rowid IN \
-                         (SELECT rowid FROM conversation_items WHERE conversation_id = $1)",
-                    )
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                    sqlx::query("DELETE FROM conversation_items WHERE conversation_id = $1")
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            let deleted = sqlx::query("DELETE FROM conversations WHERE id = $1 AND owner = $2")
+                .bind(id)
+                .bind(owner)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?
+                .rows_affected();
+            if deleted == 1 {
+                for table in [
+                    "conversation_term_counts",
+                    "conversation_terms",
+                    "conversation_items",
+                ] {
+                    sqlx::query(sql!("DELETE FROM {table} WHERE conversation_id = $1"))
                         .bind(id)
                         .execute(&mut *tx)
                         .await
                         .map_err(db_error)?;
                 }
-                tx.commit().await.map_err(db_error)?;
-                Ok(deleted == 1)
             }
-            // Items go with their conversation (ON DELETE CASCADE).
-            super::Pool::Postgres(pool) => {
-                let deleted = sqlx::query("DELETE FROM conversations WHERE id = $1 AND owner = $2")
-                    .bind(id)
-                    .bind(owner)
-                    .execute(pool)
-                    .await
-                    .map_err(db_error)?
-                    .rows_affected();
-                Ok(deleted == 1)
-            }
-        }
+            tx.commit().await.map_err(db_error)?;
+            Ok(deleted == 1)
+        })
     }
 
     /// Appends items to the owner's conversation, in order, in one transaction; returns them
@@ -299,87 +281,88 @@ impl Store {
         let message_json =
             |item: &NewItem| serde_json::to_string(&item.message).unwrap_or_default();
         let tokens = |item: &NewItem| i64::try_from(item.tokens).unwrap_or(i64::MAX);
-        match &self.pool {
-            super::Pool::Sqlite { pool, .. } => {
-                let mut tx = pool.begin().await.map_err(db_error)?;
-                let end: Option<i64> = sqlx::query_scalar(take)
-                    .bind(conversation)
-                    .bind(owner)
-                    .bind(n)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                let Some(end) = end else { return Ok(None) };
-                records(end, &mut stored);
-                let token = search_token(conversation);
-                for (item, record) in items.iter().zip(&stored) {
-                    let rowid: i64 = sqlx::query_scalar(
-                        "INSERT INTO conversation_items \
-                         (conversation_id, seq, id, kind, role, message, tokens, covers, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING rowid",
-                    )
-                    .bind(conversation)
-                    .bind(record.seq)
-                    .bind(&item.id)
-                    .bind(item.kind)
-                    .bind(item.message.role.as_str())
-                    .bind(message_json(item))
-                    .bind(tokens(item))
-                    .bind(item.covers)
-                    .bind(now)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                    if !item.text.is_empty() {
-                        sqlx::query(
-                            "INSERT INTO conversation_search (rowid, conv, body) VALUES ($1, $2, $3)",
-                        )
-                        .bind(rowid)
-                        .bind(&token)
-                        .bind(&item.text)
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_error)?;
-                    }
-                }
-                tx.commit().await.map_err(db_error)?;
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            let end: Option<i64> = sqlx::query_scalar(take)
+                .bind(conversation)
+                .bind(owner)
+                .bind(n)
+                .bind(now)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            let Some(end) = end else { return Ok(None) };
+            records(end, &mut stored);
+            for (item, record) in items.iter().zip(&stored) {
+                sqlx::query(
+                    "INSERT INTO conversation_items \
+                     (conversation_id, seq, id, kind, role, message, tokens, covers, created_at) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                )
+                .bind(conversation)
+                .bind(record.seq)
+                .bind(&item.id)
+                .bind(item.kind)
+                .bind(item.message.role.as_str())
+                .bind(message_json(item))
+                .bind(tokens(item))
+                .bind(item.covers)
+                .bind(now)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
             }
-            super::Pool::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(db_error)?;
-                let end: Option<i64> = sqlx::query_scalar(take)
-                    .bind(conversation)
-                    .bind(owner)
-                    .bind(n)
-                    .bind(now)
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
-                let Some(end) = end else { return Ok(None) };
-                records(end, &mut stored);
-                for (item, record) in items.iter().zip(&stored) {
-                    sqlx::query(
-                        "INSERT INTO conversation_items \
-                         (conversation_id, seq, id, kind, role, message, tokens, covers, created_at, search) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('english', $10))",
-                    )
-                    .bind(conversation)
-                    .bind(record.seq)
-                    .bind(&item.id)
-                    .bind(item.kind)
-                    .bind(item.message.role.as_str())
-                    .bind(message_json(item))
-                    .bind(tokens(item))
-                    .bind(item.covers)
-                    .bind(now)
-                    .bind(&item.text)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_error)?;
+            // The index rows go in a few statements of many rows: an item has dozens.
+            let postings: Vec<(&str, i64, i64)> = items
+                .iter()
+                .zip(&stored)
+                .flat_map(|(item, record)| {
+                    item.terms
+                        .iter()
+                        .map(move |(term, tf)| (term.as_str(), record.seq, i64::from(*tf)))
+                })
+                .collect();
+            for chunk in postings.chunks(TERM_ROWS) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                    .collect();
+                let sql = sql!(
+                    "INSERT INTO conversation_terms (conversation_id, term, seq, tf) VALUES {}",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(sql).bind(conversation);
+                for (term, seq, tf) in chunk {
+                    query = query.bind(*term).bind(*seq).bind(*tf);
                 }
-                tx.commit().await.map_err(db_error)?;
+                query.execute(&mut *tx).await.map_err(db_error)?;
             }
-        }
+            // Each word's item count grows by the items of this batch that hold it.
+            let mut counts: Vec<(&str, i64)> = Vec::new();
+            for (term, _, _) in &postings {
+                match counts.iter().position(|(t, _)| t == term) {
+                    Some(at) => counts[at].1 += 1,
+                    None => counts.push((term, 1)),
+                }
+            }
+            for chunk in counts.chunks(TERM_ROWS) {
+                let values: Vec<String> = (0..chunk.len())
+                    .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
+                    .collect();
+                let sql = sql!(
+                    "INSERT INTO conversation_term_counts (conversation_id, term, df) VALUES {} \
+                     ON CONFLICT (conversation_id, term) \
+                     DO UPDATE SET df = conversation_term_counts.df + excluded.df",
+                    values.join(", ")
+                );
+                let mut query = sqlx::query(sql).bind(conversation);
+                for (term, df) in chunk {
+                    query = query.bind(*term).bind(*df);
+                }
+                query.execute(&mut *tx).await.map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok::<(), crate::error::Error>(())
+        })?;
         Ok(Some(stored))
     }
 
@@ -425,18 +408,32 @@ impl Store {
         from: i64,
         to: i64,
     ) -> Result<Vec<ItemRecord>> {
+        self.items_in_ranges(conversation, &[(from, to)]).await
+    }
+
+    /// The items in any of the position ranges (inclusive), in order, in one round trip.
+    pub async fn items_in_ranges(
+        &self,
+        conversation: &str,
+        ranges: &[(i64, i64)],
+    ) -> Result<Vec<ItemRecord>> {
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let conditions: Vec<String> = (0..ranges.len())
+            .map(|i| format!("(seq >= ${} AND seq <= ${})", 2 * i + 2, 2 * i + 3))
+            .collect();
         let sql = sql!(
             "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-             AND seq >= $2 AND seq <= $3 ORDER BY seq"
+             AND ({}) ORDER BY seq",
+            conditions.join(" OR ")
         );
         on_pool!(self, |pool| {
-            let rows = sqlx::query(sql)
-                .bind(conversation)
-                .bind(from)
-                .bind(to)
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)?;
+            let mut query = sqlx::query(sql).bind(conversation);
+            for (from, to) in ranges {
+                query = query.bind(*from).bind(*to);
+            }
+            let rows = query.fetch_all(pool).await.map_err(db_error)?;
             rows.iter().map(item_from_row).collect()
         })
     }
@@ -459,41 +456,40 @@ impl Store {
 
     /// Deletes one item; `false` when there is none with that id.
     pub async fn delete_item(&self, conversation: &str, id: &str) -> Result<bool> {
-        match &self.pool {
-            super::Pool::Sqlite { pool, .. } => {
-                let mut tx = pool.begin().await.map_err(db_error)?;
-                sqlx::query(
-                    "DELETE FROM conversation_search WHERE rowid IN (SELECT rowid FROM \
-                     conversation_items WHERE conversation_id = $1 AND id = $2)",
-                )
-                .bind(conversation)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
-                let deleted = sqlx::query(
-                    "DELETE FROM conversation_items WHERE conversation_id = $1 AND id = $2",
-                )
-                .bind(conversation)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?
-                .rows_affected();
-                tx.commit().await.map_err(db_error)?;
-                Ok(deleted == 1)
-            }
-            super::Pool::Postgres(pool) => Ok(sqlx::query(
-                "DELETE FROM conversation_items WHERE conversation_id = $1 AND id = $2",
+        on_pool!(self, |pool| {
+            let mut tx = pool.begin().await.map_err(db_error)?;
+            let seq: Option<i64> = sqlx::query_scalar(
+                "DELETE FROM conversation_items WHERE conversation_id = $1 AND id = $2 \
+                 RETURNING seq",
             )
             .bind(conversation)
             .bind(id)
-            .execute(pool)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(db_error)?
-            .rows_affected()
-                == 1),
-        }
+            .map_err(db_error)?;
+            if let Some(seq) = seq {
+                sqlx::query(
+                    "UPDATE conversation_term_counts SET df = df - 1 WHERE conversation_id = $1 \
+                     AND term IN (SELECT term FROM conversation_terms \
+                     WHERE conversation_id = $1 AND seq = $2)",
+                )
+                .bind(conversation)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+                sqlx::query(
+                    "DELETE FROM conversation_terms WHERE conversation_id = $1 AND seq = $2",
+                )
+                .bind(conversation)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_error)?;
+            }
+            tx.commit().await.map_err(db_error)?;
+            Ok(seq.is_some())
+        })
     }
 
     /// The newest summary of a conversation.
@@ -512,57 +508,75 @@ impl Store {
         })
     }
 
-    /// Positions of the items before `before` that best match any of `words` (plain
-    /// alphanumeric words), best first: BM25 on SQLite, `ts_rank` on PostgreSQL.
-    pub async fn search_items(
+    /// For each of `terms`, how many of the conversation's items hold it and, when that is at
+    /// most `cap`, the newest items before `before` that do (position, count in the item).
+    /// Two round trips whose cost is bounded by the number of terms and `cap`, however long
+    /// the conversation and however large the database: words in more than `cap` items are
+    /// counted, never read.
+    pub async fn search_terms(
         &self,
         conversation: &str,
-        words: &[String],
+        terms: &[String],
         before: i64,
-        limit: u32,
-    ) -> Result<Vec<i64>> {
-        if words.is_empty() || limit == 0 {
-            return Ok(Vec::new());
+        cap: u32,
+    ) -> Result<Vec<(i64, Vec<(i64, i64)>)>> {
+        let mut found: Vec<(i64, Vec<(i64, i64)>)> = vec![(0, Vec::new()); terms.len()];
+        if terms.is_empty() {
+            return Ok(found);
         }
-        match &self.pool {
-            super::Pool::Sqlite { pool, .. } => {
-                let quoted: Vec<String> = words.iter().map(|w| format!("\"{w}\"")).collect();
-                let query = format!(
-                    "conv : {} AND body : ({})",
-                    search_token(conversation),
-                    quoted.join(" OR ")
-                );
-                // The ranking reads a few more rows than asked for: some may be after `before`.
-                sqlx::query_scalar(
-                    "SELECT i.seq FROM conversation_search s JOIN conversation_items i \
-                     ON i.rowid = s.rowid WHERE conversation_search MATCH $1 \
-                     AND i.conversation_id = $2 AND i.seq < $3 \
-                     ORDER BY bm25(conversation_search, 0.0, 1.0) LIMIT $4",
-                )
-                .bind(query)
-                .bind(conversation)
-                .bind(before)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)
+        let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 2)).collect();
+        let sql = sql!(
+            "SELECT term, df FROM conversation_term_counts WHERE conversation_id = $1 \
+             AND term IN ({})",
+            list.join(", ")
+        );
+        let counts: Vec<(String, i64)> = on_pool!(self, |pool| {
+            let mut query = sqlx::query_as(sql).bind(conversation);
+            for term in terms {
+                query = query.bind(term);
             }
-            super::Pool::Postgres(pool) => {
-                let query = words.join(" | ");
-                sqlx::query_scalar(
-                    "SELECT seq FROM conversation_items, to_tsquery('english', $1) q \
-                     WHERE conversation_id = $2 AND seq < $3 AND search @@ q \
-                     ORDER BY ts_rank(search, q) DESC, seq DESC LIMIT $4",
-                )
-                .bind(query)
-                .bind(conversation)
-                .bind(before)
-                .bind(i64::from(limit))
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)
+            query.fetch_all(pool).await
+        })
+        .map_err(db_error)?;
+        let mut rare = Vec::new();
+        for (term, df) in counts {
+            if let Some(at) = terms.iter().position(|t| *t == term) {
+                found[at].0 = df;
+                if df > 0 && df <= i64::from(cap) {
+                    rare.push(at);
+                }
             }
         }
+        if rare.is_empty() {
+            return Ok(found);
+        }
+        let selects: Vec<String> = rare
+            .iter()
+            .enumerate()
+            .map(|(i, at)| {
+                format!(
+                    "SELECT CAST({at} AS BIGINT) AS t, seq, tf FROM (SELECT seq, tf FROM \
+                     conversation_terms WHERE conversation_id = $1 AND term = ${} AND seq < $2 \
+                     ORDER BY seq DESC LIMIT {cap}) AS q{i}",
+                    i + 3
+                )
+            })
+            .collect();
+        let sql = sql!("{}", selects.join(" UNION ALL "));
+        let rows: Vec<(i64, i64, i64)> = on_pool!(self, |pool| {
+            let mut query = sqlx::query_as(sql).bind(conversation).bind(before);
+            for &at in &rare {
+                query = query.bind(&terms[at]);
+            }
+            query.fetch_all(pool).await
+        })
+        .map_err(db_error)?;
+        for (t, seq, tf) in rows {
+            if let Some(entry) = usize::try_from(t).ok().and_then(|t| found.get_mut(t)) {
+                entry.1.push((seq, tf));
+            }
+        }
+        Ok(found)
     }
 
     /// Deletes conversations unused since `before` (epoch ms), and responses made before it;
@@ -694,7 +708,7 @@ mod tests {
             id: id.into(),
             kind: "message",
             message: Message::text(role, text),
-            text: text.into(),
+            terms: text.split_whitespace().map(|w| (w.to_owned(), 1)).collect(),
             tokens: 5,
             covers: None,
         }
@@ -794,23 +808,23 @@ mod tests {
         assert_eq!(asc[0].id, "m1");
         assert_eq!(asc[0].message.joined_text(), "noted");
 
-        // Recall finds the old fact by its words, stemmed, and not past `before`.
-        let words = vec!["launching".to_owned(), "codes".to_owned()];
-        let found = store.search_items("conv_2", &words, 40, 4).await.unwrap();
-        assert_eq!(found, [0]);
-        assert!(store
-            .search_items("conv_2", &words, 0, 4)
-            .await
-            .unwrap()
-            .is_empty());
+        // The index finds the old fact by its words, newest first, capped, and not at or
+        // past `before`.
+        let terms = vec!["code".to_owned(), "chatter".to_owned()];
+        let found = store.search_terms("conv_2", &terms, 40, 3).await.unwrap();
+        assert_eq!(found[0], (1, vec![(0, 1)]));
+        // In 38 items: counted, too common to read.
+        assert_eq!(found[1], (38, vec![]));
+        let found = store.search_terms("conv_2", &terms, 39, 50).await.unwrap();
+        assert_eq!(found[1].1.len(), 37);
+        assert_eq!(found[1].1[0], (38, 1));
+        let none = store.search_terms("conv_2", &terms, 0, 4).await.unwrap();
+        assert!(none[0].1.is_empty() && none[1].1.is_empty());
 
         assert!(store.delete_item("conv_2", "m0").await.unwrap());
         assert!(store.get_item("conv_2", "m0").await.unwrap().is_none());
-        assert!(store
-            .search_items("conv_2", &words, 40, 4)
-            .await
-            .unwrap()
-            .is_empty());
+        let found = store.search_terms("conv_2", &terms, 40, 3).await.unwrap();
+        assert_eq!(found[0], (0, vec![]));
         assert_eq!(store.items_between("conv_2", 1, 3).await.unwrap().len(), 3);
 
         assert_eq!(store.expire_conversations(4).await.unwrap(), 1);

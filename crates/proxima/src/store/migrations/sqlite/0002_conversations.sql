@@ -20,8 +20,7 @@ CREATE INDEX conversations_used ON conversations (used_at);
 -- Items in order. `message` is the canonical message (JSON), whatever surface stored it;
 -- `tokens` its size, so that the window is chosen without tokenizing history again.
 -- `kind` is the item type the Conversations API shows (message, function_call,
--- function_call_output, reasoning, summary). A rowid table: the search index shares its rowid.
--- A summary covers the items up to `covers` and is folded
+-- function_call_output, reasoning, summary). A summary covers the items up to `covers` and is folded
 -- from the previous summary and the items after it.
 CREATE TABLE conversation_items (
     conversation_id TEXT NOT NULL,
@@ -33,16 +32,31 @@ CREATE TABLE conversation_items (
     tokens BIGINT NOT NULL,
     covers BIGINT,
     created_at BIGINT NOT NULL,
-    UNIQUE (conversation_id, seq)
-);
+    PRIMARY KEY (conversation_id, seq)
+) WITHOUT ROWID;
 CREATE UNIQUE INDEX conversation_items_id ON conversation_items (id);
 CREATE INDEX conversation_items_summaries ON conversation_items (conversation_id, kind, seq);
 
--- Full-text index of the items' text, for recall (BM25); its rowid is the item's. `conv` holds
--- one token made from the conversation id, so a search reads that conversation's postings.
-CREATE VIRTUAL TABLE conversation_search USING fts5(
-    conv, body, tokenize = 'porter unicode61'
-);
+-- Recall's index: each item's words (normalised, see context::recall::terms) with their
+-- counts, by conversation and word, so that a search reads only that conversation's postings
+-- of the new message's words, and at most a fixed number of each: its cost follows the
+-- question, not the length of the history or the size of the database.
+CREATE TABLE conversation_terms (
+    conversation_id TEXT NOT NULL,
+    term TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    tf BIGINT NOT NULL,
+    PRIMARY KEY (conversation_id, term, seq)
+) WITHOUT ROWID;
+
+-- How many of a conversation's items hold each word: a search reads postings only of the
+-- words rare enough to tell turns apart, and learns which those are from this table first.
+CREATE TABLE conversation_term_counts (
+    conversation_id TEXT NOT NULL,
+    term TEXT NOT NULL,
+    df BIGINT NOT NULL,
+    PRIMARY KEY (conversation_id, term)
+) WITHOUT ROWID;
 
 -- Stored Responses-API responses. `turn` holds this response's own new input and its output
 -- as canonical messages (JSON): `previous_response_id` chains replay them in order.
