@@ -433,15 +433,33 @@ async fn load_recent(
             if !items::is_history(&item) {
                 continue;
             }
+            // Past the budget, only as far back as the user message that opened the exchange
+            // the window may begin in (the assembler may pin it): what lies further back is
+            // recall's to bring, and must not be hidden from it.
+            if tokens > budget && opens_exchange(recent.last()) {
+                break 'pages;
+            }
             tokens += item.tokens;
             recent.push(as_item(item));
         }
-        if !full || tokens > budget {
+        if !full || tokens > budget && opens_exchange(recent.last()) {
             break;
         }
     }
     recent.reverse();
     Ok(items::join_items(recent))
+}
+
+/// Whether the item (read newest first) is a user message, which opens an exchange.
+fn opens_exchange(item: Option<&Item>) -> bool {
+    item.is_some_and(|i| {
+        i.message.role == Role::User
+            && !i
+                .message
+                .content
+                .iter()
+                .any(|p| matches!(p, Part::ToolResult { .. }))
+    })
 }
 
 fn as_item(record: ItemRecord) -> Item {

@@ -3,17 +3,18 @@
 //!
 //! 1. [`admit`]: the public model exists (404) and the caller may use it (403); the call's
 //!    [`Meter`] opens, so from here on it has its one ledger row however it ends.
-//! 2. [`prepare`]: makes the prompt that will really be sent, and measures it. Context
-//!    assembly, prompt templates, retrieval, PII masking and guardrails plug in here, before
-//!    limits, so that admission charges what is sent.
+//! 2. [`prepare`]: makes the prompt that will really be sent, and measures it: a conversation
+//!    turn's stored context is assembled in ([`crate::context`]); prompt templates, retrieval,
+//!    PII masking and guardrails plug in here too, before limits, so that admission charges
+//!    what is sent.
 //! 3. [`limit`]: takes the call's share of the rate limits and budgets of its key, team and
 //!    model (429 `rate_limit_exceeded` / `budget_exceeded`); the meter holds it until it settles
 //!    with the real usage.
 //! 4. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
 //!    fallbacks), each attempt a provider call; a stream fails over until its first chunk.
 //! 5. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
-//!    call's [`finish::Stage`]s (metering today; cache fill, unmasking, storing the reply as
-//!    they come), which see it end however it ends.
+//!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering; cache
+//!    fill and unmasking as they come), which see it end however it ends.
 //!
 //! The phases share one [`Exchange`]: the request's context, the resolved model, the meter, the
 //! headers phases add to the answer, and the finishing stages. Surfaces translate wire formats

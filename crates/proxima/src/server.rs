@@ -14,17 +14,21 @@
 //!    canonical request.
 //! 4. [`pipeline`](crate::pipeline), in named phases over one exchange:
 //!    admit (404 unknown model, 403 not allowed; the meter opens) → prepare (the prompt as it
-//!    will be sent) → limit (429 rate limits and budgets of key, team and model) → route (the
+//!    will be sent: a conversation turn gets its stored context assembled in by
+//!    [`context`](crate::context), 404 for another tenant's conversation) → limit (429 rate limits and budgets of key, team and model) → route (the
 //!    [`router`](crate::router): strategy order, every target, retries, fallbacks; a stream
 //!    fails over until its first chunk) → finish (the answer's stages; metering settles the
-//!    limits and writes the one ledger row when the call ends, however it ends).
+//!    limits and writes the one ledger row when the call ends, however it ends; a conversation
+//!    turn or a stored response is kept by a stage once the answer is complete).
 //! 5. Back in the surface: the canonical answer is written in the client's format, with
 //!    `x-proxima-provider`, `x-proxima-model`, `x-proxima-attempts` and any `x-ratelimit-*`;
 //!    a stream goes out through [`surface::events`], chunk by chunk, batched when chunks arrive
 //!    together, with keep-alive comments in long silences and an error event if the upstream
 //!    breaks.
 //!
-//! `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
+//! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
+//! [`surface::responses`] read and write the conversation store directly, for the caller's
+//! tenant only. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
 //! the config file changing, or `POST /admin/config/reload`) builds a new gateway and swaps it
 //! in ([`AppState::reload`]).
 

@@ -417,20 +417,34 @@ impl Store {
         conversation: &str,
         ranges: &[(i64, i64)],
     ) -> Result<Vec<ItemRecord>> {
-        if ranges.is_empty() {
+        // Overlapping ranges merged, so that no item is read twice; each range is then its own
+        // primary-key range scan (a plain OR of ranges would scan the whole conversation).
+        let mut merged: Vec<(i64, i64)> = ranges.to_vec();
+        merged.sort_unstable();
+        merged.dedup_by(|next, last| {
+            let overlaps = next.0 <= last.1 + 1;
+            if overlaps {
+                last.1 = last.1.max(next.1);
+            }
+            overlaps
+        });
+        if merged.is_empty() {
             return Ok(Vec::new());
         }
-        let conditions: Vec<String> = (0..ranges.len())
-            .map(|i| format!("(seq >= ${} AND seq <= ${})", 2 * i + 2, 2 * i + 3))
+        let selects: Vec<String> = (0..merged.len())
+            .map(|i| {
+                format!(
+                    "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
+                     AND seq >= ${} AND seq <= ${}",
+                    2 * i + 2,
+                    2 * i + 3
+                )
+            })
             .collect();
-        let sql = sql!(
-            "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-             AND ({}) ORDER BY seq",
-            conditions.join(" OR ")
-        );
+        let sql = sql!("{} ORDER BY seq", selects.join(" UNION ALL "));
         on_pool!(self, |pool| {
             let mut query = sqlx::query(sql).bind(conversation);
-            for (from, to) in ranges {
+            for (from, to) in &merged {
                 query = query.bind(*from).bind(*to);
             }
             let rows = query.fetch_all(pool).await.map_err(db_error)?;
@@ -826,6 +840,12 @@ mod tests {
         let found = store.search_terms("conv_2", &terms, 40, 3).await.unwrap();
         assert_eq!(found[0], (0, vec![]));
         assert_eq!(store.items_between("conv_2", 1, 3).await.unwrap().len(), 3);
+        let near = store
+            .items_in_ranges("conv_2", &[(10, 12), (30, 31), (11, 14)])
+            .await
+            .unwrap();
+        let seqs: Vec<i64> = near.iter().map(|i| i.seq).collect();
+        assert_eq!(seqs, [10, 11, 12, 13, 14, 30, 31]);
 
         assert_eq!(store.expire_conversations(4).await.unwrap(), 1);
         assert!(store
