@@ -95,7 +95,15 @@ pub async fn chat(
     conversation: Option<String>,
 ) -> Result<Prepared<ChatRequest>> {
     if let Some(conversation) = conversation {
-        let turn = context::open_turn(cx, &conversation, &exchange.resolved, &mut req).await?;
+        // Boxed: a turn's large state lives on the heap only for calls that have one, so the
+        // future of every other call stays as small as before.
+        let turn = Box::pin(context::open_turn(
+            cx,
+            &conversation,
+            &exchange.resolved,
+            &mut req,
+        ))
+        .await?;
         exchange
             .headers
             .push((CONTEXT_TOKENS, HeaderValue::from(turn.tokens)));
