@@ -100,10 +100,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn assembly_latency(store: &Store) {
     println!("## Building a turn's prompt against history length\n");
     println!(
-        "budget 8,000 tokens, recall 4, strategy window; 300 turns timed after 20 warm-up ones\n"
+        "budget 8,000 tokens, strategy window, recall off (0) and 4 turns; 300 turns timed after 20 warm-up ones\n"
     );
-    println!("| items in history | p50 | p99 | max | prompt tokens (p50) |");
-    println!("|---:|---:|---:|---:|---:|");
+    println!("| items in history | recall | p50 | p99 | max | prompt tokens (p50) |");
+    println!("|---:|---:|---:|---:|---:|---:|");
     let mut rng = fastrand::Rng::with_seed(7);
     let sizes: Vec<usize> = std::env::var("SIZES")
         .ok()

@@ -54,6 +54,67 @@ pub fn conversation(headers: &http::HeaderMap, req: &mut ChatRequest) -> Result<
     }
 }
 
+/// A JSON answer, or the error in the OpenAI shape: the resource routes (conversations, stored
+/// responses) answer this way.
+pub fn json_or_error(result: Result<serde_json::Value>) -> Response {
+    match result {
+        Ok(value) => json_response(&value),
+        Err(e) => e.into_response(Api::OpenAiChat),
+    }
+}
+
+/// How a client pages a list, as the OpenAI API takes it: `limit` (1 to 100, default 20),
+/// `order` (`desc`, the default, or `asc`), `after` (the last id of the previous page). Other
+/// parameters (`include`) are ignored: items are always whole.
+pub struct Paging {
+    pub limit: usize,
+    pub descending: bool,
+    pub after: Option<String>,
+}
+
+impl Paging {
+    pub fn from_query(raw: Option<String>) -> Result<Paging> {
+        #[derive(serde::Deserialize)]
+        struct Wire {
+            #[serde(default)]
+            limit: Option<String>,
+            #[serde(default)]
+            order: Option<String>,
+            #[serde(default)]
+            after: Option<String>,
+        }
+        let wire: Wire = query(raw)?;
+        let limit = match wire.limit.as_deref() {
+            None => 20,
+            Some(limit) => limit
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    Error::invalid_request(format!(
+                        "`limit` must be a whole number from 1 to 100, not `{limit}`"
+                    ))
+                    .with_param("limit")
+                })?,
+        };
+        let descending = match wire.order.as_deref() {
+            None | Some("desc") => true,
+            Some("asc") => false,
+            Some(other) => {
+                return Err(Error::invalid_request(format!(
+                    "`order` must be `asc` or `desc`, not `{other}`"
+                ))
+                .with_param("order"))
+            }
+        };
+        Ok(Paging {
+            limit,
+            descending,
+            after: wire.after,
+        })
+    }
+}
+
 /// Parses a query string, saying what is wrong with it.
 pub fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T> {
     serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))

@@ -13,8 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{json_response, query, read_json};
-use crate::canonical::Api;
+use super::{json_or_error, read_json, Paging};
 use crate::clock::now_ms;
 use crate::context::{self, items};
 use crate::error::{Error, Result};
@@ -23,17 +22,8 @@ use crate::store::{ConversationRecord, ItemRecord, Order, Store};
 use crate::wire::conversations as wire;
 use crate::wire::responses::items_to_messages;
 
-const API: Api = Api::OpenAiChat;
-
 /// Most items one request may add, as OpenAI allows.
 const MAX_NEW_ITEMS: usize = 20;
-
-fn answer(result: Result<Value>) -> Response {
-    match result {
-        Ok(value) => json_response(&value),
-        Err(e) => e.into_response(API),
-    }
-}
 
 #[derive(Deserialize)]
 struct CreateBody {
@@ -51,19 +41,6 @@ struct UpdateBody {
 #[derive(Deserialize)]
 struct ItemsBody {
     items: Vec<Value>,
-}
-
-#[derive(Deserialize)]
-struct ListQuery {
-    #[serde(default)]
-    limit: Option<u32>,
-    #[serde(default)]
-    after: Option<String>,
-    #[serde(default)]
-    order: Option<String>,
-    /// Extra fields to include (`include[]`); every item is whole already.
-    #[serde(default, rename = "include[]")]
-    _include: Option<String>,
 }
 
 /// Metadata as OpenAI limits it: at most 16 pairs of short strings.
@@ -116,7 +93,7 @@ async fn append(
 
 /// `POST /v1/conversations`.
 pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
-    answer(
+    json_or_error(
         async {
             let body: CreateBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
             let metadata = body.metadata.unwrap_or_default();
@@ -150,7 +127,7 @@ pub async fn get(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path(id): Path<String>,
 ) -> Response {
-    answer(owned(&cx, &id).await.map(|c| wire::conversation(&c)))
+    json_or_error(owned(&cx, &id).await.map(|c| wire::conversation(&c)))
 }
 
 /// `POST /v1/conversations/{id}`: replaces the metadata.
@@ -159,7 +136,7 @@ pub async fn update(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             let body: UpdateBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
             check_metadata(&body.metadata)?;
@@ -180,7 +157,7 @@ pub async fn delete(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path(id): Path<String>,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             context::check_id(&id, "conversation_id")?;
             if cx
@@ -204,7 +181,7 @@ pub async fn add_items(
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             let body: ItemsBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
             owned(&cx, &id).await?;
@@ -222,28 +199,17 @@ pub async fn list_items(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
-            let query: ListQuery = query(raw)?;
-            let limit = query.limit.unwrap_or(20);
-            if !(1..=100).contains(&limit) {
-                return Err(
-                    Error::invalid_request("`limit` must be between 1 and 100").with_param("limit")
-                );
-            }
-            let order = match query.order.as_deref() {
-                None | Some("desc") => Order::Desc,
-                Some("asc") => Order::Asc,
-                Some(other) => {
-                    return Err(Error::invalid_request(format!(
-                        "`order` must be `asc` or `desc`, not `{other}`"
-                    ))
-                    .with_param("order"))
-                }
+            let paging = Paging::from_query(raw)?;
+            let order = if paging.descending {
+                Order::Desc
+            } else {
+                Order::Asc
             };
             owned(&cx, &id).await?;
             let store = &cx.services.store;
-            let after = match &query.after {
+            let after = match &paging.after {
                 Some(item) => Some(
                     store
                         .get_item(&id, item)
@@ -258,9 +224,10 @@ pub async fn list_items(
                 ),
                 None => None,
             };
+            let limit = u32::try_from(paging.limit).unwrap_or(100);
             let mut page = store.list_items(&id, after, order, limit + 1).await?;
-            let has_more = page.len() > limit as usize;
-            page.truncate(limit as usize);
+            let has_more = page.len() > paging.limit;
+            page.truncate(paging.limit);
             Ok(wire::list(&page, has_more))
         }
         .await,
@@ -272,7 +239,7 @@ pub async fn get_item(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path((id, item)): Path<(String, String)>,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             owned(&cx, &id).await?;
             let record = cx.services.store.get_item(&id, &item).await?;
@@ -289,7 +256,7 @@ pub async fn delete_item(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path((id, item)): Path<(String, String)>,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             let conversation = owned(&cx, &id).await?;
             if cx.services.store.delete_item(&id, &item).await? {

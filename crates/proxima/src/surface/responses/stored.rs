@@ -17,17 +17,15 @@ use std::time::Duration;
 
 use axum::extract::{Extension, Path, RawQuery};
 use axum::response::Response;
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
 
-use super::API;
 use crate::canonical::{ChatResponse, Message};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::finish::{Keep, Stage};
 use crate::pipeline::RequestContext;
 use crate::store::ResponseRecord;
-use crate::surface::json_response;
+use crate::surface::{json_or_error, Paging};
 use crate::wire::responses::{ResponseContext, ResponseObject};
 
 /// How long a read waits for the write of the response it asks for; a database that slow
@@ -148,19 +146,12 @@ async fn find(cx: &RequestContext, id: &str) -> Result<ResponseRecord> {
         .ok_or_else(|| not_found(id))
 }
 
-fn answer(result: Result<Value>) -> Response {
-    match result {
-        Ok(value) => json_response(&value),
-        Err(e) => e.into_response(API),
-    }
-}
-
 /// `GET /v1/responses/{id}`: the response as it was answered.
 pub async fn get(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path(id): Path<String>,
 ) -> Response {
-    answer(find(&cx, &id).await.map(|record| record.body))
+    json_or_error(find(&cx, &id).await.map(|record| record.body))
 }
 
 /// `DELETE /v1/responses/{id}`. Responses chained after it keep their own turns; their chain
@@ -169,7 +160,7 @@ pub async fn delete(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path(id): Path<String>,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             written(&id).await;
             if cx.services.store.delete_response(&id, &cx.tenant()).await? {
@@ -182,17 +173,6 @@ pub async fn delete(
     )
 }
 
-/// Other parameters (`include`) are ignored: items are stored whole, so there is nothing to add.
-#[derive(Deserialize)]
-struct InputItemsQuery {
-    #[serde(default)]
-    limit: Option<String>,
-    #[serde(default)]
-    order: Option<String>,
-    #[serde(default)]
-    after: Option<String>,
-}
-
 /// `GET /v1/responses/{id}/input_items`: the input items as the client sent them, newest first
 /// unless `order=asc`, a page of `limit` (1 to 100, default 20) after the item `after`.
 pub async fn input_items(
@@ -200,39 +180,14 @@ pub async fn input_items(
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
-            let query: InputItemsQuery =
-                serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
-                    .map_err(|e| Error::invalid_request(format!("bad query string: {e}")))?;
-            let limit = match query.limit.as_deref() {
-                None => 20,
-                Some(limit) => limit
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (1..=100).contains(n))
-                    .ok_or_else(|| {
-                        Error::invalid_request(format!(
-                            "`limit` must be a whole number from 1 to 100, not `{limit}`"
-                        ))
-                        .with_param("limit")
-                    })?,
-            };
-            let descending = match query.order.as_deref() {
-                None | Some("desc") => true,
-                Some("asc") => false,
-                Some(other) => {
-                    return Err(Error::invalid_request(format!(
-                        "`order` must be `asc` or `desc`, not `{other}`"
-                    ))
-                    .with_param("order"))
-                }
-            };
+            let paging = Paging::from_query(raw)?;
             let mut items = find(&cx, &id).await?.input_items;
-            if descending {
+            if paging.descending {
                 items.reverse();
             }
-            let start = match &query.after {
+            let start = match &paging.after {
                 None => 0,
                 Some(after) => {
                     items
@@ -247,8 +202,8 @@ pub async fn input_items(
                         + 1
                 }
             };
-            let has_more = items.len() > start + limit;
-            let page: Vec<Value> = items.into_iter().skip(start).take(limit).collect();
+            let has_more = items.len() > start + paging.limit;
+            let page: Vec<Value> = items.into_iter().skip(start).take(paging.limit).collect();
             let first_id = page.first().map(|item| item["id"].clone());
             let last_id = page.last().map(|item| item["id"].clone());
             Ok(json!({
@@ -269,7 +224,7 @@ pub async fn cancel(
     Extension(cx): Extension<Arc<RequestContext>>,
     Path(id): Path<String>,
 ) -> Response {
-    answer(
+    json_or_error(
         async {
             find(&cx, &id).await?;
             Err(Error::invalid_request(format!(
