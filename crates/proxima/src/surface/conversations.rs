@@ -186,7 +186,7 @@ pub async fn add_items(
             let body: ItemsBody = read_json(body, cx.gateway.config.server.max_body_bytes).await?;
             owned(&cx, &id).await?;
             let stored = append(&cx.services.store, &cx, &id, body.items).await?;
-            Ok(wire::list(&stored, false))
+            Ok(wire::item_list(&stored, false))
         }
         .await,
     )
@@ -228,7 +228,7 @@ pub async fn list_items(
             let mut page = store.list_items(&id, after, order, limit + 1).await?;
             let has_more = page.len() > paging.limit;
             page.truncate(paging.limit);
-            Ok(wire::list(&page, has_more))
+            Ok(wire::item_list(&page, has_more))
         }
         .await,
     )

@@ -21,15 +21,23 @@ pub fn deleted(id: &str) -> Value {
     json!({"id": id, "object": "conversation.deleted", "deleted": true})
 }
 
-/// A page of items.
-pub fn list(items: &[ItemRecord], has_more: bool) -> Value {
+/// A page of a list, as every OpenAI list is answered: the ids of its first and last entry
+/// let the SDK ask for the next page.
+pub fn list(data: Vec<Value>, has_more: bool) -> Value {
+    let first_id = data.first().map(|item| item["id"].clone());
+    let last_id = data.last().map(|item| item["id"].clone());
     json!({
         "object": "list",
-        "data": items.iter().map(item).collect::<Vec<_>>(),
-        "first_id": items.first().map(|i| &i.id),
-        "last_id": items.last().map(|i| &i.id),
+        "data": data,
+        "first_id": first_id,
+        "last_id": last_id,
         "has_more": has_more,
     })
+}
+
+/// A page of items.
+pub fn item_list(items: &[ItemRecord], has_more: bool) -> Value {
+    list(items.iter().map(item).collect(), has_more)
 }
 
 /// One item as the API shows it. A summary the gateway wrote shows as a system message.

@@ -204,15 +204,7 @@ pub async fn input_items(
             };
             let has_more = items.len() > start + paging.limit;
             let page: Vec<Value> = items.into_iter().skip(start).take(paging.limit).collect();
-            let first_id = page.first().map(|item| item["id"].clone());
-            let last_id = page.last().map(|item| item["id"].clone());
-            Ok(json!({
-                "object": "list",
-                "data": page,
-                "first_id": first_id,
-                "last_id": last_id,
-                "has_more": has_more,
-            }))
+            Ok(crate::wire::conversations::list(page, has_more))
         }
         .await,
     )
