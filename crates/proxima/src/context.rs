@@ -351,12 +351,7 @@ pub async fn build_prompt(
     // An agent's new messages may begin with the results of the calls the newest stored turn
     // made: that turn is sent with them whatever the budget, so no result goes without its
     // call (it is stored already, so it is sent, not stored again).
-    let answers_calls = new.first().is_some_and(|m| {
-        m.content
-            .iter()
-            .any(|p| matches!(p, Part::ToolResult { .. }))
-    });
-    let calls_answered = answers_calls
+    let calls_answered = new.first().is_some_and(assemble::is_tool_result)
         && recent.last().is_some_and(|i| {
             i.message.role == Role::Assistant
                 && i.message
@@ -452,14 +447,7 @@ async fn load_recent(
 
 /// Whether the item (read newest first) is a user message, which opens an exchange.
 fn opens_exchange(item: Option<&Item>) -> bool {
-    item.is_some_and(|i| {
-        i.message.role == Role::User
-            && !i
-                .message
-                .content
-                .iter()
-                .any(|p| matches!(p, Part::ToolResult { .. }))
-    })
+    item.is_some_and(|i| assemble::opens_exchange(&i.message))
 }
 
 fn as_item(record: ItemRecord) -> Item {

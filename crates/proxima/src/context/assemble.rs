@@ -254,7 +254,7 @@ fn tokens_of(items: &[Item]) -> u64 {
 /// Anthropic inside a User message. Such a message continues an exchange, never opens one. Any
 /// result part counts, not only a message of nothing but results: Anthropic lets a user add text
 /// after the results, and that message still must not be split from the calls before it.
-fn is_tool_result(message: &Message) -> bool {
+pub fn is_tool_result(message: &Message) -> bool {
     message
         .content
         .iter()
@@ -262,7 +262,7 @@ fn is_tool_result(message: &Message) -> bool {
 }
 
 /// A user turn: a User message holding no tool result.
-fn opens_exchange(message: &Message) -> bool {
+pub fn opens_exchange(message: &Message) -> bool {
     message.role == Role::User && !is_tool_result(message)
 }
 

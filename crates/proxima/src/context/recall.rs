@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 
 use super::assemble::Item;
-use crate::canonical::{Part, Role};
+use crate::canonical::Part;
 use crate::error::Result;
 use crate::store::{ItemRecord, Store};
 
@@ -168,7 +168,7 @@ pub async fn recall(
 /// user message is not among `items` or the stretch would split a call from its result.
 fn exchange_around(items: &[ItemRecord], hit: i64) -> Option<Vec<Item>> {
     let at = items.iter().position(|i| i.seq == hit)?;
-    let opens = |i: &ItemRecord| i.kind == "message" && i.message.role == Role::User;
+    let opens = |i: &ItemRecord| super::assemble::opens_exchange(&i.message);
     let start = items[..=at].iter().rposition(opens)?;
     let end = items[at + 1..]
         .iter()
