@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod pricing;
 pub mod providers;
+pub mod retrieval;
 pub mod router;
 pub mod server;
 pub mod services;
