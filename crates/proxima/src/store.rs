@@ -36,6 +36,7 @@ mod keys;
 mod ledger;
 mod migrations;
 mod teams;
+mod vector_stores;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -53,6 +54,10 @@ pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, Response
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
 pub use teams::{TeamPatch, TeamRecord};
+pub use vector_stores::{
+    ChunkKey, ChunkRow, Chunking, FileCounts, FileListing, IndexedFile, NewChunk, StoreFileRecord,
+    VectorStoreRecord,
+};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
