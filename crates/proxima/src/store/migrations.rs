@@ -29,6 +29,10 @@ const SQLITE: &[Migration] = &[
         version: 2,
         sql: include_str!("migrations/sqlite/0002_conversations.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/sqlite/0003_files.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -40,6 +44,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("migrations/postgres/0002_conversations.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/postgres/0003_files.sql"),
     },
 ];
 
