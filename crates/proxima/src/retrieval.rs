@@ -12,6 +12,7 @@
 
 pub mod chunk;
 pub mod filter;
+pub mod index;
 
 use std::sync::Arc;
 

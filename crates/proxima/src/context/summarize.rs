@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-
 use super::items::{self, SUMMARY};
 use crate::canonical::{ChatRequest, Message, Part, Role, Sampling};
 use crate::clock::now_ms;

@@ -30,6 +30,10 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0002_conversations.sql"),
     },
     Migration {
+        version: 3,
+        sql: include_str!("migrations/sqlite/0003_files.sql"),
+    },
+    Migration {
         version: 4,
         sql: include_str!("migrations/sqlite/0004_vector_stores.sql"),
     },
@@ -44,6 +48,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("migrations/postgres/0002_conversations.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/postgres/0003_files.sql"),
     },
     Migration {
         version: 4,
