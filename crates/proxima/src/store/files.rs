@@ -208,7 +208,11 @@ mod tests {
         // Two files share each millisecond: the id breaks the tie, and no page repeats or
         // skips one.
         for n in 0..7i64 {
-            let purpose = if n % 2 == 0 { "assistants" } else { "user_data" };
+            let purpose = if n % 2 == 0 {
+                "assistants"
+            } else {
+                "user_data"
+            };
             let file = store
                 .create_file("key:k", &format!("f{n}.txt"), purpose, b"x", 10 + n / 2)
                 .await
@@ -257,7 +261,13 @@ mod tests {
             .collect();
         assert_eq!(names, expected);
         let after_first = store
-            .list_files("key:k", Some("user_data"), Some(&user_data[0]), Order::Asc, 100)
+            .list_files(
+                "key:k",
+                Some("user_data"),
+                Some(&user_data[0]),
+                Order::Asc,
+                100,
+            )
             .await
             .unwrap();
         expected.remove(0);
