@@ -250,10 +250,18 @@ pub async fn embed(
     Ok(vectors)
 }
 
-/// Marks the searched stores used (their expiry counts from their last use), off the path.
+/// Marks the searched stores used (their expiry counts from their last use), off the path
+/// and at most once a minute each.
 fn touch(cx: &RequestContext, stores: &[Arc<StoreIndex>]) {
     let store = cx.services.store.clone();
-    let ids: Vec<String> = stores.iter().map(|s| s.id.clone()).collect();
+    let ids: Vec<String> = stores
+        .iter()
+        .filter(|s| cx.services.indexes.should_touch(&s.id))
+        .map(|s| s.id.clone())
+        .collect();
+    if ids.is_empty() {
+        return;
+    }
     tokio::spawn(async move {
         let now = now_ms();
         for id in ids {

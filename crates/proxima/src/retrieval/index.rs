@@ -381,9 +381,15 @@ pub fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// How often a store's `last_active_at` is written while it is searched: expiry is counted
+/// in days, and a write per search would put a database round trip behind every call.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
 /// The indexes of the stores this replica has searched.
 pub struct Indexes {
     stores: Mutex<HashMap<String, Cached>>,
+    /// When each store's use was last written.
+    touched: Mutex<HashMap<String, Instant>>,
     /// One reload at a time: two searches of a stale store read it once.
     loading: tokio::sync::Mutex<()>,
     sync_interval: Duration,
@@ -400,6 +406,7 @@ impl Indexes {
     pub fn new(sync_interval: Duration) -> Indexes {
         Indexes {
             stores: Mutex::default(),
+            touched: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
             sync_interval,
         }
@@ -425,9 +432,26 @@ impl Indexes {
         }
     }
 
+    /// Whether the store's use should be written now (at most once a minute per store).
+    pub fn should_touch(&self, id: &str) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match touched.get(id) {
+            Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
+            _ => {
+                touched.insert(id.to_owned(), now);
+                true
+            }
+        }
+    }
+
     /// The store was deleted through this replica.
     pub fn forget(&self, id: &str) {
         self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.touched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);
