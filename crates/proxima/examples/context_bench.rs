@@ -124,7 +124,7 @@ async fn assembly_latency(store: &Store) {
             for turn in 0..320 {
                 let new = [Message::text(Role::User, sentence(&mut rng, 20))];
                 let started = Instant::now();
-                let built = build_prompt(store, &id, &how, &[], &new)
+                let built = build_prompt(store, &id, &how, &[], &new, &[])
                     .await
                     .expect("build");
                 let took = started.elapsed();
