@@ -45,6 +45,31 @@ pub struct Config {
     pub auth: AuthConfig,
     #[serde(default)]
     pub context: ContextConfig,
+    #[serde(default)]
+    pub files: FilesConfig,
+}
+
+/// Uploaded files (`/v1/files`), the documents vector stores are built from.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilesConfig {
+    /// Largest file accepted, in bytes; a larger upload gets 413 `request_too_large`. Uploads
+    /// take this limit instead of `server.max_body_bytes`.
+    pub max_bytes: usize,
+}
+
+impl FilesConfig {
+    /// The most `max_bytes` may be: a file is held in memory whole and stored as one database
+    /// value, and both databases refuse values near 1 GB.
+    pub const MAX_BYTES_CEILING: usize = 500_000_000;
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            max_bytes: 25_000_000,
+        }
+    }
 }
 
 /// Server-side conversation context: the conversation store and how prompts are assembled.

@@ -29,3 +29,4 @@ pub mod telemetry;
 pub mod tokenizer;
 pub mod usage;
 pub mod wire;
+pub mod words;

@@ -60,6 +60,21 @@ pub struct RequestContext {
 }
 
 impl RequestContext {
+    /// A call the gateway makes on this caller's behalf (a summary, an embedding for search or
+    /// ingestion): same caller, limits and tags, its own id `ID-{purpose}` and ledger row.
+    pub fn derived(&self, purpose: &str) -> Arc<RequestContext> {
+        Arc::new(RequestContext {
+            id: Arc::from(format!("{}-{purpose}", self.id)),
+            caller: self.caller.clone(),
+            gateway: self.gateway.clone(),
+            services: self.services.clone(),
+            started: Instant::now(),
+            at: crate::clock::now_ms(),
+            metadata: self.metadata.clone(),
+            metered: AtomicBool::new(false),
+        })
+    }
+
     /// The caller's team, if it has one.
     pub fn team(&self) -> Option<Arc<TeamRecord>> {
         self.caller

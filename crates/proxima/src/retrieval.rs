@@ -10,7 +10,9 @@
 //! `/v1/responses`, and for the new message of a chat call that names stores
 //! (`x-proxima-vector-stores`, or a conversation's metadata `vector_store_ids`).
 
+pub mod chunk;
 pub mod filter;
+pub mod index;
 
 use std::sync::Arc;
 

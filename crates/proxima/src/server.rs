@@ -28,7 +28,8 @@
 //!
 //! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
 //! [`surface::responses`] read and write the conversation store directly, for the caller's
-//! tenant only. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
+//! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
+//! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
 //! the config file changing, or `POST /admin/config/reload`) builds a new gateway and swaps it
 //! in ([`AppState::reload`]).
 
@@ -108,6 +109,15 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             "/v1/responses/{id}/cancel",
             post(surface::responses::cancel),
         )
+        .route(
+            "/v1/files",
+            get(surface::files::list).post(surface::files::upload),
+        )
+        .route(
+            "/v1/files/{id}",
+            get(surface::files::get).delete(surface::files::delete),
+        )
+        .route("/v1/files/{id}/content", get(surface::files::content))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))

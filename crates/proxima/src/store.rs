@@ -1,5 +1,6 @@
-//! The database: virtual keys, teams, the usage ledger and the conversation store, on SQLite (the embedded default) or
-//! PostgreSQL (shared by replicas), with the same behaviour on both.
+//! The database: virtual keys, teams, the usage ledger, the conversation store and uploaded
+//! files, on SQLite (the embedded default) or PostgreSQL (shared by replicas), with the same
+//! behaviour on both.
 //!
 //! Nothing here is on the request path: keys and teams are read into memory by
 //! [`crate::policy::directory`], and usage records are written in batches by
@@ -32,10 +33,12 @@ macro_rules! on_pool {
 }
 
 mod conversations;
+mod files;
 mod keys;
 mod ledger;
 mod migrations;
 mod teams;
+mod vector_stores;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -50,9 +53,14 @@ use sqlx::sqlite::{
 use crate::error::{Error, ErrorKind, Result};
 
 pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, ResponseRecord};
+pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
 pub use teams::{TeamPatch, TeamRecord};
+pub use vector_stores::{
+    ChunkKey, ChunkRow, Chunking, FileCounts, FileListing, IndexedFile, NewChunk, StoreFileRecord,
+    VectorStoreRecord,
+};
 
 /// Which database a store talks to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod anthropic;
 pub mod conversations;
 pub mod events;
+pub mod files;
 pub mod openai;
 pub mod responses;
 
@@ -95,6 +96,12 @@ pub struct Paging {
 
 impl Paging {
     pub fn from_query(raw: Option<String>) -> Result<Paging> {
+        Paging::with_limits(raw, 20, 100)
+    }
+
+    /// The same with `limit` from 1 to `max`, `default` when absent: lists whose OpenAI
+    /// counterpart pages otherwise (`/v1/files`: up to 10,000, all by default).
+    pub fn with_limits(raw: Option<String>, default: usize, max: usize) -> Result<Paging> {
         #[derive(serde::Deserialize)]
         struct Wire {
             #[serde(default)]
@@ -106,14 +113,14 @@ impl Paging {
         }
         let wire: Wire = query(raw)?;
         let limit = match wire.limit.as_deref() {
-            None => 20,
+            None => default,
             Some(limit) => limit
                 .parse::<usize>()
                 .ok()
-                .filter(|n| (1..=100).contains(n))
+                .filter(|n| (1..=max).contains(n))
                 .ok_or_else(|| {
                     Error::invalid_request(format!(
-                        "`limit` must be a whole number from 1 to 100, not `{limit}`"
+                        "`limit` must be a whole number from 1 to {max}, not `{limit}`"
                     ))
                     .with_param("limit")
                 })?,

@@ -81,6 +81,11 @@ pub fn count(text: &str) -> u64 {
     n
 }
 
+/// Tokens in `text`, not remembered: for text seen once, such as a document being chunked.
+pub fn count_once(text: &str) -> u64 {
+    tokenize(text)
+}
+
 fn tokenize(text: &str) -> u64 {
     match bpe() {
         Some(bpe) => bpe.encode_ordinary(text).len() as u64,

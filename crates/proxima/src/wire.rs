@@ -8,6 +8,7 @@ pub const JSON_CAPACITY: usize = 1024;
 
 pub mod anthropic;
 pub mod conversations;
+pub mod files;
 pub mod gemini;
 pub mod openai;
 pub mod responses;

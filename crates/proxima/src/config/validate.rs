@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{Config, ContextStrategy, Problem, ProviderKind, Strategy};
+use super::{Config, ContextStrategy, FilesConfig, Problem, ProviderKind, Strategy};
 
 /// Every problem found, each at the line `line_of` gives its dotted path.
 pub fn validate(
@@ -189,6 +189,17 @@ pub fn validate(
         );
     }
 
+    let max_bytes = config.files.max_bytes;
+    if max_bytes == 0 || max_bytes > FilesConfig::MAX_BYTES_CEILING {
+        problem(
+            "files.max_bytes".into(),
+            format!(
+                "must be from 1 to {} bytes, not {max_bytes}",
+                FilesConfig::MAX_BYTES_CEILING
+            ),
+        );
+    }
+
     let breaker = &config.routing.breaker;
     if breaker.consecutive_failures == 0
         || !(0.0..=1.0).contains(&breaker.failure_ratio)
@@ -362,6 +373,29 @@ mod tests {
             Err(problems) => panic!("{problems:?}"),
         };
         assert_eq!(config.providers["gemini"].kind, ProviderKind::Gemini);
+        assert_eq!(config.files.max_bytes, 25_000_000);
+    }
+
+    #[test]
+    fn files_max_bytes_is_checked_with_its_line() {
+        assert_eq!(parse("").unwrap().files.max_bytes, 25_000_000);
+        assert_eq!(
+            parse("[files]\nmax_bytes = 1_000\n")
+                .unwrap()
+                .files
+                .max_bytes,
+            1_000
+        );
+        for bad in ["0", "600_000_000"] {
+            let problems = parse(&format!("[files]\nmax_bytes = {bad}\n"))
+                .err()
+                .unwrap_or_default();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].starts_with("test.toml:2: files.max_bytes: must be from 1 to"),
+                "{problems:?}"
+            );
+        }
     }
 
     #[test]

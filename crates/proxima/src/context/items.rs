@@ -124,7 +124,7 @@ pub fn new_item(kind: &'static str, message: Message) -> NewItem {
             // A summary is not recalled: it is always in the prompt anyway.
             Vec::new()
         } else {
-            super::recall::terms(&search_text(&message))
+            crate::words::terms(&search_text(&message), super::recall::MAX_ITEM_TERMS)
         },
         tokens: tokens(&message),
         message,

@@ -5,10 +5,7 @@
 //! as an item covering everything up to its `covers` position, and stands in for those turns
 //! in every later prompt.
 
-use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-
-use tokio::time::Instant;
 
 use super::items::{self, SUMMARY};
 use crate::canonical::{ChatRequest, Message, Part, Role, Sampling};
@@ -119,16 +116,7 @@ async fn fold(cx: &Arc<RequestContext>, conversation: &str, through: i64) -> Res
         },
         ..ChatRequest::default()
     };
-    let summary_cx = Arc::new(RequestContext {
-        id: Arc::from(format!("{}-summary", cx.id)),
-        caller: cx.caller.clone(),
-        gateway: cx.gateway.clone(),
-        services: cx.services.clone(),
-        started: Instant::now(),
-        at: now_ms(),
-        metadata: cx.metadata.clone(),
-        metered: AtomicBool::new(false),
-    });
+    let summary_cx = cx.derived("summary");
     let routed = pipeline::chat(&summary_cx, request, Directives::default()).await;
     let text = match routed.result? {
         ChatOutput::Complete(answer) => answer

@@ -29,6 +29,14 @@ const SQLITE: &[Migration] = &[
         version: 2,
         sql: include_str!("migrations/sqlite/0002_conversations.sql"),
     },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/sqlite/0003_files.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("migrations/sqlite/0004_vector_stores.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -40,6 +48,14 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 2,
         sql: include_str!("migrations/postgres/0002_conversations.sql"),
+    },
+    Migration {
+        version: 3,
+        sql: include_str!("migrations/postgres/0003_files.sql"),
+    },
+    Migration {
+        version: 4,
+        sql: include_str!("migrations/postgres/0004_vector_stores.sql"),
     },
 ];
 

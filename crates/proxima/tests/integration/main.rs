@@ -11,6 +11,7 @@ mod cli;
 mod conversations;
 mod errors;
 mod failover;
+mod files;
 mod limits;
 mod logs;
 mod matrix;
