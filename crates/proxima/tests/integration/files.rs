@@ -70,7 +70,7 @@ async fn upload(gw: &Gateway, key: &str, filename: &str, purpose: &str, content:
     .await
 }
 
-async fn upload_ok(
+pub(crate) async fn upload_ok(
     gw: &Gateway,
     key: &str,
     filename: &str,

@@ -17,6 +17,7 @@ mod logs;
 mod matrix;
 mod providers;
 mod responses;
+mod retrieval_use;
 mod routing;
 mod shutdown;
 mod streaming;

@@ -101,7 +101,9 @@ impl FileSearchTool {
 pub struct FileSearchResult {
     pub file_id: String,
     pub filename: String,
-    pub score: f32,
+    /// Widened once here, so that the answer and the stored response (JSON numbers are f64)
+    /// print the same number.
+    pub score: f64,
     pub attributes: Map<String, Value>,
     pub text: String,
 }
@@ -111,7 +113,7 @@ impl From<Hit> for FileSearchResult {
         FileSearchResult {
             file_id: hit.file_id,
             filename: hit.filename,
-            score: hit.score,
+            score: f64::from(hit.score),
             attributes: hit.attributes,
             text: hit.text,
         }
@@ -317,8 +319,8 @@ mod tests {
         assert_eq!(
             item["results"],
             json!([
-                {"file_id": "file-a", "filename": "a.pdf", "score": 0.9f32, "attributes": {}, "text": "text"},
-                {"file_id": "file-b", "filename": "b.md", "score": 0.9f32, "attributes": {}, "text": "text"},
+                {"file_id": "file-a", "filename": "a.pdf", "score": 0.9, "attributes": {}, "text": "text"},
+                {"file_id": "file-b", "filename": "b.md", "score": 0.9, "attributes": {}, "text": "text"},
             ])
         );
         let added = serde_json::to_value(call(true).item(Status::InProgress)).unwrap();
