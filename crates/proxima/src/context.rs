@@ -110,11 +110,17 @@ impl Drop for TurnGuard {
 const RETENTION_SWEEP: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// Deletes conversations (and stored responses) unused for longer than the current config's
-/// `[context] retention`, now and every ten minutes, until the server stops.
+/// `[context] retention`, and vector stores past their `expires_after`, now and every ten
+/// minutes, until the server stops.
 pub async fn expire_old(state: Arc<crate::state::AppState>) {
     let mut tick = tokio::time::interval(RETENTION_SWEEP);
     loop {
         tick.tick().await;
+        match state.services().store.expire_vector_stores(now_ms()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(vector_stores = n, "deleted expired vector stores"),
+            Err(e) => tracing::warn!(error = %e, "could not delete expired vector stores"),
+        }
         let Some(retention) = state.gateway().config.context.retention else {
             continue;
         };

@@ -118,6 +118,46 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             get(surface::files::get).delete(surface::files::delete),
         )
         .route("/v1/files/{id}/content", get(surface::files::content))
+        .route(
+            "/v1/vector_stores",
+            get(surface::vector_stores::list_stores).post(surface::vector_stores::create),
+        )
+        .route(
+            "/v1/vector_stores/{id}",
+            get(surface::vector_stores::get)
+                .post(surface::vector_stores::update)
+                .delete(surface::vector_stores::delete),
+        )
+        .route(
+            "/v1/vector_stores/{id}/files",
+            get(surface::vector_stores::list_files).post(surface::vector_stores::add_file),
+        )
+        .route(
+            "/v1/vector_stores/{id}/files/{file_id}",
+            get(surface::vector_stores::get_file)
+                .post(surface::vector_stores::update_file)
+                .delete(surface::vector_stores::remove_file),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches",
+            post(surface::vector_stores::create_batch),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches/{batch_id}",
+            get(surface::vector_stores::get_batch),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches/{batch_id}/cancel",
+            post(surface::vector_stores::cancel_batch),
+        )
+        .route(
+            "/v1/vector_stores/{id}/file_batches/{batch_id}/files",
+            get(surface::vector_stores::list_batch_files),
+        )
+        .route(
+            "/v1/vector_stores/{id}/search",
+            post(surface::vector_stores::search),
+        )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))

@@ -6,11 +6,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Semaphore;
+
 use crate::config::StorageConfig;
 use crate::context::Conversations;
 use crate::error::Result;
 use crate::policy::limits::{Limiter, RedisStatus, Scope, SpendLookup};
 use crate::policy::Directory;
+use crate::retrieval::index::Indexes;
 use crate::store::{SpendColumn, Store};
 use crate::usage::Ledger;
 
@@ -21,6 +24,10 @@ pub struct Services {
     pub ledger: Arc<Ledger>,
     /// Conversation turns in flight and summaries being written.
     pub conversations: Arc<Conversations>,
+    /// The in-memory indexes of the vector stores searched here.
+    pub indexes: Arc<Indexes>,
+    /// Turns for files being added to vector stores.
+    pub ingestion: Arc<Semaphore>,
     /// What these were built from, to tell when a reload asks for something else.
     pub storage: StorageConfig,
 }
@@ -52,6 +59,8 @@ impl Services {
             limiter,
             ledger,
             conversations: Arc::default(),
+            indexes: Arc::new(Indexes::new(storage.sync_interval.0)),
+            ingestion: Arc::new(Semaphore::new(crate::retrieval::ingest::CONCURRENT_FILES)),
             storage: storage.clone(),
         }))
     }

@@ -9,6 +9,7 @@ pub mod events;
 pub mod files;
 pub mod openai;
 pub mod responses;
+pub mod vector_stores;
 
 use std::time::Duration;
 
@@ -82,6 +83,22 @@ pub fn json_or_error(result: Result<serde_json::Value>) -> Response {
     match result {
         Ok(value) => json_response(&value),
         Err(e) => e.into_response(Api::OpenAiChat),
+    }
+}
+
+/// Metadata as OpenAI limits it: at most 16 pairs of short strings.
+pub fn check_metadata(metadata: &serde_json::Map<String, serde_json::Value>) -> Result<()> {
+    let ok = metadata.len() <= 16
+        && metadata
+            .iter()
+            .all(|(k, v)| k.len() <= 64 && v.as_str().is_some_and(|v| v.len() <= 512));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid_request(
+            "`metadata` takes at most 16 pairs, keys of up to 64 characters, string values of up to 512",
+        )
+        .with_param("metadata"))
     }
 }
 

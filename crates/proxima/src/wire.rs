@@ -12,3 +12,4 @@ pub mod files;
 pub mod gemini;
 pub mod openai;
 pub mod responses;
+pub mod vector_stores;

@@ -180,15 +180,36 @@ impl ProviderApi for Mock {
     }
 }
 
+/// A unit vector that depends only on the text's words: the sum of one fixed random
+/// direction per word, so that texts sharing words are near each other, as with a real
+/// embedding model (without its grasp of synonyms). A text without words gets the direction
+/// of its whole self.
+fn embed_text(text: &str, dims: usize) -> Vec<f32> {
+    let mut sum = vec![0f32; dims];
+    let mut words = 0;
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let direction = direction(&word.to_lowercase(), dims);
+        sum.iter_mut().zip(direction).for_each(|(s, d)| *s += d);
+        words += 1;
+    }
+    if words == 0 {
+        return direction(text, dims);
+    }
+    unit(sum)
+}
+
 /// A unit vector that depends only on the text: FNV-1a of the text, spread over the
 /// dimensions by the splitmix64 finaliser.
-fn embed_text(text: &str, dims: usize) -> Vec<f32> {
+fn direction(text: &str, dims: usize) -> Vec<f32> {
     let mut seed: u64 = 0xcbf2_9ce4_8422_2325;
     for byte in text.bytes() {
         seed ^= u64::from(byte);
         seed = seed.wrapping_mul(0x0100_0000_01b3);
     }
-    let mut vector: Vec<f32> = (0..dims as u64)
+    let vector: Vec<f32> = (0..dims as u64)
         .map(|d| {
             let mut z = seed.wrapping_add(d.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
             z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
@@ -197,6 +218,10 @@ fn embed_text(text: &str, dims: usize) -> Vec<f32> {
             ((z >> 11) as f64 / (1u64 << 53) as f64 * 2.0 - 1.0) as f32
         })
         .collect();
+    unit(vector)
+}
+
+fn unit(mut vector: Vec<f32>) -> Vec<f32> {
     let norm = vector
         .iter()
         .map(|x| x * x)
@@ -220,5 +245,15 @@ mod tests {
         assert!(a.iter().any(|x| (x - a[0]).abs() > 0.05), "{a:?}");
         let norm: f32 = a.iter().map(|x| x * x).sum();
         assert!((norm - 1.0).abs() < 1e-4);
+    }
+
+    #[test]
+    fn texts_sharing_words_are_near() {
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let dims = 256;
+        let question = embed_text("where is the archive key", dims);
+        let answer = embed_text("The archive key is in the blue box.", dims);
+        let other = embed_text("Bake the bread at 230 degrees.", dims);
+        assert!(cos(&question, &answer) > cos(&question, &other) + 0.3);
     }
 }

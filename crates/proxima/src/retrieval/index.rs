@@ -177,7 +177,7 @@ pub fn rank(
     allowed: &dyn Fn(&FileIndex) -> bool,
 ) -> Vec<Found> {
     // Every chunk of every allowed file gets a slot: (store, file, first slot).
-    let mut files: Vec<(usize, usize, usize)> = Vec::new();
+    let mut files: Vec<FileSlots> = Vec::new();
     let mut slots = 0;
     for (s, searched) in stores.iter().enumerate() {
         for (f, file) in searched.index.files.iter().enumerate() {
@@ -187,13 +187,12 @@ pub fn rank(
             }
         }
     }
-    let file_of = |&(s, f, _): &(usize, usize, usize)| &stores[s].index.files[f];
     let mut lists: Vec<Vec<usize>> = Vec::new();
     if mode != Mode::Vectors && !words.is_empty() {
-        lists.push(bm25(&files, &file_of, slots, words, depth));
+        lists.push(bm25(stores, &files, slots, words, depth));
     }
     if mode != Mode::Words {
-        let by_vector = cosine(stores, &files, &file_of, depth);
+        let by_vector = cosine(stores, &files, depth);
         if !by_vector.is_empty() {
             lists.push(by_vector);
         }
@@ -229,10 +228,17 @@ pub fn rank(
         .collect()
 }
 
+/// A searched file: its store and position there, and its first chunk's slot.
+type FileSlots = (usize, usize, usize);
+
+fn file_of<'a>(stores: &[Searched<'a>], &(store, file, _): &FileSlots) -> &'a FileIndex {
+    &stores[store].index.files[file]
+}
+
 /// Slots ranked by BM25 (best first, at most `depth`), over the union of the searched files.
-fn bm25<'a>(
-    files: &[(usize, usize, usize)],
-    file_of: &dyn Fn(&(usize, usize, usize)) -> &'a Arc<FileIndex>,
+fn bm25(
+    stores: &[Searched<'_>],
+    files: &[FileSlots],
     slots: usize,
     words: &[String],
     depth: usize,
@@ -240,7 +246,13 @@ fn bm25<'a>(
     let n = slots as f32;
     let total_words: u64 = files
         .iter()
-        .map(|f| file_of(f).lens.iter().map(|&l| u64::from(l)).sum::<u64>())
+        .map(|f| {
+            file_of(stores, f)
+                .lens
+                .iter()
+                .map(|&l| u64::from(l))
+                .sum::<u64>()
+        })
         .sum();
     let average = (total_words as f32 / n.max(1.0)).max(1.0);
     let mut scores = vec![0f32; slots];
@@ -248,14 +260,19 @@ fn bm25<'a>(
     for word in words {
         let df: usize = files
             .iter()
-            .map(|f| file_of(f).postings.get(word.as_str()).map_or(0, Vec::len))
+            .map(|f| {
+                file_of(stores, f)
+                    .postings
+                    .get(word.as_str())
+                    .map_or(0, Vec::len)
+            })
             .sum();
         if df == 0 {
             continue;
         }
         let idf = (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
         for entry in files {
-            let file = file_of(entry);
+            let file = file_of(stores, entry);
             let Some(postings) = file.postings.get(word.as_str()) else {
                 continue;
             };
@@ -275,12 +292,7 @@ fn bm25<'a>(
 }
 
 /// Slots ranked by the cosine of their embedding with their store's query vector.
-fn cosine<'a>(
-    stores: &[Searched<'_>],
-    files: &[(usize, usize, usize)],
-    file_of: &dyn Fn(&(usize, usize, usize)) -> &'a Arc<FileIndex>,
-    depth: usize,
-) -> Vec<usize> {
+fn cosine(stores: &[Searched<'_>], files: &[FileSlots], depth: usize) -> Vec<usize> {
     let queries: Vec<Option<(Vec<i8>, f32)>> = stores
         .iter()
         .map(|s| s.query_vector.map(quantise))
@@ -290,7 +302,7 @@ fn cosine<'a>(
         let Some((query, query_scale)) = &queries[entry.0] else {
             continue;
         };
-        let file = file_of(entry);
+        let file = file_of(stores, entry);
         if file.dims != query.len() || file.dims == 0 {
             continue;
         }
@@ -369,9 +381,15 @@ pub fn floats(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
+/// How often a store's `last_active_at` is written while it is searched: expiry is counted
+/// in days, and a write per search would put a database round trip behind every call.
+const TOUCH_EVERY: Duration = Duration::from_secs(60);
+
 /// The indexes of the stores this replica has searched.
 pub struct Indexes {
     stores: Mutex<HashMap<String, Cached>>,
+    /// When each store's use was last written.
+    touched: Mutex<HashMap<String, Instant>>,
     /// One reload at a time: two searches of a stale store read it once.
     loading: tokio::sync::Mutex<()>,
     sync_interval: Duration,
@@ -388,6 +406,7 @@ impl Indexes {
     pub fn new(sync_interval: Duration) -> Indexes {
         Indexes {
             stores: Mutex::default(),
+            touched: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
             sync_interval,
         }
@@ -413,9 +432,26 @@ impl Indexes {
         }
     }
 
+    /// Whether the store's use should be written now (at most once a minute per store).
+    pub fn should_touch(&self, id: &str) -> bool {
+        let mut touched = self.touched.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        match touched.get(id) {
+            Some(at) if now.duration_since(*at) < TOUCH_EVERY => false,
+            _ => {
+                touched.insert(id.to_owned(), now);
+                true
+            }
+        }
+    }
+
     /// The store was deleted through this replica.
     pub fn forget(&self, id: &str) {
         self.stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(id);
+        self.touched
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(id);

@@ -118,6 +118,9 @@ const STORE_COLUMNS: &str =
 const FILE_COLUMNS: &str = "store_id, file_id, filename, attributes, chunking, status, \
                             last_error, usage_bytes, batch_id, created_at";
 
+/// A day in epoch milliseconds.
+const DAY_MS: i64 = 86_400_000;
+
 /// Chunks written per statement (four parameters each).
 const CHUNK_ROWS: usize = 64;
 
@@ -589,6 +592,42 @@ impl Store {
         .map_err(db_error)
     }
 
+    /// Deletes the stores whose `expires_after` days have passed since their last use;
+    /// returns how many.
+    pub async fn expire_vector_stores(&self, now: i64) -> Result<u64> {
+        let rows: Vec<(String, String, Option<String>, i64)> = on_pool!(self, |pool| {
+            let rows = sqlx::query(
+                "SELECT id, owner, expires_after, last_active_at FROM vector_stores \
+                 WHERE expires_after IS NOT NULL",
+            )
+            .fetch_all(pool)
+            .await
+            .map_err(db_error)?;
+            rows.iter()
+                .map(|r| {
+                    Ok((
+                        col(r, "id")?,
+                        col(r, "owner")?,
+                        col(r, "expires_after")?,
+                        col(r, "last_active_at")?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?;
+        let mut deleted = 0;
+        for (id, owner, expires_after, last_active_at) in rows {
+            let days = json(expires_after)
+                .and_then(|e| e.get("days").and_then(Value::as_i64))
+                .unwrap_or(i64::MAX / DAY_MS);
+            if last_active_at.saturating_add(days.saturating_mul(DAY_MS)) <= now
+                && self.delete_vector_store(&id, &owner).await?
+            {
+                deleted += 1;
+            }
+        }
+        Ok(deleted)
+    }
+
     /// A store's owner, version and embedding model, without its owner check: what an index
     /// checks to know whether it is current.
     pub async fn vector_store_version(
@@ -706,4 +745,206 @@ impl Store {
             .map(|k| by_key.remove(k).unwrap_or_default())
             .collect())
     }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::store::testing::on_both;
+
+    fn store_record(id: &str, owner: &str, days: Option<i64>, at: i64) -> VectorStoreRecord {
+        VectorStoreRecord {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            name: Some("docs".into()),
+            metadata: json!({}),
+            expires_after: days.map(|d| json!({"anchor": "last_active_at", "days": d})),
+            embedding_model: Some("embed".into()),
+            created_at: at,
+            last_active_at: at,
+        }
+    }
+
+    fn file_record(store: &str, file: &str) -> StoreFileRecord {
+        StoreFileRecord {
+            store_id: store.to_owned(),
+            file_id: file.to_owned(),
+            filename: format!("{file}.txt"),
+            attributes: json!({"lang": "en"}),
+            chunking: Chunking {
+                max_tokens: 256,
+                overlap_tokens: 64,
+            },
+            status: "in_progress".into(),
+            last_error: None,
+            usage_bytes: 0,
+            batch_id: Some("vsfb_1".into()),
+            created_at: 1,
+        }
+    }
+
+    on_both!(
+        files_move_from_progress_to_indexed_chunks,
+        |store: Store| async move {
+            store
+                .create_vector_store(&store_record("vs_1", "team:a", None, 10))
+                .await
+                .unwrap();
+            assert!(store
+                .get_vector_store("vs_1", "team:b")
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store
+                .add_store_file(&file_record("vs_1", "f1"))
+                .await
+                .unwrap());
+            assert!(
+                !store
+                    .add_store_file(&file_record("vs_1", "f1"))
+                    .await
+                    .unwrap(),
+                "added twice"
+            );
+            assert!(store
+                .add_store_file(&file_record("vs_1", "f2"))
+                .await
+                .unwrap());
+            let (_, v0, model) = store.vector_store_version("vs_1").await.unwrap().unwrap();
+            assert_eq!(model.as_deref(), Some("embed"));
+
+            let chunks = vec![
+                NewChunk {
+                    text: "first chunk".into(),
+                    embedding: Some(vec![0.5, -0.25]),
+                },
+                NewChunk {
+                    text: "second chunk".into(),
+                    embedding: None,
+                },
+            ];
+            assert!(store
+                .complete_store_file("vs_1", "f1", &chunks)
+                .await
+                .unwrap());
+            // Completing again (a second replica finishing late) writes nothing.
+            assert!(!store
+                .complete_store_file("vs_1", "f1", &chunks)
+                .await
+                .unwrap());
+            store
+                .end_store_file("vs_1", "f2", Some(("invalid_file", "no text")))
+                .await
+                .unwrap();
+            let (_, v1, _) = store.vector_store_version("vs_1").await.unwrap().unwrap();
+            assert!(v1 > v0);
+
+            let counts = store.file_counts("vs_1", None).await.unwrap();
+            assert_eq!(
+                (
+                    counts.completed,
+                    counts.failed,
+                    counts.in_progress,
+                    counts.total()
+                ),
+                (1, 1, 0, 2)
+            );
+            assert!(counts.usage_bytes > 0);
+            assert_eq!(
+                store
+                    .file_counts("vs_1", Some("vsfb_1"))
+                    .await
+                    .unwrap()
+                    .total(),
+                2
+            );
+            let failed = store.get_store_file("vs_1", "f2").await.unwrap().unwrap();
+            assert_eq!(failed.last_error.unwrap()["code"], "invalid_file");
+
+            let indexed = store.indexed_files("vs_1").await.unwrap();
+            assert_eq!(indexed.len(), 1);
+            assert_eq!(indexed[0].generation, v1);
+            let rows = store.file_chunks("vs_1", "f1").await.unwrap();
+            assert_eq!(rows.len(), 2);
+            assert_eq!(
+                rows[0]
+                    .embedding
+                    .as_deref()
+                    .map(crate::retrieval::index::floats),
+                Some(vec![0.5, -0.25])
+            );
+            assert!(rows[1].embedding.is_none());
+            let key = |seq| ChunkKey {
+                store_id: "vs_1".into(),
+                file_id: "f1".into(),
+                seq,
+            };
+            assert_eq!(
+                store.chunk_texts(&[key(1), key(7), key(0)]).await.unwrap(),
+                ["second chunk", "", "first chunk"]
+            );
+
+            let listing = FileListing {
+                status: Some("failed"),
+                batch_id: None,
+                limit: 10,
+                descending: true,
+                after: None,
+            };
+            let (failed, more) = store.list_store_files("vs_1", &listing).await.unwrap();
+            assert_eq!((failed.len(), more), (1, false));
+
+            assert!(store.remove_store_file("vs_1", "f1").await.unwrap());
+            assert!(store.file_chunks("vs_1", "f1").await.unwrap().is_empty());
+            assert!(store.delete_vector_store("vs_1", "team:a").await.unwrap());
+            assert!(store.vector_store_version("vs_1").await.unwrap().is_none());
+        }
+    );
+
+    on_both!(
+        stores_expire_after_their_days_unused,
+        |store: Store| async move {
+            let day = DAY_MS;
+            store
+                .create_vector_store(&store_record("vs_old", "k", Some(1), 0))
+                .await
+                .unwrap();
+            store
+                .create_vector_store(&store_record("vs_kept", "k", None, 0))
+                .await
+                .unwrap();
+            store
+                .create_vector_store(&store_record("vs_used", "k", Some(1), 0))
+                .await
+                .unwrap();
+            store.touch_vector_store("vs_used", day).await.unwrap();
+            assert_eq!(store.expire_vector_stores(day + 1).await.unwrap(), 1);
+            assert!(store
+                .get_vector_store("vs_old", "k")
+                .await
+                .unwrap()
+                .is_none());
+            assert!(store
+                .get_vector_store("vs_kept", "k")
+                .await
+                .unwrap()
+                .is_some());
+            assert!(store
+                .get_vector_store("vs_used", "k")
+                .await
+                .unwrap()
+                .is_some());
+            let (page, more) = store.list_vector_stores("k", 1, false, None).await.unwrap();
+            assert!(more && page.len() == 1);
+            let (rest, _) = store
+                .list_vector_stores("k", 10, false, Some(&page[0].id))
+                .await
+                .unwrap();
+            assert_eq!(rest.len(), 1);
+            assert_ne!(rest[0].id, page[0].id);
+        }
+    );
 }

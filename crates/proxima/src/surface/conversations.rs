@@ -13,7 +13,7 @@ use axum::response::Response;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::{json_or_error, read_json, Paging};
+use super::{check_metadata, json_or_error, read_json, Paging};
 use crate::clock::now_ms;
 use crate::context::{self, items};
 use crate::error::{Error, Result};
@@ -41,22 +41,6 @@ struct UpdateBody {
 #[derive(Deserialize)]
 struct ItemsBody {
     items: Vec<Value>,
-}
-
-/// Metadata as OpenAI limits it: at most 16 pairs of short strings.
-fn check_metadata(metadata: &Map<String, Value>) -> Result<()> {
-    let ok = metadata.len() <= 16
-        && metadata
-            .iter()
-            .all(|(k, v)| k.len() <= 64 && v.as_str().is_some_and(|v| v.len() <= 512));
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::invalid_request(
-            "`metadata` takes at most 16 pairs, keys of up to 64 characters, string values of up to 512",
-        )
-        .with_param("metadata"))
-    }
 }
 
 /// The caller's conversation `id`, or 404.
