@@ -22,7 +22,8 @@ const PARKING: &str = "Visitors park in the north lot behind building C.";
 const QUESTION: &str = "How many vacation days do employees get per year?";
 
 /// Provider `up` of `kind` at `mock`, model `chat` on it (with `model_extra` lines), the
-/// built-in mock as the embedding model, and two keys in two teams.
+/// built-in mock as the embedding model, and two keys in two teams. No safety margin, so that
+/// a test can work out the room a prompt leaves exactly.
 fn conf(kind: &str, mock: &MockUpstream, model_extra: &str) -> Conf {
     let (base, upstream) = match kind {
         "anthropic" => ("v1", "claude-sonnet-4-5"),
@@ -40,7 +41,7 @@ fn conf(kind: &str, mock: &MockUpstream, model_extra: &str) -> Conf {
              [keys.bob]\nkey = \"{BOB}\"\nteam = \"blue\"\n\n\
              [providers.m]\nkind = \"mock\"\n\n\
              [models.embed]\ntargets = [{{ provider = \"m\", model = \"mock-embed\" }}]\n\n\
-             [context]\nembedding_model = \"embed\"\n"
+             [context]\nembedding_model = \"embed\"\nsafety_margin = 0\n"
         ))
 }
 
@@ -142,16 +143,23 @@ async fn the_header_gives_every_backend_the_passages_with_their_file_names() {
                 "{kind}: `{expected}` not in {upstream}"
             );
         }
-        // The passages follow the request's own instructions, before the question.
+        // The passages follow the request's own instructions (and so come before the question:
+        // in the upstream's system field, or, for OpenAI, as the next message).
         let instructions = upstream.find("Answer in one sentence.").unwrap();
         let passages = upstream
             .find("retrieved from the user's documents")
             .unwrap();
-        let question = upstream.rfind(QUESTION).unwrap();
-        assert!(
-            instructions < passages && passages < question,
-            "{kind}: {upstream}"
-        );
+        assert!(instructions < passages, "{kind}: {upstream}");
+        if kind == "openai" {
+            let body = mock.received()[0].json();
+            let roles: Vec<&str> = body["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["role"].as_str().unwrap())
+                .collect();
+            assert_eq!(roles, ["system", "system", "user"]);
+        }
         assert!(!upstream.contains("x-proxima"), "{kind}");
 
         // The same through the Anthropic surface, streamed.
@@ -177,19 +185,44 @@ async fn the_header_gives_every_backend_the_passages_with_their_file_names() {
 }
 
 #[tokio::test]
-async fn passages_that_do_not_fit_the_window_are_left_out() {
-    let mock = MockUpstream::start().await.unwrap();
-    // Room for the question and the instruction line, not for a passage.
-    let gw = Gateway::start(conf("openai", &mock, "context_window = 120")).await;
-    let store = office_store(&gw, ALICE).await;
-    let mut body = chat(QUESTION);
-    body["max_tokens"] = json!(10);
-    let header = [("x-proxima-vector-stores", store.as_str())];
-    let answer = post(&gw, ALICE, "/v1/chat/completions", &header, body).await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
-    assert_eq!(retrieved(&answer), 0);
-    assert!(!sent(&mock, 0).contains(HANDBOOK));
-    gw.shutdown().await;
+async fn passages_that_do_not_fit_the_window_are_left_out_worst_first() {
+    use proxima::canonical::{Message, Role};
+    use proxima::context::{items, passages};
+
+    // What the prompt takes: the request, the instruction line, each passage (the handbook
+    // matches the question best).
+    let prompt: u64 = [
+        Message::text(Role::System, "Answer in one sentence."),
+        Message::text(Role::User, QUESTION),
+    ]
+    .iter()
+    .map(items::tokens)
+    .sum();
+    let header = passages::instruction_tokens();
+    let first = passages::Passage::new(1, "handbook.txt", HANDBOOK).tokens;
+    let second = passages::Passage::new(2, "parking.md", PARKING).tokens;
+    let answer_tokens = 10;
+    for (room, expected) in [
+        (header + first - 1, 0),
+        (header + first, 1),
+        (header + first + second - 1, 1),
+        (header + first + second, 2),
+    ] {
+        let mock = MockUpstream::start().await.unwrap();
+        let window = format!("context_window = {}", prompt + answer_tokens + room);
+        let gw = Gateway::start(conf("openai", &mock, &window)).await;
+        let store = office_store(&gw, ALICE).await;
+        let mut body = chat(QUESTION);
+        body["max_tokens"] = json!(answer_tokens);
+        let header = [("x-proxima-vector-stores", store.as_str())];
+        let answer = post(&gw, ALICE, "/v1/chat/completions", &header, body).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(retrieved(&answer), expected, "room {room}");
+        let upstream = sent(&mock, 0);
+        assert_eq!(upstream.contains(HANDBOOK), expected >= 1, "{upstream}");
+        assert_eq!(upstream.contains(PARKING), expected == 2, "{upstream}");
+        gw.shutdown().await;
+    }
 }
 
 #[tokio::test]
