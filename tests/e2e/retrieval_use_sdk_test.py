@@ -74,8 +74,8 @@ def check_file_search(response, store, include: bool) -> None:
     assert call.id.startswith("fs_") and call.status == "completed"
     assert call.queries == [f"{QUESTION} {ECHO}"]
     if include:
-        assert len(call.results) == 2
-        assert {r.file_id for r in call.results} == set(files)
+        # Best first: the handbook answers the question (the parking note may follow).
+        assert HANDBOOK in call.results[0].text
         for result in call.results:
             assert result.filename == files[result.file_id]
             assert 0 < result.score <= 1
@@ -86,8 +86,8 @@ def check_file_search(response, store, include: bool) -> None:
     assert message.type == "message"
     text = message.content[0].text
     # The echoed upstream request: the passages with their file names, no file_search tool.
-    assert HANDBOOK in text and PARKING in text
-    assert handbook_name(files) in text and "[1] " in text
+    assert HANDBOOK in text
+    assert f"[1] {handbook_name(files)}:" in text
     assert "file_search" not in text
     annotations = message.content[0].annotations
     assert annotations, "the [1] markers are cited"
@@ -111,10 +111,11 @@ def test_file_search_on_any_backend(client, store, model, include):
         tools=[{"type": "file_search", "vector_store_ids": [store_id], "max_num_results": 4}],
         **extra,
     )
-    assert raw.headers["x-proxima-retrieved"] == "2"
     response = raw.parse()
     assert response.status == "completed"
     check_file_search(response, store, include)
+    if include:
+        assert raw.headers["x-proxima-retrieved"] == str(len(response.output[0].results))
     assert response.tools[0].type == "file_search"
 
     stored = client.responses.retrieve(response.id)
@@ -181,9 +182,9 @@ def test_header_on_chat_completions(client, store, model):
         ],
         extra_headers={"x-proxima-vector-stores": store_id},
     )
-    assert raw.headers["x-proxima-retrieved"] == "2"
+    assert int(raw.headers["x-proxima-retrieved"]) >= 1
     sent = raw.parse().choices[0].message.content
-    assert HANDBOOK in sent and handbook_name(files) in sent
+    assert HANDBOOK in sent and f"[1] {handbook_name(files)}:" in sent
     # After the request's own instructions (the echo sorts an object's keys, so only the
     # order within the instructions, or OpenAI's list of messages, shows).
     assert sent.index("Answer in one sentence.") < sent.index(HANDBOOK)
@@ -215,7 +216,7 @@ def test_a_conversation_retrieves_from_its_own_stores(client, store):
         messages=[{"role": "user", "content": QUESTION}],
         extra_headers=headers,
     )
-    assert raw.headers["x-proxima-retrieved"] == "2"
+    assert int(raw.headers["x-proxima-retrieved"]) >= 1
     assert int(raw.headers["x-proxima-context-tokens"]) > 0
     # The passages were sent, not stored: the conversation holds the question and the answer.
     items = list(client.conversations.items.list(conversation.id, order="asc"))
@@ -228,7 +229,7 @@ def test_a_conversation_retrieves_from_its_own_stores(client, store):
         messages=[{"role": "user", "content": f"And where do visitors park? {ECHO}"}],
         extra_headers=headers,
     )
-    assert raw.headers["x-proxima-retrieved"] == "2"
+    assert int(raw.headers["x-proxima-retrieved"]) >= 1
     sent = raw.parse().choices[0].message.content
-    assert PARKING in sent and handbook_name(files) in sent
+    assert PARKING in sent and any(f"{name}:" in sent for name in files.values())
     assert QUESTION in sent, "the first turn is in the context"
