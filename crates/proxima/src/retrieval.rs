@@ -10,6 +10,7 @@
 //! `/v1/responses`, and for the new message of a chat call that names stores
 //! (`x-proxima-vector-stores`, or a conversation's metadata `vector_store_ids`).
 
+pub mod extract;
 pub mod filter;
 
 use std::sync::Arc;
