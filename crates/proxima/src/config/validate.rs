@@ -356,6 +356,7 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use crate::config::{Config, ProviderKind, EXAMPLE};
 
