@@ -25,24 +25,13 @@ const QUESTION: &str = "How many vacation days do employees get per year?";
 /// built-in mock as the embedding model, and two keys in two teams. No safety margin, so that
 /// a test can work out the room a prompt leaves exactly.
 fn conf(kind: &str, mock: &MockUpstream, model_extra: &str) -> Conf {
-    let (base, upstream) = match kind {
-        "anthropic" => ("v1", "claude-sonnet-4-5"),
-        "gemini" => ("v1beta", "gemini-2.5-flash"),
-        _ => ("v1", "gpt-4o-mini"),
-    };
-    Conf::new()
-        .section(&format!(
-            "[providers.up]\nkind = \"{kind}\"\nbase_url = \"{}/{base}\"\napi_key = \"{PROVIDER_KEY}\"\n",
-            mock.url()
-        ))
-        .model_with("chat", "up", upstream, &format!("retries = 0\n{model_extra}"))
-        .section(&format!(
-            "[keys.alice]\nkey = \"{ALICE}\"\nteam = \"red\"\n\n\
+    chat_on(kind, mock, model_extra).section(&format!(
+        "[keys.alice]\nkey = \"{ALICE}\"\nteam = \"red\"\n\n\
              [keys.bob]\nkey = \"{BOB}\"\nteam = \"blue\"\n\n\
              [providers.m]\nkind = \"mock\"\n\n\
              [models.embed]\ntargets = [{{ provider = \"m\", model = \"mock-embed\" }}]\n\n\
              [context]\nembedding_model = \"embed\"\nsafety_margin = 0\n"
-        ))
+    ))
 }
 
 /// A JSON call as `key` that must succeed.
@@ -79,6 +68,15 @@ async fn office_store(gw: &Gateway, key: &str) -> String {
         "the store's files were not ingested in time"
     );
     id
+}
+
+/// A mock upstream of `kind`, a gateway in front of it (with `model_extra` for model `chat`),
+/// and Alice's office store.
+async fn office(kind: &str, model_extra: &str) -> (MockUpstream, Gateway, String) {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(conf(kind, &mock, model_extra)).await;
+    let store = office_store(&gw, ALICE).await;
+    (mock, gw, store)
 }
 
 /// A POST of `body` to `path` as `key`, with `headers`.
@@ -121,9 +119,7 @@ fn retrieved(answer: &Answer) -> u64 {
 #[tokio::test]
 async fn the_header_gives_every_backend_the_passages_with_their_file_names() {
     for kind in ["openai", "anthropic", "gemini"] {
-        let mock = MockUpstream::start().await.unwrap();
-        let gw = Gateway::start(conf(kind, &mock, "")).await;
-        let store = office_store(&gw, ALICE).await;
+        let (mock, gw, store) = office(kind, "").await;
         let header = [("x-proxima-vector-stores", store.as_str())];
 
         let answer = post(&gw, ALICE, "/v1/chat/completions", &header, chat(QUESTION)).await;
@@ -208,10 +204,8 @@ async fn passages_that_do_not_fit_the_window_are_left_out_worst_first() {
         (header + first + second - 1, 1),
         (header + first + second, 2),
     ] {
-        let mock = MockUpstream::start().await.unwrap();
         let window = format!("context_window = {}", prompt + answer_tokens + room);
-        let gw = Gateway::start(conf("openai", &mock, &window)).await;
-        let store = office_store(&gw, ALICE).await;
+        let (mock, gw, store) = office("openai", &window).await;
         let mut body = chat(QUESTION);
         body["max_tokens"] = json!(answer_tokens);
         let header = [("x-proxima-vector-stores", store.as_str())];
@@ -227,10 +221,8 @@ async fn passages_that_do_not_fit_the_window_are_left_out_worst_first() {
 
 #[tokio::test]
 async fn a_store_that_is_not_the_callers_is_not_found_before_any_upstream_call() {
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(conf("openai", &mock, "")).await;
+    let (mock, gw, alices) = office("openai", "").await;
     let bobs = office_store(&gw, BOB).await;
-    let alices = office_store(&gw, ALICE).await;
     let both = format!("{alices}, {bobs}");
     for stores in [bobs.as_str(), "vs_does_not_exist", both.as_str()] {
         let header = [("x-proxima-vector-stores", stores)];
@@ -262,9 +254,7 @@ async fn a_store_that_is_not_the_callers_is_not_found_before_any_upstream_call()
 
 #[tokio::test]
 async fn a_conversation_gets_passages_each_turn_and_never_stores_them() {
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(conf("anthropic", &mock, "")).await;
-    let store = office_store(&gw, ALICE).await;
+    let (mock, gw, store) = office("anthropic", "").await;
 
     // With the header, on a conversation: the passages join the stored context.
     let headers = [
@@ -339,7 +329,8 @@ fn response_events(answer: &Answer) -> Vec<Value> {
     events
 }
 
-fn file_search_body(store: &str, include: bool, stream: bool) -> Value {
+/// A response with the file search of `store` (`include`: its results too), that must succeed.
+async fn file_search(gw: &Gateway, store: &str, include: bool, stream: bool) -> Answer {
     // The mock answers with the request it received: the passages, `[1] handbook.txt:` and all,
     // so the answer cites them.
     let mut body = json!({
@@ -352,7 +343,14 @@ fn file_search_body(store: &str, include: bool, stream: bool) -> Value {
     if include {
         body["include"] = json!(["file_search_call.results"]);
     }
-    body
+    let answer = post(gw, ALICE, "/v1/responses", &[], body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    answer
+}
+
+/// Alice's stored response `id`.
+async fn stored(gw: &Gateway, id: &str) -> Value {
+    ok(gw, ALICE, Method::GET, &format!("/v1/responses/{id}"), None).await
 }
 
 /// Checks a response that ran the file search: the call item first, then the message citing
@@ -404,20 +402,10 @@ fn check_searched(response: &Value, include: bool) -> String {
 #[tokio::test]
 async fn file_search_runs_for_anthropic_and_gemini_backends() {
     for kind in ["anthropic", "gemini"] {
-        let mock = MockUpstream::start().await.unwrap();
-        let gw = Gateway::start(conf(kind, &mock, "")).await;
-        let store = office_store(&gw, ALICE).await;
+        let (mock, gw, store) = office(kind, "").await;
 
         for include in [false, true] {
-            let answer = post(
-                &gw,
-                ALICE,
-                "/v1/responses",
-                &[],
-                file_search_body(&store, include, false),
-            )
-            .await;
-            assert_eq!(answer.status, 200, "{kind}: {}", answer.text());
+            let answer = file_search(&gw, &store, include, false).await;
             assert_eq!(retrieved(&answer), 2, "{kind}");
             let response = answer.json();
             let text = check_searched(&response, include);
@@ -436,15 +424,7 @@ async fn file_search_runs_for_anthropic_and_gemini_backends() {
             );
             // Stored as answered.
             let id = response["id"].as_str().unwrap();
-            let stored = ok(
-                &gw,
-                ALICE,
-                Method::GET,
-                &format!("/v1/responses/{id}"),
-                None,
-            )
-            .await;
-            assert_eq!(stored, response, "{kind}");
+            assert_eq!(stored(&gw, id).await, response, "{kind}");
         }
         gw.shutdown().await;
     }
@@ -452,32 +432,17 @@ async fn file_search_runs_for_anthropic_and_gemini_backends() {
 
 #[tokio::test]
 async fn file_search_streams_its_call_and_the_citations() {
-    let mock = MockUpstream::start().await.unwrap();
-    let gw = Gateway::start(conf("gemini", &mock, "")).await;
-    let store = office_store(&gw, ALICE).await;
-    let answer = post(
-        &gw,
-        ALICE,
-        "/v1/responses",
-        &[],
-        file_search_body(&store, true, true),
-    )
-    .await;
-    assert_eq!(answer.status, 200, "{}", answer.text());
+    let (_mock, gw, store) = office("gemini", "").await;
+    let answer = file_search(&gw, &store, true, true).await;
     let events = response_events(&answer);
+    // The search item opens the stream, and its events name it (the order of all the events
+    // is the stream machine's unit tests').
     let kinds: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
-    assert_eq!(
-        &kinds[..7],
-        [
-            "response.created",
-            "response.in_progress",
-            "response.output_item.added",
-            "response.file_search_call.in_progress",
-            "response.file_search_call.searching",
-            "response.file_search_call.completed",
-            "response.output_item.done",
-        ]
-    );
+    assert_eq!(events[2]["item"]["type"], "file_search_call");
+    assert_eq!(kinds[6], "response.output_item.done");
+    assert!(kinds[3..6]
+        .iter()
+        .all(|kind| kind.starts_with("response.file_search_call.")));
     assert_eq!(kinds.last(), Some(&"response.completed"));
     let call_id = &events[2]["item"]["id"];
     for event in &events[3..6] {
@@ -503,14 +468,6 @@ async fn file_search_streams_its_call_and_the_citations() {
         .collect();
     assert_eq!(streamed, kept);
     let id = completed["id"].as_str().unwrap();
-    let stored = ok(
-        &gw,
-        ALICE,
-        Method::GET,
-        &format!("/v1/responses/{id}"),
-        None,
-    )
-    .await;
-    assert_eq!(&stored, completed);
+    assert_eq!(&stored(&gw, id).await, completed);
     gw.shutdown().await;
 }
