@@ -59,7 +59,7 @@ pub fn conversation(headers: &http::HeaderMap, req: &mut ChatRequest) -> Result<
 
 /// What a chat call retrieves passages from: the vector stores of header
 /// `x-proxima-vector-stores` (comma-separated ids).
-pub fn vector_stores(headers: &http::HeaderMap) -> Result<Retrieval> {
+pub fn retrieval_stores(headers: &http::HeaderMap) -> Result<Retrieval> {
     let Some(value) = headers.get("x-proxima-vector-stores") else {
         return Ok(Retrieval::default());
     };

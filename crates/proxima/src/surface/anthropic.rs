@@ -13,7 +13,7 @@ use serde_json::json;
 
 use super::events::sse_events;
 use super::{
-    chat_response, conversation, json_response, read_json, routed_response, vector_stores,
+    chat_response, conversation, json_response, read_json, retrieval_stores, routed_response,
 };
 use crate::canonical::{Api, ChatRequest};
 use crate::error::Result;
@@ -42,7 +42,7 @@ pub async fn messages(
     let read = async {
         let mut req = read_request(&cx, &headers, body).await?;
         let conversation = conversation(&headers, &mut req)?;
-        Ok::<_, crate::error::Error>((req, conversation, vector_stores(&headers)?))
+        Ok::<_, crate::error::Error>((req, conversation, retrieval_stores(&headers)?))
     };
     let (req, conversation, retrieval) = match read.await {
         Ok(read) => read,

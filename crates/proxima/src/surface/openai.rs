@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::events::{sse_events, EventWriter};
 use super::{
-    chat_response, conversation, json_response, read_json, routed_response, vector_stores,
+    chat_response, conversation, json_response, read_json, retrieval_stores, routed_response,
 };
 use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
@@ -35,7 +35,7 @@ pub async fn chat_completions(
         .and_then(ChatCompletionRequest::into_canonical)
         .and_then(|mut req| {
             let conversation = conversation(&headers, &mut req)?;
-            Ok((req, conversation, vector_stores(&headers)?))
+            Ok((req, conversation, retrieval_stores(&headers)?))
         }) {
         Ok(read) => read,
         Err(e) => return e.into_response(API),
