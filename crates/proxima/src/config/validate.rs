@@ -57,6 +57,46 @@ pub fn validate(
                 "only `azure-openai` providers take an api_version".into(),
             );
         }
+        if is(ProviderKind::Local) {
+            match &provider.path {
+                None => problem(
+                    at("path"),
+                    "a `local` provider needs the path of its model folder, e.g. \"models/all-minilm-l6-v2\" (scripts/fetch-minilm fetches it)".into(),
+                ),
+                Some(path) if !path.is_dir() => problem(
+                    at("path"),
+                    format!("{} is not a folder (scripts/fetch-minilm fetches all-MiniLM-L6-v2)", path.display()),
+                ),
+                Some(path) => {
+                    let missing = crate::providers::local::missing_files(path);
+                    if !missing.is_empty() {
+                        problem(
+                            at("path"),
+                            format!(
+                                "{} lacks {}: a sentence-transformers folder holds {}",
+                                path.display(),
+                                missing.join(", "),
+                                crate::providers::local::REQUIRED_FILES.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            for (field, set) in [
+                ("base_url", provider.base_url.is_some()),
+                ("api_key", provider.api_key.is_some()),
+                ("headers", !provider.headers.is_empty()),
+            ] {
+                if set {
+                    problem(
+                        at(field),
+                        format!("a `local` provider runs in-process: it takes no {field}"),
+                    );
+                }
+            }
+        } else if provider.path.is_some() {
+            problem(at("path"), "only `local` providers take a path".into());
+        }
         if provider.timeout.0.is_zero() {
             problem(at("timeout"), "must be longer than zero".into());
         }
@@ -399,5 +439,46 @@ latency = "5ms"
         for field in ["providers.g.api_version", "providers.g.latency"] {
             assert!(problems.iter().any(|p| p.contains(field)), "{problems:?}");
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn local_needs_a_complete_model_folder_and_nothing_remote() {
+        let problems = parse(
+            r#"
+[providers.minilm]
+kind = "local"
+base_url = "http://127.0.0.1:1/v1"
+
+[providers.o]
+kind = "openai"
+path = "models/x"
+"#,
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("providers.minilm.path")
+            && p.contains("needs the path of its model folder")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("providers.minilm.base_url")));
+        assert!(problems
+            .iter()
+            .any(|p| p.contains("providers.o.path") && p.contains("only `local`")));
+
+        let dir = std::env::temp_dir().join(format!("proxima-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        std::fs::write(dir.join("model.safetensors"), "").unwrap();
+        let problems = parse(&format!(
+            "[providers.minilm]\nkind = \"local\"\npath = \"{}\"\n",
+            dir.display()
+        ))
+        .err()
+        .unwrap_or_default();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("lacks tokenizer.json"), "{problems:?}");
     }
 }

@@ -12,6 +12,7 @@ mod conversations;
 mod errors;
 mod failover;
 mod limits;
+mod local;
 mod logs;
 mod matrix;
 mod providers;
