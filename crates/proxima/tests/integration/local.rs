@@ -258,6 +258,19 @@ async fn local_refuses_what_it_cannot_serve() {
 }
 
 #[tokio::test]
+async fn local_model_is_loaded_once_per_folder_while_in_use() {
+    let Some(dir) = minilm_dir() else {
+        return;
+    };
+    use proxima::providers::local::Embedder;
+    let first = Embedder::shared(&dir).unwrap();
+    // The same folder by another path, as a reloaded config may name it.
+    let again = Embedder::shared(&dir.join("..").join(dir.file_name().unwrap())).unwrap();
+    assert!(std::sync::Arc::ptr_eq(&first, &again));
+    assert_eq!(first.dimensions(), 384);
+}
+
+#[tokio::test]
 async fn local_model_that_does_not_load_stops_the_start_with_a_clear_error() {
     let dir = std::env::temp_dir().join(format!("proxima-bad-minilm-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
