@@ -9,7 +9,9 @@
 #![allow(clippy::expect_used)]
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use proxima::providers::local::{Embedder, BATCH};
 
