@@ -395,6 +395,11 @@ mod tests {
             .map_err(|p| p.0.iter().map(ToString::to_string).collect())
     }
 
+    /// What `check` says of `text`; nothing when it is valid.
+    fn check(text: &str) -> Vec<String> {
+        parse(text).err().unwrap_or_default()
+    }
+
     #[test]
     fn example_is_valid_and_has_gemini() {
         let config = match parse(EXAMPLE) {
@@ -406,15 +411,13 @@ mod tests {
 
     #[test]
     fn base_url_credentials_are_refused_unquoted() {
-        let problems = parse(
+        let problems = check(
             r#"
 [providers.o]
 kind = "openai"
 base_url = "https://user:hunter2@llm.example/v1"
 "#,
-        )
-        .err()
-        .unwrap_or_default();
+        );
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].contains("user name or password"),
@@ -425,16 +428,14 @@ base_url = "https://user:hunter2@llm.example/v1"
 
     #[test]
     fn gemini_takes_no_api_version_or_latency() {
-        let problems = parse(
+        let problems = check(
             r#"
 [providers.g]
 kind = "gemini"
 api_version = "v1"
 latency = "5ms"
 "#,
-        )
-        .err()
-        .unwrap_or_default();
+        );
         assert_eq!(problems.len(), 2, "{problems:?}");
         for field in ["providers.g.api_version", "providers.g.latency"] {
             assert!(problems.iter().any(|p| p.contains(field)), "{problems:?}");
@@ -444,39 +445,34 @@ latency = "5ms"
     #[test]
     #[allow(clippy::unwrap_used)]
     fn local_needs_a_complete_model_folder_and_nothing_remote() {
-        let problems = parse(
-            r#"
-[providers.minilm]
-kind = "local"
-base_url = "http://127.0.0.1:1/v1"
-
-[providers.o]
-kind = "openai"
-path = "models/x"
-"#,
-        )
-        .err()
-        .unwrap_or_default();
+        // A local provider without its folder but with a URL, and a path where none belongs.
+        let problems = check(concat!(
+            "[providers.minilm]\nkind = \"local\"\nbase_url = \"http://127.0.0.1:1/v1\"\n",
+            "[providers.o]\nkind = \"openai\"\npath = \"models/x\"\n",
+        ));
         assert_eq!(problems.len(), 3, "{problems:?}");
-        assert!(problems.iter().any(|p| p.contains("providers.minilm.path")
-            && p.contains("needs the path of its model folder")));
-        assert!(problems
-            .iter()
-            .any(|p| p.contains("providers.minilm.base_url")));
-        assert!(problems
-            .iter()
-            .any(|p| p.contains("providers.o.path") && p.contains("only `local`")));
+        for (field, says) in [
+            (
+                "providers.minilm.path",
+                "needs the path of its model folder",
+            ),
+            ("providers.minilm.base_url", "takes no base_url"),
+            ("providers.o.path", "only `local` providers take a path"),
+        ] {
+            let found = problems
+                .iter()
+                .any(|p| p.contains(field) && p.contains(says));
+            assert!(found, "{field}: {problems:?}");
+        }
 
         let dir = std::env::temp_dir().join(format!("proxima-local-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join("config.json"), "{}").unwrap();
         std::fs::write(dir.join("model.safetensors"), "").unwrap();
-        let problems = parse(&format!(
+        let problems = check(&format!(
             "[providers.minilm]\nkind = \"local\"\npath = \"{}\"\n",
             dir.display()
-        ))
-        .err()
-        .unwrap_or_default();
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(problems[0].contains("lacks tokenizer.json"), "{problems:?}");

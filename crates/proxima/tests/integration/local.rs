@@ -217,27 +217,15 @@ async fn local_refuses_what_it_cannot_serve() {
     let Some(gw) = minilm_gateway().await else {
         return;
     };
-    let chat = gw
-        .post_json(
-            "/v1/chat/completions",
-            &json!({"model": "embed", "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    let error = chat.assert_error(400, "invalid_request");
-    assert!(
-        error["message"]
-            .as_str()
-            .unwrap()
-            .contains("only serves embeddings"),
-        "{error}"
-    );
-    let streamed = gw
-        .post_json(
-            "/v1/chat/completions",
-            &json!({"model": "embed", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
-        )
-        .await;
-    streamed.assert_error(400, "invalid_request");
+    let error = gw
+        .chat(chat_body("embed", "hi"))
+        .await
+        .assert_error(400, "invalid_request");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("only serves embeddings"), "{error}");
+    gw.chat(stream_body("embed", "hi"))
+        .await
+        .assert_error(400, "invalid_request");
 
     for (body, param) in [
         (
