@@ -3,15 +3,17 @@
 //!
 //! Texts of concurrent requests are batched together: the worker takes the oldest pending
 //! texts (up to [`WINDOW`]), sorts them by length so that texts of one batch pad little, and
-//! runs batches of up to [`BATCH`]. A request waits for at most one window of older texts.
-//! Its matrix products run on candle's thread pool (one thread per core), which every model
-//! shares: the worker itself only waits while they run, so the cores are not oversubscribed.
+//! runs them in batches of up to [`BATCH`]; requests are served in the order they came. The
+//! matrix products run on rayon's global pool (a thread per CPU, or `RAYON_NUM_THREADS`),
+//! which every model shares: the worker waits while they run, so the CPUs are not
+//! oversubscribed however many models run.
 //!
 //! A model is loaded once per folder per process: [`Embedder::shared`] hands out the one
 //! already running for that folder while any provider still uses it, so a config reload that
 //! keeps the provider does not load it again.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -164,7 +166,15 @@ fn work(model: &Model, queue: &mpsc::Receiver<Job>) {
                 continue;
             }
             let ids: Vec<&[u32]> = batch.iter().map(|text| text.ids.as_slice()).collect();
-            match model.embed(&ids) {
+            // A panic inside candle would end the worker, and with it the provider, for good.
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| model.embed(&ids)))
+                .unwrap_or_else(|_| {
+                    Err(Error::new(
+                        ErrorKind::Internal,
+                        "the local model's forward pass panicked",
+                    ))
+                });
+            match outcome {
                 Ok(vectors) => {
                     for (text, vector) in batch.iter().zip(vectors) {
                         deliver(&mut open, text, vector);
