@@ -13,6 +13,7 @@ mod errors;
 mod failover;
 mod files;
 mod limits;
+mod local;
 mod logs;
 mod matrix;
 mod providers;
