@@ -12,6 +12,8 @@ One gateway serves the whole session, with this topology:
     model "gem"   -> provider "gemini-up" (kind gemini, the mock-upstream)  -> "gemini-mock"
     model "agent-anthropic" -> provider "claude-up" -> "claude-mock"  (the coding agents'
     model "agent-openai"    -> provider "up"        -> "mock-gpt"      models, agents_test.py)
+    model "minilm" -> provider "minilm" (kind local, in-process all-MiniLM-L6-v2), the
+                      `[context] embedding_model` of vector stores (when its weights exist)
 """
 
 from __future__ import annotations
@@ -150,6 +152,28 @@ targets = [{{ provider = "claude-up", model = "claude-mock" }}]
 
 [models.agent-openai]
 targets = [{{ provider = "up", model = "mock-gpt" }}]
+{_embedder()}"""
+
+
+def _embedder() -> str:
+    """The built-in local MiniLM as model "minilm", embedding vector stores, when its weights are
+    at `PROXIMA_MINILM_DIR` (scripts/fetch-minilm; scripts/run-tests sets the variable). Without
+    them, stores are searched by words only; under CI=true that is an error."""
+    folder = Path(os.environ.get("PROXIMA_MINILM_DIR", REPO / "models/all-minilm-l6-v2"))
+    if not (folder / "model.safetensors").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"all-MiniLM-L6-v2 is not at {folder}: run scripts/fetch-minilm", pytrace=False)
+        return ""
+    return f"""
+[providers.minilm]
+kind = "local"
+path = "{folder}"
+
+[models.minilm]
+targets = [{{ provider = "minilm", model = "all-minilm-l6-v2" }}]
+
+[context]
+embedding_model = "minilm"
 """
 
 
