@@ -46,6 +46,7 @@ pub async fn messages(
     };
     let directives = pipeline::Directives {
         conversation,
+        cache: pipeline::cache::Control::from_headers(&headers),
         ..pipeline::Directives::default()
     };
     let routed = pipeline::chat(&cx, req, directives).await;

@@ -39,6 +39,7 @@ pub async fn chat_completions(
     let include_usage = req.include_usage;
     let directives = pipeline::Directives {
         conversation,
+        cache: pipeline::cache::Control::from_headers(&headers),
         ..pipeline::Directives::default()
     };
     let routed = pipeline::chat(&cx, req, directives).await;
