@@ -146,10 +146,17 @@ impl Cache {
         }
     }
 
-    /// Stores `entry` under `key`, and its embedding when given.
-    pub async fn put(&self, key: Digest, entry: Entry, near: Option<Near>, terms: Terms) {
+    /// Stores `entry` under `key`, and its embedding when given. In memory it is there when
+    /// this returns (so the next call is a hit); the write to Redis goes on in a task of its
+    /// own, off the request's path.
+    pub fn put(&self, key: Digest, entry: Entry, near: Option<Near>, terms: Terms) {
         match self.shared() {
-            Some((conn, prefix)) => remote::put(conn, prefix, key, &entry, near, terms).await,
+            Some((conn, prefix)) => {
+                let prefix = prefix.to_owned();
+                tokio::spawn(async move {
+                    remote::put(conn, &prefix, key, &entry, near, terms).await;
+                });
+            }
             None => self.memory.put(key, entry, near, terms),
         }
     }

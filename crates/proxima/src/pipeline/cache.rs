@@ -298,23 +298,27 @@ impl Stage for Fill {
             cost,
             stored_at: now_ms(),
         };
-        let (cx, key, terms) = (self.cx.clone(), self.key, self.terms);
-        let pending = std::mem::replace(&mut self.near, Pending::None);
-        tokio::spawn(async move {
-            let near = match pending {
-                Pending::None => None,
-                Pending::Embedded(near) => Some(near),
-                Pending::ToEmbed {
-                    partition,
-                    question,
-                    model,
-                } => crate::retrieval::embed(&cx, &model, vec![question], "cache")
-                    .await
-                    .ok()
-                    .and_then(|mut v| (v.len() == 1).then(|| Near::new(partition, v.remove(0)))),
-            };
-            cx.services.cache.put(key, entry, near, terms).await;
-        });
+        let (key, terms) = (self.key, self.terms);
+        match std::mem::replace(&mut self.near, Pending::None) {
+            Pending::None => self.cx.services.cache.put(key, entry, None, terms),
+            Pending::Embedded(near) => self.cx.services.cache.put(key, entry, Some(near), terms),
+            Pending::ToEmbed {
+                partition,
+                question,
+                model,
+            } => {
+                let cx = self.cx.clone();
+                tokio::spawn(async move {
+                    let near = crate::retrieval::embed(&cx, &model, vec![question], "cache")
+                        .await
+                        .ok()
+                        .and_then(|mut v| {
+                            (v.len() == 1).then(|| Near::new(partition, v.remove(0)))
+                        });
+                    cx.services.cache.put(key, entry, near, terms);
+                });
+            }
+        }
     }
 }
 
