@@ -32,6 +32,22 @@ macro_rules! on_pool {
     };
 }
 
+/// A tenant's row by id: runs `$sql` (`$1` the id, `$2` the owner) on `$store` and reads the
+/// row it finds, if any, with `$read`. Every owner-checked lookup is written this way.
+macro_rules! fetch_owned {
+    ($store:expr, $sql:expr, $id:expr, $owner:expr, $read:expr) => {
+        on_pool!($store, |pool| {
+            let row = sqlx::query($sql)
+                .bind($id)
+                .bind($owner)
+                .fetch_optional(pool)
+                .await
+                .map_err($crate::store::db_error)?;
+            row.as_ref().map($read).transpose()
+        })
+    };
+}
+
 mod conversations;
 mod files;
 mod keys;
@@ -214,6 +230,21 @@ pub(crate) fn db_error(e: sqlx::Error) -> Error {
         ErrorKind::Unavailable,
         format!("database error: {}", describe(&e)),
     )
+}
+
+impl Store {
+    /// Deletes the row of `table` with this `id` and `owner`; `false` when there is none.
+    async fn delete_owned(&self, table: &'static str, id: &str, owner: &str) -> Result<bool> {
+        let sql = sql!("DELETE FROM {table} WHERE id = $1 AND owner = $2");
+        let deleted = on_pool!(self, |pool| sqlx::query(sql)
+            .bind(id)
+            .bind(owner)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected()))
+        .map_err(db_error)?;
+        Ok(deleted == 1)
+    }
 }
 
 /// A JSON text column, read back.

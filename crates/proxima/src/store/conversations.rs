@@ -188,15 +188,7 @@ impl Store {
     ) -> Result<Option<ConversationRecord>> {
         let sql =
             sql!("SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE id = $1 AND owner = $2");
-        on_pool!(self, |pool| {
-            let row = sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?;
-            row.as_ref().map(conversation_from_row).transpose()
-        })
+        fetch_owned!(self, sql, id, owner, conversation_from_row)
     }
 
     /// Replaces a conversation's metadata; `false` when the owner has no such conversation.
@@ -653,29 +645,12 @@ impl Store {
     /// The owner's response `id`.
     pub async fn get_response(&self, id: &str, owner: &str) -> Result<Option<ResponseRecord>> {
         let sql = sql!("SELECT {RESPONSE_COLUMNS} FROM responses WHERE id = $1 AND owner = $2");
-        on_pool!(self, |pool| {
-            let row = sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?;
-            row.as_ref().map(response_from_row).transpose()
-        })
+        fetch_owned!(self, sql, id, owner, response_from_row)
     }
 
     /// Deletes the owner's response `id`; `false` when there is none.
     pub async fn delete_response(&self, id: &str, owner: &str) -> Result<bool> {
-        let deleted = on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM responses WHERE id = $1 AND owner = $2"
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))
-        .map_err(db_error)?;
-        Ok(deleted == 1)
+        self.delete_owned("responses", id, owner).await
     }
 
     /// The turns of the chain of responses ending at `id` (following `previous_id`), oldest

@@ -81,15 +81,7 @@ impl Store {
     /// The owner's file `id`, without its bytes; `None` when the owner has no such file.
     pub async fn get_file(&self, owner: &str, id: &str) -> Result<Option<FileRecord>> {
         let sql = sql!("SELECT {FILE_COLUMNS} FROM files WHERE id = $1 AND owner = $2");
-        on_pool!(self, |pool| {
-            let row = sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?;
-            row.as_ref().map(file_from_row).transpose()
-        })
+        fetch_owned!(self, sql, id, owner, file_from_row)
     }
 
     /// The bytes of the owner's file `id`, exactly as uploaded; `None` when the owner has no
@@ -151,16 +143,7 @@ impl Store {
 
     /// Deletes the owner's file `id`; `false` when the owner has no such file.
     pub async fn delete_file(&self, owner: &str, id: &str) -> Result<bool> {
-        let deleted = on_pool!(self, |pool| sqlx::query(
-            "DELETE FROM files WHERE id = $1 AND owner = $2"
-        )
-        .bind(id)
-        .bind(owner)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected()))
-        .map_err(db_error)?;
-        Ok(deleted == 1)
+        self.delete_owned("files", id, owner).await
     }
 }
 

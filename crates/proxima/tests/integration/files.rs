@@ -148,7 +148,7 @@ async fn uploaded_files_list_and_come_back_byte_for_byte_until_deleted() {
     );
     assert_eq!(all["has_more"], false);
     let assistants = call(&gw, ALICE, Method::GET, "/v1/files?purpose=assistants").await;
-    assert_eq!(ids(&assistants.json()), [id.clone()]);
+    assert_eq!(ids(&assistants.json()), std::slice::from_ref(&id));
     let first = call(&gw, ALICE, Method::GET, "/v1/files?limit=1&order=asc")
         .await
         .json();
