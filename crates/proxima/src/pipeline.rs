@@ -175,7 +175,8 @@ pub async fn chat(
         if let Err(e) = limit::charge_cached(&mut exchange).await {
             return exchange.refuse(e);
         }
-        return finish::chat(exchange, cache::answer(hit, prepared.request.stream));
+        let routed = cache::answer(&mut exchange, hit, prepared.request.stream);
+        return finish::chat(exchange, routed);
     }
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);

@@ -191,8 +191,12 @@ pub async fn lookup(
 }
 
 /// The call is answered with `hit`: whole, or replayed as a stream when the client streams.
-pub fn answer(hit: Hit, stream: bool) -> Routed<ChatOutput> {
+/// Its ledger row records what the stored answer cost as saved.
+pub fn answer(exchange: &mut Exchange<'_>, hit: Hit, stream: bool) -> Routed<ChatOutput> {
     let entry = hit.entry;
+    if let Some(record) = exchange.meter.record() {
+        record.saved = Some(entry.cost);
+    }
     let answer = entry.answer.clone();
     let output = if stream {
         let chunks: Vec<crate::error::Result<ChatChunk>> =
@@ -213,9 +217,6 @@ pub fn answer(hit: Hit, stream: bool) -> Routed<ChatOutput> {
 
 fn hit(exchange: &mut Exchange<'_>, entry: Arc<Entry>, verdict: Verdict) -> Hit {
     note(exchange, verdict);
-    if let Some(record) = exchange.meter.record() {
-        record.saved = Some(entry.cost);
-    }
     Hit { entry }
 }
 

@@ -166,7 +166,7 @@ pub struct UsageGroup {
     pub cost_usd: f64,
     #[serde(skip)]
     pub cost_nanos: Nanos,
-    /// Requests answered from the response cache (exact or semantic).
+    /// Requests answered from the response cache (exact or semantic), successfully.
     pub cache_hits: i64,
     /// What those answers cost when they were made: the spend the cache saved.
     pub saved_usd: f64,
@@ -423,7 +423,7 @@ impl Store {
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos, \
-             CAST(SUM(CASE WHEN cache IN ('hit', 'semantic-hit') THEN 1 ELSE 0 END) AS BIGINT) AS cache_hits, \
+             CAST(SUM(CASE WHEN cache IN ('hit', 'semantic-hit') AND status < 400 THEN 1 ELSE 0 END) AS BIGINT) AS cache_hits, \
              CAST(SUM(saved_nanos) AS BIGINT) AS saved_nanos \
              FROM usage_ledger WHERE id >= $1 AND id < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
         );
