@@ -254,6 +254,23 @@ def start_gateway(tmp_path_factory: pytest.TempPathFactory):
     return lambda name, extra="": running_gateway(tmp_path_factory, name, extra)
 
 
+@pytest.fixture(scope="module")
+def client(gateway):
+    """The `openai` SDK on the gateway with the master key; a test module may define its own."""
+    from openai import OpenAI
+
+    return OpenAI(base_url=gateway.base_url, api_key=gateway.master_key, max_retries=0)
+
+
+@pytest.fixture(scope="module")
+def claude_client(gateway):
+    """The `anthropic` SDK on the gateway with the master key (it appends /v1/messages itself,
+    so its base URL is the gateway's root)."""
+    from anthropic import Anthropic
+
+    return Anthropic(base_url=gateway.url, api_key=gateway.master_key, max_retries=0)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """On failure, show where the servers' logs are and the end of the gateway's."""
     if exitstatus == 0 or not _LOGS:

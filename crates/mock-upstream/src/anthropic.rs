@@ -7,7 +7,9 @@ use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::echo::{char_pieces, count_words, declines_tools, requested_call, word_pieces};
+use crate::echo::{
+    char_pieces, count_words, declines_tools, echo_text, requested_call, word_pieces,
+};
 use crate::script::{Answer, JSON};
 
 /// Tool input JSON is streamed in pieces this long, as the real API splits it.
@@ -285,7 +287,7 @@ fn decide(
         }
         return (blocks, "tool_use".into(), None);
     }
-    let mut content = text.clone();
+    let mut content = echo_text(text.clone(), request);
     let json_out = request
         .get("output_config")
         .and_then(|c| c.get("format"))

@@ -64,6 +64,19 @@ pub(crate) fn requested_call(text: &str, tools: &[&str]) -> Option<(String, Valu
     tools.contains(&name).then(|| (name.to_owned(), input))
 }
 
+/// Marks a prompt whose answer is the whole request the mock received.
+const REQUEST_MARK: &str = "mock-echo-request";
+
+/// The text an echo answers with: the prompt, or, when it says `mock-echo-request`, the request
+/// body as JSON — so that a test behind a separate `mock-upstream` process sees what was sent.
+pub(crate) fn echo_text(text: String, request: &impl Serialize) -> String {
+    if text.contains(REQUEST_MARK) {
+        to_string(request)
+    } else {
+        text
+    }
+}
+
 /// Whether the prompt says `mock-no-tools`: answer with text even though tools are offered.
 pub(crate) fn declines_tools(text: &str) -> bool {
     text.contains(NO_TOOLS_MARK)
@@ -174,6 +187,17 @@ mod tests {
         assert_eq!(requested_call("mock-call: Read [1]", &["Read"]), None);
         assert_eq!(requested_call("no call here", &["Read"]), None);
         assert!(declines_tools("hi mock-no-tools"));
+    }
+
+    #[test]
+    fn a_prompt_can_ask_for_the_request_itself() {
+        let request =
+            serde_json::json!({"messages": [{"role": "user", "content": "x mock-echo-request"}]});
+        assert_eq!(
+            echo_text("x mock-echo-request".into(), &request),
+            request.to_string()
+        );
+        assert_eq!(echo_text("plain".into(), &request), "plain");
     }
 
     #[test]

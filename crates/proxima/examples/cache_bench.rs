@@ -32,7 +32,12 @@ fn cpu_ticks() -> u64 {
     // Fields after the command name (which is in parentheses and may hold spaces).
     let rest = stat.rsplit(')').next().unwrap_or_default();
     let fields: Vec<&str> = rest.split_whitespace().collect();
-    let field = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok()).unwrap_or(0);
+    let field = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
     // utime and stime are fields 14 and 15 of the whole line: 12 and 13 after the name.
     field(11) + field(12)
 }
@@ -164,7 +169,13 @@ async fn main() {
     };
 
     // Warm-up: connections, the tokenizer, the allocator.
-    run(&client, &url, "warm-up", (0..200).map(|i| body("plain", &question(i)))).await;
+    run(
+        &client,
+        &url,
+        "warm-up",
+        (0..200).map(|i| body("plain", &question(i))),
+    )
+    .await;
 
     let mut cases = Vec::new();
     cases.push(
@@ -215,7 +226,12 @@ async fn main() {
         &client,
         &url,
         "fill",
-        (0..PARTITION).map(|i| body("cached", &format!("travel policy topic {i} run {run_id} hotel taxi rules"))),
+        (0..PARTITION).map(|i| {
+            body(
+                "cached",
+                &format!("travel policy topic {i} run {run_id} hotel taxi rules"),
+            )
+        }),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -227,7 +243,10 @@ async fn main() {
             (0..N).map(|i| {
                 body(
                     "cached",
-                    &format!("rules taxi hotel run {run_id} topic {} travel policy", i % PARTITION),
+                    &format!(
+                        "rules taxi hotel run {run_id} topic {} travel policy",
+                        i % PARTITION
+                    ),
                 )
             }),
         )
@@ -236,7 +255,11 @@ async fn main() {
 
     println!(
         "Response cache, {} entries, one request at a time, {N} requests per case.\n",
-        if redis.is_some() { "Redis" } else { "in-memory" }
+        if redis.is_some() {
+            "Redis"
+        } else {
+            "in-memory"
+        }
     );
     println!("| case | requests | p50 µs | p99 µs | CPU µs/request (process) | x-proxima-cache |");
     println!("|---|---|---|---|---|---|");

@@ -124,7 +124,7 @@ async fn assembly_latency(store: &Store) {
             for turn in 0..320 {
                 let new = [Message::text(Role::User, sentence(&mut rng, 20))];
                 let started = Instant::now();
-                let built = build_prompt(store, &id, &how, &[], &new)
+                let built = build_prompt(store, &id, &how, &[], &new, &[])
                     .await
                     .expect("build");
                 let took = started.elapsed();
@@ -165,7 +165,7 @@ async fn tokens_per_turn(store: &Store) {
         let words = rng.usize(40..160);
         let question = Message::text(Role::User, sentence(&mut rng, words));
         let new_tokens = items::tokens(&question);
-        let built = build_prompt(store, &id, &how, &[], std::slice::from_ref(&question))
+        let built = build_prompt(store, &id, &how, &[], std::slice::from_ref(&question), &[])
             .await
             .expect("build");
         sent += built.assembled.tokens;
@@ -326,7 +326,7 @@ async fn locomo_recall(store: &Store, path: &str) {
                 }
                 let new = [Message::text(Role::User, question)];
                 let started = Instant::now();
-                let built = build_prompt(store, id, &how, &[], &new)
+                let built = build_prompt(store, id, &how, &[], &new, &[])
                     .await
                     .expect("build");
                 times.push(started.elapsed());

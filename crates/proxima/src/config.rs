@@ -427,6 +427,9 @@ pub struct ProviderConfig {
     pub timeout: ConfigDuration,
     /// `mock` only: delay before answering and between streamed chunks.
     pub latency: Option<ConfigDuration>,
+    /// `local` only: the sentence-transformers folder (`model.safetensors`, `tokenizer.json`,
+    /// `config.json`), relative to the working directory.
+    pub path: Option<std::path::PathBuf>,
     /// Extra headers sent with every upstream request (e.g. an organisation id).
     #[serde(default)]
     pub headers: BTreeMap<String, String>,
@@ -446,6 +449,9 @@ pub enum ProviderKind {
     Gemini,
     /// Built in: echoes the last user message, no network.
     Mock,
+    /// Built in: a BERT sentence embedder (all-MiniLM-L6-v2) run in-process from `path`;
+    /// serves embeddings only.
+    Local,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -804,6 +810,7 @@ impl ProviderConfig {
             region: None,
             timeout: defaults::provider_timeout(),
             latency: None,
+            path: None,
             headers: BTreeMap::new(),
         }
     }

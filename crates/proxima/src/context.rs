@@ -5,7 +5,8 @@
 //! body) sends only its new messages. [`open_turn`] — called by the prepare phase, before the
 //! limits, so they charge what is sent — loads what the prompt needs, never the whole
 //! history: the instructions, the newest summary, the newest items up to the token budget, and
-//! the earlier turns [`recall`] finds for the new message; [`assemble`] fits them to the budget.
+//! the earlier turns [`recall`] finds for the new message, with the [`passages`] retrieved for
+//! it from vector stores; [`assemble`] fits them to the budget.
 //! The turn is stored by a finishing stage once the answer is complete (a failed or abandoned
 //! call stores nothing, so a retry does not duplicate it), and turns that left the window are
 //! folded into a running summary off the request path ([`summarize`]).
@@ -16,6 +17,7 @@
 
 pub mod assemble;
 pub mod items;
+pub mod passages;
 mod recall;
 mod summarize;
 
@@ -27,13 +29,14 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::canonical::{ChatRequest, ChatResponse, Message, Part, Role};
 use crate::clock::now_ms;
-use crate::config::ContextStrategy;
+use crate::config::{ContextConfig, ContextStrategy};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::finish::{Keep, Stage};
 use crate::pipeline::RequestContext;
 use crate::router::Resolved;
 use crate::store::{ItemRecord, Order, Store};
 use assemble::{Inputs, Item};
+use passages::{Passage, Retrieval};
 
 /// Items read by the first round trip while filling the window from the newest backwards;
 /// later ones read four times as many.
@@ -41,6 +44,9 @@ const PAGE: u32 = 64;
 
 /// Share of the budget recalled turns may take.
 const RECALL_SHARE: u64 = 4;
+
+/// Share of the budget retrieved passages may take.
+const PASSAGE_SHARE: u64 = 4;
 
 /// Answer tokens assumed when a request sets no `max_tokens`, at most a quarter of the window.
 const DEFAULT_ANSWER_TOKENS: u64 = 4096;
@@ -159,6 +165,8 @@ pub fn unknown_conversation(id: &str) -> Error {
 pub struct Turn {
     /// The assembled prompt's tokens (`x-proxima-context-tokens`).
     pub tokens: u64,
+    /// Passages retrieved into the prompt, when the turn names vector stores.
+    pub retrieved: Option<usize>,
     stage: TurnStage,
 }
 
@@ -223,14 +231,31 @@ impl TurnStage {
     }
 }
 
+/// Tokens a prompt may take on `resolved`, its tool definitions included: the smallest
+/// `context_window` among the model's targets, less the answer's room (`max_tokens`, else
+/// [`DEFAULT_ANSWER_TOKENS`] up to a quarter of the window) and the safety margin.
+pub fn prompt_room(config: &ContextConfig, resolved: &Resolved, max_tokens: Option<u32>) -> u64 {
+    let window = resolved
+        .model
+        .targets
+        .iter()
+        .map(|t| t.context_window.unwrap_or(config.default_window))
+        .min()
+        .unwrap_or(config.default_window);
+    let answer = max_tokens.map_or_else(|| DEFAULT_ANSWER_TOKENS.min(window / 4), u64::from);
+    window.saturating_sub(answer + config.safety_margin)
+}
+
 /// Opens a turn on `conversation` (made when the caller has none of that id): assembles the
-/// stored context and the request's new messages into the request, within the smallest
-/// window among the model's targets.
+/// stored context, the passages `retrieval` and the conversation's own `vector_store_ids`
+/// find for the new message, and the request's new messages into the request, within the
+/// smallest window among the model's targets.
 pub async fn open_turn(
     cx: &Arc<RequestContext>,
     conversation: &str,
     resolved: &Resolved,
     request: &mut ChatRequest,
+    mut retrieval: Retrieval,
 ) -> Result<Turn> {
     check_id(conversation, "conversation")?;
     let config = &cx.gateway.config.context;
@@ -270,24 +295,24 @@ pub async fn open_turn(
         Some(system.clone())
     };
 
-    let window = resolved
-        .model
-        .targets
-        .iter()
-        .map(|t| t.context_window.unwrap_or(config.default_window))
-        .min()
-        .unwrap_or(config.default_window);
-    let answer = request
-        .sampling
-        .max_tokens
-        .map_or_else(|| DEFAULT_ANSWER_TOKENS.min(window / 4), u64::from);
     // Tool definitions go with every prompt and take their share of the window.
     let tool_tokens = if request.tools.is_empty() {
         0
     } else {
         crate::tokenizer::count(&serde_json::to_string(&request.tools).unwrap_or_default())
     };
-    let budget = window.saturating_sub(answer + config.safety_margin + tool_tokens);
+    let budget =
+        prompt_room(config, resolved, request.sampling.max_tokens).saturating_sub(tool_tokens);
+
+    // The conversation's own stores are searched on every turn, with the request's.
+    if let Some(stores) = record
+        .metadata
+        .get("vector_store_ids")
+        .and_then(Value::as_str)
+    {
+        retrieval.add_stores(passages::store_list(stores));
+    }
+    let found = passages::search(cx, &retrieval, &new).await?;
 
     let built = build_prompt(
         store,
@@ -299,12 +324,18 @@ pub async fn open_turn(
         },
         &system,
         &new,
+        found.as_ref().map_or(&[], |f| f.passages.as_slice()),
     )
     .await?;
     let assembled = built.assembled;
+    let retrieved = found.map(|found| {
+        found.report(assembled.passages, retrieval.report.take());
+        assembled.passages
+    });
     request.messages = items::join(assembled.messages);
     Ok(Turn {
         tokens: assembled.tokens,
+        retrieved,
         stage: TurnStage {
             cx: cx.clone(),
             conversation: conversation.to_owned(),
@@ -338,13 +369,15 @@ pub struct Built {
 
 /// Builds the prompt for new messages on a stored conversation: reads the newest summary, the
 /// newest items up to the budget and the recalled turns — a few round trips whose cost follows
-/// the window, not the length of the history — and assembles them.
+/// the window, not the length of the history — and assembles them with the `passages`
+/// retrieved for the new message.
 pub async fn build_prompt(
     store: &Store,
     conversation: &str,
     how: &Budgeted,
     system: &[Message],
     new: &[Message],
+    passages: &[Passage],
 ) -> Result<Built> {
     let system_tokens = system.iter().map(items::tokens).sum();
     let summary = match how.strategy {
@@ -396,10 +429,12 @@ pub async fn build_prompt(
         summary: summary_message,
         recalled: &recalled,
         recent: &recent,
+        passages,
         new: &prompt_new,
         new_tokens,
         budget: how.budget,
         recall_budget,
+        passage_budget: how.budget / PASSAGE_SHARE,
     });
     Ok(Built {
         assembled,

@@ -4,9 +4,9 @@
 //! 1. [`admit`]: the public model exists (404) and the caller may use it (403); the call's
 //!    [`Meter`] opens, so from here on it has its one ledger row however it ends.
 //! 2. [`prepare`]: makes the prompt that will really be sent, and measures it: a conversation
-//!    turn's stored context is assembled in ([`crate::context`]); prompt templates, retrieval,
-//!    PII masking and guardrails plug in here too, before limits, so that admission charges
-//!    what is sent.
+//!    turn's stored context is assembled in ([`crate::context`]), and passages retrieved from
+//!    vector stores ([`crate::context::passages`]); prompt templates, PII masking and
+//!    guardrails plug in here too, before limits, so that admission charges what is sent.
 //! 3. [`cache`]: for a model with caching on, the prompt as sent is looked up; a hit takes one
 //!    request from the rate limits (no tokens, no budget) and goes straight to finish, a miss
 //!    gets a stage that stores its answer.
@@ -140,6 +140,9 @@ pub struct Directives {
     /// Continue this stored conversation: its context is assembled into the prompt and the
     /// new turn stored after the answer (`x-proxima-conversation`).
     pub conversation: Option<String>,
+    /// Passages to retrieve into the prompt for the new message (`x-proxima-vector-stores`,
+    /// the Responses API's `file_search`); a conversation adds its own stores.
+    pub retrieval: crate::context::passages::Retrieval,
     /// Stages a surface adds to the answer's way out (e.g. storing a Responses-API
     /// response), before the pipeline's own.
     pub stages: Vec<Box<dyn finish::Stage>>,
@@ -167,7 +170,15 @@ pub async fn chat(
     for stage in directives.stages {
         exchange.stages.push_boxed(stage);
     }
-    let prepared = match prepare::chat(&mut exchange, cx, req, directives.conversation).await {
+    let prepared = match prepare::chat(
+        &mut exchange,
+        cx,
+        req,
+        directives.conversation,
+        directives.retrieval,
+    )
+    .await
+    {
         Ok(prepared) => prepared,
         Err(e) => return exchange.refuse(e),
     };

@@ -9,6 +9,7 @@ mod azure;
 mod client;
 mod events;
 mod gemini;
+pub mod local;
 mod mock;
 mod openai;
 mod upstream_error;
@@ -62,6 +63,8 @@ enum Adapter {
     /// Google's Gemini API (`generateContent`).
     Gemini(gemini::Gemini),
     Mock(mock::Mock),
+    /// The built-in sentence embedder, run in-process.
+    Local(local::Local),
 }
 
 /// A configured provider: its adapter plus the limits every call to it obeys.
@@ -104,6 +107,7 @@ impl Provider {
             ProviderKind::Mock => Adapter::Mock(mock::Mock::new(
                 config.latency.map(|l| l.0).unwrap_or_default(),
             )),
+            ProviderKind::Local => Adapter::Local(local::Local::new(&name, config)?),
         };
         Ok(Provider {
             name,
@@ -122,6 +126,7 @@ impl Provider {
                 Adapter::OpenAi(p) => p.chat(req, model).await,
                 Adapter::Gemini(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
+                Adapter::Local(p) => p.chat(req, model).await,
             }
         };
         tokio::time::timeout(self.timeout, call)
@@ -138,6 +143,7 @@ impl Provider {
                 Adapter::OpenAi(p) => p.chat_stream(req, model).await,
                 Adapter::Gemini(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
+                Adapter::Local(p) => p.chat_stream(req, model).await,
             }
         };
         let stream = tokio::time::timeout(self.timeout, call)
@@ -158,6 +164,7 @@ impl Provider {
                 Adapter::OpenAi(p) => p.embed(req, model).await,
                 Adapter::Gemini(p) => p.embed(req, model).await,
                 Adapter::Mock(p) => p.embed(req, model).await,
+                Adapter::Local(p) => p.embed(req, model).await,
             }
         };
         tokio::time::timeout(self.timeout, call)
@@ -172,7 +179,7 @@ impl Provider {
             Adapter::Anthropic(p) => tokio::time::timeout(self.timeout, p.count_tokens(req, model))
                 .await
                 .unwrap_or_else(|_| Err(self.timeout_error("token count"))),
-            Adapter::OpenAi(_) | Adapter::Gemini(_) | Adapter::Mock(_) => {
+            Adapter::OpenAi(_) | Adapter::Gemini(_) | Adapter::Mock(_) | Adapter::Local(_) => {
                 Ok(crate::tokenizer::prompt_tokens(req))
             }
         }

@@ -22,6 +22,7 @@ use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
 use crate::canonical::{Api, ChatRequest, ChatResponse};
+use crate::context::passages::{store_list, Retrieval};
 use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::ChatOutput;
 use crate::providers::ChunkStream;
@@ -54,6 +55,26 @@ pub fn conversation(headers: &http::HeaderMap, req: &mut ChatRequest) -> Result<
         )
         .with_param("conversation")),
     }
+}
+
+/// What a chat call retrieves passages from: the vector stores of header
+/// `x-proxima-vector-stores` (comma-separated ids).
+pub fn retrieval_stores(headers: &http::HeaderMap) -> Result<Retrieval> {
+    let Some(value) = headers.get("x-proxima-vector-stores") else {
+        return Ok(Retrieval::default());
+    };
+    let list = value.to_str().map_err(|_| {
+        Error::invalid_request(
+            "`x-proxima-vector-stores` must be vector store ids in ASCII, separated by commas",
+        )
+    })?;
+    let stores = store_list(list);
+    if stores.is_empty() {
+        return Err(Error::invalid_request(
+            "`x-proxima-vector-stores` names no vector store: send ids separated by commas, e.g. `vs_a,vs_b`",
+        ));
+    }
+    Ok(Retrieval::from_stores(stores))
 }
 
 /// A JSON answer, or the error in the OpenAI shape: the resource routes (conversations, stored

@@ -11,7 +11,9 @@ use http::StatusCode;
 use serde_json::{json, Value};
 
 use super::validate;
-use crate::echo::{count_words, stop_position, to_string, truncation_point, word_pieces};
+use crate::echo::{
+    count_words, echo_text, stop_position, to_string, truncation_point, word_pieces,
+};
 use crate::script::{sse_frame, Answer, JSON};
 
 /// Gemini's upper bound on `candidateCount`.
@@ -117,7 +119,7 @@ fn decide(request: &Value, contents: &[Value], text: &str) -> Reply {
     {
         json!({"echo": text}).to_string()
     } else {
-        text.to_owned()
+        echo_text(text.to_owned(), request)
     };
     if let Some(cut) = stop_position(&content, config.and_then(|c| c.get("stopSequences"))) {
         content.truncate(cut);

@@ -12,7 +12,7 @@ use serde_json::Value;
 
 use super::{json_answer, to_json};
 use crate::echo::{
-    char_pieces, count_words, declines_tools, requested_call, stop_position, to_string,
+    char_pieces, count_words, declines_tools, echo_text, requested_call, stop_position, to_string,
     truncation_point, word_pieces,
 };
 use crate::script::{sse_frame, Answer};
@@ -111,7 +111,7 @@ fn decide(request: &Value, messages: &[Value]) -> Reply {
     ) {
         to_string(&Echo { echo: &text })
     } else {
-        text
+        echo_text(text, request)
     };
 
     if let Some(cut) = stop_position(&content, request.get("stop")) {

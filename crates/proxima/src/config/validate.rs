@@ -57,6 +57,46 @@ pub fn validate(
                 "only `azure-openai` providers take an api_version".into(),
             );
         }
+        if is(ProviderKind::Local) {
+            match &provider.path {
+                None => problem(
+                    at("path"),
+                    "a `local` provider needs the path of its model folder, e.g. \"models/all-minilm-l6-v2\" (scripts/fetch-minilm fetches it)".into(),
+                ),
+                Some(path) if !path.is_dir() => problem(
+                    at("path"),
+                    format!("{} is not a folder (scripts/fetch-minilm fetches all-MiniLM-L6-v2)", path.display()),
+                ),
+                Some(path) => {
+                    let missing = crate::providers::local::missing_files(path);
+                    if !missing.is_empty() {
+                        problem(
+                            at("path"),
+                            format!(
+                                "{} lacks {}: a sentence-transformers folder holds {}",
+                                path.display(),
+                                missing.join(", "),
+                                crate::providers::local::REQUIRED_FILES.join(", ")
+                            ),
+                        );
+                    }
+                }
+            }
+            for (field, set) in [
+                ("base_url", provider.base_url.is_some()),
+                ("api_key", provider.api_key.is_some()),
+                ("headers", !provider.headers.is_empty()),
+            ] {
+                if set {
+                    problem(
+                        at(field),
+                        format!("a `local` provider runs in-process: it takes no {field}"),
+                    );
+                }
+            }
+        } else if provider.path.is_some() {
+            problem(at("path"), "only `local` providers take a path".into());
+        }
         if provider.timeout.0.is_zero() {
             problem(at("timeout"), "must be longer than zero".into());
         }
@@ -403,6 +443,11 @@ mod tests {
             .map_err(|p| p.0.iter().map(ToString::to_string).collect())
     }
 
+    /// What `check` says of `text`; nothing when it is valid.
+    fn check(text: &str) -> Vec<String> {
+        parse(text).err().unwrap_or_default()
+    }
+
     #[test]
     fn example_is_valid_and_has_gemini() {
         let config = match parse(EXAMPLE) {
@@ -469,15 +514,13 @@ mod tests {
 
     #[test]
     fn base_url_credentials_are_refused_unquoted() {
-        let problems = parse(
+        let problems = check(
             r#"
 [providers.o]
 kind = "openai"
 base_url = "https://user:hunter2@llm.example/v1"
 "#,
-        )
-        .err()
-        .unwrap_or_default();
+        );
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].contains("user name or password"),
@@ -488,19 +531,53 @@ base_url = "https://user:hunter2@llm.example/v1"
 
     #[test]
     fn gemini_takes_no_api_version_or_latency() {
-        let problems = parse(
+        let problems = check(
             r#"
 [providers.g]
 kind = "gemini"
 api_version = "v1"
 latency = "5ms"
 "#,
-        )
-        .err()
-        .unwrap_or_default();
+        );
         assert_eq!(problems.len(), 2, "{problems:?}");
         for field in ["providers.g.api_version", "providers.g.latency"] {
             assert!(problems.iter().any(|p| p.contains(field)), "{problems:?}");
         }
+    }
+
+    #[test]
+    #[allow(clippy::unwrap_used)]
+    fn local_needs_a_complete_model_folder_and_nothing_remote() {
+        // A local provider without its folder but with a URL, and a path where none belongs.
+        let problems = check(concat!(
+            "[providers.minilm]\nkind = \"local\"\nbase_url = \"http://127.0.0.1:1/v1\"\n",
+            "[providers.o]\nkind = \"openai\"\npath = \"models/x\"\n",
+        ));
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        for (field, says) in [
+            (
+                "providers.minilm.path",
+                "needs the path of its model folder",
+            ),
+            ("providers.minilm.base_url", "takes no base_url"),
+            ("providers.o.path", "only `local` providers take a path"),
+        ] {
+            let found = problems
+                .iter()
+                .any(|p| p.contains(field) && p.contains(says));
+            assert!(found, "{field}: {problems:?}");
+        }
+
+        let dir = std::env::temp_dir().join(format!("proxima-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("config.json"), "{}").unwrap();
+        std::fs::write(dir.join("model.safetensors"), "").unwrap();
+        let problems = check(&format!(
+            "[providers.minilm]\nkind = \"local\"\npath = \"{}\"\n",
+            dir.display()
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("lacks tokenizer.json"), "{problems:?}");
     }
 }

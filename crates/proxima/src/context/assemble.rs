@@ -1,12 +1,14 @@
 //! Assembling a prompt from a conversation's stored pieces within a token budget.
 //!
 //! Pure: it only chooses and orders messages. What goes in, in order of priority: the fixed part
-//! (instructions, the running summary, the request's new messages), then a window of the newest
-//! stored items, then stretches of older history that recall found. The result must be a history
+//! (instructions, the running summary, the request's new messages), then the passages retrieved
+//! for the new message (within their own share), then a window of the newest stored items, then
+//! stretches of older history that recall found. The result must be a history
 //! every backend accepts: Anthropic and Gemini refuse one that starts with an assistant turn or
 //! that splits a tool call from its result, so the window is cut only between exchanges' blocks
 //! and made to begin with a user message.
 
+use super::passages::{self, Passage};
 use crate::canonical::{Message, Part, Role};
 
 /// One stored item of a conversation's history.
@@ -32,6 +34,8 @@ pub struct Inputs<'a> {
     pub recalled: &'a [Vec<Item>],
     /// The newest stored items, ascending seq, ending with the newest; may hold more than fits.
     pub recent: &'a [Item],
+    /// Passages retrieved for the new message, best first, each with its tokens.
+    pub passages: &'a [Passage],
     /// The request's new (non-instruction) messages: always sent, last.
     pub new: &'a [Message],
     /// Tokens of `new`, all together.
@@ -40,12 +44,15 @@ pub struct Inputs<'a> {
     pub budget: u64,
     /// Most tokens recalled stretches may take.
     pub recall_budget: u64,
+    /// Most tokens the passages may take, their instruction line included.
+    pub passage_budget: u64,
 }
 
 /// The prompt, and what it is made of.
 #[derive(Debug)]
 pub struct Assembled {
-    /// system, summary, recalled stretches (in original order), the window of recent items, new messages.
+    /// system, summary, recalled stretches (in original order), the passages' message, the
+    /// window of recent items, new messages.
     pub messages: Vec<Message>,
     /// Sum of the tokens of what was included.
     pub tokens: u64,
@@ -53,10 +60,13 @@ pub struct Assembled {
     pub window_start: Option<i64>,
     /// Number of recalled items included.
     pub recalled_items: usize,
+    /// Number of passages included (the best ones).
+    pub passages: usize,
 }
 
-/// Builds the prompt: the fixed part always, then as much of the recent history as fits (keeping
-/// room for recall), then the recalled stretches that fit in what is left.
+/// Builds the prompt: the fixed part always, then the best passages that fit their share, then
+/// as much of the recent history as fits (keeping room for recall), then the recalled stretches
+/// that fit in what is left.
 pub fn assemble(inputs: &Inputs<'_>) -> Assembled {
     let summary_tokens = inputs.summary.map_or(0, |(_, tokens)| tokens);
     let fixed = inputs
@@ -65,16 +75,20 @@ pub fn assemble(inputs: &Inputs<'_>) -> Assembled {
         .saturating_add(inputs.new_tokens);
     // An overlong fixed part gets nothing else, not even free (zero-token) items: the caller
     // decides what to do with such a prompt, and should see exactly what it is made of.
-    let (window, recalled) = match inputs.budget.checked_sub(fixed) {
+    let (passages, window, recalled) = match inputs.budget.checked_sub(fixed) {
         Some(room) => {
+            // The passages answer the new message: they come before older history, but only
+            // up to their share, so that the conversation keeps the rest.
+            let passages = passages::fit(inputs.passages, room.min(inputs.passage_budget));
+            let room = room - passages.as_ref().map_or(0, |p| p.tokens);
             let reserve = recall_reserve(inputs).min(room);
             let window = choose_window(inputs.recent, room - reserve);
             let recall_room = room.saturating_sub(window.tokens).min(inputs.recall_budget);
             let window_start = window.start_seq(inputs.recent);
             let recalled = choose_recalled(inputs.recalled, window_start, recall_room);
-            (window, recalled)
+            (passages, window, recalled)
         }
-        None => (Window::empty(inputs.recent.len()), Vec::new()),
+        None => (None, Window::empty(inputs.recent.len()), Vec::new()),
     };
 
     let mut messages = Vec::new();
@@ -84,16 +98,21 @@ pub fn assemble(inputs: &Inputs<'_>) -> Assembled {
     for stretch in &recalled {
         messages.extend(stretch.iter().map(|item| item.message.clone()));
     }
+    let passage_tokens = passages.as_ref().map_or(0, |p| p.tokens);
+    let passage_count = passages.as_ref().map_or(0, |p| p.count);
+    messages.extend(passages.map(|p| p.message));
     messages.extend(window.items(inputs.recent).map(|item| item.message.clone()));
     messages.extend(inputs.new.iter().cloned());
 
     Assembled {
         messages,
         tokens: fixed
+            .saturating_add(passage_tokens)
             .saturating_add(window.tokens)
             .saturating_add(recalled.iter().map(|stretch| tokens_of(stretch)).sum()),
         window_start: window.start_seq(inputs.recent),
         recalled_items,
+        passages: passage_count,
     }
 }
 
@@ -338,10 +357,12 @@ mod tests {
             summary: None,
             recalled: &[],
             recent,
+            passages: &[],
             new,
             new_tokens: 0,
             budget,
             recall_budget: 0,
+            passage_budget: 0,
         }
     }
 
@@ -651,7 +672,81 @@ mod tests {
         assert_eq!(out.window_start, Some(9));
     }
 
-    // ---- rules 5 and 6 ----
+    // ---- rule 5: retrieved passages ----
+
+    /// Passages whose texts are their labels, each `tokens` tokens.
+    fn passages_of(labels: &[&str], tokens: u64) -> Vec<Passage> {
+        labels
+            .iter()
+            .map(|label| Passage {
+                text: format!("\n\n{label}"),
+                tokens,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn passages_go_after_recalled_turns_and_before_the_window_within_their_share() {
+        let history = items(
+            1,
+            vec![
+                (user("u1"), 1),
+                (assistant("a2"), 1),
+                (user("u3"), 1),
+                (assistant("a4"), 1),
+            ],
+        );
+        let recalled = [history[..2].to_vec()];
+        let found = passages_of(&["[1] best", "[2] good", "[3] fair"], 2);
+        let system = [Message::text(Role::System, "be kind")];
+        let new = [user("now")];
+        let header = passages::instruction_tokens();
+        let mut inputs = inputs(&history[2..], &new, 100 + header);
+        inputs.system = &system;
+        inputs.recalled = &recalled;
+        inputs.recall_budget = 10;
+        inputs.passages = &found;
+        // Room for the instruction line and two passages: the worst is dropped.
+        inputs.passage_budget = header + 5;
+
+        let out = assemble(&inputs);
+
+        let texts: Vec<String> = out.messages.iter().map(Message::joined_text).collect();
+        assert_eq!(out.passages, 2);
+        assert_eq!(texts.len(), 7, "{texts:?}");
+        assert_eq!(&texts[..3], ["be kind", "u1", "a2"]);
+        assert!(
+            texts[3].ends_with("\n\n[1] best\n\n[2] good"),
+            "{}",
+            texts[3]
+        );
+        assert_eq!(out.messages[3].role, Role::System);
+        assert_eq!(&texts[4..], ["u3", "a4", "now"]);
+        assert_eq!(out.tokens, header + 4 + 4);
+        assert_eq!(out.window_start, Some(3));
+
+        // The passages come before history: with room for them and one token more, the
+        // window (which needs two) gives way.
+        inputs.recalled = &[];
+        inputs.budget = header + 4 + 2;
+        let out = assemble(&inputs);
+        assert_eq!((out.passages, out.window_start), (2, Some(3)));
+        inputs.budget = header + 4 + 1;
+        let out = assemble(&inputs);
+        assert_eq!((out.passages, out.window_start), (2, None));
+        assert_eq!(out.messages.len(), 3);
+
+        // Not even the best passage fits its share: no passages' message at all.
+        inputs.passage_budget = header + 1;
+        let out = assemble(&inputs);
+        assert_eq!(out.passages, 0);
+        assert!(out
+            .messages
+            .iter()
+            .all(|m| !m.joined_text().contains("[1] best")));
+    }
+
+    // ---- rules 6 and 7 ----
 
     #[test]
     fn tokens_are_the_stored_counts_not_recounted() {
@@ -699,10 +794,12 @@ mod tests {
         summary: Option<(Message, u64)>,
         recalled: Vec<Vec<Item>>,
         recent_from: usize,
+        passages: Vec<Passage>,
         new: Vec<Message>,
         new_tokens: u64,
         budget: u64,
         recall_budget: u64,
+        passage_budget: u64,
     }
 
     impl Case {
@@ -716,10 +813,12 @@ mod tests {
                     .map(|(message, tokens)| (message, *tokens)),
                 recalled: &self.recalled,
                 recent: &self.history[self.recent_from..],
+                passages: &self.passages,
                 new: &self.new,
                 new_tokens: self.new_tokens,
                 budget: self.budget,
                 recall_budget: self.recall_budget,
+                passage_budget: self.passage_budget,
             }
         }
 
@@ -860,6 +959,23 @@ mod tests {
             fixed + rng.u64(0..=tokens_of(&history) + 10)
         };
         let recall_budget = rng.u64(0..=budget / 2 + 1);
+        // Passages (sometimes none), best first, and a share that holds none, some or all.
+        let passages: Vec<Passage> = (0..rng.usize(0..=4))
+            .map(|i| Passage {
+                text: format!("\n\n[{}] passage", i + 1),
+                tokens: random_tokens(&mut rng),
+            })
+            .collect();
+        let header = passages::instruction_tokens();
+        let passage_budget = match rng.u8(0..3) {
+            0 => rng.u64(0..=header),
+            _ => header + rng.u64(0..=passages.iter().map(|p| p.tokens).sum::<u64>() + 5),
+        };
+        let budget = if passages.is_empty() || rng.bool() {
+            budget
+        } else {
+            budget + rng.u64(0..=passage_budget)
+        };
         Case {
             history,
             system,
@@ -867,10 +983,12 @@ mod tests {
             summary,
             recalled,
             recent_from,
+            passages,
             new,
             new_tokens,
             budget,
             recall_budget,
+            passage_budget,
         }
     }
 
@@ -887,6 +1005,8 @@ mod tests {
         recalled: usize,
         no_window: usize,
         whole_recent: usize,
+        passages: usize,
+        passages_dropped: usize,
     }
 
     /// Checks every property of `out`, the assembly of `case`.
@@ -914,14 +1034,48 @@ mod tests {
             .iter()
             .map(key)
             .eq(out.messages[tail..].iter().map(key)));
-        let included: Vec<&Item> = out.messages[head..tail]
+        // (h) the passages: the best ones that fit their share (and the room the fixed part
+        // leaves), as one message between the recalled stretches and the window.
+        let middle = &out.messages[head..tail];
+        let passage_at = middle
             .iter()
-            .map(|message| by_key[&key(message)])
+            .position(|message| !by_key.contains_key(&key(message)));
+        let room = case.budget.saturating_sub(fixed).min(case.passage_budget);
+        let expected = (fixed <= case.budget)
+            .then(|| passages::fit(&case.passages, room))
+            .flatten();
+        let passage_tokens = expected.as_ref().map_or(0, |p| p.tokens);
+        match (&expected, passage_at) {
+            (None, None) => assert_eq!(out.passages, 0),
+            (Some(fitted), Some(at)) => {
+                assert_eq!(key(&middle[at]), key(&fitted.message));
+                assert_eq!(out.passages, fitted.count);
+                assert_eq!(
+                    at, out.recalled_items,
+                    "after the recalled items, before the window"
+                );
+                assert!(fitted.tokens <= case.passage_budget);
+                if let Some(next) = case.passages.get(fitted.count) {
+                    assert!(
+                        fitted.tokens + next.tokens > room,
+                        "a passage that fits was dropped"
+                    );
+                    seen.passages_dropped += 1;
+                }
+                seen.passages += 1;
+            }
+            (expected, at) => panic!("passages expected {expected:?}, found at {at:?}"),
+        }
+        let included: Vec<&Item> = middle
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != passage_at)
+            .map(|(_, message)| by_key[&key(message)])
             .collect();
 
         // (a) within budget whenever the fixed part is; (g) tokens are what was included.
         let history_tokens: u64 = included.iter().map(|item| item.tokens).sum();
-        assert_eq!(out.tokens, fixed + history_tokens);
+        assert_eq!(out.tokens, fixed + passage_tokens + history_tokens);
         if fixed <= case.budget {
             assert!(out.tokens <= case.budget);
         } else {
@@ -985,7 +1139,10 @@ mod tests {
 
         // (b) the newest stored item is in whenever its block (and the user message to pin in
         // front of it, when it begins with an assistant turn) fits in what the window may use.
-        let (Some(newest), Some(room)) = (recent.last(), case.budget.checked_sub(fixed)) else {
+        let (Some(newest), Some(room)) = (
+            recent.last(),
+            case.budget.checked_sub(fixed + passage_tokens),
+        ) else {
             return;
         };
         let Some(block_start) = recent.iter().rposition(|i| !is_tool_result(&i.message)) else {
@@ -1033,5 +1190,7 @@ mod tests {
         assert!(seen.recalled > 0);
         assert!(seen.no_window > 0);
         assert!(seen.whole_recent > 0);
+        assert!(seen.passages > 0);
+        assert!(seen.passages_dropped > 0);
     }
 }

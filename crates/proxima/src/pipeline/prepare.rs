@@ -12,11 +12,14 @@ use http::{HeaderName, HeaderValue};
 
 use super::{Exchange, RequestContext};
 use crate::canonical::{self, ChatRequest, EmbeddingInput, EmbeddingsRequest};
-use crate::context;
+use crate::context::{self, passages, passages::Retrieval};
 use crate::error::Result;
 
 /// The prompt tokens the gateway assembled for a conversation turn.
 const CONTEXT_TOKENS: HeaderName = HeaderName::from_static("x-proxima-context-tokens");
+
+/// The passages retrieved from vector stores into the prompt.
+const RETRIEVED: HeaderName = HeaderName::from_static("x-proxima-retrieved");
 
 /// Prompts with more text than this are counted on the blocking pool; shorter ones (and texts
 /// seen before, which the tokenizer remembers) cost less than the hand-over.
@@ -87,12 +90,14 @@ impl<R: Measure> Prepared<R> {
 }
 
 /// Prepares a chat request: a conversation turn gets its stored context assembled in (and a
-/// stage that stores the turn), within the model's window.
+/// stage that stores the turn), within the model's window; passages retrieved for the new
+/// message go into the conversation's context, or, without one, after the instructions.
 pub async fn chat(
     exchange: &mut Exchange<'_>,
     cx: &Arc<RequestContext>,
     mut req: ChatRequest,
     conversation: Option<String>,
+    retrieval: Retrieval,
 ) -> Result<Prepared<ChatRequest>> {
     if let Some(conversation) = conversation {
         // Boxed: a turn's large state lives on the heap only for calls that have one, so the
@@ -102,13 +107,53 @@ pub async fn chat(
             &conversation,
             &exchange.resolved,
             &mut req,
+            retrieval,
         ))
         .await?;
         exchange
             .headers
             .push((CONTEXT_TOKENS, HeaderValue::from(turn.tokens)));
+        if let Some(retrieved) = turn.retrieved {
+            exchange
+                .headers
+                .push((RETRIEVED, HeaderValue::from(retrieved)));
+        }
         exchange.stages.push(turn.into_stage());
+        return Ok(Prepared {
+            request: Arc::new(req),
+        });
     }
+    let prepared = Prepared {
+        request: Arc::new(req),
+    };
+    if retrieval.stores.is_empty() {
+        return Ok(prepared);
+    }
+    Box::pin(retrieve(exchange, cx, prepared, retrieval)).await
+}
+
+/// Puts the passages retrieved for a call without a conversation after its instructions, as
+/// many as fit in what its prompt leaves of the model's window.
+async fn retrieve(
+    exchange: &mut Exchange<'_>,
+    cx: &Arc<RequestContext>,
+    prepared: Prepared<ChatRequest>,
+    mut retrieval: Retrieval,
+) -> Result<Prepared<ChatRequest>> {
+    let Some(found) = passages::search(cx, &retrieval, &prepared.request.messages).await? else {
+        return Ok(prepared);
+    };
+    let room = context::prompt_room(
+        &cx.gateway.config.context,
+        &exchange.resolved,
+        prepared.request.sampling.max_tokens,
+    )
+    .saturating_sub(prepared.prompt_tokens().await);
+    // The count above shared the request with the blocking pool at most until it finished.
+    let mut req = Arc::unwrap_or_clone(prepared.request);
+    let used = passages::insert(&mut req.messages, &found.passages, room);
+    found.report(used, retrieval.report.take());
+    exchange.headers.push((RETRIEVED, HeaderValue::from(used)));
     Ok(Prepared {
         request: Arc::new(req),
     })

@@ -12,7 +12,9 @@ use http::HeaderMap;
 use serde_json::json;
 
 use super::events::sse_events;
-use super::{chat_response, conversation, json_response, read_json, routed_response};
+use super::{
+    chat_response, conversation, json_response, read_json, retrieval_stores, routed_response,
+};
 use crate::canonical::{Api, ChatRequest};
 use crate::error::Result;
 use crate::pipeline::{self, RequestContext};
@@ -37,15 +39,18 @@ pub async fn messages(
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let (req, conversation) = match read_request(&cx, &headers, body).await {
-        Ok(mut req) => match conversation(&headers, &mut req) {
-            Ok(conversation) => (req, conversation),
-            Err(e) => return e.into_response(API),
-        },
+    let read = async {
+        let mut req = read_request(&cx, &headers, body).await?;
+        let conversation = conversation(&headers, &mut req)?;
+        Ok::<_, crate::error::Error>((req, conversation, retrieval_stores(&headers)?))
+    };
+    let (req, conversation, retrieval) = match read.await {
+        Ok(read) => read,
         Err(e) => return e.into_response(API),
     };
     let directives = pipeline::Directives {
         conversation,
+        retrieval,
         cache: pipeline::cache::Control::from_headers(&headers),
         ..pipeline::Directives::default()
     };

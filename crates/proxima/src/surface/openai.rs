@@ -10,7 +10,9 @@ use http::HeaderMap;
 use serde_json::json;
 
 use super::events::{sse_events, EventWriter};
-use super::{chat_response, conversation, json_response, read_json, routed_response};
+use super::{
+    chat_response, conversation, json_response, read_json, retrieval_stores, routed_response,
+};
 use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
@@ -28,17 +30,20 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
-    let (req, conversation) = match read_json::<ChatCompletionRequest>(body, limit)
+    let (req, conversation, retrieval) = match read_json::<ChatCompletionRequest>(body, limit)
         .await
         .and_then(ChatCompletionRequest::into_canonical)
-        .and_then(|mut req| Ok((conversation(&headers, &mut req)?, req)))
-    {
-        Ok((conversation, req)) => (req, conversation),
+        .and_then(|mut req| {
+            let conversation = conversation(&headers, &mut req)?;
+            Ok((req, conversation, retrieval_stores(&headers)?))
+        }) {
+        Ok(read) => read,
         Err(e) => return e.into_response(API),
     };
     let include_usage = req.include_usage;
     let directives = pipeline::Directives {
         conversation,
+        retrieval,
         cache: pipeline::cache::Control::from_headers(&headers),
         ..pipeline::Directives::default()
     };

@@ -1,6 +1,8 @@
 //! The Responses API surface: `POST /v1/responses`, served by every provider through the
 //! canonical model, streaming and not; responses are stored (`store`, default true) and
-//! continued (`previous_response_id`) through [`stored`].
+//! continued (`previous_response_id`) through [`stored`]. The `file_search` tool is run by the
+//! gateway: the prepare phase retrieves passages for the new input, and the answer shows the
+//! search and cites the passages (see [`crate::wire::responses::FileSearchCall`]).
 
 mod stored;
 mod stream;
@@ -10,9 +12,12 @@ use std::sync::Arc;
 
 use super::events::sse_events;
 use super::{chat_response, json_response, read_json};
-use crate::canonical::Api;
+use crate::canonical::{Api, Message};
+use crate::context::passages::{query_of, Retrieval, Retrieved};
 use crate::pipeline::{self, Directives, RequestContext};
-use crate::wire::responses::{Converted, ResponseObject, ResponsesRequest};
+use crate::wire::responses::{
+    item_id, Converted, FileSearchCall, FileSearchTool, ResponseObject, ResponsesRequest,
+};
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
@@ -41,10 +46,16 @@ pub async fn create(
     };
     let Converted {
         mut request,
-        context,
+        mut context,
         input_start,
         input_items,
+        file_search,
     } = converted;
+    // The search is for the user's new input; an input of call results alone searches nothing.
+    let (retrieval, searched) = match file_search {
+        Some(tool) => file_search_retrieval(tool, &request.messages[input_start..]),
+        None => (Retrieval::default(), None),
+    };
     let echo = &context.echo;
     // Taken before a chain's turns join it: a response's stored turn is only its new input.
     let input = if echo.store {
@@ -61,6 +72,7 @@ pub async fn create(
     }
     let mut directives = Directives {
         conversation: echo.conversation.as_ref().map(|c| c.id.clone()),
+        retrieval,
         stages: Vec::new(),
         cache: pipeline::cache::Control::from_headers(&headers),
     };
@@ -74,6 +86,15 @@ pub async fn create(
             .push(stored::keep(&cx, &context, input, input_items, stored_body));
     }
     let routed = pipeline::chat(&cx, request, directives).await;
+    // The prepare phase, now over, reported what it retrieved.
+    if let Some(Ok(Retrieved { query, hits })) = searched.map(|mut s| s.try_recv()) {
+        context.file_search = Some(FileSearchCall {
+            id: item_id("fs"),
+            query,
+            results: hits.into_iter().map(Into::into).collect(),
+            include_results: context.file_search_results,
+        });
+    }
     let keepalive = cx.gateway.config.server.stream_keepalive.0;
     // Whichever way the answer goes out takes the sink.
     let sink = Cell::new(sink);
@@ -94,6 +115,27 @@ pub async fn create(
             sse_events(chunks, machine)
         },
     )
+}
+
+/// What the `file_search` tool retrieves for the new input `input` (the last user message's
+/// text), and where the prepare phase reports it; nothing without such text.
+fn file_search_retrieval(
+    tool: FileSearchTool,
+    input: &[Message],
+) -> (Retrieval, Option<oneshot::Receiver<Retrieved>>) {
+    let Some(query) = query_of(input) else {
+        return (Retrieval::default(), None);
+    };
+    let (report, searched) = oneshot::channel();
+    let retrieval = Retrieval {
+        stores: tool.vector_store_ids,
+        max_results: tool.max_num_results,
+        filter: tool.filter,
+        score_threshold: tool.score_threshold,
+        query: Some(query),
+        report: Some(report),
+    };
+    (retrieval, Some(searched))
 }
 
 /// End to end: the real server, in-process, on the built-in mock provider.

@@ -6,10 +6,12 @@
 //! names map back) in a [`ResponseContext`], or kept as passthrough for a future provider of the
 //! same API — never sent to another API.
 
+mod file_search;
 mod request;
 mod response;
 mod tools;
 
+pub use file_search::{FileSearchCall, FileSearchResult, FileSearchTool};
 pub use request::{items_to_messages, Converted, ResponsesRequest};
 pub use response::{
     custom_input, function_call_item, item_id, message_item, reasoning_item, response_id,
@@ -34,6 +36,11 @@ pub struct ResponseContext {
     pub encrypted_reasoning: bool,
     /// The public model asked for, shown until the upstream names the model that answered.
     pub model: String,
+    /// `include: ["file_search_call.results"]`: a `file_search_call` item shows its results.
+    pub file_search_results: bool,
+    /// The search made for the `file_search` tool, once it is made: its item leads the output
+    /// and its passages are what the answer's citations point to.
+    pub file_search: Option<FileSearchCall>,
 }
 
 /// Request fields the `response` object repeats, as the API fills them in when absent.

@@ -20,18 +20,7 @@ fn keys() -> &'static str {
 
 /// Provider `up` of `kind` at `mock`, model `chat` on it, with `model_extra` lines.
 fn backend(kind: &str, mock: &MockUpstream, model_extra: &str) -> Conf {
-    let (base, upstream) = match kind {
-        "anthropic" => ("v1", "claude-sonnet-4-5"),
-        "gemini" => ("v1beta", "gemini-2.5-flash"),
-        _ => ("v1", "gpt-4o-mini"),
-    };
-    Conf::new()
-        .section(&format!(
-            "[providers.up]\nkind = \"{kind}\"\nbase_url = \"{}/{base}\"\napi_key = \"{PROVIDER_KEY}\"\n",
-            mock.url()
-        ))
-        .model_with("chat", "up", upstream, &format!("retries = 0\n{model_extra}"))
-        .section(keys())
+    chat_on(kind, mock, model_extra).section(keys())
 }
 
 /// A chat turn on `conversation` as `key`.

@@ -92,6 +92,22 @@ pub fn one_model(mock: &MockUpstream) -> Conf {
         .model("chat", "up", "gpt-upstream")
 }
 
+/// Provider `up` of `kind` (`openai`, `anthropic` or `gemini`) at `mock`, and model `chat` on
+/// a model name of that provider's, without retries, with `model_extra` lines.
+pub fn chat_on(kind: &str, mock: &MockUpstream, model_extra: &str) -> Conf {
+    let (base, upstream) = match kind {
+        "anthropic" => ("v1", "claude-sonnet-4-5"),
+        "gemini" => ("v1beta", "gemini-2.5-flash"),
+        _ => ("v1", "gpt-4o-mini"),
+    };
+    Conf::new()
+        .section(&format!(
+            "[providers.up]\nkind = \"{kind}\"\nbase_url = \"{}/{base}\"\napi_key = \"{PROVIDER_KEY}\"\n",
+            mock.url()
+        ))
+        .model_with("chat", "up", upstream, &format!("retries = 0\n{model_extra}"))
+}
+
 /// [`one_model`] with more lines for the model table (e.g. `retries = 0`).
 pub fn one_model_with(mock: &MockUpstream, extra: &str) -> Conf {
     Conf::new()

@@ -6,6 +6,10 @@
 //! `sequence_number`. One item is open at a time: a delta of another kind — text after
 //! reasoning, a tool call with a new index — closes the open item and opens the next. That is
 //! the order the API itself uses, and clients such as Codex rely on it.
+//!
+//! A response that ran the `file_search` tool opens with its `file_search_call` item (the search
+//! is over before the model's first chunk), and each citation marker the text streams becomes a
+//! `response.output_text.annotation.added` event as soon as the marker is whole.
 
 use bytes::BytesMut;
 use serde_json::{json, Value};
@@ -58,14 +62,39 @@ enum PartKind {
     Refusal,
 }
 
+/// The content part of a message being streamed.
+struct OpenPart {
+    kind: PartKind,
+    text: String,
+    /// The file citations found in the text so far.
+    annotations: Vec<Value>,
+    /// Where in `text` the search for citation markers goes on.
+    scanned: usize,
+}
+
+impl OpenPart {
+    fn new(kind: PartKind) -> OpenPart {
+        OpenPart {
+            kind,
+            text: String::new(),
+            annotations: Vec::new(),
+            scanned: 0,
+        }
+    }
+
+    fn finished(self) -> ContentPart {
+        content_part(self.kind, self.text, self.annotations)
+    }
+}
+
 /// The output item being streamed.
 enum Open {
     Message {
         id: String,
         /// Finished content parts.
         content: Vec<ContentPart>,
-        /// The part being streamed, and its text so far.
-        part: Option<(PartKind, String)>,
+        /// The part being streamed.
+        part: Option<OpenPart>,
     },
     Reasoning {
         id: String,
@@ -236,6 +265,32 @@ impl ResponseEvents {
         self.response = Some(response);
         self.emit(out, "response.created", data.clone());
         self.emit(out, "response.in_progress", data);
+        self.file_search(out);
+    }
+
+    /// The `file_search_call` item, opened and closed at once: the gateway searched before the
+    /// call, so the search is over when the stream begins.
+    fn file_search(&mut self, out: &mut Vec<Event>) {
+        let Some(search) = self.cx.file_search.clone() else {
+            return;
+        };
+        let output_index = self.output_index();
+        let added = json!({"output_index": output_index, "item": search.item(Status::InProgress)});
+        self.emit(out, "response.output_item.added", added);
+        for kind in [
+            "response.file_search_call.in_progress",
+            "response.file_search_call.searching",
+            "response.file_search_call.completed",
+        ] {
+            let data = json!({"output_index": output_index, "item_id": search.id});
+            self.emit(out, kind, data);
+        }
+        let item = search.item(Status::Completed);
+        let done = json!({"output_index": output_index, "item": &item});
+        self.emit(out, "response.output_item.done", done);
+        if let Some(response) = self.response.as_mut() {
+            response.output.push(item);
+        }
     }
 
     fn emit(&mut self, out: &mut Vec<Event>, kind: &'static str, mut data: Value) {
@@ -285,9 +340,7 @@ impl ResponseEvents {
                 mut content,
                 part,
             } => {
-                if let Some((kind, text)) = part {
-                    content.push(content_part(kind, text));
-                }
+                content.extend(part.map(OpenPart::finished));
                 message_item(id, content, status)
             }
             Open::Reasoning { id, text } => reasoning_item(id, text, None, &self.cx),
@@ -348,15 +401,15 @@ impl ResponseEvents {
         let output_index = self.output_index();
         let mut events = Vec::new();
         if let Some(Open::Message { id, content, part }) = self.open.as_mut() {
-            if part.as_ref().is_some_and(|(k, _)| *k != kind) {
-                if let Some((k, text)) = part.take() {
-                    events.extend(part_done(id, output_index, content.len(), k, &text));
-                    content.push(content_part(k, text));
+            if part.as_ref().is_some_and(|p| p.kind != kind) {
+                if let Some(done) = part.take() {
+                    events.extend(part_done(id, output_index, content.len(), &done));
+                    content.push(done.finished());
                 }
             }
             let content_index = content.len();
-            if part.is_none() {
-                let empty = content_part(kind, String::new());
+            let open = part.get_or_insert_with(|| {
+                let empty = content_part(kind, String::new(), Vec::new());
                 events.push((
                     "response.content_part.added",
                     json!({
@@ -366,11 +419,9 @@ impl ResponseEvents {
                         "part": empty,
                     }),
                 ));
-                *part = Some((kind, String::new()));
-            }
-            if let Some((_, text)) = part.as_mut() {
-                text.push_str(delta);
-            }
+                OpenPart::new(kind)
+            });
+            open.text.push_str(delta);
             events.push(match kind {
                 PartKind::Text => (
                     "response.output_text.delta",
@@ -392,6 +443,23 @@ impl ResponseEvents {
                     }),
                 ),
             });
+            if let (Some(search), PartKind::Text) = (&self.cx.file_search, kind) {
+                let (found, next) = search.citations(&open.text, open.scanned);
+                open.scanned = next;
+                for annotation in found {
+                    events.push((
+                        "response.output_text.annotation.added",
+                        json!({
+                            "item_id": id,
+                            "output_index": output_index,
+                            "content_index": content_index,
+                            "annotation_index": open.annotations.len(),
+                            "annotation": annotation,
+                        }),
+                    ));
+                    open.annotations.push(annotation);
+                }
+            }
         }
         for (kind, data) in events {
             self.emit(out, kind, data);
@@ -474,8 +542,8 @@ impl ResponseEvents {
         let mut events: Vec<(&'static str, Value)> = Vec::new();
         match &open {
             Open::Message { id, content, part } => {
-                if let Some((kind, text)) = part {
-                    events.extend(part_done(id, output_index, content.len(), *kind, text));
+                if let Some(part) = part {
+                    events.extend(part_done(id, output_index, content.len(), part));
                 }
             }
             Open::Reasoning { id, text } => {
@@ -545,11 +613,11 @@ impl ResponseEvents {
     }
 }
 
-fn content_part(kind: PartKind, text: String) -> ContentPart {
+fn content_part(kind: PartKind, text: String, annotations: Vec<Value>) -> ContentPart {
     match kind {
         PartKind::Text => ContentPart::OutputText {
             text,
-            annotations: Vec::new(),
+            annotations,
             logprobs: Vec::new(),
         },
         PartKind::Refusal => ContentPart::Refusal { refusal: text },
@@ -561,10 +629,10 @@ fn part_done(
     id: &str,
     output_index: usize,
     content_index: usize,
-    kind: PartKind,
-    text: &str,
+    part: &OpenPart,
 ) -> [(&'static str, Value); 2] {
-    let done = match kind {
+    let text = &part.text;
+    let done = match part.kind {
         PartKind::Text => (
             "response.output_text.done",
             json!({
@@ -585,7 +653,7 @@ fn part_done(
             }),
         ),
     };
-    let part = content_part(kind, text.to_owned());
+    let part = content_part(part.kind, text.clone(), part.annotations.clone());
     [
         done,
         (
@@ -605,7 +673,7 @@ fn part_done(
 mod tests {
     use super::*;
     use crate::canonical::{ChunkChoice, Role};
-    use crate::wire::responses::ResponsesRequest;
+    use crate::wire::responses::{FileSearchCall, FileSearchResult, ResponsesRequest};
 
     fn machine(body: Value) -> ResponseEvents {
         let req: ResponsesRequest = serde_json::from_value(body).unwrap();
@@ -753,6 +821,109 @@ mod tests {
         assert_eq!(done["output"][0]["content"][0]["text"], "Hello");
         assert_eq!(done["usage"]["input_tokens"], 5);
         assert_eq!(done["usage"]["total_tokens"], 7);
+    }
+
+    /// A machine for a response whose file search gave the model two passages.
+    fn searched(include_results: bool) -> ResponseEvents {
+        let req: ResponsesRequest = serde_json::from_value(json!({
+            "model": "m", "input": "holidays?", "stream": true,
+            "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}],
+        }))
+        .unwrap();
+        let mut cx = req.into_canonical().unwrap().context;
+        let result = |file_id: &str, filename: &str| FileSearchResult {
+            file_id: file_id.into(),
+            filename: filename.into(),
+            score: 0.5,
+            attributes: Default::default(),
+            text: format!("from {filename}"),
+        };
+        cx.file_search = Some(FileSearchCall {
+            id: "fs_1".into(),
+            query: "holidays?".into(),
+            results: vec![result("file-a", "a.pdf"), result("file-b", "b.md")],
+            include_results,
+        });
+        ResponseEvents::new(cx)
+    }
+
+    #[test]
+    fn a_file_search_leads_the_stream_and_citations_are_annotated_as_they_close() {
+        let events = run(
+            searched(true),
+            vec![
+                Ok(text("Thirty [")),
+                Ok(text("1] days")),
+                Ok(text(", parking [2][9].")),
+                Ok(finish(FinishReason::Stop)),
+            ],
+        );
+        assert_eq!(
+            kinds(&events),
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.file_search_call.in_progress",
+                "response.file_search_call.searching",
+                "response.file_search_call.completed",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.delta",
+                "response.output_text.annotation.added",
+                "response.output_text.delta",
+                "response.output_text.annotation.added",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.completed",
+            ]
+        );
+        let added = &events[2].data;
+        assert_eq!(added["output_index"], 0);
+        assert_eq!(
+            added["item"],
+            json!({"type": "file_search_call", "id": "fs_1", "status": "in_progress", "queries": [], "results": null})
+        );
+        for e in &events[3..6] {
+            assert_eq!(e.data["item_id"], "fs_1");
+            assert_eq!(e.data["output_index"], 0);
+        }
+        let done = &events[6].data["item"];
+        assert_eq!(done["status"], "completed");
+        assert_eq!(done["queries"], json!(["holidays?"]));
+        assert_eq!(done["results"][1]["filename"], "b.md");
+        assert_eq!(done["results"][1]["text"], "from b.md");
+        // The message follows, at output index 1.
+        assert_eq!(events[7].data["output_index"], 1);
+        let message_id = events[7].data["item"]["id"].as_str().unwrap();
+        let first = &events[11].data;
+        assert_eq!(first["item_id"], message_id);
+        assert_eq!(first["output_index"], 1);
+        assert_eq!(first["content_index"], 0);
+        assert_eq!(first["annotation_index"], 0);
+        assert_eq!(
+            first["annotation"],
+            json!({"type": "file_citation", "file_id": "file-a", "filename": "a.pdf", "index": 7})
+        );
+        assert_eq!(events[13].data["annotation_index"], 1);
+        assert_eq!(events[13].data["annotation"]["file_id"], "file-b");
+        let response = last_response(&events);
+        assert_eq!(response["output"][0], *done);
+        let part = &response["output"][1]["content"][0];
+        assert_eq!(part["text"], "Thirty [1] days, parking [2][9].");
+        assert_eq!(
+            part["annotations"],
+            json!([first["annotation"], events[13].data["annotation"]])
+        );
+        assert_eq!(events[15].data["part"]["annotations"], part["annotations"]);
+
+        // Without `include`, the item shows no results.
+        let events = run(searched(false), vec![Ok(text("ok"))]);
+        assert_eq!(events[6].data["item"]["results"], Value::Null);
+        assert_eq!(last_response(&events)["output"][0]["results"], Value::Null);
     }
 
     #[test]

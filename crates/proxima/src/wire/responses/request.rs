@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use super::file_search::FileSearchTool;
 use super::response::{item_id, response_id};
 use super::tools::{self, ToolNames};
 use super::{ConversationRef, Echo, ResponseContext};
@@ -146,6 +147,8 @@ pub struct Converted {
     /// The input items as the client sent them, each with an `id` (given one when it had
     /// none), for `input_items`. Empty unless the response is to be stored.
     pub input_items: Vec<Value>,
+    /// The `file_search` tool, which the gateway runs before the call.
+    pub file_search: Option<FileSearchTool>,
 }
 
 impl ResponsesRequest {
@@ -221,13 +224,15 @@ impl ResponsesRequest {
         let mut tool_choice = self
             .tool_choice
             .as_ref()
-            .map(|c| tools::tool_choice(c, &mut canonical_tools))
+            .map(|c| tools::tool_choice(c, &mut canonical_tools, converted.file_search.is_some()))
             .transpose()?;
         let mut parallel_tool_calls = self.parallel_tool_calls;
         if canonical_tools.is_empty() {
             // Upstreams refuse tool settings without tools; with hosted tools dropped this is
             // common (a request offering only `web_search`).
             match tool_choice {
+                // The file search the gateway runs is the tool call asked for.
+                Some(ToolChoice::Required) if converted.file_search.is_some() => tool_choice = None,
                 Some(ToolChoice::Required | ToolChoice::Tool { .. }) => {
                     return Err(Error::invalid_request(
                         "tool_choice requires a tool call, but no function or custom tool is offered (hosted tools are not available through this gateway)",
@@ -252,10 +257,13 @@ impl ResponsesRequest {
             .and_then(Value::as_str)
             .map(str::to_owned);
 
-        let encrypted_reasoning = self
-            .include
-            .as_ref()
-            .is_some_and(|i| i.iter().any(|s| s == "reasoning.encrypted_content"));
+        let included = |what: &str| {
+            self.include
+                .as_ref()
+                .is_some_and(|i| i.iter().any(|s| s == what))
+        };
+        let encrypted_reasoning = included("reasoning.encrypted_content");
+        let file_search_results = included("file_search_call.results");
         let echo = Echo {
             instructions: self.instructions,
             max_output_tokens: self.max_output_tokens,
@@ -340,12 +348,15 @@ impl ResponsesRequest {
             tools: converted.names,
             encrypted_reasoning,
             model,
+            file_search_results,
+            file_search: None,
         };
         Ok(Converted {
             request,
             context,
             input_start,
             input_items,
+            file_search: converted.file_search,
         })
     }
 }
@@ -1013,8 +1024,19 @@ mod tests {
         assert!(cx.echo.tools.is_empty());
 
         let e = error(json!({
-            "model": "m", "input": "hi", "tools": [{"type": "file_search"}], "tool_choice": "required",
+            "model": "m", "input": "hi", "tools": [{"type": "web_search"}], "tool_choice": "required",
         }));
         assert_eq!(e.param.as_deref(), Some("tool_choice"));
+
+        // The gateway's file search is the tool used: nothing is left for the model to call.
+        for choice in [json!("required"), json!({"type": "file_search"})] {
+            let (req, cx) = convert(json!({
+                "model": "m", "input": "hi", "tool_choice": choice,
+                "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}],
+            }))
+            .unwrap();
+            assert!(req.tools.is_empty() && req.tool_choice.is_none());
+            assert_eq!(cx.echo.tools[0]["type"], "file_search");
+        }
     }
 }

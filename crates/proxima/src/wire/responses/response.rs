@@ -4,6 +4,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::file_search::FileSearchResult;
 use super::tools::{ToolKind, ToolNames};
 use super::{Echo, ResponseContext};
 use crate::canonical::{ChatResponse, FinishReason, Part, Usage};
@@ -16,7 +17,7 @@ pub fn response_id() -> String {
     format!("resp_{:032x}", fastrand::u128(..))
 }
 
-/// A fresh output item id with the API's prefix for its kind (`msg`, `rs`, `fc`, `ctc`).
+/// A fresh output item id with the API's prefix for its kind (`msg`, `rs`, `fc`, `ctc`, `fs`).
 pub fn item_id(prefix: &str) -> String {
     format!("{prefix}_{:032x}", fastrand::u128(..))
 }
@@ -105,6 +106,13 @@ pub enum OutputItem {
         namespace: Option<String>,
         input: String,
     },
+    /// The search the gateway made for the `file_search` tool; `results` only when included.
+    FileSearchCall {
+        id: String,
+        status: Status,
+        queries: Vec<String>,
+        results: Option<Vec<FileSearchResult>>,
+    },
 }
 
 impl OutputItem {
@@ -113,7 +121,8 @@ impl OutputItem {
             OutputItem::Message { id, .. }
             | OutputItem::Reasoning { id, .. }
             | OutputItem::FunctionCall { id, .. }
-            | OutputItem::CustomToolCall { id, .. } => id,
+            | OutputItem::CustomToolCall { id, .. }
+            | OutputItem::FileSearchCall { id, .. } => id,
         }
     }
 
@@ -311,7 +320,12 @@ impl ResponseObject {
         };
         let mut response = ResponseObject::in_progress(cx, &answer.model, created);
         let choice = answer.choices.first();
-        let mut output = Vec::new();
+        // The gateway's search came before the model's answer.
+        let mut output: Vec<OutputItem> = cx
+            .file_search
+            .iter()
+            .map(|search| search.item(Status::Completed))
+            .collect();
         let mut message: Vec<ContentPart> = Vec::new();
         let flush = |message: &mut Vec<ContentPart>, output: &mut Vec<OutputItem>| {
             if !message.is_empty() {
@@ -369,6 +383,21 @@ impl ResponseObject {
             }
         }
         flush(&mut message, &mut output);
+        if let Some(search) = &cx.file_search {
+            for item in &mut output {
+                let OutputItem::Message { content, .. } = item else {
+                    continue;
+                };
+                for part in content {
+                    if let ContentPart::OutputText {
+                        text, annotations, ..
+                    } = part
+                    {
+                        *annotations = search.citations(text, 0).0;
+                    }
+                }
+            }
+        }
         let (status, incomplete) = status_for(choice.and_then(|c| c.finish_reason.as_ref()));
         if status == Status::Incomplete {
             if let Some(last) = output.last_mut() {
@@ -507,6 +536,46 @@ mod tests {
         assert_eq!(r["previous_response_id"], Value::Null);
         assert_eq!(r["metadata"], json!({}));
         assert!(r.get("output_text").is_none(), "output_text is SDK-side");
+    }
+
+    #[test]
+    fn a_file_search_comes_first_and_its_passages_are_cited() {
+        let mut cx = context(json!({
+            "model": "m", "input": "holidays?",
+            "tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}],
+            "include": ["file_search_call.results"],
+        }));
+        assert!(cx.file_search_results);
+        cx.file_search = Some(super::super::FileSearchCall {
+            id: "fs_1".into(),
+            query: "holidays?".into(),
+            results: vec![FileSearchResult {
+                file_id: "file-a".into(),
+                filename: "a.pdf".into(),
+                score: 0.5,
+                attributes: Default::default(),
+                text: "30 days".into(),
+            }],
+            include_results: true,
+        });
+        let a = answer(
+            vec![Part::text("30 days [1], not [2].")],
+            FinishReason::Stop,
+        );
+        let r = serde_json::to_value(ResponseObject::from_canonical(&a, &cx)).unwrap();
+        let out = r["output"].as_array().unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0]["type"], "file_search_call");
+        assert_eq!(out[0]["status"], "completed");
+        assert_eq!(out[0]["queries"], json!(["holidays?"]));
+        assert_eq!(out[0]["results"][0]["file_id"], "file-a");
+        assert_eq!(out[1]["type"], "message");
+        assert_eq!(
+            out[1]["content"][0]["annotations"],
+            json!([{"type": "file_citation", "file_id": "file-a", "filename": "a.pdf", "index": 8}])
+        );
+        // The tool is echoed as declared.
+        assert_eq!(r["tools"][0]["type"], "file_search");
     }
 
     #[test]

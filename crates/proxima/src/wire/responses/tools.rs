@@ -4,13 +4,16 @@
 //! Clients such as Codex declare more than plain functions: `custom` tools that take free-form
 //! text, `namespace` groups (MCP servers), and hosted tools only OpenAI can run. Every backend
 //! understands function tools, so custom and namespaced tools become function tools under a
-//! unique name, and hosted tools are dropped — a backend would refuse them.
+//! unique name, and hosted tools are dropped — a backend would refuse them. `file_search` is
+//! the one hosted tool the gateway runs itself ([`super::file_search`]): it is kept aside, not
+//! offered to the model.
 
 use std::collections::HashMap;
 
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::file_search::FileSearchTool;
 use crate::canonical::{Tool, ToolChoice};
 use crate::error::{Error, Result};
 
@@ -20,7 +23,6 @@ const HOSTED: &[&str] = &[
     "web_search_2025_08_26",
     "web_search_preview",
     "web_search_preview_2025_03_11",
-    "file_search",
     "code_interpreter",
     "computer",
     "computer_use",
@@ -111,11 +113,12 @@ struct NamespaceToolWire {
 }
 
 /// The tools offered to the model: canonical tools, the client's declarations of the same tools
-/// (to echo back), and the name map.
+/// (to echo back), the name map, and the file search the gateway runs.
 pub struct Converted {
     pub tools: Vec<Tool>,
     pub declared: Vec<Value>,
     pub names: ToolNames,
+    pub file_search: Option<FileSearchTool>,
 }
 
 pub fn convert(tools: Vec<Value>) -> Result<Converted> {
@@ -123,6 +126,7 @@ pub fn convert(tools: Vec<Value>) -> Result<Converted> {
         tools: Vec::new(),
         declared: Vec::new(),
         names: ToolNames::default(),
+        file_search: None,
     };
     for (i, tool) in tools.into_iter().enumerate() {
         let at = format!("tools[{i}]");
@@ -148,6 +152,16 @@ pub fn convert(tools: Vec<Value>) -> Result<Converted> {
                         }
                     }
                 }
+                out.declared.push(tool);
+            }
+            "file_search" => {
+                if out.file_search.is_some() {
+                    return Err(Error::invalid_request(format!(
+                        "{at}: only one file_search tool may be given; list every vector store in its `vector_store_ids`"
+                    ))
+                    .with_param(at));
+                }
+                out.file_search = Some(FileSearchTool::parse(&tool, &at)?);
                 out.declared.push(tool);
             }
             hosted if HOSTED.contains(&hosted) => {
@@ -266,7 +280,9 @@ fn custom_parameters(format: Option<&Value>) -> Value {
 }
 
 /// `tool_choice` in canonical form, and the tools it leaves (`allowed_tools` narrows them).
-pub fn tool_choice(choice: &Value, tools: &mut Vec<Tool>) -> Result<ToolChoice> {
+/// Choosing `file_search` when it is offered leaves the model free (`auto`): the gateway has
+/// searched before the call.
+pub fn tool_choice(choice: &Value, tools: &mut Vec<Tool>, file_search: bool) -> Result<ToolChoice> {
     let invalid = |message: String| Error::invalid_request(message).with_param("tool_choice");
     if let Some(mode) = choice.as_str() {
         return match mode {
@@ -329,6 +345,7 @@ pub fn tool_choice(choice: &Value, tools: &mut Vec<Tool>) -> Result<ToolChoice> 
             "tool_choice must be \"none\", \"auto\", \"required\" or an object with a `type`"
                 .into(),
         )),
+        "file_search" if file_search => Ok(ToolChoice::Auto),
         hosted => Err(invalid(format!(
             "tool_choice `{hosted}` requires a hosted tool, which this gateway cannot run; use a function tool"
         ))),
@@ -379,6 +396,36 @@ mod tests {
     }
 
     #[test]
+    fn file_search_is_kept_aside_not_offered_to_the_model() {
+        let converted = convert(vec![
+            json!({"type": "function", "name": "a"}),
+            json!({"type": "file_search", "vector_store_ids": ["vs_1"], "max_num_results": 2}),
+        ])
+        .unwrap();
+        assert_eq!(converted.tools.len(), 1);
+        assert_eq!(converted.declared.len(), 2, "echoed as declared");
+        let search = converted.file_search.unwrap();
+        assert_eq!(search.vector_store_ids, ["vs_1"]);
+        assert_eq!(search.max_num_results, 2);
+
+        let err = convert(vec![
+            json!({"type": "file_search", "vector_store_ids": ["vs_1"]}),
+            json!({"type": "file_search", "vector_store_ids": ["vs_2"]}),
+        ])
+        .err()
+        .unwrap();
+        assert_eq!(err.param.as_deref(), Some("tools[1]"));
+
+        let choice = json!({"type": "file_search"});
+        assert_eq!(
+            tool_choice(&choice, &mut Vec::new(), true).unwrap(),
+            ToolChoice::Auto
+        );
+        let err = tool_choice(&choice, &mut Vec::new(), false).err().unwrap();
+        assert!(err.message.contains("hosted tool"), "{}", err.message);
+    }
+
+    #[test]
     fn allowed_tools_narrow_the_offer() {
         let mut tools = convert(vec![
             json!({"type": "function", "name": "a"}),
@@ -389,6 +436,7 @@ mod tests {
         let choice = tool_choice(
             &json!({"type": "allowed_tools", "mode": "required", "tools": [{"type": "function", "name": "b"}]}),
             &mut tools,
+            false,
         )
         .unwrap();
         assert_eq!(choice, ToolChoice::Required);
