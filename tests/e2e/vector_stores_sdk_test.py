@@ -87,7 +87,7 @@ def test_a_fact_in_a_long_file_comes_back_as_a_chunk(red):
     counts = store.file_counts
     assert counts.total == 1 and counts.in_progress + counts.completed + counts.failed == 1
 
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 240
     while red.vector_stores.retrieve(store.id).file_counts.in_progress and time.monotonic() < deadline:
         time.sleep(0.1)
     store = red.vector_stores.retrieve(store.id)
