@@ -12,10 +12,13 @@ One gateway serves the whole session, with this topology:
     model "gem"   -> provider "gemini-up" (kind gemini, the mock-upstream)  -> "gemini-mock"
     model "agent-anthropic" -> provider "claude-up" -> "claude-mock"  (the coding agents'
     model "agent-openai"    -> provider "up"        -> "mock-gpt"      models, agents_test.py)
+    model "minilm" -> provider "minilm" (kind local, in-process all-MiniLM-L6-v2), the
+                      `[context] embedding_model` of vector stores (when its weights exist)
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -106,8 +109,8 @@ def _start_mock_upstream(binary: Path, log: Path) -> tuple[subprocess.Popen, str
     return proc, line[len(prefix) :].rstrip("/")
 
 
-def _config(port: int, upstream: str) -> str:
-    return f"""\
+def _config(port: int, upstream: str, extra: str = "") -> str:
+    return extra + f"""\
 [server]
 listen = "127.0.0.1:{port}"
 master_key = "{MASTER_KEY}"
@@ -150,6 +153,28 @@ targets = [{{ provider = "claude-up", model = "claude-mock" }}]
 
 [models.agent-openai]
 targets = [{{ provider = "up", model = "mock-gpt" }}]
+{_embedder()}"""
+
+
+def _embedder() -> str:
+    """The built-in local MiniLM as model "minilm", embedding vector stores, when its weights are
+    at `PROXIMA_MINILM_DIR` (scripts/fetch-minilm; scripts/run-tests sets the variable). Without
+    them, stores are searched by words only; under CI=true that is an error."""
+    folder = Path(os.environ.get("PROXIMA_MINILM_DIR", REPO / "models/all-minilm-l6-v2"))
+    if not (folder / "model.safetensors").is_file():
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"all-MiniLM-L6-v2 is not at {folder}: run scripts/fetch-minilm", pytrace=False)
+        return ""
+    return f"""
+[providers.minilm]
+kind = "local"
+path = "{folder}"
+
+[models.minilm]
+targets = [{{ provider = "minilm", model = "all-minilm-l6-v2" }}]
+
+[context]
+embedding_model = "minilm"
 """
 
 
@@ -162,7 +187,7 @@ def _ready(url: str) -> bool:
 
 
 def _start_proxima(
-    binary: Path, workdir: Path, upstream: str
+    binary: Path, workdir: Path, upstream: str, extra: str = ""
 ) -> tuple[subprocess.Popen, str, Path]:
     """Starts `proxima serve` on a free port, waits for `/health/ready`; retries on a port race."""
     env = {k: v for k, v in os.environ.items() if k not in ("PROXIMA_CONFIG", "PROXIMA_MASTER_KEY")}
@@ -172,7 +197,7 @@ def _start_proxima(
     for attempt in range(3):
         port = _free_port()
         config = workdir / f"proxima-{attempt}.toml"
-        config.write_text(_config(port, upstream))
+        config.write_text(_config(port, upstream, extra))
         log = workdir / f"proxima-{attempt}.log"
         proc = subprocess.Popen(
             [str(binary), "serve", "--config", str(config)],
@@ -212,15 +237,17 @@ class Gateway:
 _LOGS: list[Path] = []
 
 
-@pytest.fixture(scope="session")
-def gateway(tmp_path_factory: pytest.TempPathFactory):
+@contextlib.contextmanager
+def running_gateway(tmp_path_factory: pytest.TempPathFactory, name: str, extra: str = ""):
+    """A mock-upstream and a gateway in front of it with the topology above; `extra` is
+    config text put before it (top-level sections such as `[cache]`)."""
     proxima_bin = _binary("PROXIMA_BIN", "proxima")
     mock_bin = _binary("MOCK_UPSTREAM_BIN", "mock-upstream")
-    workdir = tmp_path_factory.mktemp("gateway")
+    workdir = tmp_path_factory.mktemp(name)
     mock_log = workdir / "mock-upstream.log"
     mock, upstream = _start_mock_upstream(mock_bin, mock_log)
     try:
-        proxima, url, log = _start_proxima(proxima_bin, workdir, upstream)
+        proxima, url, log = _start_proxima(proxima_bin, workdir, upstream, extra)
     except BaseException:
         _stop(mock)
         raise
@@ -236,6 +263,19 @@ def gateway(tmp_path_factory: pytest.TempPathFactory):
     finally:
         _stop(proxima)
         _stop(mock)
+
+
+@pytest.fixture(scope="session")
+def gateway(tmp_path_factory: pytest.TempPathFactory):
+    with running_gateway(tmp_path_factory, "gateway") as gateway:
+        yield gateway
+
+
+@pytest.fixture(scope="session")
+def start_gateway(tmp_path_factory: pytest.TempPathFactory):
+    """For a suite that needs a gateway of its own (other config, e.g. `[cache]`):
+    `with start_gateway(name, extra) as gateway: ...`."""
+    return lambda name, extra="": running_gateway(tmp_path_factory, name, extra)
 
 
 @pytest.fixture(scope="module")

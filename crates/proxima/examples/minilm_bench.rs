@@ -66,6 +66,16 @@ const WORDS: &[&str] = &[
     "replica",
 ];
 
+/// CPU time this process has used (Linux), so that runs on a shared machine compare: the
+/// wall clock there depends on what else runs.
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // USER_HZ, which Linux fixes at 100 for /proc.
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A text of `words` words drawn from [`WORDS`].
 fn text(rng: &mut fastrand::Rng, words: usize) -> String {
     (0..words)
@@ -94,6 +104,7 @@ async fn main() {
 
     let rounds = 8;
     let (mut pieces, mut took) = (0, Duration::ZERO);
+    let cpu_before = cpu_time();
     for _ in 0..rounds {
         let texts: Vec<String> = (0..BATCH).map(|_| text(&mut rng, 150)).collect();
         let started = Instant::now();
@@ -108,6 +119,14 @@ async fn main() {
         texts as f64 / took.as_secs_f64(),
         pieces as f64 / took.as_secs_f64()
     );
+    if let (Some(before), Some(after)) = (cpu_before, cpu_time()) {
+        let cpu = (after - before).as_secs_f64();
+        println!(
+            "  CPU: {:.1} embeddings per CPU-second; {:.2} CPUs busy on average",
+            texts as f64 / cpu,
+            cpu / took.as_secs_f64()
+        );
+    }
 
     let mut latencies: Vec<Duration> = Vec::new();
     for _ in 0..50 {

@@ -17,7 +17,7 @@ pub use request::{
     ResponseFormat, Role, Sampling, Tool, ToolChoice,
 };
 pub use response::{ChatResponse, Choice, FinishReason, Usage};
-pub use stream::{ChatChunk, ChunkChoice, Collector, ToolCallDelta};
+pub use stream::{replay, ChatChunk, ChunkChoice, Collector, ToolCallDelta};
 
 /// A rough count of a request's input tokens (about four bytes of text per token), for
 /// choosing targets and for providers that cannot count. Cheap enough for every request.

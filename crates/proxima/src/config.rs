@@ -47,6 +47,67 @@ pub struct Config {
     pub context: ContextConfig,
     #[serde(default)]
     pub files: FilesConfig,
+    /// Answers served again without calling the model; off when the section is absent.
+    pub cache: Option<CacheConfig>,
+}
+
+/// The response cache (SPEC `[cache]`): a call that repeats an earlier one exactly — same
+/// model, messages, tools and parameters — is answered with the stored answer; with `semantic`,
+/// also one whose last user message says the same in other words after the very same earlier
+/// turns. Entries live in Redis when `[storage] redis` is set (every replica shares them), else
+/// in this replica's memory.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    #[serde(default)]
+    pub exact: ExactCacheConfig,
+    /// Off when absent.
+    pub semantic: Option<SemanticCacheConfig>,
+    /// Who shares answers: `team` (the caller's team, or the key when it has none), `key`, or
+    /// `global` (every caller: only for models whose answers no tenant must keep private).
+    #[serde(default)]
+    pub scope: CacheScope,
+    /// Bytes of entries this replica keeps in memory at most (when not in Redis); the oldest
+    /// go first.
+    #[serde(default = "defaults::cache_max_bytes")]
+    pub max_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExactCacheConfig {
+    /// How long an answer is served again.
+    pub ttl: ConfigDuration,
+}
+
+impl Default for ExactCacheConfig {
+    fn default() -> Self {
+        ExactCacheConfig {
+            ttl: defaults::cache_ttl(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SemanticCacheConfig {
+    /// How long an answer is served to reworded questions.
+    #[serde(default = "defaults::cache_ttl")]
+    pub ttl: ConfigDuration,
+    /// Cosine similarity of the last user messages' embeddings at least this (0 to 1) is a hit.
+    #[serde(default = "defaults::cache_threshold")]
+    pub threshold: f32,
+    /// Public model that embeds the last user message.
+    pub embedding_model: String,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheScope {
+    #[default]
+    Team,
+    Key,
+    Global,
 }
 
 /// Uploaded files (`/v1/files`), the documents vector stores are built from.
@@ -418,6 +479,9 @@ pub struct ModelConfig {
     pub rpm: Option<u64>,
     /// The model's total capacity across all callers: tokens per minute.
     pub tpm: Option<u64>,
+    /// `false` keeps this model's answers out of the cache (`[cache]`).
+    #[serde(default = "defaults::cache")]
+    pub cache: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -569,6 +633,18 @@ mod defaults {
     }
     pub fn jwks_refresh() -> ConfigDuration {
         ConfigDuration::secs(600)
+    }
+    pub fn cache() -> bool {
+        true
+    }
+    pub fn cache_ttl() -> ConfigDuration {
+        ConfigDuration::secs(3600)
+    }
+    pub fn cache_threshold() -> f32 {
+        0.95
+    }
+    pub fn cache_max_bytes() -> usize {
+        256 * 1024 * 1024
     }
 }
 
@@ -760,6 +836,7 @@ impl ModelConfig {
             timeout: None,
             rpm: None,
             tpm: None,
+            cache: defaults::cache(),
         }
     }
 }

@@ -7,12 +7,15 @@
 //!    turn's stored context is assembled in ([`crate::context`]), and passages retrieved from
 //!    vector stores ([`crate::context::passages`]); prompt templates, PII masking and
 //!    guardrails plug in here too, before limits, so that admission charges what is sent.
-//! 3. [`limit`]: takes the call's share of the rate limits and budgets of its key, team and
+//! 3. [`cache`]: for a model with caching on, the prompt as sent is looked up; a hit takes one
+//!    request from the rate limits (no tokens, no budget) and goes straight to finish, a miss
+//!    gets a stage that stores its answer.
+//! 4. [`limit`]: takes the call's share of the rate limits and budgets of its key, team and
 //!    model (429 `rate_limit_exceeded` / `budget_exceeded`); the meter holds it until it settles
 //!    with the real usage.
-//! 4. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
+//! 5. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
 //!    fallbacks), each attempt a provider call; a stream fails over until its first chunk.
-//! 5. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
+//! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
 //!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering; cache
 //!    fill and unmasking as they come), which see it end however it ends.
 //!
@@ -21,6 +24,7 @@
 //! in and out; this module decides what happens.
 
 pub mod admit;
+pub mod cache;
 pub mod finish;
 pub mod limit;
 pub mod prepare;
@@ -142,6 +146,8 @@ pub struct Directives {
     /// Stages a surface adds to the answer's way out (e.g. storing a Responses-API
     /// response), before the pipeline's own.
     pub stages: Vec<Box<dyn finish::Stage>>,
+    /// `cache-control: no-cache` / `no-store`.
+    pub cache: cache::Control,
 }
 
 /// A chat answer from the pipeline.
@@ -176,6 +182,13 @@ pub async fn chat(
         Ok(prepared) => prepared,
         Err(e) => return exchange.refuse(e),
     };
+    if let Some(hit) = cache::lookup(&mut exchange, cx, &prepared.request, directives.cache).await {
+        if let Err(e) = limit::charge_cached(&mut exchange).await {
+            return exchange.refuse(e);
+        }
+        let routed = cache::answer(&mut exchange, hit, prepared.request.stream);
+        return finish::chat(exchange, routed);
+    }
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }

@@ -70,6 +70,14 @@ pub struct Hit {
     pub text: String,
 }
 
+impl Hit {
+    /// The score as answers print it: rounded to six decimals, so that a stored answer read
+    /// back (serde_json reads long decimals up to an ulp off) prints the same number.
+    pub fn wire_score(&self) -> f64 {
+        (f64::from(self.score) * 1e6).round() / 1e6
+    }
+}
+
 /// Searches the caller's vector stores `store_ids` (merged, best first). A store that does not
 /// exist or belongs to another tenant is a 404, as if it did not exist.
 pub async fn search(

@@ -1,5 +1,5 @@
 //! What outlives a config reload: the database, the key directory, the shared rate-limit and
-//! budget counters, the ledger writer, and the conversations in flight. Built once at start from `[storage]`; a change to
+//! budget counters, the ledger writer, the conversations in flight and the response cache. Built once at start from `[storage]`; a change to
 //! `[storage]` takes effect at the next restart.
 
 use std::path::PathBuf;
@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
+use crate::cache::Cache;
 use crate::config::StorageConfig;
 use crate::context::Conversations;
 use crate::error::Result;
@@ -28,6 +29,8 @@ pub struct Services {
     pub indexes: Arc<Indexes>,
     /// Turns for files being added to vector stores.
     pub ingestion: Arc<Semaphore>,
+    /// The response cache's entries: in Redis with the limits when configured, else here.
+    pub cache: Arc<Cache>,
     /// What these were built from, to tell when a reload asks for something else.
     pub storage: StorageConfig,
 }
@@ -51,6 +54,7 @@ impl Services {
             })
         };
         let limiter = Limiter::new(storage.redis.as_ref().map(|r| r.expose()), spend).await;
+        let cache = Arc::new(Cache::new(limiter.shared_redis()));
         let ledger = Ledger::start(store.clone(), &storage.ledger, spill_path(storage));
         crate::tokenizer::warm_up();
         Ok(Arc::new(Services {
@@ -61,6 +65,7 @@ impl Services {
             conversations: Arc::default(),
             indexes: Arc::new(Indexes::new(storage.sync_interval.0)),
             ingestion: Arc::new(Semaphore::new(crate::retrieval::ingest::CONCURRENT_FILES)),
+            cache,
             storage: storage.clone(),
         }))
     }

@@ -17,7 +17,7 @@ use crate::canonical::Usage;
 use crate::error::Error;
 use crate::policy::limits::{RateGrant, Reservation};
 use crate::policy::Caller;
-use crate::pricing::{self, Price};
+use crate::pricing::{self, Nanos, Price};
 use crate::store::LedgerRow;
 pub use ledger::Ledger;
 
@@ -43,7 +43,11 @@ pub struct UsageRecord {
     pub first_token: Option<Instant>,
     /// Tags from `x-proxima-metadata`, as JSON text.
     pub metadata: Option<Arc<str>>,
+    /// The response cache's verdict, for a model with caching on.
     pub cache: Option<&'static str>,
+    /// Set on a cache hit: what the stored answer cost when it was made. A hit used no upstream
+    /// tokens, so it settles limits, and is recorded, with none.
+    pub saved: Option<Nanos>,
 }
 
 /// Closes a request's record, its rate-limit grant and its budget reservation, once.
@@ -116,7 +120,10 @@ impl Open {
             reservation,
             ledger,
         } = self;
-        let usage = record.usage.unwrap_or_default();
+        let usage = match record.saved {
+            Some(_) => Usage::default(),
+            None => record.usage.unwrap_or_default(),
+        };
         let cost = record
             .price
             .map_or(0, |price| pricing::nanos(price.cost(&usage)));
@@ -165,6 +172,7 @@ impl Open {
             status: i64::from(status),
             error_code: code.map(Arc::from),
             cache: record.cache.map(Arc::from),
+            saved_nanos: record.saved.unwrap_or(0),
             attempts: i64::from(record.attempts),
             stream: record.stream,
             metadata: record.metadata,

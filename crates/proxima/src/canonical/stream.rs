@@ -182,10 +182,141 @@ impl Collector {
     }
 }
 
+/// A whole answer as the chunks of a stream that [`Collector`] folds back into it: for each
+/// choice its role, reasoning, text, refusal, each tool call whole, and its finish reason; then
+/// the usage. How a stored answer is streamed again, in every surface's event format.
+pub fn replay(answer: &ChatResponse) -> Vec<ChatChunk> {
+    let base = ChatChunk {
+        id: answer.id.clone(),
+        model: answer.model.clone(),
+        created: answer.created,
+        ..ChatChunk::default()
+    };
+    let chunk = |delta: ChunkChoice| ChatChunk {
+        choices: vec![delta],
+        ..base.clone()
+    };
+    let mut chunks = Vec::new();
+    for choice in &answer.choices {
+        let delta = || ChunkChoice {
+            index: choice.index,
+            ..ChunkChoice::default()
+        };
+        chunks.push(chunk(ChunkChoice {
+            role: Some(Role::Assistant),
+            ..delta()
+        }));
+        let mut calls = 0;
+        for part in &choice.message.content {
+            match part {
+                Part::Reasoning {
+                    text, signature, ..
+                } => chunks.push(chunk(ChunkChoice {
+                    reasoning: Some(text.clone()),
+                    reasoning_signature: signature.clone(),
+                    ..delta()
+                })),
+                Part::Text { text, .. } => chunks.push(chunk(ChunkChoice {
+                    text: Some(text.clone()),
+                    ..delta()
+                })),
+                Part::Refusal { text } => chunks.push(chunk(ChunkChoice {
+                    refusal: Some(text.clone()),
+                    ..delta()
+                })),
+                Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => {
+                    chunks.push(chunk(ChunkChoice {
+                        tool_calls: vec![ToolCallDelta {
+                            index: calls,
+                            id: Some(id.clone()),
+                            name: Some(name.clone()),
+                            arguments: arguments.clone(),
+                        }],
+                        ..delta()
+                    }));
+                    calls += 1;
+                }
+                // An answer holds no images, results or opaque parts.
+                Part::Image { .. } | Part::ToolResult { .. } | Part::Opaque { .. } => {}
+            }
+        }
+        chunks.push(chunk(ChunkChoice {
+            finish_reason: choice.finish_reason.clone(),
+            ..delta()
+        }));
+    }
+    if answer.usage.is_some() {
+        chunks.push(ChatChunk {
+            usage: answer.usage,
+            ..base
+        });
+    }
+    chunks
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_replayed_answer_folds_back_into_itself() {
+        let answer = ChatResponse {
+            id: "c9".into(),
+            model: "m".into(),
+            created: 11,
+            choices: (0..2)
+                .map(|index| Choice {
+                    index,
+                    message: Message {
+                        role: Role::Assistant,
+                        content: vec![
+                            Part::Reasoning {
+                                text: "think".into(),
+                                signature: Some("sig".into()),
+                                redacted: None,
+                            },
+                            Part::text(format!("answer {index}")),
+                            Part::ToolCall {
+                                id: "call_a".into(),
+                                name: "f".into(),
+                                arguments: "{\"x\":1}".into(),
+                            },
+                            Part::ToolCall {
+                                id: "call_b".into(),
+                                name: "g".into(),
+                                arguments: "{}".into(),
+                            },
+                        ],
+                        name: None,
+                        extra: Map::new(),
+                    },
+                    finish_reason: Some(FinishReason::ToolCalls),
+                    extra: Map::new(),
+                })
+                .collect(),
+            usage: Some(Usage {
+                input_tokens: 5,
+                output_tokens: 6,
+                ..Usage::default()
+            }),
+            extra: Map::new(),
+            extra_api: None,
+        };
+        let chunks = replay(&answer);
+        assert_eq!(chunks[0].choices[0].role, Some(Role::Assistant));
+        let mut collector = Collector::default();
+        chunks.iter().for_each(|c| collector.push(c));
+        let again = collector.finish();
+        assert_eq!(
+            serde_json::to_value(&again).unwrap(),
+            serde_json::to_value(&answer).unwrap()
+        );
+    }
 
     #[test]
     fn chunks_fold_into_the_whole_answer() {

@@ -240,6 +240,42 @@ pub fn validate(
         );
     }
 
+    if let Some(cache) = &config.cache {
+        if cache.exact.ttl.0.is_zero() {
+            problem("cache.exact.ttl".into(), "must be longer than zero".into());
+        }
+        if cache.max_bytes == 0 {
+            problem("cache.max_bytes".into(), "must be above zero".into());
+        }
+        if let Some(semantic) = &cache.semantic {
+            if semantic.ttl.0.is_zero() {
+                problem(
+                    "cache.semantic.ttl".into(),
+                    "must be longer than zero".into(),
+                );
+            }
+            if !(semantic.threshold > 0.0 && semantic.threshold <= 1.0) {
+                problem(
+                    "cache.semantic.threshold".into(),
+                    format!(
+                        "is a cosine similarity: above 0 and at most 1, not {}",
+                        semantic.threshold
+                    ),
+                );
+            }
+            if !config.models.contains_key(&semantic.embedding_model) {
+                problem(
+                    "cache.semantic.embedding_model".into(),
+                    format!(
+                        "no model named `{}`; configured: {}",
+                        semantic.embedding_model,
+                        names(&config.models)
+                    ),
+                );
+            }
+        }
+    }
+
     let breaker = &config.routing.breaker;
     if breaker.consecutive_failures == 0
         || !(0.0..=1.0).contains(&breaker.failure_ratio)
@@ -442,6 +478,38 @@ mod tests {
                 "{problems:?}"
             );
         }
+    }
+
+    #[test]
+    fn cache_is_off_by_default_and_checked_with_its_lines() {
+        assert!(parse("").unwrap().cache.is_none());
+        let config = parse("[cache]\n").unwrap();
+        let cache = config.cache.unwrap();
+        assert_eq!(cache.exact.ttl.0.as_secs(), 3600);
+        assert!(cache.semantic.is_none());
+        assert_eq!(cache.scope, crate::config::CacheScope::Team);
+        let problems = parse(
+            "[cache]\nexact = { ttl = \"0s\" }\nsemantic = { threshold = 1.5, embedding_model = \"nope\" }\nscope = \"key\"\n",
+        )
+        .err()
+        .unwrap_or_default();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(
+            problems[0].starts_with("test.toml:2: cache.exact.ttl"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[1].contains("cache.semantic.threshold"),
+            "{problems:?}"
+        );
+        assert!(
+            problems[2].contains("no model named `nope`"),
+            "{problems:?}"
+        );
+        let problems = parse("[cache]\nscope = \"everyone\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn open_meter(cx: &RequestContext, model: &str, user: Option<&str>, stream: bool
             first_token: None,
             metadata: cx.metadata.clone(),
             cache: None,
+            saved: None,
         },
         cx.services.ledger.clone(),
     )

@@ -8,6 +8,7 @@
 //! place, for every surface.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -16,6 +17,7 @@ use tokio::time::Instant;
 use super::{ChatOutput, Exchange};
 use crate::canonical::{ChatChunk, ChatResponse, Collector, EmbeddingsResponse, Usage};
 use crate::error::{Error, Result};
+use crate::pricing::Price;
 use crate::providers::ChunkStream;
 use crate::router::Routed;
 use crate::usage::Meter;
@@ -39,6 +41,16 @@ pub trait Stage: Send {
     fn complete(&mut self, answer: &mut ChatResponse);
     /// The call ended. Called once, after the last chunk or the whole answer.
     fn end(&mut self, outcome: Outcome<'_>);
+    /// Who answered, told before the answer passes (not called for a call never routed).
+    fn routed(&mut self, _route: &Route<'_>) {}
+}
+
+/// How a call was routed, as its stages are told.
+pub struct Route<'r> {
+    pub provider: Option<&'r Arc<str>>,
+    pub upstream_model: Option<&'r str>,
+    /// The price of the target that answered.
+    pub price: Option<Price>,
 }
 
 /// A call's stages, in the order the answer passes through them, metering last.
@@ -63,6 +75,12 @@ impl Stages {
     /// Adds a boxed stage after the ones already there.
     pub fn push_boxed(&mut self, stage: Box<dyn Stage>) {
         self.stages.push(stage);
+    }
+
+    fn routed(&mut self, route: &Route<'_>) {
+        for stage in &mut self.stages {
+            stage.routed(route);
+        }
     }
 
     fn chunk(&mut self, chunk: &mut ChatChunk) {
@@ -111,20 +129,46 @@ impl Drop for Stages {
     }
 }
 
+/// The whole answer of a call as it passes a stage, streamed or not: for the stages that keep
+/// it.
+#[derive(Default)]
+pub struct Gathered {
+    collector: Option<Collector>,
+    whole: Option<ChatResponse>,
+}
+
+impl Gathered {
+    pub fn chunk(&mut self, chunk: &ChatChunk) {
+        self.collector
+            .get_or_insert_with(Collector::default)
+            .push(chunk);
+    }
+
+    pub fn complete(&mut self, answer: &ChatResponse) {
+        self.whole = Some(answer.clone());
+    }
+
+    /// The answer gathered, once.
+    pub fn take(&mut self) -> Option<ChatResponse> {
+        match (self.whole.take(), self.collector.take()) {
+            (Some(whole), _) => Some(whole),
+            (None, collector) => collector.map(Collector::finish),
+        }
+    }
+}
+
 /// A stage that keeps the whole answer, streamed or not, and hands it to `keep` once the call
 /// completes: how a conversation turn or a response gets stored. A call that fails or is
 /// dropped keeps nothing (`keep` is dropped unused), so a client's retry stores no duplicate.
 pub struct Keep<F: FnOnce(ChatResponse) + Send> {
-    collector: Option<Collector>,
-    whole: Option<ChatResponse>,
+    gathered: Gathered,
     keep: Option<F>,
 }
 
 impl<F: FnOnce(ChatResponse) + Send> Keep<F> {
     pub fn new(keep: F) -> Keep<F> {
         Keep {
-            collector: None,
-            whole: None,
+            gathered: Gathered::default(),
             keep: Some(keep),
         }
     }
@@ -132,24 +176,19 @@ impl<F: FnOnce(ChatResponse) + Send> Keep<F> {
 
 impl<F: FnOnce(ChatResponse) + Send> Stage for Keep<F> {
     fn chunk(&mut self, chunk: &mut ChatChunk) {
-        self.collector
-            .get_or_insert_with(Collector::default)
-            .push(chunk);
+        self.gathered.chunk(chunk);
     }
 
     fn complete(&mut self, answer: &mut ChatResponse) {
-        self.whole = Some(answer.clone());
+        self.gathered.complete(answer);
     }
 
     fn end(&mut self, outcome: Outcome<'_>) {
         let keep = self.keep.take();
         if let (Outcome::Complete, Some(keep)) = (outcome, keep) {
-            let answer = match (self.whole.take(), self.collector.take()) {
-                (Some(whole), _) => whole,
-                (None, Some(collector)) => collector.finish(),
-                (None, None) => return,
-            };
-            keep(answer);
+            if let Some(answer) = self.gathered.take() {
+                keep(answer);
+            }
         }
     }
 }
@@ -211,6 +250,11 @@ pub fn chat(mut exchange: Exchange<'_>, mut routed: Routed<ChatOutput>) -> Route
             record.first_token = Some(Instant::now());
         }
     }
+    stages.routed(&Route {
+        provider: routed.provider.as_ref(),
+        upstream_model: routed.upstream_model.as_deref(),
+        price: routed.price,
+    });
     stages.metering = Some(Metering(Some(meter)));
     routed.result = match routed.result {
         Ok(ChatOutput::Stream(inner)) => Ok(ChatOutput::Stream(Box::pin(Finished {

@@ -71,6 +71,24 @@ pub async fn charge<R: Measure>(exchange: &mut Exchange<'_>, prepared: &Prepared
     }
 }
 
+/// Takes what an answer from the response cache takes: one request from every rate limit that
+/// counts requests — a flood of repeats is still a flood — but no tokens and no budget, since
+/// no model is called.
+pub async fn charge_cached(exchange: &mut Exchange<'_>) -> Result<()> {
+    let (mut limits, _) = applicable(exchange);
+    limits.retain(|l| l.rpm.is_some());
+    if limits.is_empty() {
+        return Ok(());
+    }
+    for limit in &mut limits {
+        limit.tpm = None;
+    }
+    let grant = exchange.cx.services.limiter.acquire(&limits, 0).await?;
+    exchange.headers.extend_from_slice(grant.headers());
+    exchange.meter.hold(grant, None);
+    Ok(())
+}
+
 /// The rate limits and budgets that apply to the call.
 fn applicable(exchange: &Exchange<'_>) -> (Vec<RateLimit>, Vec<Budget>) {
     let cx = exchange.cx;

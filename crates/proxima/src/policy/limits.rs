@@ -239,6 +239,14 @@ impl Limiter {
         }
     }
 
+    /// This limiter's Redis, lent to other state the replicas share (the response cache), so
+    /// that one connection and one health check serve both; `None` without `[storage] redis`.
+    pub fn shared_redis(&self) -> Option<SharedRedis> {
+        self.inner.remote.as_ref().map(|_| SharedRedis {
+            inner: self.inner.clone(),
+        })
+    }
+
     /// Takes one request and `tokens` (estimated prompt tokens + max output tokens) from every
     /// limit: all of them or none.
     pub async fn acquire(&self, limits: &[RateLimit], tokens: u64) -> Result<RateGrant> {
@@ -395,6 +403,20 @@ impl Limiter {
                 how,
             }),
         }
+    }
+}
+
+/// The limiter's Redis connection, shared: see [`Limiter::shared_redis`].
+#[derive(Clone)]
+pub struct SharedRedis {
+    inner: Arc<Inner>,
+}
+
+impl SharedRedis {
+    /// The connection and the key prefix (`proxima:`) while Redis answers; `None` while the
+    /// limiter counts locally because it does not.
+    pub fn connection(&self) -> Option<(redis::aio::ConnectionManager, &str)> {
+        self.inner.redis().map(Remote::connection)
     }
 }
 

@@ -17,8 +17,9 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::RequestContext;
 use crate::store::{NewChunk, StoreFileRecord};
 
-/// Chunks embedded per call.
-const EMBED_BATCH: usize = 64;
+/// Chunks embedded per call: enough to batch well, few enough that a call on a busy CPU
+/// (the local embedder reads a few dozen chunks a second) ends well within a provider timeout.
+const EMBED_BATCH: usize = 32;
 
 /// Times a rate-limited embedding call is tried again, waiting as the limit says.
 const RATE_LIMIT_RETRIES: u32 = 20;

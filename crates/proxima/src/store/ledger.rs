@@ -40,7 +40,12 @@ pub struct LedgerRow {
     pub status: i64,
     /// The SPEC error code when it failed.
     pub error_code: Option<Arc<str>>,
+    /// The response cache's verdict for a model with caching on: `hit`, `semantic-hit`, `miss`
+    /// or `bypass`.
     pub cache: Option<Arc<str>>,
+    /// A cache hit: what the stored answer cost when it was made, the spend it saved.
+    #[serde(default)]
+    pub saved_nanos: Nanos,
     pub attempts: i64,
     pub stream: bool,
     /// Tags from `x-proxima-metadata`, as JSON text.
@@ -76,8 +81,8 @@ fn id_floor(at: i64) -> String {
 
 const COLUMNS: &str = "id, request_id, at, key_id, key_name, team, end_user, model, provider, \
     upstream_model, input_tokens, output_tokens, cached_tokens, cost_nanos, latency_ms, ttft_ms, \
-    status, error_code, cache, attempts, stream, metadata";
-const COLUMN_COUNT: usize = 22;
+    status, error_code, cache, saved_nanos, attempts, stream, metadata";
+const COLUMN_COUNT: usize = 23;
 /// Rows per INSERT statement: a batch is written in statements of these sizes, largest first.
 const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
@@ -102,6 +107,7 @@ fn row_from(row: &impl Row) -> Result<LedgerRow> {
         status: col(row, "status")?,
         error_code: col::<Option<String>>(row, "error_code")?.map(Into::into),
         cache: col::<Option<String>>(row, "cache")?.map(Into::into),
+        saved_nanos: col(row, "saved_nanos")?,
         attempts: col(row, "attempts")?,
         stream: col::<i64>(row, "stream")? != 0,
         metadata: col::<Option<String>>(row, "metadata")?.map(Into::into),
@@ -116,6 +122,7 @@ fn group_from(row: &impl Row, by: GroupBy) -> Result<UsageGroup> {
         col::<Option<String>>(row, "grp")?
     };
     let cost_nanos: i64 = col(row, "cost_nanos")?;
+    let saved_nanos: i64 = col(row, "saved_nanos")?;
     Ok(UsageGroup {
         group,
         name: col(row, "name")?,
@@ -126,6 +133,9 @@ fn group_from(row: &impl Row, by: GroupBy) -> Result<UsageGroup> {
         cached_tokens: col(row, "cached_tokens")?,
         cost_usd: pricing::usd(cost_nanos),
         cost_nanos,
+        cache_hits: col(row, "cache_hits")?,
+        saved_usd: pricing::usd(saved_nanos),
+        saved_nanos,
     })
 }
 
@@ -156,6 +166,12 @@ pub struct UsageGroup {
     pub cost_usd: f64,
     #[serde(skip)]
     pub cost_nanos: Nanos,
+    /// Requests answered from the response cache (exact or semantic), successfully.
+    pub cache_hits: i64,
+    /// What those answers cost when they were made: the spend the cache saved.
+    pub saved_usd: f64,
+    #[serde(skip)]
+    pub saved_nanos: Nanos,
 }
 
 /// Filters of `GET /admin/logs`.
@@ -283,6 +299,7 @@ fn values(r: &LedgerRow) -> [Value<'_>; COLUMN_COUNT] {
         Int(Some(r.status)),
         Text(r.error_code.as_ref()),
         Text(r.cache.as_ref()),
+        Int(Some(r.saved_nanos)),
         Int(Some(r.attempts)),
         Int(Some(i64::from(r.stream))),
         Text(r.metadata.as_ref()),
@@ -405,7 +422,9 @@ impl Store {
              CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
-             CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos \
+             CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos, \
+             CAST(SUM(CASE WHEN cache IN ('hit', 'semantic-hit') AND status < 400 THEN 1 ELSE 0 END) AS BIGINT) AS cache_hits, \
+             CAST(SUM(saved_nanos) AS BIGINT) AS saved_nanos \
              FROM usage_ledger WHERE id >= $1 AND id < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
         );
         let mut groups = on_pool!(self, |pool| {
@@ -545,6 +564,7 @@ pub(super) mod tests {
             status,
             error_code: (status >= 400).then(|| "upstream_error".into()),
             cache: None,
+            saved_nanos: 0,
             attempts: 1,
             stream: false,
             metadata: Some(r#"{"app":"x"}"#.into()),
@@ -565,6 +585,10 @@ pub(super) mod tests {
                 )
             })
             .collect();
+        let mut rows = rows;
+        rows[3].cache = Some("hit".into());
+        rows[3].saved_nanos = 2_000;
+        rows[4].cache = Some("miss".into());
         store.insert_usage(&rows).await.unwrap();
         // The same rows again (a retried batch) change nothing.
         store.insert_usage(&rows[..10]).await.unwrap();
@@ -580,6 +604,14 @@ pub(super) mod tests {
         assert_eq!((k2.requests, k2.errors, k2.input_tokens), (20, 1, 200));
         assert_eq!(k2.name.as_deref(), Some("k2-name"));
         assert_eq!(k2.cost_nanos, 30_000);
+        let k1 = by_key
+            .iter()
+            .find(|g| g.group.as_deref() == Some("k1"))
+            .unwrap();
+        assert_eq!(
+            (k1.cache_hits, k1.saved_nanos, k2.cache_hits),
+            (1, 2_000, 0)
+        );
         let by_team = store
             .usage_report(GroupBy::Team, 0, i64::MAX)
             .await

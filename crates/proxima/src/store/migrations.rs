@@ -37,6 +37,10 @@ const SQLITE: &[Migration] = &[
         version: 4,
         sql: include_str!("migrations/sqlite/0004_vector_stores.sql"),
     },
+    Migration {
+        version: 5,
+        sql: include_str!("migrations/sqlite/0005_cache.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -56,6 +60,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 4,
         sql: include_str!("migrations/postgres/0004_vector_stores.sql"),
+    },
+    Migration {
+        version: 5,
+        sql: include_str!("migrations/postgres/0005_cache.sql"),
     },
 ];
 

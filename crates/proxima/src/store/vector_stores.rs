@@ -196,15 +196,7 @@ impl Store {
         owner: &str,
     ) -> Result<Option<VectorStoreRecord>> {
         let sql = sql!("SELECT {STORE_COLUMNS} FROM vector_stores WHERE id = $1 AND owner = $2");
-        on_pool!(self, |pool| {
-            let row = sqlx::query(sql)
-                .bind(id)
-                .bind(owner)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?;
-            row.as_ref().map(store_from_row).transpose()
-        })
+        fetch_owned!(self, sql, id, owner, store_from_row)
     }
 
     /// A page of the owner's stores, newest first when `descending`; and whether more follow.
@@ -382,15 +374,8 @@ impl Store {
         let sql = sql!(
             "SELECT {FILE_COLUMNS} FROM vector_store_files WHERE store_id = $1 AND file_id = $2"
         );
-        on_pool!(self, |pool| {
-            let row = sqlx::query(sql)
-                .bind(store_id)
-                .bind(file_id)
-                .fetch_optional(pool)
-                .await
-                .map_err(db_error)?;
-            row.as_ref().map(file_from_row).transpose()
-        })
+        // Keyed by the store, which the caller has checked is its own.
+        fetch_owned!(self, sql, store_id, file_id, file_from_row)
     }
 
     /// A page of a store's files; and whether more follow.

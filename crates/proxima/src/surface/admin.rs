@@ -297,7 +297,7 @@ fn time_param(value: Option<&str>, name: &str, default: i64) -> Result<i64> {
 }
 
 /// `GET /admin/usage?by=key|team|model|day&from=&to=`: requests, errors, tokens and dollars,
-/// from the ledger. `from` defaults to 30 days ago, `to` to now.
+/// and the response cache's hits with the dollars they saved, from the ledger. `from` defaults to 30 days ago, `to` to now.
 pub async fn usage(
     Extension(state): Extension<Arc<AppState>>,
     RawQuery(raw): RawQuery,
@@ -311,6 +311,7 @@ pub async fn usage(
             let by = query.by.unwrap_or(GroupBy::Model);
             let groups = state.services().store.usage_report(by, from, to).await?;
             let total_nanos: i64 = groups.iter().map(|g| g.cost_nanos).sum();
+            let saved_nanos: i64 = groups.iter().map(|g| g.saved_nanos).sum();
             Ok(json!({
                 "object": "usage_report",
                 "by": by,
@@ -322,6 +323,8 @@ pub async fn usage(
                     "input_tokens": groups.iter().map(|g| g.input_tokens).sum::<i64>(),
                     "output_tokens": groups.iter().map(|g| g.output_tokens).sum::<i64>(),
                     "cost_usd": crate::pricing::usd(total_nanos),
+                    "cache_hits": groups.iter().map(|g| g.cache_hits).sum::<i64>(),
+                    "saved_usd": crate::pricing::usd(saved_nanos),
                 },
                 "data": groups,
             }))
@@ -377,8 +380,8 @@ pub async fn logs(Extension(state): Extension<Arc<AppState>>, RawQuery(raw): Raw
     )
 }
 
-/// A ledger row as `/admin/logs` shows it: its cost in dollars (`cost_usd`), as peers show
-/// it; the exact nano-dollars stay in the store.
+/// A ledger row as `/admin/logs` shows it: its cost (and a cache hit's saving) in dollars
+/// (`cost_usd`, `saved_usd`), as peers show it; the exact nano-dollars stay in the store.
 fn log_entry(row: &LedgerRow) -> Result<Value> {
     let mut entry = serde_json::to_value(row)
         .map_err(|e| Error::internal(format!("cannot show a ledger row: {e}")))?;
@@ -387,6 +390,11 @@ fn log_entry(row: &LedgerRow) -> Result<Value> {
         fields.insert(
             "cost_usd".into(),
             json!(crate::pricing::usd(row.cost_nanos)),
+        );
+        fields.remove("saved_nanos");
+        fields.insert(
+            "saved_usd".into(),
+            json!(crate::pricing::usd(row.saved_nanos)),
         );
     }
     Ok(entry)

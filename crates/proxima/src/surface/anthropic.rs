@@ -51,6 +51,7 @@ pub async fn messages(
     let directives = pipeline::Directives {
         conversation,
         retrieval,
+        cache: pipeline::cache::Control::from_headers(&headers),
         ..pipeline::Directives::default()
     };
     let routed = pipeline::chat(&cx, req, directives).await;

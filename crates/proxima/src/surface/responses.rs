@@ -21,6 +21,7 @@ use crate::wire::responses::{
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
+use http::HeaderMap;
 use tokio::sync::oneshot;
 
 pub use stored::{cancel, delete, get, input_items};
@@ -30,7 +31,11 @@ const API: Api = Api::Responses;
 
 /// `POST /v1/responses`: one model call with the request's instructions, the earlier turns of
 /// `previous_response_id` and the new input; stored, unless `store: false`, once it completed.
-pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -> Response {
+pub async fn create(
+    Extension(cx): Extension<Arc<RequestContext>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
     let converted = match read_json::<ResponsesRequest>(body, limit)
         .await
@@ -69,6 +74,7 @@ pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, body: Body) -
         conversation: echo.conversation.as_ref().map(|c| c.id.clone()),
         retrieval,
         stages: Vec::new(),
+        cache: pipeline::cache::Control::from_headers(&headers),
     };
     // Gets the response object the client is answered with, for storing.
     let mut sink = None;

@@ -312,6 +312,7 @@ mod tests {
             status: 200,
             error_code: None,
             cache: None,
+            saved_nanos: 0,
             attempts: 1,
             stream: false,
             metadata: None,

@@ -105,7 +105,7 @@ pub fn search_results(query: &str, hits: &[Hit]) -> Value {
             json!({
                 "file_id": hit.file_id,
                 "filename": hit.filename,
-                "score": hit.score,
+                "score": hit.wire_score(),
                 "attributes": hit.attributes,
                 "content": [{"type": "text", "text": hit.text}],
             })

@@ -6,6 +6,7 @@ mod harness;
 
 mod accounts;
 mod auth;
+mod cache;
 mod chat;
 mod cli;
 mod conversations;

@@ -80,6 +80,11 @@ impl Remote {
         })
     }
 
+    /// The connection (a cheap clone) and the key prefix, for other state kept in Redis.
+    pub(super) fn connection(&self) -> (ConnectionManager, &str) {
+        (self.conn.clone(), &self.prefix)
+    }
+
     #[cfg(test)]
     pub(super) fn set_lease(&self, lease: Duration) {
         let ms = u64::try_from(lease.as_millis()).unwrap_or(u64::MAX);

@@ -65,7 +65,13 @@ impl Embedder {
         if let Some(embedder) = running.get(&dir).and_then(Weak::upgrade) {
             return Ok(embedder);
         }
+        let started = tokio::time::Instant::now();
         let embedder = Arc::new(Embedder::start(Model::load(&dir)?, dir.clone())?);
+        tracing::info!(
+            path = %dir.display(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "local model loaded"
+        );
         running.retain(|_, e| e.strong_count() > 0);
         running.insert(dir, Arc::downgrade(&embedder));
         Ok(embedder)

@@ -101,8 +101,7 @@ impl FileSearchTool {
 pub struct FileSearchResult {
     pub file_id: String,
     pub filename: String,
-    /// Widened once here, so that the answer and the stored response (JSON numbers are f64)
-    /// print the same number.
+    /// [`Hit::wire_score`]: the answer and the stored response print the same number.
     pub score: f64,
     pub attributes: Map<String, Value>,
     pub text: String,
@@ -110,10 +109,11 @@ pub struct FileSearchResult {
 
 impl From<Hit> for FileSearchResult {
     fn from(hit: Hit) -> FileSearchResult {
+        let score = hit.wire_score();
         FileSearchResult {
             file_id: hit.file_id,
             filename: hit.filename,
-            score: f64::from(hit.score),
+            score,
             attributes: hit.attributes,
             text: hit.text,
         }

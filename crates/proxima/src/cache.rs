@@ -1,0 +1,229 @@
+//! Where the response cache keeps its entries: answers by the digest of the request that got
+//! them, and — for semantic lookups — the embeddings of last user messages, grouped in
+//! partitions by the digest of everything else in their request, each pointing at its answer.
+//!
+//! Entries live in Redis while `[storage] redis` is set and answering, so every replica shares
+//! them ([`remote`], on the rate limiter's connection); otherwise in this replica's memory
+//! ([`memory`], bounded in bytes, oldest out first). What a request's digests are, and when to
+//! look or store, is the pipeline's business ([`crate::pipeline::cache`]): this module keeps and
+//! finds.
+
+mod memory;
+mod remote;
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::canonical::ChatResponse;
+use crate::clock::now_ms;
+use crate::policy::limits::SharedRedis;
+use crate::pricing::Nanos;
+use memory::Memory;
+
+/// A SHA-256 digest: of a request (an answer's key) or of a request without its last user
+/// message (a partition of embeddings).
+pub type Digest = [u8; 32];
+
+/// Embeddings a partition keeps at most, newest first: a semantic lookup compares the new
+/// message with each of them.
+pub const PARTITION_CAP: usize = 256;
+
+/// A stored answer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Entry {
+    pub answer: ChatResponse,
+    /// Who answered it.
+    pub provider: Option<String>,
+    pub upstream_model: Option<String>,
+    /// What it cost when it was made: what each hit saves.
+    pub cost: Nanos,
+    /// When it was stored, epoch ms.
+    pub stored_at: i64,
+}
+
+impl Entry {
+    /// Bytes it takes, roughly: what the memory bound counts.
+    fn size(&self) -> usize {
+        let parts: usize = self
+            .answer
+            .choices
+            .iter()
+            .flat_map(|c| &c.message.content)
+            .map(|part| match part {
+                crate::canonical::Part::Text { text, .. }
+                | crate::canonical::Part::Reasoning { text, .. }
+                | crate::canonical::Part::Refusal { text } => text.len() + 64,
+                crate::canonical::Part::ToolCall {
+                    id,
+                    name,
+                    arguments,
+                } => id.len() + name.len() + arguments.len() + 96,
+                _ => 256,
+            })
+            .sum();
+        parts + self.answer.id.len() + self.answer.model.len() + 256
+    }
+}
+
+/// A last user message's embedding, in the partition of its request.
+#[derive(Debug, Clone)]
+pub struct Near {
+    pub partition: Digest,
+    /// Scaled to unit length, so that cosine similarity is a dot product.
+    pub vector: Vec<f32>,
+}
+
+impl Near {
+    pub fn new(partition: Digest, vector: Vec<f32>) -> Near {
+        Near {
+            partition,
+            vector: unit(vector),
+        }
+    }
+}
+
+/// How long entries serve, and how much memory they may take here.
+#[derive(Debug, Clone, Copy)]
+pub struct Terms {
+    /// Exact hits, ms.
+    pub exact_ttl: i64,
+    /// Semantic hits, ms.
+    pub semantic_ttl: i64,
+    /// The memory bound, when entries are kept in this replica.
+    pub max_bytes: usize,
+}
+
+impl Terms {
+    /// How long an answer is kept: as long as either kind of hit may serve it.
+    fn keep(&self) -> i64 {
+        self.exact_ttl.max(self.semantic_ttl)
+    }
+}
+
+/// The entries: in Redis while it answers, else in memory.
+pub struct Cache {
+    memory: Memory,
+    redis: Option<SharedRedis>,
+}
+
+impl Cache {
+    /// `redis`: the rate limiter's, when `[storage] redis` is set.
+    pub fn new(redis: Option<SharedRedis>) -> Cache {
+        Cache {
+            memory: Memory::default(),
+            redis,
+        }
+    }
+
+    /// The answer stored under `key` less than `ttl` ms ago.
+    pub async fn get(&self, key: &Digest, ttl: i64) -> Option<Arc<Entry>> {
+        let now = now_ms();
+        let entry = match self.shared() {
+            Some((conn, prefix)) => remote::get(conn, prefix, key).await.map(Arc::new),
+            None => self.memory.get(key),
+        }?;
+        (entry.stored_at + ttl > now).then_some(entry)
+    }
+
+    /// The answer whose embedding in `near`'s partition is the most similar to `near`'s, if it
+    /// is at least `threshold` and was stored less than `ttl` ms ago; with its similarity.
+    pub async fn nearest(
+        &self,
+        near: &Near,
+        threshold: f32,
+        ttl: i64,
+    ) -> Option<(Arc<Entry>, f32)> {
+        let since = now_ms() - ttl;
+        match self.shared() {
+            Some((conn, prefix)) => {
+                let (key, similarity) =
+                    remote::nearest(conn.clone(), prefix, near, threshold, since).await?;
+                let entry = remote::get(conn, prefix, &key).await?;
+                Some((Arc::new(entry), similarity))
+            }
+            None => self.memory.nearest(near, threshold, since),
+        }
+    }
+
+    /// Stores `entry` under `key`, and its embedding when given. In memory it is there when
+    /// this returns (so the next call is a hit); the write to Redis goes on in a task of its
+    /// own, off the request's path.
+    pub fn put(&self, key: Digest, entry: Entry, near: Option<Near>, terms: Terms) {
+        match self.shared() {
+            Some((conn, prefix)) => {
+                let prefix = prefix.to_owned();
+                tokio::spawn(async move {
+                    remote::put(conn, &prefix, key, &entry, near, terms).await;
+                });
+            }
+            None => self.memory.put(key, entry, near, terms),
+        }
+    }
+
+    fn shared(&self) -> Option<(redis::aio::ConnectionManager, &str)> {
+        self.redis.as_ref().and_then(SharedRedis::connection)
+    }
+}
+
+/// `vector` scaled to unit length (a zero vector stays zero: similar to nothing).
+fn unit(mut vector: Vec<f32>) -> Vec<f32> {
+    let norm = vector.iter().map(|x| x * x).sum::<f32>().sqrt();
+    if norm > 0.0 {
+        vector.iter_mut().for_each(|x| *x /= norm);
+    }
+    vector
+}
+
+/// Cosine similarity of two unit vectors; vectors of other lengths (another embedding model)
+/// are not similar.
+fn similarity(a: &[f32], b: &[f32]) -> f32 {
+    if a.len() != b.len() {
+        return f32::MIN;
+    }
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::canonical::{Choice, FinishReason, Message, Role};
+
+    pub fn entry(text: &str, stored_at: i64) -> Entry {
+        Entry {
+            answer: ChatResponse {
+                id: "c1".into(),
+                model: "m".into(),
+                created: 1,
+                choices: vec![Choice {
+                    index: 0,
+                    message: Message::text(Role::Assistant, text),
+                    finish_reason: Some(FinishReason::Stop),
+                    extra: Default::default(),
+                }],
+                usage: None,
+                extra: Default::default(),
+                extra_api: None,
+            },
+            provider: Some("p".into()),
+            upstream_model: Some("u".into()),
+            cost: 1_000,
+            stored_at,
+        }
+    }
+
+    pub const TERMS: Terms = Terms {
+        exact_ttl: 60_000,
+        semantic_ttl: 120_000,
+        max_bytes: 1 << 20,
+    };
+
+    #[test]
+    fn similarity_is_cosine_of_unit_vectors() {
+        let a = unit(vec![3.0, 4.0]);
+        assert!((similarity(&a, &unit(vec![6.0, 8.0])) - 1.0).abs() < 1e-6);
+        assert!(similarity(&a, &unit(vec![-4.0, 3.0])).abs() < 1e-6);
+        assert_eq!(similarity(&a, &[1.0]), f32::MIN);
+    }
+}

@@ -1,0 +1,272 @@
+//! The cache in this replica's memory, bounded in bytes. Every answer and every embedding
+//! stored takes a slot at the back of one queue; the front of the queue is the oldest, so it
+//! goes first when the bound is passed, and expired items are dropped from the front as new ones
+//! come in. An answer stored again under the same key gets a new slot; the old one is skipped
+//! when it reaches the front.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::{similarity, Digest, Entry, Near, Terms, PARTITION_CAP};
+use crate::clock::now_ms;
+
+/// What a slot of the queue costs besides its item.
+const SLOT_BYTES: usize = 64;
+
+#[derive(Default)]
+pub struct Memory {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Default)]
+struct Inner {
+    answers: HashMap<Digest, Answer>,
+    partitions: HashMap<Digest, VecDeque<Vector>>,
+    /// Every item in the order it was stored.
+    order: VecDeque<Slot>,
+    bytes: usize,
+    /// Numbers the items, so that a slot knows whether its item is still the one it stored.
+    next: u64,
+}
+
+struct Answer {
+    entry: Arc<Entry>,
+    /// When it stops serving any hit, epoch ms.
+    expires: i64,
+    bytes: usize,
+    seq: u64,
+}
+
+#[derive(Clone)]
+struct Vector {
+    key: Digest,
+    stored_at: i64,
+    vector: Arc<[f32]>,
+    seq: u64,
+}
+
+enum Slot {
+    Answer(Digest, u64),
+    Vector(Digest, u64),
+}
+
+impl Memory {
+    pub fn get(&self, key: &Digest) -> Option<Arc<Entry>> {
+        let inner = self.lock();
+        inner.answers.get(key).map(|a| a.entry.clone())
+    }
+
+    /// The most similar embedding of `near`'s partition stored since `since`, at least
+    /// `threshold` similar, and its answer.
+    pub fn nearest(&self, near: &Near, threshold: f32, since: i64) -> Option<(Arc<Entry>, f32)> {
+        // The vectors are taken out (shared, not copied) and compared without the lock held.
+        let candidates: Vec<Vector> = {
+            let inner = self.lock();
+            let partition = inner.partitions.get(&near.partition)?;
+            partition
+                .iter()
+                .filter(|v| v.stored_at > since)
+                .cloned()
+                .collect()
+        };
+        let (best, score) = candidates
+            .iter()
+            .map(|v| (v, similarity(&near.vector, &v.vector)))
+            .filter(|(_, score)| *score >= threshold)
+            .max_by(|a, b| a.1.total_cmp(&b.1))?;
+        self.get(&best.key).map(|entry| (entry, score))
+    }
+
+    pub fn put(&self, key: Digest, entry: Entry, near: Option<Near>, terms: Terms) {
+        let now = now_ms();
+        let bytes = entry.size() + SLOT_BYTES;
+        let mut inner = self.lock();
+        let inner = &mut *inner;
+        inner.next += 1;
+        let seq = inner.next;
+        let answer = Answer {
+            entry: Arc::new(entry),
+            expires: now + terms.keep(),
+            bytes,
+            seq,
+        };
+        if let Some(old) = inner.answers.insert(key, answer) {
+            // Its slot stays in the queue, and is skipped when it comes to the front.
+            inner.bytes -= old.bytes - SLOT_BYTES;
+        }
+        inner.bytes += bytes;
+        inner.order.push_back(Slot::Answer(key, seq));
+        if let Some(near) = near {
+            inner.next += 1;
+            let seq = inner.next;
+            let vector = Vector {
+                key,
+                stored_at: now,
+                vector: Arc::from(near.vector),
+                seq,
+            };
+            inner.bytes += vector_bytes(&vector) + SLOT_BYTES;
+            let partition = inner.partitions.entry(near.partition).or_default();
+            partition.push_back(vector);
+            if partition.len() > PARTITION_CAP {
+                if let Some(dropped) = partition.pop_front() {
+                    inner.bytes -= vector_bytes(&dropped);
+                }
+            }
+            inner.order.push_back(Slot::Vector(near.partition, seq));
+        }
+        inner.shrink(now, terms.max_bytes, terms.semantic_ttl);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    fn bytes(&self) -> usize {
+        self.lock().bytes
+    }
+}
+
+fn vector_bytes(vector: &Vector) -> usize {
+    vector.vector.len() * 4 + 48
+}
+
+impl Inner {
+    /// Drops items from the front of the queue while they are expired or the bound is passed.
+    fn shrink(&mut self, now: i64, max_bytes: usize, semantic_ttl: i64) {
+        while let Some(slot) = self.order.front() {
+            let over = self.bytes > max_bytes;
+            let drop = match slot {
+                Slot::Answer(key, seq) => match self.answers.get(key) {
+                    Some(answer) if answer.seq == *seq => over || answer.expires <= now,
+                    // Stored again since: this slot no longer holds it.
+                    _ => true,
+                },
+                Slot::Vector(partition, seq) => {
+                    match self.partitions.get(partition).and_then(VecDeque::front) {
+                        Some(front) if front.seq == *seq => {
+                            over || front.stored_at + semantic_ttl <= now
+                        }
+                        // Pushed out of a full partition already.
+                        _ => true,
+                    }
+                }
+            };
+            if !drop {
+                break;
+            }
+            self.pop_front();
+        }
+    }
+
+    /// Removes the front slot and, if it still holds it, its item.
+    fn pop_front(&mut self) {
+        let Some(slot) = self.order.pop_front() else {
+            return;
+        };
+        self.bytes -= SLOT_BYTES;
+        match slot {
+            Slot::Answer(key, seq) => {
+                if self.answers.get(&key).is_some_and(|a| a.seq == seq) {
+                    if let Some(answer) = self.answers.remove(&key) {
+                        self.bytes -= answer.bytes - SLOT_BYTES;
+                    }
+                }
+            }
+            Slot::Vector(partition_key, seq) => {
+                if let Some(partition) = self.partitions.get_mut(&partition_key) {
+                    if partition.front().is_some_and(|v| v.seq == seq) {
+                        if let Some(dropped) = partition.pop_front() {
+                            self.bytes -= vector_bytes(&dropped);
+                        }
+                    }
+                    if partition.is_empty() {
+                        self.partitions.remove(&partition_key);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::super::tests::{entry, TERMS};
+    use super::*;
+
+    fn key(n: u8) -> Digest {
+        [n; 32]
+    }
+
+    #[test]
+    fn the_oldest_entries_go_first_past_the_bound() {
+        let memory = Memory::default();
+        let terms = Terms {
+            max_bytes: 4_000,
+            ..TERMS
+        };
+        for n in 0..40 {
+            memory.put(key(n), entry(&"x".repeat(100), now_ms()), None, terms);
+            assert!(memory.bytes() <= 4_000, "{} bytes", memory.bytes());
+        }
+        assert!(memory.get(&key(0)).is_none());
+        assert!(memory.get(&key(39)).is_some());
+        // Stored again: the newest copy is the one served, and counted once.
+        let before = memory.bytes();
+        memory.put(key(39), entry("again", now_ms()), None, terms);
+        assert_eq!(
+            memory.get(&key(39)).unwrap().answer.choices[0]
+                .message
+                .joined_text(),
+            "again"
+        );
+        assert!(memory.bytes() <= before + SLOT_BYTES);
+    }
+
+    #[test]
+    fn expired_items_are_dropped_as_new_ones_come() {
+        let memory = Memory::default();
+        let terms = Terms {
+            exact_ttl: 1,
+            semantic_ttl: 1,
+            ..TERMS
+        };
+        let near = || Near::new(key(9), vec![1.0, 0.0]);
+        memory.put(key(1), entry("a", now_ms()), Some(near()), terms);
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        memory.put(key(2), entry("b", now_ms()), None, terms);
+        let inner = memory.lock();
+        assert!(!inner.answers.contains_key(&key(1)));
+        assert!(!inner.partitions.contains_key(&key(9)));
+        assert_eq!(inner.order.len(), 1);
+    }
+
+    #[test]
+    fn the_nearest_answer_above_the_threshold_is_found_within_its_partition() {
+        let memory = Memory::default();
+        memory.put(
+            key(1),
+            entry("north", now_ms()),
+            Some(Near::new(key(7), vec![1.0, 0.1])),
+            TERMS,
+        );
+        memory.put(
+            key(2),
+            entry("east", now_ms()),
+            Some(Near::new(key(7), vec![0.1, 1.0])),
+            TERMS,
+        );
+        let query = Near::new(key(7), vec![1.0, 0.0]);
+        let (found, score) = memory.nearest(&query, 0.9, 0).unwrap();
+        assert_eq!(found.answer.choices[0].message.joined_text(), "north");
+        assert!(score > 0.99);
+        assert!(memory.nearest(&query, 0.999, 0).is_none());
+        assert!(memory
+            .nearest(&Near::new(key(8), vec![1.0, 0.0]), 0.5, 0)
+            .is_none());
+        // Stored too long ago for the semantic ttl.
+        assert!(memory.nearest(&query, 0.9, now_ms() + 1).is_none());
+    }
+}
