@@ -30,7 +30,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Chunks each ranking hands to the fusion: what a search for up to 12 results uses.
 const DEPTH: usize = 50;
 /// Texts per embedding call, as ingestion sends them.
-const BATCH: usize = 64;
+const BATCH: usize = 32;
 
 /// SQuAD's articles: each a list of paragraphs, each with its questions.
 type Articles = Vec<Vec<(String, Vec<String>)>>;
@@ -374,7 +374,7 @@ fn speed(articles: &Articles) {
 }
 
 /// Chunks a second through the embedder: `CHUNKS_EMBEDDED` full-size chunks (the dev set's
-/// articles cut by chunk::AUTO), in batches of 64 one after another, as ingestion sends them.
+/// articles cut by chunk::AUTO), in batches one after another, as ingestion sends them.
 async fn ingestion(articles: &Articles, embedder: &Embedder) {
     let count = env_usize("CHUNKS_EMBEDDED", 512);
     let chunks: Vec<String> = articles
