@@ -2,9 +2,10 @@
 //! vector stores (`/v1/vector_stores`), searched for every model through every API.
 //!
 //! A search is hybrid: BM25 over the chunks' words finds exact names and codes, cosine
-//! similarity of embeddings finds paraphrases, and reciprocal rank fusion merges the two
-//! rankings. Chunks and vectors live in the database, so every replica searches the same
-//! data; each replica keeps an in-memory index of the stores it has searched, kept in sync.
+//! similarity of embeddings finds paraphrases, and the two rankings are merged by the mean of
+//! their scores, each scaled to 0..1. Chunks and vectors live in the database, so every
+//! replica searches the same data; each replica keeps an in-memory index of the stores it has
+//! searched, kept in sync.
 //!
 //! Searches are made by `POST /v1/vector_stores/{id}/search`, by the `file_search` tool of
 //! `/v1/responses`, and for the new message of a chat call that names stores

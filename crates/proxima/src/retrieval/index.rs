@@ -20,12 +20,12 @@ use tokio::time::Instant;
 use crate::error::Result;
 use crate::store::{IndexedFile, Store};
 
+/// The score of the weakest chunk a search returns.
+const FLOOR: f32 = 0.01;
+
 /// BM25's term-frequency saturation and length normalisation.
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
-
-/// Reciprocal rank fusion's constant: ranks past the first few count less and less.
-const RRF_K: f32 = 60.0;
 
 /// One file's chunks, indexed.
 pub struct FileIndex {
@@ -167,8 +167,8 @@ pub struct Found {
 }
 
 /// Ranks the chunks of `stores` for a query: BM25 over `words` and cosine similarity to each
-/// store's query vector, each list `depth` deep, fused by reciprocal rank. Only files
-/// `allowed` are searched. Best first, at most `depth`.
+/// store's query vector, each list `depth` deep, fused by the mean of their scores scaled to
+/// 0..1 within each list. Only files `allowed` are searched. Best first, at most `depth`.
 pub fn rank(
     stores: &[Searched<'_>],
     words: &[String],
@@ -187,7 +187,7 @@ pub fn rank(
             }
         }
     }
-    let mut lists: Vec<Vec<usize>> = Vec::new();
+    let mut lists: Vec<Vec<(usize, f32)>> = Vec::new();
     if mode != Mode::Vectors && !words.is_empty() {
         lists.push(bm25(stores, &files, slots, words, depth));
     }
@@ -200,15 +200,30 @@ pub fn rank(
     if lists.is_empty() {
         return Vec::new();
     }
-    // Reciprocal rank fusion, scaled so that first place in every list scores 1.
-    let best = lists.len() as f32 / (RRF_K + 1.0);
+    // Each list's scores scaled to 0..1 (its first 1, its last 0), then averaged: unlike
+    // reciprocal rank fusion, a clear lead in one list (a rare word matched, a near-identical
+    // meaning) keeps its weight instead of being flattened to a rank that the other list's
+    // guesses outvote. First place in every list scores 1.
+    let share = 1.0 / lists.len() as f32;
     let mut fused: HashMap<usize, f32> = HashMap::new();
     for list in &lists {
-        for (rank, slot) in list.iter().enumerate() {
-            *fused.entry(*slot).or_default() += 1.0 / (RRF_K + 1.0 + rank as f32);
+        let first = list.first().map_or(0.0, |&(_, score)| score);
+        let last = list.last().map_or(0.0, |&(_, score)| score);
+        for &(slot, score) in list {
+            let scaled = if first > last {
+                (score - last) / (first - last)
+            } else {
+                1.0
+            };
+            *fused.entry(slot).or_default() += share * scaled;
         }
     }
-    let mut found: Vec<(usize, f32)> = fused.into_iter().map(|(s, v)| (s, v / best)).collect();
+    // The last of a list scales to 0; every chunk found matched something, so scores are
+    // lifted into (0, 1] (the order is unchanged): 0 would read as "not relevant at all".
+    let mut found: Vec<(usize, f32)> = fused
+        .into_iter()
+        .map(|(slot, score)| (slot, FLOOR + (1.0 - FLOOR) * score))
+        .collect();
     found.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
     found.truncate(depth);
     found
@@ -235,14 +250,15 @@ fn file_of<'a>(stores: &[Searched<'a>], &(store, file, _): &FileSlots) -> &'a Fi
     &stores[store].index.files[file]
 }
 
-/// Slots ranked by BM25 (best first, at most `depth`), over the union of the searched files.
+/// Slots ranked by BM25 (best first, at most `depth`) with their scores, over the union of
+/// the searched files.
 fn bm25(
     stores: &[Searched<'_>],
     files: &[FileSlots],
     slots: usize,
     words: &[String],
     depth: usize,
-) -> Vec<usize> {
+) -> Vec<(usize, f32)> {
     let n = slots as f32;
     let total_words: u64 = files
         .iter()
@@ -291,8 +307,8 @@ fn bm25(
     top(touched.into_iter().map(|slot| (scores[slot], slot)), depth)
 }
 
-/// Slots ranked by the cosine of their embedding with their store's query vector.
-fn cosine(stores: &[Searched<'_>], files: &[FileSlots], depth: usize) -> Vec<usize> {
+/// Slots ranked by the cosine of their embedding with their store's query vector, with it.
+fn cosine(stores: &[Searched<'_>], files: &[FileSlots], depth: usize) -> Vec<(usize, f32)> {
     let queries: Vec<Option<(Vec<i8>, f32)>> = stores
         .iter()
         .map(|s| s.query_vector.map(quantise))
@@ -319,18 +335,23 @@ fn cosine(stores: &[Searched<'_>], files: &[FileSlots], depth: usize) -> Vec<usi
     }
     let mut ranked: Vec<(Score, usize)> = heap.into_iter().map(|Reverse(x)| x).collect();
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    ranked.into_iter().map(|(_, slot)| slot).collect()
+    ranked
+        .into_iter()
+        .map(|(score, slot)| (slot, score.0))
+        .collect()
 }
 
-/// The `depth` best of (score, slot), best first.
-fn top(scored: impl Iterator<Item = (f32, usize)>, depth: usize) -> Vec<usize> {
+/// The `depth` best of (score, slot), best first, as (slot, score).
+fn top(scored: impl Iterator<Item = (f32, usize)>, depth: usize) -> Vec<(usize, f32)> {
     let mut all: Vec<(Score, usize)> = scored.map(|(s, slot)| (Score(s), slot)).collect();
     if all.len() > depth && depth > 0 {
         all.select_nth_unstable_by(depth - 1, |a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         all.truncate(depth);
     }
     all.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    all.into_iter().map(|(_, slot)| slot).collect()
+    all.into_iter()
+        .map(|(score, slot)| (slot, score.0))
+        .collect()
 }
 
 /// An f32 that orders totally, for heaps.
