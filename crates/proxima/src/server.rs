@@ -15,7 +15,10 @@
 //! 4. [`pipeline`](crate::pipeline), in named phases over one exchange:
 //!    admit (404 unknown model, 403 not allowed; the meter opens) → prepare (the prompt as it
 //!    will be sent: a conversation turn gets its stored context assembled in by
-//!    [`context`](crate::context), 404 for another tenant's conversation) → limit (429 rate limits and budgets of key, team and model) → route (the
+//!    [`context`](crate::context), 404 for another tenant's conversation; passages retrieved
+//!    from named vector stores by [`retrieval`](crate::retrieval)) → cache (a stored answer
+//!    for the same request, or a close one, skips routing: [`cache`](crate::cache)) → limit
+//!    (429 rate limits and budgets of key, team and model) → route (the
 //!    [`router`](crate::router): strategy order, every target, retries, fallbacks; a stream
 //!    fails over until its first chunk) → finish (the answer's stages; metering settles the
 //!    limits and writes the one ledger row when the call ends, however it ends; a conversation
@@ -25,6 +28,10 @@
 //!    a stream goes out through [`surface::events`], chunk by chunk, batched when chunks arrive
 //!    together, with keep-alive comments in long silences and an error event if the upstream
 //!    breaks.
+//!
+//! `/v1/files` ([`surface::files`]) and `/v1/vector_stores` ([`surface::vector_stores`]) store
+//! documents and search them; a file added to a store is ingested in the background
+//! ([`crate::retrieval::ingest`]), its embedding calls made through the pipeline.
 //!
 //! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
 //! [`surface::responses`] read and write the conversation store directly, for the caller's
