@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{col, db_error, Row, Store};
+use super::{col, db_error, json_column, Row, Store};
 use crate::error::Result;
 
 /// A vector store's row.
@@ -124,17 +124,13 @@ const DAY_MS: i64 = 86_400_000;
 /// Chunks written per statement (four parameters each).
 const CHUNK_ROWS: usize = 64;
 
-fn json(text: Option<String>) -> Option<Value> {
-    text.and_then(|t| serde_json::from_str(&t).ok())
-}
-
 fn store_from_row(row: &impl Row) -> Result<VectorStoreRecord> {
     Ok(VectorStoreRecord {
         id: col(row, "id")?,
         owner: col(row, "owner")?,
         name: col(row, "name")?,
-        metadata: json(col(row, "metadata")?).unwrap_or(Value::Null),
-        expires_after: json(col(row, "expires_after")?),
+        metadata: json_column::<Value>(col(row, "metadata")?).unwrap_or(Value::Null),
+        expires_after: json_column::<Value>(col(row, "expires_after")?),
         embedding_model: col(row, "embedding_model")?,
         created_at: col(row, "created_at")?,
         last_active_at: col(row, "last_active_at")?,
@@ -147,12 +143,12 @@ fn file_from_row(row: &impl Row) -> Result<StoreFileRecord> {
         store_id: col(row, "store_id")?,
         file_id: col(row, "file_id")?,
         filename: col(row, "filename")?,
-        attributes: json(col(row, "attributes")?).unwrap_or(Value::Null),
+        attributes: json_column::<Value>(col(row, "attributes")?).unwrap_or(Value::Null),
         chunking: serde_json::from_str(&chunking).map_err(|e| {
             crate::error::Error::internal(format!("a stored chunking strategy is unreadable: {e}"))
         })?,
         status: col(row, "status")?,
-        last_error: json(col(row, "last_error")?),
+        last_error: json_column::<Value>(col(row, "last_error")?),
         usage_bytes: col(row, "usage_bytes")?,
         batch_id: col(row, "batch_id")?,
         created_at: col(row, "created_at")?,
@@ -601,7 +597,7 @@ impl Store {
         })?;
         let mut deleted = 0;
         for (id, owner, expires_after, last_active_at) in rows {
-            let days = json(expires_after)
+            let days = json_column::<Value>(expires_after)
                 .and_then(|e| e.get("days").and_then(Value::as_i64))
                 .unwrap_or(i64::MAX / DAY_MS);
             if last_active_at.saturating_add(days.saturating_mul(DAY_MS)) <= now
@@ -654,7 +650,8 @@ impl Store {
                     Ok(IndexedFile {
                         file_id: col(r, "file_id")?,
                         filename: col(r, "filename")?,
-                        attributes: json(col(r, "attributes")?).unwrap_or(Value::Null),
+                        attributes: json_column::<Value>(col(r, "attributes")?)
+                            .unwrap_or(Value::Null),
                         generation: col(r, "generation")?,
                     })
                 })
