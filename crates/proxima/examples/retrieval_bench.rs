@@ -20,7 +20,7 @@ use tokio::time::Instant;
 
 use proxima::providers::local::Embedder;
 use proxima::retrieval::chunk;
-use proxima::retrieval::index::{self, FileIndex, FileWords, Found, Mode, Searched, StoreIndex};
+use proxima::retrieval::index::{self, FileChunks, FileIndex, Found, Mode, Searched, StoreIndex};
 use proxima::store::{hex, IndexedFile};
 
 /// The gateway's allocator, so that memory is measured as the gateway would hold it.
@@ -67,7 +67,7 @@ fn env_usize(name: &str, default: usize) -> usize {
         .unwrap_or(default)
 }
 
-fn file(id: usize, chunks: &[String], vectors: &[Vec<f32>]) -> (Arc<FileIndex>, FileWords) {
+fn file(id: usize, chunks: &[String], vectors: &[Vec<f32>]) -> (Arc<FileIndex>, FileChunks) {
     let meta = IndexedFile {
         file_id: format!("file-{id}"),
         filename: format!("{id}.txt"),
@@ -329,7 +329,7 @@ fn speed(articles: &Articles) {
         .collect();
     for layout in [documents, one_file_per_chunk] {
         let before = rss_kib();
-        let files: Vec<(Arc<FileIndex>, FileWords)> = layout
+        let files: Vec<(Arc<FileIndex>, FileChunks)> = layout
             .iter()
             .enumerate()
             .map(|(i, chunks)| {

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use tokio::time::Instant;
 
 use crate::error::Result;
-use crate::store::{IndexedFile, Store};
+use crate::store::{ChunkRow, IndexedFile, Store};
 
 /// The score of the weakest chunk a search returns.
 const FLOOR: f32 = 0.01;
@@ -29,7 +29,8 @@ const FLOOR: f32 = 0.01;
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
 
-/// One file's chunks, indexed: what the file is, and its chunks' embeddings.
+/// One file of a store's index: what it is, and how much it holds. Its chunks' words and
+/// embeddings are kept by the store, with every other file's.
 pub struct FileIndex {
     pub file_id: String,
     pub filename: String,
@@ -38,7 +39,15 @@ pub struct FileIndex {
     chunks: usize,
     /// Words in all its chunks.
     words: u64,
-    /// Dimensions of the embeddings; 0 when the chunks have none.
+}
+
+/// A file's chunks as indexing found them, until they join its store's index.
+pub struct FileChunks {
+    /// Words per chunk.
+    lens: Vec<u32>,
+    /// Word → (chunk, occurrences), by chunk.
+    postings: HashMap<String, Vec<(u32, u32)>>,
+    /// Dimensions of the embeddings; 0 when some chunk has none.
     dims: usize,
     /// Chunk after chunk, `dims` bytes each.
     vectors: Vec<i8>,
@@ -46,20 +55,12 @@ pub struct FileIndex {
     scales: Vec<f32>,
 }
 
-/// A file's words as indexing found them, until they join its store's index.
-pub struct FileWords {
-    /// Words per chunk.
-    lens: Vec<u32>,
-    /// Word → (chunk, occurrences), by chunk.
-    postings: HashMap<String, Vec<(u32, u32)>>,
-}
-
 impl FileIndex {
     /// Indexes a file's chunks: `(text, embedding)` in order.
     pub fn build<'a>(
         file: IndexedFile,
         chunks: impl IntoIterator<Item = (&'a str, Option<&'a [f32]>)>,
-    ) -> (FileIndex, FileWords) {
+    ) -> (FileIndex, FileChunks) {
         let mut index = FileIndex {
             file_id: file.file_id,
             filename: file.filename,
@@ -70,60 +71,57 @@ impl FileIndex {
             generation: file.generation,
             chunks: 0,
             words: 0,
+        };
+        let mut found = FileChunks {
+            lens: Vec::new(),
+            postings: HashMap::new(),
             dims: 0,
             vectors: Vec::new(),
             scales: Vec::new(),
         };
-        let mut words = FileWords {
-            lens: Vec::new(),
-            postings: HashMap::new(),
-        };
+        let mut embedded = true;
         for (seq, (text, embedding)) in chunks.into_iter().enumerate() {
-            let seq = seq as u32;
             let terms = crate::words::terms(text, usize::MAX);
             let len: u32 = terms.iter().map(|(_, n)| n).sum();
-            words.lens.push(len);
+            found.lens.push(len);
             index.words += u64::from(len);
             for (term, n) in terms {
-                words.postings.entry(term).or_default().push((seq, n));
+                found
+                    .postings
+                    .entry(term)
+                    .or_default()
+                    .push((seq as u32, n));
             }
             match embedding {
-                Some(v) if seq == 0 || v.len() == index.dims => {
-                    index.dims = v.len();
+                Some(v) if embedded && !v.is_empty() && (seq == 0 || v.len() == found.dims) => {
+                    found.dims = v.len();
                     let (q, scale) = quantise(v);
-                    index.vectors.extend(q);
-                    index.scales.push(scale);
+                    found.vectors.extend(q);
+                    found.scales.push(scale);
                 }
                 // A chunk without (or with a mismatched) embedding: the file is searched by
                 // its words only.
-                _ => {
-                    index.dims = 0;
-                    index.vectors.clear();
-                    index.scales.clear();
-                }
+                _ => embedded = false,
             }
         }
-        index.chunks = words.lens.len();
-        if index.scales.len() != index.chunks {
-            index.dims = 0;
-            index.vectors = Vec::new();
-            index.scales = Vec::new();
+        index.chunks = found.lens.len();
+        if !embedded {
+            found.dims = 0;
+            found.vectors = Vec::new();
+            found.scales = Vec::new();
         }
-        (index, words)
+        (index, found)
     }
 
     pub fn chunks(&self) -> usize {
         self.chunks
     }
-
-    /// Bytes its embeddings hold.
-    fn memory(&self) -> usize {
-        self.vectors.capacity() + 4 * self.scales.capacity()
-    }
 }
 
 /// A vector store's index at one version. Its chunks are numbered by slot: the first file's,
-/// then the next file's, and so on.
+/// then the next file's, and so on; words and embeddings are kept by slot for the whole
+/// store, so that a search looks each word up once and scans the embeddings in one run of
+/// memory, however many files there are.
 pub struct StoreIndex {
     pub id: String,
     pub owner: String,
@@ -138,6 +136,14 @@ pub struct StoreIndex {
     lens: Vec<u32>,
     /// Word → (slot, occurrences).
     postings: HashMap<Box<str>, Vec<(u32, u32)>>,
+    /// Dimensions of the embeddings; 0 when no file has any.
+    dims: usize,
+    /// Per file: whether its chunks have embeddings of `dims` dimensions.
+    embedded: Vec<bool>,
+    /// Slot after slot, `dims` bytes each (zeros for a file without embeddings).
+    vectors: Vec<i8>,
+    /// Per slot: the value of one quantisation step.
+    scales: Vec<f32>,
 }
 
 impl StoreIndex {
@@ -145,102 +151,17 @@ impl StoreIndex {
     pub fn new(
         id: &str,
         embedding_model: Option<String>,
-        files: Vec<(Arc<FileIndex>, FileWords)>,
+        files: Vec<(Arc<FileIndex>, FileChunks)>,
     ) -> StoreIndex {
-        let files = files.into_iter().map(|(f, w)| (f, Some(w))).collect();
-        StoreIndex::assemble(
-            id.to_owned(),
-            String::new(),
-            0,
-            embedding_model,
-            files,
-            None,
-        )
+        let mut builder = Builder::new(None);
+        for (file, chunks) in files {
+            builder.add(file, Some(chunks));
+        }
+        builder.finish(id.to_owned(), String::new(), 0, embedding_model)
     }
 
-    /// Puts files together: those with their words, and those without, whose words are taken
-    /// from `previous` (which must have them).
-    fn assemble(
-        id: String,
-        owner: String,
-        version: i64,
-        embedding_model: Option<String>,
-        files: Vec<(Arc<FileIndex>, Option<FileWords>)>,
-        previous: Option<&StoreIndex>,
-    ) -> StoreIndex {
-        let mut starts = Vec::with_capacity(files.len() + 1);
-        let mut next = 0u32;
-        for (file, _) in &files {
-            starts.push(next);
-            next += file.chunks as u32;
-        }
-        starts.push(next);
-        let slots = next as usize;
-        let range = |starts: &[u32], f: usize| starts[f] as usize..starts[f + 1] as usize;
-        let mut slot_file = vec![0u32; slots];
-        for f in 0..files.len() {
-            slot_file[range(&starts, f)].fill(f as u32);
-        }
-        let mut lens = vec![0u32; slots];
-        let mut postings: HashMap<Box<str>, Vec<(u32, u32)>> = HashMap::new();
-        if let Some(previous) = previous {
-            // Where each file of the previous index kept as it was now starts.
-            let before: HashMap<&str, usize> = previous
-                .files
-                .iter()
-                .enumerate()
-                .map(|(f, file)| (file.file_id.as_str(), f))
-                .collect();
-            let mut moved: Vec<Option<u32>> = vec![None; previous.files.len()];
-            for (f, (file, words)) in files.iter().enumerate() {
-                if words.is_some() {
-                    continue;
-                }
-                if let Some(&old) = before.get(file.file_id.as_str()) {
-                    moved[old] = Some(starts[f]);
-                    lens[range(&starts, f)]
-                        .copy_from_slice(&previous.lens[range(&previous.starts, old)]);
-                }
-            }
-            for (word, list) in &previous.postings {
-                let kept: Vec<(u32, u32)> = list
-                    .iter()
-                    .filter_map(|&(slot, tf)| {
-                        let old = previous.slot_file[slot as usize] as usize;
-                        moved[old].map(|start| (start + slot - previous.starts[old], tf))
-                    })
-                    .collect();
-                if !kept.is_empty() {
-                    postings.insert(word.clone(), kept);
-                }
-            }
-        }
-        let mut kept_files = Vec::with_capacity(files.len());
-        for (f, (file, words)) in files.into_iter().enumerate() {
-            if let Some(words) = words {
-                lens[range(&starts, f)].copy_from_slice(&words.lens);
-                for (word, list) in words.postings {
-                    postings
-                        .entry(word.into_boxed_str())
-                        .or_default()
-                        .extend(list.into_iter().map(|(seq, tf)| (starts[f] + seq, tf)));
-                }
-            }
-            kept_files.push(file);
-        }
-        postings.values_mut().for_each(Vec::shrink_to_fit);
-        postings.shrink_to_fit();
-        StoreIndex {
-            id,
-            owner,
-            version,
-            embedding_model,
-            files: kept_files,
-            starts,
-            slot_file,
-            lens,
-            postings,
-        }
+    fn range(&self, file: usize) -> std::ops::Range<usize> {
+        self.starts[file] as usize..self.starts[file + 1] as usize
     }
 
     /// Chunks in the store.
@@ -255,8 +176,162 @@ impl StoreIndex {
             .iter()
             .map(|(word, list)| word.len() + 16 + 24 + 8 * list.capacity() + 8)
             .sum();
-        let files: usize = self.files.iter().map(|f| f.memory() + 160).sum();
-        postings + files + 4 * (self.starts.len() + self.slot_file.len() + self.lens.len())
+        let files: usize = self
+            .files
+            .iter()
+            .map(|f| 160 + f.file_id.len() + f.filename.len())
+            .sum();
+        let slots = 4 * (self.slot_file.len() + self.lens.len() + self.scales.len());
+        postings + files + slots + self.vectors.capacity()
+    }
+}
+
+/// Puts a store's index together file by file, in slot order: a file indexed now brings its
+/// chunks, which join the store's at once (so a reload holds one file's words twice at most);
+/// a file unchanged since the previous index has its words and embeddings moved over.
+struct Builder<'p> {
+    previous: Option<&'p StoreIndex>,
+    /// The previous index's files by id.
+    before: HashMap<&'p str, usize>,
+    /// Per file of the previous index: where it starts now, if it was kept.
+    moved: Vec<Option<u32>>,
+    files: Vec<Arc<FileIndex>>,
+    starts: Vec<u32>,
+    lens: Vec<u32>,
+    postings: HashMap<Box<str>, Vec<(u32, u32)>>,
+    dims: usize,
+    embedded: Vec<bool>,
+    vectors: Vec<i8>,
+    scales: Vec<f32>,
+}
+
+impl<'p> Builder<'p> {
+    fn new(previous: Option<&'p StoreIndex>) -> Builder<'p> {
+        Builder {
+            previous,
+            before: previous.map_or_else(HashMap::new, |p| {
+                p.files
+                    .iter()
+                    .enumerate()
+                    .map(|(f, file)| (file.file_id.as_str(), f))
+                    .collect()
+            }),
+            moved: vec![None; previous.map_or(0, |p| p.files.len())],
+            files: Vec::new(),
+            starts: Vec::new(),
+            lens: Vec::new(),
+            postings: HashMap::new(),
+            dims: 0,
+            embedded: Vec::new(),
+            vectors: Vec::new(),
+            scales: Vec::new(),
+        }
+    }
+
+    /// Adds the next file: with its chunks, or without when it is unchanged since the previous
+    /// index (whose words and embeddings it then gets).
+    fn add(&mut self, file: Arc<FileIndex>, chunks: Option<FileChunks>) {
+        let start = self.lens.len() as u32;
+        let (lens, dims, vectors, scales) = match chunks {
+            Some(chunks) => {
+                for (word, list) in chunks.postings {
+                    self.postings
+                        .entry(word.into_boxed_str())
+                        .or_default()
+                        .extend(list.into_iter().map(|(seq, tf)| (start + seq, tf)));
+                }
+                (chunks.lens, chunks.dims, chunks.vectors, chunks.scales)
+            }
+            None => {
+                let old = self
+                    .previous
+                    .and_then(|p| Some((p, *self.before.get(file.file_id.as_str())?)));
+                match old {
+                    Some((previous, old)) => {
+                        self.moved[old] = Some(start);
+                        let range = previous.range(old);
+                        let (dims, vectors, scales) = if previous.embedded[old] {
+                            let bytes = range.start * previous.dims..range.end * previous.dims;
+                            (
+                                previous.dims,
+                                previous.vectors[bytes].to_vec(),
+                                previous.scales[range.clone()].to_vec(),
+                            )
+                        } else {
+                            (0, Vec::new(), Vec::new())
+                        };
+                        (previous.lens[range].to_vec(), dims, vectors, scales)
+                    }
+                    // Not in the previous index after all: no words, no chunks.
+                    None => (vec![0; file.chunks], 0, Vec::new(), Vec::new()),
+                }
+            }
+        };
+        let slots = lens.len();
+        self.lens.extend(lens);
+        if dims > 0 && self.dims == 0 {
+            // The first file with embeddings sets the store's dimensions; the files before it
+            // get zeros.
+            self.dims = dims;
+            self.vectors = vec![0; start as usize * dims];
+            self.scales = vec![0.0; start as usize];
+        }
+        let embedded = dims > 0 && dims == self.dims;
+        if embedded {
+            self.vectors.extend(vectors);
+            self.scales.extend(scales);
+        } else if self.dims > 0 {
+            self.vectors
+                .resize(self.vectors.len() + slots * self.dims, 0);
+            self.scales.resize(self.scales.len() + slots, 0.0);
+        }
+        self.embedded.push(embedded);
+        self.starts.push(start);
+        self.files.push(file);
+    }
+
+    fn finish(
+        mut self,
+        id: String,
+        owner: String,
+        version: i64,
+        embedding_model: Option<String>,
+    ) -> StoreIndex {
+        let slots = self.lens.len();
+        self.starts.push(slots as u32);
+        let mut slot_file = vec![0u32; slots];
+        for f in 0..self.files.len() {
+            slot_file[self.starts[f] as usize..self.starts[f + 1] as usize].fill(f as u32);
+        }
+        if let Some(previous) = self.previous {
+            for (word, list) in &previous.postings {
+                let kept = list.iter().filter_map(|&(slot, tf)| {
+                    let old = previous.slot_file[slot as usize] as usize;
+                    self.moved[old].map(|start| (start + slot - previous.starts[old], tf))
+                });
+                let mut kept = kept.peekable();
+                if kept.peek().is_some() {
+                    self.postings.entry(word.clone()).or_default().extend(kept);
+                }
+            }
+        }
+        self.postings.values_mut().for_each(Vec::shrink_to_fit);
+        self.postings.shrink_to_fit();
+        StoreIndex {
+            id,
+            owner,
+            version,
+            embedding_model,
+            files: self.files,
+            starts: self.starts,
+            slot_file,
+            lens: self.lens,
+            postings: self.postings,
+            dims: self.dims,
+            embedded: self.embedded,
+            vectors: self.vectors,
+            scales: self.scales,
+        }
     }
 }
 
@@ -463,19 +538,32 @@ fn cosine(scope: &Scope<'_, '_>, depth: usize) -> Vec<(usize, f32)> {
     let mut heap: BinaryHeap<Reverse<(Score, usize)>> = BinaryHeap::with_capacity(depth + 1);
     let mut products = Vec::new();
     for (s, searched) in scope.stores.iter().enumerate() {
+        let index = searched.index;
         let Some((query, query_scale)) = searched.query_vector.map(quantise) else {
             continue;
         };
-        let index = searched.index;
-        for (f, file) in index.files.iter().enumerate() {
-            if file.dims != query.len() || file.dims == 0 || !scope.allows_file(s, f) {
+        if index.dims == 0 || index.dims != query.len() {
+            continue;
+        }
+        // Runs of consecutive files to scan, each in one pass over its memory: every file
+        // with embeddings, unless a filter leaves some out.
+        let mut f = 0;
+        while f < index.files.len() {
+            let searched = |f: usize| index.embedded[f] && scope.allows_file(s, f);
+            if !searched(f) {
+                f += 1;
                 continue;
             }
-            let first = scope.bases[s] + index.starts[f] as usize;
-            dots(&query, &file.vectors, &mut products);
-            for (seq, &product) in products.iter().enumerate() {
-                let similarity = product as f32 * query_scale * file.scales[seq];
-                let item = Reverse((Score(similarity), first + seq));
+            let first = f;
+            while f < index.files.len() && searched(f) {
+                f += 1;
+            }
+            let slots = index.starts[first] as usize..index.starts[f] as usize;
+            let bytes = slots.start * index.dims..slots.end * index.dims;
+            dots(&query, &index.vectors[bytes], &mut products);
+            for (&product, slot) in products.iter().zip(slots) {
+                let similarity = product as f32 * query_scale * index.scales[slot];
+                let item = Reverse((Score(similarity), scope.bases[s] + slot));
                 if heap.len() < depth {
                     heap.push(item);
                 } else if heap.peek().is_some_and(|low| item < *low) {
@@ -593,8 +681,9 @@ pub struct Indexes {
     stores: Mutex<HashMap<String, Cached>>,
     /// When each store's use was last written.
     touched: Mutex<HashMap<String, Instant>>,
-    /// One reload at a time: two searches of a stale store read it once.
-    loading: tokio::sync::Mutex<()>,
+    /// One reload of a store at a time: two searches of a stale store read it once, while
+    /// other stores load and serve as they need.
+    loading: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     sync_interval: Duration,
 }
 
@@ -610,7 +699,7 @@ impl Indexes {
         Indexes {
             stores: Mutex::default(),
             touched: Mutex::default(),
-            loading: tokio::sync::Mutex::new(()),
+            loading: Mutex::default(),
             sync_interval,
         }
     }
@@ -669,10 +758,31 @@ impl Indexes {
         if let Some(cached) = self.cached(id).filter(fresh) {
             return Ok(Some(cached.index));
         }
-        let _loading = self.loading.lock().await;
-        if let Some(cached) = self.cached(id).filter(fresh) {
-            return Ok(Some(cached.index));
+        let lock = self
+            .loading
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(id.to_owned())
+            .or_default()
+            .clone();
+        let loaded = async {
+            let _loading = lock.lock().await;
+            if let Some(cached) = self.cached(id).filter(fresh) {
+                return Ok(Some(cached.index));
+            }
+            self.reload(store, id).await
         }
+        .await;
+        // The last one out removes the store's lock (the map holds one reference).
+        let mut locks = self.loading.lock().unwrap_or_else(|e| e.into_inner());
+        if locks.get(id).is_some_and(|l| Arc::strong_count(l) <= 2) {
+            locks.remove(id);
+        }
+        loaded
+    }
+
+    /// Reads store `id`'s version, and its index again if that changed.
+    async fn reload(&self, store: &Store, id: &str) -> Result<Option<Arc<StoreIndex>>> {
         let Some((owner, version, embedding_model)) = store.vector_store_version(id).await? else {
             self.forget(id);
             return Ok(None);
@@ -699,6 +809,14 @@ impl Indexes {
     }
 }
 
+/// Where a file's part of a reloaded index comes from.
+enum Source {
+    /// Unchanged: its words and embeddings move over from the previous index.
+    Kept(Arc<FileIndex>),
+    /// New or changed: its chunks, read again.
+    Read(Vec<ChunkRow>),
+}
+
 /// Reads a store's index at `version`, keeping the files of `previous` that did not change.
 async fn load(
     store: &Store,
@@ -708,56 +826,57 @@ async fn load(
     embedding_model: Option<String>,
     previous: Option<Arc<StoreIndex>>,
 ) -> Result<StoreIndex> {
-    let kept: HashMap<&str, &Arc<FileIndex>> = previous
-        .as_ref()
-        .map(|p| p.files.iter().map(|f| (f.file_id.as_str(), f)).collect())
-        .unwrap_or_default();
-    let mut files = Vec::new();
-    for file in store.indexed_files(id).await? {
-        let attributes = match &file.attributes {
-            Value::Object(map) => map.clone(),
-            _ => Map::new(),
-        };
-        match kept.get(file.file_id.as_str()) {
-            Some(old) if old.generation == file.generation && old.attributes == attributes => {
-                files.push((Arc::clone(old), None));
-            }
-            _ => {
-                let rows = store.file_chunks(id, &file.file_id).await?;
-                // Indexing is CPU work (a few ms per hundred chunks): off the async workers.
-                let (built, words) = tokio::task::spawn_blocking(move || {
+    // Each file: kept from the previous index, or its chunks read again.
+    let mut plan: Vec<(IndexedFile, Source)> = Vec::new();
+    {
+        let kept: HashMap<&str, &Arc<FileIndex>> = previous
+            .as_ref()
+            .map(|p| p.files.iter().map(|f| (f.file_id.as_str(), f)).collect())
+            .unwrap_or_default();
+        for file in store.indexed_files(id).await? {
+            let source = match kept.get(file.file_id.as_str()) {
+                Some(old) if unchanged(old, &file) => Source::Kept(Arc::clone(old)),
+                _ => Source::Read(store.file_chunks(id, &file.file_id).await?),
+            };
+            plan.push((file, source));
+        }
+    }
+    let id = id.to_owned();
+    // Indexing chunks and merging the store's words is CPU work (a few ms per hundred
+    // chunks): off the async workers.
+    tokio::task::spawn_blocking(move || {
+        let mut builder = Builder::new(previous.as_deref());
+        for (file, source) in plan {
+            match source {
+                Source::Kept(old) => builder.add(old, None),
+                Source::Read(rows) => {
                     let vectors: Vec<Option<Vec<f32>>> = rows
                         .iter()
                         .map(|r| r.embedding.as_deref().map(floats))
                         .collect();
-                    FileIndex::build(
+                    let (built, chunks) = FileIndex::build(
                         file,
                         rows.iter()
                             .zip(&vectors)
                             .map(|(r, v)| (r.text.as_str(), v.as_deref())),
-                    )
-                })
-                .await
-                .map_err(|e| crate::error::Error::internal(format!("indexing failed: {e}")))?;
-                files.push((Arc::new(built), Some(words)));
+                    );
+                    builder.add(Arc::new(built), Some(chunks));
+                }
             }
         }
-    }
-    drop(kept);
-    let id = id.to_owned();
-    // Merging the words of a large store is CPU work too.
-    tokio::task::spawn_blocking(move || {
-        StoreIndex::assemble(
-            id,
-            owner,
-            version,
-            embedding_model,
-            files,
-            previous.as_deref(),
-        )
+        builder.finish(id, owner, version, embedding_model)
     })
     .await
     .map_err(|e| crate::error::Error::internal(format!("indexing failed: {e}")))
+}
+
+/// Whether `file` is as the previous index has it, so that its chunks need not be read again.
+fn unchanged(old: &FileIndex, file: &IndexedFile) -> bool {
+    old.generation == file.generation
+        && match &file.attributes {
+            Value::Object(map) => &old.attributes == map,
+            _ => old.attributes.is_empty(),
+        }
 }
 
 #[cfg(test)]
@@ -766,7 +885,7 @@ mod tests {
 
     use super::*;
 
-    fn file(id: &str, chunks: &[(&str, [f32; 3])]) -> (Arc<FileIndex>, FileWords) {
+    fn file(id: &str, chunks: &[(&str, [f32; 3])]) -> (Arc<FileIndex>, FileChunks) {
         let meta = IndexedFile {
             file_id: id.to_owned(),
             filename: format!("{id}.txt"),
@@ -852,30 +971,33 @@ mod tests {
             ("river alpha again", [1.0, 0.1, 0.0]),
             ("mountain beta river", [0.1, 1.0, 0.0]),
         ];
-        let (a, a_words) = file("a", &chunks_a);
-        let (b, b_words) = file("b", &chunks_b);
-        let first = StoreIndex::new("vs", None, vec![(a.clone(), a_words), (b, b_words)]);
-        // b goes, c comes before a: a's words move to new slots.
-        let (c, c_words) = file("c", &chunks_c);
-        let reloaded = StoreIndex::assemble(
-            "vs".into(),
-            String::new(),
-            1,
-            None,
-            vec![(c, Some(c_words)), (a, None)],
-            Some(&first),
-        );
+        let (a, a_chunks) = file("a", &chunks_a);
+        let (b, b_chunks) = file("b", &chunks_b);
+        let first = StoreIndex::new("vs", None, vec![(a.clone(), a_chunks), (b, b_chunks)]);
+        // b goes, c comes before a: a's words and embeddings move to new slots.
+        let (c, c_chunks) = file("c", &chunks_c);
+        let mut builder = Builder::new(Some(&first));
+        builder.add(c, Some(c_chunks));
+        builder.add(a, None);
+        let reloaded = builder.finish("vs".into(), String::new(), 1, None);
         let fresh = StoreIndex::new("vs", None, vec![file("c", &chunks_c), file("a", &chunks_a)]);
         assert_eq!(reloaded.chunks(), 4);
         assert_eq!(reloaded.lens, fresh.lens);
+        assert_eq!(reloaded.vectors, fresh.vectors);
+        assert_eq!(reloaded.scales, fresh.scales);
         let everything = |_: &FileIndex| true;
-        for query in ["river", "alpha", "mountain beta", "gamma"] {
+        for (query, vector) in [
+            ("river", [1.0, 0.0, 0.0]),
+            ("alpha", [0.0, 1.0, 0.0]),
+            ("mountain beta", [0.5, 0.5, 0.0]),
+            ("gamma", [0.0, 0.0, 1.0]),
+        ] {
             let ranked = |index: &StoreIndex| {
                 let searched = [Searched {
                     index,
-                    query_vector: None,
+                    query_vector: Some(&vector),
                 }];
-                rank(&searched, &words(query), Mode::Words, 10, &everything)
+                rank(&searched, &words(query), Mode::Hybrid, 10, &everything)
             };
             assert_eq!(ranked(&reloaded), ranked(&fresh), "{query}");
         }
@@ -883,6 +1005,45 @@ mod tests {
             !reloaded.postings.contains_key("gamma"),
             "b's words left with it"
         );
+    }
+
+    #[test]
+    fn files_without_embeddings_are_searched_by_words_only() {
+        let meta = |id: &str| IndexedFile {
+            file_id: id.to_owned(),
+            filename: format!("{id}.txt"),
+            attributes: json!({}),
+            generation: 1,
+        };
+        let (plain, plain_chunks) = FileIndex::build(meta("plain"), [("cats sleep all day", None)]);
+        let (cats, cats_chunks) = file("cats", &[("cats purr", [0.0, 1.0, 0.0])]);
+        let store = StoreIndex::new(
+            "vs",
+            None,
+            vec![(Arc::new(plain), plain_chunks), (cats, cats_chunks)],
+        );
+        assert_eq!(store.dims, 3);
+        assert_eq!(
+            store.vectors.len(),
+            2 * 3,
+            "zeros stand in for the plain file"
+        );
+        let query = [0.0f32, 1.0, 0.0];
+        let searched = [Searched {
+            index: &store,
+            query_vector: Some(&query),
+        }];
+        let found = rank(&searched, &[], Mode::Vectors, 10, &|_: &FileIndex| true);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(found[0].file, 1);
+        let found = rank(
+            &searched,
+            &words("cats"),
+            Mode::Words,
+            10,
+            &|_: &FileIndex| true,
+        );
+        assert_eq!(found.len(), 2);
     }
 
     #[test]
