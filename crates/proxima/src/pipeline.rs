@@ -226,7 +226,10 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
-    let prepared = prepare::embeddings(req);
+    let prepared = match prepare::embeddings(&mut exchange, req) {
+        Ok(prepared) => prepared,
+        Err(e) => return exchange.refuse(e),
+    };
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
