@@ -675,9 +675,11 @@ const IBAN_LENGTHS: &[(&[u8; 2], usize)] = &[
 /// `Err` with the end of what looked like one but failed.
 fn iban(b: &[u8], i: usize) -> Option<Result<usize, usize>> {
     let head = b.get(i..i + 4)?;
-    if !(head[0].is_ascii_uppercase() && head[1].is_ascii_uppercase())
-        || !(head[2].is_ascii_digit() && head[3].is_ascii_digit())
-    {
+    let shaped = head[0].is_ascii_uppercase()
+        && head[1].is_ascii_uppercase()
+        && head[2].is_ascii_digit()
+        && head[3].is_ascii_digit();
+    if !shaped {
         return None;
     }
     let country = [head[0], head[1]];
