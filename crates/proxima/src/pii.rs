@@ -12,7 +12,8 @@
 //! conversation context and retrieved passages included. What is looked at: the text of every
 //! message part (instructions, user and assistant turns, tool results, tool-call arguments,
 //! unsigned reasoning) and `user`; not images, files, tool definitions or unmodelled fields.
-//! Embeddings inputs get the same treatment (masked inputs have nothing to restore).
+//! Embeddings inputs get the same treatment (masked inputs have nothing to restore), and so
+//! does a prompt whose tokens an upstream counts (`/v1/messages/count_tokens`).
 //!
 //! The ledger never holds a raw value: with any policy but `off`, the end-user id and the
 //! metadata tags of its rows are redacted ([`for_ledger`]). Upstream errors can only quote
@@ -55,9 +56,24 @@ fn action(mode: PiiMode) -> Action {
 /// Applies the caller's policy to a chat request about to be sent: masks or redacts it in
 /// place (a masked one gets the stage that restores its answer), or refuses it.
 pub fn protect_chat(exchange: &mut Exchange<'_>, req: &mut ChatRequest) -> Result<()> {
-    let Some((mode, wanted)) = policy(exchange.cx) else {
-        return Ok(());
-    };
+    match mask_chat(exchange.cx, req) {
+        Some((mode, masker)) => conclude(exchange, mode, masker),
+        None => Ok(()),
+    }
+}
+
+/// Applies the caller's policy to a request whose tokens an upstream counts: the prompt it
+/// sees is masked like the call's would be (the count barely changes), or it is refused.
+pub fn protect_count(cx: &RequestContext, req: &mut ChatRequest) -> Result<()> {
+    match mask_chat(cx, req) {
+        Some((PiiMode::Block, masker)) if !masker.found.is_empty() => Err(blocked(&masker)),
+        _ => Ok(()),
+    }
+}
+
+/// The chat request's texts through a masker of the caller's policy, if it has one.
+fn mask_chat(cx: &RequestContext, req: &mut ChatRequest) -> Option<(PiiMode, Masker)> {
+    let (mode, wanted) = policy(cx)?;
     let mut masker = Masker::new(wanted, action(mode));
     for message in &mut req.messages {
         for part in &mut message.content {
@@ -67,7 +83,7 @@ pub fn protect_chat(exchange: &mut Exchange<'_>, req: &mut ChatRequest) -> Resul
     if let Some(user) = &mut req.user {
         masker.text(user);
     }
-    conclude(exchange, mode, masker)
+    Some((mode, masker))
 }
 
 /// Applies the caller's policy to an embeddings request: its texts are masked or redacted (a
@@ -116,24 +132,30 @@ fn conclude(exchange: &mut Exchange<'_>, mode: PiiMode, masker: Masker) -> Resul
     if found.is_empty() {
         return Ok(());
     }
-    let kinds: Vec<&str> = found.iter().map(|e| e.name()).collect();
-    let kinds = kinds.join(", ");
     if mode == PiiMode::Block {
-        return Err(Error::new(
-            ErrorKind::PiiBlocked,
-            format!(
-                "the request contains personal data ({kinds}) and the PII policy for this key \
-                 blocks it; nothing was sent to the model"
-            ),
-        ));
+        return Err(blocked(&masker));
     }
-    if let Ok(value) = HeaderValue::from_str(&kinds.replace(' ', "")) {
+    let kinds: Vec<&str> = found.iter().map(|e| e.name()).collect();
+    if let Ok(value) = HeaderValue::from_str(&kinds.join(",")) {
         exchange.headers.push((PII_HEADER, value));
     }
     if let Some(restore) = masker.into_restore() {
         exchange.stages.push(Unmask::new(restore));
     }
     Ok(())
+}
+
+/// `400 pii_blocked`, naming the kinds found (never the values).
+fn blocked(masker: &Masker) -> Error {
+    let kinds: Vec<&str> = masker.found.iter().map(|e| e.name()).collect();
+    Error::new(
+        ErrorKind::PiiBlocked,
+        format!(
+            "the request contains personal data ({}) and the PII policy for this key blocks \
+             it; nothing was sent to the model",
+            kinds.join(", ")
+        ),
+    )
 }
 
 /// The end-user id and metadata tags of a call's ledger row: redacted, unless the caller's

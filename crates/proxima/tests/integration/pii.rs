@@ -43,10 +43,18 @@ fn masked_prompt() -> String {
     text
 }
 
+/// The body of the last request upstream, as JSON text.
+fn last_sent(mock: &MockUpstream) -> String {
+    mock.received()
+        .last()
+        .expect("a request upstream")
+        .json()
+        .to_string()
+}
+
 /// Asserts the last request upstream carried placeholders and no raw value.
 fn assert_masked_upstream(mock: &MockUpstream) {
-    let sent = mock.received().last().expect("a request upstream").json();
-    let sent = sent.to_string();
+    let sent = last_sent(mock);
     for (value, placeholder) in VALUES {
         assert!(!sent.contains(value), "{value} went upstream: {sent}");
         assert!(
@@ -125,7 +133,7 @@ async fn every_surface_masks_and_restores(kind: &str) {
         answer.header("x-proxima-pii"),
         Some("email,phone,card,iban,ssn,ip,secret")
     );
-    let sent = mock.received().last().unwrap().json().to_string();
+    let sent = last_sent(&mock);
     assert!(sent.contains(&masked_prompt()), "{sent}");
 
     // Streamed in fragments of 1 to 5 characters: placeholders cut across chunks.
@@ -160,6 +168,20 @@ async fn every_surface_masks_and_restores(kind: &str) {
     );
     assert_masked_upstream(&mock);
 
+    // An Anthropic upstream counts tokens of the masked prompt too.
+    if kind == "anthropic" {
+        let before = mock.request_count();
+        let counted = gw
+            .post_json(
+                "/v1/messages/count_tokens",
+                &json!({"model": "chat", "messages": [{"role": "user", "content": text}]}),
+            )
+            .await;
+        assert_eq!(counted.status, 200, "{}", counted.text());
+        assert_eq!(mock.request_count(), before + 1);
+        assert_masked_upstream(&mock);
+    }
+
     // /v1/responses, whole and streamed; the stored response is what the client saw.
     let answer = gw
         .post_json(
@@ -171,7 +193,7 @@ async fn every_surface_masks_and_restores(kind: &str) {
     assert_eq!(answer.status, 200, "{}", answer.text());
     assert_eq!(response_text(&answer.json()), text);
     assert_masked_upstream(&mock);
-    let sent = mock.received().last().unwrap().json().to_string();
+    let sent = last_sent(&mock);
     assert!(!sent.contains(VALUES[0].0), "instructions unmasked: {sent}");
     let data = sse_data(
         &gw.post_json(
@@ -251,7 +273,7 @@ async fn tool_arguments_are_restored(kind: &str) {
 }
 
 fn assert_masked_call_upstream(mock: &MockUpstream, email: &str) {
-    let sent = mock.received().last().unwrap().json().to_string();
+    let sent = last_sent(&mock);
     assert!(!sent.contains(email), "{sent}");
     assert!(sent.contains("<EMAIL_1>"), "{sent}");
 }
@@ -277,7 +299,7 @@ async fn redaction_removes_values_for_good() {
                     SSN [SSN], host [IP], key [SECRET].";
     // Nothing is restored: the client sees what the upstream saw.
     assert_eq!(answer.content(), expected);
-    let sent = mock.received().last().unwrap().json().to_string();
+    let sent = last_sent(&mock);
     assert!(sent.contains(expected), "{sent}");
     assert_eq!(
         answer.header("x-proxima-pii"),
@@ -376,13 +398,7 @@ async fn keys_and_teams_override_the_policy() {
         .chat_as(member["key"].as_str().unwrap(), body.clone())
         .await;
     assert_eq!(answer.status, 200, "{}", answer.text());
-    assert!(mock
-        .received()
-        .last()
-        .unwrap()
-        .json()
-        .to_string()
-        .contains(VALUES[0].0));
+    assert!(last_sent(&mock).contains(VALUES[0].0));
     // A key of that team blocks.
     gw.chat_as(blocked["key"].as_str().unwrap(), body.clone())
         .await
@@ -396,13 +412,7 @@ async fn keys_and_teams_override_the_policy() {
     // Everyone else: `[pii]`, masked.
     let answer = gw.chat_as(MASTER, body).await;
     assert_eq!(answer.content(), text);
-    assert!(!mock
-        .received()
-        .last()
-        .unwrap()
-        .json()
-        .to_string()
-        .contains(VALUES[0].0));
+    assert!(!last_sent(&mock).contains(VALUES[0].0));
 }
 
 #[tokio::test]
@@ -463,7 +473,7 @@ async fn a_conversation_stores_what_the_client_saw_and_sends_it_masked() {
     let second = turn("and my card is 4111 1111 1111 1111").await;
     assert_eq!(second.status, 200, "{}", second.text());
     // The stored history went upstream masked, numbered as before.
-    let sent = mock.received().last().unwrap().json().to_string();
+    let sent = last_sent(&mock);
     assert!(
         sent.contains("I am <EMAIL_1>") && sent.contains("<CARD_1>"),
         "{sent}"
