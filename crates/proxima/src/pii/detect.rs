@@ -272,9 +272,15 @@ fn number(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usi
     }
     let plus = b[i] == b'+';
     let mut j = i + usize::from(plus);
-    let mut groups: Vec<Group> = Vec::new();
+    // On the stack: most numbers in text are short and none of ours.
+    let mut read = [Group {
+        start: 0,
+        end: 0,
+        sep: 0,
+    }; MAX_GROUPS];
+    let mut n = 0;
     let mut sep = 0u8;
-    while groups.len() < MAX_GROUPS {
+    while n < MAX_GROUPS {
         let paren = byte(b, j) == b'(' && byte(b, j + 1).is_ascii_digit();
         let start = j + usize::from(paren);
         let mut end = start;
@@ -284,11 +290,12 @@ fn number(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usi
         if end == start || (paren && byte(b, end) != b')') {
             break;
         }
-        groups.push(Group {
+        read[n] = Group {
             start,
             end,
             sep: if paren { b'(' } else { sep },
-        });
+        };
+        n += 1;
         j = end + usize::from(paren);
         // A separator counts only with digits (or an opening parenthesis) right after it.
         let s = byte(b, j);
@@ -304,6 +311,7 @@ fn number(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usi
             break;
         }
     }
+    let groups = &read[..n];
     let Some(last) = groups.last() else {
         return i + 1;
     };
@@ -322,7 +330,6 @@ fn number(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usi
             return stop;
         }
     }
-    let n = groups.len();
     // The whole number first; then pieces of it at spaces, leftmost and longest first (a phone
     // number after a room number, two phone numbers in a row).
     for first in 0..n {
@@ -362,6 +369,11 @@ fn skip_number(b: &[u8], mut i: usize) -> usize {
 
 /// What a run of digit groups is, if it is one of ours.
 fn classify(b: &[u8], groups: &[Group], plus: bool, wanted: Entities) -> Option<PiiEntity> {
+    // Fewer than 8 digits is only ever an IPv4 address (a year, a price, a count is none).
+    let count: usize = groups.iter().map(Group::len).sum();
+    if count < 8 && !(groups.len() == 4 && groups[1..].iter().all(|g| g.sep == b'.')) {
+        return None;
+    }
     let digits: Vec<u8> = groups
         .iter()
         .flat_map(|g| b[g.start..g.end].iter().map(|d| d - b'0'))
@@ -564,6 +576,9 @@ fn ipv6(b: &[u8], i: usize, found: &mut Vec<Finding>) -> Option<usize> {
     let mut end = i;
     while end < b.len() && end - i < 45 && (b[end].is_ascii_hexdigit() || b".:".contains(&b[end])) {
         end += 1;
+    }
+    if memchr::memchr(b':', &b[i..end]).is_none() {
+        return None;
     }
     // A sentence's full stop or colon is not part of it.
     while end > i && matches!(b[end - 1], b'.' | b':') && !b[i..end].ends_with(b"::") {
@@ -813,7 +828,9 @@ const SECRET_SUFFIXES: &[&str] = &["_key", "_token", "_secret", "_password", "_p
 /// tokens and secrets 16 or more of mixed letters and digits with high entropy.
 fn assigned(b: &[u8], i: usize, word_end: usize) -> Option<(usize, usize)> {
     let name = &b[i..word_end];
-    if name.len() > 32 {
+    // Every field name below ends in one of these letters: most words stop here.
+    let last = name.last().map_or(0, u8::to_ascii_lowercase);
+    if name.len() < 3 || name.len() > 32 || !b"yntde".contains(&last) {
         return None;
     }
     let ends = |s: &str| {
