@@ -1,7 +1,8 @@
 //! Phase 2, prepare: the request as it will really be sent, and its measure. This is where the
 //! prompt is made final — conversation context, prompt templates, retrieved passages, PII
-//! masking ([`crate::pii`], last, on the prompt as assembled) and guardrails belong here — before [`limit`](super::limit) charges it, so that
-//! limits and budgets see what goes upstream.
+//! masking ([`crate::pii`], last, on the prompt as assembled) and guardrails belong here —
+//! before [`limit`](super::limit) charges it, so that limits and budgets see what goes
+//! upstream.
 //!
 //! Counting a long prompt's tokens is CPU work of about a millisecond per 10 KiB of new text:
 //! large prompts are counted on the blocking pool, never on the async workers.
