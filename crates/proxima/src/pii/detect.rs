@@ -577,9 +577,8 @@ fn ipv6(b: &[u8], i: usize, found: &mut Vec<Finding>) -> Option<usize> {
     while end < b.len() && end - i < 45 && (b[end].is_ascii_hexdigit() || b".:".contains(&b[end])) {
         end += 1;
     }
-    if memchr::memchr(b':', &b[i..end]).is_none() {
-        return None;
-    }
+    // No colon, no address: most words stop here.
+    memchr::memchr(b':', &b[i..end])?;
     // A sentence's full stop or colon is not part of it.
     while end > i && matches!(b[end - 1], b'.' | b':') && !b[i..end].ends_with(b"::") {
         end -= 1;

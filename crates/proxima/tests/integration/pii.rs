@@ -273,7 +273,7 @@ async fn tool_arguments_are_restored(kind: &str) {
 }
 
 fn assert_masked_call_upstream(mock: &MockUpstream, email: &str) {
-    let sent = last_sent(&mock);
+    let sent = last_sent(mock);
     assert!(!sent.contains(email), "{sent}");
     assert!(sent.contains("<EMAIL_1>"), "{sent}");
 }
