@@ -8,7 +8,8 @@ use http::{HeaderMap, Method, StatusCode};
 use serde_json::{json, Map, Value};
 
 use crate::echo::{
-    char_pieces, count_words, declines_tools, echo_text, requested_call, word_pieces,
+    char_pieces, count_words, declines_tools, echo_text, fragment_size, requested_call,
+    text_pieces, word_pieces,
 };
 use crate::script::{Answer, JSON};
 
@@ -97,7 +98,11 @@ pub(crate) fn answer(
     let id = format!("msg_mock_{}", ids.fetch_add(1, Ordering::Relaxed) + 1);
     let usage = json!({"input_tokens": input_tokens, "output_tokens": output_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0});
     if request.get("stream").and_then(Value::as_bool) == Some(true) {
+        let fragments = messages
+            .last()
+            .and_then(|m| fragment_size(&text_of(m.get("content"))));
         return Answer::events(stream_events(
+            fragments,
             &id,
             model,
             &blocks,
@@ -321,7 +326,10 @@ fn decide(
 
 /// Events exactly as the API sends them: message_start, ping, each block (start, deltas,
 /// stop), message_delta with the stop reason and output tokens, message_stop.
+/// Text and tool input go out in pieces of `fragments` characters when the prompt asked.
+#[allow(clippy::too_many_arguments)]
 fn stream_events(
+    fragments: Option<usize>,
     id: &str,
     model: &str,
     blocks: &[Value],
@@ -361,7 +369,7 @@ fn stream_events(
             Some("tool_use") => {
                 events.push(event("content_block_start", &json!({"type": "content_block_start", "index": index, "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"], "input": {}}})));
                 let input = block["input"].to_string();
-                for piece in char_pieces(&input, INPUT_PIECE_CHARS) {
+                for piece in char_pieces(&input, fragments.unwrap_or(INPUT_PIECE_CHARS)) {
                     events.push(delta(
                         json!({"type": "input_json_delta", "partial_json": piece}),
                     ));
@@ -369,7 +377,7 @@ fn stream_events(
             }
             _ => {
                 events.push(event("content_block_start", &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}})));
-                for piece in word_pieces(block["text"].as_str().unwrap_or_default()) {
+                for piece in text_pieces(block["text"].as_str().unwrap_or_default(), fragments) {
                     events.push(delta(json!({"type": "text_delta", "text": piece})));
                 }
             }

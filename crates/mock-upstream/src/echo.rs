@@ -64,6 +64,27 @@ pub(crate) fn requested_call(text: &str, tools: &[&str]) -> Option<(String, Valu
     tools.contains(&name).then(|| (name.to_owned(), input))
 }
 
+/// Marks a prompt whose streamed text (and tool-call arguments) go out in pieces of N
+/// characters, cutting through words: `mock-fragments: N`.
+const FRAGMENTS_MARK: &str = "mock-fragments:";
+
+/// The piece size a prompt asks for with `mock-fragments: N` (N at least 1).
+pub(crate) fn fragment_size(text: &str) -> Option<usize> {
+    let rest = text[text.find(FRAGMENTS_MARK)? + FRAGMENTS_MARK.len()..].trim_start();
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    rest[..end].parse().ok().filter(|&n| n > 0)
+}
+
+/// The pieces a streamed text goes out in: a word each, or `fragments` characters each.
+pub(crate) fn text_pieces(text: &str, fragments: Option<usize>) -> Vec<&str> {
+    match fragments {
+        Some(size) => char_pieces(text, size),
+        None => word_pieces(text),
+    }
+}
+
 /// Marks a prompt whose answer is the whole request the mock received.
 const REQUEST_MARK: &str = "mock-echo-request";
 
@@ -187,6 +208,16 @@ mod tests {
         assert_eq!(requested_call("mock-call: Read [1]", &["Read"]), None);
         assert_eq!(requested_call("no call here", &["Read"]), None);
         assert!(declines_tools("hi mock-no-tools"));
+    }
+
+    #[test]
+    fn a_prompt_can_ask_for_fragments() {
+        assert_eq!(fragment_size("hi mock-fragments: 3 there"), Some(3));
+        assert_eq!(fragment_size("mock-fragments:12"), Some(12));
+        assert_eq!(fragment_size("mock-fragments: 0"), None);
+        assert_eq!(fragment_size("plain"), None);
+        assert_eq!(text_pieces("hello world", Some(4)), ["hell", "o wo", "rld"]);
+        assert_eq!(text_pieces("hello world", None), ["hello", " world"]);
     }
 
     #[test]

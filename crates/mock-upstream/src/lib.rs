@@ -11,8 +11,10 @@
 //!
 //! A prompt can steer the default behaviour where no script can reach (a separate `mock-upstream`
 //! process behind a real coding agent): `mock-call: NAME {"json": "input"}` in the last user turn
-//! makes the OpenAI and Anthropic APIs call the offered tool `NAME` with that input, and
-//! `mock-no-tools` makes them answer with text though tools are offered.
+//! makes the OpenAI and Anthropic APIs call the offered tool `NAME` with that input,
+//! `mock-no-tools` makes them answer with text though tools are offered, and
+//! `mock-fragments: N` makes every API stream its text (and tool input) in pieces of N
+//! characters that cut through words, as real providers' token boundaries do.
 
 mod anthropic;
 mod echo;

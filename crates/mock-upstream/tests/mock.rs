@@ -656,3 +656,61 @@ async fn many_concurrent_connections() {
     }
     assert_eq!(mock.request_count(), 500);
 }
+
+#[tokio::test]
+async fn a_prompt_can_ask_for_fragments_that_cut_through_words() {
+    let mock = MockUpstream::start().await.unwrap();
+    let prompt = "say hello mock-fragments: 3";
+    // OpenAI: text in pieces of three characters, then a call's arguments likewise.
+    let request = json!({"model": "m", "stream": true, "messages": [user(prompt)]});
+    let text_chunks = chunks(&stream_events(&mock, request).await);
+    let pieces: Vec<&str> = text_chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["content"].as_str())
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(pieces.concat(), prompt);
+    assert!(pieces[..pieces.len() - 1]
+        .iter()
+        .all(|p| p.chars().count() == 3));
+    let call = r#"mock-call: get_weather {"city": "Paris"} mock-fragments: 2"#;
+    let request = json!({"model": "m", "stream": true, "tools": weather_tools(),
+                         "messages": [user(call)]});
+    let call_chunks = chunks(&stream_events(&mock, request).await);
+    let arguments: Vec<&str> = call_chunks
+        .iter()
+        .filter_map(|c| c["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())
+        .filter(|p| !p.is_empty())
+        .collect();
+    assert_eq!(arguments.concat(), r#"{"city":"Paris"}"#);
+    assert!(arguments.iter().all(|p| p.chars().count() <= 2));
+
+    // Anthropic.
+    let response = client()
+        .post(format!("{}/v1/messages", mock.url()))
+        .header("x-api-key", "k")
+        .header("anthropic-version", "2023-06-01")
+        .header("content-type", "application/json")
+        .body(
+            json!({"model": "m", "max_tokens": 100, "stream": true,
+                   "messages": [{"role": "user", "content": "héllo wörld mock-fragments: 4"}]})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let text = response.text().await.unwrap();
+    let deltas: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .map(|d| serde_json::from_str::<Value>(d).unwrap())
+        .filter_map(|e| e["delta"]["text"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(deltas.concat(), "héllo wörld mock-fragments: 4");
+    assert_eq!(deltas[0], "héll");
+
+    // Gemini.
+    let events = gemini::stream_of(&mock, "one two mock-fragments: 5").await;
+    assert_eq!(events[0], "one t");
+    assert_eq!(events.concat(), "one two mock-fragments: 5");
+}

@@ -14,6 +14,7 @@ pub mod context;
 pub mod error;
 pub mod gateway;
 pub mod http_client;
+pub mod pii;
 pub mod pipeline;
 pub mod policy;
 pub mod pricing;

@@ -226,7 +226,10 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
-    let prepared = prepare::embeddings(req);
+    let prepared = match prepare::embeddings(&mut exchange, req) {
+        Ok(prepared) => prepared,
+        Err(e) => return exchange.refuse(e),
+    };
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
@@ -236,7 +239,11 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
 
 /// Counts a request's input tokens with the provider that would serve it. A question about a
 /// call, not a call: it is not metered, limited or written to the ledger.
-pub async fn count_tokens(cx: &RequestContext, req: ChatRequest) -> Routed<u64> {
+pub async fn count_tokens(cx: &RequestContext, mut req: ChatRequest) -> Routed<u64> {
+    // The upstream that counts sees the prompt as a call would send it.
+    if let Err(e) = crate::pii::protect_count(cx, &mut req) {
+        return route::not_routed(e);
+    }
     match cx.resolve(&req.model) {
         Ok(resolved) => route::count_tokens(&cx.gateway.router, &resolved, &req).await,
         Err(e) => route::not_routed(e),

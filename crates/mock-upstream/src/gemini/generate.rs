@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::validate;
 use crate::echo::{
-    count_words, echo_text, stop_position, to_string, truncation_point, word_pieces,
+    count_words, echo_text, fragment_size, stop_position, text_pieces, to_string, truncation_point,
 };
 use crate::script::{sse_frame, Answer, JSON};
 
@@ -57,6 +57,7 @@ pub(super) fn answer(
         thought: include_thoughts.then(|| format!("Thinking about: {text}")),
         prompt_tokens: prompt_tokens(request, contents),
         reply: decide(request, contents, &text),
+        fragments: fragment_size(&text),
     };
     let responses = match framing {
         Framing::Json => return Ok(json_answer(&generation.whole())),
@@ -86,6 +87,8 @@ struct Generation {
     thought: Option<String>,
     prompt_tokens: u64,
     reply: Reply,
+    /// Stream text in pieces of this many characters (`mock-fragments: N`).
+    fragments: Option<usize>,
 }
 
 enum Reply {
@@ -311,7 +314,7 @@ impl Generation {
             .collect();
         match &self.reply {
             Reply::Text { content, .. } => {
-                let pieces = word_pieces(content);
+                let pieces = text_pieces(content, self.fragments);
                 let last = pieces.len().saturating_sub(1);
                 for (i, piece) in pieces.iter().enumerate() {
                     out.push(self.response(&[json!({"text": piece})], i == last));
@@ -350,6 +353,7 @@ mod tests {
             thought: None,
             prompt_tokens: prompt_tokens(&request, &contents),
             reply: decide(&request, &contents, &text),
+            fragments: fragment_size(&text),
         }
     }
 

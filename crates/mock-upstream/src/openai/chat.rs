@@ -12,8 +12,8 @@ use serde_json::Value;
 
 use super::{json_answer, to_json};
 use crate::echo::{
-    char_pieces, count_words, declines_tools, echo_text, requested_call, stop_position, to_string,
-    truncation_point, word_pieces,
+    char_pieces, count_words, declines_tools, echo_text, fragment_size, requested_call,
+    stop_position, text_pieces, to_string, truncation_point,
 };
 use crate::script::{sse_frame, Answer};
 
@@ -41,6 +41,11 @@ pub(super) fn complete(request: &Value, model: &str, ids: &AtomicU64) -> Result<
             .unwrap_or(1)
             .clamp(1, MAX_CHOICES) as usize,
         reply: decide(request, messages),
+        fragments: messages
+            .iter()
+            .rev()
+            .find(|m| m.get("role").and_then(Value::as_str) == Some("user"))
+            .and_then(|m| fragment_size(&user_text(m.get("content")))),
         prompt_tokens: messages
             .iter()
             .map(|m| count_words(&content_text(m.get("content")).0) + 1)
@@ -65,6 +70,8 @@ struct Completion<'a> {
     choices: usize,
     reply: Reply,
     prompt_tokens: u64,
+    /// Stream text and arguments in pieces of this many characters (`mock-fragments: N`).
+    fragments: Option<usize>,
 }
 
 enum Reply {
@@ -329,7 +336,7 @@ impl Completion<'_> {
                             refusal: (),
                         },
                     ));
-                    for piece in word_pieces(content) {
+                    for piece in text_pieces(content, self.fragments) {
                         events.push(delta(index, Delta::Content { content: piece }));
                     }
                 }
@@ -359,7 +366,10 @@ impl Completion<'_> {
                                 tool_calls: [opening],
                             },
                         ));
-                        for piece in char_pieces(&call.arguments, ARGUMENT_PIECE_CHARS) {
+                        for piece in char_pieces(
+                            &call.arguments,
+                            self.fragments.unwrap_or(ARGUMENT_PIECE_CHARS),
+                        ) {
                             let more = ToolCallDelta {
                                 index: call_index,
                                 id: None,

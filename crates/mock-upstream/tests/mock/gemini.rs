@@ -316,3 +316,13 @@ async fn scripted_gemini_errors_and_recording() {
     assert_eq!(received.header("x-goog-api-key"), Some("gm-key"));
     assert_eq!(received.json()["contents"][0]["parts"][0]["text"], "hi");
 }
+
+/// The text pieces of a streamed answer to `prompt`.
+pub(super) async fn stream_of(mock: &MockUpstream, prompt: &str) -> Vec<String> {
+    stream(mock, json!({"contents": [user(prompt)]}))
+        .await
+        .iter()
+        .map(text_of)
+        .filter(|t| !t.is_empty())
+        .collect()
+}

@@ -34,12 +34,13 @@ pub fn admit<'a>(
 /// A meter for this call, which writes its ledger row when it closes.
 fn open_meter(cx: &RequestContext, model: &str, user: Option<&str>, stream: bool) -> Meter {
     cx.metered.store(true, Ordering::Relaxed);
+    let (user, metadata) = crate::pii::for_ledger(cx, user);
     Meter::new(
         UsageRecord {
             request_id: cx.id.clone(),
             at: cx.at,
             caller: cx.caller.clone(),
-            user: user.map(Arc::from),
+            user,
             public_model: Arc::from(model),
             provider: None,
             upstream_model: None,
@@ -49,7 +50,7 @@ fn open_meter(cx: &RequestContext, model: &str, user: Option<&str>, stream: bool
             stream,
             started: cx.started,
             first_token: None,
-            metadata: cx.metadata.clone(),
+            metadata,
             cache: None,
             saved: None,
         },

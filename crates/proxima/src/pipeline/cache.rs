@@ -30,7 +30,7 @@ use ring::digest;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::finish::{Gathered, Outcome, Route, Stage};
+use super::finish::{Gathered, Outcome, Place, Route, Stage};
 use super::{ChatOutput, Exchange, RequestContext};
 use crate::cache::{Digest, Entry, Near, Terms};
 use crate::canonical::{
@@ -264,6 +264,12 @@ struct Fill {
 }
 
 impl Stage for Fill {
+    /// The answer as the upstream gave it: masked when the prompt was, so that every caller
+    /// whose masked prompt is the same gets it restored with its own values.
+    fn place(&self) -> Place {
+        Place::Upstream
+    }
+
     fn routed(&mut self, route: &Route<'_>) {
         self.origin = Some((
             route.provider.map(|p| p.to_string()),

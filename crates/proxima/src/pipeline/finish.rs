@@ -5,7 +5,9 @@
 //!
 //! A stage that transforms text (unmasking, output guardrails) or keeps the answer (cache fill,
 //! storing a conversation turn) is one more [`Stage`]: the stream adapters compose here, in one
-//! place, for every surface.
+//! place, for every surface. Each stage declares its [`Place`]: what keeps the upstream's answer
+//! comes before what turns it into the client's, which comes before what sees or keeps the
+//! client's — whatever order the phases add them in.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -33,8 +35,27 @@ pub enum Outcome<'e> {
     Dropped,
 }
 
+/// Where a stage sits on the answer's way out: stages run by place, and within one place in
+/// the order they were added.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Place {
+    /// Sees the answer as the upstream gave it, and as a cache hit replays it: the cache fill,
+    /// which must keep a masked answer masked (its key is the masked prompt).
+    Upstream,
+    /// Turns the upstream's answer into the client's: PII unmasking.
+    Restore,
+    /// Sees the answer as the client gets it (the default): output guardrails, storing a
+    /// conversation turn or a response.
+    #[default]
+    Client,
+}
+
 /// Something a chat answer passes through on its way to the client.
 pub trait Stage: Send {
+    /// Where the stage sits; see [`Place`].
+    fn place(&self) -> Place {
+        Place::Client
+    }
     /// A streamed chunk on its way out; the stage may change it.
     fn chunk(&mut self, chunk: &mut ChatChunk);
     /// A whole answer on its way out; the stage may change it.
@@ -43,6 +64,10 @@ pub trait Stage: Send {
     fn end(&mut self, outcome: Outcome<'_>);
     /// Who answered, told before the answer passes (not called for a call never routed).
     fn routed(&mut self, _route: &Route<'_>) {}
+    /// The stream ran out: a last chunk of what the stage still held back, if anything.
+    fn flush(&mut self) -> Option<ChatChunk> {
+        None
+    }
 }
 
 /// How a call was routed, as its stages are told.
@@ -53,7 +78,7 @@ pub struct Route<'r> {
     pub price: Option<Price>,
 }
 
-/// A call's stages, in the order the answer passes through them, metering last.
+/// A call's stages, in the order the answer passes through them (by [`Place`]), metering last.
 #[derive(Default)]
 pub struct Stages {
     stages: Vec<Box<dyn Stage>>,
@@ -67,14 +92,16 @@ impl Stages {
         Stages::default()
     }
 
-    /// Adds a stage after the ones already there.
+    /// Adds a stage at its place, after the ones already there.
     pub fn push(&mut self, stage: impl Stage + 'static) {
-        self.stages.push(Box::new(stage));
+        self.push_boxed(Box::new(stage));
     }
 
-    /// Adds a boxed stage after the ones already there.
+    /// Adds a boxed stage at its place, after the ones already there.
     pub fn push_boxed(&mut self, stage: Box<dyn Stage>) {
-        self.stages.push(stage);
+        let place = stage.place();
+        let at = self.stages.partition_point(|s| s.place() <= place);
+        self.stages.insert(at, stage);
     }
 
     fn routed(&mut self, route: &Route<'_>) {
@@ -90,6 +117,28 @@ impl Stages {
         if let Some(metering) = &mut self.metering {
             metering.chunk(chunk);
         }
+    }
+
+    /// The last chunk of what stages held back when the stream ran out: each stage's goes
+    /// through the stages after it.
+    fn flush(&mut self) -> Option<ChatChunk> {
+        let mut last: Option<ChatChunk> = None;
+        for stage in &mut self.stages {
+            if let Some(chunk) = last.as_mut() {
+                stage.chunk(chunk);
+            }
+            if let Some(more) = stage.flush() {
+                match last.as_mut() {
+                    Some(chunk) => chunk.choices.extend(more.choices),
+                    None => last = Some(more),
+                }
+            }
+        }
+        let mut chunk = last?;
+        if let Some(metering) = &mut self.metering {
+            metering.chunk(&mut chunk);
+        }
+        Some(chunk)
     }
 
     fn complete(&mut self, answer: &mut ChatResponse) {
@@ -260,6 +309,7 @@ pub fn chat(mut exchange: Exchange<'_>, mut routed: Routed<ChatOutput>) -> Route
         Ok(ChatOutput::Stream(inner)) => Ok(ChatOutput::Stream(Box::pin(Finished {
             inner,
             stages: Some(stages),
+            ran_out: false,
         }))),
         Ok(ChatOutput::Complete(mut answer)) => {
             stages.complete(&mut answer);
@@ -298,13 +348,19 @@ pub fn embeddings(
 struct Finished {
     inner: ChunkStream,
     stages: Option<Stages>,
+    /// The inner stream ended (it is not polled again).
+    ran_out: bool,
 }
 
 impl Stream for Finished {
     type Item = Result<ChatChunk>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let mut item = if self.ran_out {
+            None
+        } else {
+            std::task::ready!(self.inner.as_mut().poll_next(cx))
+        };
         match &mut item {
             Some(Ok(chunk)) => {
                 if let Some(stages) = self.stages.as_mut() {
@@ -317,6 +373,11 @@ impl Stream for Finished {
                 }
             }
             None => {
+                self.ran_out = true;
+                // What stages held back goes out before the end.
+                if let Some(last) = self.stages.as_mut().and_then(Stages::flush) {
+                    return Poll::Ready(Some(Ok(last)));
+                }
                 if let Some(stages) = self.stages.take() {
                     stages.end(Ok(()));
                 }

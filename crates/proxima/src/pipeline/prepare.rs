@@ -1,7 +1,8 @@
 //! Phase 2, prepare: the request as it will really be sent, and its measure. This is where the
 //! prompt is made final — conversation context, prompt templates, retrieved passages, PII
-//! masking and guardrails belong here — before [`limit`](super::limit) charges it, so that
-//! limits and budgets see what goes upstream.
+//! masking ([`crate::pii`], last, on the prompt as assembled) and guardrails belong here —
+//! before [`limit`](super::limit) charges it, so that limits and budgets see what goes
+//! upstream.
 //!
 //! Counting a long prompt's tokens is CPU work of about a millisecond per 10 KiB of new text:
 //! large prompts are counted on the blocking pool, never on the async workers.
@@ -14,6 +15,7 @@ use super::{Exchange, RequestContext};
 use crate::canonical::{self, ChatRequest, EmbeddingInput, EmbeddingsRequest};
 use crate::context::{self, passages, passages::Retrieval};
 use crate::error::Result;
+use crate::pii;
 
 /// The prompt tokens the gateway assembled for a conversation turn.
 const CONTEXT_TOKENS: HeaderName = HeaderName::from_static("x-proxima-context-tokens");
@@ -91,8 +93,26 @@ impl<R: Measure> Prepared<R> {
 
 /// Prepares a chat request: a conversation turn gets its stored context assembled in (and a
 /// stage that stores the turn), within the model's window; passages retrieved for the new
-/// message go into the conversation's context, or, without one, after the instructions.
+/// message go into the conversation's context, or, without one, after the instructions. The
+/// prompt so made is what the caller's PII policy applies to ([`pii`]).
 pub async fn chat(
+    exchange: &mut Exchange<'_>,
+    cx: &Arc<RequestContext>,
+    req: ChatRequest,
+    conversation: Option<String>,
+    retrieval: Retrieval,
+) -> Result<Prepared<ChatRequest>> {
+    let prepared = assemble(exchange, cx, req, conversation, retrieval).await?;
+    // Nothing else holds the request once it is assembled: no copy is made.
+    let mut req = Arc::unwrap_or_clone(prepared.request);
+    pii::protect_chat(exchange, &mut req)?;
+    Ok(Prepared {
+        request: Arc::new(req),
+    })
+}
+
+/// The prompt with its conversation context and retrieved passages.
+async fn assemble(
     exchange: &mut Exchange<'_>,
     cx: &Arc<RequestContext>,
     mut req: ChatRequest,
@@ -159,9 +179,13 @@ async fn retrieve(
     })
 }
 
-/// Prepares an embeddings request.
-pub fn embeddings(req: EmbeddingsRequest) -> Prepared<EmbeddingsRequest> {
-    Prepared {
+/// Prepares an embeddings request: the caller's PII policy applies to its texts.
+pub fn embeddings(
+    exchange: &mut Exchange<'_>,
+    mut req: EmbeddingsRequest,
+) -> Result<Prepared<EmbeddingsRequest>> {
+    pii::protect_embeddings(exchange, &mut req)?;
+    Ok(Prepared {
         request: Arc::new(req),
-    }
+    })
 }

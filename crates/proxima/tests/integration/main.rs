@@ -17,6 +17,7 @@ mod limits;
 mod local;
 mod logs;
 mod matrix;
+mod pii;
 mod providers;
 mod responses;
 mod retrieval_use;
