@@ -276,6 +276,20 @@ pub fn validate(
         }
     }
 
+    for (list, patterns) in [
+        ("deny", &config.guardrails.deny),
+        ("deny_output", &config.guardrails.deny_output),
+    ] {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Err(e) = crate::guardrails::compile(pattern) {
+                problem(
+                    format!("guardrails.{list}[{i}]"),
+                    format!("`{pattern}` is not a usable pattern: {e}"),
+                );
+            }
+        }
+    }
+
     let breaker = &config.routing.breaker;
     if breaker.consecutive_failures == 0
         || !(0.0..=1.0).contains(&breaker.failure_ratio)

@@ -5,7 +5,9 @@
 //!
 //! A stage that transforms text (unmasking, output guardrails) or keeps the answer (cache fill,
 //! storing a conversation turn) is one more [`Stage`]: the stream adapters compose here, in one
-//! place, for every surface.
+//! place, for every surface. A stage may refuse the answer ([`Stage::refusal`]): a whole answer
+//! becomes that error, a stream is cut with it as its last event. A stage that holds text back
+//! across chunks gives it up when the stream ends ([`Stage::flush`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -43,6 +45,17 @@ pub trait Stage: Send {
     fn end(&mut self, outcome: Outcome<'_>);
     /// Who answered, told before the answer passes (not called for a call never routed).
     fn routed(&mut self, _route: &Route<'_>) {}
+    /// Asked after each chunk and after a whole answer: an error refuses the answer (an output
+    /// guardrail). A refused answer goes no further: later stages do not see it (metering
+    /// still notes its usage), the call ends with the error, and a stream is cut there — the
+    /// chunk just passed does not go out.
+    fn refusal(&mut self) -> Option<Error> {
+        None
+    }
+    /// The stream ran out: what the stage held back goes into `last`, an empty chunk with the
+    /// stream's id and model, which the stages after it see and the client gets if a stage
+    /// filled it.
+    fn flush(&mut self, _last: &mut ChatChunk) {}
 }
 
 /// How a call was routed, as its stages are told.
@@ -83,22 +96,52 @@ impl Stages {
         }
     }
 
-    fn chunk(&mut self, chunk: &mut ChatChunk) {
+    fn chunk(&mut self, chunk: &mut ChatChunk) -> Result<()> {
+        let mut verdict = Ok(());
         for stage in &mut self.stages {
             stage.chunk(chunk);
+            if let Some(refusal) = stage.refusal() {
+                verdict = Err(refusal);
+                break;
+            }
         }
         if let Some(metering) = &mut self.metering {
             metering.chunk(chunk);
         }
+        verdict
     }
 
-    fn complete(&mut self, answer: &mut ChatResponse) {
+    fn complete(&mut self, answer: &mut ChatResponse) -> Result<()> {
+        let mut verdict = Ok(());
         for stage in &mut self.stages {
             stage.complete(answer);
+            if let Some(refusal) = stage.refusal() {
+                verdict = Err(refusal);
+                break;
+            }
         }
         if let Some(metering) = &mut self.metering {
             metering.complete(answer);
         }
+        verdict
+    }
+
+    /// The end of a stream: each stage in turn sees what the ones before it gave up, then
+    /// gives up its own.
+    fn flush(&mut self, last: &mut ChatChunk) -> Result<()> {
+        for stage in &mut self.stages {
+            if !last.choices.is_empty() {
+                stage.chunk(last);
+            }
+            stage.flush(last);
+            if let Some(refusal) = stage.refusal() {
+                return Err(refusal);
+            }
+        }
+        if let Some(metering) = &mut self.metering {
+            metering.chunk(last);
+        }
+        Ok(())
     }
 
     /// Tells every stage how the call ended, once.
@@ -260,12 +303,18 @@ pub fn chat(mut exchange: Exchange<'_>, mut routed: Routed<ChatOutput>) -> Route
         Ok(ChatOutput::Stream(inner)) => Ok(ChatOutput::Stream(Box::pin(Finished {
             inner,
             stages: Some(stages),
+            last: None,
         }))),
-        Ok(ChatOutput::Complete(mut answer)) => {
-            stages.complete(&mut answer);
-            stages.end(Ok(()));
-            Ok(ChatOutput::Complete(answer))
-        }
+        Ok(ChatOutput::Complete(mut answer)) => match stages.complete(&mut answer) {
+            Ok(()) => {
+                stages.end(Ok(()));
+                Ok(ChatOutput::Complete(answer))
+            }
+            Err(refusal) => {
+                stages.end(Err(&refusal));
+                Err(refusal)
+            }
+        },
         Err(e) => {
             stages.end(Err(&e));
             Err(e)
@@ -294,34 +343,59 @@ pub fn embeddings(
 }
 
 /// A stream passing through the call's stages, which are told how it ended: it ran out, an
-/// upstream error cut it, or it was dropped because the client went away.
+/// upstream error or a stage's refusal cut it, or it was dropped because the client went away.
+/// It ends after the first error.
 struct Finished {
     inner: ChunkStream,
+    /// `None` once the stream ended.
     stages: Option<Stages>,
+    /// The empty chunk the stages fill when the stream runs out: the first chunk's id and model.
+    last: Option<ChatChunk>,
 }
 
 impl Stream for Finished {
     type Item = Result<ChatChunk>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut item = std::task::ready!(self.inner.as_mut().poll_next(cx));
-        match &mut item {
-            Some(Ok(chunk)) => {
-                if let Some(stages) = self.stages.as_mut() {
-                    stages.chunk(chunk);
+        if self.stages.is_none() {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let this = &mut *self;
+        let Some(stages) = this.stages.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let item = match item {
+            Some(Ok(mut chunk)) => {
+                if this.last.is_none() {
+                    this.last = Some(ChatChunk {
+                        id: chunk.id.clone(),
+                        model: chunk.model.clone(),
+                        created: chunk.created,
+                        ..ChatChunk::default()
+                    });
                 }
+                stages.chunk(&mut chunk).map(|()| chunk)
             }
-            Some(Err(e)) => {
-                if let Some(stages) = self.stages.take() {
-                    stages.end(Err(e));
-                }
-            }
+            Some(Err(e)) => Err(e),
             None => {
-                if let Some(stages) = self.stages.take() {
-                    stages.end(Ok(()));
+                let mut last = this.last.take().unwrap_or_default();
+                let flushed = stages.flush(&mut last);
+                if let Some(stages) = this.stages.take() {
+                    stages.end(flushed.as_ref().map(|_| ()));
                 }
+                return Poll::Ready(match flushed {
+                    Ok(()) if last.choices.is_empty() => None,
+                    Ok(()) => Some(Ok(last)),
+                    Err(e) => Some(Err(e)),
+                });
+            }
+        };
+        if let Err(e) = &item {
+            if let Some(stages) = this.stages.take() {
+                stages.end(Err(e));
             }
         }
-        Poll::Ready(item)
+        Poll::Ready(Some(item))
     }
 }

@@ -91,8 +91,22 @@ impl<R: Measure> Prepared<R> {
 
 /// Prepares a chat request: a conversation turn gets its stored context assembled in (and a
 /// stage that stores the turn), within the model's window; passages retrieved for the new
-/// message go into the conversation's context, or, without one, after the instructions.
+/// message go into the conversation's context, or, without one, after the instructions. The
+/// guardrails then check the prompt as it will be sent.
 pub async fn chat(
+    exchange: &mut Exchange<'_>,
+    cx: &Arc<RequestContext>,
+    req: ChatRequest,
+    conversation: Option<String>,
+    retrieval: Retrieval,
+) -> Result<Prepared<ChatRequest>> {
+    let prepared = assemble(exchange, cx, req, conversation, retrieval).await?;
+    crate::guardrails::screen(exchange, &prepared.request)?;
+    Ok(prepared)
+}
+
+/// The prompt as it will be sent: the conversation's context and retrieved passages put in.
+async fn assemble(
     exchange: &mut Exchange<'_>,
     cx: &Arc<RequestContext>,
     mut req: ChatRequest,
