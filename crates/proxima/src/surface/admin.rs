@@ -42,11 +42,13 @@ fn not_found(what: &str, id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("there is no {what} `{id}`"))
 }
 
-/// Checks what a key or team may be given: known model names, sane numbers.
+/// Checks what a key or team may be given: known model names, regions some provider is in,
+/// sane numbers.
 fn check_limits(
     state: &AppState,
     models: Option<&Vec<String>>,
     budget: Option<&crate::config::BudgetConfig>,
+    regions: Option<&Vec<String>>,
 ) -> Result<()> {
     let gateway = state.gateway();
     for model in models.into_iter().flatten() {
@@ -57,6 +59,11 @@ fn check_limits(
             ))
             .with_param("models"));
         }
+    }
+    if let Some(problem) =
+        regions.and_then(|r| crate::config::validate::regions_problem(&gateway.config, r))
+    {
+        return Err(Error::invalid_request(format!("regions {problem}")).with_param("regions"));
     }
     if let Some(budget) = budget {
         if !(budget.usd.is_finite() && budget.usd >= 0.0) {
@@ -77,7 +84,12 @@ pub async fn create_key(Extension(state): Extension<Arc<AppState>>, body: Body) 
             if new.name.trim().is_empty() {
                 return Err(Error::invalid_request("a key needs a `name`").with_param("name"));
             }
-            check_limits(&state, new.models.as_ref(), new.budget.as_ref())?;
+            check_limits(
+                &state,
+                new.models.as_ref(),
+                new.budget.as_ref(),
+                new.regions.as_ref(),
+            )?;
             let services = state.services();
             let (record, secret) = services.store.create_key(&new).await?;
             services.directory.apply_key(&record);
@@ -146,6 +158,7 @@ pub async fn update_key(
                 &state,
                 patch.models.as_ref().and_then(Option::as_ref),
                 patch.budget.as_ref().and_then(Option::as_ref),
+                patch.regions.as_ref().and_then(Option::as_ref),
             )?;
             let services = state.services();
             let record = services
@@ -188,7 +201,12 @@ pub async fn create_team(Extension(state): Extension<Arc<AppState>>, body: Body)
             if team.name.trim().is_empty() {
                 return Err(Error::invalid_request("a team needs a `name`").with_param("name"));
             }
-            check_limits(&state, team.models.as_ref(), team.budget.as_ref())?;
+            check_limits(
+                &state,
+                team.models.as_ref(),
+                team.budget.as_ref(),
+                team.regions.as_ref(),
+            )?;
             let services = state.services();
             let record = services.store.create_team(&team).await?.ok_or_else(|| {
                 Error::invalid_request(format!("a team named `{}` exists already", team.name))
@@ -245,6 +263,7 @@ pub async fn update_team(
                 &state,
                 patch.models.as_ref().and_then(Option::as_ref),
                 patch.budget.as_ref().and_then(Option::as_ref),
+                patch.regions.as_ref().and_then(Option::as_ref),
             )?;
             let services = state.services();
             let record = services
