@@ -116,6 +116,21 @@ pub fn validate(
         }
     }
 
+    let mut regions = std::collections::BTreeSet::new();
+    for (name, provider) in &config.providers {
+        if let Some(region) = &provider.region {
+            if regions.insert(region.as_str()) && regions.len() > crate::router::MAX_REGIONS {
+                problem(
+                    format!("providers.{name}.region"),
+                    format!(
+                        "`{region}` is one region too many: providers may be in {} regions at most",
+                        crate::router::MAX_REGIONS
+                    ),
+                );
+            }
+        }
+    }
+
     for (name, model) in &config.models {
         let at = |field: &str| format!("models.{name}.{field}");
         if name.contains('*') && !(name.ends_with("/*") && name.matches('*').count() == 1) {
