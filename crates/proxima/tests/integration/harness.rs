@@ -587,6 +587,24 @@ pub fn tool_calls(answer: &Value) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// One upstream stream chunk carrying `content`, as OpenAI sends it.
+pub fn openai_chunk(content: &str) -> String {
+    json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]
+    })
+    .to_string()
+}
+
+/// The upstream chunk that ends an OpenAI stream's choice.
+pub fn openai_finish_chunk() -> String {
+    json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    })
+    .to_string()
+}
+
 pub fn user(text: &str) -> Value {
     json!({"role": "user", "content": text})
 }
