@@ -369,6 +369,9 @@ mod tests {
         let rules = OutputRules::new(&["(?i)internal only".into(), "abc".into()]).unwrap();
         assert_eq!(rules.hold, "internal only".len() - 1);
         assert_eq!(rules.lookback, rules.hold);
+        // Whitespace can be three bytes (U+3000): 8 + 3 * 3 + 4.
+        let rules = OutputRules::new(&["(?i)internal\\s{1,3}only".into()]).unwrap();
+        assert_eq!(rules.hold, 20);
         let rules = OutputRules::new(&["secret.*code".into()]).unwrap();
         assert_eq!((rules.hold, rules.lookback), (MAX_HOLD - 1, LOOKBACK));
     }
