@@ -144,7 +144,10 @@ impl OutputGuard {
         let rules = self.rules.clone();
         let held = self.held(choice.index);
         for kind in [Kind::Reasoning, Kind::Text, Kind::Refusal] {
-            if text_field(choice, kind).as_deref().is_none_or(str::is_empty) {
+            if text_field(choice, kind)
+                .as_deref()
+                .is_none_or(str::is_empty)
+            {
                 continue;
             }
             if let Some((previous, tail)) = held.switch(kind) {
@@ -248,7 +251,10 @@ fn place(choice: &mut ChunkChoice, kind: Kind, tail: String, at: usize) -> bool 
             .push_str(&tail);
         return false;
     };
-    if let Some(call) = choice.tool_calls[..at].iter_mut().find(|c| c.index == index) {
+    if let Some(call) = choice.tool_calls[..at]
+        .iter_mut()
+        .find(|c| c.index == index)
+    {
         call.arguments.push_str(&tail);
         return false;
     }
@@ -388,7 +394,14 @@ mod tests {
     #[test]
     fn text_that_cannot_match_goes_out_whole_and_in_order() {
         let mut g = guard(&["(?i)internal only"]);
-        let fragments = ["Hello ", "wörld, ", "this is ", "fine: internal", " use, only ", "ok"];
+        let fragments = [
+            "Hello ",
+            "wörld, ",
+            "this is ",
+            "fine: internal",
+            " use, only ",
+            "ok",
+        ];
         let out = stream(&mut g, &fragments).unwrap();
         assert_eq!(out, fragments.concat());
     }
@@ -398,7 +411,10 @@ mod tests {
         let mut g = guard(&["forbidden words"]);
         let mut first = text_chunk("short answer");
         g.chunk(&mut first);
-        assert_eq!(first.choices[0].text, None, "all of it could still start a match");
+        assert_eq!(
+            first.choices[0].text, None,
+            "all of it could still start a match"
+        );
         let mut last = ChatChunk {
             choices: vec![ChunkChoice {
                 finish_reason: Some(crate::canonical::FinishReason::Stop),
@@ -454,14 +470,11 @@ mod tests {
         let mut answer = answer.finish();
         g.complete(&mut answer);
         assert!(g.refusal().is_none());
-        answer.choices[0]
-            .message
-            .content
-            .push(Part::ToolCall {
-                id: "c".into(),
-                name: "f".into(),
-                arguments: "{\"x\": \"Internal Only\"}".into(),
-            });
+        answer.choices[0].message.content.push(Part::ToolCall {
+            id: "c".into(),
+            name: "f".into(),
+            arguments: "{\"x\": \"Internal Only\"}".into(),
+        });
         g.complete(&mut answer);
         let e = g.refusal().unwrap();
         assert!(e.message.contains("deny_output[0]"), "{}", e.message);

@@ -72,13 +72,14 @@ fn model_ids(answer: &Answer) -> Vec<String> {
 async fn an_eu_key_is_only_ever_served_in_the_eu() {
     let r = regions().await;
     for i in 0..30 {
-        let answer = r.gw.chat_as(EU_KEY, chat_body("chat", &format!("hi {i}"))).await;
+        let answer =
+            r.gw.chat_as(EU_KEY, chat_body("chat", &format!("hi {i}")))
+                .await;
         assert_eq!(answer.status, 200, "{}", answer.text());
     }
     assert_eq!(counts(&r), (30, 0, 0), "(eu, us, no region)");
-    let mut sse = r
-        .gw
-        .stream_with(
+    let mut sse =
+        r.gw.stream_with(
             r.gw.request_as(EU_KEY, Method::POST, "/v1/chat/completions"),
             stream_body("chat", "streamed"),
         )
@@ -88,7 +89,9 @@ async fn an_eu_key_is_only_ever_served_in_the_eu() {
     assert_eq!(counts(&r), (31, 0, 0));
     // A key without regions uses every target, the one without a region too.
     for i in 0..6 {
-        let answer = r.gw.chat_as(ANY_KEY, chat_body("chat", &format!("hi {i}"))).await;
+        let answer =
+            r.gw.chat_as(ANY_KEY, chat_body("chat", &format!("hi {i}")))
+                .await;
         assert_eq!(answer.status, 200);
     }
     assert_eq!(counts(&r), (33, 2, 2));
@@ -102,13 +105,19 @@ async fn when_the_eu_target_fails_an_eu_key_does_not_fail_over_to_the_us() {
     }
     let answer = r.gw.chat_as(EU_KEY, chat_body("chat", "hi")).await;
     let error = answer.assert_error(502, "upstream_error");
-    assert!(error["message"].as_str().unwrap().contains("eu is down"), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains("eu is down"),
+        "{error}"
+    );
     // The first attempt and two retries, all in the eu; no target or fallback elsewhere.
     assert_eq!(counts(&r), (3, 0, 0));
     // The same failure for a caller without regions falls over to the other targets.
     r.eu.enqueue(Reply::error(500, "eu is down"));
     for _ in 0..3 {
-        assert_eq!(r.gw.chat_as(ANY_KEY, chat_body("chat", "hi")).await.status, 200);
+        assert_eq!(
+            r.gw.chat_as(ANY_KEY, chat_body("chat", "hi")).await.status,
+            200
+        );
     }
     assert!(r.us.request_count() + r.nowhere.request_count() >= 2);
 }
@@ -126,9 +135,8 @@ async fn a_model_with_no_target_in_the_callers_regions_is_not_allowed() {
     assert_eq!(error["param"], "model");
     assert_eq!(counts(&r), (0, 0, 0));
     // On /v1/messages in the Anthropic shape.
-    let answer = r
-        .gw
-        .send(
+    let answer =
+        r.gw.send(
             r.gw.request_as(EU_KEY, Method::POST, "/v1/messages")
                 .header("content-type", "application/json")
                 .body(
@@ -141,15 +149,25 @@ async fn a_model_with_no_target_in_the_callers_regions_is_not_allowed() {
     assert_eq!(answer.status, 403);
     assert_eq!(answer.json()["error"]["type"], "permission_error");
     // The model list shows what the key can use.
-    let listed = model_ids(&r.gw.send(r.gw.request_as(EU_KEY, Method::GET, "/v1/models")).await);
+    let listed = model_ids(
+        &r.gw
+            .send(r.gw.request_as(EU_KEY, Method::GET, "/v1/models"))
+            .await,
+    );
     assert_eq!(listed, vec!["chat".to_string()]);
-    let listed = model_ids(&r.gw.send(r.gw.request_as(ANY_KEY, Method::GET, "/v1/models")).await);
+    let listed = model_ids(
+        &r.gw
+            .send(r.gw.request_as(ANY_KEY, Method::GET, "/v1/models"))
+            .await,
+    );
     assert_eq!(listed, vec!["chat", "us-chat", "us-only"]);
 }
 
 /// A virtual key made through the admin API with `body`; its secret.
 async fn virtual_key(gw: &Gateway, body: Value) -> String {
-    let created = gw.admin(MASTER, Method::POST, "/admin/keys", Some(&body)).await;
+    let created = gw
+        .admin(MASTER, Method::POST, "/admin/keys", Some(&body))
+        .await;
     assert_eq!(created.status, 201, "{}", created.text());
     created.json()["key"].as_str().unwrap().to_owned()
 }
@@ -157,9 +175,8 @@ async fn virtual_key(gw: &Gateway, body: Value) -> String {
 #[tokio::test]
 async fn team_regions_apply_to_its_keys_and_meet_the_keys_own() {
     let r = regions().await;
-    let team = r
-        .gw
-        .admin(
+    let team =
+        r.gw.admin(
             MASTER,
             Method::POST,
             "/admin/teams",
@@ -192,7 +209,10 @@ async fn team_regions_apply_to_its_keys_and_meet_the_keys_own() {
     let refused = r.gw.chat_as(&apart, chat_body("chat", "hi")).await;
     let error = refused.assert_error(403, "model_not_allowed");
     assert!(
-        error["message"].as_str().unwrap().contains("none in common"),
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("none in common"),
         "{error}"
     );
     assert_eq!(counts(&r), (12, 0, 0));

@@ -144,7 +144,10 @@ async fn without_include_usage_no_usage_chunk_but_upstream_is_asked_for_usage() 
 async fn chunks_are_delivered_as_they_arrive_not_buffered() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(one_model(&mock)).await;
-    let mut events: Vec<String> = ["a", " b", " c", " d"].iter().map(|c| openai_chunk(c)).collect();
+    let mut events: Vec<String> = ["a", " b", " c", " d"]
+        .iter()
+        .map(|c| openai_chunk(c))
+        .collect();
     events.push(openai_finish_chunk());
     events.push("[DONE]".into());
     mock.enqueue(Reply::sse(events).chunk_delay(Duration::from_millis(300)));
