@@ -163,7 +163,9 @@ mod tests {
     }
 
     fn tool_hit(text: &str) -> Option<&'static str> {
-        Rules::default().check(text, Source::ToolResult).map(|h| h.name)
+        Rules::default()
+            .check(text, Source::ToolResult)
+            .map(|h| h.name)
     }
 
     #[test]

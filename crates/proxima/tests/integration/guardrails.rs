@@ -165,11 +165,9 @@ async fn flag_mode_lets_the_call_through_and_its_log_row_names_the_rule() {
         let id = format!("guard-flag-{i}");
         let answer = gw
             .send(
-                gw.request_as(MASTER, Method::POST, "/v1/chat/completions")
+                gw.post_as(MASTER, "/v1/chat/completions", &chat_body("chat", attack))
                     .header("x-request-id", &id)
-                    .header("x-proxima-metadata", r#"{"app": "support"}"#)
-                    .header("content-type", "application/json")
-                    .body(chat_body("chat", attack).to_string()),
+                    .header("x-proxima-metadata", r#"{"app": "support"}"#),
             )
             .await;
         assert_eq!(answer.status, 200, "{attack}: {}", answer.text());
@@ -189,10 +187,12 @@ async fn flag_mode_lets_the_call_through_and_its_log_row_names_the_rule() {
     assert_eq!(mock.request_count(), ATTACKS.len());
     let answer = gw
         .send(
-            gw.request_as(MASTER, Method::POST, "/v1/chat/completions")
-                .header("x-request-id", "guard-flag-ordinary")
-                .header("content-type", "application/json")
-                .body(chat_body("chat", ORDINARY[0]).to_string()),
+            gw.post_as(
+                MASTER,
+                "/v1/chat/completions",
+                &chat_body("chat", ORDINARY[0]),
+            )
+            .header("x-request-id", "guard-flag-ordinary"),
         )
         .await;
     assert_eq!(answer.status, 200);
@@ -203,10 +203,8 @@ async fn flag_mode_lets_the_call_through_and_its_log_row_names_the_rule() {
     // The tag is the gateway's: a client cannot set it.
     let forged = gw
         .send(
-            gw.request_as(MASTER, Method::POST, "/v1/chat/completions")
-                .header("x-proxima-metadata", r#"{"proxima.guardrail": "none"}"#)
-                .header("content-type", "application/json")
-                .body(chat_body("chat", "hi").to_string()),
+            gw.post_as(MASTER, "/v1/chat/completions", &chat_body("chat", "hi"))
+                .header("x-proxima-metadata", r#"{"proxima.guardrail": "none"}"#),
         )
         .await;
     forged.assert_error(400, "invalid_request");
@@ -253,10 +251,12 @@ async fn deny_output_refuses_a_whole_answer_and_its_usage_is_still_metered() {
     ));
     let answer = gw
         .send(
-            gw.request_as(MASTER, Method::POST, "/v1/chat/completions")
-                .header("x-request-id", "guard-output-whole")
-                .header("content-type", "application/json")
-                .body(chat_body("chat", "the figures?").to_string()),
+            gw.post_as(
+                MASTER,
+                "/v1/chat/completions",
+                &chat_body("chat", "the figures?"),
+            )
+            .header("x-request-id", "guard-output-whole"),
         )
         .await;
     let message = blocked(&answer);
@@ -284,13 +284,7 @@ fn before_refusal(raw: &str) -> String {
 
 /// A raw streamed answer: status and every byte the client got.
 async fn raw_stream(gw: &Gateway, path: &str, body: Value) -> (u16, String) {
-    let response = gw
-        .request_as(MASTER, Method::POST, path)
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .await
-        .unwrap();
+    let response = gw.post_as(MASTER, path, &body).send().await.unwrap();
     let status = response.status().as_u16();
     let bytes = tokio::time::timeout(Duration::from_secs(10), response.bytes())
         .await
@@ -442,17 +436,9 @@ async fn an_anthropic_stream_on_v1_messages_is_cut_with_an_error_event() {
     mock.enqueue(Reply::sse(anthropic_text_stream(&[
         "Project Falcon is late.",
     ])));
-    let answer = gw
-        .send(
-            gw.request_as(MASTER, Method::POST, "/v1/messages")
-                .header("content-type", "application/json")
-                .body(
-                    json!({"model": "chat", "max_tokens": 100, "stream": true,
-                    "messages": [{"role": "user", "content": "x"}]})
-                    .to_string(),
-                ),
-        )
-        .await;
+    let body = json!({"model": "chat", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "x"}]});
+    let answer = gw.send(gw.post_as(MASTER, "/v1/messages", &body)).await;
     assert!(answer.text().contains("event: error"), "{}", answer.text());
     assert!(!answer.text().contains("late"), "{}", answer.text());
     // Not streamed: the refusal in the Anthropic shape.
@@ -462,17 +448,9 @@ async fn an_anthropic_stream_on_v1_messages_is_cut_with_an_error_event() {
             "content": [{"type": "text", "text": "Project Falcon is late."}],
             "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 6}}),
     ));
-    let answer = gw
-        .send(
-            gw.request_as(MASTER, Method::POST, "/v1/messages")
-                .header("content-type", "application/json")
-                .body(
-                    json!({"model": "chat", "max_tokens": 100,
-                    "messages": [{"role": "user", "content": "x"}]})
-                    .to_string(),
-                ),
-        )
-        .await;
+    let body = json!({"model": "chat", "max_tokens": 100,
+        "messages": [{"role": "user", "content": "x"}]});
+    let answer = gw.send(gw.post_as(MASTER, "/v1/messages", &body)).await;
     assert_eq!(answer.status, 400, "{}", answer.text());
     let body = answer.json();
     assert_eq!(body["type"], "error", "{body}");

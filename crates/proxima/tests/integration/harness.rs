@@ -253,6 +253,13 @@ impl Gateway {
         self.client.request(method, self.url(path)).bearer_auth(key)
     }
 
+    /// A POST of JSON `body` to `path` with `key`, to send (after more headers, maybe).
+    pub fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.request_as(key, reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
     /// An admin API call made with `key` (the master key, usually), with an optional JSON body.
     pub async fn admin(
         &self,

@@ -136,15 +136,12 @@ async fn a_model_with_no_target_in_the_callers_regions_is_not_allowed() {
     assert_eq!(counts(&r), (0, 0, 0));
     // On /v1/messages in the Anthropic shape.
     let answer =
-        r.gw.send(
-            r.gw.request_as(EU_KEY, Method::POST, "/v1/messages")
-                .header("content-type", "application/json")
-                .body(
-                    json!({"model": "us-only", "max_tokens": 10,
-                        "messages": [{"role": "user", "content": "hi"}]})
-                    .to_string(),
-                ),
-        )
+        r.gw.send(r.gw.post_as(
+            EU_KEY,
+            "/v1/messages",
+            &json!({"model": "us-only", "max_tokens": 10,
+                        "messages": [{"role": "user", "content": "hi"}]}),
+        ))
         .await;
     assert_eq!(answer.status, 403);
     assert_eq!(answer.json()["error"]["type"], "permission_error");
