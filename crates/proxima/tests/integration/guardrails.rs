@@ -488,3 +488,104 @@ async fn a_responses_stream_fails_with_the_guardrail_error() {
         .unwrap_or_else(|| panic!("no response.failed: {raw}"));
     assert!(failed.contains("deny_output[0]"), "{failed}");
 }
+
+/// OpenAI stream chunks of two tool calls whose arguments come in `pieces` each.
+fn tool_call_stream(pieces: [&[&str]; 2]) -> Vec<String> {
+    let delta = |call: Value| {
+        json!({"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-upstream", "choices": [{"index": 0, "delta": {"tool_calls": [call]},
+            "finish_reason": null}]})
+        .to_string()
+    };
+    let mut events = Vec::new();
+    for (index, (id, name)) in [("call_a", "get_weather"), ("call_b", "run_shell")]
+        .into_iter()
+        .enumerate()
+    {
+        events.push(delta(json!({"index": index, "id": id, "type": "function",
+            "function": {"name": name, "arguments": ""}})));
+        for piece in pieces[index] {
+            events.push(delta(
+                json!({"index": index, "function": {"arguments": piece}}),
+            ));
+        }
+    }
+    events.push(
+        json!({"id": "chatcmpl-t", "object": "chat.completion.chunk", "created": 1,
+            "model": "gpt-upstream", "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        .to_string(),
+    );
+    events.push("[DONE]".into());
+    events
+}
+
+#[tokio::test]
+async fn streamed_tool_call_arguments_are_checked_and_arrive_whole_when_they_pass() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(guarded(&mock, r#"deny_output = ["rm\\s{1,2}-rf"]"#)).await;
+    let weather: &[&str] = &["{\"ci", "ty\": \"Pa", "ris\"}"];
+    mock.enqueue(Reply::sse(tool_call_stream([
+        weather,
+        &["{\"cmd\": \"l", "s -la\"}"],
+    ])));
+    let mut sse = gw
+        .stream_with(
+            gw.request_as(MASTER, Method::POST, "/v1/chat/completions"),
+            stream_body("chat", "x"),
+        )
+        .await;
+    let calls = streamed_tool_calls(&chunks_until_done(&sse.data().await));
+    assert_eq!(
+        calls,
+        vec![
+            (
+                "call_a".into(),
+                "get_weather".into(),
+                "{\"city\": \"Paris\"}".into()
+            ),
+            (
+                "call_b".into(),
+                "run_shell".into(),
+                "{\"cmd\": \"ls -la\"}".into()
+            ),
+        ]
+    );
+    // The same through /v1/messages: each tool_use block gets its whole input.
+    mock.enqueue(Reply::sse(tool_call_stream([
+        weather,
+        &["{\"cmd\": \"l", "s -la\"}"],
+    ])));
+    let body = json!({"model": "chat", "max_tokens": 100, "stream": true,
+        "messages": [{"role": "user", "content": "x"}]});
+    let (status, raw) = raw_stream(&gw, "/v1/messages", body).await;
+    assert_eq!(status, 200);
+    let mut inputs = vec![String::new(); 2];
+    for event in raw
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+    {
+        if let Some(piece) = event["delta"]["partial_json"].as_str() {
+            inputs[event["index"].as_u64().unwrap() as usize].push_str(piece);
+        }
+    }
+    assert_eq!(
+        inputs,
+        ["{\"city\": \"Paris\"}", "{\"cmd\": \"ls -la\"}"],
+        "{raw}"
+    );
+    assert!(raw.contains("message_stop"), "{raw}");
+
+    // A denied command is cut before any of it shows.
+    mock.enqueue(Reply::sse(tool_call_stream([
+        weather,
+        &["{\"cmd\": \"rm ", " -r", "f /\"}"],
+    ])));
+    let (_, raw) = raw_stream(&gw, "/v1/chat/completions", stream_body("chat", "x")).await;
+    let shown = before_refusal(&raw);
+    assert!(!shown.contains("rm ") && !shown.contains("-r"), "{raw}");
+    assert!(
+        raw.contains("deny_output[0]") && !raw.contains("[DONE]"),
+        "{raw}"
+    );
+}
