@@ -4,10 +4,11 @@
 //! A stream holds back, per choice, the tail of its text that could still become the start of
 //! a match: a pattern whose longest match is `M` bytes (regex-syntax knows it) can only match
 //! text that ends in a new fragment if the match starts in the last `M - 1` bytes seen, so
-//! everything before them goes out at once. The hold is capped at [`MAX_HOLD`] bytes: a pattern
-//! with no longest match (`.*`, `+`) or a longer one holds back that much, and each fragment is
-//! then also checked against the [`LOOKBACK`] bytes before it, so a longer match is still caught
-//! and cut, but its start may have gone out. What is held goes out when the text is complete:
+//! everything before them goes out at once; each pattern checks a new fragment with only its own
+//! `M - 1` bytes before it, so a check costs the fragment and a small window, never the whole
+//! text again. The window is capped at [`MAX_HOLD`] bytes: in a stream, a pattern with no
+//! longest match (`.*`, `\s+`) catches matches up to that long, and a longer match may go
+//! unnoticed (a whole answer is checked whole). What is held goes out when the text is complete:
 //! the choice moves to another kind of text (reasoning to text, one tool call to the next), it
 //! finishes, or the stream ends.
 //!
@@ -25,42 +26,36 @@ use crate::pipeline::finish::{Outcome, Stage};
 /// The most a stream holds back per choice, in bytes: about 60 tokens of latency at worst.
 pub const MAX_HOLD: usize = 256;
 
-/// How far back a fragment is checked when a pattern can match more than [`MAX_HOLD`] bytes.
-pub const LOOKBACK: usize = 4096;
-
 /// Context kept before the checked text, for `\b` and `^` at its start.
 const CONTEXT: usize = 64;
 
 /// The compiled `deny_output` patterns.
 pub struct OutputRules {
-    patterns: Vec<(String, Regex)>,
+    /// Each pattern, compiled, with the bytes before a new fragment a stream checks with it:
+    /// its longest match less one, at most `MAX_HOLD - 1`.
+    patterns: Vec<(String, Regex, usize)>,
     set: RegexSet,
-    /// Bytes of a text's tail held back in a stream.
+    /// Bytes of a text's tail held back in a stream: the largest window.
     hold: usize,
-    /// Bytes before a new fragment a stream checks with it.
-    lookback: usize,
 }
 
 impl OutputRules {
     pub fn new(patterns: &[String]) -> Result<OutputRules, String> {
-        let mut longest = 0usize;
         let mut compiled = Vec::with_capacity(patterns.len());
         for pattern in patterns {
-            compiled.push((pattern.clone(), super::compile(pattern)?));
-            let max = regex_syntax::parse(pattern)
+            let longest = regex_syntax::parse(pattern)
                 .map_err(|e| e.to_string())?
                 .properties()
                 .maximum_len()
                 .unwrap_or(usize::MAX);
-            longest = longest.max(max);
+            let window = longest.clamp(1, MAX_HOLD) - 1;
+            compiled.push((pattern.clone(), super::compile(pattern)?, window));
         }
         let set = RegexSet::new(patterns).map_err(|e| e.to_string())?;
-        let hold = longest.clamp(1, MAX_HOLD) - 1;
         Ok(OutputRules {
+            hold: compiled.iter().map(|p| p.2).max().unwrap_or(0),
             patterns: compiled,
             set,
-            hold,
-            lookback: if longest <= MAX_HOLD { hold } else { LOOKBACK },
         })
     }
 
@@ -69,12 +64,14 @@ impl OutputRules {
         self.set.matches(text).iter().next()
     }
 
-    /// The first pattern with a match in `text` that starts at `from` or after (what comes
-    /// before counts for `\b` and `^`).
-    fn find_from(&self, text: &str, from: usize) -> Option<usize> {
-        self.patterns
-            .iter()
-            .position(|(_, regex)| regex.find_at(text, from).is_some())
+    /// The first pattern with a match in `text` that ends past `new` (where the new fragment
+    /// starts): one that starts at most its window before it (what comes before counts for
+    /// `\b` and `^`).
+    fn find_new(&self, text: &str, new: usize) -> Option<usize> {
+        self.patterns.iter().position(|(_, regex, window)| {
+            let from = floor_boundary(text, new.saturating_sub(*window));
+            regex.find_at(text, from).is_some()
+        })
     }
 
     fn refusal(&self, index: usize) -> Error {
@@ -213,8 +210,7 @@ impl Held {
     fn push(&mut self, rules: &OutputRules, fragment: &mut String) -> Result<(), usize> {
         let before = self.seen.len();
         self.seen.push_str(fragment);
-        let from = floor_boundary(&self.seen, before.saturating_sub(rules.lookback));
-        if let Some(pattern) = rules.find_from(&self.seen, from) {
+        if let Some(pattern) = rules.find_new(&self.seen, before) {
             return Err(pattern);
         }
         let safe = floor_boundary(&self.seen, self.seen.len().saturating_sub(rules.hold))
@@ -223,7 +219,7 @@ impl Held {
         fragment.push_str(&self.seen[self.released..safe]);
         self.released = safe;
         // Forget what no later check looks at, keeping some context for `\b`.
-        let keep = rules.lookback.max(rules.hold) + CONTEXT;
+        let keep = rules.hold + CONTEXT;
         if self.released > 2 * keep {
             let cut = floor_boundary(&self.seen, self.released - keep);
             self.seen.drain(..cut);
@@ -374,12 +370,12 @@ mod tests {
     fn the_hold_is_the_longest_match_less_one_byte() {
         let rules = OutputRules::new(&["(?i)internal only".into(), "abc".into()]).unwrap();
         assert_eq!(rules.hold, "internal only".len() - 1);
-        assert_eq!(rules.lookback, rules.hold);
+        assert_eq!(rules.patterns[1].2, 2);
         // Whitespace can be three bytes (U+3000): 8 + 3 * 3 + 4.
         let rules = OutputRules::new(&["(?i)internal\\s{1,3}only".into()]).unwrap();
         assert_eq!(rules.hold, 20);
         let rules = OutputRules::new(&["secret.*code".into()]).unwrap();
-        assert_eq!((rules.hold, rules.lookback), (MAX_HOLD - 1, LOOKBACK));
+        assert_eq!(rules.hold, MAX_HOLD - 1);
     }
 
     #[test]

@@ -101,7 +101,7 @@ pub async fn chat(
     retrieval: Retrieval,
 ) -> Result<Prepared<ChatRequest>> {
     let prepared = assemble(exchange, cx, req, conversation, retrieval).await?;
-    crate::guardrails::screen(exchange, &prepared.request)?;
+    crate::guardrails::screen(exchange, &prepared.request).await?;
     Ok(prepared)
 }
 
