@@ -4,7 +4,7 @@
 
 use std::hint::black_box;
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 use proxima::canonical::{ChatChunk, ChunkChoice};
 use proxima::guardrails::injection::{Rules, Source};
