@@ -51,6 +51,8 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     #[serde(default)]
     pub pii: PiiConfig,
+    #[serde(default)]
+    pub guardrails: GuardrailsConfig,
 }
 
 /// Personal data in prompts (SPEC `[pii]`): what is looked for, and what happens to it. Keys and
@@ -157,6 +159,32 @@ pub struct PiiOverride {
     pub mode: Option<PiiMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub entities: Option<Vec<PiiEntity>>,
+}
+
+/// Guardrails (SPEC `[guardrails]`): checks on what goes to the model and what comes back. A
+/// refusal is `400 guardrail_blocked` naming its rule.
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GuardrailsConfig {
+    /// Built-in rules against instructions injected into user messages and tool results
+    /// ("ignore previous instructions", "reveal your system prompt", role-play jailbreaks):
+    /// `off`, `flag` (the call goes through, its ledger row names the rule) or `block`.
+    pub prompt_injection: GuardMode,
+    /// Regexes refused anywhere in a prompt as sent (system prompt, history and retrieved
+    /// passages included).
+    pub deny: Vec<String>,
+    /// Regexes refused in answers: text, reasoning and tool-call arguments. A stream is cut
+    /// before the matching text goes out.
+    pub deny_output: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum GuardMode {
+    #[default]
+    Off,
+    Flag,
+    Block,
 }
 
 /// The response cache (SPEC `[cache]`): a call that repeats an earlier one exactly — same

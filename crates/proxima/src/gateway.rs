@@ -1,12 +1,13 @@
-//! The gateway built from one config: providers, the router and the static keys (and JWT
-//! verifier). Immutable;
+//! The gateway built from one config: providers, the router, the static keys (and JWT
+//! verifier) and the compiled guardrails. Immutable;
 //! a reload builds a new one and swaps it in, while requests in flight keep the one they began on.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::guardrails::Guardrails;
 use crate::http_client::HttpClient;
 use crate::policy::jwt::JwtVerifier;
 use crate::policy::Auth;
@@ -18,6 +19,7 @@ pub struct Gateway {
     pub config: Config,
     pub auth: Auth,
     pub router: Router,
+    pub guardrails: Guardrails,
 }
 
 impl Gateway {
@@ -42,8 +44,12 @@ impl Gateway {
             .as_ref()
             .map(|jwt| JwtVerifier::new(jwt, http.clone()))
             .transpose()?;
+        // Checked by `proxima check` before a config is used: an error here is a bug.
+        let guardrails = Guardrails::new(&config.guardrails)
+            .map_err(|e| Error::internal(format!("guardrails: {e}")))?;
         Ok(Gateway {
             auth: Auth::from_config(&config, jwt),
+            guardrails,
             router: Router::new(&config, &providers, health),
             config,
         })

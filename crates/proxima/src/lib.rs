@@ -13,6 +13,7 @@ pub mod config;
 pub mod context;
 pub mod error;
 pub mod gateway;
+pub mod guardrails;
 pub mod http_client;
 pub mod pii;
 pub mod pipeline;

@@ -120,18 +120,51 @@ impl RequestContext {
         }
     }
 
-    /// The public model `model`, if it exists and the caller may use it (404, 403).
+    /// The public model `model`, if it exists and the caller may use it (404, 403): its model
+    /// permissions, and its regions, in which the model must have a target.
     pub fn resolve(&self, model: &str) -> Result<Resolved> {
-        let resolved = self.gateway.router.resolve(model).ok_or_else(|| {
+        let router = &self.gateway.router;
+        let mut resolved = router.resolve(model).ok_or_else(|| {
             Error::new(
                 ErrorKind::ModelNotFound,
                 format!("the model `{model}` does not exist; GET /v1/models lists the models you can use"),
             )
             .with_param("model")
         })?;
+        let team = self.team();
         self.caller
-            .authorize_model(model, &resolved.model.name, self.team().as_deref())?;
+            .authorize_model(model, &resolved.model.name, team.as_deref())?;
+        // `regions()` as a bit set, made without allocating: every call asks.
+        let key = self.caller.regions.as_deref().map(|r| router.region_set(r));
+        let team = team.as_deref().and_then(|t| t.regions.as_deref());
+        let regions = match (key, team.map(|r| router.region_set(r))) {
+            (Some(key), Some(team)) => Some(key.intersection(team)),
+            (key, team) => key.or(team),
+        };
+        if let Some(regions) = regions {
+            if !router.serves_in(&resolved, regions) {
+                return Err(self.outside_regions(model));
+            }
+        }
+        resolved.regions = regions;
         Ok(resolved)
+    }
+
+    /// The refusal of a model none of whose targets is in the caller's regions.
+    fn outside_regions(&self, model: &str) -> Error {
+        let regions = self.regions().unwrap_or_default();
+        let regions = if regions.is_empty() {
+            "none: its key's regions and its team's have none in common".to_string()
+        } else {
+            regions.join(", ")
+        };
+        Error::new(
+            ErrorKind::ModelNotAllowed,
+            format!(
+                "the model `{model}` has no target in the regions this caller may be served from ({regions}): residency rules keep its calls there"
+            ),
+        )
+        .with_param("model")
     }
 }
 

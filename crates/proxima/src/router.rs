@@ -1,6 +1,11 @@
 //! Routing: from a public model name to upstream attempts — every target in strategy order
 //! (skipping open circuits), retries with backoff, a timeout per attempt, then fallback models —
 //! until one attempt succeeds or none is left.
+//!
+//! Residency: a caller restricted to regions ([`Resolved::regions`]) is only routed to targets
+//! whose provider is in one of them — first attempts, retries and fallbacks alike; a target
+//! whose provider has no `region` serves only unrestricted callers. Regions are numbered when
+//! the router is built, so checking a target is one AND of bit sets ([`RegionSet`]).
 
 pub mod health;
 mod strategy;
@@ -28,7 +33,30 @@ pub struct Target {
     pub price: Option<Price>,
     pub context_window: Option<u64>,
     pub health: Arc<TargetHealth>,
+    /// Its provider's region (empty when the provider has none).
+    pub region: RegionSet,
 }
+
+/// A set of provider regions, one bit each, numbered by the [`Router`] that made it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegionSet(u64);
+
+impl RegionSet {
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    fn intersects(self, other: RegionSet) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    pub fn intersection(self, other: RegionSet) -> RegionSet {
+        RegionSet(self.0 & other.0)
+    }
+}
+
+/// Distinct provider regions a config may have: a [`RegionSet`] has a bit for each.
+pub const MAX_REGIONS: usize = 64;
 
 /// A public model and how to serve it.
 pub struct Model {
@@ -57,12 +85,16 @@ pub struct Router {
     /// `prefix/` of wildcard names, longest first.
     wildcards: Vec<(String, Arc<Model>)>,
     backoff: Backoff,
+    /// The providers' regions, sorted; a region's position is its bit in a [`RegionSet`].
+    regions: Vec<String>,
 }
 
 /// A public name resolved to its model; `suffix` is what a wildcard matched.
 pub struct Resolved {
     pub model: Arc<Model>,
     pub suffix: Option<String>,
+    /// The regions the caller may be served from; `None`: any target, with a region or not.
+    pub regions: Option<RegionSet>,
 }
 
 /// The outcome of routing, with what the client is told about how it was served.
@@ -93,14 +125,25 @@ impl Router {
         let mut models = HashMap::new();
         let mut wildcards = Vec::new();
         let breaker = &config.routing.breaker;
+        let mut regions: Vec<String> = config
+            .providers
+            .values()
+            .filter_map(|p| p.region.clone())
+            .collect();
+        regions.sort_unstable();
+        regions.dedup();
+        // `proxima check` refuses more; past the limit a region would match nothing.
+        regions.truncate(MAX_REGIONS);
         for (name, m) in &config.models {
             let targets = m
                 .targets
                 .iter()
                 .filter_map(|t| {
                     let key = format!("{name}/{}/{}", t.provider, t.model);
+                    let provider = providers.get(&t.provider)?;
                     Some(Target {
-                        provider: providers.get(&t.provider)?.clone(),
+                        region: region_set(&regions, provider.region.as_slice()),
+                        provider: provider.clone(),
                         model: t.model.clone(),
                         weight: t.weight,
                         // A concrete model's list price is looked up once, here; a wildcard
@@ -141,6 +184,7 @@ impl Router {
                 base: config.routing.retry_backoff.0,
                 max: config.routing.max_retry_wait.0,
             },
+            regions,
         };
         registry.retain(
             &router
@@ -163,6 +207,7 @@ impl Router {
             return Some(Resolved {
                 model: model.clone(),
                 suffix: None,
+                regions: None,
             });
         }
         self.wildcards.iter().find_map(|(prefix, model)| {
@@ -170,8 +215,27 @@ impl Router {
             (!suffix.is_empty()).then(|| Resolved {
                 model: model.clone(),
                 suffix: Some(suffix.to_owned()),
+                regions: None,
             })
         })
+    }
+
+    /// The regions named, as a set; a name no provider has adds nothing, since nothing there
+    /// could serve.
+    pub fn region_set(&self, names: &[String]) -> RegionSet {
+        region_set(&self.regions, names)
+    }
+
+    /// Whether `resolved` has a target, itself or among its fallbacks, in `regions`.
+    pub fn serves_in(&self, resolved: &Resolved, regions: RegionSet) -> bool {
+        let in_regions = |model: &Model| model.targets.iter().any(|t| t.region.intersects(regions));
+        in_regions(&resolved.model)
+            || resolved
+                .model
+                .fallbacks
+                .iter()
+                .filter_map(|f| self.resolve(f))
+                .any(|f| in_regions(&f.model))
     }
 
     /// The most a request of `shape` can cost on any target `resolved` may route it to,
@@ -243,7 +307,7 @@ impl Router {
             }
         }
         for (model, suffix) in chain {
-            let order = strategy::order(&model, shape);
+            let order = strategy::order(&model, shape, resolved.regions);
             let mut retries_left = model.retries;
             // Positions in `order` considered so far: the first turn is one attempt per target,
             // every position past it is a retry.
@@ -426,7 +490,23 @@ impl<T> Routed<T> {
     }
 }
 
+/// The bits of the regions in `names`, numbered by their place in `regions`.
+fn region_set(regions: &[String], names: &[String]) -> RegionSet {
+    RegionSet(
+        regions
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| names.contains(r))
+            .fold(0, |bits, (i, _)| bits | 1 << i),
+    )
+}
+
 impl Target {
+    /// Whether this target may serve a caller restricted to `regions` (`None`: any caller).
+    pub fn serves_in(&self, regions: Option<RegionSet>) -> bool {
+        regions.is_none_or(|r| self.region.intersects(r))
+    }
+
     /// This target's price: configured, else the built-in list price.
     pub fn price(&self, upstream_model: &str) -> Option<Price> {
         self.price.or_else(|| pricing::builtin(upstream_model))

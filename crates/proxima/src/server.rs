@@ -297,6 +297,12 @@ fn request_metadata(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, Error
     };
     let text = value.to_str().map_err(|_| bad())?;
     match serde_json::from_str::<serde_json::Value>(text) {
+        // `proxima.*` tags are the gateway's own notes (e.g. a guardrail's flag).
+        Ok(serde_json::Value::Object(tags)) if tags.keys().any(|k| k.starts_with("proxima.")) => {
+            Err(Error::invalid_request(
+                "x-proxima-metadata may not set tags named `proxima.*`: the gateway sets those",
+            ))
+        }
         Ok(serde_json::Value::Object(tags)) => {
             Ok(Some(Arc::from(serde_json::Value::Object(tags).to_string())))
         }

@@ -116,6 +116,21 @@ pub fn validate(
         }
     }
 
+    let mut regions = std::collections::BTreeSet::new();
+    for (name, provider) in &config.providers {
+        if let Some(region) = &provider.region {
+            if regions.insert(region.as_str()) && regions.len() > crate::router::MAX_REGIONS {
+                problem(
+                    format!("providers.{name}.region"),
+                    format!(
+                        "`{region}` is one region too many: providers may be in {} regions at most",
+                        crate::router::MAX_REGIONS
+                    ),
+                );
+            }
+        }
+    }
+
     for (name, model) in &config.models {
         let at = |field: &str| format!("models.{name}.{field}");
         if name.contains('*') && !(name.ends_with("/*") && name.matches('*').count() == 1) {
@@ -271,6 +286,20 @@ pub fn validate(
                         semantic.embedding_model,
                         names(&config.models)
                     ),
+                );
+            }
+        }
+    }
+
+    for (list, patterns) in [
+        ("deny", &config.guardrails.deny),
+        ("deny_output", &config.guardrails.deny_output),
+    ] {
+        for (i, pattern) in patterns.iter().enumerate() {
+            if let Err(e) = crate::guardrails::compile(pattern) {
+                problem(
+                    format!("guardrails.{list}[{i}]"),
+                    format!("`{pattern}` is not a usable pattern: {e}"),
                 );
             }
         }

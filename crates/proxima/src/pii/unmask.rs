@@ -12,7 +12,7 @@
 
 use super::mask::Restore;
 use crate::canonical::{ChatChunk, ChatResponse, ChunkChoice, Part, ToolCallDelta};
-use crate::pipeline::finish::{Outcome, Place, Stage};
+use crate::pipeline::finish::{choice_in, Outcome, Place, Stage};
 
 /// Which text of an answer a held piece belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -27,8 +27,6 @@ pub struct Unmask {
     restore: Restore,
     /// Ends held back, by choice and field.
     held: Vec<(u32, Field, String)>,
-    /// The stream's id, model and time, for a last chunk of released text.
-    stamp: Option<ChatChunk>,
 }
 
 impl Unmask {
@@ -36,7 +34,6 @@ impl Unmask {
         Unmask {
             restore,
             held: Vec::new(),
-            stamp: None,
         }
     }
 
@@ -156,14 +153,6 @@ impl Stage for Unmask {
     }
 
     fn chunk(&mut self, chunk: &mut ChatChunk) {
-        if self.stamp.is_none() {
-            self.stamp = Some(ChatChunk {
-                id: chunk.id.clone(),
-                model: chunk.model.clone(),
-                created: chunk.created,
-                ..ChatChunk::default()
-            });
-        }
         for delta in &mut chunk.choices {
             self.delta(delta);
         }
@@ -185,7 +174,7 @@ impl Stage for Unmask {
     }
 
     /// The stream ended with text still held (no finish reason came): it goes out last.
-    fn flush(&mut self) -> Option<ChatChunk> {
+    fn flush(&mut self, last: &mut ChatChunk) {
         let mut choices: Vec<u32> = self
             .held
             .iter()
@@ -194,19 +183,9 @@ impl Stage for Unmask {
             .collect();
         choices.sort_unstable();
         choices.dedup();
-        if choices.is_empty() {
-            return None;
-        }
-        let mut chunk = self.stamp.take().unwrap_or_default();
         for index in choices {
-            let mut delta = ChunkChoice {
-                index,
-                ..ChunkChoice::default()
-            };
-            self.finish_choice(&mut delta);
-            chunk.choices.push(delta);
+            self.finish_choice(choice_in(last, index));
         }
-        Some(chunk)
     }
 
     fn end(&mut self, _outcome: Outcome<'_>) {}
@@ -276,7 +255,9 @@ mod tests {
             stage.chunk(&mut c);
             collector.push(&c);
         }
-        if let Some(last) = stage.flush() {
+        let mut last = ChatChunk::default();
+        stage.flush(&mut last);
+        if !last.choices.is_empty() {
             collector.push(&last);
         }
         collector.finish()

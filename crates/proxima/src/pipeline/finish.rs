@@ -7,7 +7,10 @@
 //! storing a conversation turn) is one more [`Stage`]: the stream adapters compose here, in one
 //! place, for every surface. Each stage declares its [`Place`]: what keeps the upstream's answer
 //! comes before what turns it into the client's, which comes before what sees or keeps the
-//! client's — whatever order the phases add them in.
+//! client's — whatever order the phases add them in. A stage may refuse the answer
+//! ([`Stage::refusal`]): a whole answer becomes that error, a stream is cut with it as its last
+//! event. A stage that holds text back across chunks gives it up when the stream ends
+//! ([`Stage::flush`]).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -64,10 +67,34 @@ pub trait Stage: Send {
     fn end(&mut self, outcome: Outcome<'_>);
     /// Who answered, told before the answer passes (not called for a call never routed).
     fn routed(&mut self, _route: &Route<'_>) {}
-    /// The stream ran out: a last chunk of what the stage still held back, if anything.
-    fn flush(&mut self) -> Option<ChatChunk> {
+    /// Asked after each chunk and after a whole answer: an error refuses the answer (an output
+    /// guardrail). A refused answer goes no further: later stages do not see it (metering
+    /// still notes its usage), the call ends with the error, and a stream is cut there — the
+    /// chunk just passed does not go out.
+    fn refusal(&mut self) -> Option<Error> {
         None
     }
+    /// The stream ran out: what the stage held back goes into `last`, a chunk with the
+    /// stream's id and model (empty, or holding what stages before it gave up), which the
+    /// stages after it see and the client gets if a stage filled it. [`choice_in`] finds or
+    /// adds a choice's delta there.
+    fn flush(&mut self, _last: &mut ChatChunk) {}
+}
+
+/// The delta of choice `index` in `chunk`, added if it has none: where a stage's
+/// [`flush`](Stage::flush) puts what it held back for that choice.
+pub fn choice_in(chunk: &mut ChatChunk, index: u32) -> &mut crate::canonical::ChunkChoice {
+    let at = match chunk.choices.iter().position(|c| c.index == index) {
+        Some(at) => at,
+        None => {
+            chunk.choices.push(crate::canonical::ChunkChoice {
+                index,
+                ..Default::default()
+            });
+            chunk.choices.len() - 1
+        }
+    };
+    &mut chunk.choices[at]
 }
 
 /// How a call was routed, as its stages are told.
@@ -110,44 +137,52 @@ impl Stages {
         }
     }
 
-    fn chunk(&mut self, chunk: &mut ChatChunk) {
+    fn chunk(&mut self, chunk: &mut ChatChunk) -> Result<()> {
+        let mut verdict = Ok(());
         for stage in &mut self.stages {
             stage.chunk(chunk);
+            if let Some(refusal) = stage.refusal() {
+                verdict = Err(refusal);
+                break;
+            }
         }
         if let Some(metering) = &mut self.metering {
             metering.chunk(chunk);
         }
+        verdict
     }
 
-    /// The last chunk of what stages held back when the stream ran out: each stage's goes
-    /// through the stages after it.
-    fn flush(&mut self) -> Option<ChatChunk> {
-        let mut last: Option<ChatChunk> = None;
-        for stage in &mut self.stages {
-            if let Some(chunk) = last.as_mut() {
-                stage.chunk(chunk);
-            }
-            if let Some(more) = stage.flush() {
-                match last.as_mut() {
-                    Some(chunk) => chunk.choices.extend(more.choices),
-                    None => last = Some(more),
-                }
-            }
-        }
-        let mut chunk = last?;
-        if let Some(metering) = &mut self.metering {
-            metering.chunk(&mut chunk);
-        }
-        Some(chunk)
-    }
-
-    fn complete(&mut self, answer: &mut ChatResponse) {
+    fn complete(&mut self, answer: &mut ChatResponse) -> Result<()> {
+        let mut verdict = Ok(());
         for stage in &mut self.stages {
             stage.complete(answer);
+            if let Some(refusal) = stage.refusal() {
+                verdict = Err(refusal);
+                break;
+            }
         }
         if let Some(metering) = &mut self.metering {
             metering.complete(answer);
         }
+        verdict
+    }
+
+    /// The end of a stream: each stage in turn sees what the ones before it gave up, then
+    /// gives up its own.
+    fn flush(&mut self, last: &mut ChatChunk) -> Result<()> {
+        for stage in &mut self.stages {
+            if !last.choices.is_empty() {
+                stage.chunk(last);
+            }
+            stage.flush(last);
+            if let Some(refusal) = stage.refusal() {
+                return Err(refusal);
+            }
+        }
+        if let Some(metering) = &mut self.metering {
+            metering.chunk(last);
+        }
+        Ok(())
     }
 
     /// Tells every stage how the call ended, once.
@@ -309,13 +344,18 @@ pub fn chat(mut exchange: Exchange<'_>, mut routed: Routed<ChatOutput>) -> Route
         Ok(ChatOutput::Stream(inner)) => Ok(ChatOutput::Stream(Box::pin(Finished {
             inner,
             stages: Some(stages),
-            ran_out: false,
+            last: None,
         }))),
-        Ok(ChatOutput::Complete(mut answer)) => {
-            stages.complete(&mut answer);
-            stages.end(Ok(()));
-            Ok(ChatOutput::Complete(answer))
-        }
+        Ok(ChatOutput::Complete(mut answer)) => match stages.complete(&mut answer) {
+            Ok(()) => {
+                stages.end(Ok(()));
+                Ok(ChatOutput::Complete(answer))
+            }
+            Err(refusal) => {
+                stages.end(Err(&refusal));
+                Err(refusal)
+            }
+        },
         Err(e) => {
             stages.end(Err(&e));
             Err(e)
@@ -344,45 +384,59 @@ pub fn embeddings(
 }
 
 /// A stream passing through the call's stages, which are told how it ended: it ran out, an
-/// upstream error cut it, or it was dropped because the client went away.
+/// upstream error or a stage's refusal cut it, or it was dropped because the client went away.
+/// It ends after the first error.
 struct Finished {
     inner: ChunkStream,
+    /// `None` once the stream ended.
     stages: Option<Stages>,
-    /// The inner stream ended (it is not polled again).
-    ran_out: bool,
+    /// The empty chunk the stages fill when the stream runs out: the first chunk's id and model.
+    last: Option<ChatChunk>,
 }
 
 impl Stream for Finished {
     type Item = Result<ChatChunk>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut item = if self.ran_out {
-            None
-        } else {
-            std::task::ready!(self.inner.as_mut().poll_next(cx))
+        if self.stages.is_none() {
+            return Poll::Ready(None);
+        }
+        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let this = &mut *self;
+        let Some(stages) = this.stages.as_mut() else {
+            return Poll::Ready(None);
         };
-        match &mut item {
-            Some(Ok(chunk)) => {
-                if let Some(stages) = self.stages.as_mut() {
-                    stages.chunk(chunk);
+        let item = match item {
+            Some(Ok(mut chunk)) => {
+                if this.last.is_none() {
+                    this.last = Some(ChatChunk {
+                        id: chunk.id.clone(),
+                        model: chunk.model.clone(),
+                        created: chunk.created,
+                        ..ChatChunk::default()
+                    });
                 }
+                stages.chunk(&mut chunk).map(|()| chunk)
             }
-            Some(Err(e)) => {
-                if let Some(stages) = self.stages.take() {
-                    stages.end(Err(e));
-                }
-            }
+            Some(Err(e)) => Err(e),
             None => {
-                self.ran_out = true;
-                // What stages held back goes out before the end.
-                if let Some(last) = self.stages.as_mut().and_then(Stages::flush) {
-                    return Poll::Ready(Some(Ok(last)));
+                let mut last = this.last.take().unwrap_or_default();
+                let flushed = stages.flush(&mut last);
+                if let Some(stages) = this.stages.take() {
+                    stages.end(flushed.as_ref().map(|_| ()));
                 }
-                if let Some(stages) = self.stages.take() {
-                    stages.end(Ok(()));
-                }
+                return Poll::Ready(match flushed {
+                    Ok(()) if last.choices.is_empty() => None,
+                    Ok(()) => Some(Ok(last)),
+                    Err(e) => Some(Err(e)),
+                });
+            }
+        };
+        if let Err(e) = &item {
+            if let Some(stages) = this.stages.take() {
+                stages.end(Err(e));
             }
         }
-        Poll::Ready(item)
+        Poll::Ready(Some(item))
     }
 }

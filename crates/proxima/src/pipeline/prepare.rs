@@ -94,7 +94,8 @@ impl<R: Measure> Prepared<R> {
 /// Prepares a chat request: a conversation turn gets its stored context assembled in (and a
 /// stage that stores the turn), within the model's window; passages retrieved for the new
 /// message go into the conversation's context, or, without one, after the instructions. The
-/// prompt so made is what the caller's PII policy applies to ([`pii`]).
+/// guardrails check the prompt so made, with the values the caller wrote; then the caller's
+/// PII policy applies to it ([`pii`]).
 pub async fn chat(
     exchange: &mut Exchange<'_>,
     cx: &Arc<RequestContext>,
@@ -103,7 +104,8 @@ pub async fn chat(
     retrieval: Retrieval,
 ) -> Result<Prepared<ChatRequest>> {
     let prepared = assemble(exchange, cx, req, conversation, retrieval).await?;
-    // Nothing else holds the request once it is assembled: no copy is made.
+    crate::guardrails::screen(exchange, &prepared.request).await?;
+    // Nothing else holds the request once it is assembled and screened: no copy is made.
     let mut req = Arc::unwrap_or_clone(prepared.request);
     pii::protect_chat(exchange, &mut req)?;
     Ok(Prepared {

@@ -2,14 +2,18 @@
 
 use std::sync::atomic::Ordering;
 
-use super::{Model, RequestShape};
+use super::{Model, RegionSet, RequestShape};
 use crate::config::Strategy;
 
-/// Target indices in the order this request should try them. Rolled-back canaries are left out;
-/// open circuits are skipped later, when an attempt is due, so they can recover.
-pub fn order(model: &Model, shape: &RequestShape) -> Vec<usize> {
+/// Target indices in the order this request should try them. Rolled-back canaries and targets
+/// outside the caller's `regions` are left out; open circuits are skipped later, when an
+/// attempt is due, so they can recover.
+pub fn order(model: &Model, shape: &RequestShape, regions: Option<RegionSet>) -> Vec<usize> {
     let live: Vec<usize> = (0..model.targets.len())
-        .filter(|&i| !model.targets[i].health.is_rolled_back())
+        .filter(|&i| {
+            let target = &model.targets[i];
+            !target.health.is_rolled_back() && target.serves_in(regions)
+        })
         .collect();
     match model.strategy {
         Strategy::Priority => live,

@@ -253,6 +253,13 @@ impl Gateway {
         self.client.request(method, self.url(path)).bearer_auth(key)
     }
 
+    /// A POST of JSON `body` to `path` with `key`, to send (after more headers, maybe).
+    pub fn post_as(&self, key: &str, path: &str, body: &Value) -> reqwest::RequestBuilder {
+        self.request_as(key, reqwest::Method::POST, path)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+    }
+
     /// An admin API call made with `key` (the master key, usually), with an optional JSON body.
     pub async fn admin(
         &self,
@@ -585,6 +592,24 @@ pub fn tool_calls(answer: &Value) -> Vec<(String, String, String)> {
             )
         })
         .collect()
+}
+
+/// One upstream stream chunk carrying `content`, as OpenAI sends it.
+pub fn openai_chunk(content: &str) -> String {
+    json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream",
+        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]
+    })
+    .to_string()
+}
+
+/// The upstream chunk that ends an OpenAI stream's choice.
+pub fn openai_finish_chunk() -> String {
+    json!({
+        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream",
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
+    })
+    .to_string()
 }
 
 pub fn user(text: &str) -> Value {

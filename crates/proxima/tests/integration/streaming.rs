@@ -12,23 +12,6 @@ use tokio::sync::oneshot;
 
 use crate::harness::*;
 
-/// One upstream chunk carrying `content`, as OpenAI sends it.
-fn chunk(content: &str) -> String {
-    json!({
-        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream",
-        "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": null}]
-    })
-    .to_string()
-}
-
-fn finish_chunk() -> String {
-    json!({
-        "id": "chatcmpl-s", "object": "chat.completion.chunk", "created": 1, "model": "gpt-upstream",
-        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]
-    })
-    .to_string()
-}
-
 #[tokio::test]
 async fn stream_is_sse_ending_with_done_and_matches_the_complete_answer() {
     let mock = MockUpstream::start().await.unwrap();
@@ -161,8 +144,11 @@ async fn without_include_usage_no_usage_chunk_but_upstream_is_asked_for_usage() 
 async fn chunks_are_delivered_as_they_arrive_not_buffered() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(one_model(&mock)).await;
-    let mut events: Vec<String> = ["a", " b", " c", " d"].iter().map(|c| chunk(c)).collect();
-    events.push(finish_chunk());
+    let mut events: Vec<String> = ["a", " b", " c", " d"]
+        .iter()
+        .map(|c| openai_chunk(c))
+        .collect();
+    events.push(openai_finish_chunk());
     events.push("[DONE]".into());
     mock.enqueue(Reply::sse(events).chunk_delay(Duration::from_millis(300)));
 
@@ -228,7 +214,7 @@ async fn an_upstream_error_event_mid_stream_reaches_the_client_with_its_message(
     let gw = Gateway::start(one_model(&mock)).await;
     // OpenAI reports failures after the headers as an event carrying an error object.
     mock.enqueue(Reply::sse(vec![
-        chunk("partial"),
+        openai_chunk("partial"),
         json!({"error": {"message": "The server had an error while processing your request", "type": "server_error"}})
             .to_string(),
     ]));
@@ -262,9 +248,9 @@ async fn upstream_silent_mid_stream_times_out_with_an_error_event() {
     .await;
     mock.enqueue(
         Reply::sse(vec![
-            chunk("first"),
-            chunk(" second"),
-            finish_chunk(),
+            openai_chunk("first"),
+            openai_chunk(" second"),
+            openai_finish_chunk(),
             "[DONE]".into(),
         ])
         .chunk_delay(Duration::from_secs(3)),
@@ -322,7 +308,7 @@ async fn slow_stream_upstream() -> (String, oneshot::Receiver<Option<Duration>>)
         let started = Instant::now();
         let writer = async {
             for i in 0..300 {
-                let event = format!("data: {}\n\n", chunk(&format!("tick{i} ")));
+                let event = format!("data: {}\n\n", openai_chunk(&format!("tick{i} ")));
                 let frame = format!("{:x}\r\n{event}\r\n", event.len());
                 if write.write_all(frame.as_bytes()).await.is_err() {
                     return true;
@@ -384,9 +370,9 @@ async fn long_silences_get_keep_alive_comments() {
     let gw = Gateway::start(one_model(&mock).server("stream_keepalive = \"200ms\"")).await;
     mock.enqueue(
         Reply::sse(vec![
-            chunk("a"),
-            chunk(" b"),
-            finish_chunk(),
+            openai_chunk("a"),
+            openai_chunk(" b"),
+            openai_finish_chunk(),
             "[DONE]".into(),
         ])
         .chunk_delay(Duration::from_millis(700)),
@@ -501,9 +487,9 @@ async fn an_upstream_that_omits_done_after_finishing_still_ends_with_done() {
     let gw = Gateway::start(one_model(&mock)).await;
     // Some OpenAI-compatible servers end the body after the finish chunk, without [DONE].
     mock.enqueue(Reply::sse(vec![
-        chunk("all"),
-        chunk(" there"),
-        finish_chunk(),
+        openai_chunk("all"),
+        openai_chunk(" there"),
+        openai_finish_chunk(),
     ]));
     let mut sse = gw.stream(stream_body("chat", "x")).await;
     let chunks = chunks_until_done(&sse.data().await);
