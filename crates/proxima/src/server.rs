@@ -59,6 +59,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::audit::Actor;
 use crate::canonical::Api;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, ErrorKind};
@@ -191,6 +192,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/admin/usage", get(surface::admin::usage))
         .route("/admin/logs", get(surface::admin::logs))
         .route("/admin/config/reload", post(surface::admin::reload))
+        .route("/admin/audit", get(surface::admin::audit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_admin,
@@ -324,6 +326,9 @@ async fn authenticate_admin(
         .await
     {
         Ok(caller) if caller.admin => {
+            let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+            let actor = Actor::caller(&caller, request_id.as_deref().unwrap_or("unknown"));
+            req.extensions_mut().insert(actor);
             req.extensions_mut().insert(state.clone());
             next.run(req).await
         }
@@ -432,6 +437,7 @@ impl Server {
         let state = self.state.clone();
         let watcher = tokio::spawn(reload_triggers(state.clone()));
         let _expire = AbortOnDrop(tokio::spawn(crate::context::expire_old(state.clone())));
+        let _retention = AbortOnDrop(tokio::spawn(crate::usage::retention::keep(state.clone())));
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
         let listener = self.listener.tap_io(|tcp| {
@@ -503,8 +509,8 @@ async fn reload_triggers(state: Arc<AppState>) {
             }
         };
         tracing::info!("reloading the config: {reason}");
-        if let Err(problems) = state.reload().await {
-            tracing::error!(problems = %problems.join("; "), "the new config is invalid: keeping the running one");
+        if let Err(e) = state.reload(&Actor::system(reason)).await {
+            tracing::error!(problems = %e.message, "the new config is invalid: keeping the running one");
         }
     }
 }

@@ -48,11 +48,42 @@ macro_rules! fetch_owned {
     };
 }
 
+/// A [`Query`] as an sqlx query with its parameters bound, for whichever database runs it.
+macro_rules! bound_query {
+    ($query:expr) => {{
+        let $crate::store::Query { sql, params, .. } = $query;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            query = match param {
+                $crate::store::Param::Text(text) => query.bind(text),
+                $crate::store::Param::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+
+/// Runs a [`Query`] on `$store` and reads every row it returns with `$read`.
+macro_rules! fetch_query {
+    ($store:expr, $query:expr, $read:expr) => {{
+        let query = $query;
+        on_pool!($store, |pool| {
+            let rows = bound_query!(query)
+                .fetch_all(pool)
+                .await
+                .map_err($crate::store::db_error)?;
+            rows.iter().map($read).collect::<Result<Vec<_>>>()
+        })
+    }};
+}
+
+mod audit;
 mod conversations;
 mod files;
 mod keys;
 mod ledger;
 mod migrations;
+mod rollups;
 mod teams;
 mod vector_stores;
 
@@ -68,10 +99,12 @@ use sqlx::sqlite::{
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub use audit::{AuditEntry, AuditFilter, AuditPage};
 pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, ResponseRecord};
 pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
+pub use rollups::{PurgeLock, DAY_MS};
 pub use teams::{TeamPatch, TeamRecord};
 pub use vector_stores::{
     ChunkKey, ChunkRow, Chunking, FileCounts, FileListing, IndexedFile, NewChunk, StoreFileRecord,
@@ -169,6 +202,44 @@ impl Store {
             }
             Pool::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// A query being put together, with its parameters. Placeholders must appear in the text in
+/// the order they are bound: SQLite gets anonymous `?` (it looks named ones up by a linear
+/// scan, which made a batch of thousands of parameters quadratic), PostgreSQL `$N`.
+pub(crate) struct Query {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Param>,
+    backend: Backend,
+}
+
+/// A parameter of a [`Query`], bound when the query runs on its database.
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Query {
+    pub(crate) fn new(backend: Backend, sql: &str) -> Query {
+        Query {
+            sql: sql.to_owned(),
+            params: Vec::new(),
+            backend,
+        }
+    }
+
+    /// Binds `value` and returns its placeholder.
+    pub(crate) fn bind(&mut self, value: Param) -> String {
+        self.params.push(value);
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.params.len()),
+        }
+    }
+
+    pub(crate) fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
     }
 }
 

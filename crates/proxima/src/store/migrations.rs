@@ -41,6 +41,10 @@ const SQLITE: &[Migration] = &[
         version: 5,
         sql: include_str!("migrations/sqlite/0005_cache.sql"),
     },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/sqlite/0007_audit_retention.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -64,6 +68,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 5,
         sql: include_str!("migrations/postgres/0005_cache.sql"),
+    },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/postgres/0007_audit_retention.sql"),
     },
 ];
 
