@@ -146,7 +146,7 @@ impl Store {
             let length = q.bind(Param::Int(i64::try_from(action.len() + 1).unwrap_or(0)));
             let kind = q.bind(Param::Text(format!("{action}.")));
             q.push(&format!(
-                " AND (action = {exact} OR substr(action, 1, {length}) = {kind})"
+                " AND (action = {exact} OR substr(action, 1, CAST({length} AS INTEGER)) = {kind})"
             ));
         }
         if let Some(target) = &filter.target {

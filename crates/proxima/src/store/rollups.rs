@@ -22,8 +22,9 @@ use crate::error::Result;
 pub const DAY_MS: i64 = 86_400_000;
 
 /// PostgreSQL's advisory lock held by the replica purging (any number, the same in every
-/// release; not the migrations' lock).
-const PURGE_LOCK: i64 = 7165335;
+/// release), with the schema's hash as its second half: replicas share a schema's tables,
+/// and gateways on other schemas of the same database purge their own at the same time.
+const PURGE_LOCK: i32 = 7165335;
 
 /// Rollup rows per upsert statement (16 parameters each).
 const UPSERT_ROWS: usize = 64;
@@ -171,7 +172,7 @@ impl Store {
         };
         let mut connection = pool.acquire().await.map_err(db_error)?;
         connection.close_on_drop();
-        let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
+        let row = sqlx::query("SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS locked")
             .bind(PURGE_LOCK)
             .fetch_one(&mut *connection)
             .await
