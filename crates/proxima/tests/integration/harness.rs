@@ -142,8 +142,19 @@ impl Gateway {
 
     /// Starts from config text, which must parse (`${VAR}` resolves to nothing).
     pub async fn start_text(text: &str) -> Gateway {
-        let mut config = proxima::config::Config::parse(text, "test.toml", &|_| None)
+        let config = proxima::config::Config::parse(text, "test.toml", &|_| None)
             .unwrap_or_else(|problems| panic!("test config rejected:\n{problems}\n---\n{text}"));
+        Gateway::start_config(config, None).await
+    }
+
+    /// Starts from a config file, which `POST /admin/config/reload` reads again.
+    pub async fn start_file(path: &std::path::Path) -> Gateway {
+        let config = proxima::config::Config::load(path)
+            .unwrap_or_else(|problems| panic!("test config rejected:\n{problems}"));
+        Gateway::start_config(config, Some(path.to_owned())).await
+    }
+
+    async fn start_config(mut config: proxima::config::Config, path: Option<PathBuf>) -> Gateway {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         if config.storage.database.expose() == "sqlite://proxima.db" {
             // Each gateway gets a database of its own, out of the source tree.
@@ -155,7 +166,7 @@ impl Gateway {
             ));
         }
         let database = config.storage.database.expose().to_owned();
-        let server = proxima::server::Server::bind(config, None)
+        let server = proxima::server::Server::bind(config, path)
             .await
             .unwrap_or_else(|e| panic!("bind failed: {e}"));
         let addr = server.local_addr();

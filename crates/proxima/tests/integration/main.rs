@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod audit;
 mod auth;
 mod cache;
 mod chat;
