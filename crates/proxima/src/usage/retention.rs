@@ -24,6 +24,8 @@ pub const BATCH_ROWS: usize = 1000;
 pub const BATCH_PAUSE: Duration = Duration::from_millis(20);
 /// How often each replica looks for rows past retention.
 const SWEEP: Duration = Duration::from_secs(600);
+/// The first look, after start: a starting gateway has better things to do.
+const FIRST_SWEEP: Duration = Duration::from_secs(60);
 
 /// What a purge pass did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,10 +65,10 @@ pub async fn purge(store: &Store, retention: Duration, now: i64, pause: Duration
     Ok(Purge::Done { rows, before })
 }
 
-/// Purges with the current config's `log_retention`, now and every ten minutes, until the
-/// server stops. Without `log_retention` nothing is purged.
+/// Purges with the current config's `log_retention`, a minute after start and then every ten
+/// minutes, until the server stops. Without `log_retention` nothing is purged.
 pub async fn keep(state: Arc<AppState>) {
-    let mut tick = tokio::time::interval(SWEEP);
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + FIRST_SWEEP, SWEEP);
     loop {
         tick.tick().await;
         let Some(retention) = state.gateway().config.storage.log_retention else {

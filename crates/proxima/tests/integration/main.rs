@@ -20,6 +20,7 @@ mod logs;
 mod matrix;
 mod providers;
 mod responses;
+mod retention;
 mod retrieval_use;
 mod routing;
 mod shutdown;
