@@ -13,6 +13,6 @@ BIN="${CARGO_TARGET_DIR:-target}/release/examples/retention_bench"
 POSTGRES="${PROXIMA_BENCH_POSTGRES:-postgres://postgres@127.0.0.1:5432/test}"
 run() {
     PROXIMA_BENCH_DATABASE="" "$BIN"
-    [ -n "${SKIP_POSTGRES:-}" ] || PROXIMA_BENCH_DATABASE="$POSTGRES" "$BIN" | tail -n +3
+    [ -n "${SKIP_POSTGRES:-}" ] || { echo; PROXIMA_BENCH_DATABASE="$POSTGRES" "$BIN"; }
 }
 if [ -n "${OUT:-}" ]; then run | tee "$OUT"; else run; fi

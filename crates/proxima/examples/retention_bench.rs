@@ -62,7 +62,31 @@ fn row(at: i64) -> LedgerRow {
     }
 }
 
-async fn open() -> (Store, String) {
+/// Bytes the ledger table takes on disk (PostgreSQL: with its index and TOAST; SQLite: the whole
+/// file, which holds little else here).
+async fn ledger_bytes(url: &str) -> i64 {
+    use sqlx::{Connection, Row};
+    if url.starts_with("postgres") {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        let row = sqlx::query("SELECT pg_total_relation_size('usage_ledger') AS n")
+            .fetch_one(&mut conn)
+            .await
+            .unwrap();
+        row.get("n")
+    } else {
+        let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+        let row = sqlx::query(
+            "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        row.get("n")
+    }
+}
+
+/// The store, its URL, and what it is.
+async fn open() -> (Store, String, String) {
     match std::env::var("PROXIMA_BENCH_DATABASE") {
         Ok(base) if base.starts_with("postgres") => {
             use sqlx::Connection;
@@ -73,13 +97,15 @@ async fn open() -> (Store, String) {
                 .await
                 .unwrap();
             let url = format!("{base}?options=-c%20search_path%3D{schema}");
-            (Store::open(&url).await.unwrap(), format!("PostgreSQL (schema {schema})"))
+            let store = Store::open(&url).await.unwrap();
+            (store, url, format!("PostgreSQL (schema {schema})"))
         }
         _ => {
             let dir = std::env::temp_dir().join(format!("proxima-retention-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let url = format!("sqlite://{}", dir.join("bench.db").display());
-            (Store::open(&url).await.unwrap(), format!("SQLite ({url})"))
+            let store = Store::open(&url).await.unwrap();
+            (store, url.clone(), format!("SQLite ({url})"))
         }
     }
 }
@@ -123,7 +149,7 @@ async fn main() {
     let per_day = env("ROWS_PER_DAY", 200_000) as i64;
     let rps = env("RPS", 2_000) as usize;
     let quiet = Duration::from_secs(env("QUIET", 20));
-    let (store, described) = open().await;
+    let (store, url, described) = open().await;
     let database = if described.starts_with("SQLite") { "SQLite" } else { "PostgreSQL" };
     eprintln!("{described}: filling {days} days of {per_day} rows");
 
@@ -140,10 +166,14 @@ async fn main() {
         }
     }
     store.insert_usage(&batch).await.unwrap();
-    eprintln!(
-        "filled {} rows in {:.0?}",
-        store.count_usage().await.unwrap(),
-        filled.elapsed()
+    let rows = store.count_usage().await.unwrap();
+    let bytes = ledger_bytes(&url).await;
+    let per_row = bytes / rows.max(1);
+    eprintln!("filled {rows} rows in {:.0?}", filled.elapsed());
+    // What a day of raw rows costs at this size: the case for `log_retention`.
+    let per_hour = per_row as f64 * rps as f64 * 3_600.0 / 1e9;
+    let size = format!(
+        "{database}: the ledger takes {per_row} bytes a row on disk: {per_hour:.1} GB an hour at {rps} requests a second"
     );
 
     let per_batch = rps / 5;
@@ -189,5 +219,7 @@ async fn main() {
             )
         )
     );
+    println!();
+    println!("{size}.");
     store.close().await;
 }
