@@ -101,7 +101,8 @@ async fn open() -> (Store, String, String) {
             (store, url, format!("PostgreSQL (schema {schema})"))
         }
         _ => {
-            let dir = std::env::temp_dir().join(format!("proxima-retention-{}", std::process::id()));
+            let dir =
+                std::env::temp_dir().join(format!("proxima-retention-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
             let url = format!("sqlite://{}", dir.join("bench.db").display());
             let store = Store::open(&url).await.unwrap();
@@ -112,7 +113,11 @@ async fn open() -> (Store, String, String) {
 
 /// Writes a batch of `rows_per_batch` new rows every 200 ms until `stop`; returns each
 /// insert's latency.
-async fn ledger_writer(store: Store, rows_per_batch: usize, stop: Arc<AtomicBool>) -> Vec<Duration> {
+async fn ledger_writer(
+    store: Store,
+    rows_per_batch: usize,
+    stop: Arc<AtomicBool>,
+) -> Vec<Duration> {
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut latencies = Vec::new();
@@ -150,7 +155,11 @@ async fn main() {
     let rps = env("RPS", 2_000) as usize;
     let quiet = Duration::from_secs(env("QUIET", 20));
     let (store, url, described) = open().await;
-    let database = if described.starts_with("SQLite") { "SQLite" } else { "PostgreSQL" };
+    let database = if described.starts_with("SQLite") {
+        "SQLite"
+    } else {
+        "PostgreSQL"
+    };
     eprintln!("{described}: filling {days} days of {per_day} rows");
 
     // Old rows, two days and more before now: a retention of one day purges all of them.

@@ -229,7 +229,12 @@ mod tests {
             "team.delete",
             Target::<()>::Known("platform"),
             json!({}),
-            async { Err(Error::new(ErrorKind::NotFound, "there is no team `platform`")) },
+            async {
+                Err(Error::new(
+                    ErrorKind::NotFound,
+                    "there is no team `platform`",
+                ))
+            },
         )
         .await
         .unwrap_err();
@@ -238,7 +243,11 @@ mod tests {
         let page = store.audit_log(&AuditFilter::default()).await.unwrap();
         let (deleted, created) = (&page.data[0], &page.data[1]);
         assert_eq!(
-            (created.action.as_str(), created.target.as_deref(), created.outcome.as_str()),
+            (
+                created.action.as_str(),
+                created.target.as_deref(),
+                created.outcome.as_str()
+            ),
             ("key.create", Some("key_new"), "ok")
         );
         assert_eq!(

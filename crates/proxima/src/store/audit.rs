@@ -224,7 +224,13 @@ mod tests {
             .await
             .unwrap();
         store
-            .finish_audit(&made[2].id, None, "error", Some(400), Some("invalid_request"))
+            .finish_audit(
+                &made[2].id,
+                None,
+                "error",
+                Some(400),
+                Some("invalid_request"),
+            )
             .await
             .unwrap();
 
@@ -235,7 +241,11 @@ mod tests {
         assert_eq!(all.next, None);
         let first = all.data.last().unwrap();
         assert_eq!(
-            (first.outcome.as_str(), first.status, first.detail["rpm"].as_i64()),
+            (
+                first.outcome.as_str(),
+                first.status,
+                first.detail["rpm"].as_i64()
+            ),
             ("ok", None, Some(10))
         );
         assert_eq!(all.data[2].error_code.as_deref(), Some("invalid_request"));

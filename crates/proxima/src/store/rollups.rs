@@ -172,11 +172,12 @@ impl Store {
         };
         let mut connection = pool.acquire().await.map_err(db_error)?;
         connection.close_on_drop();
-        let row = sqlx::query("SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS locked")
-            .bind(PURGE_LOCK)
-            .fetch_one(&mut *connection)
-            .await
-            .map_err(db_error)?;
+        let row =
+            sqlx::query("SELECT pg_try_advisory_lock($1, hashtext(current_schema())) AS locked")
+                .bind(PURGE_LOCK)
+                .fetch_one(&mut *connection)
+                .await
+                .map_err(db_error)?;
         let locked: bool = col(&row, "locked")?;
         Ok(locked.then_some(PurgeLock {
             _connection: Some(connection),

@@ -183,7 +183,13 @@ mod tests {
 
             let done = purge(&store, 3 * DAY, now, Duration::ZERO).await.unwrap();
             let cutoff = NOV_1 + 6 * DAY_MS;
-            assert_eq!(done, Purge::Done { rows: 1_500, before: cutoff });
+            assert_eq!(
+                done,
+                Purge::Done {
+                    rows: 1_500,
+                    before: cutoff
+                }
+            );
             assert_eq!(store.count_usage().await.unwrap(), 1_000);
             let old = LogFilter {
                 to: Some(cutoff),
@@ -199,17 +205,32 @@ mod tests {
 
             // Nothing is left to move: a second pass changes nothing.
             let again = purge(&store, 3 * DAY, now, Duration::ZERO).await.unwrap();
-            assert_eq!(again, Purge::Done { rows: 0, before: cutoff });
+            assert_eq!(
+                again,
+                Purge::Done {
+                    rows: 0,
+                    before: cutoff
+                }
+            );
             assert_eq!(totals(&store).await, before);
 
             // A row written late for a purged day (replayed from a spill file) counts at once,
             // and the next pass moves it into its day.
             let late = row(NOV_1 + 2 * DAY_MS + 5, 1);
-            store.insert_usage(std::slice::from_ref(&late)).await.unwrap();
+            store
+                .insert_usage(std::slice::from_ref(&late))
+                .await
+                .unwrap();
             let with_late = totals(&store).await;
             assert_ne!(with_late, before);
             let moved = purge(&store, 3 * DAY, now, Duration::ZERO).await.unwrap();
-            assert_eq!(moved, Purge::Done { rows: 1, before: cutoff });
+            assert_eq!(
+                moved,
+                Purge::Done {
+                    rows: 1,
+                    before: cutoff
+                }
+            );
             assert_eq!(totals(&store).await, with_late);
         }
     );
@@ -277,7 +298,10 @@ mod tests {
     #[tokio::test]
     async fn one_replica_purges_at_a_time_on_postgres() {
         let url = crate::store::testing::postgres_url().await;
-        let (a, b) = (Store::open(&url).await.unwrap(), Store::open(&url).await.unwrap());
+        let (a, b) = (
+            Store::open(&url).await.unwrap(),
+            Store::open(&url).await.unwrap(),
+        );
         let held = a.try_purge_lock().await.unwrap().expect("free");
         assert_eq!(
             purge(&b, DAY, NOV_1, Duration::ZERO).await.unwrap(),

@@ -169,7 +169,12 @@ async fn every_admin_action_is_audited(database: &str) {
     refused.assert_error(403, "model_not_allowed");
 
     let revoked = gw
-        .admin(MASTER, Method::DELETE, &format!("/admin/keys/{ci_id}"), None)
+        .admin(
+            MASTER,
+            Method::DELETE,
+            &format!("/admin/keys/{ci_id}"),
+            None,
+        )
         .await;
     assert_eq!(revoked.status, 200);
 
@@ -208,8 +213,14 @@ async fn every_admin_action_is_audited(database: &str) {
     assert!(by_file.is_some(), "the changed file was not reloaded");
 
     // The command line's key changes.
-    let out = run_cli(&["keys", "create", "--name", "from-cli", "--rpm", "7"], &path);
-    let (cli_id, cli_secret) = (word(&out, "key_").to_owned(), word(&out, "sk-px-").to_owned());
+    let out = run_cli(
+        &["keys", "create", "--name", "from-cli", "--rpm", "7"],
+        &path,
+    );
+    let (cli_id, cli_secret) = (
+        word(&out, "key_").to_owned(),
+        word(&out, "sk-px-").to_owned(),
+    );
     run_cli(&["keys", "revoke", &cli_id], &path);
 
     let entries = audit_entries(&gw, "", 3).await;
@@ -231,7 +242,9 @@ async fn every_admin_action_is_audited(database: &str) {
     // are the system's, and only its success is certain.
     let seen = summary(&entries);
     let (system, seen): (Vec<_>, Vec<_>) = seen.into_iter().partition(|e| e.1 == "system");
-    assert!(system.iter().all(|e| e.0 == "config.reload" && e.2 == config));
+    assert!(system
+        .iter()
+        .all(|e| e.0 == "config.reload" && e.2 == config));
     assert!(system.iter().any(|e| e.3 == "ok"), "{system:?}");
     expected.extend([
         (s("key.create"), s("cli"), cli_id.clone(), s("ok")),
@@ -263,7 +276,10 @@ async fn every_admin_action_is_audited(database: &str) {
         .unwrap()
         .starts_with("req_"));
     let nope = find("key.update", "key_nope");
-    assert_eq!((nope["status"].as_i64(), nope["error_code"].as_str()), (Some(404), Some("not_found")));
+    assert_eq!(
+        (nope["status"].as_i64(), nope["error_code"].as_str()),
+        (Some(404), Some("not_found"))
+    );
     let from_cli = find("key.create", &cli_id);
     assert_eq!(from_cli["detail"]["rpm"], 7);
     assert_eq!(from_cli["request_id"], Value::Null);
@@ -272,7 +288,10 @@ async fn every_admin_action_is_audited(database: &str) {
     let everything = serde_json::to_string(&entries).unwrap();
     for secret in [&ops_secret, &ci_secret, &cli_secret, &MASTER.to_owned()] {
         let hash = proxima::store::hex(&proxima::store::secret_digest(secret));
-        assert!(!everything.contains(secret.as_str()), "a secret in {everything}");
+        assert!(
+            !everything.contains(secret.as_str()),
+            "a secret in {everything}"
+        );
         assert!(!everything.contains(&hash), "a key hash in {everything}");
     }
     assert!(!everything.contains("tok-hidden-42"), "{everything}");
@@ -280,24 +299,34 @@ async fn every_admin_action_is_audited(database: &str) {
     // Filters: an actor by name or id, a kind of action, a target, a time window.
     assert_eq!(
         audit_entries(&gw, "actor=ops", 50).await.len(),
-        audit_entries(&gw, &format!("actor={ops_id}"), 50).await.len()
+        audit_entries(&gw, &format!("actor={ops_id}"), 50)
+            .await
+            .len()
     );
     assert_eq!(audit_entries(&gw, "actor=ops", 50).await.len(), 6);
     let teams = audit_entries(&gw, "action=team", 50).await;
     assert_eq!(
-        summary(&teams).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        summary(&teams)
+            .iter()
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>(),
         ["team.create", "team.update", "team.delete"]
     );
     let on_ci = audit_entries(&gw, &format!("target={ci_id}"), 50).await;
     assert_eq!(
-        summary(&on_ci).iter().map(|e| e.0.as_str()).collect::<Vec<_>>(),
+        summary(&on_ci)
+            .iter()
+            .map(|e| e.0.as_str())
+            .collect::<Vec<_>>(),
         ["key.create", "key.update", "key.revoke"]
     );
     let revokes = audit_entries(&gw, "action=key.revoke&actor=cli", 50).await;
     assert_eq!(revokes.len(), 1);
     assert!(audit_entries(&gw, "since=2099-01-01", 50).await.is_empty());
     assert_eq!(
-        audit_entries(&gw, "from=1h&until=2099-01-01", 50).await.len(),
+        audit_entries(&gw, "from=1h&until=2099-01-01", 50)
+            .await
+            .len(),
         entries.len()
     );
     assert!(audit_entries(&gw, "until=2020-01-01", 50).await.is_empty());
@@ -351,7 +380,10 @@ async fn a_sighup_reload_is_audited_as_the_system() {
         assert_eq!(answer.status, 200, "{}", answer.text());
         answer.json()["data"].as_array().unwrap().clone()
     };
-    let seen = eventually(Duration::from_secs(10), || async { !entries().await.is_empty() }).await;
+    let seen = eventually(Duration::from_secs(10), || async {
+        !entries().await.is_empty()
+    })
+    .await;
     assert!(seen.is_some(), "no reload recorded");
     let entry = entries().await[0].clone();
     assert_eq!(

@@ -79,16 +79,22 @@ async fn reports(gw: &Gateway, now: i64) -> Vec<Value> {
 async fn a_purge_keeps_reports_and_budgets(database: &str) {
     let mock = MockUpstream::start().await.unwrap();
     let conf = || {
-        one_model_with(&mock, "price = { input_per_mtok = 1.0, output_per_mtok = 1.0 }")
-            .server(&format!("master_key = \"{MASTER}\""))
-            .section(&format!(
-                "[storage]\ndatabase = \"{database}\"\nlog_retention = \"3d\"\n"
-            ))
+        one_model_with(
+            &mock,
+            "price = { input_per_mtok = 1.0, output_per_mtok = 1.0 }",
+        )
+        .server(&format!("master_key = \"{MASTER}\""))
+        .section(&format!(
+            "[storage]\ndatabase = \"{database}\"\nlog_retention = \"3d\"\n"
+        ))
     };
     let gw = Gateway::start(conf()).await;
     // Two keys with total budgets of 1 cent: one spent past it, one not, over twelve days.
-    let (over, over_secret) =
-        create_key(&gw, json!({"name": "over", "budget": {"usd": 0.01, "period": "total"}})).await;
+    let (over, over_secret) = create_key(
+        &gw,
+        json!({"name": "over", "budget": {"usd": 0.01, "period": "total"}}),
+    )
+    .await;
     let (under, under_secret) = create_key(
         &gw,
         json!({"name": "under", "team": "blue", "budget": {"usd": 0.01, "period": "total"}}),
