@@ -99,7 +99,7 @@ use sqlx::sqlite::{
 
 use crate::error::{Error, ErrorKind, Result};
 
-pub use audit::{AuditEntry, AuditFilter, AuditPage};
+pub use audit::{AuditEntry, AuditFilter};
 pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, ResponseRecord};
 pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
@@ -240,6 +240,49 @@ impl Query {
 
     pub(crate) fn push(&mut self, sql: &str) {
         self.sql.push_str(sql);
+    }
+
+    /// Ends the query of a newest-first page: rows older than the cursor `after` (the `next`
+    /// of a previous page: an id beginning with `prefix`), by id, one more than `limit`.
+    pub(crate) fn page(&mut self, after: Option<&str>, prefix: &str, limit: i64) -> Result<()> {
+        if let Some(after) = after {
+            if !after.starts_with(prefix) {
+                return Err(Error::invalid_request(
+                    "`after` must be the `next` value of a previous page",
+                )
+                .with_param("after"));
+            }
+            let p = self.bind(Param::Text(after.to_owned()));
+            self.push(&format!(" AND id < {p}"));
+        }
+        let p_limit = self.bind(Param::Int(limit + 1));
+        self.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
+        Ok(())
+    }
+}
+
+/// A page of a list read newest first, and where the next (older) page starts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Rows a page asks for: `limit` (50 unless given), within 1 to 1,000.
+    fn limit(limit: Option<i64>) -> i64 {
+        limit.unwrap_or(50).clamp(1, 1000)
+    }
+
+    /// The page of `rows`, read `limit + 1` of them so that one more tells another page
+    /// follows; `next` is then the id (`id`) of the page's last row.
+    fn cut(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> String) -> Page<T> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last().map(id)).flatten();
+        Page { data: rows, next }
     }
 }
 

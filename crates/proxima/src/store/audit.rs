@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use super::ledger::time_id;
-use super::{col, db_error, Param, Query, Row, Store};
-use crate::error::{Error, Result};
+use super::{col, db_error, Page, Param, Query, Row, Store};
+use crate::error::Result;
 
 /// One admin action.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -48,13 +48,6 @@ pub struct AuditFilter {
     pub limit: Option<i64>,
     /// The `next` cursor of the previous page.
     pub after: Option<String>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct AuditPage {
-    pub data: Vec<AuditEntry>,
-    /// Pass as `after` for the next (older) page; `null` on the last one.
-    pub next: Option<String>,
 }
 
 const COLUMNS: &str = "id, at, actor_id, actor_name, action, target, detail, request_id, \
@@ -130,8 +123,8 @@ impl Store {
     }
 
     /// The audit log, newest first, filtered, one page at a time.
-    pub async fn audit_log(&self, filter: &AuditFilter) -> Result<AuditPage> {
-        let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
+    pub async fn audit_log(&self, filter: &AuditFilter) -> Result<Page<AuditEntry>> {
+        let limit = Page::<AuditEntry>::limit(filter.limit);
         let mut q = Query::new(
             self.backend(),
             &format!("SELECT {COLUMNS} FROM audit_log WHERE 1 = 1"),
@@ -161,25 +154,9 @@ impl Store {
             let p = q.bind(Param::Int(to));
             q.push(&format!(" AND at < {p}"));
         }
-        if let Some(after) = &filter.after {
-            if !after.starts_with("a_") {
-                return Err(Error::invalid_request(
-                    "`after` must be the `next` value of a previous page",
-                )
-                .with_param("after"));
-            }
-            let p = q.bind(Param::Text(after.clone()));
-            q.push(&format!(" AND id < {p}"));
-        }
-        let p_limit = q.bind(Param::Int(limit + 1));
-        q.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
-        let mut data = fetch_query!(self, q, entry_from)?;
-        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-        let next = (data.len() > limit)
-            .then(|| data.get(limit - 1).map(|e| e.id.clone()))
-            .flatten();
-        data.truncate(limit);
-        Ok(AuditPage { data, next })
+        q.page(filter.after.as_deref(), "a_", limit)?;
+        let rows = fetch_query!(self, q, entry_from)?;
+        Ok(Page::cut(rows, limit, |e| e.id.clone()))
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::rollups::first_day_from;
-use super::{col, db_error, Backend, Param, Pool, Query, Row, Store};
+use super::{col, db_error, Backend, Page, Param, Pool, Query, Row, Store};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::pricing::{self, Nanos};
@@ -197,12 +197,8 @@ pub struct LogFilter {
     pub after: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct LogPage {
-    pub data: Vec<LedgerRow>,
-    /// Pass as `after` for the next (older) page; `null` on the last one.
-    pub next: Option<String>,
-}
+/// A page of the call log.
+pub type LogPage = Page<LedgerRow>;
 
 /// The INSERT of `INSERT_SIZES[index]` rows on `backend`, built once.
 fn insert_sql(backend: Backend, index: usize) -> &'static str {
@@ -436,7 +432,7 @@ impl Store {
 
     /// The call log, newest first, filtered, one page at a time.
     pub async fn logs(&self, filter: &LogFilter) -> Result<LogPage> {
-        let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
+        let limit = Page::<LedgerRow>::limit(filter.limit);
         let mut q = Query::new(
             self.backend(),
             &format!("SELECT {COLUMNS} FROM usage_ledger WHERE 1 = 1"),
@@ -475,25 +471,9 @@ impl Store {
             let p = q.bind(Param::Text(id_floor(to)));
             q.push(&format!(" AND id < {p}"));
         }
-        if let Some(after) = &filter.after {
-            if !after.starts_with("u_") {
-                return Err(Error::invalid_request(
-                    "`after` must be the `next` value of a previous page",
-                )
-                .with_param("after"));
-            }
-            let p = q.bind(Param::Text(after.clone()));
-            q.push(&format!(" AND id < {p}"));
-        }
-        let p_limit = q.bind(Param::Int(limit + 1));
-        q.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
-        let mut data = fetch_query!(self, q, row_from)?;
-        let more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-        data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next = more
-            .then(|| data.last().map(|r| r.id.to_string()))
-            .flatten();
-        Ok(LogPage { data, next })
+        q.page(filter.after.as_deref(), "u_", limit)?;
+        let rows = fetch_query!(self, q, row_from)?;
+        Ok(Page::cut(rows, limit, |r| r.id.to_string()))
     }
 
     /// Every ledger row's count, for tests and the recovery check.

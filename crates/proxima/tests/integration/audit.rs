@@ -94,19 +94,9 @@ async fn every_admin_action_is_audited(database: &str) {
     let gw = Gateway::start_file(&path).await;
 
     // The master key makes an admin key; the admin key does the rest.
-    let made = gw
-        .admin(
-            MASTER,
-            Method::POST,
-            "/admin/keys",
-            Some(&json!({"name": "ops", "admin": true})),
-        )
+    let (ops_id, ops_secret) = gw
+        .create_key(MASTER, json!({"name": "ops", "admin": true}))
         .await;
-    assert_eq!(made.status, 201, "{}", made.text());
-    let (ops_id, ops_secret) = (
-        made.json()["id"].as_str().unwrap().to_owned(),
-        made.json()["key"].as_str().unwrap().to_owned(),
-    );
     let ops = ops_secret.as_str();
     let made = gw
         .send(
@@ -340,9 +330,7 @@ async fn every_admin_action_is_audited(database: &str) {
 
 #[tokio::test]
 async fn every_admin_action_is_audited_on_sqlite() {
-    let dir = temp_path("audit-db");
-    std::fs::create_dir_all(&dir).unwrap();
-    every_admin_action_is_audited(&format!("sqlite://{}", dir.join("audit.db").display())).await;
+    every_admin_action_is_audited(&sqlite_url("audit.db")).await;
 }
 
 #[tokio::test]
@@ -354,9 +342,7 @@ async fn every_admin_action_is_audited_on_postgres() {
 #[tokio::test]
 async fn a_sighup_reload_is_audited_as_the_system() {
     let mock = MockUpstream::start().await.unwrap();
-    let dir = temp_path("sighup-db");
-    std::fs::create_dir_all(&dir).unwrap();
-    let database = format!("sqlite://{}", dir.join("p.db").display());
+    let database = sqlite_url("sighup.db");
     let path = temp_file("sighup.toml", &config_text(&mock, &database, ""));
     let mut command = proxima();
     command.args(["serve", "--config"]).arg(&path);

@@ -50,18 +50,6 @@ fn small_call() -> Value {
     json!({"model": "chat", "max_tokens": 16, "messages": [user("hi")]})
 }
 
-async fn create_key(gw: &Gateway, body: Value) -> (String, String) {
-    let answer = gw
-        .admin(MASTER, Method::POST, "/admin/keys", Some(&body))
-        .await;
-    assert_eq!(answer.status, 201, "{}", answer.text());
-    let created = answer.json();
-    (
-        created["id"].as_str().unwrap().to_owned(),
-        created["key"].as_str().unwrap().to_owned(),
-    )
-}
-
 /// Every usage report over whole days up to today's midnight (so calls made today stay out).
 async fn reports(gw: &Gateway, now: i64) -> Vec<Value> {
     let from = proxima::clock::day(now - 20 * DAY_MS);
@@ -90,16 +78,18 @@ async fn a_purge_keeps_reports_and_budgets(database: &str) {
     };
     let gw = Gateway::start(conf()).await;
     // Two keys with total budgets of 1 cent: one spent past it, one not, over twelve days.
-    let (over, over_secret) = create_key(
-        &gw,
-        json!({"name": "over", "budget": {"usd": 0.01, "period": "total"}}),
-    )
-    .await;
-    let (under, under_secret) = create_key(
-        &gw,
-        json!({"name": "under", "team": "blue", "budget": {"usd": 0.01, "period": "total"}}),
-    )
-    .await;
+    let (over, over_secret) = gw
+        .create_key(
+            MASTER,
+            json!({"name": "over", "budget": {"usd": 0.01, "period": "total"}}),
+        )
+        .await;
+    let (under, under_secret) = gw
+        .create_key(
+            MASTER,
+            json!({"name": "under", "team": "blue", "budget": {"usd": 0.01, "period": "total"}}),
+        )
+        .await;
     let now = proxima::clock::now_ms();
     let mut rows = Vec::new();
     for day in 1..=12 {
@@ -200,9 +190,7 @@ async fn a_purge_keeps_reports_and_budgets(database: &str) {
 
 #[tokio::test]
 async fn a_purge_keeps_reports_and_budgets_on_sqlite() {
-    let dir = temp_path("retention-db");
-    std::fs::create_dir_all(&dir).unwrap();
-    a_purge_keeps_reports_and_budgets(&format!("sqlite://{}", dir.join("r.db").display())).await;
+    a_purge_keeps_reports_and_budgets(&sqlite_url("r.db")).await;
 }
 
 #[tokio::test]
