@@ -36,9 +36,12 @@
 //! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
 //! [`surface::responses`] read and write the conversation store directly, for the caller's
 //! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
-//! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
-//! the config file changing, or `POST /admin/config/reload`) builds a new gateway and swaps it
-//! in ([`AppState::reload`]).
+//! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]), which
+//! names the caller as the [`Actor`] of the [`audit`](crate::audit) log every admin change is
+//! recorded in. A reload (SIGHUP, the config file changing, or `POST /admin/config/reload`)
+//! builds a new gateway and swaps it in ([`AppState::reload`]). In the background: old
+//! conversations expire ([`crate::context::expire_old`]) and old ledger rows are purged into
+//! daily rollups ([`crate::usage::retention`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

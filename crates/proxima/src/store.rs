@@ -1,6 +1,6 @@
-//! The database: virtual keys, teams, the usage ledger, the conversation store and uploaded
-//! files, on SQLite (the embedded default) or PostgreSQL (shared by replicas), with the same
-//! behaviour on both.
+//! The database: virtual keys, teams, the usage ledger and its daily rollups, the audit log,
+//! the conversation store and uploaded files, on SQLite (the embedded default) or PostgreSQL
+//! (shared by replicas), with the same behaviour on both.
 //!
 //! Nothing here is on the request path: keys and teams are read into memory by
 //! [`crate::policy::directory`], and usage records are written in batches by

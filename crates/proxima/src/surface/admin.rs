@@ -383,7 +383,8 @@ fn time_param(value: Option<&str>, name: &str, default: i64) -> Result<i64> {
 }
 
 /// `GET /admin/usage?by=key|team|model|day&from=&to=`: requests, errors, tokens and dollars,
-/// and the response cache's hits with the dollars they saved, from the ledger. `from` defaults to 30 days ago, `to` to now.
+/// and the response cache's hits with the dollars they saved, from the ledger (and its daily
+/// rollups for days purged by `log_retention`). `from` defaults to 30 days ago, `to` to now.
 pub async fn usage(
     Extension(state): Extension<Arc<AppState>>,
     RawQuery(raw): RawQuery,
@@ -395,7 +396,9 @@ pub async fn usage(
             let from = time_param(query.from.as_deref(), "from", now - 30 * 86_400_000)?;
             let to = time_param(query.to.as_deref(), "to", now + 1)?;
             let by = query.by.unwrap_or(GroupBy::Model);
-            let groups = state.services().store.usage_report(by, from, to).await?;
+            let store = &state.services().store;
+            let groups = store.usage_report(by, from, to).await?;
+            let rolled_up_before = store.purged_before().await?.map(clock::day);
             let total_nanos: i64 = groups.iter().map(|g| g.cost_nanos).sum();
             let saved_nanos: i64 = groups.iter().map(|g| g.saved_nanos).sum();
             Ok(json!({
@@ -403,6 +406,8 @@ pub async fn usage(
                 "by": by,
                 "from": clock::rfc3339(from),
                 "to": clock::rfc3339(to),
+                // Days before this one are read from daily rollups: they count whole.
+                "rolled_up_before": rolled_up_before,
                 "total": {
                     "requests": groups.iter().map(|g| g.requests).sum::<i64>(),
                     "errors": groups.iter().map(|g| g.errors).sum::<i64>(),
