@@ -8,6 +8,9 @@
 //! once in 50,000 comparisons: the threshold is 0.99 so that misses stay misses (the semantic
 //! case asks its questions with the same words in another order, similarity 1).
 //! With `PROXIMA_BENCH_REDIS=redis://...` the entries live in Redis instead of memory.
+//! With `PROXIMA_MINILM_DIR=DIR` the semantic cache embeds with the built-in `local` provider
+//! (all-MiniLM-L6-v2 from DIR, as `scripts/fetch-minilm` puts it) at threshold 0.95, and the
+//! semantic case asks each stored question again with other casing and punctuation.
 //!
 //! It reports latency p50/p99 (client-observed: includes the HTTP client and loopback, so an
 //! upper bound of the gateway's time) and the process's CPU time per request (client
@@ -133,15 +136,24 @@ async fn main() {
     let dir = std::env::temp_dir().join(format!("proxima-cache-bench-{}", fastrand::u64(..)));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let redis = std::env::var("PROXIMA_BENCH_REDIS").ok();
+    let minilm = std::env::var("PROXIMA_MINILM_DIR").ok();
+    let (embedder, embedding, threshold) = match &minilm {
+        Some(dir) => (
+            format!("kind = \"local\"\npath = \"{dir}\""),
+            "all-minilm-l6-v2",
+            0.95,
+        ),
+        None => ("kind = \"mock\"".to_owned(), "mock", 0.99),
+    };
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:0\"\n\n[storage]\ndatabase = \"sqlite://{}\"\n{}\n\
          [providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n\
-         [providers.builtin]\nkind = \"mock\"\n\n\
+         [providers.builtin]\n{embedder}\n\n\
          [models.cached]\ntargets = [{{ provider = \"up\", model = \"gpt-bench\" }}]\n\n\
          [models.plain]\ntargets = [{{ provider = \"up\", model = \"gpt-bench\" }}]\ncache = false\n\n\
-         [models.embed]\ntargets = [{{ provider = \"builtin\", model = \"mock\" }}]\n\n\
+         [models.embed]\ntargets = [{{ provider = \"builtin\", model = \"{embedding}\" }}]\n\n\
          [cache]\nexact = {{ ttl = \"1h\" }}\n\
-         semantic = {{ ttl = \"1h\", threshold = 0.99, embedding_model = \"embed\" }}\n",
+         semantic = {{ ttl = \"1h\", threshold = {threshold}, embedding_model = \"embed\" }}\n",
         dir.join("bench.db").display(),
         redis
             .as_ref()
@@ -221,17 +233,22 @@ async fn main() {
         .await,
     );
     // A partition of PARTITION stored questions (one system prompt, no history), then the
-    // same questions reworded: the words in another order, so the exact key differs.
+    // same questions reworded, so that the exact key differs: for the mock's word embeddings
+    // the words in another order; for MiniLM, whose vectors see order, other casing and
+    // punctuation (distinct random words keep the stored questions apart).
+    let stored = |i: usize| match minilm {
+        Some(_) => question(20_000 + i),
+        None => format!("travel policy topic {i} run {run_id} hotel taxi rules"),
+    };
+    let reworded = |i: usize| match minilm {
+        Some(_) => question(20_000 + i).to_lowercase().replace('?', " ?!"),
+        None => format!("rules taxi hotel run {run_id} topic {i} travel policy"),
+    };
     run(
         &client,
         &url,
         "fill",
-        (0..PARTITION).map(|i| {
-            body(
-                "cached",
-                &format!("travel policy topic {i} run {run_id} hotel taxi rules"),
-            )
-        }),
+        (0..PARTITION).map(|i| body("cached", &stored(i))),
     )
     .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -240,25 +257,23 @@ async fn main() {
             &client,
             &url,
             "semantic hit (embedding + scan of 256)",
-            (0..N).map(|i| {
-                body(
-                    "cached",
-                    &format!(
-                        "rules taxi hotel run {run_id} topic {} travel policy",
-                        i % PARTITION
-                    ),
-                )
-            }),
+            (0..N).map(|i| body("cached", &reworded(i % PARTITION))),
         )
         .await,
     );
 
     println!(
-        "Response cache, {} entries, one request at a time, {N} requests per case.\n",
+        "Response cache, {} entries, one request at a time, {N} requests per case, \
+         semantic cache embedding with {}.\n",
         if redis.is_some() {
             "Redis"
         } else {
             "in-memory"
+        },
+        if minilm.is_some() {
+            "the local all-MiniLM-L6-v2"
+        } else {
+            "the built-in mock's word vectors"
         }
     );
     println!("| case | requests | p50 µs | p99 µs | CPU µs/request (process) | x-proxima-cache |");

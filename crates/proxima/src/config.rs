@@ -4,7 +4,7 @@
 mod document;
 mod duration;
 mod interpolate;
-mod validate;
+pub mod validate;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -49,6 +49,114 @@ pub struct Config {
     pub files: FilesConfig,
     /// Answers served again without calling the model; off when the section is absent.
     pub cache: Option<CacheConfig>,
+    #[serde(default)]
+    pub pii: PiiConfig,
+}
+
+/// Personal data in prompts (SPEC `[pii]`): what is looked for, and what happens to it. Keys and
+/// teams may override it ([`PiiOverride`]).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiConfig {
+    #[serde(default)]
+    pub mode: PiiMode,
+    /// The kinds of values looked for; all of them by default.
+    #[serde(default = "defaults::pii_entities")]
+    pub entities: Vec<PiiEntity>,
+}
+
+impl Default for PiiConfig {
+    fn default() -> Self {
+        PiiConfig {
+            mode: PiiMode::Off,
+            entities: PiiEntity::ALL.to_vec(),
+        }
+    }
+}
+
+impl PiiConfig {
+    /// This policy with `over`'s fields where it sets them.
+    pub fn overridden(&self, over: Option<&PiiOverride>) -> PiiConfig {
+        let Some(over) = over else {
+            return self.clone();
+        };
+        PiiConfig {
+            mode: over.mode.unwrap_or(self.mode),
+            entities: over
+                .entities
+                .clone()
+                .unwrap_or_else(|| self.entities.clone()),
+        }
+    }
+}
+
+/// What happens to personal data found in a prompt.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiMode {
+    /// Not looked for.
+    #[default]
+    Off,
+    /// Removed before the prompt leaves, for good.
+    Redact,
+    /// Replaced by placeholders upstream, and restored in the answer.
+    Mask,
+    /// The request is refused (`400 pii_blocked`).
+    Block,
+}
+
+/// A kind of personal or secret value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PiiEntity {
+    Email,
+    Phone,
+    /// Payment card numbers (Luhn-checked).
+    Card,
+    /// International bank account numbers (mod-97-checked).
+    Iban,
+    /// US social security numbers.
+    Ssn,
+    /// IPv4 and IPv6 addresses.
+    Ip,
+    /// API keys, tokens, private keys.
+    Secret,
+}
+
+impl PiiEntity {
+    pub const ALL: [PiiEntity; 7] = [
+        PiiEntity::Email,
+        PiiEntity::Phone,
+        PiiEntity::Card,
+        PiiEntity::Iban,
+        PiiEntity::Ssn,
+        PiiEntity::Ip,
+        PiiEntity::Secret,
+    ];
+
+    /// The name used in config and errors.
+    pub fn name(self) -> &'static str {
+        match self {
+            PiiEntity::Email => "email",
+            PiiEntity::Phone => "phone",
+            PiiEntity::Card => "card",
+            PiiEntity::Iban => "iban",
+            PiiEntity::Ssn => "ssn",
+            PiiEntity::Ip => "ip",
+            PiiEntity::Secret => "secret",
+        }
+    }
+}
+
+/// A key's or team's own PII policy: each field set replaces the global one (`[pii]`); the key's
+/// wins over its team's.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PiiOverride {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<PiiMode>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entities: Option<Vec<PiiEntity>>,
 }
 
 /// The response cache (SPEC `[cache]`): a call that repeats an earlier one exactly — same
@@ -560,6 +668,10 @@ pub struct KeyConfig {
     /// Tokens (prompt and completion) per minute.
     pub tpm: Option<u64>,
     pub budget: Option<BudgetConfig>,
+    /// Regions whose providers may serve this key (residency); absent means any.
+    pub regions: Option<Vec<String>>,
+    /// This key's own PII policy, over the team's and `[pii]`.
+    pub pii: Option<PiiOverride>,
 }
 
 /// A credential. Never printed: `Debug` shows only that it is set.
@@ -638,6 +750,9 @@ mod defaults {
     }
     pub fn jwks_refresh() -> ConfigDuration {
         ConfigDuration::secs(600)
+    }
+    pub fn pii_entities() -> Vec<super::PiiEntity> {
+        super::PiiEntity::ALL.to_vec()
     }
     pub fn cache() -> bool {
         true

@@ -96,6 +96,30 @@ impl RequestContext {
         }
     }
 
+    /// The PII policy for this caller: `[pii]`, then its team's own, then its key's own.
+    pub fn pii(&self) -> crate::config::PiiConfig {
+        let team = self.team();
+        self.gateway
+            .config
+            .pii
+            .overridden(team.as_deref().and_then(|t| t.pii.as_ref()))
+            .overridden(self.caller.pii.as_ref())
+    }
+
+    /// The regions whose providers may serve this caller: its key's and its team's, both when
+    /// both are set; `None` means any region.
+    pub fn regions(&self) -> Option<Vec<String>> {
+        let team = self.team();
+        let team = team.as_deref().and_then(|t| t.regions.as_ref());
+        match (self.caller.regions.as_ref(), team) {
+            (None, None) => None,
+            (Some(only), None) | (None, Some(only)) => Some(only.clone()),
+            (Some(key), Some(team)) => {
+                Some(key.iter().filter(|r| team.contains(r)).cloned().collect())
+            }
+        }
+    }
+
     /// The public model `model`, if it exists and the caller may use it (404, 403).
     pub fn resolve(&self, model: &str) -> Result<Resolved> {
         let resolved = self.gateway.router.resolve(model).ok_or_else(|| {

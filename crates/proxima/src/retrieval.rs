@@ -92,10 +92,7 @@ pub async fn search(
         .into_iter()
         .map(|(t, _)| t)
         .collect();
-    let chunks: usize = stores
-        .iter()
-        .flat_map(|s| s.files.iter().map(|f| f.chunks()))
-        .sum();
+    let chunks: usize = stores.iter().map(|s| s.chunks()).sum();
     let filter = req.filter.clone();
     let depth = MIN_DEPTH.max(4 * req.max_num_results);
     let rank = {

@@ -49,6 +49,9 @@ pub struct CreateKey {
     /// Public models the key may use, comma separated (default: all).
     #[arg(long, value_delimiter = ',')]
     models: Option<Vec<String>>,
+    /// Regions whose providers may serve the key, comma separated (default: any).
+    #[arg(long, value_delimiter = ',')]
+    regions: Option<Vec<String>>,
     /// Requests per minute.
     #[arg(long)]
     rpm: Option<u64>,
@@ -227,6 +230,8 @@ fn new_key(args: &CreateKey) -> Result<NewKey> {
             usd,
             period: args.budget_period,
         }),
+        regions: args.regions.clone(),
+        pii: None,
         expires_at,
         metadata: None,
         admin: args.admin,

@@ -317,6 +317,11 @@ pub fn validate(
                 format!("is the same secret as `{other}`: every key must be distinct"),
             );
         }
+        if let Some(regions) = &key.regions {
+            if let Some(problem_text) = regions_problem(config, regions) {
+                problem(at("regions"), problem_text);
+            }
+        }
         for model in key.models.iter().flatten() {
             if !config.models.contains_key(model) {
                 problem(
@@ -439,6 +444,36 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         .join(", ")
 }
 
+/// What is wrong with a caller's `regions`, if anything: none given (nothing could serve it),
+/// or none that any provider is in (a typo, most likely).
+pub fn regions_problem(config: &Config, regions: &[String]) -> Option<String> {
+    if regions.is_empty() {
+        return Some(
+            "is empty, so no model could serve this caller: remove it to allow any region".into(),
+        );
+    }
+    let known: std::collections::BTreeSet<&str> = config
+        .providers
+        .values()
+        .filter_map(|p| p.region.as_deref())
+        .collect();
+    if regions.iter().any(|r| known.contains(r.as_str())) {
+        return None;
+    }
+    let known = if known.is_empty() {
+        "no provider has a `region`".to_string()
+    } else {
+        format!(
+            "provider regions: {}",
+            known.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    };
+    Some(format!(
+        "no provider is in {}, so no model could serve this caller ({known})",
+        regions.join(", ")
+    ))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -501,6 +536,45 @@ mod tests {
             assert_eq!(problems.len(), 1, "{problems:?}");
             assert!(
                 problems[0].starts_with("test.toml:2: files.max_bytes: must be from 1 to"),
+                "{problems:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn pii_is_off_by_default_and_overrides_apply_key_over_team() {
+        use crate::config::{PiiEntity, PiiMode, PiiOverride};
+        let config = parse("").unwrap();
+        assert_eq!(config.pii.mode, PiiMode::Off);
+        assert_eq!(config.pii.entities, PiiEntity::ALL.to_vec());
+        let config = parse("[pii]\nmode = \"mask\"\nentities = [\"email\", \"card\"]\n").unwrap();
+        let team = PiiOverride {
+            mode: Some(PiiMode::Block),
+            entities: Some(vec![PiiEntity::Ssn]),
+        };
+        let key = PiiOverride {
+            mode: Some(PiiMode::Off),
+            entities: None,
+        };
+        let effective = config.pii.overridden(Some(&team)).overridden(Some(&key));
+        assert_eq!(effective.mode, PiiMode::Off);
+        assert_eq!(effective.entities, vec![PiiEntity::Ssn]);
+        assert!(parse("[pii]\nmode = \"scramble\"\n").is_err());
+        assert!(parse("[pii]\nentities = [\"passport\"]\n").is_err());
+    }
+
+    #[test]
+    fn key_regions_must_name_a_provider_region() {
+        let base = "[providers.eu]\nkind = \"mock\"\nregion = \"eu\"\n\
+            [keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\n";
+        assert!(parse(&format!("{base}regions = [\"eu\", \"us\"]\n")).is_ok());
+        for (regions, says) in [("[]", "is empty"), ("[\"ue\"]", "no provider is in ue")] {
+            let problems = parse(&format!("{base}regions = {regions}\n"))
+                .err()
+                .unwrap_or_default();
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(
+                problems[0].contains("keys.a.regions") && problems[0].contains(says),
                 "{problems:?}"
             );
         }

@@ -12,7 +12,7 @@ use http::HeaderMap;
 
 use super::directory::Directory;
 use super::jwt::JwtVerifier;
-use crate::config::{BudgetConfig, Config, KeyConfig};
+use crate::config::{BudgetConfig, Config, KeyConfig, PiiOverride};
 use crate::error::{Error, ErrorKind, Result};
 use crate::store::{secret_digest, KeyRecord, TeamRecord};
 
@@ -33,6 +33,10 @@ pub struct Caller {
     pub budget: Option<BudgetConfig>,
     /// Epoch milliseconds after which the key no longer works.
     pub expires_at: Option<i64>,
+    /// Regions whose providers may serve the key; `None` means any.
+    pub regions: Option<Vec<String>>,
+    /// The key's own PII policy.
+    pub pii: Option<PiiOverride>,
 }
 
 impl Caller {
@@ -53,6 +57,8 @@ impl Caller {
             rpm: key.rpm,
             tpm: key.tpm,
             budget: key.budget,
+            regions: key.regions.clone(),
+            pii: key.pii.clone(),
             ..Caller::named(name, false)
         }
     }
@@ -68,6 +74,8 @@ impl Caller {
             tpm: record.tpm,
             budget: record.budget,
             expires_at: record.expires_at,
+            regions: record.regions.clone(),
+            pii: record.pii.clone(),
         }
     }
 

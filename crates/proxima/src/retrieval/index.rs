@@ -1,13 +1,15 @@
-//! The in-memory index of the vector stores this replica searches: per file, the BM25
-//! postings of its chunks' words and its chunks' embeddings quantised to one byte a dimension
-//! (a quarter of the memory, and a dot product the CPU does 16 or 32 lanes at a time; the
-//! error, under 1% of a cosine, does not change a ranking that matters).
+//! The in-memory index of the vector stores this replica searches: per store, the BM25
+//! postings of its chunks' words (one list per word for the whole store, so a search looks each
+//! word up once however many files there are), and per file its chunks' embeddings quantised
+//! to one byte a dimension (a quarter of the memory, and a dot product the CPU does 16 or 32
+//! lanes at a time; the error, under 1% of a cosine, does not change a ranking that matters).
 //!
 //! The database is the truth. An index is loaded on a store's first search and checked against
 //! the store's `version` at most every `[storage] sync_interval` (one primary-key read), so a
 //! file added on another replica is searchable here within that time; a change made through
 //! this replica is seen at once ([`Indexes::invalidate`]). Only files whose chunks changed are
-//! read again. Chunk texts stay in the database: a search reads the few it returns.
+//! read again; the words of the others move over from the previous index. Chunk texts stay in
+//! the database: a search reads the few it returns.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::{BinaryHeap, HashMap};
@@ -27,16 +29,15 @@ const FLOOR: f32 = 0.01;
 const K1: f32 = 1.2;
 const B: f32 = 0.75;
 
-/// One file's chunks, indexed.
+/// One file's chunks, indexed: what the file is, and its chunks' embeddings.
 pub struct FileIndex {
     pub file_id: String,
     pub filename: String,
     pub attributes: Map<String, Value>,
     generation: i64,
-    /// Words per chunk.
-    lens: Vec<u32>,
-    /// Word → (chunk, occurrences), by chunk.
-    postings: HashMap<Box<str>, Vec<(u32, u32)>>,
+    chunks: usize,
+    /// Words in all its chunks.
+    words: u64,
     /// Dimensions of the embeddings; 0 when the chunks have none.
     dims: usize,
     /// Chunk after chunk, `dims` bytes each.
@@ -45,12 +46,20 @@ pub struct FileIndex {
     scales: Vec<f32>,
 }
 
+/// A file's words as indexing found them, until they join its store's index.
+pub struct FileWords {
+    /// Words per chunk.
+    lens: Vec<u32>,
+    /// Word → (chunk, occurrences), by chunk.
+    postings: HashMap<String, Vec<(u32, u32)>>,
+}
+
 impl FileIndex {
     /// Indexes a file's chunks: `(text, embedding)` in order.
     pub fn build<'a>(
         file: IndexedFile,
         chunks: impl IntoIterator<Item = (&'a str, Option<&'a [f32]>)>,
-    ) -> FileIndex {
+    ) -> (FileIndex, FileWords) {
         let mut index = FileIndex {
             file_id: file.file_id,
             filename: file.filename,
@@ -59,22 +68,24 @@ impl FileIndex {
                 _ => Map::new(),
             },
             generation: file.generation,
-            lens: Vec::new(),
-            postings: HashMap::new(),
+            chunks: 0,
+            words: 0,
             dims: 0,
             vectors: Vec::new(),
             scales: Vec::new(),
         };
+        let mut words = FileWords {
+            lens: Vec::new(),
+            postings: HashMap::new(),
+        };
         for (seq, (text, embedding)) in chunks.into_iter().enumerate() {
             let seq = seq as u32;
             let terms = crate::words::terms(text, usize::MAX);
-            index.lens.push(terms.iter().map(|(_, n)| n).sum());
+            let len: u32 = terms.iter().map(|(_, n)| n).sum();
+            words.lens.push(len);
+            index.words += u64::from(len);
             for (term, n) in terms {
-                index
-                    .postings
-                    .entry(term.into_boxed_str())
-                    .or_default()
-                    .push((seq, n));
+                words.postings.entry(term).or_default().push((seq, n));
             }
             match embedding {
                 Some(v) if seq == 0 || v.len() == index.dims => {
@@ -92,37 +103,41 @@ impl FileIndex {
                 }
             }
         }
-        if index.scales.len() != index.lens.len() {
+        index.chunks = words.lens.len();
+        if index.scales.len() != index.chunks {
             index.dims = 0;
             index.vectors = Vec::new();
             index.scales = Vec::new();
         }
-        index.postings.shrink_to_fit();
-        index
+        (index, words)
     }
 
     pub fn chunks(&self) -> usize {
-        self.lens.len()
+        self.chunks
     }
 
-    /// Bytes this file's index holds, roughly.
-    pub fn memory(&self) -> usize {
-        let postings: usize = self
-            .postings
-            .iter()
-            .map(|(k, v)| k.len() + 16 + 8 * v.capacity() + 24)
-            .sum();
-        postings + 4 * self.lens.capacity() + self.vectors.capacity() + 4 * self.scales.capacity()
+    /// Bytes its embeddings hold.
+    fn memory(&self) -> usize {
+        self.vectors.capacity() + 4 * self.scales.capacity()
     }
 }
 
-/// A vector store's index at one version.
+/// A vector store's index at one version. Its chunks are numbered by slot: the first file's,
+/// then the next file's, and so on.
 pub struct StoreIndex {
     pub id: String,
     pub owner: String,
     pub version: i64,
     pub embedding_model: Option<String>,
     pub files: Vec<Arc<FileIndex>>,
+    /// Each file's first slot, and the number of slots at the end.
+    starts: Vec<u32>,
+    /// Per slot: its file.
+    slot_file: Vec<u32>,
+    /// Per slot: its chunk's length in words.
+    lens: Vec<u32>,
+    /// Word → (slot, occurrences).
+    postings: HashMap<Box<str>, Vec<(u32, u32)>>,
 }
 
 impl StoreIndex {
@@ -130,15 +145,118 @@ impl StoreIndex {
     pub fn new(
         id: &str,
         embedding_model: Option<String>,
-        files: Vec<Arc<FileIndex>>,
+        files: Vec<(Arc<FileIndex>, FileWords)>,
     ) -> StoreIndex {
-        StoreIndex {
-            id: id.to_owned(),
-            owner: String::new(),
-            version: 0,
+        let files = files.into_iter().map(|(f, w)| (f, Some(w))).collect();
+        StoreIndex::assemble(
+            id.to_owned(),
+            String::new(),
+            0,
             embedding_model,
             files,
+            None,
+        )
+    }
+
+    /// Puts files together: those with their words, and those without, whose words are taken
+    /// from `previous` (which must have them).
+    fn assemble(
+        id: String,
+        owner: String,
+        version: i64,
+        embedding_model: Option<String>,
+        files: Vec<(Arc<FileIndex>, Option<FileWords>)>,
+        previous: Option<&StoreIndex>,
+    ) -> StoreIndex {
+        let mut starts = Vec::with_capacity(files.len() + 1);
+        let mut next = 0u32;
+        for (file, _) in &files {
+            starts.push(next);
+            next += file.chunks as u32;
         }
+        starts.push(next);
+        let slots = next as usize;
+        let range = |starts: &[u32], f: usize| starts[f] as usize..starts[f + 1] as usize;
+        let mut slot_file = vec![0u32; slots];
+        for f in 0..files.len() {
+            slot_file[range(&starts, f)].fill(f as u32);
+        }
+        let mut lens = vec![0u32; slots];
+        let mut postings: HashMap<Box<str>, Vec<(u32, u32)>> = HashMap::new();
+        if let Some(previous) = previous {
+            // Where each file of the previous index kept as it was now starts.
+            let before: HashMap<&str, usize> = previous
+                .files
+                .iter()
+                .enumerate()
+                .map(|(f, file)| (file.file_id.as_str(), f))
+                .collect();
+            let mut moved: Vec<Option<u32>> = vec![None; previous.files.len()];
+            for (f, (file, words)) in files.iter().enumerate() {
+                if words.is_some() {
+                    continue;
+                }
+                if let Some(&old) = before.get(file.file_id.as_str()) {
+                    moved[old] = Some(starts[f]);
+                    lens[range(&starts, f)]
+                        .copy_from_slice(&previous.lens[range(&previous.starts, old)]);
+                }
+            }
+            for (word, list) in &previous.postings {
+                let kept: Vec<(u32, u32)> = list
+                    .iter()
+                    .filter_map(|&(slot, tf)| {
+                        let old = previous.slot_file[slot as usize] as usize;
+                        moved[old].map(|start| (start + slot - previous.starts[old], tf))
+                    })
+                    .collect();
+                if !kept.is_empty() {
+                    postings.insert(word.clone(), kept);
+                }
+            }
+        }
+        let mut kept_files = Vec::with_capacity(files.len());
+        for (f, (file, words)) in files.into_iter().enumerate() {
+            if let Some(words) = words {
+                lens[range(&starts, f)].copy_from_slice(&words.lens);
+                for (word, list) in words.postings {
+                    postings
+                        .entry(word.into_boxed_str())
+                        .or_default()
+                        .extend(list.into_iter().map(|(seq, tf)| (starts[f] + seq, tf)));
+                }
+            }
+            kept_files.push(file);
+        }
+        postings.values_mut().for_each(Vec::shrink_to_fit);
+        postings.shrink_to_fit();
+        StoreIndex {
+            id,
+            owner,
+            version,
+            embedding_model,
+            files: kept_files,
+            starts,
+            slot_file,
+            lens,
+            postings,
+        }
+    }
+
+    /// Chunks in the store.
+    pub fn chunks(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Bytes the index holds, roughly.
+    pub fn memory(&self) -> usize {
+        let postings: usize = self
+            .postings
+            .iter()
+            .map(|(word, list)| word.len() + 16 + 24 + 8 * list.capacity() + 8)
+            .sum();
+        let files: usize = self.files.iter().map(|f| f.memory() + 160).sum();
+        postings + files + 4 * (self.starts.len() + self.slot_file.len() + self.lens.len())
     }
 }
 
@@ -166,6 +284,31 @@ pub struct Found {
     pub score: f32,
 }
 
+/// The searched stores, with which of their files a search may return. A chunk's slot in a
+/// search is its store's first slot plus its slot in the store.
+struct Scope<'s, 'a> {
+    stores: &'s [Searched<'a>],
+    /// Each store's first slot.
+    bases: Vec<usize>,
+    /// Per store, per file: whether it is searched (`None`: all are).
+    allowed: Vec<Option<Vec<bool>>>,
+    /// Slots of all the stores.
+    slots: usize,
+}
+
+impl Scope<'_, '_> {
+    fn allows(&self, store: usize, slot: u32) -> bool {
+        match &self.allowed[store] {
+            None => true,
+            Some(files) => files[self.stores[store].index.slot_file[slot as usize] as usize],
+        }
+    }
+
+    fn allows_file(&self, store: usize, file: usize) -> bool {
+        self.allowed[store].as_ref().is_none_or(|files| files[file])
+    }
+}
+
 /// Ranks the chunks of `stores` for a query: BM25 over `words` and cosine similarity to each
 /// store's query vector, each list `depth` deep, fused by the mean of their scores scaled to
 /// 0..1 within each list. Only files `allowed` are searched. Best first, at most `depth`.
@@ -176,23 +319,31 @@ pub fn rank(
     depth: usize,
     allowed: &dyn Fn(&FileIndex) -> bool,
 ) -> Vec<Found> {
-    // Every chunk of every allowed file gets a slot: (store, file, first slot).
-    let mut files: Vec<FileSlots> = Vec::new();
+    let mut bases = Vec::with_capacity(stores.len());
     let mut slots = 0;
-    for (s, searched) in stores.iter().enumerate() {
-        for (f, file) in searched.index.files.iter().enumerate() {
-            if allowed(file) {
-                files.push((s, f, slots));
-                slots += file.chunks();
-            }
-        }
+    for searched in stores {
+        bases.push(slots);
+        slots += searched.index.chunks();
     }
+    let allowed = stores
+        .iter()
+        .map(|s| {
+            let files: Vec<bool> = s.index.files.iter().map(|f| allowed(f)).collect();
+            (!files.iter().all(|&a| a)).then_some(files)
+        })
+        .collect();
+    let scope = Scope {
+        stores,
+        bases,
+        allowed,
+        slots,
+    };
     let mut lists: Vec<Vec<(usize, f32)>> = Vec::new();
     if mode != Mode::Vectors && !words.is_empty() {
-        lists.push(bm25(stores, &files, slots, words, depth));
+        lists.push(bm25(&scope, words, depth));
     }
     if mode != Mode::Words {
-        let by_vector = cosine(stores, &files, depth);
+        let by_vector = cosine(&scope, depth);
         if !by_vector.is_empty() {
             lists.push(by_vector);
         }
@@ -229,78 +380,78 @@ pub fn rank(
     found
         .into_iter()
         .filter_map(|(slot, score)| {
-            let at = files
-                .partition_point(|&(_, _, first)| first <= slot)
+            let store = scope
+                .bases
+                .partition_point(|&base| base <= slot)
                 .checked_sub(1)?;
-            let (s, f, first) = files[at];
+            let index = stores[store].index;
+            let local = slot - scope.bases[store];
+            let file = *index.slot_file.get(local)? as usize;
             Some(Found {
-                store: s,
-                file: f,
-                seq: (slot - first) as u32,
+                store,
+                file,
+                seq: (local - index.starts[file] as usize) as u32,
                 score,
             })
         })
         .collect()
 }
 
-/// A searched file: its store and position there, and its first chunk's slot.
-type FileSlots = (usize, usize, usize);
-
-fn file_of<'a>(stores: &[Searched<'a>], &(store, file, _): &FileSlots) -> &'a FileIndex {
-    &stores[store].index.files[file]
-}
-
-/// Slots ranked by BM25 (best first, at most `depth`) with their scores, over the union of
-/// the searched files.
-fn bm25(
-    stores: &[Searched<'_>],
-    files: &[FileSlots],
-    slots: usize,
-    words: &[String],
-    depth: usize,
-) -> Vec<(usize, f32)> {
-    let n = slots as f32;
-    let total_words: u64 = files
-        .iter()
-        .map(|f| {
-            file_of(stores, f)
-                .lens
-                .iter()
-                .map(|&l| u64::from(l))
-                .sum::<u64>()
-        })
-        .sum();
-    let average = (total_words as f32 / n.max(1.0)).max(1.0);
-    let mut scores = vec![0f32; slots];
+/// Slots ranked by BM25 (best first, at most `depth`) with their scores, over the chunks of the
+/// searched files.
+fn bm25(scope: &Scope<'_, '_>, words: &[String], depth: usize) -> Vec<(usize, f32)> {
+    let mut n = 0usize;
+    let mut total_words = 0u64;
+    for (s, searched) in scope.stores.iter().enumerate() {
+        for (f, file) in searched.index.files.iter().enumerate() {
+            if scope.allows_file(s, f) {
+                n += file.chunks;
+                total_words += file.words;
+            }
+        }
+    }
+    let average = (total_words as f32 / (n as f32).max(1.0)).max(1.0);
+    let n = n as f32;
+    let mut scores = vec![0f32; scope.slots];
     let mut touched: Vec<usize> = Vec::new();
     for word in words {
-        let df: usize = files
+        let lists: Vec<(usize, &[(u32, u32)])> = scope
+            .stores
             .iter()
-            .map(|f| {
-                file_of(stores, f)
-                    .postings
-                    .get(word.as_str())
-                    .map_or(0, Vec::len)
+            .enumerate()
+            .filter_map(|(s, searched)| {
+                let list = searched.index.postings.get(word.as_str())?;
+                Some((s, list.as_slice()))
+            })
+            .collect();
+        let df: usize = lists
+            .iter()
+            .map(|&(s, list)| match scope.allowed[s] {
+                None => list.len(),
+                Some(_) => list
+                    .iter()
+                    .filter(|&&(slot, _)| scope.allows(s, slot))
+                    .count(),
             })
             .sum();
         if df == 0 {
             continue;
         }
         let idf = (1.0 + (n - df as f32 + 0.5) / (df as f32 + 0.5)).ln();
-        for entry in files {
-            let file = file_of(stores, entry);
-            let Some(postings) = file.postings.get(word.as_str()) else {
-                continue;
-            };
-            for &(seq, tf) in postings {
-                let slot = entry.2 + seq as usize;
-                let tf = tf as f32;
-                let len = file.lens[seq as usize] as f32;
-                let weight = idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / average));
-                if scores[slot] == 0.0 {
-                    touched.push(slot);
+        for (s, list) in lists {
+            let index = scope.stores[s].index;
+            for &(slot, tf) in list {
+                if !scope.allows(s, slot) {
+                    continue;
                 }
-                scores[slot] += weight;
+                let tf = tf as f32;
+                let len = index.lens[slot as usize] as f32;
+                let weight = idf * tf * (K1 + 1.0) / (tf + K1 * (1.0 - B + B * len / average));
+                let at = scope.bases[s] + slot as usize;
+                if scores[at] == 0.0 {
+                    touched.push(at);
+                }
+                scores[at] += weight;
             }
         }
     }
@@ -308,28 +459,29 @@ fn bm25(
 }
 
 /// Slots ranked by the cosine of their embedding with their store's query vector, with it.
-fn cosine(stores: &[Searched<'_>], files: &[FileSlots], depth: usize) -> Vec<(usize, f32)> {
-    let queries: Vec<Option<(Vec<i8>, f32)>> = stores
-        .iter()
-        .map(|s| s.query_vector.map(quantise))
-        .collect();
+fn cosine(scope: &Scope<'_, '_>, depth: usize) -> Vec<(usize, f32)> {
     let mut heap: BinaryHeap<Reverse<(Score, usize)>> = BinaryHeap::with_capacity(depth + 1);
-    for entry in files {
-        let Some((query, query_scale)) = &queries[entry.0] else {
+    let mut products = Vec::new();
+    for (s, searched) in scope.stores.iter().enumerate() {
+        let Some((query, query_scale)) = searched.query_vector.map(quantise) else {
             continue;
         };
-        let file = file_of(stores, entry);
-        if file.dims != query.len() || file.dims == 0 {
-            continue;
-        }
-        for (seq, vector) in file.vectors.chunks_exact(file.dims).enumerate() {
-            let similarity = dot(query, vector) as f32 * query_scale * file.scales[seq];
-            let item = Reverse((Score(similarity), entry.2 + seq));
-            if heap.len() < depth {
-                heap.push(item);
-            } else if heap.peek().is_some_and(|low| item < *low) {
-                heap.pop();
-                heap.push(item);
+        let index = searched.index;
+        for (f, file) in index.files.iter().enumerate() {
+            if file.dims != query.len() || file.dims == 0 || !scope.allows_file(s, f) {
+                continue;
+            }
+            let first = scope.bases[s] + index.starts[f] as usize;
+            dots(&query, &file.vectors, &mut products);
+            for (seq, &product) in products.iter().enumerate() {
+                let similarity = product as f32 * query_scale * file.scales[seq];
+                let item = Reverse((Score(similarity), first + seq));
+                if heap.len() < depth {
+                    heap.push(item);
+                } else if heap.peek().is_some_and(|low| item < *low) {
+                    heap.pop();
+                    heap.push(item);
+                }
             }
         }
     }
@@ -386,7 +538,37 @@ fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
     (q, scale)
 }
 
+/// The dot products of `query` with each of `vectors` (one after another, `query.len()` bytes
+/// each), into `products`. A build for baseline x86-64 may use only SSE2; this loop is also
+/// compiled for AVX2 (twice the lanes) and the CPU's best is picked at run time.
+fn dots(query: &[i8], vectors: &[i8], products: &mut Vec<i32>) {
+    struct Dots<'a> {
+        query: &'a [i8],
+        vectors: &'a [i8],
+        products: &'a mut Vec<i32>,
+    }
+    impl pulp::WithSimd for Dots<'_> {
+        type Output = ();
+        // Inlined into pulp's per-instruction-set entry points, so the loop is vectorised for
+        // each of them.
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) {
+            self.products.clear();
+            let vectors = self.vectors.chunks_exact(self.query.len().max(1));
+            self.products
+                .extend(vectors.map(|vector| dot(self.query, vector)));
+        }
+    }
+    static ARCH: std::sync::OnceLock<pulp::Arch> = std::sync::OnceLock::new();
+    ARCH.get_or_init(pulp::Arch::new).dispatch(Dots {
+        query,
+        vectors,
+        products,
+    });
+}
+
 /// Written so that the compiler vectorises it: widen, multiply, add in lanes.
+#[inline(always)]
 fn dot(a: &[i8], b: &[i8]) -> i32 {
     a.iter()
         .zip(b)
@@ -538,12 +720,12 @@ async fn load(
         };
         match kept.get(file.file_id.as_str()) {
             Some(old) if old.generation == file.generation && old.attributes == attributes => {
-                files.push(Arc::clone(old));
+                files.push((Arc::clone(old), None));
             }
             _ => {
                 let rows = store.file_chunks(id, &file.file_id).await?;
                 // Indexing is CPU work (a few ms per hundred chunks): off the async workers.
-                let built = tokio::task::spawn_blocking(move || {
+                let (built, words) = tokio::task::spawn_blocking(move || {
                     let vectors: Vec<Option<Vec<f32>>> = rows
                         .iter()
                         .map(|r| r.embedding.as_deref().map(floats))
@@ -557,17 +739,25 @@ async fn load(
                 })
                 .await
                 .map_err(|e| crate::error::Error::internal(format!("indexing failed: {e}")))?;
-                files.push(Arc::new(built));
+                files.push((Arc::new(built), Some(words)));
             }
         }
     }
-    Ok(StoreIndex {
-        id: id.to_owned(),
-        owner,
-        version,
-        embedding_model,
-        files,
+    drop(kept);
+    let id = id.to_owned();
+    // Merging the words of a large store is CPU work too.
+    tokio::task::spawn_blocking(move || {
+        StoreIndex::assemble(
+            id,
+            owner,
+            version,
+            embedding_model,
+            files,
+            previous.as_deref(),
+        )
     })
+    .await
+    .map_err(|e| crate::error::Error::internal(format!("indexing failed: {e}")))
 }
 
 #[cfg(test)]
@@ -576,17 +766,15 @@ mod tests {
 
     use super::*;
 
-    fn file(id: &str, chunks: &[(&str, [f32; 3])]) -> Arc<FileIndex> {
+    fn file(id: &str, chunks: &[(&str, [f32; 3])]) -> (Arc<FileIndex>, FileWords) {
         let meta = IndexedFile {
             file_id: id.to_owned(),
             filename: format!("{id}.txt"),
             attributes: json!({"name": id}),
             generation: 1,
         };
-        Arc::new(FileIndex::build(
-            meta,
-            chunks.iter().map(|(t, v)| (*t, Some(&v[..]))),
-        ))
+        let (file, words) = FileIndex::build(meta, chunks.iter().map(|(t, v)| (*t, Some(&v[..]))));
+        (Arc::new(file), words)
     }
 
     fn words(q: &str) -> Vec<String> {
@@ -654,6 +842,50 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_moves_kept_files_words_and_ranks_as_a_fresh_index() {
+        let chunks_a = [
+            ("alpha river boats", [1.0, 0.0, 0.0]),
+            ("beta mountain", [0.0, 1.0, 0.0]),
+        ];
+        let chunks_b = [("gamma river delta", [0.0, 0.0, 1.0])];
+        let chunks_c = [
+            ("river alpha again", [1.0, 0.1, 0.0]),
+            ("mountain beta river", [0.1, 1.0, 0.0]),
+        ];
+        let (a, a_words) = file("a", &chunks_a);
+        let (b, b_words) = file("b", &chunks_b);
+        let first = StoreIndex::new("vs", None, vec![(a.clone(), a_words), (b, b_words)]);
+        // b goes, c comes before a: a's words move to new slots.
+        let (c, c_words) = file("c", &chunks_c);
+        let reloaded = StoreIndex::assemble(
+            "vs".into(),
+            String::new(),
+            1,
+            None,
+            vec![(c, Some(c_words)), (a, None)],
+            Some(&first),
+        );
+        let fresh = StoreIndex::new("vs", None, vec![file("c", &chunks_c), file("a", &chunks_a)]);
+        assert_eq!(reloaded.chunks(), 4);
+        assert_eq!(reloaded.lens, fresh.lens);
+        let everything = |_: &FileIndex| true;
+        for query in ["river", "alpha", "mountain beta", "gamma"] {
+            let ranked = |index: &StoreIndex| {
+                let searched = [Searched {
+                    index,
+                    query_vector: None,
+                }];
+                rank(&searched, &words(query), Mode::Words, 10, &everything)
+            };
+            assert_eq!(ranked(&reloaded), ranked(&fresh), "{query}");
+        }
+        assert!(
+            !reloaded.postings.contains_key("gamma"),
+            "b's words left with it"
+        );
+    }
+
+    #[test]
     fn quantised_cosine_is_close() {
         let v: Vec<f32> = (0..384)
             .map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0)
@@ -663,6 +895,11 @@ mod tests {
         let (q, s) = quantise(&v);
         let approx = dot(&q, &q) as f32 * s * s;
         assert!((approx - 1.0).abs() < 0.01, "{approx}");
+        // The dispatched loop computes the same products as the plain one.
+        let (r, _) = quantise(&v.iter().rev().copied().collect::<Vec<_>>());
+        let mut products = Vec::new();
+        dots(&q, &[q.clone(), r.clone()].concat(), &mut products);
+        assert_eq!(products, [dot(&q, &q), dot(&q, &r)]);
         assert_eq!(floats(&1.5f32.to_le_bytes()), [1.5]);
     }
 }

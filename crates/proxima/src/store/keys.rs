@@ -7,7 +7,7 @@ use sqlx::query::Query;
 
 use super::{col, db_error, json_column, Row, Store};
 use crate::clock::now_ms;
-use crate::config::BudgetConfig;
+use crate::config::{BudgetConfig, PiiOverride};
 use crate::error::{Error, Result};
 use crate::pricing;
 
@@ -26,6 +26,10 @@ pub struct KeyRecord {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub budget: Option<BudgetConfig>,
+    /// Regions whose providers may serve the key; absent means any.
+    pub regions: Option<Vec<String>>,
+    /// The key's own PII policy, over its team's and `[pii]`.
+    pub pii: Option<PiiOverride>,
     /// Epoch milliseconds; the key stops working then.
     pub expires_at: Option<i64>,
     pub metadata: serde_json::Value,
@@ -53,6 +57,8 @@ pub struct NewKey {
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
     pub budget: Option<BudgetConfig>,
+    pub regions: Option<Vec<String>>,
+    pub pii: Option<PiiOverride>,
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
@@ -76,6 +82,10 @@ pub struct KeyPatch {
     pub tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     pub budget: Option<Option<BudgetConfig>>,
+    #[serde(default, deserialize_with = "present")]
+    pub regions: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub pii: Option<Option<PiiOverride>>,
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<i64>>,
     pub metadata: Option<serde_json::Value>,
@@ -119,6 +129,21 @@ where
         .bind(to_i64(tpm))
         .bind(budget.map(|b| pricing::nanos(b.usd)))
         .bind(budget.map(|b| b.period.name()))
+}
+
+/// Binds the policy columns shared by keys and teams — regions, pii — in that order, as JSON.
+pub(super) fn bind_policy<'q, DB>(
+    query: Query<'q, DB, DB::Arguments>,
+    regions: &Option<Vec<String>>,
+    pii: &Option<PiiOverride>,
+) -> Query<'q, DB, DB::Arguments>
+where
+    DB: sqlx::Database,
+    Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(regions.as_ref().map(|r| serde_json::json!(r).to_string()))
+        .bind(pii.as_ref().map(|p| serde_json::json!(p).to_string()))
 }
 
 /// SHA-256 of a secret: what every key, static or virtual, is looked up by. High-entropy keys
@@ -180,6 +205,8 @@ fn key_from_row(row: &impl Row) -> Result<KeyRecord> {
         rpm: to_u64(col(row, "rpm")?),
         tpm: to_u64(col(row, "tpm")?),
         budget: read_budget(row)?,
+        regions: json_column(col(row, "regions")?),
+        pii: json_column(col(row, "pii")?),
         expires_at: col(row, "expires_at")?,
         metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
         admin: col::<i64>(row, "admin")? != 0,
@@ -190,7 +217,7 @@ fn key_from_row(row: &impl Row) -> Result<KeyRecord> {
 }
 
 const KEY_COLUMNS: &str = "id, name, prefix, hash, team, models, rpm, tpm, budget_nanos, \
-    budget_period, expires_at, metadata, admin, created_at, updated_at, revoked_at";
+    budget_period, expires_at, metadata, admin, created_at, updated_at, revoked_at, regions, pii";
 
 impl Store {
     /// Makes a key; returns it with its secret, which is shown this once and never stored.
@@ -207,6 +234,8 @@ impl Store {
             rpm: new.rpm,
             tpm: new.tpm,
             budget: new.budget,
+            regions: new.regions.clone(),
+            pii: new.pii.clone(),
             expires_at: new.expires_at,
             metadata: new
                 .metadata
@@ -218,7 +247,7 @@ impl Store {
             revoked_at: None,
         };
         let sql = sql!(
-            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
         let r = &record;
         on_pool!(self, |pool| {
@@ -228,13 +257,14 @@ impl Store {
                 .bind(&r.prefix)
                 .bind(&r.hash)
                 .bind(&r.team);
-            bind_grants(query, &r.models, r.rpm, r.tpm, r.budget)
+            let query = bind_grants(query, &r.models, r.rpm, r.tpm, r.budget)
                 .bind(r.expires_at)
                 .bind(r.metadata.to_string())
                 .bind(i64::from(r.admin))
                 .bind(r.created_at)
                 .bind(r.updated_at)
-                .bind(r.revoked_at)
+                .bind(r.revoked_at);
+            bind_policy(query, &r.regions, &r.pii)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -304,6 +334,8 @@ impl Store {
         set_if(&mut key.rpm, &patch.rpm);
         set_if(&mut key.tpm, &patch.tpm);
         set_if(&mut key.budget, &patch.budget);
+        set_if(&mut key.regions, &patch.regions);
+        set_if(&mut key.pii, &patch.pii);
         set_if(&mut key.expires_at, &patch.expires_at);
         set_if(&mut key.metadata, &patch.metadata);
         set_if(&mut key.admin, &patch.admin);
@@ -313,16 +345,17 @@ impl Store {
             let query = sqlx::query(
                 "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
                  budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
-                 updated_at = $11, admin = $12 WHERE id = $1",
+                 updated_at = $11, admin = $12, regions = $13, pii = $14 WHERE id = $1",
             )
             .bind(&k.id)
             .bind(&k.name)
             .bind(&k.team);
-            bind_grants(query, &k.models, k.rpm, k.tpm, k.budget)
+            let query = bind_grants(query, &k.models, k.rpm, k.tpm, k.budget)
                 .bind(k.expires_at)
                 .bind(k.metadata.to_string())
                 .bind(k.updated_at)
-                .bind(i64::from(k.admin))
+                .bind(i64::from(k.admin));
+            bind_policy(query, &k.regions, &k.pii)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -368,6 +401,7 @@ mod tests {
                     usd: 5.0,
                     period: BudgetPeriod::Day,
                 }),
+                regions: Some(vec!["eu".into()]),
                 ..NewKey::default()
             })
             .await
@@ -387,6 +421,8 @@ mod tests {
         assert_eq!(found.budget.unwrap().usd, 5.0);
         assert_eq!(found.budget.unwrap().period, BudgetPeriod::Day);
         assert_eq!(found.models.as_deref(), Some(&["fast".to_string()][..]));
+        assert_eq!(found.regions.as_deref(), Some(&["eu".to_string()][..]));
+        assert_eq!(found.pii, None);
         assert!(!serde_json::to_string(&found)
             .unwrap()
             .contains(&secret[6..]));

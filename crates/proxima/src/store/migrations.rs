@@ -42,6 +42,10 @@ const SQLITE: &[Migration] = &[
         sql: include_str!("migrations/sqlite/0005_cache.sql"),
     },
     Migration {
+        version: 6,
+        sql: include_str!("migrations/sqlite/0006_residency_pii.sql"),
+    },
+    Migration {
         version: 7,
         sql: include_str!("migrations/sqlite/0007_audit_retention.sql"),
     },
@@ -68,6 +72,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 5,
         sql: include_str!("migrations/postgres/0005_cache.sql"),
+    },
+    Migration {
+        version: 6,
+        sql: include_str!("migrations/postgres/0006_residency_pii.sql"),
     },
     Migration {
         version: 7,

@@ -3,10 +3,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{bind_grants, present, read_budget, set_if, to_u64};
+use super::keys::{bind_grants, bind_policy, present, read_budget, set_if, to_u64};
 use super::{col, db_error, json_column, Row, Store};
 use crate::clock::now_ms;
-use crate::config::BudgetConfig;
+use crate::config::{BudgetConfig, PiiOverride};
 use crate::error::Result;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -22,6 +22,12 @@ pub struct TeamRecord {
     pub tpm: Option<u64>,
     #[serde(default)]
     pub budget: Option<BudgetConfig>,
+    /// Regions whose providers may serve the team's keys; absent means any.
+    #[serde(default)]
+    pub regions: Option<Vec<String>>,
+    /// The team's own PII policy, over `[pii]` (its keys' own win over it).
+    #[serde(default)]
+    pub pii: Option<PiiOverride>,
     #[serde(default)]
     pub metadata: serde_json::Value,
     #[serde(default)]
@@ -45,6 +51,10 @@ pub struct TeamPatch {
     pub tpm: Option<Option<u64>>,
     #[serde(default, deserialize_with = "present")]
     pub budget: Option<Option<BudgetConfig>>,
+    #[serde(default, deserialize_with = "present")]
+    pub regions: Option<Option<Vec<String>>>,
+    #[serde(default, deserialize_with = "present")]
+    pub pii: Option<Option<PiiOverride>>,
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -55,6 +65,8 @@ fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
         rpm: to_u64(col(row, "rpm")?),
         tpm: to_u64(col(row, "tpm")?),
         budget: read_budget(row)?,
+        regions: json_column(col(row, "regions")?),
+        pii: json_column(col(row, "pii")?),
         metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
@@ -62,8 +74,8 @@ fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
     })
 }
 
-const TEAM_COLUMNS: &str =
-    "name, models, rpm, tpm, budget_nanos, budget_period, metadata, created_at, updated_at, deleted_at";
+const TEAM_COLUMNS: &str = "name, models, rpm, tpm, budget_nanos, budget_period, metadata, \
+    created_at, updated_at, deleted_at, regions, pii";
 
 impl Store {
     /// Creates a team, or brings back a deleted one of the same name. `Ok(None)` when a live
@@ -83,17 +95,19 @@ impl Store {
             team.metadata = serde_json::json!({});
         }
         let sql = sql!(
-            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL) \
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11) \
              ON CONFLICT (name) DO UPDATE SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
-             budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL"
+             budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL, \
+             regions = $10, pii = $11"
         );
         let t = &team;
         on_pool!(self, |pool| {
             let query = sqlx::query(sql).bind(&t.name);
-            bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
+            let query = bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
                 .bind(t.metadata.to_string())
                 .bind(t.created_at)
-                .bind(t.updated_at)
+                .bind(t.updated_at);
+            bind_policy(query, &t.regions, &t.pii)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -151,18 +165,22 @@ impl Store {
         set_if(&mut team.rpm, &patch.rpm);
         set_if(&mut team.tpm, &patch.tpm);
         set_if(&mut team.budget, &patch.budget);
+        set_if(&mut team.regions, &patch.regions);
+        set_if(&mut team.pii, &patch.pii);
         set_if(&mut team.metadata, &patch.metadata);
         team.updated_at = now_ms().max(team.updated_at + 1);
         let t = &team;
         on_pool!(self, |pool| {
             let query = sqlx::query(
                 "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
-                 budget_period = $6, metadata = $7, updated_at = $8 WHERE name = $1",
+                 budget_period = $6, metadata = $7, updated_at = $8, regions = $9, pii = $10 \
+                 WHERE name = $1",
             )
             .bind(&t.name);
-            bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
+            let query = bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
                 .bind(t.metadata.to_string())
-                .bind(t.updated_at)
+                .bind(t.updated_at);
+            bind_policy(query, &t.regions, &t.pii)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -199,10 +217,17 @@ mod tests {
     on_both!(team_lifecycle, |store: Store| async move {
         let team: TeamRecord = serde_json::from_value(serde_json::json!({
             "name": "platform", "rpm": 100,
-            "budget": {"usd": 50.0, "period": "1mo"}
+            "budget": {"usd": 50.0, "period": "1mo"},
+            "regions": ["eu"], "pii": {"mode": "mask", "entities": ["email"]}
         }))
         .unwrap();
         let made = store.create_team(&team).await.unwrap().unwrap();
+        let read = store.get_team("platform").await.unwrap().unwrap();
+        assert_eq!(read.regions.as_deref(), Some(&["eu".to_string()][..]));
+        assert_eq!(
+            read.pii.as_ref().and_then(|p| p.mode),
+            Some(crate::config::PiiMode::Mask)
+        );
         assert!(
             store.create_team(&team).await.unwrap().is_none(),
             "names are unique"
@@ -211,12 +236,18 @@ mod tests {
         let patched = store
             .update_team(
                 "platform",
-                &serde_json::from_value(serde_json::json!({"rpm": null, "tpm": 5000})).unwrap(),
+                &serde_json::from_value(
+                    serde_json::json!({"rpm": null, "tpm": 5000, "regions": null}),
+                )
+                .unwrap(),
             )
             .await
             .unwrap()
             .unwrap();
         assert_eq!((patched.rpm, patched.tpm), (None, Some(5000)));
+        let read = store.get_team("platform").await.unwrap().unwrap();
+        assert_eq!(read.regions, None, "null clears the regions");
+        assert!(read.pii.is_some(), "a field left out stays");
         assert_eq!(store.list_teams().await.unwrap().len(), 1);
         assert!(store.delete_team("platform").await.unwrap());
         assert!(!store.delete_team("platform").await.unwrap());

@@ -54,11 +54,13 @@ async fn read_change<T: DeserializeOwned>(body: Body) -> Result<(T, Value)> {
     Ok((change, asked))
 }
 
-/// Checks what a key or team may be given: known model names, sane numbers.
+/// Checks what a key or team may be given: known model names, regions some provider is in,
+/// sane numbers.
 fn check_limits(
     state: &AppState,
     models: Option<&Vec<String>>,
     budget: Option<&crate::config::BudgetConfig>,
+    regions: Option<&Vec<String>>,
 ) -> Result<()> {
     let gateway = state.gateway();
     for model in models.into_iter().flatten() {
@@ -69,6 +71,11 @@ fn check_limits(
             ))
             .with_param("models"));
         }
+    }
+    if let Some(problem) =
+        regions.and_then(|r| crate::config::validate::regions_problem(&gateway.config, r))
+    {
+        return Err(Error::invalid_request(format!("regions {problem}")).with_param("regions"));
     }
     if let Some(budget) = budget {
         if !(budget.usd.is_finite() && budget.usd >= 0.0) {
@@ -104,7 +111,12 @@ pub async fn create_key(
                             Error::invalid_request("a key needs a `name`").with_param("name")
                         );
                     }
-                    check_limits(&state, new.models.as_ref(), new.budget.as_ref())?;
+                    check_limits(
+                        &state,
+                        new.models.as_ref(),
+                        new.budget.as_ref(),
+                        new.regions.as_ref(),
+                    )?;
                     let (record, secret) = services.store.create_key(&new).await?;
                     services.directory.apply_key(&record);
                     let mut value = serde_json::to_value(&record).unwrap_or_default();
@@ -184,6 +196,7 @@ pub async fn update_key(
                         &state,
                         patch.models.as_ref().and_then(Option::as_ref),
                         patch.budget.as_ref().and_then(Option::as_ref),
+                        patch.regions.as_ref().and_then(Option::as_ref),
                     )?;
                     let record = services
                         .store
@@ -250,7 +263,12 @@ pub async fn create_team(
                             Error::invalid_request("a team needs a `name`").with_param("name")
                         );
                     }
-                    check_limits(&state, team.models.as_ref(), team.budget.as_ref())?;
+                    check_limits(
+                        &state,
+                        team.models.as_ref(),
+                        team.budget.as_ref(),
+                        team.regions.as_ref(),
+                    )?;
                     let record = services.store.create_team(&team).await?.ok_or_else(|| {
                         Error::invalid_request(format!(
                             "a team named `{}` exists already",
@@ -321,6 +339,7 @@ pub async fn update_team(
                         &state,
                         patch.models.as_ref().and_then(Option::as_ref),
                         patch.budget.as_ref().and_then(Option::as_ref),
+                        patch.regions.as_ref().and_then(Option::as_ref),
                     )?;
                     let record = services
                         .store

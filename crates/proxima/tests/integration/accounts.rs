@@ -377,6 +377,59 @@ async fn an_admin_key_uses_the_admin_api_and_a_plain_key_does_not() {
 }
 
 #[tokio::test]
+async fn keys_and_teams_carry_regions_and_a_pii_policy() {
+    let mock = MockUpstream::start().await.unwrap();
+    let conf = Conf::new()
+        .server(&format!("master_key = \"{MASTER}\""))
+        .openai_with("up", &mock, "region = \"eu\"")
+        .model("m1", "up", "model-one");
+    let gw = Gateway::start(conf).await;
+    let answer = gw
+        .admin(
+            MASTER,
+            Method::POST,
+            "/admin/keys",
+            Some(&json!({"name": "eu-app", "regions": ["eu"], "pii": {"mode": "mask"}})),
+        )
+        .await;
+    assert_eq!(answer.status, 201, "{}", answer.text());
+    let key = answer.json();
+    assert_eq!(key["regions"], json!(["eu"]));
+    assert_eq!(key["pii"], json!({"mode": "mask"}));
+    // A region no provider is in is a typo, refused with the field named.
+    let typo = gw
+        .admin(
+            MASTER,
+            Method::POST,
+            "/admin/teams",
+            Some(&json!({"name": "t", "regions": ["ue"]})),
+        )
+        .await;
+    assert_eq!(assert_openai_error(&typo, 400)["param"], "regions");
+    let bad_mode = gw
+        .admin(
+            MASTER,
+            Method::PATCH,
+            &format!("/admin/keys/{}", key["id"].as_str().unwrap()),
+            Some(&json!({"pii": {"mode": "scramble"}})),
+        )
+        .await;
+    assert_openai_error(&bad_mode, 400);
+    let team = gw
+        .admin(
+            MASTER,
+            Method::POST,
+            "/admin/teams",
+            Some(&json!({"name": "t", "regions": ["eu"], "pii": {"entities": ["email"]}})),
+        )
+        .await;
+    assert_eq!(team.status, 201, "{}", team.text());
+    let read = gw.admin(MASTER, Method::GET, "/admin/teams/t", None).await;
+    assert_eq!(read.json()["pii"], json!({"entities": ["email"]}));
+    assert_eq!(read.json()["regions"], json!(["eu"]));
+}
+
+#[tokio::test]
 async fn expired_keys_are_refused() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(admin_conf(&mock)).await;
