@@ -331,6 +331,10 @@ pub struct StorageConfig {
     pub sync_interval: ConfigDuration,
     #[serde(default)]
     pub ledger: LedgerConfig,
+    /// Raw usage-ledger rows are kept at least this long (at least `1d`), then purged by whole
+    /// UTC days into daily rollups per key, team and model that reports and budgets read;
+    /// kept forever when absent.
+    pub log_retention: Option<ConfigDuration>,
 }
 
 impl Default for StorageConfig {
@@ -340,6 +344,7 @@ impl Default for StorageConfig {
             redis: None,
             sync_interval: defaults::sync_interval(),
             ledger: LedgerConfig::default(),
+            log_retention: None,
         }
     }
 }

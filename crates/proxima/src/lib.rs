@@ -5,6 +5,7 @@
 //! (auth) → [`pipeline`] → [`router`] (strategy, retries, fallbacks) → [`providers`] (one
 //! adapter per upstream API) → back. [`config`] and [`gateway`] build the whole from a file.
 
+pub mod audit;
 pub mod cache;
 pub mod canonical;
 pub mod cli;

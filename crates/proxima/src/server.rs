@@ -36,9 +36,12 @@
 //! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
 //! [`surface::responses`] read and write the conversation store directly, for the caller's
 //! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
-//! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]). A reload (SIGHUP,
-//! the config file changing, or `POST /admin/config/reload`) builds a new gateway and swaps it
-//! in ([`AppState::reload`]).
+//! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]), which
+//! names the caller as the [`Actor`] of the [`audit`](crate::audit) log every admin change is
+//! recorded in. A reload (SIGHUP, the config file changing, or `POST /admin/config/reload`)
+//! builds a new gateway and swaps it in ([`AppState::reload`]). In the background: old
+//! conversations expire ([`crate::context::expire_old`]) and old ledger rows are purged into
+//! daily rollups ([`crate::usage::retention`]).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -59,6 +62,7 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::Instrument;
 
+use crate::audit::Actor;
 use crate::canonical::Api;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, ErrorKind};
@@ -191,6 +195,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/admin/usage", get(surface::admin::usage))
         .route("/admin/logs", get(surface::admin::logs))
         .route("/admin/config/reload", post(surface::admin::reload))
+        .route("/admin/audit", get(surface::admin::audit))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_admin,
@@ -330,6 +335,9 @@ async fn authenticate_admin(
         .await
     {
         Ok(caller) if caller.admin => {
+            let request_id = req.extensions().get::<RequestId>().map(|r| r.0.clone());
+            let actor = Actor::caller(&caller, request_id.as_deref().unwrap_or("unknown"));
+            req.extensions_mut().insert(actor);
             req.extensions_mut().insert(state.clone());
             next.run(req).await
         }
@@ -438,6 +446,7 @@ impl Server {
         let state = self.state.clone();
         let watcher = tokio::spawn(reload_triggers(state.clone()));
         let _expire = AbortOnDrop(tokio::spawn(crate::context::expire_old(state.clone())));
+        let _retention = AbortOnDrop(tokio::spawn(crate::usage::retention::keep(state.clone())));
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
         let listener = self.listener.tap_io(|tcp| {
@@ -509,8 +518,8 @@ async fn reload_triggers(state: Arc<AppState>) {
             }
         };
         tracing::info!("reloading the config: {reason}");
-        if let Err(problems) = state.reload().await {
-            tracing::error!(problems = %problems.join("; "), "the new config is invalid: keeping the running one");
+        if let Err(e) = state.reload(&Actor::system(reason)).await {
+            tracing::error!(problems = %e.message, "the new config is invalid: keeping the running one");
         }
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
+use crate::audit::{self, Actor, Target};
 use crate::config::Config;
+use crate::error::Error;
 use crate::gateway::Gateway;
 use crate::http_client::HttpClient;
 use crate::router::health::HealthRegistry;
@@ -40,8 +42,30 @@ impl AppState {
 
     /// Reads the config file again and, if it is valid, swaps in a gateway built from it.
     /// Requests in flight finish on the gateway they started with. An invalid config is
-    /// refused with its problems, and the running one stays.
-    pub async fn reload(&self) -> Result<(), Vec<String>> {
+    /// refused with its problems, and the running one stays. Recorded in the audit log as
+    /// `config.reload` by `actor`.
+    pub async fn reload(&self, actor: &Actor) -> Result<(), Error> {
+        let path = self.config_path.as_ref().map(|p| p.display().to_string());
+        let target = path.as_deref().map_or(Target::None, Target::Known);
+        audit::record(
+            &self.services.store,
+            actor,
+            "config.reload",
+            target,
+            serde_json::json!({}),
+            async {
+                self.reload_config().await.map_err(|problems| {
+                    Error::invalid_request(format!(
+                        "the new config was refused, the running one stays: {}",
+                        problems.join("; ")
+                    ))
+                })
+            },
+        )
+        .await
+    }
+
+    async fn reload_config(&self) -> Result<(), Vec<String>> {
         let _guard = self.reloading.lock().await;
         let Some(path) = &self.config_path else {
             return Err(vec![

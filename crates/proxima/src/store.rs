@@ -1,6 +1,6 @@
-//! The database: virtual keys, teams, the usage ledger, the conversation store and uploaded
-//! files, on SQLite (the embedded default) or PostgreSQL (shared by replicas), with the same
-//! behaviour on both.
+//! The database: virtual keys, teams, the usage ledger and its daily rollups, the audit log,
+//! the conversation store and uploaded files, on SQLite (the embedded default) or PostgreSQL
+//! (shared by replicas), with the same behaviour on both.
 //!
 //! Nothing here is on the request path: keys and teams are read into memory by
 //! [`crate::policy::directory`], and usage records are written in batches by
@@ -48,11 +48,42 @@ macro_rules! fetch_owned {
     };
 }
 
+/// A [`Query`] as an sqlx query with its parameters bound, for whichever database runs it.
+macro_rules! bound_query {
+    ($query:expr) => {{
+        let $crate::store::Query { sql, params, .. } = $query;
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for param in params {
+            query = match param {
+                $crate::store::Param::Text(text) => query.bind(text),
+                $crate::store::Param::Int(int) => query.bind(int),
+            };
+        }
+        query
+    }};
+}
+
+/// Runs a [`Query`] on `$store` and reads every row it returns with `$read`.
+macro_rules! fetch_query {
+    ($store:expr, $query:expr, $read:expr) => {{
+        let query = $query;
+        on_pool!($store, |pool| {
+            let rows = bound_query!(query)
+                .fetch_all(pool)
+                .await
+                .map_err($crate::store::db_error)?;
+            rows.iter().map($read).collect::<Result<Vec<_>>>()
+        })
+    }};
+}
+
+mod audit;
 mod conversations;
 mod files;
 mod keys;
 mod ledger;
 mod migrations;
+mod rollups;
 mod teams;
 mod vector_stores;
 
@@ -68,10 +99,12 @@ use sqlx::sqlite::{
 
 use crate::error::{Error, ErrorKind, Result};
 
+pub use audit::{AuditEntry, AuditFilter};
 pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, ResponseRecord};
 pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
+pub use rollups::{PurgeLock, DAY_MS};
 pub use teams::{TeamPatch, TeamRecord};
 pub use vector_stores::{
     ChunkKey, ChunkRow, Chunking, FileCounts, FileListing, IndexedFile, NewChunk, StoreFileRecord,
@@ -169,6 +202,87 @@ impl Store {
             }
             Pool::Postgres(pool) => pool.close().await,
         }
+    }
+}
+
+/// A query being put together, with its parameters. Placeholders must appear in the text in
+/// the order they are bound: SQLite gets anonymous `?` (it looks named ones up by a linear
+/// scan, which made a batch of thousands of parameters quadratic), PostgreSQL `$N`.
+pub(crate) struct Query {
+    pub(crate) sql: String,
+    pub(crate) params: Vec<Param>,
+    backend: Backend,
+}
+
+/// A parameter of a [`Query`], bound when the query runs on its database.
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Query {
+    pub(crate) fn new(backend: Backend, sql: &str) -> Query {
+        Query {
+            sql: sql.to_owned(),
+            params: Vec::new(),
+            backend,
+        }
+    }
+
+    /// Binds `value` and returns its placeholder.
+    pub(crate) fn bind(&mut self, value: Param) -> String {
+        self.params.push(value);
+        match self.backend {
+            Backend::Sqlite => "?".to_owned(),
+            Backend::Postgres => format!("${}", self.params.len()),
+        }
+    }
+
+    pub(crate) fn push(&mut self, sql: &str) {
+        self.sql.push_str(sql);
+    }
+
+    /// Ends the query of a newest-first page: rows older than the cursor `after` (the `next`
+    /// of a previous page: an id beginning with `prefix`), by id, one more than `limit`.
+    pub(crate) fn page(&mut self, after: Option<&str>, prefix: &str, limit: i64) -> Result<()> {
+        if let Some(after) = after {
+            if !after.starts_with(prefix) {
+                return Err(Error::invalid_request(
+                    "`after` must be the `next` value of a previous page",
+                )
+                .with_param("after"));
+            }
+            let p = self.bind(Param::Text(after.to_owned()));
+            self.push(&format!(" AND id < {p}"));
+        }
+        let p_limit = self.bind(Param::Int(limit + 1));
+        self.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
+        Ok(())
+    }
+}
+
+/// A page of a list read newest first, and where the next (older) page starts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Page<T> {
+    pub data: Vec<T>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    pub next: Option<String>,
+}
+
+impl<T> Page<T> {
+    /// Rows a page asks for: `limit` (50 unless given), within 1 to 1,000.
+    fn limit(limit: Option<i64>) -> i64 {
+        limit.unwrap_or(50).clamp(1, 1000)
+    }
+
+    /// The page of `rows`, read `limit + 1` of them so that one more tells another page
+    /// follows; `next` is then the id (`id`) of the page's last row.
+    fn cut(mut rows: Vec<T>, limit: i64, id: impl Fn(&T) -> String) -> Page<T> {
+        let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+        let more = rows.len() > limit;
+        rows.truncate(limit);
+        let next = more.then(|| rows.last().map(id)).flatten();
+        Page { data: rows, next }
     }
 }
 

@@ -8,6 +8,7 @@
 //! cost, so they cannot drift apart.
 
 pub mod ledger;
+pub mod retention;
 
 use std::sync::Arc;
 

@@ -1,6 +1,7 @@
 //! `proxima migrate`, `proxima keys create/list/revoke` and `proxima usage`: they work on the
 //! database the config names, directly, so they work with the gateway stopped too. A key
-//! revoked here stops working on running gateways within `storage.sync_interval`.
+//! revoked here stops working on running gateways within `storage.sync_interval`. Key changes
+//! are recorded in the audit log with the actor `cli`.
 
 use std::future::Future;
 use std::process::ExitCode;
@@ -8,9 +9,10 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use super::{load, ConfigArg};
+use crate::audit::{self, Actor, Target};
 use crate::clock;
 use crate::config::{BudgetConfig, BudgetPeriod};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::store::{GroupBy, KeyRecord, NewKey, Store};
 
 #[derive(Subcommand)]
@@ -152,7 +154,15 @@ pub fn keys(command: KeysCommand) -> ExitCode {
                 }
             };
             with_store(args.config, |store| async move {
-                let (record, secret) = store.create_key(&new).await?;
+                let (record, secret) = audit::record(
+                    &store,
+                    &Actor::cli(),
+                    "key.create",
+                    Target::Made(|(record, _): &(KeyRecord, String)| record.id.clone()),
+                    audit::detail(&serde_json::to_value(&new).unwrap_or_default()),
+                    store.create_key(&new),
+                )
+                .await?;
                 if json {
                     let mut value = serde_json::to_value(&record).unwrap_or_default();
                     value["key"] = secret.into();
@@ -174,13 +184,25 @@ pub fn keys(command: KeysCommand) -> ExitCode {
             Ok(())
         }),
         KeysCommand::Revoke { config, id } => with_store(config, |store| async move {
-            match store.revoke_key(&id).await? {
-                Some(_) => {
-                    println!("revoked {id}");
-                    Ok(())
-                }
-                None => Err(Error::invalid_request(format!("there is no key `{id}`"))),
-            }
+            audit::record(
+                &store,
+                &Actor::cli(),
+                "key.revoke",
+                Target::Known(&id),
+                serde_json::json!({}),
+                async {
+                    match store.revoke_key(&id).await? {
+                        Some(_) => Ok(()),
+                        None => Err(Error::new(
+                            ErrorKind::NotFound,
+                            format!("there is no key `{id}`"),
+                        )),
+                    }
+                },
+            )
+            .await?;
+            println!("revoked {id}");
+            Ok(())
         }),
     }
 }

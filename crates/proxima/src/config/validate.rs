@@ -406,6 +406,14 @@ pub fn validate(
             "must be longer than zero".into(),
         );
     }
+    if let Some(retention) = config.storage.log_retention {
+        if retention.0 < std::time::Duration::from_secs(86_400) {
+            problem(
+                "storage.log_retention".into(),
+                "must be at least 1d: raw rows are purged by whole days".into(),
+            );
+        }
+    }
     if let Some(jwt) = &config.auth.jwt {
         if jwt.jwks_url.is_some() == jwt.public_key.is_some() {
             problem(
@@ -520,6 +528,24 @@ mod tests {
         };
         assert_eq!(config.providers["gemini"].kind, ProviderKind::Gemini);
         assert_eq!(config.files.max_bytes, 25_000_000);
+    }
+
+    #[test]
+    fn log_retention_is_off_by_default_and_whole_days() {
+        assert!(parse("").unwrap().storage.log_retention.is_none());
+        let config = parse("[storage]\nlog_retention = \"90d\"\n").unwrap();
+        assert_eq!(
+            config.storage.log_retention.map(|d| d.0.as_secs()),
+            Some(90 * 86_400)
+        );
+        let problems = parse("[storage]\nlog_retention = \"12h\"\n")
+            .err()
+            .unwrap_or_default();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].starts_with("test.toml:2: storage.log_retention: must be at least 1d"),
+            "{problems:?}"
+        );
     }
 
     #[test]

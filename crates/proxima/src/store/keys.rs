@@ -48,7 +48,7 @@ impl KeyRecord {
 }
 
 /// What `POST /admin/keys` takes.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct NewKey {
     pub name: String,

@@ -9,7 +9,8 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Serialize};
 
-use super::{col, db_error, Backend, Pool, Row, Store};
+use super::rollups::first_day_from;
+use super::{col, db_error, Backend, Page, Param, Pool, Query, Row, Store};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::pricing::{self, Nanos};
@@ -56,9 +57,14 @@ pub struct LedgerRow {
 /// appended at the end of the primary key, and time ranges are id ranges: the table needs no
 /// other index), then 80 random bits.
 pub fn ledger_id(at: i64) -> Arc<str> {
+    time_id(*b"u_", at)
+}
+
+/// An id beginning with `prefix` that sorts by time, made like [`ledger_id`]'s.
+pub(super) fn time_id(prefix: [u8; 2], at: i64) -> Arc<str> {
     // Written by hand: `format!` of a u128 was a tenth of what closing a request costs.
     let mut id = [0u8; 2 + 12 + 20];
-    id[..2].copy_from_slice(b"u_");
+    id[..2].copy_from_slice(&prefix);
     let at = at.clamp(0, 0xffff_ffff_ffff) as u128;
     let random = fastrand::u128(..) >> 48;
     put_hex(&mut id[2..14], at);
@@ -75,7 +81,7 @@ fn put_hex(out: &mut [u8], mut value: u128) {
 }
 
 /// The smallest id a row at or after `at` (epoch ms) can have.
-fn id_floor(at: i64) -> String {
+pub(super) fn id_floor(at: i64) -> String {
     format!("u_{:012x}", at.clamp(0, 0xffff_ffff_ffff))
 }
 
@@ -191,12 +197,8 @@ pub struct LogFilter {
     pub after: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize)]
-pub struct LogPage {
-    pub data: Vec<LedgerRow>,
-    /// Pass as `after` for the next (older) page; `null` on the last one.
-    pub next: Option<String>,
-}
+/// A page of the call log.
+pub type LogPage = Page<LedgerRow>;
 
 /// The INSERT of `INSERT_SIZES[index]` rows on `backend`, built once.
 fn insert_sql(backend: Backend, index: usize) -> &'static str {
@@ -230,44 +232,6 @@ fn insert_sql(backend: Backend, index: usize) -> &'static str {
         Backend::Postgres => &all[1],
     };
     &by_backend[index.min(INSERT_SIZES.len() - 1)]
-}
-
-/// A query being put together, with its parameters. Placeholders must appear in the text in
-/// the order they are bound: SQLite gets anonymous `?` (it looks named ones up by a linear
-/// scan, which made a batch of thousands of parameters quadratic), PostgreSQL `$N`.
-struct Query {
-    sql: String,
-    params: Vec<Param>,
-    backend: Backend,
-}
-
-/// A parameter of a [`Query`], bound when the query runs on its database.
-enum Param {
-    Text(String),
-    Int(i64),
-}
-
-impl Query {
-    fn new(backend: Backend, sql: &str) -> Query {
-        Query {
-            sql: sql.to_owned(),
-            params: Vec::new(),
-            backend,
-        }
-    }
-
-    /// Binds `value` and returns its placeholder.
-    fn bind(&mut self, value: Param) -> String {
-        self.params.push(value);
-        match self.backend {
-            Backend::Sqlite => "?".to_owned(),
-            Backend::Postgres => format!("${}", self.params.len()),
-        }
-    }
-
-    fn push(&mut self, sql: &str) {
-        self.sql.push_str(sql);
-    }
 }
 
 /// One value of a ledger row, as bound to an insert.
@@ -387,14 +351,18 @@ impl Store {
             SpendColumn::Team => "team",
             SpendColumn::Model => "model",
         };
+        // Raw rows, and the days purged into rollups that begin in the period (budget periods
+        // begin at UTC midnight, so no day is split).
         let sql = sql!(
-            "SELECT CAST(COALESCE(SUM(cost_nanos), 0) AS BIGINT) AS spent FROM usage_ledger \
-             WHERE {column} = $1 AND id >= $2"
+            "SELECT CAST(COALESCE((SELECT SUM(cost_nanos) FROM usage_ledger \
+             WHERE {column} = $1 AND id >= $2), 0) + COALESCE((SELECT SUM(cost_nanos) \
+             FROM usage_daily WHERE {column} = $1 AND day >= $3), 0) AS BIGINT) AS spent"
         );
         on_pool!(self, |pool| {
             let row = sqlx::query(sql)
                 .bind(name)
                 .bind(id_floor(from))
+                .bind(first_day_from(from))
                 .fetch_one(pool)
                 .await
                 .map_err(db_error)?;
@@ -402,35 +370,53 @@ impl Store {
         })
     }
 
-    /// Requests, errors, tokens and cost between `from` and `to` (epoch ms), grouped.
+    /// Requests, errors, tokens and cost between `from` and `to` (epoch ms), grouped: from the
+    /// raw rows in the range and the daily rollups of purged days that begin in it.
     pub async fn usage_report(&self, by: GroupBy, from: i64, to: i64) -> Result<Vec<UsageGroup>> {
-        let group = match by {
-            GroupBy::Key => "key_id",
-            GroupBy::Team => "team",
-            GroupBy::Model => "model",
+        // What each line is grouped by, in the raw rows and in the rollups (where '' is none).
+        let (raw_group, rollup_group) = match by {
+            GroupBy::Key => ("key_id", "NULLIF(key_id, '')"),
+            GroupBy::Team => ("team", "NULLIF(team, '')"),
+            GroupBy::Model => ("model", "model"),
             // Whole UTC days since the epoch; named as dates below.
-            GroupBy::Day => "CAST(at / 86400000 AS BIGINT)",
+            GroupBy::Day => ("CAST(at / 86400000 AS BIGINT)", "day"),
         };
-        let name = if by == GroupBy::Key {
-            "MAX(key_name)"
+        let (raw_name, rollup_name) = if by == GroupBy::Key {
+            ("MAX(key_name)", "MAX(NULLIF(key_name, ''))")
         } else {
-            "NULL"
+            ("NULL", "NULL")
         };
         let sql = sql!(
-            "SELECT {group} AS grp, {name} AS name, COUNT(*) AS requests, \
-             CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
+            "SELECT grp, MAX(name) AS name, CAST(SUM(requests) AS BIGINT) AS requests, \
+             CAST(SUM(errors) AS BIGINT) AS errors, \
              CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
              CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, \
              CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
              CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos, \
-             CAST(SUM(CASE WHEN cache IN ('hit', 'semantic-hit') AND status < 400 THEN 1 ELSE 0 END) AS BIGINT) AS cache_hits, \
-             CAST(SUM(saved_nanos) AS BIGINT) AS saved_nanos \
-             FROM usage_ledger WHERE id >= $1 AND id < $2 GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
+             CAST(SUM(cache_hits) AS BIGINT) AS cache_hits, \
+             CAST(SUM(saved_nanos) AS BIGINT) AS saved_nanos FROM (\
+             SELECT {raw_group} AS grp, {raw_name} AS name, COUNT(*) AS requests, \
+             SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS errors, \
+             SUM(input_tokens) AS input_tokens, SUM(output_tokens) AS output_tokens, \
+             SUM(cached_tokens) AS cached_tokens, SUM(cost_nanos) AS cost_nanos, \
+             SUM(CASE WHEN cache IN ('hit', 'semantic-hit') AND status < 400 THEN 1 ELSE 0 END) AS cache_hits, \
+             SUM(saved_nanos) AS saved_nanos \
+             FROM usage_ledger WHERE id >= $1 AND id < $2 GROUP BY grp \
+             UNION ALL \
+             SELECT {rollup_group} AS grp, {rollup_name} AS name, SUM(requests) AS requests, \
+             SUM(errors) AS errors, SUM(input_tokens) AS input_tokens, \
+             SUM(output_tokens) AS output_tokens, SUM(cached_tokens) AS cached_tokens, \
+             SUM(cost_nanos) AS cost_nanos, SUM(cache_hits) AS cache_hits, \
+             SUM(saved_nanos) AS saved_nanos \
+             FROM usage_daily WHERE day >= $3 AND day < $4 GROUP BY grp\
+             ) AS parts GROUP BY grp ORDER BY cost_nanos DESC, requests DESC"
         );
         let mut groups = on_pool!(self, |pool| {
             let rows = sqlx::query(sql)
                 .bind(id_floor(from))
                 .bind(id_floor(to))
+                .bind(first_day_from(from))
+                .bind(first_day_from(to))
                 .fetch_all(pool)
                 .await
                 .map_err(db_error)?;
@@ -446,7 +432,7 @@ impl Store {
 
     /// The call log, newest first, filtered, one page at a time.
     pub async fn logs(&self, filter: &LogFilter) -> Result<LogPage> {
-        let limit = filter.limit.unwrap_or(50).clamp(1, 1000);
+        let limit = Page::<LedgerRow>::limit(filter.limit);
         let mut q = Query::new(
             self.backend(),
             &format!("SELECT {COLUMNS} FROM usage_ledger WHERE 1 = 1"),
@@ -485,36 +471,9 @@ impl Store {
             let p = q.bind(Param::Text(id_floor(to)));
             q.push(&format!(" AND id < {p}"));
         }
-        if let Some(after) = &filter.after {
-            if !after.starts_with("u_") {
-                return Err(Error::invalid_request(
-                    "`after` must be the `next` value of a previous page",
-                )
-                .with_param("after"));
-            }
-            let p = q.bind(Param::Text(after.clone()));
-            q.push(&format!(" AND id < {p}"));
-        }
-        let p_limit = q.bind(Param::Int(limit + 1));
-        q.push(&format!(" ORDER BY id DESC LIMIT {p_limit}"));
-        let (sql, params) = (sqlx::AssertSqlSafe(q.sql), q.params);
-        let mut data = on_pool!(self, |pool| {
-            let mut query = sqlx::query(sql);
-            for param in params {
-                query = match param {
-                    Param::Text(text) => query.bind(text),
-                    Param::Int(int) => query.bind(int),
-                };
-            }
-            let rows = query.fetch_all(pool).await.map_err(db_error)?;
-            rows.iter().map(row_from).collect::<Result<Vec<_>>>()
-        })?;
-        let more = data.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-        data.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next = more
-            .then(|| data.last().map(|r| r.id.to_string()))
-            .flatten();
-        Ok(LogPage { data, next })
+        q.page(filter.after.as_deref(), "u_", limit)?;
+        let rows = fetch_query!(self, q, row_from)?;
+        Ok(Page::cut(rows, limit, |r| r.id.to_string()))
     }
 
     /// Every ledger row's count, for tests and the recovery check.

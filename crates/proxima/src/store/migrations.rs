@@ -45,6 +45,10 @@ const SQLITE: &[Migration] = &[
         version: 6,
         sql: include_str!("migrations/sqlite/0006_residency_pii.sql"),
     },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/sqlite/0007_audit_retention.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -72,6 +76,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 6,
         sql: include_str!("migrations/postgres/0006_residency_pii.sql"),
+    },
+    Migration {
+        version: 7,
+        sql: include_str!("migrations/postgres/0007_audit_retention.sql"),
     },
 ];
 

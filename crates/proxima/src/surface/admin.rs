@@ -1,5 +1,6 @@
 //! The admin API (the master key or an admin key): virtual keys, teams, usage reports, the
-//! call log, model health and config reload. Errors are in OpenAI's shape.
+//! call log, model health, config reload and the audit log. Errors are in OpenAI's shape.
+//! Every change goes through [`audit::record`], which writes its audit entry.
 
 use std::sync::Arc;
 
@@ -7,16 +8,20 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, RawQuery};
 use axum::response::Response;
 use http::StatusCode;
+use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::query;
-use super::{json_response, read_json};
+use super::{json_response, parse_json, read_json};
+use crate::audit::{self, Actor, Target};
 use crate::canonical::Api;
 use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::AppState;
-use crate::store::{GroupBy, KeyPatch, LedgerRow, LogFilter, NewKey, TeamPatch, TeamRecord};
+use crate::store::{
+    AuditFilter, GroupBy, KeyPatch, LedgerRow, LogFilter, NewKey, TeamPatch, TeamRecord,
+};
 
 /// Admin bodies are small; this bounds what an admin request may send.
 const ADMIN_BODY_LIMIT: usize = 1 << 20;
@@ -40,6 +45,13 @@ fn created<T: serde::Serialize>(result: Result<T>) -> Response {
 /// The query string as `T`; a bad one is a 400 in the API's shape, like every other error.
 fn not_found(what: &str, id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("there is no {what} `{id}`"))
+}
+
+/// An admin change's body, as `T` and as the JSON it was sent (for its audit entry's detail).
+async fn read_change<T: DeserializeOwned>(body: Body) -> Result<(T, Value)> {
+    let asked: Value = read_json(body, ADMIN_BODY_LIMIT).await?;
+    let change = parse_json(asked.to_string().as_bytes())?;
+    Ok((change, asked))
 }
 
 /// Checks what a key or team may be given: known model names, regions some provider is in,
@@ -77,25 +89,42 @@ fn check_limits(
 }
 
 /// `POST /admin/keys`: makes a virtual key. The answer holds the secret, this once.
-pub async fn create_key(Extension(state): Extension<Arc<AppState>>, body: Body) -> Response {
+pub async fn create_key(
+    Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    body: Body,
+) -> Response {
     created(
         async {
-            let new: NewKey = read_json(body, ADMIN_BODY_LIMIT).await?;
-            if new.name.trim().is_empty() {
-                return Err(Error::invalid_request("a key needs a `name`").with_param("name"));
-            }
-            check_limits(
-                &state,
-                new.models.as_ref(),
-                new.budget.as_ref(),
-                new.regions.as_ref(),
-            )?;
+            let (new, asked): (NewKey, Value) = read_change(body).await?;
             let services = state.services();
-            let (record, secret) = services.store.create_key(&new).await?;
-            services.directory.apply_key(&record);
-            let mut value = serde_json::to_value(&record).unwrap_or_default();
-            value["key"] = secret.into();
-            Ok(value)
+            let made_id = |key: &Value| key["id"].as_str().unwrap_or_default().to_owned();
+            audit::record(
+                &services.store,
+                &actor,
+                "key.create",
+                Target::Made(made_id),
+                audit::detail(&asked),
+                async {
+                    if new.name.trim().is_empty() {
+                        return Err(
+                            Error::invalid_request("a key needs a `name`").with_param("name")
+                        );
+                    }
+                    check_limits(
+                        &state,
+                        new.models.as_ref(),
+                        new.budget.as_ref(),
+                        new.regions.as_ref(),
+                    )?;
+                    let (record, secret) = services.store.create_key(&new).await?;
+                    services.directory.apply_key(&record);
+                    let mut value = serde_json::to_value(&record).unwrap_or_default();
+                    value["key"] = secret.into();
+                    Ok(value)
+                },
+            )
+            .await
         }
         .await,
     )
@@ -148,26 +177,37 @@ pub async fn get_key(
 /// `PATCH /admin/keys/{id}`: changes limits, models, team, budget, expiry or metadata.
 pub async fn update_key(
     Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
     body: Body,
 ) -> Response {
     answer(
         async {
-            let patch: KeyPatch = read_json(body, ADMIN_BODY_LIMIT).await?;
-            check_limits(
-                &state,
-                patch.models.as_ref().and_then(Option::as_ref),
-                patch.budget.as_ref().and_then(Option::as_ref),
-                patch.regions.as_ref().and_then(Option::as_ref),
-            )?;
+            let (patch, asked): (KeyPatch, Value) = read_change(body).await?;
             let services = state.services();
-            let record = services
-                .store
-                .update_key(&id, &patch)
-                .await?
-                .ok_or_else(|| not_found("key", &id))?;
-            services.directory.apply_key(&record);
-            Ok(record)
+            audit::record(
+                &services.store,
+                &actor,
+                "key.update",
+                Target::Known(&id),
+                audit::detail(&asked),
+                async {
+                    check_limits(
+                        &state,
+                        patch.models.as_ref().and_then(Option::as_ref),
+                        patch.budget.as_ref().and_then(Option::as_ref),
+                        patch.regions.as_ref().and_then(Option::as_ref),
+                    )?;
+                    let record = services
+                        .store
+                        .update_key(&id, &patch)
+                        .await?
+                        .ok_or_else(|| not_found("key", &id))?;
+                    services.directory.apply_key(&record);
+                    Ok(record)
+                },
+            )
+            .await
         }
         .await,
     )
@@ -176,44 +216,71 @@ pub async fn update_key(
 /// `DELETE /admin/keys/{id}`: revokes the key on every replica within `sync_interval`.
 pub async fn revoke_key(
     Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
+    let services = state.services();
     answer(
-        async {
-            let services = state.services();
-            let record = services
-                .store
-                .revoke_key(&id)
-                .await?
-                .ok_or_else(|| not_found("key", &id))?;
-            services.directory.apply_key(&record);
-            Ok(record)
-        }
+        audit::record(
+            &services.store,
+            &actor,
+            "key.revoke",
+            Target::Known(&id),
+            json!({}),
+            async {
+                let record = services
+                    .store
+                    .revoke_key(&id)
+                    .await?
+                    .ok_or_else(|| not_found("key", &id))?;
+                services.directory.apply_key(&record);
+                Ok(record)
+            },
+        )
         .await,
     )
 }
 
 /// `POST /admin/teams`.
-pub async fn create_team(Extension(state): Extension<Arc<AppState>>, body: Body) -> Response {
+pub async fn create_team(
+    Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+    body: Body,
+) -> Response {
     created(
         async {
-            let team: TeamRecord = read_json(body, ADMIN_BODY_LIMIT).await?;
-            if team.name.trim().is_empty() {
-                return Err(Error::invalid_request("a team needs a `name`").with_param("name"));
-            }
-            check_limits(
-                &state,
-                team.models.as_ref(),
-                team.budget.as_ref(),
-                team.regions.as_ref(),
-            )?;
+            let (team, asked): (TeamRecord, Value) = read_change(body).await?;
             let services = state.services();
-            let record = services.store.create_team(&team).await?.ok_or_else(|| {
-                Error::invalid_request(format!("a team named `{}` exists already", team.name))
-                    .with_param("name")
-            })?;
-            services.directory.apply_team(&record);
-            Ok(record)
+            audit::record(
+                &services.store,
+                &actor,
+                "team.create",
+                Target::Known(&team.name),
+                audit::detail(&asked),
+                async {
+                    if team.name.trim().is_empty() {
+                        return Err(
+                            Error::invalid_request("a team needs a `name`").with_param("name")
+                        );
+                    }
+                    check_limits(
+                        &state,
+                        team.models.as_ref(),
+                        team.budget.as_ref(),
+                        team.regions.as_ref(),
+                    )?;
+                    let record = services.store.create_team(&team).await?.ok_or_else(|| {
+                        Error::invalid_request(format!(
+                            "a team named `{}` exists already",
+                            team.name
+                        ))
+                        .with_param("name")
+                    })?;
+                    services.directory.apply_team(&record);
+                    Ok(record)
+                },
+            )
+            .await
         }
         .await,
     )
@@ -253,26 +320,37 @@ pub async fn get_team(
 /// `PATCH /admin/teams/{name}`.
 pub async fn update_team(
     Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
     body: Body,
 ) -> Response {
     answer(
         async {
-            let patch: TeamPatch = read_json(body, ADMIN_BODY_LIMIT).await?;
-            check_limits(
-                &state,
-                patch.models.as_ref().and_then(Option::as_ref),
-                patch.budget.as_ref().and_then(Option::as_ref),
-                patch.regions.as_ref().and_then(Option::as_ref),
-            )?;
+            let (patch, asked): (TeamPatch, Value) = read_change(body).await?;
             let services = state.services();
-            let record = services
-                .store
-                .update_team(&name, &patch)
-                .await?
-                .ok_or_else(|| not_found("team", &name))?;
-            services.directory.apply_team(&record);
-            Ok(record)
+            audit::record(
+                &services.store,
+                &actor,
+                "team.update",
+                Target::Known(&name),
+                audit::detail(&asked),
+                async {
+                    check_limits(
+                        &state,
+                        patch.models.as_ref().and_then(Option::as_ref),
+                        patch.budget.as_ref().and_then(Option::as_ref),
+                        patch.regions.as_ref().and_then(Option::as_ref),
+                    )?;
+                    let record = services
+                        .store
+                        .update_team(&name, &patch)
+                        .await?
+                        .ok_or_else(|| not_found("team", &name))?;
+                    services.directory.apply_team(&record);
+                    Ok(record)
+                },
+            )
+            .await
         }
         .await,
     )
@@ -281,19 +359,27 @@ pub async fn update_team(
 /// `DELETE /admin/teams/{name}`: the team's keys keep working, without its limits.
 pub async fn delete_team(
     Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Response {
+    let services = state.services();
     answer(
-        async {
-            let services = state.services();
-            if !services.store.delete_team(&name).await? {
-                return Err(not_found("team", &name));
-            }
-            if let Some(record) = services.store.get_team(&name).await? {
-                services.directory.apply_team(&record);
-            }
-            Ok(json!({"name": name, "deleted": true}))
-        }
+        audit::record(
+            &services.store,
+            &actor,
+            "team.delete",
+            Target::Known(&name),
+            json!({}),
+            async {
+                if !services.store.delete_team(&name).await? {
+                    return Err(not_found("team", &name));
+                }
+                if let Some(record) = services.store.get_team(&name).await? {
+                    services.directory.apply_team(&record);
+                }
+                Ok(json!({"name": name, "deleted": true}))
+            },
+        )
         .await,
     )
 }
@@ -316,7 +402,8 @@ fn time_param(value: Option<&str>, name: &str, default: i64) -> Result<i64> {
 }
 
 /// `GET /admin/usage?by=key|team|model|day&from=&to=`: requests, errors, tokens and dollars,
-/// and the response cache's hits with the dollars they saved, from the ledger. `from` defaults to 30 days ago, `to` to now.
+/// and the response cache's hits with the dollars they saved, from the ledger (and its daily
+/// rollups for days purged by `log_retention`). `from` defaults to 30 days ago, `to` to now.
 pub async fn usage(
     Extension(state): Extension<Arc<AppState>>,
     RawQuery(raw): RawQuery,
@@ -328,7 +415,9 @@ pub async fn usage(
             let from = time_param(query.from.as_deref(), "from", now - 30 * 86_400_000)?;
             let to = time_param(query.to.as_deref(), "to", now + 1)?;
             let by = query.by.unwrap_or(GroupBy::Model);
-            let groups = state.services().store.usage_report(by, from, to).await?;
+            let store = &state.services().store;
+            let groups = store.usage_report(by, from, to).await?;
+            let rolled_up_before = store.purged_before().await?.map(clock::day);
             let total_nanos: i64 = groups.iter().map(|g| g.cost_nanos).sum();
             let saved_nanos: i64 = groups.iter().map(|g| g.saved_nanos).sum();
             Ok(json!({
@@ -336,6 +425,8 @@ pub async fn usage(
                 "by": by,
                 "from": clock::rfc3339(from),
                 "to": clock::rfc3339(to),
+                // Days before this one are read from daily rollups: they count whole.
+                "rolled_up_before": rolled_up_before,
                 "total": {
                     "requests": groups.iter().map(|g| g.requests).sum::<i64>(),
                     "errors": groups.iter().map(|g| g.errors).sum::<i64>(),
@@ -350,6 +441,11 @@ pub async fn usage(
         }
         .await,
     )
+}
+
+/// An optional `from`/`to` query value as epoch ms.
+fn optional_time(value: Option<&str>, name: &str) -> Result<Option<i64>> {
+    value.map(|t| time_param(Some(t), name, 0)).transpose()
 }
 
 #[derive(Deserialize)]
@@ -373,16 +469,8 @@ pub async fn logs(Extension(state): Extension<Arc<AppState>>, RawQuery(raw): Raw
         async {
             let query: LogsQuery = query(raw)?;
             let filter = LogFilter {
-                from: query
-                    .from
-                    .as_deref()
-                    .map(|t| time_param(Some(t), "from", 0))
-                    .transpose()?,
-                to: query
-                    .to
-                    .as_deref()
-                    .map(|t| time_param(Some(t), "to", 0))
-                    .transpose()?,
+                from: optional_time(query.from.as_deref(), "from")?,
+                to: optional_time(query.to.as_deref(), "to")?,
                 key: query.key,
                 team: query.team,
                 model: query.model,
@@ -449,13 +537,54 @@ pub async fn models(Extension(state): Extension<Arc<AppState>>) -> Response {
 
 /// `POST /admin/config/reload`: 200 when the new config is in force, 400 with its problems
 /// (and the old one still running) when it is invalid.
-pub async fn reload(Extension(state): Extension<Arc<AppState>>) -> Response {
-    match state.reload().await {
-        Ok(()) => json_response(&json!({ "status": "reloaded" })),
-        Err(problems) => Error::invalid_request(format!(
-            "the new config was refused, the running one stays: {}",
-            problems.join("; ")
-        ))
-        .into_response(Api::OpenAiChat),
-    }
+pub async fn reload(
+    Extension(state): Extension<Arc<AppState>>,
+    Extension(actor): Extension<Actor>,
+) -> Response {
+    answer(
+        state
+            .reload(&actor)
+            .await
+            .map(|()| json!({ "status": "reloaded" })),
+    )
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditQuery {
+    actor: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    #[serde(alias = "since")]
+    from: Option<String>,
+    #[serde(alias = "until")]
+    to: Option<String>,
+    limit: Option<i64>,
+    after: Option<String>,
+}
+
+/// `GET /admin/audit`: admin actions, newest first, filtered by actor (id or name), action
+/// (`key.create`, or `key` for every key action), target and time (`from`/`since`,
+/// `to`/`until`, written as for `/admin/logs`); `next` pages on.
+pub async fn audit(
+    Extension(state): Extension<Arc<AppState>>,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    answer(
+        async {
+            let query: AuditQuery = query(raw)?;
+            let filter = AuditFilter {
+                from: optional_time(query.from.as_deref(), "from")?,
+                to: optional_time(query.to.as_deref(), "to")?,
+                actor: query.actor,
+                action: query.action,
+                target: query.target,
+                limit: query.limit,
+                after: query.after,
+            };
+            let page = state.services().store.audit_log(&filter).await?;
+            Ok(json!({"object": "list", "data": page.data, "next": page.next}))
+        }
+        .await,
+    )
 }

@@ -142,20 +142,26 @@ impl Gateway {
 
     /// Starts from config text, which must parse (`${VAR}` resolves to nothing).
     pub async fn start_text(text: &str) -> Gateway {
-        let mut config = proxima::config::Config::parse(text, "test.toml", &|_| None)
+        let config = proxima::config::Config::parse(text, "test.toml", &|_| None)
             .unwrap_or_else(|problems| panic!("test config rejected:\n{problems}\n---\n{text}"));
+        Gateway::start_config(config, None).await
+    }
+
+    /// Starts from a config file, which `POST /admin/config/reload` reads again.
+    pub async fn start_file(path: &std::path::Path) -> Gateway {
+        let config = proxima::config::Config::load(path)
+            .unwrap_or_else(|problems| panic!("test config rejected:\n{problems}"));
+        Gateway::start_config(config, Some(path.to_owned())).await
+    }
+
+    async fn start_config(mut config: proxima::config::Config, path: Option<PathBuf>) -> Gateway {
         config.server.listen = SocketAddr::from(([127, 0, 0, 1], 0));
         if config.storage.database.expose() == "sqlite://proxima.db" {
             // Each gateway gets a database of its own, out of the source tree.
-            let dir = temp_path("db");
-            std::fs::create_dir_all(&dir).expect("db dir");
-            config.storage.database = proxima::config::Secret::new(format!(
-                "sqlite://{}",
-                dir.join("proxima.db").display()
-            ));
+            config.storage.database = proxima::config::Secret::new(sqlite_url("proxima.db"));
         }
         let database = config.storage.database.expose().to_owned();
-        let server = proxima::server::Server::bind(config, None)
+        let server = proxima::server::Server::bind(config, path)
             .await
             .unwrap_or_else(|e| panic!("bind failed: {e}"));
         let addr = server.local_addr();
@@ -275,6 +281,19 @@ impl Gateway {
                 .body(body.to_string());
         }
         self.send(request).await
+    }
+
+    /// Makes a virtual key over the admin API with `master`; returns `(id, secret)`.
+    pub async fn create_key(&self, master: &str, body: Value) -> (String, String) {
+        let answer = self
+            .admin(master, reqwest::Method::POST, "/admin/keys", Some(&body))
+            .await;
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        let created = answer.json();
+        (
+            created["id"].as_str().expect("id").to_owned(),
+            created["key"].as_str().expect("key").to_owned(),
+        )
     }
 
     /// A chat completion sent with `key` as `Authorization: Bearer`.
@@ -695,6 +714,13 @@ pub async fn postgres_schema() -> String {
         .expect("create schema");
     let _ = conn.close().await;
     schema
+}
+
+/// The URL of a new SQLite file `name` in a temp dir of its own.
+pub fn sqlite_url(name: &str) -> String {
+    let dir = temp_path("db");
+    std::fs::create_dir_all(&dir).expect("db dir");
+    format!("sqlite://{}", dir.join(name).display())
 }
 
 /// The URL of `schema` in the PostgreSQL at `base` (`postgres://user@host:port/db`).

@@ -5,6 +5,7 @@
 mod harness;
 
 mod accounts;
+mod audit;
 mod auth;
 mod cache;
 mod chat;
@@ -22,6 +23,7 @@ mod pii;
 mod providers;
 mod residency;
 mod responses;
+mod retention;
 mod retrieval_use;
 mod routing;
 mod shutdown;
