@@ -13,6 +13,7 @@ use crate::policy::Auth;
 use crate::providers::Provider;
 use crate::router::health::HealthRegistry;
 use crate::router::Router;
+use crate::telemetry::Telemetry;
 
 pub struct Gateway {
     pub config: Config,
@@ -25,6 +26,7 @@ impl Gateway {
         config: Config,
         http: &Arc<HttpClient>,
         health: &HealthRegistry,
+        telemetry: &Telemetry,
     ) -> Result<Gateway> {
         let providers = config
             .providers
@@ -44,7 +46,7 @@ impl Gateway {
             .transpose()?;
         Ok(Gateway {
             auth: Auth::from_config(&config, jwt),
-            router: Router::new(&config, &providers, health),
+            router: Router::new(&config, &providers, health, telemetry),
             config,
         })
     }

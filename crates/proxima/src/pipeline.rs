@@ -44,6 +44,7 @@ use crate::providers::ChunkStream;
 use crate::router::{Resolved, Routed};
 use crate::services::Services;
 use crate::store::TeamRecord;
+use crate::telemetry::{Operation, TraceContext};
 use crate::usage::Meter;
 
 /// Who is calling and with what: made by the server's authentication for every `/v1` request.
@@ -61,6 +62,8 @@ pub struct RequestContext {
     /// Set once a meter records this request; a request refused before that (a bad body) is
     /// recorded by the server instead, so every request has its one ledger row.
     pub metered: AtomicBool,
+    /// The request's span in its trace (the caller's, joined from `traceparent`, or a new one).
+    pub trace: TraceContext,
 }
 
 impl RequestContext {
@@ -76,6 +79,7 @@ impl RequestContext {
             at: crate::clock::now_ms(),
             metadata: self.metadata.clone(),
             metered: AtomicBool::new(false),
+            trace: self.trace.child(),
         })
     }
 
@@ -163,7 +167,13 @@ pub async fn chat(
     req: ChatRequest,
     directives: Directives,
 ) -> Routed<ChatOutput> {
-    let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), req.stream) {
+    let mut exchange = match admit::admit(
+        cx,
+        &req.model,
+        req.user.as_deref(),
+        req.stream,
+        Operation::Chat,
+    ) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
@@ -192,13 +202,24 @@ pub async fn chat(
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let routed = route::chat(&cx.gateway.router, &exchange.resolved, &prepared.request).await;
+    let routing = route::chat(&cx.gateway.router, &exchange.resolved, &prepared.request);
+    let routed = cx
+        .services
+        .telemetry
+        .route(&cx.trace, Operation::Chat, routing)
+        .await;
     finish::chat(exchange, routed)
 }
 
 /// Serves an embeddings call.
 pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<EmbeddingsResponse> {
-    let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), false) {
+    let mut exchange = match admit::admit(
+        cx,
+        &req.model,
+        req.user.as_deref(),
+        false,
+        Operation::Embeddings,
+    ) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
@@ -206,7 +227,12 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let routed = route::embed(&cx.gateway.router, &exchange.resolved, &prepared.request).await;
+    let routing = route::embed(&cx.gateway.router, &exchange.resolved, &prepared.request);
+    let routed = cx
+        .services
+        .telemetry
+        .route(&cx.trace, Operation::Embeddings, routing)
+        .await;
     finish::embeddings(exchange, routed)
 }
 

@@ -69,6 +69,8 @@ use crate::router::health::HealthRegistry;
 use crate::services::Services;
 use crate::state::AppState;
 use crate::surface;
+use crate::telemetry::trace::TRACEPARENT;
+use crate::telemetry::{Operation, Telemetry, TraceContext};
 
 /// The request id, as an extension.
 #[derive(Clone)]
@@ -198,6 +200,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .merge(admin)
         .fallback(not_found)
@@ -234,8 +237,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
-async fn authenticate(
-    State(state): State<Arc<AppState>>,
+/// Starts the request's trace context from the caller's `traceparent`, authenticates, and
+/// answers with the request span's `traceparent`.
+async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let trace = state.services.telemetry.start_trace(req.headers());
+    let mut response = authenticated(state, trace, req, next).await;
+    response
+        .headers_mut()
+        .insert(TRACEPARENT, trace.traceparent());
+    response
+}
+
+async fn authenticated(
+    state: Arc<AppState>,
+    trace: TraceContext,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -267,8 +282,10 @@ async fn authenticate(
         at: crate::clock::now_ms(),
         metadata,
         metered: AtomicBool::new(false),
+        trace,
     });
     let is_call = req.method() == http::Method::POST;
+    let operation = Operation::for_path(req.uri().path());
     let response = match bad_metadata {
         Some(e) => e.into_response(api),
         None => {
@@ -280,7 +297,7 @@ async fn authenticate(
     // ledger row, with what the client was told.
     if is_call && response.status().as_u16() >= 400 && !cx.metered.load(Ordering::Relaxed) {
         let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        crate::pipeline::admit::record_refusal(&cx, response.status().as_u16(), code);
+        crate::pipeline::admit::record_refusal(&cx, operation, response.status().as_u16(), code);
     }
     response
 }
@@ -355,6 +372,31 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Prometheus metrics, unauthenticated like the health checks (model and provider names and
+/// counts, nothing secret); 404 with `[telemetry] metrics = false`.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let ledger = state.services.ledger.status();
+    match state
+        .services
+        .telemetry
+        .render(&state.gateway().router, &ledger)
+    {
+        Some(text) => {
+            let mut response = Response::new(axum::body::Body::from(text));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        None => Error::new(
+            ErrorKind::NotFound,
+            "metrics are off: set [telemetry] metrics = true to serve them",
+        )
+        .into_response(Api::OpenAiChat),
+    }
+}
+
 /// 404 for unknown paths, in the shape of the API the path belongs to.
 async fn not_found(uri: http::Uri) -> Response {
     Error::new(
@@ -390,8 +432,9 @@ impl Server {
         let health = HealthRegistry::default();
         let listen = config.server.listen;
         let grace = config.server.shutdown_grace.0;
-        let services = Services::start(&config.storage).await?;
-        let gateway = Gateway::build(config, &http, &health)?;
+        let telemetry = Telemetry::start(&config.telemetry, http.clone())?;
+        let services = Services::start(&config.storage, telemetry).await?;
+        let gateway = Gateway::build(config, &http, &health, &services.telemetry)?;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::new(
                 ErrorKind::Internal,
