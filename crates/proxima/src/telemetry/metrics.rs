@@ -349,10 +349,13 @@ pub struct ExportGauges {
     pub queued: usize,
 }
 
-/// Every series, by (public model, provider).
+/// Series by (public model, provider).
+type BySeries<S> = BTreeMap<(Arc<str>, Arc<str>), Arc<S>>;
+
+/// Every series.
 pub struct Metrics {
-    calls: Mutex<BTreeMap<(Arc<str>, Arc<str>), Arc<CallSeries>>>,
-    attempts: Mutex<BTreeMap<(Arc<str>, Arc<str>), Arc<AttemptSeries>>>,
+    calls: Mutex<BySeries<CallSeries>>,
+    attempts: Mutex<BySeries<AttemptSeries>>,
     /// Calls whose model does not exist, or which were refused before naming one.
     unresolved: Arc<ModelSeries>,
 }
@@ -453,7 +456,8 @@ impl Metrics {
                 sample(out, "proxima_requests_total", "", &labels, None, count);
             });
         }
-        let histograms: [(&str, &str, fn(&CallHistograms) -> &Histogram); 2] = [
+        type Pick = fn(&CallHistograms) -> &Histogram;
+        let histograms: [(&str, &str, Pick); 2] = [
             (
                 "gen_ai_server_request_duration_seconds",
                 "Duration of answered calls, to the last byte of the answer.",

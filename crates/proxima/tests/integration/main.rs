@@ -23,5 +23,6 @@ mod retrieval_use;
 mod routing;
 mod shutdown;
 mod streaming;
+mod telemetry;
 mod tools;
 mod vector_stores;
