@@ -13,6 +13,9 @@
 //! process behind a real coding agent): `mock-call: NAME {"json": "input"}` in the last user turn
 //! makes the OpenAI and Anthropic APIs call the offered tool `NAME` with that input, and
 //! `mock-no-tools` makes them answer with text though tools are offered.
+//!
+//! `POST /v1/traces` takes OTLP/HTTP span batches like a collector (200, nothing decoded), so
+//! the benchmark can point the gateway's trace export at the same process.
 
 mod anthropic;
 mod echo;

@@ -83,6 +83,15 @@ impl RequestContext {
         })
     }
 
+    /// Runs the routing of this request's call in its trace, so that each upstream attempt
+    /// gets its span, its metrics and the `traceparent` it sends.
+    async fn traced<F: std::future::Future>(&self, operation: Operation, routing: F) -> F::Output {
+        self.services
+            .telemetry
+            .route(&self.trace, operation, routing)
+            .await
+    }
+
     /// The caller's team, if it has one.
     pub fn team(&self) -> Option<Arc<TeamRecord>> {
         self.caller
@@ -203,11 +212,7 @@ pub async fn chat(
         return exchange.refuse(e);
     }
     let routing = route::chat(&cx.gateway.router, &exchange.resolved, &prepared.request);
-    let routed = cx
-        .services
-        .telemetry
-        .route(&cx.trace, Operation::Chat, routing)
-        .await;
+    let routed = cx.traced(Operation::Chat, routing).await;
     finish::chat(exchange, routed)
 }
 
@@ -228,11 +233,7 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
         return exchange.refuse(e);
     }
     let routing = route::embed(&cx.gateway.router, &exchange.resolved, &prepared.request);
-    let routed = cx
-        .services
-        .telemetry
-        .route(&cx.trace, Operation::Embeddings, routing)
-        .await;
+    let routed = cx.traced(Operation::Embeddings, routing).await;
     finish::embeddings(exchange, routed)
 }
 

@@ -428,131 +428,141 @@ impl Metrics {
         let calls: Vec<Arc<CallSeries>> = lock(&self.calls).values().cloned().collect();
         let attempts: Vec<Arc<AttemptSeries>> = lock(&self.attempts).values().cloned().collect();
         let mut out = String::with_capacity(4096 + 2048 * calls.len());
-        self.write_calls(&mut out, &calls);
+        write_calls(&mut out, &calls);
         write_attempts(&mut out, &attempts);
         write_gauges(&mut out, gauges);
         out
     }
+}
 
-    fn write_calls(&self, out: &mut String, calls: &[Arc<CallSeries>]) {
-        family(
-            out,
-            "proxima_requests_total",
-            "counter",
-            "Calls by public model, provider that answered (empty: none), HTTP status and error code (empty: none).",
-        );
-        for s in calls {
-            s.outcomes.each(|key, count| {
-                let (status, code) = match key {
-                    Some((status, code)) => (status.to_string(), code),
-                    None => ("other".to_owned(), "other"),
-                };
-                let labels = [
-                    ("model", &*s.model),
-                    ("provider", &*s.provider),
-                    ("status", &status),
-                    ("code", code),
-                ];
-                sample(out, "proxima_requests_total", "", &labels, None, count);
-            });
-        }
-        type Pick = fn(&CallHistograms) -> &Histogram;
-        let histograms: [(&str, &str, Pick); 2] = [
-            (
-                "gen_ai_server_request_duration_seconds",
-                "Duration of answered calls, to the last byte of the answer.",
-                |h| &h.duration,
-            ),
-            (
-                "gen_ai_server_time_to_first_token_seconds",
-                "Time to the first chunk of answered streams.",
-                |h| &h.first_token,
-            ),
-        ];
-        for (name, help, pick) in histograms {
-            family(out, name, "histogram", help);
-            for s in calls {
-                for operation in Operation::ALL {
-                    let histogram = pick(&s.operations[operation as usize]);
-                    if !histogram.is_empty() {
-                        let labels = gen_ai_labels(operation, &s.model, &s.provider);
-                        histogram.write(out, name, &labels);
-                    }
-                }
-            }
-        }
-        let name = "gen_ai_client_token_usage";
-        family(
-            out,
-            name,
-            "histogram",
-            "Tokens used per call, by gen_ai_token_type (input, output).",
-        );
-        for s in calls {
-            for operation in Operation::ALL {
-                let h = &s.operations[operation as usize];
-                for (kind, histogram) in [("input", &h.input_tokens), ("output", &h.output_tokens)]
-                {
-                    if !histogram.is_empty() {
-                        let [a, b, c] = gen_ai_labels(operation, &s.model, &s.provider);
-                        histogram.write(out, name, &[a, b, c, ("gen_ai_token_type", kind)]);
-                    }
-                }
-            }
-        }
-        family(
-            out,
-            "proxima_cost_usd_total",
-            "counter",
-            "What calls cost at the answering target's price, in US dollars.",
-        );
-        for s in calls {
-            let nanos = s.cost_nanos.load(Relaxed);
-            if nanos > 0 {
-                let labels = [("model", &*s.model), ("provider", &*s.provider)];
-                let usd = number(nanos as f64 / 1e9);
-                sample(out, "proxima_cost_usd_total", "", &labels, None, usd);
-            }
-        }
-        // Per model: summed over the providers that answered.
-        let mut cache: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        let mut refusals: BTreeMap<(&str, &str), u64> = BTreeMap::new();
-        for s in calls {
-            for (verdict, count) in CACHE_RESULTS.iter().zip(&s.cache) {
-                add_nonzero(&mut cache, (&s.model, verdict), count);
-            }
-            for (code, count) in REFUSALS.iter().zip(&s.refusals) {
-                add_nonzero(&mut refusals, (&s.model, code), count);
-            }
-        }
-        family(
-            out,
-            "proxima_cache_results_total",
-            "counter",
-            "Response cache verdicts by public model: hit, semantic-hit, miss, bypass.",
-        );
-        for ((model, result), count) in cache {
-            let labels = [("model", model), ("result", result)];
-            sample(out, "proxima_cache_results_total", "", &labels, None, count);
-        }
-        family(
-            out,
-            "proxima_limit_refusals_total",
-            "counter",
-            "Calls refused by the gateway's rate limits and budgets (429), by public model and code.",
-        );
-        for ((model, code), count) in refusals {
-            let labels = [("model", model), ("code", code)];
-            sample(
-                out,
-                "proxima_limit_refusals_total",
-                "",
-                &labels,
-                None,
-                count,
-            );
+/// A metric family: its `HELP` and `TYPE` lines, then a sample per label set.
+fn family<'a, L, V>(
+    out: &mut String,
+    name: &str,
+    kind: &str,
+    help: &str,
+    samples: impl IntoIterator<Item = (L, V)>,
+) where
+    L: AsRef<[(&'a str, &'a str)]>,
+    V: Display,
+{
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in samples {
+        sample(out, name, "", labels.as_ref(), None, value);
+    }
+}
+
+/// A histogram family: its `HELP` and `TYPE` lines, then the non-empty histograms.
+fn histograms<'a, L: AsRef<[(&'a str, &'a str)]>>(
+    out: &mut String,
+    name: &str,
+    help: &str,
+    series: impl IntoIterator<Item = (L, &'a Histogram)>,
+) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, histogram) in series {
+        if !histogram.is_empty() {
+            histogram.write(out, name, labels.as_ref());
         }
     }
+}
+
+fn write_calls(out: &mut String, calls: &[Arc<CallSeries>]) {
+    let mut outcomes = Vec::new();
+    for s in calls {
+        s.outcomes.each(|key, count| {
+            let (status, code) = match key {
+                Some((status, code)) => (status.to_string(), code),
+                None => ("other".to_owned(), "other"),
+            };
+            outcomes.push((&*s.model, &*s.provider, status, code, count));
+        });
+    }
+    family(
+        out,
+        "proxima_requests_total",
+        "counter",
+        "Calls by public model, provider that answered (empty: none), HTTP status and error code (empty: none).",
+        outcomes.iter().map(|(model, provider, status, code, count)| {
+            let labels = [
+                ("model", *model),
+                ("provider", *provider),
+                ("status", status.as_str()),
+                ("code", *code),
+            ];
+            (labels, count)
+        }),
+    );
+    let by_operation = |pick: fn(&CallHistograms) -> &Histogram| {
+        calls.iter().flat_map(move |s| {
+            Operation::ALL.map(|operation| {
+                let labels = gen_ai_labels(operation, &s.model, &s.provider);
+                (labels, pick(&s.operations[operation as usize]))
+            })
+        })
+    };
+    histograms(
+        out,
+        "gen_ai_server_request_duration_seconds",
+        "Duration of answered calls, to the last byte of the answer.",
+        by_operation(|h| &h.duration),
+    );
+    histograms(
+        out,
+        "gen_ai_server_time_to_first_token_seconds",
+        "Time to the first chunk of answered streams.",
+        by_operation(|h| &h.first_token),
+    );
+    let tokens = |kind: &'static str, pick: fn(&CallHistograms) -> &Histogram| {
+        by_operation(pick)
+            .map(move |([a, b, c], histogram)| ([a, b, c, ("gen_ai_token_type", kind)], histogram))
+    };
+    histograms(
+        out,
+        "gen_ai_client_token_usage",
+        "Tokens used per call, by gen_ai_token_type (input, output).",
+        tokens("input", |h| &h.input_tokens).chain(tokens("output", |h| &h.output_tokens)),
+    );
+    family(
+        out,
+        "proxima_cost_usd_total",
+        "counter",
+        "What calls cost at the answering target's price, in US dollars.",
+        calls.iter().filter_map(|s| {
+            let nanos = s.cost_nanos.load(Relaxed);
+            let labels = [("model", &*s.model), ("provider", &*s.provider)];
+            (nanos > 0).then(|| (labels, number(nanos as f64 / 1e9)))
+        }),
+    );
+    // Per model: summed over the providers that answered.
+    let mut cache: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    let mut refusals: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for s in calls {
+        for (verdict, count) in CACHE_RESULTS.iter().zip(&s.cache) {
+            add_nonzero(&mut cache, (&s.model, verdict), count);
+        }
+        for (code, count) in REFUSALS.iter().zip(&s.refusals) {
+            add_nonzero(&mut refusals, (&s.model, code), count);
+        }
+    }
+    family(
+        out,
+        "proxima_cache_results_total",
+        "counter",
+        "Response cache verdicts by public model: hit, semantic-hit, miss, bypass.",
+        cache
+            .into_iter()
+            .map(|((model, result), count)| ([("model", model), ("result", result)], count)),
+    );
+    family(
+        out,
+        "proxima_limit_refusals_total",
+        "counter",
+        "Calls refused by the gateway's rate limits and budgets (429), by public model and code.",
+        refusals
+            .into_iter()
+            .map(|((model, code), count)| ([("model", model), ("code", code)], count)),
+    );
 }
 
 fn add_nonzero<'a>(
@@ -572,27 +582,13 @@ fn write_attempts(out: &mut String, attempts: &[Arc<AttemptSeries>]) {
         "proxima_upstream_attempts_total",
         "counter",
         "Upstream attempts (retries and fallbacks included) by public model and provider.",
-    );
-    for s in attempts {
-        let count = s.attempts.load(Relaxed);
-        if count > 0 {
+        attempts.iter().filter_map(|s| {
+            let count = s.attempts.load(Relaxed);
             let labels = [("model", &*s.model), ("provider", &*s.provider)];
-            sample(
-                out,
-                "proxima_upstream_attempts_total",
-                "",
-                &labels,
-                None,
-                count,
-            );
-        }
-    }
-    family(
-        out,
-        "proxima_upstream_errors_total",
-        "counter",
-        "Failed upstream attempts by public model, provider and error code.",
+            (count > 0).then_some((labels, count))
+        }),
     );
+    let mut errors = Vec::new();
     for s in attempts {
         s.errors.each(|code, count| {
             let labels = [
@@ -600,82 +596,61 @@ fn write_attempts(out: &mut String, attempts: &[Arc<AttemptSeries>]) {
                 ("provider", &*s.provider),
                 ("code", code.unwrap_or("other")),
             ];
-            sample(
-                out,
-                "proxima_upstream_errors_total",
-                "",
-                &labels,
-                None,
-                count,
-            );
+            errors.push((labels, count));
         });
     }
-    let name = "gen_ai_client_operation_duration_seconds";
     family(
         out,
-        name,
-        "histogram",
-        "Duration of successful upstream attempts (a stream: to its first chunk).",
+        "proxima_upstream_errors_total",
+        "counter",
+        "Failed upstream attempts by public model, provider and error code.",
+        errors,
     );
-    for s in attempts {
-        for operation in Operation::ALL {
-            let histogram = &s.durations[operation as usize];
-            if !histogram.is_empty() {
-                histogram.write(out, name, &gen_ai_labels(operation, &s.model, &s.provider));
-            }
-        }
-    }
+    histograms(
+        out,
+        "gen_ai_client_operation_duration_seconds",
+        "Duration of successful upstream attempts (a stream: to its first chunk).",
+        attempts.iter().flat_map(|s| {
+            Operation::ALL.map(|operation| {
+                let labels = gen_ai_labels(operation, &s.model, &s.provider);
+                (labels, &s.durations[operation as usize])
+            })
+        }),
+    );
 }
 
 fn write_gauges(out: &mut String, gauges: &Gauges) {
+    const NONE: [(&str, &str); 0] = [];
     family(
         out,
         "proxima_circuit_state",
         "gauge",
         "Circuit breaker of each target: 0 closed, 1 half-open (probing), 2 open.",
+        gauges
+            .circuits
+            .iter()
+            .map(|((model, provider, upstream), state)| {
+                let labels = [
+                    ("model", &**model),
+                    ("provider", &**provider),
+                    ("upstream_model", upstream.as_str()),
+                ];
+                (labels, *state as u8)
+            }),
     );
-    for ((model, provider, upstream), state) in &gauges.circuits {
-        let labels = [
-            ("model", &**model),
-            ("provider", &**provider),
-            ("upstream_model", upstream.as_str()),
-        ];
-        sample(
-            out,
-            "proxima_circuit_state",
-            "",
-            &labels,
-            None,
-            *state as u8,
-        );
-    }
     family(
         out,
         "proxima_ledger_queue_depth",
         "gauge",
         "Usage records waiting to be written to the database.",
-    );
-    sample(
-        out,
-        "proxima_ledger_queue_depth",
-        "",
-        &[],
-        None,
-        gauges.ledger_queued,
+        [(NONE, gauges.ledger_queued)],
     );
     family(
         out,
         "proxima_ledger_spilled_records",
         "gauge",
         "Usage records in the spill file, waiting for the database.",
-    );
-    sample(
-        out,
-        "proxima_ledger_spilled_records",
-        "",
-        &[],
-        None,
-        gauges.ledger_spilled,
+        [(NONE, gauges.ledger_spilled)],
     );
     if let Some(export) = &gauges.export {
         family(
@@ -683,48 +658,24 @@ fn write_gauges(out: &mut String, gauges: &Gauges) {
             "proxima_trace_spans_exported_total",
             "counter",
             "Spans the OTLP collector accepted.",
-        );
-        sample(
-            out,
-            "proxima_trace_spans_exported_total",
-            "",
-            &[],
-            None,
-            export.exported,
+            [(NONE, export.exported)],
         );
         family(
             out,
             "proxima_trace_spans_dropped_total",
             "counter",
             "Spans dropped: the export queue was full (queue_full) or the collector failed (export_failed).",
+            [
+                ([("reason", "queue_full")], export.dropped_queue_full),
+                ([("reason", "export_failed")], export.dropped_export_failed),
+            ],
         );
-        for (reason, count) in [
-            ("queue_full", export.dropped_queue_full),
-            ("export_failed", export.dropped_export_failed),
-        ] {
-            let labels = [("reason", reason)];
-            sample(
-                out,
-                "proxima_trace_spans_dropped_total",
-                "",
-                &labels,
-                None,
-                count,
-            );
-        }
         family(
             out,
             "proxima_trace_queue_depth",
             "gauge",
             "Spans waiting for export.",
-        );
-        sample(
-            out,
-            "proxima_trace_queue_depth",
-            "",
-            &[],
-            None,
-            export.queued,
+            [(NONE, export.queued)],
         );
     }
 }
@@ -739,10 +690,6 @@ fn gen_ai_labels<'a>(
         ("gen_ai_request_model", model),
         ("gen_ai_provider_name", provider),
     ]
-}
-
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
 /// One sample line: `NAME{labels} value`, with label values escaped as the format asks.

@@ -866,12 +866,12 @@ async fn streams_failures_bad_and_unsampled_parents_are_traced_as_they_should() 
     let (collector, url) = Collector::start(false).await;
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(traced_conf(&mock, &url)).await;
-    let traced = |traceparent: &'static str| {
+    let traced = |traceparent: &str| {
         gw.client()
             .post(gw.url("/v1/chat/completions"))
             .header("traceparent", traceparent)
     };
-    let send = |traceparent: &'static str, body: serde_json::Value| {
+    let send = |traceparent: &str, body: serde_json::Value| {
         traced(traceparent)
             .header("content-type", "application/json")
             .body(body.to_string())
@@ -911,37 +911,43 @@ async fn streams_failures_bad_and_unsampled_parents_are_traced_as_they_should() 
         &Attr::List(vec![Attr::Str("stop".into())])
     );
 
-    // A call that fails upstream: the span says so (502, an error of the gateway's side).
+    // A call that fails upstream: the span says so (502, an error of the gateway's side);
+    // an unknown model is the caller's error (404), the span status stays unset.
     mock.enqueue(Reply::error(500, "down"));
     mock.enqueue(Reply::error(500, "still down"));
-    let answer = gw
-        .send(send(
-            "00-33333333333333333333333333333333-4444444444444444-01",
-            chat_body("chat", "fails"),
-        ))
-        .await;
-    answer.assert_error(502, "upstream_error");
-    let spans = collector
-        .wait_for("33333333333333333333333333333333", 3)
-        .await;
-    let server = spans.iter().find(|s| s.kind == 2).unwrap();
-    assert_eq!(server.str("error.type"), "upstream_error");
-    assert_eq!(server.int("http.response.status_code"), 502);
-    assert_eq!(server.status_code, 2);
-
-    // An unknown model: a 4xx is the caller's error, the span status stays unset.
-    let answer = gw
-        .send(send(
-            "00-55555555555555555555555555555555-6666666666666666-01",
-            chat_body("nope", "x"),
-        ))
-        .await;
-    answer.assert_error(404, "model_not_found");
-    let spans = collector
-        .wait_for("55555555555555555555555555555555", 1)
-        .await;
-    assert_eq!(spans[0].str("error.type"), "model_not_found");
-    assert_eq!(spans[0].status_code, 0);
+    for (trace, model, status, code, spans, span_status) in [
+        (
+            "33333333333333333333333333333333",
+            "chat",
+            502,
+            "upstream_error",
+            3,
+            2,
+        ),
+        (
+            "55555555555555555555555555555555",
+            "nope",
+            404,
+            "model_not_found",
+            1,
+            0,
+        ),
+    ] {
+        let traceparent = format!("00-{trace}-6666666666666666-01");
+        let answer = gw
+            .send(
+                traced(&traceparent)
+                    .header("content-type", "application/json")
+                    .body(chat_body(model, "fails").to_string()),
+            )
+            .await;
+        answer.assert_error(status, code);
+        let spans = collector.wait_for(trace, spans).await;
+        let server = spans.iter().find(|s| s.kind == 2).unwrap();
+        assert_eq!(server.str("error.type"), code);
+        assert_eq!(server.int("http.response.status_code"), i64::from(status));
+        assert_eq!(server.status_code, span_status);
+    }
 
     // A caller that does not sample its trace: passed on unsampled, nothing exported.
     mock.clear();
