@@ -15,9 +15,12 @@
 //!    with the real usage.
 //! 5. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
 //!    fallbacks), each attempt a provider call; a stream fails over until its first chunk.
+//!    Routing runs in the call's trace ([`crate::telemetry`]): each attempt gets its span and
+//!    metrics, and its `traceparent` goes upstream.
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
-//!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering; cache
-//!    fill and unmasking as they come), which see it end however it ends.
+//!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering — which
+//!    also counts the call's metrics and ends its span; cache fill and unmasking as they
+//!    come), which see it end however it ends.
 //!
 //! The phases share one [`Exchange`]: the request's context, the resolved model, the meter, the
 //! headers phases add to the answer, and the finishing stages. Surfaces translate wire formats

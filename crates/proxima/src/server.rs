@@ -5,8 +5,10 @@
 //! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
 //!    it on the response, and runs the request inside a `request` tracing span carrying it, so
 //!    every log line of the request (the router's failure logs included) names it.
-//! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
-//!    started on across reloads), authenticates the key (401 in the surface's error shape), and
+//! 2. [`authenticate`] (`/v1/*`): starts the request's trace context from the caller's
+//!    `traceparent` ([`crate::telemetry`]; echoed on the answer), loads the current
+//!    [`Gateway`] (a request keeps the one it started on across reloads), authenticates the
+//!    key (401 in the surface's error shape), and
 //!    inserts the [`RequestContext`] extension that handlers read. A call refused from here on
 //!    before the pipeline meters it (a bad body or header) still gets its ledger row.
 //! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
@@ -28,6 +30,8 @@
 //!    a stream goes out through [`surface::events`], chunk by chunk, batched when chunks arrive
 //!    together, with keep-alive comments in long silences and an error event if the upstream
 //!    breaks.
+//!
+//! `GET /metrics` serves the Prometheus metrics, without a key like the health checks.
 //!
 //! `/v1/files` ([`surface::files`]) and `/v1/vector_stores` ([`surface::vector_stores`]) store
 //! documents and search them; a file added to a store is ingested in the background
