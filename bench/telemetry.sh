@@ -8,7 +8,7 @@
 # Set-up as bench/run.sh: the gateways pinned to core 0 (one at a time under load), mock-upstream
 # and the load generator on core 1. Load: wrk (Debian package; installed when missing), one
 # connection per client, the same 172-character chat request as bench/run.sh.
-# Then, unless CALLGRIND=0, user-space instructions per request of `off` and `traced` under
+# Then, unless CALLGRIND=0, user-space instructions per request of each gateway under
 # callgrind (every thread, the exporter's included), which do not depend on the machine's load.
 #   ROUNDS=5 DURATION=10s CONCURRENCY=32 SKIP_BUILD=1 bench/telemetry.sh
 set -euo pipefail
@@ -104,7 +104,7 @@ command -v valgrind >/dev/null || { echo "callgrind part skipped: needs valgrind
 echo
 echo "| gateway | instructions per request (callgrind, all threads) |"
 echo "|---|---:|"
-for v in off traced; do
+for v in "${VARIANTS[@]}"; do
     port="$(free_port)"
     config "$v" "$port" | sed "s/$v.db/cg-$v.db/" >"$WORK/cg-$v.toml"
     valgrind --tool=callgrind --callgrind-out-file="$WORK/cg-$v.%p.out" \
@@ -118,6 +118,7 @@ for v in off traced; do
     read -r requests failed _ < <(load "$port" 20s 16)
     sleep 2 # the last spans' export, counted too
     callgrind_control -d "$pid" >/dev/null
+    for _ in $(seq 150); do [ -s "$WORK/cg-$v.$pid.out.1" ] && break; sleep 0.2; done
     sleep 1
     ir="$(grep -hE '^(summary|totals):' "$WORK"/cg-"$v"."$pid".out.1 | head -1 | awk '{print $2}')"
     echo "| $v | $((ir / (requests - failed))) ($((requests - failed)) requests) |"

@@ -145,7 +145,7 @@ impl Telemetry {
         let scope = CallScope {
             trace: *trace,
             operation,
-            exporter: self.exporter.clone().filter(|_| trace.recorded),
+            exporter: self.exporter.as_ref().filter(|_| trace.recorded).cloned(),
         };
         trace::within_call(scope, routing).await
     }
