@@ -15,6 +15,9 @@
 //! `mock-no-tools` makes them answer with text though tools are offered, and
 //! `mock-fragments: N` makes every API stream its text (and tool input) in pieces of N
 //! characters that cut through words, as real providers' token boundaries do.
+//!
+//! `POST /v1/traces` takes OTLP/HTTP span batches like a collector (200, nothing decoded), so
+//! the benchmark can point the gateway's trace export at the same process.
 
 mod anthropic;
 mod echo;

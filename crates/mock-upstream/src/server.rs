@@ -165,6 +165,10 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
             }
             if path.starts_with("/v1/messages") {
                 anthropic::answer(&method, &path, &parts.headers, &body, &shared.ids)
+            } else if method == http::Method::POST && path == "/v1/traces" {
+                // An OTLP/HTTP collector taking every span batch: the gateway's trace export
+                // in the benchmark. An empty ExportTraceServiceResponse is zero bytes.
+                Answer::full(http::StatusCode::OK, "application/x-protobuf", Bytes::new())
             } else if gemini::handles(&path) {
                 gemini::answer(&method, &path, query.as_deref(), &body, &shared.ids)
             } else {

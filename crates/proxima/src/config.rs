@@ -53,6 +53,8 @@ pub struct Config {
     pub pii: PiiConfig,
     #[serde(default)]
     pub guardrails: GuardrailsConfig,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
 }
 
 /// Personal data in prompts (SPEC `[pii]`): what is looked for, and what happens to it. Keys and
@@ -185,6 +187,37 @@ pub enum GuardMode {
     Off,
     Flag,
     Block,
+}
+
+/// Metrics (`GET /metrics`) and traces (OTLP/HTTP). Read once at start: a change takes effect
+/// at the next restart.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// Prometheus metrics at `GET /metrics`; `false` turns the endpoint and the counting off.
+    pub metrics: bool,
+    /// Traces go to `{otlp_endpoint}/v1/traces` (OTLP/HTTP, protobuf), e.g.
+    /// "http://127.0.0.1:4318"; no traces are exported without it (`traceparent` is still
+    /// passed on).
+    pub otlp_endpoint: Option<String>,
+    /// Extra headers on every export, e.g. the collector's credential.
+    pub otlp_headers: BTreeMap<String, Secret>,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Share of new traces recorded, 0 to 1; a caller's `traceparent` decides for its own.
+    pub sample_ratio: f64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            metrics: true,
+            otlp_endpoint: None,
+            otlp_headers: BTreeMap::new(),
+            service_name: "proxima".into(),
+            sample_ratio: 1.0,
+        }
+    }
 }
 
 /// The response cache (SPEC `[cache]`): a call that repeats an earlier one exactly — same

@@ -14,6 +14,7 @@ use crate::policy::Auth;
 use crate::providers::Provider;
 use crate::router::health::HealthRegistry;
 use crate::router::Router;
+use crate::telemetry::Telemetry;
 
 pub struct Gateway {
     pub config: Config,
@@ -27,6 +28,7 @@ impl Gateway {
         config: Config,
         http: &Arc<HttpClient>,
         health: &HealthRegistry,
+        telemetry: &Telemetry,
     ) -> Result<Gateway> {
         let providers = config
             .providers
@@ -50,7 +52,7 @@ impl Gateway {
         Ok(Gateway {
             auth: Auth::from_config(&config, jwt),
             guardrails,
-            router: Router::new(&config, &providers, health),
+            router: Router::new(&config, &providers, health, telemetry),
             config,
         })
     }

@@ -15,9 +15,12 @@
 //!    with the real usage.
 //! 5. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
 //!    fallbacks), each attempt a provider call; a stream fails over until its first chunk.
+//!    Routing runs in the call's trace ([`crate::telemetry`]): each attempt gets its span and
+//!    metrics, and its `traceparent` goes upstream.
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
-//!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering; cache
-//!    fill and unmasking as they come), which see it end however it ends.
+//!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering — which
+//!    also counts the call's metrics and ends its span; cache fill and unmasking as they
+//!    come), which see it end however it ends.
 //!
 //! The phases share one [`Exchange`]: the request's context, the resolved model, the meter, the
 //! headers phases add to the answer, and the finishing stages. Surfaces translate wire formats
@@ -44,6 +47,7 @@ use crate::providers::ChunkStream;
 use crate::router::{Resolved, Routed};
 use crate::services::Services;
 use crate::store::TeamRecord;
+use crate::telemetry::{Operation, TraceContext};
 use crate::usage::Meter;
 
 /// Who is calling and with what: made by the server's authentication for every `/v1` request.
@@ -61,6 +65,8 @@ pub struct RequestContext {
     /// Set once a meter records this request; a request refused before that (a bad body) is
     /// recorded by the server instead, so every request has its one ledger row.
     pub metered: AtomicBool,
+    /// The request's span in its trace (the caller's, joined from `traceparent`, or a new one).
+    pub trace: TraceContext,
 }
 
 impl RequestContext {
@@ -76,7 +82,17 @@ impl RequestContext {
             at: crate::clock::now_ms(),
             metadata: self.metadata.clone(),
             metered: AtomicBool::new(false),
+            trace: self.trace.child(),
         })
+    }
+
+    /// Runs the routing of this request's call in its trace, so that each upstream attempt
+    /// gets its span, its metrics and the `traceparent` it sends.
+    async fn traced<F: std::future::Future>(&self, operation: Operation, routing: F) -> F::Output {
+        self.services
+            .telemetry
+            .route(&self.trace, operation, routing)
+            .await
     }
 
     /// The caller's team, if it has one.
@@ -220,7 +236,13 @@ pub async fn chat(
     req: ChatRequest,
     directives: Directives,
 ) -> Routed<ChatOutput> {
-    let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), req.stream) {
+    let mut exchange = match admit::admit(
+        cx,
+        &req.model,
+        req.user.as_deref(),
+        req.stream,
+        Operation::Chat,
+    ) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
@@ -249,13 +271,20 @@ pub async fn chat(
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let routed = route::chat(&cx.gateway.router, &exchange.resolved, &prepared.request).await;
+    let routing = route::chat(&cx.gateway.router, &exchange.resolved, &prepared.request);
+    let routed = cx.traced(Operation::Chat, routing).await;
     finish::chat(exchange, routed)
 }
 
 /// Serves an embeddings call.
 pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<EmbeddingsResponse> {
-    let mut exchange = match admit::admit(cx, &req.model, req.user.as_deref(), false) {
+    let mut exchange = match admit::admit(
+        cx,
+        &req.model,
+        req.user.as_deref(),
+        false,
+        Operation::Embeddings,
+    ) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
     };
@@ -266,7 +295,8 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let routed = route::embed(&cx.gateway.router, &exchange.resolved, &prepared.request).await;
+    let routing = route::embed(&cx.gateway.router, &exchange.resolved, &prepared.request);
+    let routed = cx.traced(Operation::Embeddings, routing).await;
     finish::embeddings(exchange, routed)
 }
 

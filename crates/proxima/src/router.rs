@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::config::{Config, Strategy};
+use crate::config::{Config, ModelConfig, Strategy};
 use crate::error::{Error, ErrorKind, Origin, Result};
 use crate::pricing::{self, Price};
 use crate::providers::Provider;
+use crate::telemetry::metrics::{AttemptSeries, ModelSeries};
+use crate::telemetry::{self, Telemetry};
 use health::{Admit, HealthRegistry, TargetHealth};
 
 pub struct Target {
@@ -35,6 +37,8 @@ pub struct Target {
     pub health: Arc<TargetHealth>,
     /// Its provider's region (empty when the provider has none).
     pub region: RegionSet,
+    /// Its attempts' metrics (`None` with metrics off).
+    pub metrics: Option<Arc<AttemptSeries>>,
 }
 
 /// A set of provider regions, one bit each, numbered by the [`Router`] that made it.
@@ -69,6 +73,8 @@ pub struct Model {
     /// The model's capacity across all callers.
     pub rpm: Option<u64>,
     pub tpm: Option<u64>,
+    /// Its calls' metrics (`None` with metrics off).
+    pub metrics: Option<Arc<ModelSeries>>,
     next: AtomicUsize,
 }
 
@@ -121,7 +127,9 @@ impl Router {
         config: &Config,
         providers: &HashMap<String, Arc<Provider>>,
         registry: &HealthRegistry,
+        telemetry: &Telemetry,
     ) -> Router {
+        let metrics = telemetry.metrics();
         let mut models = HashMap::new();
         let mut wildcards = Vec::new();
         let breaker = &config.routing.breaker;
@@ -155,6 +163,7 @@ impl Router {
                         }),
                         context_window: t.context_window.or(m.context_window),
                         health: registry.get(&key, breaker, t.canary.as_ref()),
+                        metrics: metrics.map(|r| r.attempt_series(name, &t.provider)),
                     })
                 })
                 .collect();
@@ -167,6 +176,7 @@ impl Router {
                 timeout: m.timeout.map(|t| t.0),
                 rpm: m.rpm,
                 tpm: m.tpm,
+                metrics: metrics.map(|r| r.model_series(name, &answering_providers(config, m))),
                 next: AtomicUsize::new(0),
             });
             match name.strip_suffix('*') {
@@ -359,18 +369,27 @@ impl Router {
                 };
                 let started = Instant::now();
                 let call = attempt(target.provider.clone(), upstream_model.clone());
-                let outcome = match model.timeout {
-                    Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
-                        Err(Error::new(
-                            ErrorKind::UpstreamTimeout,
-                            format!(
-                                "provider `{}` did not answer within the timeout of model `{}` ({limit:?})",
-                                target.provider.name, model.name
-                            ),
-                        ))
-                    }),
-                    None => call.await,
+                let timed = async {
+                    match model.timeout {
+                        Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                            Err(Error::new(
+                                ErrorKind::UpstreamTimeout,
+                                format!(
+                                    "provider `{}` did not answer within the timeout of model `{}` ({limit:?})",
+                                    target.provider.name, model.name
+                                ),
+                            ))
+                        }),
+                        None => call.await,
+                    }
                 };
+                let outcome = telemetry::trace::attempt(
+                    target.metrics.as_deref(),
+                    &target.provider.name,
+                    &upstream_model,
+                    timed,
+                )
+                .await;
                 match outcome {
                     Ok(value) => {
                         target.health.record_success(started.elapsed(), probe);
@@ -499,6 +518,15 @@ fn region_set(regions: &[String], names: &[String]) -> RegionSet {
             .filter(|(_, r)| names.contains(r))
             .fold(0, |bits, (i, _)| bits | 1 << i),
     )
+}
+
+/// The providers that can answer for model `m`: its targets' and its fallbacks' targets'.
+fn answering_providers<'c>(config: &'c Config, m: &'c ModelConfig) -> Vec<&'c str> {
+    let fallbacks = m.fallbacks.iter().filter_map(|f| config.models.get(f));
+    std::iter::once(m)
+        .chain(fallbacks)
+        .flat_map(|m| m.targets.iter().map(|t| t.provider.as_str()))
+        .collect()
 }
 
 impl Target {

@@ -5,8 +5,10 @@
 //! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
 //!    it on the response, and runs the request inside a `request` tracing span carrying it, so
 //!    every log line of the request (the router's failure logs included) names it.
-//! 2. [`authenticate`] (`/v1/*`): loads the current [`Gateway`] (a request keeps the one it
-//!    started on across reloads), authenticates the key (401 in the surface's error shape), and
+//! 2. [`authenticate`] (`/v1/*`): starts the request's trace context from the caller's
+//!    `traceparent` ([`crate::telemetry`]; echoed on the answer), loads the current
+//!    [`Gateway`] (a request keeps the one it started on across reloads), authenticates the
+//!    key (401 in the surface's error shape), and
 //!    inserts the [`RequestContext`] extension that handlers read. A call refused from here on
 //!    before the pipeline meters it (a bad body or header) still gets its ledger row.
 //! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
@@ -28,6 +30,8 @@
 //!    a stream goes out through [`surface::events`], chunk by chunk, batched when chunks arrive
 //!    together, with keep-alive comments in long silences and an error event if the upstream
 //!    breaks.
+//!
+//! `GET /metrics` serves the Prometheus metrics, without a key like the health checks.
 //!
 //! `/v1/files` ([`surface::files`]) and `/v1/vector_stores` ([`surface::vector_stores`]) store
 //! documents and search them; a file added to a store is ingested in the background
@@ -73,6 +77,8 @@ use crate::router::health::HealthRegistry;
 use crate::services::Services;
 use crate::state::AppState;
 use crate::surface;
+use crate::telemetry::trace::TRACEPARENT;
+use crate::telemetry::{Operation, Telemetry, TraceContext};
 
 /// The request id, as an extension.
 #[derive(Clone)]
@@ -203,6 +209,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
     axum::Router::new()
         .route("/health/live", get(live))
         .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics))
         .merge(v1)
         .merge(admin)
         .fallback(not_found)
@@ -239,8 +246,20 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     response
 }
 
-async fn authenticate(
-    State(state): State<Arc<AppState>>,
+/// Starts the request's trace context from the caller's `traceparent`, authenticates, and
+/// answers with the request span's `traceparent`.
+async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let trace = state.services.telemetry.start_trace(req.headers());
+    let mut response = authenticated(state, trace, req, next).await;
+    response
+        .headers_mut()
+        .insert(TRACEPARENT, trace.traceparent());
+    response
+}
+
+async fn authenticated(
+    state: Arc<AppState>,
+    trace: TraceContext,
     mut req: Request,
     next: Next,
 ) -> Response {
@@ -272,8 +291,10 @@ async fn authenticate(
         at: crate::clock::now_ms(),
         metadata,
         metered: AtomicBool::new(false),
+        trace,
     });
     let is_call = req.method() == http::Method::POST;
+    let operation = Operation::for_path(req.uri().path());
     let response = match bad_metadata {
         Some(e) => e.into_response(api),
         None => {
@@ -285,7 +306,7 @@ async fn authenticate(
     // ledger row, with what the client was told.
     if is_call && response.status().as_u16() >= 400 && !cx.metered.load(Ordering::Relaxed) {
         let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        crate::pipeline::admit::record_refusal(&cx, response.status().as_u16(), code);
+        crate::pipeline::admit::record_refusal(&cx, operation, response.status().as_u16(), code);
     }
     response
 }
@@ -369,6 +390,31 @@ async fn ready(State(state): State<Arc<AppState>>) -> Response {
     }
 }
 
+/// Prometheus metrics, unauthenticated like the health checks (model and provider names and
+/// counts, nothing secret); 404 with `[telemetry] metrics = false`.
+async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    let ledger = state.services.ledger.status();
+    match state
+        .services
+        .telemetry
+        .render(&state.gateway().router, &ledger)
+    {
+        Some(text) => {
+            let mut response = Response::new(axum::body::Body::from(text));
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
+            response
+        }
+        None => Error::new(
+            ErrorKind::NotFound,
+            "metrics are off: set [telemetry] metrics = true to serve them",
+        )
+        .into_response(Api::OpenAiChat),
+    }
+}
+
 /// 404 for unknown paths, in the shape of the API the path belongs to.
 async fn not_found(uri: http::Uri) -> Response {
     Error::new(
@@ -404,8 +450,9 @@ impl Server {
         let health = HealthRegistry::default();
         let listen = config.server.listen;
         let grace = config.server.shutdown_grace.0;
-        let services = Services::start(&config.storage).await?;
-        let gateway = Gateway::build(config, &http, &health)?;
+        let telemetry = Telemetry::start(&config.telemetry, http.clone())?;
+        let services = Services::start(&config.storage, telemetry).await?;
+        let gateway = Gateway::build(config, &http, &health, &services.telemetry)?;
         let listener = TcpListener::bind(listen).await.map_err(|e| {
             Error::new(
                 ErrorKind::Internal,

@@ -1,6 +1,7 @@
 //! What outlives a config reload: the database, the key directory, the shared rate-limit and
-//! budget counters, the ledger writer, the conversations in flight and the response cache. Built once at start from `[storage]`; a change to
-//! `[storage]` takes effect at the next restart.
+//! budget counters, the ledger writer, the conversations in flight, the response cache and the
+//! telemetry. Built once at start from `[storage]` and `[telemetry]`; a change to either takes
+//! effect at the next restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use crate::policy::limits::{Limiter, RedisStatus, Scope, SpendLookup};
 use crate::policy::Directory;
 use crate::retrieval::index::Indexes;
 use crate::store::{SpendColumn, Store};
+use crate::telemetry::Telemetry;
 use crate::usage::Ledger;
 
 pub struct Services {
@@ -31,12 +33,17 @@ pub struct Services {
     pub ingestion: Arc<Semaphore>,
     /// The response cache's entries: in Redis with the limits when configured, else here.
     pub cache: Arc<Cache>,
+    /// Metrics and the trace exporter (from `[telemetry]`, also kept until restart).
+    pub telemetry: Arc<Telemetry>,
     /// What these were built from, to tell when a reload asks for something else.
     pub storage: StorageConfig,
 }
 
 impl Services {
-    pub async fn start(storage: &StorageConfig) -> Result<Arc<Services>> {
+    pub async fn start(
+        storage: &StorageConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Arc<Services>> {
         let store = Store::open(storage.database.expose()).await?;
         let directory = Directory::start(store.clone(), storage.sync_interval.0).await?;
         let spend: SpendLookup = {
@@ -66,13 +73,18 @@ impl Services {
             indexes: Arc::new(Indexes::new(storage.sync_interval.0)),
             ingestion: Arc::new(Semaphore::new(crate::retrieval::ingest::CONCURRENT_FILES)),
             cache,
+            telemetry,
             storage: storage.clone(),
         }))
     }
 
-    /// Writes out the usage records still queued (to the spill file if the database is away).
+    /// Writes out the usage records still queued (to the spill file if the database is away)
+    /// and exports the spans still queued.
     pub async fn shutdown(&self, deadline: Duration) {
-        self.ledger.shutdown(deadline).await;
+        tokio::join!(
+            self.ledger.shutdown(deadline),
+            self.telemetry.flush(deadline)
+        );
         self.store.close().await;
     }
 

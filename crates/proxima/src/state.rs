@@ -83,8 +83,11 @@ impl AppState {
         {
             tracing::warn!("storage changed: it takes effect at the next restart");
         }
-        let gateway =
-            Gateway::build(config, &self.http, &self.health).map_err(|e| vec![e.message])?;
+        if config.telemetry != self.services.telemetry.config {
+            tracing::warn!("telemetry changed: it takes effect at the next restart");
+        }
+        let gateway = Gateway::build(config, &self.http, &self.health, &self.services.telemetry)
+            .map_err(|e| vec![e.message])?;
         // A reload can add or remove the keys that make anonymous access end: say where it stands.
         gateway.auth.log_access(&self.services.directory);
         self.gateway.store(Arc::new(gateway));

@@ -20,6 +20,7 @@ use crate::policy::limits::{RateGrant, Reservation};
 use crate::policy::Caller;
 use crate::pricing::{self, Nanos, Price};
 use crate::store::LedgerRow;
+use crate::telemetry::{CallEnd, CallTelemetry};
 pub use ledger::Ledger;
 
 /// Status recorded when the client went away before the answer was complete (nginx's code).
@@ -49,6 +50,8 @@ pub struct UsageRecord {
     /// Set on a cache hit: what the stored answer cost when it was made. A hit used no upstream
     /// tokens, so it settles limits, and is recorded, with none.
     pub saved: Option<Nanos>,
+    /// The call's metrics and trace span, fed the same figures as the ledger row.
+    pub telemetry: CallTelemetry,
 }
 
 /// Closes a request's record, its rate-limit grant and its budget reservation, once.
@@ -135,6 +138,16 @@ impl Open {
             cost,
         );
         let latency = record.started.elapsed();
+        record.telemetry.ended(
+            &record,
+            &CallEnd {
+                usage: &usage,
+                cost,
+                status,
+                code,
+                latency,
+            },
+        );
         tracing::debug!(
             target: "proxima::usage",
             request_id = &*record.request_id,

@@ -450,6 +450,41 @@ pub fn validate(
         }
     }
 
+    let telemetry = &config.telemetry;
+    if let Some(url) = &telemetry.otlp_endpoint {
+        if !(url.starts_with("http://") || url.starts_with("https://"))
+            || url.parse::<http::Uri>().is_err()
+        {
+            problem(
+                "telemetry.otlp_endpoint".into(),
+                format!(
+                    "`{url}` is not an http:// or https:// URL, like \"http://127.0.0.1:4318\""
+                ),
+            );
+        }
+    }
+    for (header, value) in &telemetry.otlp_headers {
+        if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+            || http::HeaderValue::from_str(value.expose()).is_err()
+        {
+            problem(
+                "telemetry.otlp_headers".into(),
+                format!(
+                    "`{header}` is not a valid header name, or its value not a valid header value"
+                ),
+            );
+        }
+    }
+    if !(0.0..=1.0).contains(&telemetry.sample_ratio) {
+        problem(
+            "telemetry.sample_ratio".into(),
+            "must be between 0 and 1".into(),
+        );
+    }
+    if telemetry.service_name.is_empty() {
+        problem("telemetry.service_name".into(), "must not be empty".into());
+    }
+
     let has_keys = config.server.master_key.is_some() || !config.keys.is_empty();
     if !has_keys && !config.server.listen.ip().is_loopback() {
         problem(

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::{finish, Exchange, RequestContext};
 use crate::error::Result;
+use crate::telemetry::Operation;
 use crate::usage::{Meter, UsageRecord};
 
 /// Opens the call's meter and resolves its model. A refusal has its ledger row written.
@@ -14,17 +15,30 @@ pub fn admit<'a>(
     model: &str,
     user: Option<&str>,
     stream: bool,
+    operation: Operation,
 ) -> Result<Exchange<'a>> {
-    let meter = open_meter(cx, model, user, stream);
+    let mut meter = open_meter(cx, model, user, stream, operation);
     match cx.resolve(model) {
-        Ok(resolved) => Ok(Exchange {
-            cx,
-            resolved,
-            stages: finish::Stages::new(),
-            meter,
-            headers: Vec::new(),
-        }),
+        Ok(resolved) => {
+            if let Some(record) = meter.record() {
+                record.telemetry.series = resolved.model.metrics.clone();
+            }
+            Ok(Exchange {
+                cx,
+                resolved,
+                stages: finish::Stages::new(),
+                meter,
+                headers: Vec::new(),
+            })
+        }
         Err(e) => {
+            // A model that exists but is not allowed is counted under its name; an unknown
+            // name, being the caller's text, is not.
+            if let (Some(resolved), Some(record)) =
+                (cx.gateway.router.resolve(model), meter.record())
+            {
+                record.telemetry.series = resolved.model.metrics.clone();
+            }
             meter.close(Err(&e));
             Err(e)
         }
@@ -32,7 +46,13 @@ pub fn admit<'a>(
 }
 
 /// A meter for this call, which writes its ledger row when it closes.
-fn open_meter(cx: &RequestContext, model: &str, user: Option<&str>, stream: bool) -> Meter {
+fn open_meter(
+    cx: &RequestContext,
+    model: &str,
+    user: Option<&str>,
+    stream: bool,
+    operation: Operation,
+) -> Meter {
     cx.metered.store(true, Ordering::Relaxed);
     let (user, metadata) = crate::pii::for_ledger(cx, user);
     Meter::new(
@@ -53,6 +73,7 @@ fn open_meter(cx: &RequestContext, model: &str, user: Option<&str>, stream: bool
             metadata,
             cache: None,
             saved: None,
+            telemetry: cx.services.telemetry.call(operation, cx.trace),
         },
         cx.services.ledger.clone(),
     )
@@ -60,6 +81,11 @@ fn open_meter(cx: &RequestContext, model: &str, user: Option<&str>, stream: bool
 
 /// Records a call refused before it reached the pipeline (a bad body or header) with the
 /// status and error code the client was told, so it too has its ledger row.
-pub fn record_refusal(cx: &RequestContext, status: u16, code: Option<&'static str>) {
-    open_meter(cx, "", None, false).close_with(status, code);
+pub fn record_refusal(
+    cx: &RequestContext,
+    operation: Operation,
+    status: u16,
+    code: Option<&'static str>,
+) {
+    open_meter(cx, "", None, false, operation).close_with(status, code);
 }

@@ -25,7 +25,7 @@ use crate::error::{Error, Result};
 use crate::pricing::Price;
 use crate::providers::ChunkStream;
 use crate::router::Routed;
-use crate::usage::Meter;
+use crate::usage::{Meter, UsageRecord};
 
 /// How a call ended, as its stages are told.
 #[derive(Clone, Copy)]
@@ -277,25 +277,33 @@ impl<F: FnOnce(ChatResponse) + Send> Stage for Keep<F> {
     }
 }
 
-/// The last stage of every call: notes usage and the first token on the call's record, and
-/// closes the meter (settling limits, writing the ledger row) when the call ends.
+/// The last stage of every call: notes usage and the first token on the call's record (and the
+/// answering model and finish reasons for its trace span), and closes the meter (settling
+/// limits, writing the ledger row, counting the call's metrics) when the call ends.
 struct Metering(Option<Meter>);
 
 impl Metering {
-    fn note_usage(&mut self, usage: Option<Usage>) {
-        if let (Some(usage), Some(record)) = (usage, self.0.as_mut().and_then(Meter::record)) {
-            record.usage = Some(usage);
+    /// The record, with the usage an answer or chunk reports noted on it.
+    fn note_usage(&mut self, usage: Option<Usage>) -> Option<&mut UsageRecord> {
+        let record = self.0.as_mut().and_then(Meter::record)?;
+        if usage.is_some() {
+            record.usage = usage;
         }
+        Some(record)
     }
 }
 
 impl Stage for Metering {
     fn chunk(&mut self, chunk: &mut ChatChunk) {
-        self.note_usage(chunk.usage);
+        if let Some(record) = self.note_usage(chunk.usage) {
+            record.telemetry.note_chunk(chunk);
+        }
     }
 
     fn complete(&mut self, answer: &mut ChatResponse) {
-        self.note_usage(answer.usage);
+        if let Some(record) = self.note_usage(answer.usage) {
+            record.telemetry.note_answer(answer);
+        }
     }
 
     fn end(&mut self, outcome: Outcome<'_>) {
@@ -375,6 +383,7 @@ pub fn embeddings(
         Ok(response) => {
             if let Some(record) = meter.record() {
                 record.usage = Some(response.usage);
+                record.telemetry.note_model(&response.model);
             }
             meter.close(Ok(()));
         }

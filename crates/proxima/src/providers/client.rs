@@ -20,8 +20,13 @@ pub async fn post_json(
     headers: &HeaderMap,
     body: Vec<u8>,
 ) -> Result<UpstreamResponse> {
+    let mut headers = headers.clone();
+    // The attempt's span, so the upstream's own spans join the caller's trace.
+    if let Some(traceparent) = crate::telemetry::trace::upstream_traceparent() {
+        headers.insert(crate::telemetry::trace::TRACEPARENT, traceparent);
+    }
     let response = http
-        .post(uri, headers.clone(), body)
+        .post(uri, headers, body)
         .await
         .map_err(|e| upstream_error::transport(provider, e))?;
     if response.status.is_success() {

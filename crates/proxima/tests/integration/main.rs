@@ -28,5 +28,6 @@ mod retrieval_use;
 mod routing;
 mod shutdown;
 mod streaming;
+mod telemetry;
 mod tools;
 mod vector_stores;
