@@ -147,11 +147,11 @@ pub struct StoreIndex {
 }
 
 impl StoreIndex {
-    /// An index of files built elsewhere (benchmarks, tests).
+    /// An index of files built elsewhere (benchmarks, tests), each merged in as it comes.
     pub fn new(
         id: &str,
         embedding_model: Option<String>,
-        files: Vec<(Arc<FileIndex>, FileChunks)>,
+        files: impl IntoIterator<Item = (Arc<FileIndex>, FileChunks)>,
     ) -> StoreIndex {
         let mut builder = Builder::new(None);
         for (file, chunks) in files {
