@@ -5,8 +5,10 @@
 //!    [`Meter`] opens, so from here on it has its one ledger row however it ends.
 //! 2. [`prepare`]: makes the prompt that will really be sent, and measures it: a conversation
 //!    turn's stored context is assembled in ([`crate::context`]), and passages retrieved from
-//!    vector stores ([`crate::context::passages`]); prompt templates, PII masking and
-//!    guardrails plug in here too, before limits, so that admission charges what is sent.
+//!    vector stores ([`crate::context::passages`]); then the guardrails screen it
+//!    ([`crate::guardrails`]) and the caller's PII policy masks, redacts or refuses
+//!    ([`crate::pii`]) — before limits, so that admission charges what is sent. Prompt
+//!    templates will plug in here too.
 //! 3. [`cache`]: for a model with caching on, the prompt as sent is looked up; a hit takes one
 //!    request from the rate limits (no tokens, no budget) and goes straight to finish, a miss
 //!    gets a stage that stores its answer.
@@ -18,9 +20,11 @@
 //!    Routing runs in the call's trace ([`crate::telemetry`]): each attempt gets its span and
 //!    metrics, and its `traceparent` goes upstream.
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
-//!    call's [`finish::Stage`]s (storing a conversation turn or a response, metering — which
-//!    also counts the call's metrics and ends its span; cache fill and unmasking as they
-//!    come), which see it end however it ends.
+//!    call's [`finish::Stage`]s in the order of their [`finish::Place`]: the cache fill sees
+//!    the upstream's answer, PII unmasking turns it into the client's, then output guardrails
+//!    (which may refuse it or cut the stream) and what keeps it (a conversation turn, a
+//!    response); metering last, which also counts the call's metrics and ends its span. Each
+//!    stage sees the call end however it ends.
 //!
 //! The phases share one [`Exchange`]: the request's context, the resolved model, the meter, the
 //! headers phases add to the answer, and the finishing stages. Surfaces translate wire formats

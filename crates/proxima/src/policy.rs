@@ -1,6 +1,7 @@
 //! Policy: who the caller is and what they may do — authentication (static keys, virtual keys
-//! from the database, JWTs), model permissions, rate limits and budgets. Later stages (PII,
-//! guardrails) add their checks here.
+//! from the database, JWTs), model permissions and regions, rate limits and budgets. What is
+//! checked in the prompt itself (PII, guardrails) is the prepare phase's: [`crate::pii`],
+//! [`crate::guardrails`].
 
 pub mod auth;
 pub mod directory;
