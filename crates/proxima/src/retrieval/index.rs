@@ -195,14 +195,8 @@ struct Builder<'p> {
     before: HashMap<&'p str, usize>,
     /// Per file of the previous index: where it starts now, if it was kept.
     moved: Vec<Option<u32>>,
-    files: Vec<Arc<FileIndex>>,
-    starts: Vec<u32>,
-    lens: Vec<u32>,
-    postings: HashMap<Box<str>, Vec<(u32, u32)>>,
-    dims: usize,
-    embedded: Vec<bool>,
-    vectors: Vec<i8>,
-    scales: Vec<f32>,
+    /// The index so far (its `slot_file` and names are set at the end).
+    index: StoreIndex,
 }
 
 impl<'p> Builder<'p> {
@@ -217,25 +211,33 @@ impl<'p> Builder<'p> {
                     .collect()
             }),
             moved: vec![None; previous.map_or(0, |p| p.files.len())],
-            files: Vec::new(),
-            starts: Vec::new(),
-            lens: Vec::new(),
-            postings: HashMap::new(),
-            dims: 0,
-            embedded: Vec::new(),
-            vectors: Vec::new(),
-            scales: Vec::new(),
+            index: StoreIndex {
+                id: String::new(),
+                owner: String::new(),
+                version: 0,
+                embedding_model: None,
+                files: Vec::new(),
+                starts: Vec::new(),
+                slot_file: Vec::new(),
+                lens: Vec::new(),
+                postings: HashMap::new(),
+                dims: 0,
+                embedded: Vec::new(),
+                vectors: Vec::new(),
+                scales: Vec::new(),
+            },
         }
     }
 
     /// Adds the next file: with its chunks, or without when it is unchanged since the previous
     /// index (whose words and embeddings it then gets).
     fn add(&mut self, file: Arc<FileIndex>, chunks: Option<FileChunks>) {
-        let start = self.lens.len() as u32;
+        let start = self.index.lens.len() as u32;
         let (lens, dims, vectors, scales) = match chunks {
             Some(chunks) => {
                 for (word, list) in chunks.postings {
-                    self.postings
+                    self.index
+                        .postings
                         .entry(word.into_boxed_str())
                         .or_default()
                         .extend(list.into_iter().map(|(seq, tf)| (start + seq, tf)));
@@ -268,26 +270,29 @@ impl<'p> Builder<'p> {
             }
         };
         let slots = lens.len();
-        self.lens.extend(lens);
-        if dims > 0 && self.dims == 0 {
+        self.index.lens.extend(lens);
+        if dims > 0 && self.index.dims == 0 {
             // The first file with embeddings sets the store's dimensions; the files before it
             // get zeros.
-            self.dims = dims;
-            self.vectors = vec![0; start as usize * dims];
-            self.scales = vec![0.0; start as usize];
+            self.index.dims = dims;
+            self.index.vectors = vec![0; start as usize * dims];
+            self.index.scales = vec![0.0; start as usize];
         }
-        let embedded = dims > 0 && dims == self.dims;
+        let embedded = dims > 0 && dims == self.index.dims;
         if embedded {
-            self.vectors.extend(vectors);
-            self.scales.extend(scales);
-        } else if self.dims > 0 {
-            self.vectors
-                .resize(self.vectors.len() + slots * self.dims, 0);
-            self.scales.resize(self.scales.len() + slots, 0.0);
+            self.index.vectors.extend(vectors);
+            self.index.scales.extend(scales);
+        } else if self.index.dims > 0 {
+            self.index
+                .vectors
+                .resize(self.index.vectors.len() + slots * self.index.dims, 0);
+            self.index
+                .scales
+                .resize(self.index.scales.len() + slots, 0.0);
         }
-        self.embedded.push(embedded);
-        self.starts.push(start);
-        self.files.push(file);
+        self.index.embedded.push(embedded);
+        self.index.starts.push(start);
+        self.index.files.push(file);
     }
 
     fn finish(
@@ -297,11 +302,11 @@ impl<'p> Builder<'p> {
         version: i64,
         embedding_model: Option<String>,
     ) -> StoreIndex {
-        let slots = self.lens.len();
-        self.starts.push(slots as u32);
+        let slots = self.index.lens.len();
+        self.index.starts.push(slots as u32);
         let mut slot_file = vec![0u32; slots];
-        for f in 0..self.files.len() {
-            slot_file[self.starts[f] as usize..self.starts[f + 1] as usize].fill(f as u32);
+        for f in 0..self.index.files.len() {
+            slot_file[self.index.range(f)].fill(f as u32);
         }
         if let Some(previous) = self.previous {
             for (word, list) in &previous.postings {
@@ -311,26 +316,26 @@ impl<'p> Builder<'p> {
                 });
                 let mut kept = kept.peekable();
                 if kept.peek().is_some() {
-                    self.postings.entry(word.clone()).or_default().extend(kept);
+                    self.index
+                        .postings
+                        .entry(word.clone())
+                        .or_default()
+                        .extend(kept);
                 }
             }
         }
-        self.postings.values_mut().for_each(Vec::shrink_to_fit);
-        self.postings.shrink_to_fit();
+        self.index
+            .postings
+            .values_mut()
+            .for_each(Vec::shrink_to_fit);
+        self.index.postings.shrink_to_fit();
         StoreIndex {
             id,
             owner,
             version,
             embedding_model,
-            files: self.files,
-            starts: self.starts,
             slot_file,
-            lens: self.lens,
-            postings: self.postings,
-            dims: self.dims,
-            embedded: self.embedded,
-            vectors: self.vectors,
-            scales: self.scales,
+            ..self.index
         }
     }
 }
