@@ -121,6 +121,95 @@ fn body(model: &str, text: &str) -> Value {
     ]})
 }
 
+/// Question `i` of a run: a travel-policy question whose action, topic and place all change from
+/// one `i` to the next (20 × 25 × 24 different ones; the run picks where it starts).
+fn natural_question(run: u32, i: usize) -> String {
+    const ACTIONS: [&str; 20] = [
+        "book",
+        "cancel",
+        "pay for",
+        "get refunded for",
+        "expense",
+        "upgrade",
+        "change",
+        "extend",
+        "share",
+        "insure",
+        "report a problem with",
+        "find",
+        "approve",
+        "split",
+        "reserve",
+        "reschedule",
+        "claim",
+        "compare prices for",
+        "get a receipt for",
+        "pick up",
+    ];
+    const TOPICS: [&str; 25] = [
+        "a hotel room",
+        "a rental car",
+        "a train ticket",
+        "a flight",
+        "a taxi ride",
+        "a dinner with clients",
+        "a conference pass",
+        "airport parking",
+        "a visa",
+        "travel insurance",
+        "a hostel bed",
+        "a ferry crossing",
+        "excess baggage",
+        "a business class seat",
+        "a laptop repair",
+        "a mobile data plan",
+        "a museum ticket for a client",
+        "a coworking desk",
+        "a bike rental",
+        "a night bus",
+        "an apartment for a month",
+        "a team offsite venue",
+        "a language course",
+        "a medical check-up",
+        "a gym pass",
+    ];
+    const PLACES: [&str; 24] = [
+        "Paris",
+        "Tokyo",
+        "Nairobi",
+        "Lima",
+        "Oslo",
+        "Toronto",
+        "Mumbai",
+        "Sydney",
+        "Cairo",
+        "Berlin",
+        "Seoul",
+        "Mexico City",
+        "Lagos",
+        "Istanbul",
+        "Vancouver",
+        "Bangkok",
+        "Dublin",
+        "Buenos Aires",
+        "Warsaw",
+        "Singapore",
+        "Lisbon",
+        "Reykjavik",
+        "Chicago",
+        "Manila",
+    ];
+    let n = (run as usize)
+        .wrapping_mul(7_919)
+        .wrapping_add(i.wrapping_mul(4_447));
+    format!(
+        "How do I {} {} in {} under the travel policy?",
+        ACTIONS[n % ACTIONS.len()],
+        TOPICS[(n / ACTIONS.len()) % TOPICS.len()],
+        PLACES[(n / (ACTIONS.len() * TOPICS.len())) % PLACES.len()],
+    )
+}
+
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -174,10 +263,15 @@ async fn main() {
     // Each run its own questions (Redis keeps entries between runs), and each question its own
     // words, so that the mock's word embeddings find no two of them alike.
     let run_id = fastrand::u32(..);
-    let question = |i: usize| {
-        let mut rng = fastrand::Rng::with_seed(u64::from(run_id) << 32 | i as u64);
-        let words: Vec<String> = (0..24).map(|_| format!("w{:x}", rng.u32(..))).collect();
-        format!("Question {i}: {}?", words.join(" "))
+    let question = |i: usize| match minilm {
+        // Real questions, as users ask them, differing in what they are about: MiniLM reads
+        // meaning, and rare made-up words would all look alike to it (and cost it word pieces).
+        Some(_) => natural_question(run_id, i),
+        None => {
+            let mut rng = fastrand::Rng::with_seed(u64::from(run_id) << 32 | i as u64);
+            let words: Vec<String> = (0..24).map(|_| format!("w{:x}", rng.u32(..))).collect();
+            format!("Question {i}: {}?", words.join(" "))
+        }
     };
 
     // Warm-up: connections, the tokenizer, the allocator.
