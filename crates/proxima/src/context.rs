@@ -16,6 +16,7 @@
 //! atomically, so turns never interleave or get lost there either.
 
 pub mod assemble;
+mod calibration;
 pub mod items;
 pub mod passages;
 mod recall;
@@ -36,6 +37,7 @@ use crate::pipeline::RequestContext;
 use crate::router::Resolved;
 use crate::store::{ItemRecord, Order, Store};
 use assemble::{Inputs, Item};
+pub use calibration::TokenScales;
 use passages::{Passage, Retrieval};
 
 /// Items read by the first round trip while filling the window from the newest backwards;
@@ -51,12 +53,14 @@ const PASSAGE_SHARE: u64 = 4;
 /// Answer tokens assumed when a request sets no `max_tokens`, at most a quarter of the window.
 const DEFAULT_ANSWER_TOKENS: u64 = 4096;
 
-/// What outlives a reload: one lock per conversation with a turn in flight, and the
-/// conversations being summarised.
+/// What outlives a reload: one lock per conversation with a turn in flight, the
+/// conversations being summarised, and what the targets' answers taught about their token
+/// counts.
 #[derive(Default)]
 pub struct Conversations {
     turns: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     summarizing: Mutex<HashSet<String>>,
+    pub token_scales: Arc<TokenScales>,
 }
 
 impl Conversations {
@@ -168,13 +172,18 @@ pub struct Turn {
     /// Passages retrieved into the prompt, when the turn names vector stores.
     pub retrieved: Option<usize>,
     stage: TurnStage,
+    observe: calibration::Observe,
 }
 
 impl Turn {
-    /// The stage that stores the turn once the answer is complete.
-    pub fn into_stage(self) -> impl Stage {
+    /// The turn's stages: one stores the turn once the answer is complete, the other tells
+    /// the answering target's token scale what it counted.
+    pub fn into_stages(self) -> (impl Stage, impl Stage) {
         let stage = self.stage;
-        Keep::new(move |answer: ChatResponse| stage.store(answer))
+        (
+            Keep::new(move |answer: ChatResponse| stage.store(answer)),
+            self.observe,
+        )
     }
 }
 
@@ -231,19 +240,31 @@ impl TurnStage {
     }
 }
 
-/// Tokens a prompt may take on `resolved`, its tool definitions included: the smallest
-/// `context_window` among the model's targets, less the answer's room (`max_tokens`, else
-/// [`DEFAULT_ANSWER_TOKENS`] up to a quarter of the window) and the safety margin.
-pub fn prompt_room(config: &ContextConfig, resolved: &Resolved, max_tokens: Option<u32>) -> u64 {
-    let window = resolved
+/// Tokens a prompt may take on `resolved`, its tool definitions included, as the gateway
+/// counts them: on each of the model's targets its `context_window` less the answer's room
+/// (`max_tokens`, else [`DEFAULT_ANSWER_TOKENS`] up to a quarter of the window) and the safety
+/// margin, divided by the target's token scale ([`calibration`]); the smallest of these.
+pub fn prompt_room(
+    config: &ContextConfig,
+    scales: &TokenScales,
+    resolved: &Resolved,
+    max_tokens: Option<u32>,
+) -> u64 {
+    let room = |window: u64| {
+        let answer = max_tokens.map_or_else(|| DEFAULT_ANSWER_TOKENS.min(window / 4), u64::from);
+        window.saturating_sub(answer + config.safety_margin)
+    };
+    resolved
         .model
         .targets
         .iter()
-        .map(|t| t.context_window.unwrap_or(config.default_window))
+        .map(|t| {
+            let model = t.upstream_model(resolved.suffix.as_deref());
+            let scale = scales.scale(t.provider.kind, &t.provider.name, &model);
+            (room(t.context_window.unwrap_or(config.default_window)) as f64 / scale) as u64
+        })
         .min()
-        .unwrap_or(config.default_window);
-    let answer = max_tokens.map_or_else(|| DEFAULT_ANSWER_TOKENS.min(window / 4), u64::from);
-    window.saturating_sub(answer + config.safety_margin)
+        .unwrap_or_else(|| room(config.default_window))
 }
 
 /// Opens a turn on `conversation` (made when the caller has none of that id): assembles the
@@ -301,8 +322,9 @@ pub async fn open_turn(
     } else {
         crate::tokenizer::count(&serde_json::to_string(&request.tools).unwrap_or_default())
     };
-    let budget =
-        prompt_room(config, resolved, request.sampling.max_tokens).saturating_sub(tool_tokens);
+    let scales = &cx.services.conversations.token_scales;
+    let budget = prompt_room(config, scales, resolved, request.sampling.max_tokens)
+        .saturating_sub(tool_tokens);
 
     // The conversation's own stores are searched on every turn, with the request's.
     if let Some(stores) = record
@@ -336,6 +358,7 @@ pub async fn open_turn(
     Ok(Turn {
         tokens: assembled.tokens,
         retrieved,
+        observe: calibration::Observe::new(scales.clone(), assembled.tokens + tool_tokens),
         stage: TurnStage {
             cx: cx.clone(),
             conversation: conversation.to_owned(),

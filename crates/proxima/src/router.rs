@@ -256,13 +256,7 @@ impl Router {
                 .targets
                 .iter()
                 .map(|t| {
-                    let price = match suffix {
-                        Some(suffix) if t.model.contains('*') => {
-                            t.price(&t.model.replace('*', suffix))
-                        }
-                        _ => t.price(&t.model),
-                    };
-                    price.map_or(0, |p| {
+                    t.price(&t.upstream_model(suffix)).map_or(0, |p| {
                         pricing::nanos(p.estimate(shape.input_tokens, shape.output_tokens))
                     })
                 })
@@ -363,10 +357,7 @@ impl Router {
                     tokio::time::sleep(wait).await;
                 }
                 attempts += 1;
-                let upstream_model = match &suffix {
-                    Some(suffix) => target.model.replace('*', suffix),
-                    None => target.model.clone(),
-                };
+                let upstream_model = target.upstream_model(suffix.as_deref());
                 let started = Instant::now();
                 let call = attempt(target.provider.clone(), upstream_model.clone());
                 let timed = async {
@@ -530,6 +521,14 @@ fn answering_providers<'c>(config: &'c Config, m: &'c ModelConfig) -> Vec<&'c st
 }
 
 impl Target {
+    /// The upstream model this target calls for a public name whose wildcard matched `suffix`.
+    pub fn upstream_model(&self, suffix: Option<&str>) -> String {
+        match suffix {
+            Some(suffix) => self.model.replace('*', suffix),
+            None => self.model.clone(),
+        }
+    }
+
     /// Whether this target may serve a caller restricted to `regions` (`None`: any caller).
     pub fn serves_in(&self, regions: Option<RegionSet>) -> bool {
         regions.is_none_or(|r| self.region.intersects(r))

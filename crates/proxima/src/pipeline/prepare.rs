@@ -140,7 +140,9 @@ async fn assemble(
                 .headers
                 .push((RETRIEVED, HeaderValue::from(retrieved)));
         }
-        exchange.stages.push(turn.into_stage());
+        let (keep, observe) = turn.into_stages();
+        exchange.stages.push(keep);
+        exchange.stages.push(observe);
         return Ok(Prepared {
             request: Arc::new(req),
         });
@@ -167,6 +169,7 @@ async fn retrieve(
     };
     let room = context::prompt_room(
         &cx.gateway.config.context,
+        &cx.services.conversations.token_scales,
         &exchange.resolved,
         prepared.request.sampling.max_tokens,
     )

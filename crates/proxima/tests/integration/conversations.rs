@@ -466,6 +466,93 @@ async fn the_window_keeps_the_prompt_in_budget_and_recall_brings_back_the_old_fa
     }
 }
 
+/// The prompt tokens a turn's answer says the gateway assembled.
+fn context_tokens(answer: &Answer) -> u64 {
+    answer
+        .header("x-proxima-context-tokens")
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_window_is_fitted_to_the_targets_own_token_count() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(backend("openai", &mock, "context_window = 2000")).await;
+    long_conversation(&gw, "counted").await;
+    // The mock reports fewer tokens than the gateway counts: the whole room (2000 − answer 500
+    // − margin 512) is used.
+    let full = context_tokens(&say(&gw, "counted", "And the weather tomorrow?").await);
+    assert!((850..=988).contains(&full), "{full}");
+    // Then the target reports three times what the gateway counted for a full window, four
+    // answers in a row ...
+    for day in 1..=4 {
+        mock.enqueue(Reply::json(
+            200,
+            json!({"id": "chatcmpl-1", "object": "chat.completion", "created": 1,
+                   "model": "gpt-4o-mini",
+                   "choices": [{"index": 0, "finish_reason": "stop",
+                                "message": {"role": "assistant", "content": "Sunny."}}],
+                   "usage": {"prompt_tokens": 3 * full, "completion_tokens": 2,
+                             "total_tokens": 3 * full + 2}}),
+        ));
+        say(&gw, "counted", &format!("And in {day} days?")).await;
+    }
+    // ... so the next prompts take about a third of the room, as that target counts them.
+    let fitted = context_tokens(&say(&gw, "counted", "And next week?").await);
+    assert!(fitted <= 988 * 10 / 28, "{fitted}");
+    assert!(
+        fitted >= 150,
+        "the window still holds recent turns: {fitted}"
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_anthropic_target_not_heard_from_gets_room_for_its_finer_tokenizer() {
+    let fitted = |kind: &'static str| async move {
+        let mock = MockUpstream::start().await.unwrap();
+        let gw = Gateway::start(backend(kind, &mock, "context_window = 2000")).await;
+        // A long history stored through the Conversations API: no model has answered yet.
+        let created = api(
+            &gw,
+            ALICE,
+            Method::POST,
+            "/v1/conversations",
+            Some(json!({})),
+        )
+        .await;
+        let id = created.json()["id"].as_str().unwrap().to_owned();
+        for batch in 0..4 {
+            let items: Vec<Value> = (0..20)
+                .map(|n| {
+                    let role = if n % 2 == 0 { "user" } else { "assistant" };
+                    json!({"type": "message", "role": role, "content":
+                        format!("Turn {batch}-{n}: we talk about the weather, clouds, rain and sunshine at length today.")})
+                })
+                .collect();
+            let added = api(
+                &gw,
+                ALICE,
+                Method::POST,
+                &format!("/v1/conversations/{id}/items"),
+                Some(json!({ "items": items })),
+            )
+            .await;
+            assert_eq!(added.status, 200, "{}", added.text());
+        }
+        let tokens = context_tokens(&say(&gw, &id, "And the weather tomorrow?").await);
+        gw.shutdown().await;
+        tokens
+    };
+    let (openai, anthropic) = (fitted("openai").await, fitted("anthropic").await);
+    // The room is 2000 − answer 500 − margin 512 as OpenAI counts; Claude's tokenizer is
+    // assumed to cut a fifth finer until its usage says otherwise.
+    assert!((850..=988).contains(&openai), "{openai}");
+    assert!(anthropic <= 988 * 10 / 12, "{anthropic}");
+    assert!(anthropic < openai - 100, "{anthropic} vs {openai}");
+}
+
 #[tokio::test]
 async fn summaries_fold_old_turns_with_a_call_per_chunk_under_the_callers_key() {
     let mock = MockUpstream::start().await.unwrap();
