@@ -228,7 +228,7 @@ pub struct Directives {
     pub cache: cache::Control,
     /// The gateway's own tags for the call's ledger row (`proxima.*`, beside the caller's
     /// `x-proxima-metadata`): the prompt template a run rendered.
-    pub tags: Vec<(&'static str, serde_json::Value)>,
+    pub tags: crate::usage::Tags,
 }
 
 /// A chat answer from the pipeline.

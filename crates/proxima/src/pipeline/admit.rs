@@ -17,10 +17,10 @@ pub fn admit<'a>(
     user: Option<&str>,
     stream: bool,
     operation: Operation,
-    tags: Vec<(&'static str, serde_json::Value)>,
+    tags: crate::usage::Tags,
 ) -> Result<Exchange<'a>> {
     let mut meter = open_meter(cx, model, user, stream, operation);
-    if let (false, Some(record)) = (tags.is_empty(), meter.record()) {
+    if let Some(record) = meter.record() {
         record.add_tags(tags);
     }
     match cx.resolve(model) {

@@ -45,7 +45,7 @@ pub async fn complete(
     cx: &Arc<RequestContext>,
     headers: &HeaderMap,
     req: ChatCompletionRequest,
-    tags: Vec<(&'static str, serde_json::Value)>,
+    tags: crate::usage::Tags,
 ) -> Response {
     let (req, conversation, retrieval) = match req.into_canonical().and_then(|mut req| {
         let conversation = conversation(headers, &mut req)?;

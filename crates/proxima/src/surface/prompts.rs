@@ -191,7 +191,7 @@ fn check(state: &AppState, new: &NewPrompt) -> Result<()> {
 
 /// The body of `POST /v1/prompts/{name}/run`.
 #[derive(Deserialize)]
-pub struct RunRequest {
+struct RunRequest {
     #[serde(default)]
     variables: Map<String, Value>,
     #[serde(default)]
