@@ -21,7 +21,7 @@ pub mod output;
 use std::sync::Arc;
 
 use regex::{Regex, RegexSet};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::canonical::{ChatRequest, Part, Role};
 use crate::config::{GuardMode, GuardrailsConfig};
@@ -217,13 +217,7 @@ pub async fn screen(exchange: &mut Exchange<'_>, req: &Arc<ChatRequest>) -> Resu
 /// Names `rule` in the call's ledger row, as the tag [`LEDGER_TAG`] beside the caller's own.
 fn note(exchange: &mut Exchange<'_>, rule: &str) {
     if let Some(record) = exchange.meter.record() {
-        let mut tags = record
-            .metadata
-            .as_deref()
-            .and_then(|m| serde_json::from_str::<Map<String, Value>>(m).ok())
-            .unwrap_or_default();
-        tags.insert(LEDGER_TAG.into(), Value::String(rule.into()));
-        record.metadata = Some(Arc::from(Value::Object(tags).to_string()));
+        record.add_tags([(LEDGER_TAG, Value::String(rule.into()))]);
     }
 }
 
@@ -232,6 +226,7 @@ fn note(exchange: &mut Exchange<'_>, rule: &str) {
 mod tests {
     use super::*;
     use crate::canonical::Message;
+    use serde_json::Map;
 
     fn guardrails(mode: GuardMode, deny: &[&str]) -> Guardrails {
         Guardrails::new(&GuardrailsConfig {

@@ -20,6 +20,7 @@ pub mod pii;
 pub mod pipeline;
 pub mod policy;
 pub mod pricing;
+pub mod prompts;
 pub mod providers;
 pub mod retrieval;
 pub mod router;

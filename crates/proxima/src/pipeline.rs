@@ -7,8 +7,9 @@
 //!    turn's stored context is assembled in ([`crate::context`]), and passages retrieved from
 //!    vector stores ([`crate::context::passages`]); then the guardrails screen it
 //!    ([`crate::guardrails`]) and the caller's PII policy masks, redacts or refuses
-//!    ([`crate::pii`]) — before limits, so that admission charges what is sent. Prompt
-//!    templates will plug in here too.
+//!    ([`crate::pii`]) — before limits, so that admission charges what is sent. (A prompt
+//!    template, [`crate::prompts`], is rendered by its surface: the pipeline sees the chat
+//!    request it made, and its name and version as ledger tags.)
 //! 3. [`cache`]: for a model with caching on, the prompt as sent is looked up; a hit takes one
 //!    request from the rate limits (no tokens, no budget) and goes straight to finish, a miss
 //!    gets a stage that stores its answer.
@@ -225,6 +226,9 @@ pub struct Directives {
     pub stages: Vec<Box<dyn finish::Stage>>,
     /// `cache-control: no-cache` / `no-store`.
     pub cache: cache::Control,
+    /// The gateway's own tags for the call's ledger row (`proxima.*`, beside the caller's
+    /// `x-proxima-metadata`): the prompt template a run rendered.
+    pub tags: crate::usage::Tags,
 }
 
 /// A chat answer from the pipeline.
@@ -246,6 +250,7 @@ pub async fn chat(
         req.user.as_deref(),
         req.stream,
         Operation::Chat,
+        directives.tags,
     ) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),
@@ -288,6 +293,7 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
         req.user.as_deref(),
         false,
         Operation::Embeddings,
+        Vec::new(),
     ) {
         Ok(exchange) => exchange,
         Err(e) => return route::not_routed(e),

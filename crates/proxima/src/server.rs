@@ -13,7 +13,8 @@
 //!    before the pipeline meters it (a bad body or header) still gets its ledger row.
 //! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
 //!    reads the body (413 over `max_body_bytes`, 400 on bad JSON or field types) into the
-//!    canonical request.
+//!    canonical request. A prompt run ([`surface::prompts`]) first renders its stored
+//!    template into a chat completions request, then goes on as `/v1/chat/completions` does.
 //! 4. [`pipeline`](crate::pipeline), in named phases over one exchange:
 //!    admit (404 unknown model, 403 not allowed; the meter opens) → prepare (the prompt as it
 //!    will be sent: a conversation turn gets its stored context assembled in by
@@ -175,6 +176,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             "/v1/vector_stores/{id}/search",
             post(surface::vector_stores::search),
         )
+        .route("/v1/prompts/{name}/run", post(surface::prompts::run))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
@@ -202,6 +204,14 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/admin/logs", get(surface::admin::logs))
         .route("/admin/config/reload", post(surface::admin::reload))
         .route("/admin/audit", get(surface::admin::audit))
+        .route(
+            "/admin/prompts",
+            get(surface::prompts::list).post(surface::prompts::create),
+        )
+        .route(
+            "/admin/prompts/{name}",
+            get(surface::prompts::get).delete(surface::prompts::delete),
+        )
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             authenticate_admin,

@@ -15,6 +15,7 @@ use crate::context::Conversations;
 use crate::error::Result;
 use crate::policy::limits::{Limiter, RedisStatus, Scope, SpendLookup};
 use crate::policy::Directory;
+use crate::prompts::catalog::Catalog;
 use crate::retrieval::index::Indexes;
 use crate::store::{SpendColumn, Store};
 use crate::telemetry::Telemetry;
@@ -33,6 +34,8 @@ pub struct Services {
     pub ingestion: Arc<Semaphore>,
     /// The response cache's entries: in Redis with the limits when configured, else here.
     pub cache: Arc<Cache>,
+    /// The prompt templates runs are served from.
+    pub prompts: Arc<Catalog>,
     /// Metrics and the trace exporter (from `[telemetry]`, also kept until restart).
     pub telemetry: Arc<Telemetry>,
     /// What these were built from, to tell when a reload asks for something else.
@@ -64,6 +67,7 @@ impl Services {
         let cache = Arc::new(Cache::new(limiter.shared_redis()));
         let ledger = Ledger::start(store.clone(), &storage.ledger, spill_path(storage));
         crate::tokenizer::warm_up();
+        let prompts = Arc::new(Catalog::new(store.clone(), storage.sync_interval.0));
         Ok(Arc::new(Services {
             store,
             directory,
@@ -73,6 +77,7 @@ impl Services {
             indexes: Arc::new(Indexes::new(storage.sync_interval.0)),
             ingestion: Arc::new(Semaphore::new(crate::retrieval::ingest::CONCURRENT_FILES)),
             cache,
+            prompts,
             telemetry,
             storage: storage.clone(),
         }))

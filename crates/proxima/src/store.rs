@@ -1,6 +1,6 @@
 //! The database: virtual keys, teams, the usage ledger and its daily rollups, the audit log,
-//! the conversation store and uploaded files, on SQLite (the embedded default) or PostgreSQL
-//! (shared by replicas), with the same behaviour on both.
+//! the conversation store, uploaded files and prompt templates, on SQLite (the embedded
+//! default) or PostgreSQL (shared by replicas), with the same behaviour on both.
 //!
 //! Nothing here is on the request path: keys and teams are read into memory by
 //! [`crate::policy::directory`], and usage records are written in batches by
@@ -83,6 +83,7 @@ mod files;
 mod keys;
 mod ledger;
 mod migrations;
+mod prompts;
 mod rollups;
 mod teams;
 mod vector_stores;
@@ -104,6 +105,7 @@ pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, Response
 pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
+pub use prompts::{NewPrompt, PromptRecord};
 pub use rollups::{PurgeLock, DAY_MS};
 pub use teams::{TeamPatch, TeamRecord};
 pub use vector_stores::{

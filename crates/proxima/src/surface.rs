@@ -8,6 +8,7 @@ pub mod conversations;
 pub mod events;
 pub mod files;
 pub mod openai;
+pub mod prompts;
 pub mod responses;
 pub mod vector_stores;
 

@@ -54,6 +54,28 @@ pub struct UsageRecord {
     pub telemetry: CallTelemetry,
 }
 
+/// The gateway's own tags for a call's ledger row, by name (`proxima.*`) with their values.
+pub type Tags = Vec<(&'static str, serde_json::Value)>;
+
+impl UsageRecord {
+    /// Adds the gateway's own tags (named `proxima.*`, which `x-proxima-metadata` may not set)
+    /// to the row's metadata, beside the caller's: a guardrail's flag, the prompt a run used.
+    pub fn add_tags<'a>(&mut self, tags: impl IntoIterator<Item = (&'a str, serde_json::Value)>) {
+        use serde_json::{Map, Value};
+        let mut tags = tags.into_iter().peekable();
+        if tags.peek().is_none() {
+            return;
+        }
+        let mut all = self
+            .metadata
+            .as_deref()
+            .and_then(|m| serde_json::from_str::<Map<String, Value>>(m).ok())
+            .unwrap_or_default();
+        all.extend(tags.map(|(name, value)| (name.to_owned(), value)));
+        self.metadata = Some(Arc::from(Value::Object(all).to_string()));
+    }
+}
+
 /// Closes a request's record, its rate-limit grant and its budget reservation, once.
 pub struct Meter {
     open: Option<Open>,

@@ -9,15 +9,20 @@ use crate::error::Result;
 use crate::telemetry::Operation;
 use crate::usage::{Meter, UsageRecord};
 
-/// Opens the call's meter and resolves its model. A refusal has its ledger row written.
+/// Opens the call's meter, with the gateway's own ledger `tags` for the call (see
+/// [`super::Directives::tags`]), and resolves its model. A refusal has its ledger row written.
 pub fn admit<'a>(
     cx: &'a RequestContext,
     model: &str,
     user: Option<&str>,
     stream: bool,
     operation: Operation,
+    tags: crate::usage::Tags,
 ) -> Result<Exchange<'a>> {
     let mut meter = open_meter(cx, model, user, stream, operation);
+    if let Some(record) = meter.record() {
+        record.add_tags(tags);
+    }
     match cx.resolve(model) {
         Ok(resolved) => {
             if let Some(record) = meter.record() {

@@ -20,7 +20,7 @@ pub struct AuditEntry {
     /// The key's name; for `system`, what triggered it.
     pub actor_name: String,
     /// What was done: `key.create`, `key.update`, `key.revoke`, `team.create`, `team.update`,
-    /// `team.delete`, `config.reload`.
+    /// `team.delete`, `config.reload`, `prompt.create`, `prompt.delete`.
     pub action: String,
     /// The key id, team name or config file acted on; `null` when a creation failed.
     pub target: Option<String>,

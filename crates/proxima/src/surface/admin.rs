@@ -1,5 +1,6 @@
 //! The admin API (the master key or an admin key): virtual keys, teams, usage reports, the
-//! call log, model health, config reload and the audit log. Errors are in OpenAI's shape.
+//! call log, model health, config reload and the audit log (prompt templates are in
+//! [`super::prompts`]). Errors are in OpenAI's shape.
 //! Every change goes through [`audit::record`], which writes its audit entry.
 
 use std::sync::Arc;
@@ -27,14 +28,14 @@ use crate::store::{
 const ADMIN_BODY_LIMIT: usize = 1 << 20;
 
 /// An admin answer: the value as JSON, or the error in OpenAI's shape.
-fn answer<T: serde::Serialize>(result: Result<T>) -> Response {
+pub(super) fn answer<T: serde::Serialize>(result: Result<T>) -> Response {
     match result {
         Ok(value) => json_response(&value),
         Err(e) => e.into_response(Api::OpenAiChat),
     }
 }
 
-fn created<T: serde::Serialize>(result: Result<T>) -> Response {
+pub(super) fn created<T: serde::Serialize>(result: Result<T>) -> Response {
     let mut response = answer(result);
     if response.status() == StatusCode::OK {
         *response.status_mut() = StatusCode::CREATED;
@@ -43,12 +44,12 @@ fn created<T: serde::Serialize>(result: Result<T>) -> Response {
 }
 
 /// The query string as `T`; a bad one is a 400 in the API's shape, like every other error.
-fn not_found(what: &str, id: &str) -> Error {
+pub(super) fn not_found(what: &str, id: &str) -> Error {
     Error::new(ErrorKind::NotFound, format!("there is no {what} `{id}`"))
 }
 
 /// An admin change's body, as `T` and as the JSON it was sent (for its audit entry's detail).
-async fn read_change<T: DeserializeOwned>(body: Body) -> Result<(T, Value)> {
+pub(super) async fn read_change<T: DeserializeOwned>(body: Body) -> Result<(T, Value)> {
     let asked: Value = read_json(body, ADMIN_BODY_LIMIT).await?;
     let change = parse_json(asked.to_string().as_bytes())?;
     Ok((change, asked))
@@ -64,13 +65,7 @@ fn check_limits(
 ) -> Result<()> {
     let gateway = state.gateway();
     for model in models.into_iter().flatten() {
-        if gateway.router.resolve(model).is_none() && !gateway.config.models.contains_key(model) {
-            return Err(Error::invalid_request(format!(
-                "no model named `{model}`; configured: {}",
-                gateway.router.public_names().join(", ")
-            ))
-            .with_param("models"));
-        }
+        check_model(&gateway, model, "models")?;
     }
     if let Some(problem) =
         regions.and_then(|r| crate::config::validate::regions_problem(&gateway.config, r))
@@ -84,6 +79,22 @@ fn check_limits(
                     .with_param("budget.usd"),
             );
         }
+    }
+    Ok(())
+}
+
+/// Checks that `model` names a configured public model (400 naming `param` if not).
+pub(super) fn check_model(
+    gateway: &crate::gateway::Gateway,
+    model: &str,
+    param: &str,
+) -> Result<()> {
+    if gateway.router.resolve(model).is_none() && !gateway.config.models.contains_key(model) {
+        return Err(Error::invalid_request(format!(
+            "no model named `{model}`; configured: {}",
+            gateway.router.public_names().join(", ")
+        ))
+        .with_param(param));
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 //! The OpenAI-compatible surface: `/v1/chat/completions`, `/v1/embeddings`, `/v1/models`.
+//! Prompt runs answer through [`complete`] too.
 
 use std::sync::Arc;
 
@@ -30,13 +31,26 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
-    let (req, conversation, retrieval) = match read_json::<ChatCompletionRequest>(body, limit)
-        .await
-        .and_then(ChatCompletionRequest::into_canonical)
-        .and_then(|mut req| {
-            let conversation = conversation(&headers, &mut req)?;
-            Ok((req, conversation, retrieval_stores(&headers)?))
-        }) {
+    match read_json::<ChatCompletionRequest>(body, limit).await {
+        Ok(req) => complete(&cx, &headers, req, Vec::new()).await,
+        Err(e) => e.into_response(API),
+    }
+}
+
+/// Serves a chat completions request once read: its conversation and retrieval headers, the
+/// pipeline, and the answer in OpenAI's shape, whole or streamed. A prompt run
+/// ([`super::prompts`]) comes here with the request its template made, and ledger `tags`
+/// naming the prompt.
+pub async fn complete(
+    cx: &Arc<RequestContext>,
+    headers: &HeaderMap,
+    req: ChatCompletionRequest,
+    tags: crate::usage::Tags,
+) -> Response {
+    let (req, conversation, retrieval) = match req.into_canonical().and_then(|mut req| {
+        let conversation = conversation(headers, &mut req)?;
+        Ok((req, conversation, retrieval_stores(headers)?))
+    }) {
         Ok(read) => read,
         Err(e) => return e.into_response(API),
     };
@@ -44,10 +58,11 @@ pub async fn chat_completions(
     let directives = pipeline::Directives {
         conversation,
         retrieval,
-        cache: pipeline::cache::Control::from_headers(&headers),
+        cache: pipeline::cache::Control::from_headers(headers),
+        tags,
         ..pipeline::Directives::default()
     };
-    let routed = pipeline::chat(&cx, req, directives).await;
+    let routed = pipeline::chat(cx, req, directives).await;
     chat_response(
         routed,
         API,

@@ -75,6 +75,7 @@ pub async fn create(
         retrieval,
         stages: Vec::new(),
         cache: pipeline::cache::Control::from_headers(&headers),
+        ..Directives::default()
     };
     // Gets the response object the client is answered with, for storing.
     let mut sink = None;

@@ -20,6 +20,7 @@ mod local;
 mod logs;
 mod matrix;
 mod pii;
+mod prompts;
 mod providers;
 mod residency;
 mod responses;
