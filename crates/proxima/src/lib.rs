@@ -31,6 +31,7 @@ pub mod store;
 pub mod surface;
 pub mod telemetry;
 pub mod tokenizer;
+pub mod ui;
 pub mod usage;
 pub mod wire;
 pub mod words;

@@ -212,6 +212,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/metrics", get(metrics))
         .merge(v1)
         .merge(admin)
+        .merge(crate::ui::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
@@ -260,7 +261,7 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
 async fn authenticated(
     state: Arc<AppState>,
     trace: TraceContext,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let api = api_for_path(req.uri().path());
@@ -273,6 +274,26 @@ async fn authenticated(
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
+    call_as(&state, gateway, caller, trace, req, |req| next.run(req)).await
+}
+
+/// Runs `handler` on `req` as `caller`, authenticated already: puts the request's
+/// [`RequestContext`] in it, and writes the ledger row of a call refused before the pipeline
+/// metered it. The `/v1` routes come through here, and so does the admin UI's playground, as
+/// the signed-in admin.
+pub(crate) async fn call_as<F, Fut>(
+    state: &AppState,
+    gateway: Arc<Gateway>,
+    caller: Arc<crate::policy::Caller>,
+    trace: TraceContext,
+    mut req: Request,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let api = api_for_path(req.uri().path());
     let (metadata, bad_metadata) = match request_metadata(req.headers()) {
         Ok(metadata) => (metadata, None),
         Err(e) => (None, Some(e)),
@@ -299,7 +320,7 @@ async fn authenticated(
         Some(e) => e.into_response(api),
         None => {
             req.extensions_mut().insert(cx.clone());
-            next.run(req).await
+            handler(req).await
         }
     };
     // A call refused before the pipeline metered it (a bad body or header) still gets its

@@ -85,6 +85,7 @@ mod ledger;
 mod migrations;
 mod rollups;
 mod teams;
+mod usage_series;
 mod vector_stores;
 
 use std::str::FromStr;
@@ -106,6 +107,7 @@ pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};
 pub use rollups::{PurgeLock, DAY_MS};
 pub use teams::{TeamPatch, TeamRecord};
+pub use usage_series::{SeriesFilter, UsageBucket};
 pub use vector_stores::{
     ChunkKey, ChunkRow, Chunking, FileCounts, FileListing, IndexedFile, NewChunk, StoreFileRecord,
     VectorStoreRecord,
