@@ -110,7 +110,7 @@ impl Store {
         let mut q = Query::new(self.backend(), "");
         let p_width = q.bind(Param::Int(bucket_ms));
         q.push(&format!(
-            "SELECT CAST(at / {p_width} AS BIGINT) AS bucket, {} AS latency_class, \
+            "SELECT CAST(at / {p_width} AS BIGINT) AS bucket, CAST({} AS BIGINT) AS latency_class, \
              COUNT(*) AS requests, \
              CAST(SUM(CASE WHEN status >= 400 THEN 1 ELSE 0 END) AS BIGINT) AS errors, \
              CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
