@@ -42,7 +42,8 @@
 //! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
 //! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]), which
 //! names the caller as the [`Actor`] of the [`audit`](crate::audit) log every admin change is
-//! recorded in. A reload (SIGHUP, the config file changing, or `POST /admin/config/reload`)
+//! recorded in. `/ui` is the admin web UI ([`crate::ui`]): a signed-in admin's pages, whose
+//! playground runs chat completions through [`call_as`] like `/v1`. A reload (SIGHUP, the config file changing, or `POST /admin/config/reload`)
 //! builds a new gateway and swaps it in ([`AppState::reload`]). In the background: old
 //! conversations expire ([`crate::context::expire_old`]) and old ledger rows are purged into
 //! daily rollups ([`crate::usage::retention`]).

@@ -116,6 +116,8 @@ pub fn layout(session: &Session, active: Nav, title: &str, body: Markup) -> Resp
                 meta name="csrf-token" content=(session.csrf);
                 title { (title) " · Proxima" }
                 link rel="stylesheet" href="/ui/assets/ui.css";
+                // No icon: the browser asks for none.
+                link rel="icon" href="data:,";
                 script src="/ui/assets/ui.js" defer {}
             }
             body {

@@ -123,7 +123,7 @@ impl Chart<'_> {
                     }
                     line.axis x1=(LEFT) x2=(WIDTH - RIGHT) y1=(TOP + plot_h) y2=(TOP + plot_h) {}
                     @if empty {
-                        text.nodata x=(LEFT + plot_w / 2.0) y=(TOP + plot_h / 2.0) { "no requests in this window" }
+                        text.nodata x=(LEFT + plot_w / 2.0) y=(TOP + plot_h / 2.0) { "nothing in this window" }
                     }
                 }
             }
@@ -168,6 +168,8 @@ pub fn count(v: f64) -> String {
 pub fn millis(v: f64) -> String {
     if v >= 1000.0 {
         format!("{:.1} s", v / 1000.0)
+    } else if v < 10.0 && v.fract() != 0.0 {
+        format!("{v:.1} ms")
     } else {
         format!("{v:.0} ms")
     }

@@ -94,7 +94,7 @@ async fn render(state: &AppState, raw: &str) -> Result<Markup> {
             ],
             labels: &labels,
             format: charts::count,
-            min_top: 1.0,
+            min_top: 4.0,
         },
         Chart {
             title: "Latency",
@@ -128,7 +128,7 @@ async fn render(state: &AppState, raw: &str) -> Result<Markup> {
             ],
             labels: &labels,
             format: charts::count,
-            min_top: 1.0,
+            min_top: 4.0,
         },
         Chart {
             title: "Cost",
@@ -182,7 +182,7 @@ async fn render(state: &AppState, raw: &str) -> Result<Markup> {
                 select name="key" {
                     option value="" { "all" }
                     @for key in &keys {
-                        option value=(key.id) selected[filter.key.as_deref() == Some(key.id.as_str())] { (key.name) " (" (key.prefix) "…)" }
+                        option value=(key.id) selected[filter.key.as_deref() == Some(key.id.as_str())] { (key.name) " (" (key.prefix) ")" }
                     }
                 }
             }

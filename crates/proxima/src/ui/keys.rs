@@ -78,8 +78,8 @@ pub fn grant_inputs(
     let period = budget.map(|b| serde_json::to_value(b.period).unwrap_or_default());
     let period = period.as_ref().and_then(Value::as_str).unwrap_or("total");
     html! {
-        label { "Models " small { "(comma-separated; empty: all)" }
-            input type="text" name="models" value=[models.map(|m| m.join(", "))];
+        label { "Models"
+            input type="text" name="models" value=[models.map(|m| m.join(", "))] placeholder="all; or names, comma-separated";
         }
         label { "Requests a minute" input type="number" min="0" name="rpm" value=[rpm]; }
         label { "Tokens a minute" input type="number" min="0" name="tpm" value=[tpm]; }
@@ -206,7 +206,7 @@ fn key_row(key: &KeyRecord) -> Markup {
     html! {
         tr {
             td { a href=(format!("/ui/keys/{}", urlencode(&key.id))) { (key.name) } }
-            td { code { (key.prefix) "…" } }
+            td { code { (key.prefix) } }
             td { (key.team.as_deref().unwrap_or("–")) }
             td.small { (grants_summary(key.models.as_ref(), key.rpm, key.tpm, key.budget.as_ref())) }
             td.small { (when(key.created_at)) }
@@ -311,7 +311,7 @@ async fn show_key(
         section.card {
             dl.facts {
                 dt { "Id" } dd { code { (key.id) } }
-                dt { "Secret" } dd { code { (key.prefix) "…" } }
+                dt { "Secret" } dd { code { (key.prefix) } }
                 dt { "Created" } dd { (when(key.created_at)) }
                 dt { "Admin" } dd { (if key.admin { "yes" } else { "no" }) }
                 @if let Some(revoked) = key.revoked_at { dt { "Revoked" } dd { (when(revoked)) } }

@@ -39,7 +39,7 @@ pub async fn page(
                         (fallbacks.iter().map(text).collect::<Vec<_>>().join(", "))
                     }
                 }
-                table {
+                table.targets {
                     thead { tr {
                         th { "Provider" } th { "Upstream model" } th { "Weight" } th { "Breaker" }
                         th.num { "Latency" } th.num { "Error rate" } th.num { "Requests" }

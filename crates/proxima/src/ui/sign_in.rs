@@ -24,6 +24,8 @@ fn page(problem: Option<&str>, status: StatusCode) -> Response {
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { "Sign in · Proxima" }
                 link rel="stylesheet" href="/ui/assets/ui.css";
+                // No icon: the browser asks for none.
+                link rel="icon" href="data:,";
             }
             body.signin {
                 form.card.signin-card method="post" action="/ui/sign-in" {
