@@ -21,7 +21,17 @@ from playwright.sync_api import sync_playwright
 
 REPO = Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("PROXIMA_CHROMIUM", "/usr/bin/chromium")
-PAGES = ["dashboard", "models", "keys", "teams", "logs", "audit", "playground"]
+PAGES = [
+    "dashboard",
+    "models",
+    "keys",
+    "teams",
+    "logs",
+    "audit",
+    "conversations",
+    "vector-stores",
+    "playground",
+]
 
 
 def _screenshot_dir() -> Path:
@@ -133,6 +143,33 @@ def test_the_admin_ui_in_a_browser(gateway, browser):
     assert "browser-key" in detail and "Attempts" in detail
     tab.shot("log-detail")
     tab.assert_clean("logs")
+
+    # The key's conversation and vector store are browsed, and the store searched, in the UI.
+    client.conversations.create(
+        items=[{"type": "message", "role": "user", "content": "remember the tulips"}]
+    )
+    uploaded = client.files.create(
+        file=("facts.txt", b"The launch code is PINEAPPLE-42."), purpose="assistants"
+    )
+    store = client.vector_stores.create(name="launch facts", file_ids=[uploaded.id])
+    deadline = time.monotonic() + 30
+    while client.vector_stores.retrieve(store.id).file_counts.in_progress:
+        assert time.monotonic() < deadline, "the file was not ingested"
+        time.sleep(0.2)
+    tab.open(f"/ui/conversations?tenant=key:{key_id}")
+    page.locator("table tbody a").first.click()
+    page.wait_for_load_state("networkidle")
+    assert "remember the tulips" in page.inner_text("main")
+    tab.shot("conversation")
+    tab.open(f"/ui/vector-stores?tenant=key:{key_id}")
+    assert "launch facts" in page.inner_text("main")
+    page.locator(f"a[href*='{store.id}']").click()
+    page.fill("input[name=q]", "launch code")
+    page.click("form.filters button[type=submit]")
+    page.wait_for_load_state("networkidle")
+    assert "PINEAPPLE-42" in page.inner_text("main")
+    tab.shot("vector-store-search")
+    tab.assert_clean("conversations and vector stores")
 
     # The playground streams an answer from the built-in mock model.
     tab.open("/ui/playground")

@@ -12,6 +12,7 @@
 
 mod audit;
 mod charts;
+mod conversations;
 mod dashboard;
 mod keys;
 mod logs;
@@ -20,6 +21,8 @@ mod playground;
 pub mod session;
 mod sign_in;
 mod teams;
+mod tenants;
+mod vector_stores;
 
 use std::sync::Arc;
 
@@ -54,6 +57,10 @@ pub fn routes(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/ui/logs", get(logs::list))
         .route("/ui/logs/{request_id}", get(logs::detail))
         .route("/ui/audit", get(audit::page))
+        .route("/ui/conversations", get(conversations::list))
+        .route("/ui/conversations/{id}", get(conversations::detail))
+        .route("/ui/vector-stores", get(vector_stores::list))
+        .route("/ui/vector-stores/{id}", get(vector_stores::detail))
         .route("/ui/playground", get(playground::page))
         .route("/ui/playground/chat", post(playground::chat))
         .route_layer(middleware::from_fn_with_state(state, session::require));
@@ -92,16 +99,20 @@ pub enum Nav {
     Teams,
     Logs,
     Audit,
+    Conversations,
+    VectorStores,
     Playground,
 }
 
-const NAV: [(Nav, &str, &str); 7] = [
+const NAV: [(Nav, &str, &str); 9] = [
     (Nav::Dashboard, "/ui/dashboard", "Dashboard"),
     (Nav::Models, "/ui/models", "Models"),
     (Nav::Keys, "/ui/keys", "Keys"),
     (Nav::Teams, "/ui/teams", "Teams"),
     (Nav::Logs, "/ui/logs", "Logs"),
     (Nav::Audit, "/ui/audit", "Audit log"),
+    (Nav::Conversations, "/ui/conversations", "Conversations"),
+    (Nav::VectorStores, "/ui/vector-stores", "Vector stores"),
     (Nav::Playground, "/ui/playground", "Playground"),
 ];
 

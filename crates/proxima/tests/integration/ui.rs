@@ -1,7 +1,8 @@
 //! The admin web UI at `/ui`, as a browser uses it: signing in with the master key or an
 //! admin key (a user key refused), pages behind the session, CSRF tokens on every form, a key
 //! made in the UI that works and is audited under the signed-in admin, requests shown on the
-//! dashboard and in the logs, the playground streaming as the admin, and user input escaped.
+//! dashboard and in the logs, the playground streaming as the admin, a team's conversations
+//! and vector stores browsed and searched, and user input escaped.
 
 use std::time::Duration;
 
@@ -87,13 +88,15 @@ async fn post_form(
     .await
 }
 
-const PAGES: [&str; 7] = [
+const PAGES: [&str; 9] = [
     "/ui/dashboard",
     "/ui/models",
     "/ui/keys",
     "/ui/teams",
     "/ui/logs",
     "/ui/audit",
+    "/ui/conversations",
+    "/ui/vector-stores",
     "/ui/playground",
 ];
 
@@ -444,4 +447,88 @@ async fn user_input_is_escaped_on_every_page() {
         teams.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
         "{teams}"
     );
+}
+
+#[tokio::test]
+async fn a_teams_conversations_and_vector_stores_are_browsed_and_searched() {
+    const ALICE: &str = "sk-alice-ui-red-0123456789";
+    let gw = Gateway::start(
+        Conf::new()
+            .server(&format!("master_key = \"{MASTER}\""))
+            .section(&format!(
+                "[keys.alice]\nkey = \"{ALICE}\"\nteam = \"red\"\n\n\
+             [providers.m]\nkind = \"mock\"\n\n\
+             [models.embed]\ntargets = [{{ provider = \"m\", model = \"mock-embed\" }}]\n\n\
+             [context]\nembedding_model = \"embed\"\n"
+            )),
+    )
+    .await;
+    let file = crate::files::upload_ok(
+        &gw,
+        ALICE,
+        "facts.txt",
+        "assistants",
+        b"The launch code is PINEAPPLE-42. Lunch is at noon.",
+    )
+    .await;
+    let store = gw
+        .send(gw.post_as(
+            ALICE,
+            "/v1/vector_stores",
+            &json!({"name": "launch <facts>", "file_ids": [file["id"]]}),
+        ))
+        .await;
+    assert_eq!(store.status, 200, "{}", store.text());
+    let store_id = store.json()["id"].as_str().unwrap().to_owned();
+    let conversation = gw
+        .send(gw.post_as(
+            ALICE,
+            "/v1/conversations",
+            &json!({"items": [{"type": "message", "role": "user", "content": "remember <b>tulips</b>"}]}),
+        ))
+        .await;
+    assert_eq!(conversation.status, 200, "{}", conversation.text());
+    let conversation_id = conversation.json()["id"].as_str().unwrap().to_owned();
+    let master = signed_in(&gw, MASTER).await;
+
+    // The team is offered, and its conversation listed with its items, escaped.
+    let list = page(&gw, &master.cookie, "/ui/conversations").await.text();
+    assert!(list.contains("value=\"team:red\""), "{list}");
+    assert!(list.contains(&conversation_id), "{list}");
+    let path = format!("/ui/conversations/{conversation_id}?tenant=team%3Ared");
+    let detail = page(&gw, &master.cookie, &path).await;
+    assert_eq!(detail.status, 200, "{}", detail.text());
+    assert!(
+        detail.text().contains("remember &lt;b&gt;tulips&lt;/b&gt;"),
+        "{}",
+        detail.text()
+    );
+    // Another tenant has no such conversation.
+    let path = format!("/ui/conversations/{conversation_id}?tenant=team%3Ablue");
+    assert_eq!(page(&gw, &master.cookie, &path).await.status, 404);
+
+    // The store is listed once ingested, and searched as the team.
+    let settled = eventually(Duration::from_secs(10), || async {
+        let store = gw
+            .send(gw.request_as(ALICE, Method::GET, &format!("/v1/vector_stores/{store_id}")))
+            .await;
+        store.json()["file_counts"]["completed"] == 1
+    })
+    .await;
+    assert!(settled.is_some(), "the file was not ingested");
+    let listed = page(&gw, &master.cookie, "/ui/vector-stores?tenant=team%3Ared")
+        .await
+        .text();
+    assert!(listed.contains("launch &lt;facts&gt;"), "{listed}");
+    let path = format!("/ui/vector-stores/{store_id}?tenant=team%3Ared&q=launch+code");
+    let searched = page(&gw, &master.cookie, &path).await;
+    assert_eq!(searched.status, 200, "{}", searched.text());
+    let text = searched.text();
+    assert!(
+        text.contains("PINEAPPLE-42") && text.contains("facts.txt"),
+        "{text}"
+    );
+    assert!(text.contains("completed"), "{text}");
+    let path = format!("/ui/vector-stores/{store_id}?tenant=team%3Ablue&q=launch");
+    assert_eq!(page(&gw, &master.cookie, &path).await.status, 404);
 }
