@@ -79,9 +79,10 @@ class Page:
         assert not self.errors, f"{where}: {self.errors}"
 
 
-def test_the_admin_ui_in_a_browser(gateway, browser):
+def test_the_admin_ui_in_a_browser(gateway, browser, capsys):
     shots = _screenshot_dir()
-    print(f"\nUI screenshots: {shots}")
+    with capsys.disabled():
+        print(f"\nadmin UI screenshots: {shots}")
     tab = Page(browser, gateway.url, shots)
     page = tab.page
 

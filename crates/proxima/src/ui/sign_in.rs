@@ -10,7 +10,7 @@ use http::{header, HeaderMap, StatusCode};
 use maud::{html, DOCTYPE};
 use serde::Deserialize;
 
-use super::session::{self, Session};
+use super::session;
 use super::{html_response, read_form};
 use crate::state::AppState;
 
@@ -111,22 +111,23 @@ pub async fn submit(
 }
 
 /// Whether a form came from a page of this gateway: its `Origin`, when the browser sends
-/// one, names the host it was posted to.
+/// one, names the host it was posted to (`Host`, or `X-Forwarded-Host` behind a proxy).
 fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    origin
-        .split_once("://")
-        .is_some_and(|(_, rest)| rest == host)
+    let Some((_, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    [header::HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()))
+        .any(|host| host.eq_ignore_ascii_case(origin_host))
 }
 
-/// `POST /ui/sign-out`: forgets the session in this browser.
-pub async fn sign_out(headers: HeaderMap, _session: axum::Extension<Session>) -> Response {
+/// `POST /ui/sign-out` (behind the session, so with its CSRF token): forgets the session in
+/// this browser.
+pub async fn sign_out(headers: HeaderMap) -> Response {
     let mut response = Redirect::to("/ui/sign-in").into_response();
     response
         .headers_mut()

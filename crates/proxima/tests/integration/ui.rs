@@ -127,6 +127,17 @@ async fn only_the_master_key_or_an_admin_key_signs_in() {
         refused.text()
     );
     assert!(refused.header("set-cookie").is_none());
+    // A sign-in posted from another site's page is refused.
+    let cross_site = Answer::read(
+        browser()
+            .post(gw.url("/ui/sign-in"))
+            .header("origin", "https://evil.example")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("key={MASTER}")),
+    )
+    .await;
+    assert_eq!(cross_site.status, 403);
+    assert!(cross_site.header("set-cookie").is_none());
     let bad = sign_in(&gw, "sk-not-a-key").await;
     assert_eq!(bad.status, 401);
     assert!(bad.text().contains("not valid"), "{}", bad.text());
