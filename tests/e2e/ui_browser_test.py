@@ -187,9 +187,14 @@ def test_the_admin_ui_in_a_browser(gateway, browser, capsys):
     tab.shot("playground-answered")
     tab.assert_clean("playground")
 
-    # The dashboard now draws those requests.
-    tab.open("/ui/dashboard?window=1h")
-    requests = page.locator(".stat", has_text="requests").locator(".value").inner_text()
+    # The dashboard now draws those requests (once the ledger has written the last one).
+    deadline = time.monotonic() + 15
+    while True:
+        tab.open("/ui/dashboard?window=1h")
+        requests = page.locator(".stat", has_text="requests").locator(".value").inner_text()
+        if int(requests) >= 2 or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
     assert int(requests) >= 2
     assert page.locator("figure.chart svg").count() == 5
     assert page.locator("figure.chart rect").count() >= 1
