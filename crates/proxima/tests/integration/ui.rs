@@ -543,3 +543,90 @@ async fn a_teams_conversations_and_vector_stores_are_browsed_and_searched() {
     let path = format!("/ui/vector-stores/{store_id}?tenant=team%3Ablue&q=launch");
     assert_eq!(page(&gw, &master.cookie, &path).await.status, 404);
 }
+
+#[tokio::test]
+async fn teams_are_made_changed_and_deleted_in_the_ui() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start(&mock).await;
+    let master = signed_in(&gw, MASTER).await;
+    let made = post_form(
+        &gw,
+        &master,
+        "/ui/teams",
+        &[
+            ("name", "data science"),
+            ("tpm", "5000"),
+            ("models", "chat"),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(made.status, 303, "{}", made.text());
+    assert_eq!(made.header("location"), Some("/ui/teams/data%20science"));
+    let team = gw
+        .admin(MASTER, Method::GET, "/admin/teams/data%20science", None)
+        .await
+        .json();
+    assert_eq!(
+        (team["tpm"].clone(), team["models"].clone()),
+        (json!(5000), json!(["chat"]))
+    );
+    let shown = page(&gw, &master.cookie, "/ui/teams/data%20science").await;
+    assert_eq!(shown.status, 200);
+    assert!(shown.text().contains("value=\"5000\""), "{}", shown.text());
+
+    // Emptied fields clear the limits.
+    let changed = post_form(
+        &gw,
+        &master,
+        "/ui/teams/data%20science",
+        &[
+            ("tpm", ""),
+            ("models", ""),
+            ("budget_usd", "20"),
+            ("budget_period", "1mo"),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(changed.status, 303, "{}", changed.text());
+    let team = gw
+        .admin(MASTER, Method::GET, "/admin/teams/data%20science", None)
+        .await
+        .json();
+    assert_eq!(team["tpm"], Value::Null);
+    assert_eq!(team["models"], Value::Null);
+    assert_eq!(team["budget"], json!({"usd": 20.0, "period": "1mo"}));
+    let bad = post_form(
+        &gw,
+        &master,
+        "/ui/teams/data%20science",
+        &[("rpm", "lots")],
+        true,
+    )
+    .await;
+    assert_eq!(bad.status, 400);
+    assert!(
+        bad.text().contains("rpm must be a whole number"),
+        "{}",
+        bad.text()
+    );
+
+    let deleted = post_form(&gw, &master, "/ui/teams/data%20science/delete", &[], true).await;
+    assert_eq!(deleted.status, 303);
+    let gone = gw
+        .admin(MASTER, Method::GET, "/admin/teams/data%20science", None)
+        .await;
+    assert_eq!(gone.status, 404);
+    assert_eq!(
+        page(&gw, &master.cookie, "/ui/teams/data%20science")
+            .await
+            .status,
+        404
+    );
+    let audit = gw
+        .admin(MASTER, Method::GET, "/admin/audit?action=team", None)
+        .await
+        .json();
+    assert_eq!(audit["data"].as_array().unwrap().len(), 3, "{audit}");
+}
