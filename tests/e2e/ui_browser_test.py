@@ -129,6 +129,9 @@ def test_the_admin_ui_in_a_browser(gateway, browser, capsys):
     # and its detail page opens from there.
     key_id = page.locator("table tbody tr", has_text="browser-key").locator("a").first.get_attribute("href")
     key_id = key_id.rsplit("/", 1)[-1]
+    tab.open(f"/ui/keys/{key_id}")
+    assert page.input_value("input[name=rpm]") == "600"
+    tab.shot("key-edit")
     deadline = time.monotonic() + 15
     while True:
         tab.open(f"/ui/logs?key={key_id}")
