@@ -3,7 +3,8 @@
 //! The modules follow the path of a request (see [`server`] for the whole path in one place):
 //! [`surface`] (wire formats in and out, via [`wire`]) → [`canonical`] model → [`policy`]
 //! (auth) → [`pipeline`] → [`router`] (strategy, retries, fallbacks) → [`providers`] (one
-//! adapter per upstream API) → back. [`config`] and [`gateway`] build the whole from a file.
+//! adapter per upstream API) → back. [`config`] and [`gateway`] build the whole from a file;
+//! [`ui`] is the admin web UI.
 
 pub mod audit;
 pub mod cache;
@@ -32,6 +33,7 @@ pub mod store;
 pub mod surface;
 pub mod telemetry;
 pub mod tokenizer;
+pub mod ui;
 pub mod usage;
 pub mod wire;
 pub mod words;

@@ -43,7 +43,8 @@
 //! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
 //! are limited by `[files] max_bytes` instead of `max_body_bytes`. `/admin/*` takes the master key or an admin key ([`authenticate_admin`]), which
 //! names the caller as the [`Actor`] of the [`audit`](crate::audit) log every admin change is
-//! recorded in. A reload (SIGHUP, the config file changing, or `POST /admin/config/reload`)
+//! recorded in. `/ui` is the admin web UI ([`crate::ui`]): a signed-in admin's pages, whose
+//! playground runs chat completions through [`call_as`] like `/v1`. A reload (SIGHUP, the config file changing, or `POST /admin/config/reload`)
 //! builds a new gateway and swaps it in ([`AppState::reload`]). In the background: old
 //! conversations expire ([`crate::context::expire_old`]) and old ledger rows are purged into
 //! daily rollups ([`crate::usage::retention`]).
@@ -222,6 +223,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/metrics", get(metrics))
         .merge(v1)
         .merge(admin)
+        .merge(crate::ui::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(request_id))
@@ -270,7 +272,7 @@ async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Ne
 async fn authenticated(
     state: Arc<AppState>,
     trace: TraceContext,
-    mut req: Request,
+    req: Request,
     next: Next,
 ) -> Response {
     let api = api_for_path(req.uri().path());
@@ -283,6 +285,26 @@ async fn authenticated(
         Ok(caller) => caller,
         Err(e) => return e.into_response(api),
     };
+    call_as(&state, gateway, caller, trace, req, |req| next.run(req)).await
+}
+
+/// Runs `handler` on `req` as `caller`, authenticated already: puts the request's
+/// [`RequestContext`] in it, and writes the ledger row of a call refused before the pipeline
+/// metered it. The `/v1` routes come through here, and so does the admin UI's playground, as
+/// the signed-in admin.
+pub(crate) async fn call_as<F, Fut>(
+    state: &AppState,
+    gateway: Arc<Gateway>,
+    caller: Arc<crate::policy::Caller>,
+    trace: TraceContext,
+    mut req: Request,
+    handler: F,
+) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let api = api_for_path(req.uri().path());
     let (metadata, bad_metadata) = match request_metadata(req.headers()) {
         Ok(metadata) => (metadata, None),
         Err(e) => (None, Some(e)),
@@ -309,7 +331,7 @@ async fn authenticated(
         Some(e) => e.into_response(api),
         None => {
             req.extensions_mut().insert(cx.clone());
-            next.run(req).await
+            handler(req).await
         }
     };
     // A call refused before the pipeline metered it (a bad body or header) still gets its

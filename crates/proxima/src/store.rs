@@ -86,6 +86,7 @@ mod migrations;
 mod prompts;
 mod rollups;
 mod teams;
+mod usage_series;
 mod vector_stores;
 
 use std::str::FromStr;
@@ -108,6 +109,7 @@ pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn,
 pub use prompts::{NewPrompt, PromptRecord};
 pub use rollups::{PurgeLock, DAY_MS};
 pub use teams::{TeamPatch, TeamRecord};
+pub use usage_series::{SeriesFilter, UsageBucket};
 pub use vector_stores::{
     ChunkKey, ChunkRow, Chunking, FileCounts, FileListing, IndexedFile, NewChunk, StoreFileRecord,
     VectorStoreRecord,

@@ -50,6 +50,11 @@ impl Caller {
         }
     }
 
+    /// The master key's caller.
+    pub fn master() -> Caller {
+        Caller::named("master", true)
+    }
+
     fn from_static(name: &str, key: &KeyConfig) -> Caller {
         Caller {
             team: key.team.as_deref().map(Arc::from),
@@ -108,10 +113,7 @@ impl Auth {
     pub fn from_config(config: &Config, jwt: Option<Arc<JwtVerifier>>) -> Auth {
         let mut keys = foldhash::HashMap::default();
         if let Some(master) = &config.server.master_key {
-            keys.insert(
-                secret_digest(master.expose()),
-                Arc::new(Caller::named("master", true)),
-            );
+            keys.insert(secret_digest(master.expose()), Arc::new(Caller::master()));
         }
         for (name, key) in &config.keys {
             keys.insert(

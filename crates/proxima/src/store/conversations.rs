@@ -191,6 +191,30 @@ impl Store {
         fetch_owned!(self, sql, id, owner, conversation_from_row)
     }
 
+    /// The owner's conversations, the most recently used first, at most `limit`: the admin
+    /// UI's listing (the Conversations API has none).
+    pub async fn list_conversations(
+        &self,
+        owner: &str,
+        limit: i64,
+    ) -> Result<Vec<ConversationRecord>> {
+        let sql = sql!(
+            "SELECT {CONVERSATION_COLUMNS} FROM conversations WHERE owner = $1 \
+             ORDER BY used_at DESC, id DESC LIMIT $2"
+        );
+        on_pool!(self, |pool| {
+            let rows = sqlx::query(sql)
+                .bind(owner)
+                .bind(limit)
+                .fetch_all(pool)
+                .await
+                .map_err(db_error)?;
+            rows.iter()
+                .map(conversation_from_row)
+                .collect::<Result<Vec<_>>>()
+        })
+    }
+
     /// Replaces a conversation's metadata; `false` when the owner has no such conversation.
     pub async fn set_conversation_metadata(
         &self,

@@ -21,7 +21,7 @@ use crate::clock;
 use crate::error::{Error, ErrorKind, Result};
 use crate::state::AppState;
 use crate::store::{
-    AuditFilter, GroupBy, KeyPatch, LedgerRow, LogFilter, NewKey, TeamPatch, TeamRecord,
+    AuditFilter, GroupBy, KeyPatch, KeyRecord, LedgerRow, LogFilter, NewKey, TeamPatch, TeamRecord,
 };
 
 /// Admin bodies are small; this bounds what an admin request may send.
@@ -107,38 +107,43 @@ pub async fn create_key(
 ) -> Response {
     created(
         async {
-            let (new, asked): (NewKey, Value) = read_change(body).await?;
-            let services = state.services();
-            let made_id = |key: &Value| key["id"].as_str().unwrap_or_default().to_owned();
-            audit::record(
-                &services.store,
-                &actor,
-                "key.create",
-                Target::Made(made_id),
-                audit::detail(&asked),
-                async {
-                    if new.name.trim().is_empty() {
-                        return Err(
-                            Error::invalid_request("a key needs a `name`").with_param("name")
-                        );
-                    }
-                    check_limits(
-                        &state,
-                        new.models.as_ref(),
-                        new.budget.as_ref(),
-                        new.regions.as_ref(),
-                    )?;
-                    let (record, secret) = services.store.create_key(&new).await?;
-                    services.directory.apply_key(&record);
-                    let mut value = serde_json::to_value(&record).unwrap_or_default();
-                    value["key"] = secret.into();
-                    Ok(value)
-                },
-            )
-            .await
+            let asked = read_json(body, ADMIN_BODY_LIMIT).await?;
+            create_key_as(&state, &actor, asked).await
         }
         .await,
     )
+}
+
+/// Makes the key `asked` for (`POST /admin/keys`'s body) as `actor`, audited: the admin API
+/// and the admin UI both make keys here. The answer holds the secret, this once.
+pub async fn create_key_as(state: &AppState, actor: &Actor, asked: Value) -> Result<Value> {
+    let new: NewKey = parse_json(asked.to_string().as_bytes())?;
+    let services = state.services();
+    let made_id = |key: &Value| key["id"].as_str().unwrap_or_default().to_owned();
+    audit::record(
+        &services.store,
+        actor,
+        "key.create",
+        Target::Made(made_id),
+        audit::detail(&asked),
+        async {
+            if new.name.trim().is_empty() {
+                return Err(Error::invalid_request("a key needs a `name`").with_param("name"));
+            }
+            check_limits(
+                state,
+                new.models.as_ref(),
+                new.budget.as_ref(),
+                new.regions.as_ref(),
+            )?;
+            let (record, secret) = services.store.create_key(&new).await?;
+            services.directory.apply_key(&record);
+            let mut value = serde_json::to_value(&record).unwrap_or_default();
+            value["key"] = secret.into();
+            Ok(value)
+        },
+    )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -194,34 +199,45 @@ pub async fn update_key(
 ) -> Response {
     answer(
         async {
-            let (patch, asked): (KeyPatch, Value) = read_change(body).await?;
-            let services = state.services();
-            audit::record(
-                &services.store,
-                &actor,
-                "key.update",
-                Target::Known(&id),
-                audit::detail(&asked),
-                async {
-                    check_limits(
-                        &state,
-                        patch.models.as_ref().and_then(Option::as_ref),
-                        patch.budget.as_ref().and_then(Option::as_ref),
-                        patch.regions.as_ref().and_then(Option::as_ref),
-                    )?;
-                    let record = services
-                        .store
-                        .update_key(&id, &patch)
-                        .await?
-                        .ok_or_else(|| not_found("key", &id))?;
-                    services.directory.apply_key(&record);
-                    Ok(record)
-                },
-            )
-            .await
+            let asked = read_json(body, ADMIN_BODY_LIMIT).await?;
+            update_key_as(&state, &actor, &id, asked).await
         }
         .await,
     )
+}
+
+/// Changes key `id` as `asked` (`PATCH /admin/keys/{id}`'s body) as `actor`, audited.
+pub async fn update_key_as(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    asked: Value,
+) -> Result<KeyRecord> {
+    let patch: KeyPatch = parse_json(asked.to_string().as_bytes())?;
+    let services = state.services();
+    audit::record(
+        &services.store,
+        actor,
+        "key.update",
+        Target::Known(id),
+        audit::detail(&asked),
+        async {
+            check_limits(
+                state,
+                patch.models.as_ref().and_then(Option::as_ref),
+                patch.budget.as_ref().and_then(Option::as_ref),
+                patch.regions.as_ref().and_then(Option::as_ref),
+            )?;
+            let record = services
+                .store
+                .update_key(id, &patch)
+                .await?
+                .ok_or_else(|| not_found("key", id))?;
+            services.directory.apply_key(&record);
+            Ok(record)
+        },
+    )
+    .await
 }
 
 /// `DELETE /admin/keys/{id}`: revokes the key on every replica within `sync_interval`.
@@ -230,26 +246,29 @@ pub async fn revoke_key(
     Extension(actor): Extension<Actor>,
     Path(id): Path<String>,
 ) -> Response {
+    answer(revoke_key_as(&state, &actor, &id).await)
+}
+
+/// Revokes key `id` as `actor`, audited.
+pub async fn revoke_key_as(state: &AppState, actor: &Actor, id: &str) -> Result<KeyRecord> {
     let services = state.services();
-    answer(
-        audit::record(
-            &services.store,
-            &actor,
-            "key.revoke",
-            Target::Known(&id),
-            json!({}),
-            async {
-                let record = services
-                    .store
-                    .revoke_key(&id)
-                    .await?
-                    .ok_or_else(|| not_found("key", &id))?;
-                services.directory.apply_key(&record);
-                Ok(record)
-            },
-        )
-        .await,
+    audit::record(
+        &services.store,
+        actor,
+        "key.revoke",
+        Target::Known(id),
+        json!({}),
+        async {
+            let record = services
+                .store
+                .revoke_key(id)
+                .await?
+                .ok_or_else(|| not_found("key", id))?;
+            services.directory.apply_key(&record);
+            Ok(record)
+        },
     )
+    .await
 }
 
 /// `POST /admin/teams`.
@@ -260,41 +279,42 @@ pub async fn create_team(
 ) -> Response {
     created(
         async {
-            let (team, asked): (TeamRecord, Value) = read_change(body).await?;
-            let services = state.services();
-            audit::record(
-                &services.store,
-                &actor,
-                "team.create",
-                Target::Known(&team.name),
-                audit::detail(&asked),
-                async {
-                    if team.name.trim().is_empty() {
-                        return Err(
-                            Error::invalid_request("a team needs a `name`").with_param("name")
-                        );
-                    }
-                    check_limits(
-                        &state,
-                        team.models.as_ref(),
-                        team.budget.as_ref(),
-                        team.regions.as_ref(),
-                    )?;
-                    let record = services.store.create_team(&team).await?.ok_or_else(|| {
-                        Error::invalid_request(format!(
-                            "a team named `{}` exists already",
-                            team.name
-                        ))
-                        .with_param("name")
-                    })?;
-                    services.directory.apply_team(&record);
-                    Ok(record)
-                },
-            )
-            .await
+            let asked = read_json(body, ADMIN_BODY_LIMIT).await?;
+            create_team_as(&state, &actor, asked).await
         }
         .await,
     )
+}
+
+/// Makes the team `asked` for (`POST /admin/teams`'s body) as `actor`, audited.
+pub async fn create_team_as(state: &AppState, actor: &Actor, asked: Value) -> Result<TeamRecord> {
+    let team: TeamRecord = parse_json(asked.to_string().as_bytes())?;
+    let services = state.services();
+    audit::record(
+        &services.store,
+        actor,
+        "team.create",
+        Target::Known(&team.name),
+        audit::detail(&asked),
+        async {
+            if team.name.trim().is_empty() {
+                return Err(Error::invalid_request("a team needs a `name`").with_param("name"));
+            }
+            check_limits(
+                state,
+                team.models.as_ref(),
+                team.budget.as_ref(),
+                team.regions.as_ref(),
+            )?;
+            let record = services.store.create_team(&team).await?.ok_or_else(|| {
+                Error::invalid_request(format!("a team named `{}` exists already", team.name))
+                    .with_param("name")
+            })?;
+            services.directory.apply_team(&record);
+            Ok(record)
+        },
+    )
+    .await
 }
 
 /// `GET /admin/teams`.
@@ -337,34 +357,45 @@ pub async fn update_team(
 ) -> Response {
     answer(
         async {
-            let (patch, asked): (TeamPatch, Value) = read_change(body).await?;
-            let services = state.services();
-            audit::record(
-                &services.store,
-                &actor,
-                "team.update",
-                Target::Known(&name),
-                audit::detail(&asked),
-                async {
-                    check_limits(
-                        &state,
-                        patch.models.as_ref().and_then(Option::as_ref),
-                        patch.budget.as_ref().and_then(Option::as_ref),
-                        patch.regions.as_ref().and_then(Option::as_ref),
-                    )?;
-                    let record = services
-                        .store
-                        .update_team(&name, &patch)
-                        .await?
-                        .ok_or_else(|| not_found("team", &name))?;
-                    services.directory.apply_team(&record);
-                    Ok(record)
-                },
-            )
-            .await
+            let asked = read_json(body, ADMIN_BODY_LIMIT).await?;
+            update_team_as(&state, &actor, &name, asked).await
         }
         .await,
     )
+}
+
+/// Changes team `name` as `asked` (`PATCH /admin/teams/{name}`'s body) as `actor`, audited.
+pub async fn update_team_as(
+    state: &AppState,
+    actor: &Actor,
+    name: &str,
+    asked: Value,
+) -> Result<TeamRecord> {
+    let patch: TeamPatch = parse_json(asked.to_string().as_bytes())?;
+    let services = state.services();
+    audit::record(
+        &services.store,
+        actor,
+        "team.update",
+        Target::Known(name),
+        audit::detail(&asked),
+        async {
+            check_limits(
+                state,
+                patch.models.as_ref().and_then(Option::as_ref),
+                patch.budget.as_ref().and_then(Option::as_ref),
+                patch.regions.as_ref().and_then(Option::as_ref),
+            )?;
+            let record = services
+                .store
+                .update_team(name, &patch)
+                .await?
+                .ok_or_else(|| not_found("team", name))?;
+            services.directory.apply_team(&record);
+            Ok(record)
+        },
+    )
+    .await
 }
 
 /// `DELETE /admin/teams/{name}`: the team's keys keep working, without its limits.
@@ -373,26 +404,29 @@ pub async fn delete_team(
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Response {
+    answer(delete_team_as(&state, &actor, &name).await)
+}
+
+/// Deletes team `name` as `actor`, audited.
+pub async fn delete_team_as(state: &AppState, actor: &Actor, name: &str) -> Result<Value> {
     let services = state.services();
-    answer(
-        audit::record(
-            &services.store,
-            &actor,
-            "team.delete",
-            Target::Known(&name),
-            json!({}),
-            async {
-                if !services.store.delete_team(&name).await? {
-                    return Err(not_found("team", &name));
-                }
-                if let Some(record) = services.store.get_team(&name).await? {
-                    services.directory.apply_team(&record);
-                }
-                Ok(json!({"name": name, "deleted": true}))
-            },
-        )
-        .await,
+    audit::record(
+        &services.store,
+        actor,
+        "team.delete",
+        Target::Known(name),
+        json!({}),
+        async {
+            if !services.store.delete_team(name).await? {
+                return Err(not_found("team", name));
+            }
+            if let Some(record) = services.store.get_team(name).await? {
+                services.directory.apply_team(&record);
+            }
+            Ok(json!({"name": name, "deleted": true}))
+        },
     )
+    .await
 }
 
 #[derive(Deserialize)]
@@ -404,7 +438,7 @@ pub struct UsageQuery {
 }
 
 /// A `from`/`to` query value as epoch ms.
-fn time_param(value: Option<&str>, name: &str, default: i64) -> Result<i64> {
+pub(crate) fn time_param(value: Option<&str>, name: &str, default: i64) -> Result<i64> {
     match value {
         None => Ok(default),
         Some(text) => clock::parse_time(text, clock::now_ms())
@@ -455,7 +489,7 @@ pub async fn usage(
 }
 
 /// An optional `from`/`to` query value as epoch ms.
-fn optional_time(value: Option<&str>, name: &str) -> Result<Option<i64>> {
+pub(crate) fn optional_time(value: Option<&str>, name: &str) -> Result<Option<i64>> {
     value.map(|t| time_param(Some(t), name, 0)).transpose()
 }
 
@@ -521,6 +555,12 @@ fn log_entry(row: &LedgerRow) -> Result<Value> {
 /// `GET /admin/models`: every public model with its targets' breaker state, latency and
 /// error figures, and canary status.
 pub async fn models(Extension(state): Extension<Arc<AppState>>) -> Response {
+    json_response(&json!({ "object": "list", "data": model_health(&state) }))
+}
+
+/// Every public model, by name, with its targets' breaker state, latency and error figures,
+/// and canary status: what `/admin/models` answers and the admin UI shows.
+pub fn model_health(state: &AppState) -> Vec<Value> {
     let gateway = state.gateway();
     let mut models: Vec<Value> = gateway
         .router
@@ -543,7 +583,7 @@ pub async fn models(Extension(state): Extension<Arc<AppState>>) -> Response {
         })
         .collect();
     models.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    json_response(&json!({ "object": "list", "data": models }))
+    models
 }
 
 /// `POST /admin/config/reload`: 200 when the new config is in force, 400 with its problems

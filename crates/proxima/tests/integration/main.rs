@@ -31,4 +31,5 @@ mod shutdown;
 mod streaming;
 mod telemetry;
 mod tools;
+mod ui;
 mod vector_stores;
