@@ -37,6 +37,10 @@
 //! documents and search them; a file added to a store is ingested in the background
 //! ([`crate::retrieval::ingest`]), its embedding calls made through the pipeline.
 //!
+//! `/mcp` ([`crate::mcp`]) serves the Model Context Protocol to callers with a gateway key
+//! (authenticated as in step 2): the gateway's own tools over the caller's data, and the tools
+//! of the configured upstream MCP servers, each call with its ledger row.
+//!
 //! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
 //! [`surface::responses`] read and write the conversation store directly, for the caller's
 //! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
@@ -176,6 +180,14 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             post(surface::vector_stores::search),
         )
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mcp = axum::Router::new()
+        .route(
+            "/mcp",
+            post(crate::mcp::post)
+                .get(crate::mcp::get)
+                .delete(crate::mcp::delete),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
         .route(
@@ -211,6 +223,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .merge(mcp)
         .merge(admin)
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

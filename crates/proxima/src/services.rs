@@ -35,6 +35,8 @@ pub struct Services {
     pub cache: Arc<Cache>,
     /// Metrics and the trace exporter (from `[telemetry]`, also kept until restart).
     pub telemetry: Arc<Telemetry>,
+    /// The sessions of `/mcp` clients.
+    pub mcp_sessions: crate::mcp::Sessions,
     /// What these were built from, to tell when a reload asks for something else.
     pub storage: StorageConfig,
 }
@@ -74,6 +76,7 @@ impl Services {
             ingestion: Arc::new(Semaphore::new(crate::retrieval::ingest::CONCURRENT_FILES)),
             cache,
             telemetry,
+            mcp_sessions: crate::mcp::Sessions::default(),
             storage: storage.clone(),
         }))
     }

@@ -232,6 +232,7 @@ fn new_key(args: &CreateKey) -> Result<NewKey> {
         }),
         regions: args.regions.clone(),
         pii: None,
+        mcp_tools: None,
         expires_at,
         metadata: None,
         admin: args.admin,

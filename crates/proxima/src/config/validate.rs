@@ -351,6 +351,9 @@ pub fn validate(
                 problem(at("regions"), problem_text);
             }
         }
+        if let Some(problem_text) = key.mcp_tools.as_deref().and_then(mcp_tools_problem) {
+            problem(at("mcp_tools"), problem_text);
+        }
         for model in key.models.iter().flatten() {
             if !config.models.contains_key(model) {
                 problem(
@@ -485,6 +488,48 @@ pub fn validate(
         problem("telemetry.service_name".into(), "must not be empty".into());
     }
 
+    for (name, server) in &config.mcp.servers {
+        let at = |field: &str| format!("mcp.servers.{name}.{field}");
+        if !mcp_server_name_ok(name) {
+            problem(
+                format!("mcp.servers.{name}"),
+                "a server name takes letters, digits, `-` and single `_` (its tools are named `NAME__TOOL`)".into(),
+            );
+        }
+        let uri = server.url.parse::<http::Uri>().ok();
+        if !(server.url.starts_with("http://") || server.url.starts_with("https://"))
+            || uri.is_none()
+        {
+            problem(
+                at("url"),
+                format!(
+                    "`{}` is not an http:// or https:// URL, like \"http://127.0.0.1:9000/mcp\"",
+                    server.url
+                ),
+            );
+        } else if uri
+            .and_then(|u| u.into_parts().authority)
+            .is_some_and(|a| a.as_str().contains('@'))
+        {
+            problem(
+                at("url"),
+                "has a user name or password in it: give credentials with `headers` instead".into(),
+            );
+        }
+        for (header, value) in &server.headers {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value.expose()).is_err()
+            {
+                problem(
+                    at("headers"),
+                    format!(
+                        "`{header}` is not a valid header name, or its value not a valid header value"
+                    ),
+                );
+            }
+        }
+    }
+
     let has_keys = config.server.master_key.is_some() || !config.keys.is_empty();
     if !has_keys && !config.server.listen.ip().is_loopback() {
         problem(
@@ -506,6 +551,26 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// Whether `name` can name an MCP server: its tools are `NAME__TOOL`, so the name holds no `__`.
+pub fn mcp_server_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What is wrong with a caller's `mcp_tools` globs, if anything: each is a tool name in which
+/// `*` stands for any run of characters and `?` for one.
+pub fn mcp_tools_problem(globs: &[String]) -> Option<String> {
+    globs
+        .iter()
+        .find(|g| g.is_empty() || g.len() > 256 || g.chars().any(char::is_whitespace))
+        .map(|g| {
+            format!("`{g}` is not a tool name glob: give names like `github__*` or `vector_store_search`, without spaces")
+        })
 }
 
 /// What is wrong with a caller's `regions`, if anything: none given (nothing could serve it),

@@ -49,6 +49,10 @@ const SQLITE: &[Migration] = &[
         version: 7,
         sql: include_str!("migrations/sqlite/0007_audit_retention.sql"),
     },
+    Migration {
+        version: 9,
+        sql: include_str!("migrations/sqlite/0009_mcp_tools.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -80,6 +84,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 7,
         sql: include_str!("migrations/postgres/0007_audit_retention.sql"),
+    },
+    Migration {
+        version: 9,
+        sql: include_str!("migrations/postgres/0009_mcp_tools.sql"),
     },
 ];
 

@@ -28,6 +28,9 @@ pub struct TeamRecord {
     /// The team's own PII policy, over `[pii]` (its keys' own win over it).
     #[serde(default)]
     pub pii: Option<PiiOverride>,
+    /// Tools of `/mcp` the team's keys may list and call, as globs; absent means all.
+    #[serde(default)]
+    pub mcp_tools: Option<Vec<String>>,
     #[serde(default)]
     pub metadata: serde_json::Value,
     #[serde(default)]
@@ -55,6 +58,8 @@ pub struct TeamPatch {
     pub regions: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub pii: Option<Option<PiiOverride>>,
+    #[serde(default, deserialize_with = "present")]
+    pub mcp_tools: Option<Option<Vec<String>>>,
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -67,6 +72,7 @@ fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
         budget: read_budget(row)?,
         regions: json_column(col(row, "regions")?),
         pii: json_column(col(row, "pii")?),
+        mcp_tools: json_column(col(row, "mcp_tools")?),
         metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
@@ -75,7 +81,7 @@ fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
 }
 
 const TEAM_COLUMNS: &str = "name, models, rpm, tpm, budget_nanos, budget_period, metadata, \
-    created_at, updated_at, deleted_at, regions, pii";
+    created_at, updated_at, deleted_at, regions, pii, mcp_tools";
 
 impl Store {
     /// Creates a team, or brings back a deleted one of the same name. `Ok(None)` when a live
@@ -95,10 +101,10 @@ impl Store {
             team.metadata = serde_json::json!({});
         }
         let sql = sql!(
-            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11) \
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12) \
              ON CONFLICT (name) DO UPDATE SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
              budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL, \
-             regions = $10, pii = $11"
+             regions = $10, pii = $11, mcp_tools = $12"
         );
         let t = &team;
         on_pool!(self, |pool| {
@@ -107,7 +113,7 @@ impl Store {
                 .bind(t.metadata.to_string())
                 .bind(t.created_at)
                 .bind(t.updated_at);
-            bind_policy(query, &t.regions, &t.pii)
+            bind_policy(query, &t.regions, &t.pii, &t.mcp_tools)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -167,20 +173,21 @@ impl Store {
         set_if(&mut team.budget, &patch.budget);
         set_if(&mut team.regions, &patch.regions);
         set_if(&mut team.pii, &patch.pii);
+        set_if(&mut team.mcp_tools, &patch.mcp_tools);
         set_if(&mut team.metadata, &patch.metadata);
         team.updated_at = now_ms().max(team.updated_at + 1);
         let t = &team;
         on_pool!(self, |pool| {
             let query = sqlx::query(
                 "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
-                 budget_period = $6, metadata = $7, updated_at = $8, regions = $9, pii = $10 \
-                 WHERE name = $1",
+                 budget_period = $6, metadata = $7, updated_at = $8, regions = $9, pii = $10, \
+                 mcp_tools = $11 WHERE name = $1",
             )
             .bind(&t.name);
             let query = bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
                 .bind(t.metadata.to_string())
                 .bind(t.updated_at);
-            bind_policy(query, &t.regions, &t.pii)
+            bind_policy(query, &t.regions, &t.pii, &t.mcp_tools)
                 .execute(pool)
                 .await
                 .map(drop)
