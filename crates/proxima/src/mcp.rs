@@ -35,7 +35,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Extension;
+use axum::extract::{Extension, Request};
+use axum::middleware::Next;
 use axum::response::Response;
 use bytes::BytesMut;
 use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -51,7 +52,7 @@ use self::protocol::{
 pub use self::session::Sessions;
 use self::upstream::Failure;
 pub use self::upstream::Upstreams;
-use crate::error::ErrorKind;
+use crate::error::{ErrorCode, ErrorKind};
 use crate::pipeline::RequestContext;
 use crate::store::LedgerRow;
 
@@ -202,6 +203,31 @@ pub async fn post(
         response.headers_mut().insert(SESSION_HEADER, id);
     }
     response
+}
+
+/// Puts an error made before `/mcp`'s handlers (authentication's 401) in JSON-RPC's shape, as
+/// every answer of `/mcp` is, so MCP clients show its message; the SPEC error code goes in
+/// `data.code`, and the status and headers stay.
+pub async fn errors_in_json_rpc(req: Request, next: Next) -> Response {
+    /// An error body is a short message: more is not one of ours.
+    const MAX_ERROR_BODY: usize = 64 * 1024;
+    let response = next.run(req).await;
+    let Some(code) = response.extensions().get::<ErrorCode>().map(|c| c.0) else {
+        return response;
+    };
+    let (mut parts, body) = response.into_parts();
+    let body = axum::body::to_bytes(body, MAX_ERROR_BODY)
+        .await
+        .unwrap_or_default();
+    let message = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|b| b["error"]["message"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| code.to_owned());
+    let mut error = RpcError::new(INVALID_REQUEST, message);
+    error.data = Some(json!({"code": code}));
+    let body = protocol::answer(Value::Null, Err(error)).to_string();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(body))
 }
 
 /// `GET /mcp`: 405, as the specification has it for a server that starts no messages itself.

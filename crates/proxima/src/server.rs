@@ -187,7 +187,8 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
                 .get(crate::mcp::get)
                 .delete(crate::mcp::delete),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn(crate::mcp::errors_in_json_rpc));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
         .route(

@@ -346,12 +346,20 @@ async fn without_a_key_it_is_401() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(conf(&mock)).await;
     let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {"protocolVersion": "2025-06-18"}});
+    // Refused in JSON-RPC's shape, as every answer of /mcp, with the SPEC code in `data`.
     let anonymous = gw.post_json("/mcp", &init).await;
-    anonymous.assert_error(401, "invalid_api_key");
     let wrong = gw
         .send(gw.post_as("sk-not-a-key-at-all-000000", "/mcp", &init))
         .await;
-    wrong.assert_error(401, "invalid_api_key");
+    for (answer, says) in [(anonymous, "no API key"), (wrong, "not valid")] {
+        assert_eq!(answer.status, 401, "{}", answer.text());
+        assert_eq!(answer.header("content-type"), Some("application/json"));
+        let body = answer.json();
+        assert_eq!(body["jsonrpc"], "2.0");
+        assert_eq!(body["error"]["data"]["code"], "invalid_api_key", "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{message}");
+    }
     // x-api-key works like Bearer.
     let by_header = gw
         .send(
