@@ -693,6 +693,48 @@ mod tests {
     }
 
     #[test]
+    fn mcp_servers_and_tool_globs_are_checked() {
+        let config = parse(
+            "[mcp.servers.git-hub]\nurl = \"https://mcp.example.com/mcp\"\n\
+             headers = { authorization = \"Bearer t\" }\n\
+             [keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\nmcp_tools = [\"git-hub__*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.mcp.servers["git-hub"].timeout.0.as_secs(), 30);
+        assert_eq!(config.mcp.tools_ttl.0.as_secs(), 300);
+        for (text, says) in [
+            (
+                "[mcp.servers.a__b]\nurl = \"http://h/mcp\"\n",
+                "mcp.servers.a__b: a server name",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"ftp://h/mcp\"\n",
+                "mcp.servers.a.url: `ftp://h/mcp` is not",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://u:p@h/mcp\"\n",
+                "mcp.servers.a.url: has a user name",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://h/mcp\"\nheaders = { \"bad header\" = \"x\" }\n",
+                "mcp.servers.a.headers: `bad header`",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://h/mcp\"\ncommand = \"x\"\n",
+                "unknown field",
+            ),
+            (
+                "[keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\nmcp_tools = [\"\"]\n",
+                "keys.a.mcp_tools: `` is not a tool name glob",
+            ),
+        ] {
+            let problems = check(text);
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            assert!(problems[0].contains(says), "{text}: {problems:?}");
+        }
+    }
+
+    #[test]
     fn key_regions_must_name_a_provider_region() {
         let base = "[providers.eu]\nkind = \"mock\"\nregion = \"eu\"\n\
             [keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\n";

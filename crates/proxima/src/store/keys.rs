@@ -415,6 +415,7 @@ mod tests {
                     period: BudgetPeriod::Day,
                 }),
                 regions: Some(vec!["eu".into()]),
+                mcp_tools: Some(vec!["github__*".into()]),
                 ..NewKey::default()
             })
             .await
@@ -436,6 +437,7 @@ mod tests {
         assert_eq!(found.models.as_deref(), Some(&["fast".to_string()][..]));
         assert_eq!(found.regions.as_deref(), Some(&["eu".to_string()][..]));
         assert_eq!(found.pii, None);
+        assert_eq!(found.mcp_tools, Some(vec!["github__*".to_string()]));
         assert!(!serde_json::to_string(&found)
             .unwrap()
             .contains(&secret[6..]));

@@ -225,12 +225,14 @@ mod tests {
         let team: TeamRecord = serde_json::from_value(serde_json::json!({
             "name": "platform", "rpm": 100,
             "budget": {"usd": 50.0, "period": "1mo"},
-            "regions": ["eu"], "pii": {"mode": "mask", "entities": ["email"]}
+            "regions": ["eu"], "pii": {"mode": "mask", "entities": ["email"]},
+            "mcp_tools": ["github__*"]
         }))
         .unwrap();
         let made = store.create_team(&team).await.unwrap().unwrap();
         let read = store.get_team("platform").await.unwrap().unwrap();
         assert_eq!(read.regions.as_deref(), Some(&["eu".to_string()][..]));
+        assert_eq!(read.mcp_tools, Some(vec!["github__*".to_string()]));
         assert_eq!(
             read.pii.as_ref().and_then(|p| p.mode),
             Some(crate::config::PiiMode::Mask)
@@ -244,7 +246,7 @@ mod tests {
             .update_team(
                 "platform",
                 &serde_json::from_value(
-                    serde_json::json!({"rpm": null, "tpm": 5000, "regions": null}),
+                    serde_json::json!({"rpm": null, "tpm": 5000, "regions": null, "mcp_tools": null}),
                 )
                 .unwrap(),
             )
@@ -254,6 +256,7 @@ mod tests {
         assert_eq!((patched.rpm, patched.tpm), (None, Some(5000)));
         let read = store.get_team("platform").await.unwrap().unwrap();
         assert_eq!(read.regions, None, "null clears the regions");
+        assert_eq!(read.mcp_tools, None);
         assert!(read.pii.is_some(), "a field left out stays");
         assert_eq!(store.list_teams().await.unwrap().len(), 1);
         assert!(store.delete_team("platform").await.unwrap());

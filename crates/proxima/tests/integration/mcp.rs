@@ -708,3 +708,37 @@ async fn every_tool_call_is_in_the_admin_logs() {
     assert_eq!(filtered["data"].as_array().unwrap().len(), 1, "{filtered}");
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reload_lists_the_servers_again_and_sessions_go_on() {
+    let mock = MockUpstream::start().await.unwrap();
+    let server = |name: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n\n[keys.alice]\nkey = \"{ALICE}\"\n\n\
+             [mcp.servers.{name}]\nurl = \"{}/mcp\"\n",
+            mock.url()
+        )
+    };
+    let path = temp_file("mcp-reload.toml", &server("up"));
+    let gw = Gateway::start_file(&path).await;
+    let mut alice = Client::new(&gw, ALICE);
+    alice.initialize("2025-06-18").await;
+    assert!(alice.tool_names().await.contains(&"up__echo".to_owned()));
+    // The server is renamed in the file, which the gateway watches and reloads.
+    std::fs::write(&path, server("tools")).unwrap();
+    let mut names = Vec::new();
+    for _ in 0..100 {
+        names = alice.tool_names().await;
+        if names.contains(&"tools__echo".to_owned()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(names.contains(&"tools__echo".to_owned()), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("up__")), "{names:?}");
+    assert_eq!(
+        text(&alice.call("tools__echo", json!({"text": "after"})).await),
+        "after"
+    );
+    gw.shutdown().await;
+}
