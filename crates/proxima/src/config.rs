@@ -760,15 +760,26 @@ impl Default for McpConfig {
     }
 }
 
-/// One upstream MCP server, spoken to over streamable HTTP with the gateway's own credentials.
+/// One upstream MCP server, spoken to with the gateway's own credentials: over streamable
+/// HTTP (`url`), or over the stdin and stdout of a local command (`command`).
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct McpServerConfig {
     /// Its streamable HTTP endpoint, e.g. "http://127.0.0.1:9000/mcp".
-    pub url: String,
-    /// Sent with every request to it (e.g. `authorization`); the caller's key never is.
+    pub url: Option<String>,
+    /// Sent with every request to `url` (e.g. `authorization`); the caller's key never is.
     #[serde(default)]
     pub headers: BTreeMap<String, Secret>,
+    /// Instead of `url`: a program speaking MCP on its stdin and stdout, started when its tools
+    /// are first needed (and again if it exits), stopped with the gateway or at a reload.
+    pub command: Option<String>,
+    /// The command's arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The command's environment: these, with `PATH` and `HOME`. Nothing else of the gateway's
+    /// environment (its keys) is passed on.
+    #[serde(default)]
+    pub env: BTreeMap<String, Secret>,
     /// Time limit of each request to it.
     #[serde(default = "defaults::mcp_timeout")]
     pub timeout: ConfigDuration,

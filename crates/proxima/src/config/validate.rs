@@ -496,25 +496,41 @@ pub fn validate(
                 "a server name takes letters, digits, `-` and single `_` (its tools are named `NAME__TOOL`)".into(),
             );
         }
-        let uri = server.url.parse::<http::Uri>().ok();
-        if !(server.url.starts_with("http://") || server.url.starts_with("https://"))
-            || uri.is_none()
-        {
-            problem(
-                at("url"),
-                format!(
-                    "`{}` is not an http:// or https:// URL, like \"http://127.0.0.1:9000/mcp\"",
-                    server.url
-                ),
-            );
-        } else if uri
-            .and_then(|u| u.into_parts().authority)
-            .is_some_and(|a| a.as_str().contains('@'))
-        {
-            problem(
-                at("url"),
-                "has a user name or password in it: give credentials with `headers` instead".into(),
-            );
+        match (&server.url, &server.command) {
+            (Some(_), Some(_)) => problem(
+                format!("mcp.servers.{name}"),
+                "give a `url` or a `command`, not both".into(),
+            ),
+            (None, None) => problem(
+                format!("mcp.servers.{name}"),
+                "needs a `url` (streamable HTTP) or a `command` (stdio)".into(),
+            ),
+            (Some(url), None) => {
+                if let Some(text) = mcp_url_problem(url) {
+                    problem(at("url"), text);
+                }
+                if !server.args.is_empty() || !server.env.is_empty() {
+                    problem(at("args"), "`args` and `env` go with a `command`".into());
+                }
+            }
+            (None, Some(command)) => {
+                if command.trim().is_empty() {
+                    problem(at("command"), "is empty".into());
+                }
+                if !server.headers.is_empty() {
+                    problem(at("headers"), "`headers` go with a `url`".into());
+                }
+                if let Some(var) = server
+                    .env
+                    .keys()
+                    .find(|v| v.is_empty() || v.contains(['=', '\0']))
+                {
+                    problem(
+                        at("env"),
+                        format!("`{var}` is not an environment variable name"),
+                    );
+                }
+            }
         }
         for (header, value) in &server.headers {
             if http::HeaderName::from_bytes(header.as_bytes()).is_err()
@@ -551,6 +567,21 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What is wrong with an MCP server's `url`, if anything.
+fn mcp_url_problem(url: &str) -> Option<String> {
+    let uri = url.parse::<http::Uri>().ok();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || uri.is_none() {
+        return Some(format!(
+            "`{url}` is not an http:// or https:// URL, like \"http://127.0.0.1:9000/mcp\""
+        ));
+    }
+    uri.and_then(|u| u.into_parts().authority)
+        .is_some_and(|a| a.as_str().contains('@'))
+        .then(|| {
+            "has a user name or password in it: give credentials with `headers` instead".into()
+        })
 }
 
 /// Whether `name` can name an MCP server: its tools are `NAME__TOOL`, so the name holds no `__`.
@@ -721,7 +752,16 @@ mod tests {
             ),
             (
                 "[mcp.servers.a]\nurl = \"http://h/mcp\"\ncommand = \"x\"\n",
-                "unknown field",
+                "not both",
+            ),
+            ("[mcp.servers.a]\ntimeout = \"1s\"\n", "needs a `url`"),
+            (
+                "[mcp.servers.a]\ncommand = \"x\"\nheaders = { a = \"b\" }\n",
+                "go with a `url`",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://h/mcp\"\nargs = [\"x\"]\n",
+                "go with a `command`",
             ),
             (
                 "[keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\nmcp_tools = [\"\"]\n",

@@ -1,10 +1,13 @@
-//! The gateway as an MCP client of each `[mcp.servers.NAME]`, over streamable HTTP: it
-//! initializes a session of its own, lists the server's tools (kept for `[mcp] tools_ttl`; a
-//! reload builds a new gateway, so the lists are asked again), and forwards tool calls.
+//! The gateway as an MCP client of each `[mcp.servers.NAME]`, over streamable HTTP (`url`) or
+//! a local command's stdin and stdout (`command`, [`stdio`]): it initializes a session of its
+//! own, lists the server's tools (kept for `[mcp] tools_ttl`; a reload builds a new gateway,
+//! so the lists are asked again), and forwards tool calls.
 //!
-//! Every request carries the server's configured `headers` and nothing from the caller: the
-//! gateway key that reached `/mcp` never goes upstream. A server that cannot be reached drops
+//! Every HTTP request carries the server's configured `headers` and nothing from the caller:
+//! the gateway key that reached `/mcp` never goes upstream. A server that cannot be reached drops
 //! out of the tool list (logged, asked again after [`RETRY_FAILED`]) rather than failing it.
+
+mod stdio;
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -54,22 +57,11 @@ pub enum Failure {
 
 struct Server {
     name: String,
-    url: Uri,
-    /// The configured headers, marked sensitive so they never show in logs.
-    headers: HeaderMap,
     timeout: Duration,
-    http: Arc<HttpClient>,
     next_id: AtomicU64,
-    /// The session with it, once initialized.
-    session: Mutex<Option<Arc<Session>>>,
+    transport: Transport,
     /// Its tools as last listed, and until when that list holds.
     tools: Mutex<Option<(Instant, Arc<Vec<Value>>)>>,
-}
-
-#[derive(Debug)]
-struct Session {
-    id: Option<HeaderValue>,
-    version: HeaderValue,
 }
 
 impl Upstreams {
@@ -135,34 +127,21 @@ impl Upstreams {
 
 impl Server {
     fn new(name: &str, config: &McpServerConfig, http: &Arc<HttpClient>) -> Result<Server> {
-        let bad = |what: &str| Error::internal(format!("mcp.servers.{name}: bad {what}"));
-        let mut headers = HeaderMap::new();
-        for (header, value) in &config.headers {
-            let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| bad("header"))?;
-            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad("header"))?;
-            value.set_sensitive(true);
-            headers.insert(name, value);
-        }
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(
-            header::ACCEPT,
-            HeaderValue::from_static("application/json, text/event-stream"),
-        );
-        headers.insert(
-            header::USER_AGENT,
-            HeaderValue::from_static(crate::http_client::USER_AGENT_VALUE),
-        );
+        let transport = match (&config.url, &config.command) {
+            (Some(url), _) => Transport::Http(Http::new(name, url, config, http)?),
+            (None, Some(command)) => Transport::Stdio(stdio::Command::new(name, command, config)),
+            // Checked by `proxima check`.
+            (None, None) => {
+                return Err(Error::internal(format!(
+                    "mcp.servers.{name} has neither a url nor a command"
+                )))
+            }
+        };
         Ok(Server {
             name: name.to_owned(),
-            url: config.url.parse().map_err(|_| bad("url"))?,
-            headers,
             timeout: config.timeout.0,
-            http: http.clone(),
             next_id: AtomicU64::new(1),
-            session: Mutex::new(None),
+            transport,
             tools: Mutex::new(None),
         })
     }
@@ -215,29 +194,129 @@ impl Server {
         Ok(tools)
     }
 
-    /// Sends request `method` in the session (opened first if need be); its result. A session
-    /// the server forgot (404) is opened again once.
+    /// Sends request `method` (the connection opened and initialized first if need be), within
+    /// the server's timeout; its result.
     async fn request(&self, method: &str, params: Value) -> std::result::Result<Value, Failure> {
-        let session = self.session().await?;
-        match self.send(method, params.clone(), Some(&session)).await {
+        let sent = match &self.transport {
+            Transport::Http(http) => {
+                tokio::time::timeout(self.timeout, http.request(&self.next_id, method, params))
+                    .await
+            }
+            Transport::Stdio(command) => {
+                tokio::time::timeout(self.timeout, command.request(&self.next_id, method, params))
+                    .await
+            }
+        };
+        sent.unwrap_or(Err(Sent::TimedOut(self.timeout)))
+            .map_err(|e| e.into_failure(&self.name))
+    }
+}
+
+/// How the gateway reaches a server.
+enum Transport {
+    Http(Http),
+    Stdio(stdio::Command),
+}
+
+/// A server over streamable HTTP.
+struct Http {
+    url: Uri,
+    /// The configured headers, marked sensitive so they never show in logs.
+    headers: HeaderMap,
+    http: Arc<HttpClient>,
+    /// The session with it, once initialized.
+    session: Mutex<Option<Arc<Session>>>,
+}
+
+#[derive(Debug)]
+struct Session {
+    id: Option<HeaderValue>,
+    version: HeaderValue,
+}
+
+/// What the gateway says of itself in `initialize`.
+fn initialize_params() -> Value {
+    json!({
+        "protocolVersion": protocol::VERSIONS[0],
+        "capabilities": {},
+        "clientInfo": {"name": "proxima", "version": env!("CARGO_PKG_VERSION")},
+    })
+}
+
+/// The revision a server agreed to in its `initialize` result, if spoken here.
+fn agreed_version(result: &Value) -> std::result::Result<&'static str, Sent> {
+    result["protocolVersion"]
+        .as_str()
+        .and_then(protocol::known_version)
+        .ok_or_else(|| {
+            Sent::Broken(format!(
+                "it speaks protocol version {}, which this gateway does not",
+                result["protocolVersion"]
+            ))
+        })
+}
+
+impl Http {
+    fn new(
+        server: &str,
+        url: &str,
+        config: &McpServerConfig,
+        http: &Arc<HttpClient>,
+    ) -> Result<Http> {
+        let bad = |what: &str| Error::internal(format!("mcp.servers.{server}: bad {what}"));
+        let mut headers = HeaderMap::new();
+        for (header, value) in &config.headers {
+            let name = HeaderName::from_bytes(header.as_bytes()).map_err(|_| bad("header"))?;
+            let mut value = HeaderValue::from_str(value.expose()).map_err(|_| bad("header"))?;
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(
+            header::ACCEPT,
+            HeaderValue::from_static("application/json, text/event-stream"),
+        );
+        headers.insert(
+            header::USER_AGENT,
+            HeaderValue::from_static(crate::http_client::USER_AGENT_VALUE),
+        );
+        Ok(Http {
+            url: url.parse().map_err(|_| bad("url"))?,
+            headers,
+            http: http.clone(),
+            session: Mutex::new(None),
+        })
+    }
+
+    /// Sends request `method` in the session (opened first if need be). A session the server
+    /// forgot (404) is opened again once.
+    async fn request(
+        &self,
+        ids: &AtomicU64,
+        method: &str,
+        params: Value,
+    ) -> std::result::Result<Value, Sent> {
+        let session = self.session(ids).await?;
+        match self.send(ids, method, params.clone(), &session).await {
             Err(Sent::SessionGone) => {
                 self.forget(&session).await;
-                let session = self.session().await?;
-                self.send(method, params, Some(&session))
-                    .await
-                    .map_err(|e| e.into_failure(&self.name))
+                let session = self.session(ids).await?;
+                self.send(ids, method, params, &session).await
             }
-            other => other.map_err(|e| e.into_failure(&self.name)),
+            other => other,
         }
     }
 
     /// The current session, initialized first when there is none.
-    async fn session(&self) -> std::result::Result<Arc<Session>, Failure> {
+    async fn session(&self, ids: &AtomicU64) -> std::result::Result<Arc<Session>, Sent> {
         let mut current = self.session.lock().await;
         if let Some(session) = current.as_ref() {
             return Ok(session.clone());
         }
-        let session = Arc::new(self.initialize().await?);
+        let session = Arc::new(self.initialize(ids).await?);
         *current = Some(session.clone());
         Ok(session)
     }
@@ -249,28 +328,11 @@ impl Server {
         }
     }
 
-    async fn initialize(&self) -> std::result::Result<Session, Failure> {
-        let params = json!({
-            "protocolVersion": protocol::VERSIONS[0],
-            "capabilities": {},
-            "clientInfo": {"name": "proxima", "version": env!("CARGO_PKG_VERSION")},
-        });
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let body = protocol::request(id, "initialize", params);
-        let (answer, session_id) = self
-            .exchange(&body, None, Some(id))
-            .await
-            .map_err(|e| e.into_failure(&self.name))?;
-        let result = answer.map_err(Failure::Refused)?;
-        let version = result["protocolVersion"]
-            .as_str()
-            .and_then(protocol::known_version)
-            .ok_or_else(|| {
-                Failure::Failed(Error::upstream(format!(
-                    "the MCP server `{}` speaks protocol version {}, which this gateway does not",
-                    self.name, result["protocolVersion"]
-                )))
-            })?;
+    async fn initialize(&self, ids: &AtomicU64) -> std::result::Result<Session, Sent> {
+        let id = ids.fetch_add(1, Ordering::Relaxed);
+        let body = protocol::request(id, "initialize", initialize_params());
+        let (answer, session_id) = self.exchange(&body, None, Some(id)).await?;
+        let version = agreed_version(&answer.map_err(Sent::Refused)?)?;
         let session = Session {
             id: session_id,
             version: HeaderValue::from_static(version),
@@ -278,26 +340,26 @@ impl Server {
         let initialized = protocol::notification("notifications/initialized");
         self.exchange(&initialized, Some(&session), None)
             .await
-            .map(drop)
-            .map_err(|e| e.into_failure(&self.name))?;
+            .map(drop)?;
         Ok(session)
     }
 
     /// Sends one request in `session`; its outcome.
     async fn send(
         &self,
+        ids: &AtomicU64,
         method: &str,
         params: Value,
-        session: Option<&Session>,
+        session: &Session,
     ) -> std::result::Result<Value, Sent> {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let id = ids.fetch_add(1, Ordering::Relaxed);
         let body = protocol::request(id, method, params);
-        let (answer, _) = self.exchange(&body, session, Some(id)).await?;
+        let (answer, _) = self.exchange(&body, Some(session), Some(id)).await?;
         answer.map_err(Sent::Refused)
     }
 
     /// POSTs one message; for a request (`id`), reads its answer from the JSON or event-stream
-    /// body, with the session id the server gave. Within the server's timeout.
+    /// body, with the session id the server gave.
     async fn exchange(
         &self,
         message: &Value,
@@ -313,51 +375,44 @@ impl Server {
             headers.insert(VERSION_HEADER, session.version.clone());
         }
         let body = serde_json::to_vec(message).unwrap_or_default();
-        let exchange = async {
-            let response = self
-                .http
-                .post(self.url.clone(), headers, body)
-                .await
-                .map_err(|e| Sent::Unreachable(source_chain(&e)))?;
-            let status = response.status;
-            let session_id = response.headers.get(SESSION_HEADER).cloned();
-            if status == StatusCode::NOT_FOUND && session.is_some_and(|s| s.id.is_some()) {
-                return Err(Sent::SessionGone);
-            }
-            let event_stream = response
-                .headers
-                .get(header::CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.starts_with("text/event-stream"));
-            if !status.is_success() {
-                let body = read_capped(response.bytes_stream(), 512, Cap::Cut)
-                    .await
-                    .unwrap_or_default();
-                return Err(Sent::Status(
-                    status,
-                    String::from_utf8_lossy(&body).into_owned(),
-                ));
-            }
-            let Some(id) = id else {
-                // A notification: 202 and no body is all there is to it.
-                return Ok((Ok(Value::Null), session_id));
-            };
-            let answer = if event_stream {
-                answer_from_events(response.bytes_stream(), id).await?
-            } else {
-                let body =
-                    read_capped(response.bytes_stream(), MAX_ANSWER_BYTES, Cap::Refuse).await?;
-                let value: Value = serde_json::from_slice(&body)
-                    .map_err(|e| Sent::Broken(format!("its answer is not JSON: {e}")))?;
-                answer_in(value, id).ok_or_else(|| {
-                    Sent::Broken("its answer holds no reply to the request".into())
-                })?
-            };
-            Ok((answer, session_id))
-        };
-        tokio::time::timeout(self.timeout, exchange)
+        let response = self
+            .http
+            .post(self.url.clone(), headers, body)
             .await
-            .unwrap_or(Err(Sent::TimedOut(self.timeout)))
+            .map_err(|e| Sent::Unreachable(source_chain(&e)))?;
+        let status = response.status;
+        let session_id = response.headers.get(SESSION_HEADER).cloned();
+        if status == StatusCode::NOT_FOUND && session.is_some_and(|s| s.id.is_some()) {
+            return Err(Sent::SessionGone);
+        }
+        let event_stream = response
+            .headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        if !status.is_success() {
+            let body = read_capped(response.bytes_stream(), 512, Cap::Cut)
+                .await
+                .unwrap_or_default();
+            return Err(Sent::Status(
+                status,
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        let Some(id) = id else {
+            // A notification: 202 and no body is all there is to it.
+            return Ok((Ok(Value::Null), session_id));
+        };
+        let answer = if event_stream {
+            answer_from_events(response.bytes_stream(), id).await?
+        } else {
+            let body = read_capped(response.bytes_stream(), MAX_ANSWER_BYTES, Cap::Refuse).await?;
+            let value: Value = serde_json::from_slice(&body)
+                .map_err(|e| Sent::Broken(format!("its answer is not JSON: {e}")))?;
+            answer_in(value, id)
+                .ok_or_else(|| Sent::Broken("its answer holds no reply to the request".into()))?
+        };
+        Ok((answer, session_id))
     }
 }
 

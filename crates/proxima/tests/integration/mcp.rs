@@ -742,3 +742,84 @@ async fn a_reload_lists_the_servers_again_and_sessions_go_on() {
     );
     gw.shutdown().await;
 }
+
+/// A stdio MCP server in Python: `shout`, `environment` (the names it was given) and `exit`.
+const STDIO_SERVER: &str = r#"
+import json, os, sys
+print("ready", file=sys.stderr, flush=True)
+for line in sys.stdin:
+    message = json.loads(line)
+    if "id" not in message:
+        continue
+    method, params = message["method"], message.get("params") or {}
+    tool = params.get("name")
+    if method == "initialize":
+        result = {"protocolVersion": params["protocolVersion"], "capabilities": {"tools": {}},
+                  "serverInfo": {"name": "py", "version": "1"}}
+    elif method == "tools/list":
+        result = {"tools": [{"name": name, "inputSchema": {"type": "object"}}
+                            for name in ("shout", "environment", "exit")]}
+    elif method == "tools/call" and tool == "shout":
+        result = {"content": [{"type": "text", "text": params["arguments"]["text"].upper()}]}
+    elif method == "tools/call" and tool == "environment":
+        result = {"content": [{"type": "text", "text": " ".join(sorted(os.environ))}]}
+    elif method == "tools/call" and tool == "exit":
+        sys.exit(0)
+    else:
+        error = {"code": -32602, "message": "Unknown tool: %s" % tool}
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "error": error}), flush=True)
+        continue
+    print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}), flush=True)
+"#;
+
+#[tokio::test]
+async fn a_stdio_server_is_started_used_and_started_again() {
+    let script = temp_file("mcp-server.py", STDIO_SERVER);
+    let gw = Gateway::start(Conf::new().section(&format!(
+        "[keys.alice]\nkey = \"{ALICE}\"\n\n\
+         [mcp.servers.py]\ncommand = \"python3\"\nargs = [\"{}\"]\nenv = {{ MCP_TOKEN = \"t\" }}\ntimeout = \"10s\"\n",
+        script.display()
+    )))
+    .await;
+    let mut alice = Client::new(&gw, ALICE);
+    alice.initialize("2025-06-18").await;
+    let names = alice.tool_names().await;
+    assert!(
+        names.ends_with(&[
+            "py__shout".into(),
+            "py__environment".into(),
+            "py__exit".into()
+        ]),
+        "{names:?}"
+    );
+    assert_eq!(
+        text(&alice.call("py__shout", json!({"text": "quiet"})).await),
+        "QUIET"
+    );
+    // PATH, HOME and its own env reach it; nothing else of the gateway's environment (cargo
+    // runs this test with CARGO_* variables set).
+    let environment = text(&alice.call("py__environment", json!({})).await);
+    assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some());
+    assert!(!environment.contains("CARGO_"), "{environment}");
+    assert!(environment.contains("PATH"), "{environment}");
+    assert!(environment.contains("MCP_TOKEN"), "{environment}");
+    assert_eq!(
+        alice.call("py__nope", json!({})).await["error"]["code"],
+        -32602
+    );
+    // It exits mid-call: that call fails, the next starts it again.
+    let exited = alice.call("py__exit", json!({})).await;
+    assert_eq!(exited["error"]["code"], -32603, "{exited}");
+    assert!(
+        exited["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("exited"),
+        "{exited}"
+    );
+    assert_eq!(
+        text(&alice.call("py__shout", json!({"text": "again"})).await),
+        "AGAIN"
+    );
+    gw.shutdown().await;
+}
