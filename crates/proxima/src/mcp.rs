@@ -3,7 +3,8 @@
 //!
 //! It serves the gateway's own tools over the caller's own data ([`tools`]) and re-exposes the
 //! tools of every `[mcp.servers.NAME]` as `NAME__TOOL` ([`upstream`], where the gateway is the
-//! MCP client, with the server's configured credentials and never the caller's key). The
+//! MCP client of a streamable HTTP server or of a local command, with the server's configured
+//! credentials and never the caller's key). The
 //! caller's `mcp_tools` globs ([`access`]) filter both listing and calling. Every tool call
 //! gets a ledger row (so it shows in `/admin/logs`): model `mcp:TOOL`, provider the server
 //! (`proxima` for the own tools), upstream model the server's own tool name, and the status,
@@ -19,6 +20,8 @@
 //!   for one ended or another caller's, see [`session`]).
 //! - `GET /mcp` is 405: the gateway starts no messages of its own, so it offers no stream.
 //! - `DELETE /mcp` ends the session.
+//! - Every answer is JSON-RPC, a refusal by authentication (401) too
+//!   ([`errors_in_json_rpc`]), so MCP clients show what to fix.
 //!
 //! Written by hand rather than with the `rmcp` SDK: the four methods and the transport are a
 //! few hundred lines over what the crate has anyway (its HTTP client, SSE decoder, body
@@ -39,7 +42,7 @@ use axum::extract::{Extension, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use bytes::BytesMut;
-use http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{header, HeaderMap, HeaderValue, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::time::Instant;
@@ -47,7 +50,7 @@ use tokio::time::Instant;
 use self::access::Access;
 use self::protocol::{
     Message, RpcError, INTERNAL_ERROR, INVALID_PARAMS, INVALID_REQUEST, METHOD_NOT_FOUND,
-    PARSE_ERROR,
+    PARSE_ERROR, SESSION_HEADER, VERSION_HEADER,
 };
 pub use self::session::Sessions;
 use self::upstream::Failure;
@@ -55,9 +58,6 @@ pub use self::upstream::Upstreams;
 use crate::error::{ErrorCode, ErrorKind};
 use crate::pipeline::RequestContext;
 use crate::store::LedgerRow;
-
-const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
-const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// What the ledger names the server of the gateway's own tools.
 const OWN_SERVER: &str = "proxima";
@@ -71,109 +71,30 @@ pub async fn post(
     // MCP traffic is metered per tool call (below), not per HTTP request: a refused message
     // is answered in JSON-RPC and needs no ledger row of the server's making.
     cx.metered.store(true, Ordering::Relaxed);
-    if let Some(asked) = headers.get(VERSION_HEADER) {
-        if asked
-            .to_str()
-            .ok()
-            .and_then(protocol::known_version)
-            .is_none()
-        {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                RpcError::new(
-                    INVALID_REQUEST,
-                    format!(
-                        "MCP-Protocol-Version {asked:?} is not spoken here; these are: {}",
-                        protocol::VERSIONS.join(", ")
-                    ),
-                ),
-            );
-        }
-    }
-    let limit = cx.gateway.config.server.max_body_bytes;
-    let value: Value = match crate::surface::read_json(body, limit).await {
-        Ok(value) => value,
-        Err(e) if e.kind == ErrorKind::RequestTooLarge => {
-            return refused(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                RpcError::new(INVALID_REQUEST, e.message),
-            )
-        }
-        Err(e) => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                RpcError::new(PARSE_ERROR, e.message),
-            )
-        }
-    };
-    let (batch, values) = match value {
-        Value::Array(values) if values.is_empty() => {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                RpcError::new(INVALID_REQUEST, "the batch is empty"),
-            )
-        }
-        Value::Array(values) => (true, values),
-        one => (false, vec![one]),
-    };
-    let mut messages = Vec::with_capacity(values.len());
-    let mut answers = Vec::new();
-    for value in values {
-        match protocol::parse(value) {
-            Ok(message) => messages.push(message),
-            // One message that is none: the body as a whole is refused.
-            Err((id, error)) if !batch => {
-                return answered(StatusCode::BAD_REQUEST, &protocol::answer(id, Err(error)))
-            }
-            Err((id, error)) => answers.push(protocol::answer(id, Err(error))),
-        }
-    }
+    serve(&cx, &headers, body)
+        .await
+        .unwrap_or_else(Refusal::into_response)
+}
 
-    let initializes = messages
-        .iter()
-        .any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
-    let sessions = &cx.services.mcp_sessions;
-    let (version, opened) = if initializes {
-        let [Message::Request { params, .. }] = messages.as_slice() else {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                RpcError::new(
-                    INVALID_REQUEST,
-                    "`initialize` must be sent alone, not in a batch",
-                ),
-            );
-        };
-        let version = protocol::negotiate(params["protocolVersion"].as_str());
-        (version, Some(sessions.open(cx.caller.id.clone(), version)))
-    } else {
-        let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-            return refused(
-                StatusCode::BAD_REQUEST,
-                RpcError::new(
-                    INVALID_REQUEST,
-                    "no Mcp-Session-Id header: send `initialize` first, then its session id with every request",
-                ),
-            );
-        };
-        match sessions.resume(id, &cx.caller.id) {
-            Some(version) => (version, None),
-            None => {
-                return refused(
-                    StatusCode::NOT_FOUND,
-                    RpcError::new(
-                        INVALID_REQUEST,
-                        format!("no MCP session `{id}`: it ended, or was never opened with this key; send `initialize` again"),
-                    ),
-                )
-            }
-        }
-    };
-
+/// Reads the messages, finds their session, answers each request; an `Err` is the HTTP
+/// refusal of the whole body.
+async fn serve(
+    cx: &Arc<RequestContext>,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Response, Refusal> {
+    check_version_header(headers)?;
+    let Incoming {
+        batch,
+        messages,
+        mut answers,
+    } = read_messages(body, cx.gateway.config.server.max_body_bytes).await?;
+    let (version, opened) = session(cx, headers, &messages)?;
     for message in messages {
         // Notifications (`notifications/initialized`, `notifications/cancelled`) and answers
         // to requests the gateway never sends need nothing done.
         if let Message::Request { id, method, params } = message {
-            let outcome = dispatch(&cx, version, &method, params).await;
+            let outcome = dispatch(cx, version, &method, params).await;
             answers.push(protocol::answer(id, outcome));
         }
     }
@@ -181,7 +102,7 @@ pub async fn post(
         (_, None) => {
             let mut response = Response::new(Body::empty());
             *response.status_mut() = StatusCode::ACCEPTED;
-            return response;
+            return Ok(response);
         }
         (false, Some(one)) => one,
         (true, Some(last)) => {
@@ -189,7 +110,7 @@ pub async fn post(
             Value::Array(answers)
         }
     };
-    let mut response = if accepts_only_events(&headers) {
+    let mut response = if accepts_only_events(headers) {
         let mut event = BytesMut::new();
         crate::sse::write_event(&mut event, Some("message"), body.to_string().as_bytes());
         crate::surface::sse_response(
@@ -202,7 +123,125 @@ pub async fn post(
     if let Some(id) = opened.and_then(|id| HeaderValue::from_str(&id).ok()) {
         response.headers_mut().insert(SESSION_HEADER, id);
     }
-    response
+    Ok(response)
+}
+
+/// A revision named in `MCP-Protocol-Version` must be one spoken here.
+fn check_version_header(headers: &HeaderMap) -> Result<(), Refusal> {
+    let Some(asked) = headers.get(VERSION_HEADER) else {
+        return Ok(());
+    };
+    match asked.to_str().ok().and_then(protocol::known_version) {
+        Some(_) => Ok(()),
+        None => Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            RpcError::new(
+                INVALID_REQUEST,
+                format!(
+                    "MCP-Protocol-Version {asked:?} is not spoken here; these are: {}",
+                    protocol::VERSIONS.join(", ")
+                ),
+            ),
+        )),
+    }
+}
+
+/// The messages of a body.
+struct Incoming {
+    batch: bool,
+    messages: Vec<Message>,
+    /// The answers to the batch's members that are no messages.
+    answers: Vec<Value>,
+}
+
+async fn read_messages(body: Body, limit: usize) -> Result<Incoming, Refusal> {
+    let value: Value = crate::surface::read_json(body, limit)
+        .await
+        .map_err(|e| match e.kind {
+            ErrorKind::RequestTooLarge => Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                RpcError::new(INVALID_REQUEST, e.message),
+            ),
+            _ => Refusal::new(
+                StatusCode::BAD_REQUEST,
+                RpcError::new(PARSE_ERROR, e.message),
+            ),
+        })?;
+    let (batch, values) = match value {
+        Value::Array(values) if values.is_empty() => {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                RpcError::new(INVALID_REQUEST, "the batch is empty"),
+            ))
+        }
+        Value::Array(values) => (true, values),
+        one => (false, vec![one]),
+    };
+    let mut messages = Vec::with_capacity(values.len());
+    let mut answers = Vec::new();
+    for value in values {
+        match protocol::parse(value) {
+            Ok(message) => messages.push(message),
+            // One message that is none: the body as a whole is refused.
+            Err((id, error)) if !batch => {
+                return Err(Refusal {
+                    status: StatusCode::BAD_REQUEST,
+                    body: protocol::answer(id, Err(error)),
+                })
+            }
+            Err((id, error)) => answers.push(protocol::answer(id, Err(error))),
+        }
+    }
+    Ok(Incoming {
+        batch,
+        messages,
+        answers,
+    })
+}
+
+/// The revision `messages` are spoken in, and the id of the session they open: `initialize`
+/// opens one, anything else continues the one in `Mcp-Session-Id`.
+fn session(
+    cx: &RequestContext,
+    headers: &HeaderMap,
+    messages: &[Message],
+) -> Result<(&'static str, Option<String>), Refusal> {
+    let sessions = &cx.services.mcp_sessions;
+    let initializes = messages
+        .iter()
+        .any(|m| matches!(m, Message::Request { method, .. } if method == "initialize"));
+    if initializes {
+        let [Message::Request { params, .. }] = messages else {
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                RpcError::new(
+                    INVALID_REQUEST,
+                    "`initialize` must be sent alone, not in a batch",
+                ),
+            ));
+        };
+        let version = protocol::negotiate(params["protocolVersion"].as_str());
+        return Ok((version, Some(sessions.open(cx.caller.id.clone(), version))));
+    }
+    let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            RpcError::new(
+                INVALID_REQUEST,
+                "no Mcp-Session-Id header: send `initialize` first, then its session id with every request",
+            ),
+        ));
+    };
+    match sessions.resume(id, &cx.caller.id) {
+        Some(version) => Ok((version, None)),
+        None => Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            RpcError::new(
+                INVALID_REQUEST,
+                format!("no MCP session `{id}`: it ended, or was never opened with this key; send `initialize` again"),
+            ),
+        )),
+    }
 }
 
 /// Puts an error made before `/mcp`'s handlers (authentication's 401) in JSON-RPC's shape, as
@@ -232,13 +271,14 @@ pub async fn errors_in_json_rpc(req: Request, next: Next) -> Response {
 
 /// `GET /mcp`: 405, as the specification has it for a server that starts no messages itself.
 pub async fn get() -> Response {
-    let mut response = refused(
+    let mut response = Refusal::new(
         StatusCode::METHOD_NOT_ALLOWED,
         RpcError::new(
             INVALID_REQUEST,
             "this MCP server sends no messages of its own: there is no stream to open; POST requests instead",
         ),
-    );
+    )
+    .into_response();
     response
         .headers_mut()
         .insert(header::ALLOW, HeaderValue::from_static("POST, DELETE"));
@@ -248,23 +288,25 @@ pub async fn get() -> Response {
 /// `DELETE /mcp`: ends the session named by `Mcp-Session-Id`.
 pub async fn delete(Extension(cx): Extension<Arc<RequestContext>>, headers: HeaderMap) -> Response {
     let Some(id) = headers.get(SESSION_HEADER).and_then(|v| v.to_str().ok()) else {
-        return refused(
+        return Refusal::new(
             StatusCode::BAD_REQUEST,
             RpcError::new(
                 INVALID_REQUEST,
                 "no Mcp-Session-Id header: which session should end?",
             ),
-        );
+        )
+        .into_response();
     };
     if cx.services.mcp_sessions.close(id, &cx.caller.id) {
         let mut response = Response::new(Body::empty());
         *response.status_mut() = StatusCode::NO_CONTENT;
         response
     } else {
-        refused(
+        Refusal::new(
             StatusCode::NOT_FOUND,
             RpcError::new(INVALID_REQUEST, format!("no MCP session `{id}`")),
         )
+        .into_response()
     }
 }
 
@@ -284,15 +326,26 @@ fn accepts_only_events(headers: &HeaderMap) -> bool {
     takes("text/event-stream") && !takes("application/json") && !takes("*/*")
 }
 
-/// An HTTP error with a JSON-RPC error body (no id: the message could not be taken).
-fn refused(status: StatusCode, error: RpcError) -> Response {
-    answered(status, &protocol::answer(Value::Null, Err(error)))
+/// An HTTP error with a JSON-RPC error body.
+struct Refusal {
+    status: StatusCode,
+    body: Value,
 }
 
-fn answered(status: StatusCode, body: &Value) -> Response {
-    let mut response = crate::surface::json_response(body);
-    *response.status_mut() = status;
-    response
+impl Refusal {
+    /// With no id: the message could not be taken.
+    fn new(status: StatusCode, error: RpcError) -> Refusal {
+        Refusal {
+            status,
+            body: protocol::answer(Value::Null, Err(error)),
+        }
+    }
+
+    fn into_response(self) -> Response {
+        let mut response = crate::surface::json_response(&self.body);
+        *response.status_mut() = self.status;
+        response
+    }
 }
 
 /// Answers one request, in protocol revision `version`.

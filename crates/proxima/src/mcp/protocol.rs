@@ -2,7 +2,13 @@
 //! and errors, and the protocol revisions spoken. Shared by the server side ([`super`]) and the
 //! client side ([`super::upstream`]).
 
+use http::HeaderName;
 use serde_json::{json, Map, Value};
+
+/// The session a request belongs to, issued by the server in its `initialize` answer.
+pub const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
+/// The revision a request is spoken in, after `initialize`.
+pub const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// The body is not JSON.
 pub const PARSE_ERROR: i64 = -32700;

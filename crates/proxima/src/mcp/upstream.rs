@@ -21,7 +21,7 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 use tokio::time::Instant;
 
-use super::protocol::{self, Message, RpcError};
+use super::protocol::{self, Message, RpcError, SESSION_HEADER, VERSION_HEADER};
 use crate::config::{McpConfig, McpServerConfig};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http_client::{source_chain, HttpClient};
@@ -36,9 +36,6 @@ const RETRY_FAILED: Duration = Duration::from_secs(10);
 const MAX_PAGES: usize = 20;
 /// Bytes of one answer read at most.
 const MAX_ANSWER_BYTES: usize = 16 << 20;
-
-const SESSION_HEADER: HeaderName = HeaderName::from_static("mcp-session-id");
-const VERSION_HEADER: HeaderName = HeaderName::from_static("mcp-protocol-version");
 
 /// Every configured upstream server, by name.
 pub struct Upstreams {
