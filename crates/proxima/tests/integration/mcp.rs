@@ -823,3 +823,39 @@ async fn a_stdio_server_is_started_used_and_started_again() {
     );
     gw.shutdown().await;
 }
+
+#[test]
+fn proxima_keys_create_takes_mcp_tools() {
+    let dir = temp_path("mcp-cli");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = temp_file(
+        "mcp-cli.toml",
+        &format!(
+            "[storage]\ndatabase = \"sqlite://{}\"\n",
+            dir.join("keys.db").display()
+        ),
+    );
+    let create = |globs: &str| {
+        proxima()
+            .args([
+                "keys",
+                "create",
+                "--name",
+                "bot",
+                "--json",
+                "--mcp-tools",
+                globs,
+                "--config",
+            ])
+            .arg(&path)
+            .output()
+            .unwrap()
+    };
+    let made = create("up__*,vector_store_search");
+    assert!(made.status.success(), "{made:?}");
+    let key: Value = serde_json::from_slice(&made.stdout).unwrap();
+    assert_eq!(key["mcp_tools"], json!(["up__*", "vector_store_search"]));
+    let refused = create("up __*");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--mcp-tools"));
+}
