@@ -61,6 +61,7 @@ pub struct NewKey {
     pub budget: Option<BudgetConfig>,
     pub regions: Option<Vec<String>>,
     pub pii: Option<PiiOverride>,
+    #[serde(default, deserialize_with = "mcp_globs")]
     pub mcp_tools: Option<Vec<String>>,
     pub expires_at: Option<i64>,
     #[serde(default)]
@@ -89,7 +90,7 @@ pub struct KeyPatch {
     pub regions: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub pii: Option<Option<PiiOverride>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_mcp_globs")]
     pub mcp_tools: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<i64>>,
@@ -104,6 +105,31 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(de).map(Some)
+}
+
+/// Reads `mcp_tools` as the admin API takes it, refusing what is no tool name glob.
+pub(super) fn mcp_globs<'de, D>(de: D) -> std::result::Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let globs = Option::<Vec<String>>::deserialize(de)?;
+    match globs
+        .as_deref()
+        .and_then(crate::config::validate::mcp_tools_problem)
+    {
+        Some(problem) => Err(serde::de::Error::custom(problem)),
+        None => Ok(globs),
+    }
+}
+
+/// [`mcp_globs`] for a patch, telling `null` from a field left out like [`present`].
+pub(super) fn present_mcp_globs<'de, D>(
+    de: D,
+) -> std::result::Result<Option<Option<Vec<String>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    mcp_globs(de).map(Some)
 }
 
 /// Sets `field` to the patch's value when the patch has one.

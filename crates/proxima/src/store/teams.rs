@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{bind_grants, bind_policy, present, read_budget, set_if, to_u64};
+use super::keys::{
+    bind_grants, bind_policy, mcp_globs, present, present_mcp_globs, read_budget, set_if, to_u64,
+};
 use super::{col, db_error, json_column, Row, Store};
 use crate::clock::now_ms;
 use crate::config::{BudgetConfig, PiiOverride};
@@ -29,7 +31,7 @@ pub struct TeamRecord {
     #[serde(default)]
     pub pii: Option<PiiOverride>,
     /// Tools of `/mcp` the team's keys may list and call, as globs; absent means all.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "mcp_globs")]
     pub mcp_tools: Option<Vec<String>>,
     #[serde(default)]
     pub metadata: serde_json::Value,
@@ -58,7 +60,7 @@ pub struct TeamPatch {
     pub regions: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub pii: Option<Option<PiiOverride>>,
-    #[serde(default, deserialize_with = "present")]
+    #[serde(default, deserialize_with = "present_mcp_globs")]
     pub mcp_tools: Option<Option<Vec<String>>>,
     pub metadata: Option<serde_json::Value>,
 }

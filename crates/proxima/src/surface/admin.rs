@@ -88,16 +88,6 @@ fn check_limits(
     Ok(())
 }
 
-/// Checks a key's or team's `mcp_tools` globs.
-fn check_mcp_tools(globs: Option<&Vec<String>>) -> Result<()> {
-    match globs.and_then(|g| crate::config::validate::mcp_tools_problem(g)) {
-        Some(problem) => {
-            Err(Error::invalid_request(format!("mcp_tools: {problem}")).with_param("mcp_tools"))
-        }
-        None => Ok(()),
-    }
-}
-
 /// `POST /admin/keys`: makes a virtual key. The answer holds the secret, this once.
 pub async fn create_key(
     Extension(state): Extension<Arc<AppState>>,
@@ -127,7 +117,6 @@ pub async fn create_key(
                         new.budget.as_ref(),
                         new.regions.as_ref(),
                     )?;
-                    check_mcp_tools(new.mcp_tools.as_ref())?;
                     let (record, secret) = services.store.create_key(&new).await?;
                     services.directory.apply_key(&record);
                     let mut value = serde_json::to_value(&record).unwrap_or_default();
@@ -209,7 +198,6 @@ pub async fn update_key(
                         patch.budget.as_ref().and_then(Option::as_ref),
                         patch.regions.as_ref().and_then(Option::as_ref),
                     )?;
-                    check_mcp_tools(patch.mcp_tools.as_ref().and_then(Option::as_ref))?;
                     let record = services
                         .store
                         .update_key(&id, &patch)
@@ -281,7 +269,6 @@ pub async fn create_team(
                         team.budget.as_ref(),
                         team.regions.as_ref(),
                     )?;
-                    check_mcp_tools(team.mcp_tools.as_ref())?;
                     let record = services.store.create_team(&team).await?.ok_or_else(|| {
                         Error::invalid_request(format!(
                             "a team named `{}` exists already",
@@ -354,7 +341,6 @@ pub async fn update_team(
                         patch.budget.as_ref().and_then(Option::as_ref),
                         patch.regions.as_ref().and_then(Option::as_ref),
                     )?;
-                    check_mcp_tools(patch.mcp_tools.as_ref().and_then(Option::as_ref))?;
                     let record = services
                         .store
                         .update_team(&name, &patch)

@@ -511,16 +511,39 @@ async fn mcp_tools_globs_filter_listing_and_calling() {
         adder.tool_names().await,
         ["up__echo", "up__add", "up__fail"]
     );
-    // Globs are checked.
-    for body in [
-        json!({"name": "bad", "mcp_tools": [""]}),
-        json!({"name": "bad", "mcp_tools": ["up __x"]}),
-        json!({"name": "bad", "mcp_tools": "up__*"}),
+    // Globs are checked, wherever they are given.
+    let key = format!("/admin/keys/{id}");
+    for (method, path, body) in [
+        (
+            Method::POST,
+            "/admin/keys",
+            json!({"name": "bad", "mcp_tools": [""]}),
+        ),
+        (
+            Method::POST,
+            "/admin/keys",
+            json!({"name": "bad", "mcp_tools": ["up __x"]}),
+        ),
+        (
+            Method::POST,
+            "/admin/keys",
+            json!({"name": "bad", "mcp_tools": "up__*"}),
+        ),
+        (Method::PATCH, key.as_str(), json!({"mcp_tools": ["a b"]})),
+        (
+            Method::POST,
+            "/admin/teams",
+            json!({"name": "bad", "mcp_tools": [""]}),
+        ),
+        (
+            Method::PATCH,
+            "/admin/teams/tools",
+            json!({"mcp_tools": [" "]}),
+        ),
     ] {
-        let answer = gw
-            .admin(MASTER, Method::POST, "/admin/keys", Some(&body))
-            .await;
-        answer.assert_error(400, "invalid_request");
+        let answer = gw.admin(MASTER, method, path, Some(&body)).await;
+        let error = answer.assert_error(400, "invalid_request");
+        assert_eq!(error["param"], "mcp_tools", "{path}: {error}");
     }
     gw.shutdown().await;
 }
