@@ -1,7 +1,7 @@
 //! What outlives a config reload: the database, the key directory, the shared rate-limit and
-//! budget counters, the ledger writer, the conversations in flight, the response cache and the
-//! telemetry. Built once at start from `[storage]` and `[telemetry]`; a change to either takes
-//! effect at the next restart.
+//! budget counters, the ledger writer, the conversations in flight, the response cache, the MCP
+//! sessions and the telemetry. Built once at start from `[storage]` and `[telemetry]`; a change
+//! to either takes effect at the next restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
