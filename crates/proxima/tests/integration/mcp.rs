@@ -882,3 +882,60 @@ fn proxima_keys_create_takes_mcp_tools() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--mcp-tools"));
 }
+
+#[tokio::test]
+async fn a_server_too_slow_is_a_timeout_in_the_answer_and_the_log() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(
+        Conf::new()
+            .server(&format!("master_key = \"{MASTER}\""))
+            .section(&format!(
+                "[keys.alice]\nkey = \"{ALICE}\"\n\n\
+             [mcp.servers.slow]\nurl = \"{}/mcp\"\ntimeout = \"300ms\"\n",
+                mock.url()
+            )),
+    )
+    .await;
+    let mut alice = Client::new(&gw, ALICE);
+    alice.initialize("2025-06-18").await;
+    assert!(alice.tool_names().await.contains(&"slow__echo".to_owned()));
+    mock.enqueue(mock_upstream::Reply::hang());
+    let started = std::time::Instant::now();
+    let answer = alice.call("slow__echo", json!({"text": "x"})).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(answer["error"]["code"], -32603, "{answer}");
+    assert!(
+        answer["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("did not answer within"),
+        "{answer}"
+    );
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        rows = gw
+            .admin(
+                MASTER,
+                Method::GET,
+                "/admin/logs?model=mcp:slow__echo",
+                None,
+            )
+            .await
+            .json()["data"]
+            .as_array()
+            .unwrap()
+            .clone();
+        if !rows.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(rows[0]["status"], 504, "{rows:?}");
+    assert_eq!(rows[0]["error_code"], "upstream_timeout");
+    // The next call is answered again.
+    assert_eq!(
+        text(&alice.call("slow__echo", json!({"text": "back"})).await),
+        "back"
+    );
+    gw.shutdown().await;
+}
