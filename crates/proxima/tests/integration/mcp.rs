@@ -900,7 +900,7 @@ async fn a_server_too_slow_is_a_timeout_in_the_answer_and_the_log() {
     alice.initialize("2025-06-18").await;
     assert!(alice.tool_names().await.contains(&"slow__echo".to_owned()));
     mock.enqueue(mock_upstream::Reply::hang());
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let answer = alice.call("slow__echo", json!({"text": "x"})).await;
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(answer["error"]["code"], -32603, "{answer}");
