@@ -14,6 +14,8 @@ One gateway serves the whole session, with this topology:
     model "agent-openai"    -> provider "up"        -> "mock-gpt"      models, agents_test.py)
     model "minilm" -> provider "minilm" (kind local, in-process all-MiniLM-L6-v2), the
                       `[context] embedding_model` of vector stores (when its weights exist)
+    MCP server "up" -> the mock-upstream's `/mcp` (tools echo, add, fail), re-exposed at the
+                      gateway's `/mcp` as up__echo, up__add, up__fail
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 MASTER_KEY = "sk-proxima-e2e-master"
 UPSTREAM_KEY = "sk-upstream"
+# What the gateway sends the upstream MCP server as `authorization` (never the caller's key).
+MCP_UPSTREAM_TOKEN = "Bearer sk-mcp-upstream"
 STARTUP_TIMEOUT_S = 30.0
 
 # Loopback only: never let a proxy from the environment see the readiness checks.
@@ -153,6 +157,10 @@ targets = [{{ provider = "claude-up", model = "claude-mock" }}]
 
 [models.agent-openai]
 targets = [{{ provider = "up", model = "mock-gpt" }}]
+
+[mcp.servers.up]
+url = "{upstream}/mcp"
+headers = {{ authorization = "{MCP_UPSTREAM_TOKEN}" }}
 {_embedder()}"""
 
 

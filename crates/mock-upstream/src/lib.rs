@@ -16,12 +16,16 @@
 //! `mock-fragments: N` makes every API stream its text (and tool input) in pieces of N
 //! characters that cut through words, as real providers' token boundaries do.
 //!
+//! `/mcp` is a small MCP server (streamable HTTP) with tools `echo`, `add` and `fail`, for the
+//! gateway's MCP client; the headers it received are recorded like every request's.
+//!
 //! `POST /v1/traces` takes OTLP/HTTP span batches like a collector (200, nothing decoded), so
 //! the benchmark can point the gateway's trace export at the same process.
 
 mod anthropic;
 mod echo;
 mod gemini;
+mod mcp;
 mod openai;
 mod record;
 mod script;

@@ -20,7 +20,7 @@ use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::watch;
 
 use crate::script::{Action, Answer, Payload, Reply};
-use crate::{anthropic, gemini, openai, Options, Received};
+use crate::{anthropic, gemini, mcp, openai, Options, Received};
 
 type Body = UnsyncBoxBody<Bytes, io::Error>;
 
@@ -169,6 +169,8 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
                 // An OTLP/HTTP collector taking every span batch: the gateway's trace export
                 // in the benchmark. An empty ExportTraceServiceResponse is zero bytes.
                 Answer::full(http::StatusCode::OK, "application/x-protobuf", Bytes::new())
+            } else if mcp::handles(&path) {
+                mcp::answer(&method, &parts.headers, &body, &shared.ids)
             } else if gemini::handles(&path) {
                 gemini::answer(&method, &path, query.as_deref(), &body, &shared.ids)
             } else {

@@ -55,6 +55,8 @@ pub struct Config {
     pub guardrails: GuardrailsConfig,
     #[serde(default)]
     pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub mcp: McpConfig,
 }
 
 /// Personal data in prompts (SPEC `[pii]`): what is looked for, and what happens to it. Keys and
@@ -733,6 +735,54 @@ pub struct KeyConfig {
     pub regions: Option<Vec<String>>,
     /// This key's own PII policy, over the team's and `[pii]`.
     pub pii: Option<PiiOverride>,
+    /// Tools of `/mcp` this key may list and call, as globs (`github__*`); absent means all.
+    pub mcp_tools: Option<Vec<String>>,
+}
+
+/// `/mcp`, the Model Context Protocol gateway (SPEC `[mcp.servers.NAME]`): the gateway's own
+/// tools, and the tools of these upstream MCP servers re-exposed as `NAME__TOOL`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// Upstream MCP servers by name (letters, digits, `-` and single `_`: `__` separates a
+    /// server from its tool).
+    pub servers: BTreeMap<String, McpServerConfig>,
+    /// How long a server's tool list is kept before it is asked again (a reload asks at once).
+    pub tools_ttl: ConfigDuration,
+}
+
+impl Default for McpConfig {
+    fn default() -> Self {
+        McpConfig {
+            servers: BTreeMap::new(),
+            tools_ttl: ConfigDuration::secs(300),
+        }
+    }
+}
+
+/// One upstream MCP server, spoken to with the gateway's own credentials: over streamable
+/// HTTP (`url`), or over the stdin and stdout of a local command (`command`).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct McpServerConfig {
+    /// Its streamable HTTP endpoint, e.g. "http://127.0.0.1:9000/mcp".
+    pub url: Option<String>,
+    /// Sent with every request to `url` (e.g. `authorization`); the caller's key never is.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Secret>,
+    /// Instead of `url`: a program speaking MCP on its stdin and stdout, started when its tools
+    /// are first needed (and again if it exits), stopped with the gateway or at a reload.
+    pub command: Option<String>,
+    /// The command's arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The command's environment: these, with `PATH` and `HOME`. Nothing else of the gateway's
+    /// environment (its keys) is passed on.
+    #[serde(default)]
+    pub env: BTreeMap<String, Secret>,
+    /// Time limit of each request to it.
+    #[serde(default = "defaults::mcp_timeout")]
+    pub timeout: ConfigDuration,
 }
 
 /// A credential. Never printed: `Debug` shows only that it is set.
@@ -778,6 +828,9 @@ mod defaults {
     }
     pub fn provider_timeout() -> ConfigDuration {
         ConfigDuration::secs(60)
+    }
+    pub fn mcp_timeout() -> ConfigDuration {
+        ConfigDuration::secs(30)
     }
     pub fn retry_backoff() -> ConfigDuration {
         ConfigDuration(std::time::Duration::from_millis(50))

@@ -1,5 +1,5 @@
 //! The gateway built from one config: providers, the router, the static keys (and JWT
-//! verifier) and the compiled guardrails. Immutable;
+//! verifier), the compiled guardrails and the upstream MCP servers. Immutable;
 //! a reload builds a new one and swaps it in, while requests in flight keep the one they began on.
 
 use std::collections::HashMap;
@@ -21,6 +21,8 @@ pub struct Gateway {
     pub auth: Auth,
     pub router: Router,
     pub guardrails: Guardrails,
+    /// `[mcp.servers]`, with their tool lists (asked again after a reload).
+    pub mcp: crate::mcp::Upstreams,
 }
 
 impl Gateway {
@@ -50,6 +52,7 @@ impl Gateway {
         let guardrails = Guardrails::new(&config.guardrails)
             .map_err(|e| Error::internal(format!("guardrails: {e}")))?;
         Ok(Gateway {
+            mcp: crate::mcp::Upstreams::new(&config.mcp, http)?,
             auth: Auth::from_config(&config, jwt),
             guardrails,
             router: Router::new(&config, &providers, health, telemetry),

@@ -17,6 +17,7 @@ pub mod error;
 pub mod gateway;
 pub mod guardrails;
 pub mod http_client;
+pub mod mcp;
 pub mod pii;
 pub mod pipeline;
 pub mod policy;

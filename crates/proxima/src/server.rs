@@ -38,6 +38,10 @@
 //! documents and search them; a file added to a store is ingested in the background
 //! ([`crate::retrieval::ingest`]), its embedding calls made through the pipeline.
 //!
+//! `/mcp` ([`crate::mcp`]) serves the Model Context Protocol to callers with a gateway key
+//! (authenticated as in step 2): the gateway's own tools over the caller's data, and the tools
+//! of the configured upstream MCP servers, each call with its ledger row.
+//!
 //! `/v1/conversations` ([`surface::conversations`]) and the stored-response routes of
 //! [`surface::responses`] read and write the conversation store directly, for the caller's
 //! tenant only; so does `/v1/files` ([`surface::files`]) with uploaded files, whose bodies
@@ -179,6 +183,15 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         )
         .route("/v1/prompts/{name}/run", post(surface::prompts::run))
         .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+    let mcp = axum::Router::new()
+        .route(
+            "/mcp",
+            post(crate::mcp::post)
+                .get(crate::mcp::get)
+                .delete(crate::mcp::delete),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(middleware::from_fn(crate::mcp::errors_in_json_rpc));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
         .route(
@@ -222,6 +235,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics))
         .merge(v1)
+        .merge(mcp)
         .merge(admin)
         .merge(crate::ui::routes(state.clone()))
         .fallback(not_found)

@@ -1,7 +1,7 @@
 //! What outlives a config reload: the database, the key directory, the shared rate-limit and
-//! budget counters, the ledger writer, the conversations in flight, the response cache and the
-//! telemetry. Built once at start from `[storage]` and `[telemetry]`; a change to either takes
-//! effect at the next restart.
+//! budget counters, the ledger writer, the conversations in flight, the response cache, the MCP
+//! sessions and the telemetry. Built once at start from `[storage]` and `[telemetry]`; a change
+//! to either takes effect at the next restart.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub struct Services {
     pub prompts: Arc<Catalog>,
     /// Metrics and the trace exporter (from `[telemetry]`, also kept until restart).
     pub telemetry: Arc<Telemetry>,
+    /// The sessions of `/mcp` clients.
+    pub mcp_sessions: crate::mcp::Sessions,
     /// What these were built from, to tell when a reload asks for something else.
     pub storage: StorageConfig,
 }
@@ -79,6 +81,7 @@ impl Services {
             cache,
             prompts,
             telemetry,
+            mcp_sessions: crate::mcp::Sessions::default(),
             storage: storage.clone(),
         }))
     }

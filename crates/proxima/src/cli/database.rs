@@ -52,6 +52,9 @@ pub struct CreateKey {
     /// Regions whose providers may serve the key, comma separated (default: any).
     #[arg(long, value_delimiter = ',')]
     regions: Option<Vec<String>>,
+    /// Tools of /mcp the key may list and call, as globs, comma separated (default: all).
+    #[arg(long, value_delimiter = ',')]
+    mcp_tools: Option<Vec<String>>,
     /// Requests per minute.
     #[arg(long)]
     rpm: Option<u64>,
@@ -220,6 +223,13 @@ fn new_key(args: &CreateKey) -> Result<NewKey> {
             Some(at)
         }
     };
+    if let Some(problem) = args
+        .mcp_tools
+        .as_deref()
+        .and_then(crate::config::validate::mcp_tools_problem)
+    {
+        return Err(Error::invalid_request(format!("--mcp-tools: {problem}")));
+    }
     Ok(NewKey {
         name: args.name.clone(),
         team: args.team.clone(),
@@ -232,6 +242,7 @@ fn new_key(args: &CreateKey) -> Result<NewKey> {
         }),
         regions: args.regions.clone(),
         pii: None,
+        mcp_tools: args.mcp_tools.clone(),
         expires_at,
         metadata: None,
         admin: args.admin,

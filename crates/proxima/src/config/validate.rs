@@ -351,6 +351,9 @@ pub fn validate(
                 problem(at("regions"), problem_text);
             }
         }
+        if let Some(problem_text) = key.mcp_tools.as_deref().and_then(mcp_tools_problem) {
+            problem(at("mcp_tools"), problem_text);
+        }
         for model in key.models.iter().flatten() {
             if !config.models.contains_key(model) {
                 problem(
@@ -485,6 +488,64 @@ pub fn validate(
         problem("telemetry.service_name".into(), "must not be empty".into());
     }
 
+    for (name, server) in &config.mcp.servers {
+        let at = |field: &str| format!("mcp.servers.{name}.{field}");
+        if !mcp_server_name_ok(name) {
+            problem(
+                format!("mcp.servers.{name}"),
+                "a server name takes letters, digits, `-` and single `_` (its tools are named `NAME__TOOL`)".into(),
+            );
+        }
+        match (&server.url, &server.command) {
+            (Some(_), Some(_)) => problem(
+                format!("mcp.servers.{name}"),
+                "give a `url` or a `command`, not both".into(),
+            ),
+            (None, None) => problem(
+                format!("mcp.servers.{name}"),
+                "needs a `url` (streamable HTTP) or a `command` (stdio)".into(),
+            ),
+            (Some(url), None) => {
+                if let Some(text) = mcp_url_problem(url) {
+                    problem(at("url"), text);
+                }
+                if !server.args.is_empty() || !server.env.is_empty() {
+                    problem(at("args"), "`args` and `env` go with a `command`".into());
+                }
+            }
+            (None, Some(command)) => {
+                if command.trim().is_empty() {
+                    problem(at("command"), "is empty".into());
+                }
+                if !server.headers.is_empty() {
+                    problem(at("headers"), "`headers` go with a `url`".into());
+                }
+                if let Some(var) = server
+                    .env
+                    .keys()
+                    .find(|v| v.is_empty() || v.contains(['=', '\0']))
+                {
+                    problem(
+                        at("env"),
+                        format!("`{var}` is not an environment variable name"),
+                    );
+                }
+            }
+        }
+        for (header, value) in &server.headers {
+            if http::HeaderName::from_bytes(header.as_bytes()).is_err()
+                || http::HeaderValue::from_str(value.expose()).is_err()
+            {
+                problem(
+                    at("headers"),
+                    format!(
+                        "`{header}` is not a valid header name, or its value not a valid header value"
+                    ),
+                );
+            }
+        }
+    }
+
     let has_keys = config.server.master_key.is_some() || !config.keys.is_empty();
     if !has_keys && !config.server.listen.ip().is_loopback() {
         problem(
@@ -506,6 +567,41 @@ fn names<V>(map: &BTreeMap<String, V>) -> String {
         .map(|k| format!("`{k}`"))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// What is wrong with an MCP server's `url`, if anything.
+fn mcp_url_problem(url: &str) -> Option<String> {
+    let uri = url.parse::<http::Uri>().ok();
+    if !(url.starts_with("http://") || url.starts_with("https://")) || uri.is_none() {
+        return Some(format!(
+            "`{url}` is not an http:// or https:// URL, like \"http://127.0.0.1:9000/mcp\""
+        ));
+    }
+    uri.and_then(|u| u.into_parts().authority)
+        .is_some_and(|a| a.as_str().contains('@'))
+        .then(|| {
+            "has a user name or password in it: give credentials with `headers` instead".into()
+        })
+}
+
+/// Whether `name` can name an MCP server: its tools are `NAME__TOOL`, so the name holds no `__`.
+pub fn mcp_server_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && !name.contains("__")
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// What is wrong with a caller's `mcp_tools` globs, if anything: each is a tool name in which
+/// `*` stands for any run of characters and `?` for one.
+pub fn mcp_tools_problem(globs: &[String]) -> Option<String> {
+    globs
+        .iter()
+        .find(|g| g.is_empty() || g.len() > 256 || g.chars().any(char::is_whitespace))
+        .map(|g| {
+            format!("`{g}` is not a tool name glob: give names like `github__*` or `vector_store_search`, without spaces")
+        })
 }
 
 /// What is wrong with a caller's `regions`, if anything: none given (nothing could serve it),
@@ -625,6 +721,57 @@ mod tests {
         assert_eq!(effective.entities, vec![PiiEntity::Ssn]);
         assert!(parse("[pii]\nmode = \"scramble\"\n").is_err());
         assert!(parse("[pii]\nentities = [\"passport\"]\n").is_err());
+    }
+
+    #[test]
+    fn mcp_servers_and_tool_globs_are_checked() {
+        let config = parse(
+            "[mcp.servers.git-hub]\nurl = \"https://mcp.example.com/mcp\"\n\
+             headers = { authorization = \"Bearer t\" }\n\
+             [keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\nmcp_tools = [\"git-hub__*\"]\n",
+        )
+        .unwrap();
+        assert_eq!(config.mcp.servers["git-hub"].timeout.0.as_secs(), 30);
+        assert_eq!(config.mcp.tools_ttl.0.as_secs(), 300);
+        for (text, says) in [
+            (
+                "[mcp.servers.a__b]\nurl = \"http://h/mcp\"\n",
+                "mcp.servers.a__b: a server name",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"ftp://h/mcp\"\n",
+                "mcp.servers.a.url: `ftp://h/mcp` is not",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://u:p@h/mcp\"\n",
+                "mcp.servers.a.url: has a user name",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://h/mcp\"\nheaders = { \"bad header\" = \"x\" }\n",
+                "mcp.servers.a.headers: `bad header`",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://h/mcp\"\ncommand = \"x\"\n",
+                "not both",
+            ),
+            ("[mcp.servers.a]\ntimeout = \"1s\"\n", "needs a `url`"),
+            (
+                "[mcp.servers.a]\ncommand = \"x\"\nheaders = { a = \"b\" }\n",
+                "go with a `url`",
+            ),
+            (
+                "[mcp.servers.a]\nurl = \"http://h/mcp\"\nargs = [\"x\"]\n",
+                "go with a `command`",
+            ),
+            (
+                "[keys.a]\nkey = \"sk-test-aaaaaaaaaaaaaaaa\"\nmcp_tools = [\"\"]\n",
+                "keys.a.mcp_tools: `` is not a tool name glob",
+            ),
+        ] {
+            let problems = check(text);
+            assert_eq!(problems.len(), 1, "{text}: {problems:?}");
+            assert!(problems[0].contains(says), "{text}: {problems:?}");
+        }
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Caller {
     pub regions: Option<Vec<String>>,
     /// The key's own PII policy.
     pub pii: Option<PiiOverride>,
+    /// Globs over the tool names of `/mcp` the key may list and call; `None` means all.
+    pub mcp_tools: Option<Vec<String>>,
 }
 
 impl Caller {
@@ -64,6 +66,7 @@ impl Caller {
             budget: key.budget,
             regions: key.regions.clone(),
             pii: key.pii.clone(),
+            mcp_tools: key.mcp_tools.clone(),
             ..Caller::named(name, false)
         }
     }
@@ -81,6 +84,7 @@ impl Caller {
             expires_at: record.expires_at,
             regions: record.regions.clone(),
             pii: record.pii.clone(),
+            mcp_tools: record.mcp_tools.clone(),
         }
     }
 

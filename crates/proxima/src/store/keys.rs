@@ -30,6 +30,8 @@ pub struct KeyRecord {
     pub regions: Option<Vec<String>>,
     /// The key's own PII policy, over its team's and `[pii]`.
     pub pii: Option<PiiOverride>,
+    /// Tools of `/mcp` the key may list and call, as globs; absent means all.
+    pub mcp_tools: Option<Vec<String>>,
     /// Epoch milliseconds; the key stops working then.
     pub expires_at: Option<i64>,
     pub metadata: serde_json::Value,
@@ -59,6 +61,8 @@ pub struct NewKey {
     pub budget: Option<BudgetConfig>,
     pub regions: Option<Vec<String>>,
     pub pii: Option<PiiOverride>,
+    #[serde(default, deserialize_with = "mcp_globs")]
+    pub mcp_tools: Option<Vec<String>>,
     pub expires_at: Option<i64>,
     #[serde(default)]
     pub metadata: Option<serde_json::Value>,
@@ -86,6 +90,8 @@ pub struct KeyPatch {
     pub regions: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub pii: Option<Option<PiiOverride>>,
+    #[serde(default, deserialize_with = "present_mcp_globs")]
+    pub mcp_tools: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub expires_at: Option<Option<i64>>,
     pub metadata: Option<serde_json::Value>,
@@ -99,6 +105,31 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(de).map(Some)
+}
+
+/// Reads `mcp_tools` as the admin API takes it, refusing what is no tool name glob.
+pub(super) fn mcp_globs<'de, D>(de: D) -> std::result::Result<Option<Vec<String>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let globs = Option::<Vec<String>>::deserialize(de)?;
+    match globs
+        .as_deref()
+        .and_then(crate::config::validate::mcp_tools_problem)
+    {
+        Some(problem) => Err(serde::de::Error::custom(problem)),
+        None => Ok(globs),
+    }
+}
+
+/// [`mcp_globs`] for a patch, telling `null` from a field left out like [`present`].
+pub(super) fn present_mcp_globs<'de, D>(
+    de: D,
+) -> std::result::Result<Option<Option<Vec<String>>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    mcp_globs(de).map(Some)
 }
 
 /// Sets `field` to the patch's value when the patch has one.
@@ -131,11 +162,13 @@ where
         .bind(budget.map(|b| b.period.name()))
 }
 
-/// Binds the policy columns shared by keys and teams — regions, pii — in that order, as JSON.
+/// Binds the policy columns shared by keys and teams — regions, pii, mcp_tools — in that
+/// order, as JSON.
 pub(super) fn bind_policy<'q, DB>(
     query: Query<'q, DB, DB::Arguments>,
     regions: &Option<Vec<String>>,
     pii: &Option<PiiOverride>,
+    mcp_tools: &Option<Vec<String>>,
 ) -> Query<'q, DB, DB::Arguments>
 where
     DB: sqlx::Database,
@@ -144,6 +177,7 @@ where
     query
         .bind(regions.as_ref().map(|r| serde_json::json!(r).to_string()))
         .bind(pii.as_ref().map(|p| serde_json::json!(p).to_string()))
+        .bind(mcp_tools.as_ref().map(|t| serde_json::json!(t).to_string()))
 }
 
 /// SHA-256 of a secret: what every key, static or virtual, is looked up by. High-entropy keys
@@ -207,6 +241,7 @@ fn key_from_row(row: &impl Row) -> Result<KeyRecord> {
         budget: read_budget(row)?,
         regions: json_column(col(row, "regions")?),
         pii: json_column(col(row, "pii")?),
+        mcp_tools: json_column(col(row, "mcp_tools")?),
         expires_at: col(row, "expires_at")?,
         metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
         admin: col::<i64>(row, "admin")? != 0,
@@ -217,7 +252,8 @@ fn key_from_row(row: &impl Row) -> Result<KeyRecord> {
 }
 
 const KEY_COLUMNS: &str = "id, name, prefix, hash, team, models, rpm, tpm, budget_nanos, \
-    budget_period, expires_at, metadata, admin, created_at, updated_at, revoked_at, regions, pii";
+    budget_period, expires_at, metadata, admin, created_at, updated_at, revoked_at, regions, pii, \
+    mcp_tools";
 
 impl Store {
     /// Makes a key; returns it with its secret, which is shown this once and never stored.
@@ -236,6 +272,7 @@ impl Store {
             budget: new.budget,
             regions: new.regions.clone(),
             pii: new.pii.clone(),
+            mcp_tools: new.mcp_tools.clone(),
             expires_at: new.expires_at,
             metadata: new
                 .metadata
@@ -247,7 +284,7 @@ impl Store {
             revoked_at: None,
         };
         let sql = sql!(
-            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
+            "INSERT INTO keys ({KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         );
         let r = &record;
         on_pool!(self, |pool| {
@@ -264,7 +301,7 @@ impl Store {
                 .bind(r.created_at)
                 .bind(r.updated_at)
                 .bind(r.revoked_at);
-            bind_policy(query, &r.regions, &r.pii)
+            bind_policy(query, &r.regions, &r.pii, &r.mcp_tools)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -336,6 +373,7 @@ impl Store {
         set_if(&mut key.budget, &patch.budget);
         set_if(&mut key.regions, &patch.regions);
         set_if(&mut key.pii, &patch.pii);
+        set_if(&mut key.mcp_tools, &patch.mcp_tools);
         set_if(&mut key.expires_at, &patch.expires_at);
         set_if(&mut key.metadata, &patch.metadata);
         set_if(&mut key.admin, &patch.admin);
@@ -345,7 +383,8 @@ impl Store {
             let query = sqlx::query(
                 "UPDATE keys SET name = $2, team = $3, models = $4, rpm = $5, tpm = $6, \
                  budget_nanos = $7, budget_period = $8, expires_at = $9, metadata = $10, \
-                 updated_at = $11, admin = $12, regions = $13, pii = $14 WHERE id = $1",
+                 updated_at = $11, admin = $12, regions = $13, pii = $14, \
+                 mcp_tools = $15 WHERE id = $1",
             )
             .bind(&k.id)
             .bind(&k.name)
@@ -355,7 +394,7 @@ impl Store {
                 .bind(k.metadata.to_string())
                 .bind(k.updated_at)
                 .bind(i64::from(k.admin));
-            bind_policy(query, &k.regions, &k.pii)
+            bind_policy(query, &k.regions, &k.pii, &k.mcp_tools)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -402,6 +441,7 @@ mod tests {
                     period: BudgetPeriod::Day,
                 }),
                 regions: Some(vec!["eu".into()]),
+                mcp_tools: Some(vec!["github__*".into()]),
                 ..NewKey::default()
             })
             .await
@@ -423,6 +463,7 @@ mod tests {
         assert_eq!(found.models.as_deref(), Some(&["fast".to_string()][..]));
         assert_eq!(found.regions.as_deref(), Some(&["eu".to_string()][..]));
         assert_eq!(found.pii, None);
+        assert_eq!(found.mcp_tools, Some(vec!["github__*".to_string()]));
         assert!(!serde_json::to_string(&found)
             .unwrap()
             .contains(&secret[6..]));

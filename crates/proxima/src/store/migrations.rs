@@ -53,6 +53,10 @@ const SQLITE: &[Migration] = &[
         version: 8,
         sql: include_str!("migrations/sqlite/0008_prompts.sql"),
     },
+    Migration {
+        version: 9,
+        sql: include_str!("migrations/sqlite/0009_mcp_tools.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -88,6 +92,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 8,
         sql: include_str!("migrations/postgres/0008_prompts.sql"),
+    },
+    Migration {
+        version: 9,
+        sql: include_str!("migrations/postgres/0009_mcp_tools.sql"),
     },
 ];
 

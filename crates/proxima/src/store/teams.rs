@@ -3,7 +3,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::keys::{bind_grants, bind_policy, present, read_budget, set_if, to_u64};
+use super::keys::{
+    bind_grants, bind_policy, mcp_globs, present, present_mcp_globs, read_budget, set_if, to_u64,
+};
 use super::{col, db_error, json_column, Row, Store};
 use crate::clock::now_ms;
 use crate::config::{BudgetConfig, PiiOverride};
@@ -28,6 +30,9 @@ pub struct TeamRecord {
     /// The team's own PII policy, over `[pii]` (its keys' own win over it).
     #[serde(default)]
     pub pii: Option<PiiOverride>,
+    /// Tools of `/mcp` the team's keys may list and call, as globs; absent means all.
+    #[serde(default, deserialize_with = "mcp_globs")]
+    pub mcp_tools: Option<Vec<String>>,
     #[serde(default)]
     pub metadata: serde_json::Value,
     #[serde(default)]
@@ -55,6 +60,8 @@ pub struct TeamPatch {
     pub regions: Option<Option<Vec<String>>>,
     #[serde(default, deserialize_with = "present")]
     pub pii: Option<Option<PiiOverride>>,
+    #[serde(default, deserialize_with = "present_mcp_globs")]
+    pub mcp_tools: Option<Option<Vec<String>>>,
     pub metadata: Option<serde_json::Value>,
 }
 
@@ -67,6 +74,7 @@ fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
         budget: read_budget(row)?,
         regions: json_column(col(row, "regions")?),
         pii: json_column(col(row, "pii")?),
+        mcp_tools: json_column(col(row, "mcp_tools")?),
         metadata: json_column(col(row, "metadata")?).unwrap_or(serde_json::Value::Null),
         created_at: col(row, "created_at")?,
         updated_at: col(row, "updated_at")?,
@@ -75,7 +83,7 @@ fn team_from_row(row: &impl Row) -> Result<TeamRecord> {
 }
 
 const TEAM_COLUMNS: &str = "name, models, rpm, tpm, budget_nanos, budget_period, metadata, \
-    created_at, updated_at, deleted_at, regions, pii";
+    created_at, updated_at, deleted_at, regions, pii, mcp_tools";
 
 impl Store {
     /// Creates a team, or brings back a deleted one of the same name. `Ok(None)` when a live
@@ -95,10 +103,10 @@ impl Store {
             team.metadata = serde_json::json!({});
         }
         let sql = sql!(
-            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11) \
+            "INSERT INTO teams ({TEAM_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, NULL, $10, $11, $12) \
              ON CONFLICT (name) DO UPDATE SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
              budget_period = $6, metadata = $7, created_at = $8, updated_at = $9, deleted_at = NULL, \
-             regions = $10, pii = $11"
+             regions = $10, pii = $11, mcp_tools = $12"
         );
         let t = &team;
         on_pool!(self, |pool| {
@@ -107,7 +115,7 @@ impl Store {
                 .bind(t.metadata.to_string())
                 .bind(t.created_at)
                 .bind(t.updated_at);
-            bind_policy(query, &t.regions, &t.pii)
+            bind_policy(query, &t.regions, &t.pii, &t.mcp_tools)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -167,20 +175,21 @@ impl Store {
         set_if(&mut team.budget, &patch.budget);
         set_if(&mut team.regions, &patch.regions);
         set_if(&mut team.pii, &patch.pii);
+        set_if(&mut team.mcp_tools, &patch.mcp_tools);
         set_if(&mut team.metadata, &patch.metadata);
         team.updated_at = now_ms().max(team.updated_at + 1);
         let t = &team;
         on_pool!(self, |pool| {
             let query = sqlx::query(
                 "UPDATE teams SET models = $2, rpm = $3, tpm = $4, budget_nanos = $5, \
-                 budget_period = $6, metadata = $7, updated_at = $8, regions = $9, pii = $10 \
-                 WHERE name = $1",
+                 budget_period = $6, metadata = $7, updated_at = $8, regions = $9, pii = $10, \
+                 mcp_tools = $11 WHERE name = $1",
             )
             .bind(&t.name);
             let query = bind_grants(query, &t.models, t.rpm, t.tpm, t.budget)
                 .bind(t.metadata.to_string())
                 .bind(t.updated_at);
-            bind_policy(query, &t.regions, &t.pii)
+            bind_policy(query, &t.regions, &t.pii, &t.mcp_tools)
                 .execute(pool)
                 .await
                 .map(drop)
@@ -218,12 +227,14 @@ mod tests {
         let team: TeamRecord = serde_json::from_value(serde_json::json!({
             "name": "platform", "rpm": 100,
             "budget": {"usd": 50.0, "period": "1mo"},
-            "regions": ["eu"], "pii": {"mode": "mask", "entities": ["email"]}
+            "regions": ["eu"], "pii": {"mode": "mask", "entities": ["email"]},
+            "mcp_tools": ["github__*"]
         }))
         .unwrap();
         let made = store.create_team(&team).await.unwrap().unwrap();
         let read = store.get_team("platform").await.unwrap().unwrap();
         assert_eq!(read.regions.as_deref(), Some(&["eu".to_string()][..]));
+        assert_eq!(read.mcp_tools, Some(vec!["github__*".to_string()]));
         assert_eq!(
             read.pii.as_ref().and_then(|p| p.mode),
             Some(crate::config::PiiMode::Mask)
@@ -237,7 +248,7 @@ mod tests {
             .update_team(
                 "platform",
                 &serde_json::from_value(
-                    serde_json::json!({"rpm": null, "tpm": 5000, "regions": null}),
+                    serde_json::json!({"rpm": null, "tpm": 5000, "regions": null, "mcp_tools": null}),
                 )
                 .unwrap(),
             )
@@ -247,6 +258,7 @@ mod tests {
         assert_eq!((patched.rpm, patched.tpm), (None, Some(5000)));
         let read = store.get_team("platform").await.unwrap().unwrap();
         assert_eq!(read.regions, None, "null clears the regions");
+        assert_eq!(read.mcp_tools, None);
         assert!(read.pii.is_some(), "a field left out stays");
         assert_eq!(store.list_teams().await.unwrap().len(), 1);
         assert!(store.delete_team("platform").await.unwrap());

@@ -44,7 +44,7 @@ struct ItemsBody {
 }
 
 /// The caller's conversation `id`, or 404.
-async fn owned(cx: &RequestContext, id: &str) -> Result<ConversationRecord> {
+pub(crate) async fn owned(cx: &RequestContext, id: &str) -> Result<ConversationRecord> {
     context::check_id(id, "conversation_id")?;
     cx.services.conversations.settled(id).await;
     cx.services

@@ -19,6 +19,7 @@ mod limits;
 mod local;
 mod logs;
 mod matrix;
+mod mcp;
 mod pii;
 mod prompts;
 mod providers;
