@@ -85,7 +85,7 @@ async fn render(state: &AppState) -> Result<Markup> {
         }
         section.card {
             h2 { "Tools" }
-            table {
+            table.tools {
                 thead { tr { th { "Tool" } th { "Server" } th { "Description" } } }
                 tbody {
                     @for (server, tool) in &listed {

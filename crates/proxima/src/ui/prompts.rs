@@ -309,7 +309,7 @@ async fn show_prompt(
                     span #pr-status.muted {}
                 }
             }
-            p.muted { "Runs as " (session.actor.name) " through the whole pipeline and appear in the logs, tagged with the prompt." }
+            p.muted { "Each run goes as " (session.actor.name) " through the whole pipeline and appears in the logs, tagged with the prompt." }
         }
         @for version in versions.iter().rev() {
             section.card {
