@@ -117,6 +117,7 @@ async fn assembly_latency(store: &Store) {
             let how = Budgeted {
                 strategy: ContextStrategy::Window,
                 recall,
+                embedder: None,
                 budget: 8_000,
             };
             let mut times = Vec::new();
@@ -157,6 +158,7 @@ async fn tokens_per_turn(store: &Store) {
     let how = Budgeted {
         strategy: ContextStrategy::Summarize,
         recall: 4,
+        embedder: None,
         // A 16k-token window, less a 4k answer and the safety margin.
         budget: 16_000 - 4_096 - 512,
     };
@@ -304,6 +306,7 @@ async fn locomo_recall(store: &Store, path: &str) {
         let how = Budgeted {
             strategy: ContextStrategy::Window,
             recall,
+            embedder: None,
             budget,
         };
         let (mut asked, mut any, mut all) = (0u32, 0u32, 0u32);

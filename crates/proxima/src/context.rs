@@ -18,6 +18,7 @@
 pub mod assemble;
 mod calibration;
 pub mod items;
+pub mod meaning;
 pub mod passages;
 mod recall;
 mod summarize;
@@ -227,9 +228,18 @@ impl TurnStage {
                     .append_items(&self.conversation, &tenant, &items, now_ms())
                     .await
             };
-            if let Err(e) = stored.await {
-                tracing::error!(conversation = %self.conversation, error = %e, "a conversation turn could not be stored");
-                return;
+            match stored.await {
+                Ok(stored) => {
+                    if let (Some(model), Some(stored)) =
+                        (&self.cx.gateway.config.context.embedding_model, stored)
+                    {
+                        meaning::index(&self.cx, model, &self.conversation, &stored);
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(conversation = %self.conversation, error = %e, "a conversation turn could not be stored");
+                    return;
+                }
             }
             drop(self.guard);
             if self.strategy == ContextStrategy::Summarize {
@@ -336,12 +346,17 @@ pub async fn open_turn(
     }
     let found = passages::search(cx, &retrieval, &new).await?;
 
+    let embedder = config
+        .embedding_model
+        .as_deref()
+        .map(|model| meaning::Calls { cx, model });
     let built = build_prompt(
         store,
         conversation,
         &Budgeted {
             strategy,
             recall: config.recall,
+            embedder: embedder.as_ref().map(|e| e as &dyn meaning::Embed),
             budget,
         },
         &system,
@@ -373,11 +388,12 @@ pub async fn open_turn(
     })
 }
 
-/// How a prompt is fitted: what happens to old turns, how many are recalled, and the tokens it
-/// may use.
-pub struct Budgeted {
+/// How a prompt is fitted: what happens to old turns, how many are recalled (and what embeds
+/// the new message to recall them by meaning too), and the tokens it may use.
+pub struct Budgeted<'a> {
     pub strategy: ContextStrategy,
     pub recall: u32,
+    pub embedder: Option<&'a dyn meaning::Embed>,
     pub budget: u64,
 }
 
@@ -397,7 +413,7 @@ pub struct Built {
 pub async fn build_prompt(
     store: &Store,
     conversation: &str,
-    how: &Budgeted,
+    how: &Budgeted<'_>,
     system: &[Message],
     new: &[Message],
     passages: &[Passage],
@@ -441,7 +457,7 @@ pub async fn build_prompt(
                 .find(|m| m.role == Role::User)
                 .map(Message::joined_text)
                 .unwrap_or_default();
-            recall::recall(store, conversation, &text, oldest.seq, count).await?
+            recall::recall(store, conversation, &text, how.embedder, oldest.seq, count).await?
         }
     };
 

@@ -1,11 +1,13 @@
 //! Recall: the earlier turns, outside the window, that best match the new message — found by
 //! full-text search (BM25) over the conversation's own items, which are indexed as they are
-//! stored — brought back whole, so that a fact from turn 3 of a long conversation reaches the
+//! stored, and, with an embedding model, by meaning ([`super::meaning`]), the two rankings
+//! fused — brought back whole, so that a fact from turn 3 of a long conversation reaches the
 //! model when the user asks about it.
 
 use std::collections::HashSet;
 
 use super::assemble::Item;
+use super::meaning::Embed;
 use crate::canonical::Part;
 use crate::error::Result;
 use crate::store::{ItemRecord, Store};
@@ -27,6 +29,10 @@ const K1: f64 = 1.2;
 
 /// Items around a hit read to find the exchange it belongs to.
 const SPAN: i64 = 8;
+
+/// Reciprocal rank fusion's constant: how little the first places of one ranking outweigh
+/// the next ones (60, as commonly used, lets an item both rankings place well win).
+const FUSION_K: f64 = 60.0;
 
 /// The words of a new message a search uses: the longest first.
 pub fn query_words(text: &str) -> Vec<String> {
@@ -61,27 +67,55 @@ fn rank(postings: &[(i64, Vec<(i64, i64)>)], items: i64) -> Vec<i64> {
     ranked.into_iter().map(|(seq, _)| seq).collect()
 }
 
-/// The stretches of history before `before` that best match `text`, best first: each the
-/// exchange around a hit, from the user message that opened it, with its calls and results
-/// whole. At most `count` stretches.
+/// Fuses rankings (each best first) by reciprocal rank: an item's score is the sum over the
+/// rankings of 1 / (k + its place). Best first, at most `depth`; ties go to the newer item.
+fn fuse(rankings: &[&[i64]], depth: usize) -> Vec<i64> {
+    let mut scores: std::collections::HashMap<i64, f64> = std::collections::HashMap::new();
+    for ranking in rankings {
+        for (place, &seq) in ranking.iter().take(depth).enumerate() {
+            *scores.entry(seq).or_default() += 1.0 / (FUSION_K + place as f64 + 1.0);
+        }
+    }
+    let mut fused: Vec<(i64, f64)> = scores.into_iter().collect();
+    fused.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    fused.into_iter().take(depth).map(|(seq, _)| seq).collect()
+}
+
+/// The stretches of history before `before` that best match `text` (by its words, and by its
+/// meaning when there is an `embedder`), best first: each the exchange around a hit, from the user message that
+/// opened it, with its calls and results whole. At most `count` stretches.
 pub async fn recall(
     store: &Store,
     conversation: &str,
     text: &str,
+    embedder: Option<&dyn Embed>,
     before: i64,
     count: u32,
 ) -> Result<Vec<Vec<Item>>> {
     let words = query_words(text);
-    if words.is_empty() || count == 0 || before <= 0 {
+    if (words.is_empty() && embedder.is_none()) || count == 0 || before <= 0 {
         return Ok(Vec::new());
     }
-    let postings = store
-        .search_terms(conversation, &words, before, POSTINGS_PER_WORD)
-        .await?;
-    let hits: Vec<i64> = rank(&postings, before)
-        .into_iter()
-        .take(count as usize * 2)
-        .collect();
+    let depth = count as usize * 2;
+    let by_words = async {
+        if words.is_empty() {
+            return Ok(Vec::new());
+        }
+        let postings = store
+            .search_terms(conversation, &words, before, POSTINGS_PER_WORD)
+            .await?;
+        Ok(rank(&postings, before))
+    };
+    let by_meaning = async {
+        match embedder {
+            Some(embedder) => {
+                super::meaning::nearest(embedder, store, conversation, text, before, depth).await
+            }
+            None => Ok(Vec::new()),
+        }
+    };
+    let (by_words, by_meaning) = tokio::try_join!(by_words, by_meaning)?;
+    let hits = fuse(&[&by_words, &by_meaning], depth);
     // The neighbourhoods of all the best hits in one read.
     let span = |hit: i64| ((hit - SPAN).max(0), (hit + SPAN).min(before - 1));
     let ranges: Vec<(i64, i64)> = hits.iter().map(|&hit| span(hit)).collect();
@@ -168,5 +202,14 @@ mod tests {
         let ranked = rank(&[common, rare, everywhere], 1000);
         assert_eq!(ranked[0], 3);
         assert_eq!(ranked.len(), 51);
+    }
+
+    #[test]
+    fn fusion_puts_what_both_rankings_find_first() {
+        let words = [10, 20, 30];
+        let meaning = [40, 30, 50];
+        assert_eq!(fuse(&[&words, &meaning], 4), [30, 40, 10, 20]);
+        // One ranking alone keeps its order.
+        assert_eq!(fuse(&[&words, &[]], 2), [10, 20]);
     }
 }

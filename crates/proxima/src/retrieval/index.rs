@@ -618,7 +618,7 @@ impl Ord for Score {
 }
 
 /// A vector as bytes, and the value of one step: `v[i] ≈ q[i] * scale`.
-fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
+pub(crate) fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
     let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
     if max == 0.0 || !max.is_finite() {
         return (vec![0; v.len()], 0.0);
@@ -634,7 +634,7 @@ fn quantise(v: &[f32]) -> (Vec<i8>, f32) {
 /// The dot products of `query` with each of `vectors` (one after another, `query.len()` bytes
 /// each), into `products`. A build for baseline x86-64 may use only SSE2; this loop is also
 /// compiled for AVX2 (twice the lanes) and the CPU's best is picked at run time.
-fn dots(query: &[i8], vectors: &[i8], products: &mut Vec<i32>) {
+pub(crate) fn dots(query: &[i8], vectors: &[i8], products: &mut Vec<i32>) {
     struct Dots<'a> {
         query: &'a [i8],
         vectors: &'a [i8],

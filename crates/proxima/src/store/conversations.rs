@@ -126,6 +126,9 @@ fn response_from_row(row: &impl Row) -> Result<ResponseRecord> {
 /// database's limit).
 const TERM_ROWS: usize = 256;
 
+/// Vectors inserted per statement (three parameters each).
+const VECTOR_ROWS: usize = 200;
+
 /// Which way a listing runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Order {
@@ -254,6 +257,7 @@ impl Store {
                 for table in [
                     "conversation_term_counts",
                     "conversation_terms",
+                    "conversation_vectors",
                     "conversation_items",
                 ] {
                     sqlx::query(sql!("DELETE FROM {table} WHERE conversation_id = $1"))
@@ -508,14 +512,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await
                 .map_err(db_error)?;
-                sqlx::query(
-                    "DELETE FROM conversation_terms WHERE conversation_id = $1 AND seq = $2",
-                )
-                .bind(conversation)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                for table in ["conversation_terms", "conversation_vectors"] {
+                    sqlx::query(sql!(
+                        "DELETE FROM {table} WHERE conversation_id = $1 AND seq = $2"
+                    ))
+                    .bind(conversation)
+                    .bind(seq)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_error)?;
+                }
             }
             tx.commit().await.map_err(db_error)?;
             Ok(seq.is_some())
@@ -643,6 +649,63 @@ impl Store {
         Ok(deleted)
     }
 
+    /// Keeps the sentence vectors of items (by position): int8 components and the value of one
+    /// step. An item deleted meanwhile gets none; one that has one keeps it.
+    pub async fn put_item_vectors(
+        &self,
+        conversation: &str,
+        vectors: &[(i64, Vec<i8>, f32)],
+    ) -> Result<()> {
+        for chunk in vectors.chunks(VECTOR_ROWS) {
+            let values: Vec<String> = (0..chunk.len())
+                .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                .collect();
+            // Only for items still there, and once.
+            let sql = sql!(
+                "WITH v (seq, vector, scale) AS (VALUES {}) \
+                 INSERT INTO conversation_vectors (conversation_id, seq, vector, scale) \
+                 SELECT $1, v.seq, v.vector, v.scale FROM v \
+                 WHERE EXISTS (SELECT 1 FROM conversation_items i \
+                 WHERE i.conversation_id = $1 AND i.seq = v.seq) \
+                 ON CONFLICT (conversation_id, seq) DO NOTHING",
+                values.join(", ")
+            );
+            on_pool!(self, |pool| {
+                let mut query = sqlx::query(sql).bind(conversation);
+                for (seq, vector, scale) in chunk {
+                    let bytes: Vec<u8> = vector.iter().map(|&x| x as u8).collect();
+                    query = query.bind(*seq).bind(bytes).bind(*scale);
+                }
+                query.execute(pool).await.map(drop)
+            })
+            .map_err(db_error)?;
+        }
+        Ok(())
+    }
+
+    /// The sentence vectors of the items at positions `from..before`, newest first.
+    pub async fn item_vectors(
+        &self,
+        conversation: &str,
+        from: i64,
+        before: i64,
+    ) -> Result<Vec<(i64, Vec<i8>, f32)>> {
+        let rows: Vec<(i64, Vec<u8>, f32)> = on_pool!(self, |pool| sqlx::query_as(
+            "SELECT seq, vector, scale FROM conversation_vectors \
+             WHERE conversation_id = $1 AND seq >= $2 AND seq < $3 ORDER BY seq DESC"
+        )
+        .bind(conversation)
+        .bind(from)
+        .bind(before)
+        .fetch_all(pool)
+        .await)
+        .map_err(db_error)?;
+        Ok(rows
+            .into_iter()
+            .map(|(seq, bytes, scale)| (seq, bytes.into_iter().map(|b| b as i8).collect(), scale))
+            .collect())
+    }
+
     /// Stores a response.
     pub async fn put_response(&self, response: &ResponseRecord) -> Result<()> {
         let sql = sql!(
@@ -726,6 +789,45 @@ mod tests {
             covers: None,
         }
     }
+
+    on_both!(
+        item_vectors_are_kept_for_items_still_there_and_go_with_them,
+        |store: Store| async move {
+            store
+                .create_conversation("conv_v", "team:a", &json!({}), 1)
+                .await
+                .unwrap();
+            let items: Vec<NewItem> = (0..4)
+                .map(|n| item(&format!("msg_{n}"), Role::User, &format!("turn {n}")))
+                .collect();
+            store
+                .append_items("conv_v", "team:a", &items, 2)
+                .await
+                .unwrap();
+            assert!(store.delete_item("conv_v", "msg_3").await.unwrap());
+            let vectors: Vec<(i64, Vec<i8>, f32)> = (0..4)
+                .map(|seq| (seq, vec![seq as i8, -127, 127], 0.5))
+                .collect();
+            store.put_item_vectors("conv_v", &vectors).await.unwrap();
+            // Again: kept once.
+            store
+                .put_item_vectors("conv_v", &vectors[..1])
+                .await
+                .unwrap();
+            let read = store.item_vectors("conv_v", 0, 10).await.unwrap();
+            // Newest first, and none for the deleted item.
+            assert_eq!(read, vectors[..3].iter().rev().cloned().collect::<Vec<_>>());
+            assert_eq!(store.item_vectors("conv_v", 1, 2).await.unwrap().len(), 1);
+            assert!(store.delete_item("conv_v", "msg_2").await.unwrap());
+            assert_eq!(store.item_vectors("conv_v", 0, 10).await.unwrap().len(), 2);
+            assert!(store.delete_conversation("conv_v", "team:a").await.unwrap());
+            assert!(store
+                .item_vectors("conv_v", 0, 10)
+                .await
+                .unwrap()
+                .is_empty());
+        }
+    );
 
     on_both!(
         conversations_belong_to_their_owner,

@@ -57,6 +57,10 @@ const SQLITE: &[Migration] = &[
         version: 9,
         sql: include_str!("migrations/sqlite/0009_mcp_tools.sql"),
     },
+    Migration {
+        version: 10,
+        sql: include_str!("migrations/sqlite/0010_conversation_vectors.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -96,6 +100,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 9,
         sql: include_str!("migrations/postgres/0009_mcp_tools.sql"),
+    },
+    Migration {
+        version: 10,
+        sql: include_str!("migrations/postgres/0010_conversation_vectors.sql"),
     },
 ];
 

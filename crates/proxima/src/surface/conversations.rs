@@ -57,7 +57,7 @@ pub(crate) async fn owned(cx: &RequestContext, id: &str) -> Result<ConversationR
 /// Parses items and stores them at the end of the conversation.
 async fn append(
     store: &Store,
-    cx: &RequestContext,
+    cx: &Arc<RequestContext>,
     id: &str,
     items: Vec<Value>,
 ) -> Result<Vec<ItemRecord>> {
@@ -69,10 +69,14 @@ async fn append(
     }
     let messages = items_to_messages(items, "items")?;
     let new = items::split(&messages);
-    store
+    let stored = store
         .append_items(id, &cx.tenant(), &new, now_ms())
         .await?
-        .ok_or_else(|| context::unknown_conversation(id))
+        .ok_or_else(|| context::unknown_conversation(id))?;
+    if let Some(model) = &cx.gateway.config.context.embedding_model {
+        context::meaning::index(cx, model, id, &stored);
+    }
+    Ok(stored)
 }
 
 /// `POST /v1/conversations`.

@@ -285,3 +285,51 @@ async fn local_model_that_does_not_load_stops_the_start_with_a_clear_error() {
         error.message
     );
 }
+
+/// A chat turn on `conversation`; the answer's status must be 200.
+async fn say(gw: &Gateway, conversation: &str, text: &str) {
+    let body = json!({"model": "chat", "conversation": conversation,
+                      "messages": [{"role": "user", "content": text}]});
+    let answer = gw.post_json("/v1/chat/completions", &body).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
+#[tokio::test]
+async fn recall_by_meaning_brings_back_a_turn_that_shares_no_word_with_the_question() {
+    let Some(dir) = minilm_dir() else { return };
+    for embeddings in [true, false] {
+        let mock = mock_upstream::MockUpstream::start().await.unwrap();
+        let context = if embeddings {
+            "[context]\nrecall = 2\nembedding_model = \"embed\"\n"
+        } else {
+            "[context]\nrecall = 2\n"
+        };
+        let gw = Gateway::start(
+            chat_on("openai", &mock, "context_window = 1400").section(&format!(
+                "[providers.minilm]\nkind = \"local\"\npath = \"{}\"\n\n\
+                 [models.embed]\ntargets = [{{ provider = \"minilm\", model = \"all-minilm-l6-v2\" }}]\n\n{context}",
+                dir.display()
+            )),
+        )
+        .await;
+        say(&gw, "family", "My daughter Aurora turns seven in May.").await;
+        for n in 0..30 {
+            say(
+                &gw,
+                "family",
+                &format!("Note {n}: the quarterly invoice totals went up because shipping got more expensive."),
+            )
+            .await;
+        }
+        say(&gw, "family", "What is the name of my kid?").await;
+        let prompt = mock.received().last().unwrap().json().to_string();
+        assert!(prompt.contains("Note 29"), "the window is sent: {prompt}");
+        assert!(!prompt.contains("Note 3:"), "older notes are not: {prompt}");
+        assert_eq!(
+            prompt.contains("Aurora"),
+            embeddings,
+            "embeddings {embeddings}: {prompt}"
+        );
+        gw.shutdown().await;
+    }
+}
