@@ -2,7 +2,9 @@
 (`PROXIMA_CHROMIUM`, default /usr/bin/chromium; Playwright's own browser download is not
 used). Signs in with the master key, opens every page without a console or script error,
 makes a key in the UI and uses it with the `openai` SDK, finds that request in the logs,
-and chats in the playground with the streamed answer of the built-in `mock` model.
+chats in the playground with the streamed answer of the built-in `mock` model, saves a prompt
+template in the UI and runs it with its try-it form, and finds an MCP tool call (made with the
+official `mcp` SDK) on the MCP page beside the mock-upstream's MCP server and its tools.
 
 A screenshot of each page is saved to `$PROXIMA_ARTIFACTS` (default `target/ui-screenshots`)
 for CI to keep; the test prints where.
@@ -12,10 +14,15 @@ from __future__ import annotations
 
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 import time
 from pathlib import Path
 
+import anyio
+import httpx2
 import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
 from openai import OpenAI
 from playwright.sync_api import sync_playwright
 
@@ -30,6 +37,8 @@ PAGES = [
     "audit",
     "conversations",
     "vector-stores",
+    "prompts",
+    "mcp",
     "playground",
 ]
 
@@ -193,6 +202,46 @@ def test_the_admin_ui_in_a_browser(gateway, browser, capsys):
     tab.shot("playground-answered")
     tab.assert_clean("playground")
 
+    # A prompt saved in the UI, then run with its try-it form: the answer streams in.
+    tab.open("/ui/prompts")
+    form = page.locator("form[action='/ui/prompts']")
+    form.locator("input[name=name]").fill("browser-greeting")
+    form.locator("select[name=model]").select_option("mock")
+    form.locator("textarea[name=template]").fill("Greet {{who}} and mention {{topic}}.")
+    form.locator("textarea[name=parameters]").fill('{"max_tokens": 50}')
+    form.locator("button[type=submit]").click()
+    page.wait_for_url("**/ui/prompts/browser-greeting")
+    assert "Version 1" in page.inner_text("main")
+    tab.shot("prompt")
+    page.fill("textarea[data-variable=who]", "Ada")
+    page.fill("textarea[data-variable=topic]", "engines")
+    page.click("#pr-send")
+    page.wait_for_function(
+        "document.querySelector('#pr-status').textContent.includes('ms')", timeout=15000
+    )
+    assert page.inner_text("#pr-answer").strip(), page.content()
+    assert not page.locator(".turn.error").count()
+    tab.shot("prompt-tried")
+    tab.assert_clean("prompts")
+
+    # An MCP tool call with the official SDK shows on the MCP page, with the upstream server
+    # reachable and its tools listed.
+    # In a thread of its own: Playwright's sync API holds this thread's event loop.
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, _call_mcp_tool, gateway.url, secret).result()
+    deadline = time.monotonic() + 15
+    while True:
+        tab.open("/ui/mcp")
+        main = page.inner_text("main")
+        if "browser-key" in main or time.monotonic() > deadline:
+            break
+        time.sleep(0.3)
+    assert "browser-key" in main, main
+    assert "up__echo" in main and "vector_store_search" in main
+    assert page.locator("span.pill", has_text="reachable").count() >= 1
+    tab.shot("mcp-with-call")
+    tab.assert_clean("mcp")
+
     # The dashboard now draws those requests (once the ledger has written the last one).
     deadline = time.monotonic() + 15
     while True:
@@ -214,3 +263,13 @@ def test_the_admin_ui_in_a_browser(gateway, browser, capsys):
     assert page.url.endswith("/ui/sign-in")
     tab.context.close()
     assert re.search(r"\.png$", next(shots.iterdir()).name)
+
+
+async def _call_mcp_tool(url: str, key: str) -> None:
+    # trust_env=False: loopback only, whatever proxy the environment names.
+    http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, trust_env=False, timeout=30)
+    async with http, streamable_http_client(f"{url}/mcp", http_client=http) as (read, write):
+        async with ClientSession(read, write) as session:
+            await session.initialize()
+            result = await session.call_tool("up__echo", {"text": "from the browser test"})
+            assert not result.is_error

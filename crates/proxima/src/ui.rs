@@ -1,7 +1,7 @@
 //! The admin web UI at `/ui`: pages rendered on the server from typed templates ([`maud`]:
 //! checked at compile time, every value escaped unless marked otherwise), charts drawn as SVG
 //! on the server ([`charts`]), one embedded stylesheet and one small script (the copy button
-//! and the playground's stream). Nothing is fetched from elsewhere: it works offline, and
+//! and the streamed answers of the playground and of a prompt's try-it form). Nothing is fetched from elsewhere: it works offline, and
 //! building it needs nothing but `cargo build`.
 //!
 //! Sign in with the master key or an admin key ([`session`]: a signed cookie; the key never
@@ -16,8 +16,10 @@ mod conversations;
 mod dashboard;
 mod keys;
 mod logs;
+mod mcp;
 mod models;
 mod playground;
+mod prompts;
 pub mod session;
 mod sign_in;
 mod teams;
@@ -61,6 +63,14 @@ pub fn routes(state: Arc<AppState>) -> axum::Router<Arc<AppState>> {
         .route("/ui/conversations/{id}", get(conversations::detail))
         .route("/ui/vector-stores", get(vector_stores::list))
         .route("/ui/vector-stores/{id}", get(vector_stores::detail))
+        .route("/ui/prompts", get(prompts::list).post(prompts::create))
+        .route(
+            "/ui/prompts/{name}",
+            get(prompts::detail).post(prompts::create_version),
+        )
+        .route("/ui/prompts/{name}/delete", post(prompts::delete))
+        .route("/ui/prompts/{name}/run", post(prompts::run))
+        .route("/ui/mcp", get(mcp::page))
         .route("/ui/playground", get(playground::page))
         .route("/ui/playground/chat", post(playground::chat))
         .route_layer(middleware::from_fn_with_state(state, session::require));
@@ -101,10 +111,12 @@ pub enum Nav {
     Audit,
     Conversations,
     VectorStores,
+    Prompts,
+    Mcp,
     Playground,
 }
 
-const NAV: [(Nav, &str, &str); 9] = [
+const NAV: [(Nav, &str, &str); 11] = [
     (Nav::Dashboard, "/ui/dashboard", "Dashboard"),
     (Nav::Models, "/ui/models", "Models"),
     (Nav::Keys, "/ui/keys", "Keys"),
@@ -113,6 +125,8 @@ const NAV: [(Nav, &str, &str); 9] = [
     (Nav::Audit, "/ui/audit", "Audit log"),
     (Nav::Conversations, "/ui/conversations", "Conversations"),
     (Nav::VectorStores, "/ui/vector-stores", "Vector stores"),
+    (Nav::Prompts, "/ui/prompts", "Prompts"),
+    (Nav::Mcp, "/ui/mcp", "MCP"),
     (Nav::Playground, "/ui/playground", "Playground"),
 ];
 

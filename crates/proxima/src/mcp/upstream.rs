@@ -5,7 +5,8 @@
 //!
 //! Every HTTP request carries the server's configured `headers` and nothing from the caller:
 //! the gateway key that reached `/mcp` never goes upstream. A server that cannot be reached drops
-//! out of the tool list (logged, asked again after [`RETRY_FAILED`]) rather than failing it.
+//! out of the tool list (logged, asked again after [`RETRY_FAILED`]) rather than failing it;
+//! the reason is kept for the admin UI's MCP page ([`Upstreams::status`]).
 
 mod stdio;
 
@@ -58,7 +59,23 @@ struct Server {
     next_id: AtomicU64,
     transport: Transport,
     /// Its tools as last listed, and until when that list holds.
-    tools: Mutex<Option<(Instant, Arc<Vec<Value>>)>>,
+    tools: Mutex<Option<(Instant, Listing)>>,
+}
+
+/// One server's tools as last listed, and why the listing failed if it did (its tools are
+/// then none).
+#[derive(Clone)]
+struct Listing {
+    tools: Arc<Vec<Value>>,
+    error: Option<Arc<str>>,
+}
+
+/// How a server answered when its tools were last listed, as the admin UI shows it.
+pub struct ServerStatus {
+    pub name: String,
+    pub tools: usize,
+    /// Why it could not be listed: it is then left out of `/mcp`.
+    pub error: Option<Arc<str>>,
 }
 
 impl Upstreams {
@@ -84,13 +101,31 @@ impl Upstreams {
         listings
             .iter()
             .zip(self.servers.keys())
-            .flat_map(|(tools, name)| {
-                tools.iter().map(move |tool| {
+            .flat_map(|(listing, name)| {
+                listing.tools.iter().map(move |tool| {
                     let mut tool = tool.clone();
                     let own = tool["name"].as_str().unwrap_or_default().to_owned();
                     tool["name"] = format!("{name}{SEPARATOR}{own}").into();
                     tool
                 })
+            })
+            .collect()
+    }
+
+    /// Every server's state: listed again first where the list kept is too old (so a server
+    /// down is tried again, and a local command started).
+    pub async fn status(&self) -> Vec<ServerStatus> {
+        let listings = futures_util::future::join_all(
+            self.servers.values().map(|server| server.listing(self.ttl)),
+        )
+        .await;
+        listings
+            .into_iter()
+            .zip(self.servers.keys())
+            .map(|(listing, name)| ServerStatus {
+                name: name.clone(),
+                tools: listing.tools.len(),
+                error: listing.error,
             })
             .collect()
     }
@@ -145,17 +180,17 @@ impl Server {
 
     /// Its tools: the list kept, or a new one once that is `ttl` old. One caller asks at a
     /// time; the others wait for its answer.
-    async fn listing(&self, ttl: Duration) -> Arc<Vec<Value>> {
+    async fn listing(&self, ttl: Duration) -> Listing {
         let mut kept = self.tools.lock().await;
-        if let Some((until, tools)) = kept.as_ref() {
+        if let Some((until, listing)) = kept.as_ref() {
             if Instant::now() < *until {
-                return tools.clone();
+                return listing.clone();
             }
         }
-        let (tools, keep) = match self.list_tools().await {
+        let (tools, error, keep) = match self.list_tools().await {
             Ok(tools) => {
                 tracing::debug!(server = %self.name, tools = tools.len(), "MCP server's tools listed");
-                (tools, ttl)
+                (tools, None, ttl)
             }
             Err(e) => {
                 let message = match e {
@@ -163,12 +198,15 @@ impl Server {
                     Failure::Failed(e) => e.message,
                 };
                 tracing::warn!(server = %self.name, error = %message, "cannot list the tools of an MCP server: they are left out of /mcp for now");
-                (Vec::new(), RETRY_FAILED.min(ttl))
+                (Vec::new(), Some(Arc::from(message)), RETRY_FAILED.min(ttl))
             }
         };
-        let tools = Arc::new(tools);
-        *kept = Some((Instant::now() + keep, tools.clone()));
-        tools
+        let listing = Listing {
+            tools: Arc::new(tools),
+            error,
+        };
+        *kept = Some((Instant::now() + keep, listing.clone()));
+        listing
     }
 
     async fn list_tools(&self) -> std::result::Result<Vec<Value>, Failure> {

@@ -186,6 +186,7 @@ pub struct UsageGroup {
 pub struct LogFilter {
     pub key: Option<String>,
     pub team: Option<String>,
+    /// A model name, or a prefix of one ending in `*`: `mcp:*` is every MCP tool call.
     pub model: Option<String>,
     /// An HTTP status (`429`), or `ok` / `error`.
     pub status: Option<String>,
@@ -446,7 +447,16 @@ impl Store {
         };
         equal(&mut q, "key_id", &filter.key)?;
         equal(&mut q, "team", &filter.team)?;
-        equal(&mut q, "model", &filter.model)?;
+        match filter.model.as_deref().map(|m| (m, m.strip_suffix('*'))) {
+            Some((_, Some(prefix))) => {
+                // `substr` rather than `LIKE`: exact on both databases, with no wildcards
+                // inside the prefix to escape. The length is a number made here.
+                let p = q.bind(Param::Text(prefix.to_owned()));
+                let length = prefix.chars().count();
+                q.push(&format!(" AND substr(model, 1, {length}) = {p}"));
+            }
+            _ => equal(&mut q, "model", &filter.model)?,
+        }
         equal(&mut q, "request_id", &filter.request_id)?;
         match filter.status.as_deref() {
             None => {}
@@ -642,6 +652,18 @@ pub(super) mod tests {
             .await
             .unwrap();
         assert_eq!(filtered.data.len(), 3);
+        // A model ending in `*` is a prefix, taken as written (`_` is no wildcard).
+        for (model, rows) in [("sm*", 10), ("fast*", 20), ("*", 30), ("_*", 0), ("fas", 0)] {
+            let page = store
+                .logs(&LogFilter {
+                    model: Some(model.into()),
+                    limit: Some(100),
+                    ..LogFilter::default()
+                })
+                .await
+                .unwrap();
+            assert_eq!(page.data.len(), rows, "{model}");
+        }
         assert!(store
             .logs(&LogFilter {
                 status: Some("bad".into()),

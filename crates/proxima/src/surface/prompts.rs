@@ -44,25 +44,32 @@ pub async fn create(
 ) -> Response {
     created(
         async {
-            let (new, asked): (NewPrompt, Value) = read_change(body).await?;
-            let services = state.services();
-            audit::record(
-                &services.store,
-                &actor,
-                "prompt.create",
-                Target::Known(&new.name),
-                audit::detail(&asked),
-                async {
-                    check(&state, &new)?;
-                    let record = services.store.create_prompt(&new).await?;
-                    services.prompts.invalidate();
-                    Ok(prompt_json(&record))
-                },
-            )
-            .await
+            let (_, asked): (Value, Value) = read_change(body).await?;
+            create_as(&state, &actor, asked).await
         }
         .await,
     )
+}
+
+/// Saves the prompt `asked` for (`POST /admin/prompts`'s body) as `actor`, audited: the admin
+/// API and the admin UI both save prompts here. The answer is the version made.
+pub async fn create_as(state: &AppState, actor: &Actor, asked: Value) -> Result<Value> {
+    let new: NewPrompt = parse_json(asked.to_string().as_bytes())?;
+    let services = state.services();
+    audit::record(
+        &services.store,
+        actor,
+        "prompt.create",
+        Target::Known(&new.name),
+        audit::detail(&asked),
+        async {
+            check(state, &new)?;
+            let record = services.store.create_prompt(&new).await?;
+            services.prompts.invalidate();
+            Ok(prompt_json(&record))
+        },
+    )
+    .await
 }
 
 /// `GET /admin/prompts`: the latest version of every prompt.
@@ -94,25 +101,28 @@ pub async fn delete(
     Extension(actor): Extension<Actor>,
     Path(name): Path<String>,
 ) -> Response {
+    answer(delete_as(&state, &actor, &name).await)
+}
+
+/// Deletes every version of prompt `name` as `actor`, audited (the admin API and the UI).
+pub async fn delete_as(state: &AppState, actor: &Actor, name: &str) -> Result<Value> {
     let services = state.services();
-    answer(
-        audit::record(
-            &services.store,
-            &actor,
-            "prompt.delete",
-            Target::Known(&name),
-            json!({}),
-            async {
-                let versions = services.store.delete_prompt(&name).await?;
-                if versions == 0 {
-                    return Err(not_found("prompt", &name));
-                }
-                services.prompts.invalidate();
-                Ok(json!({"object": "prompt", "name": name, "deleted": true, "versions": versions}))
-            },
-        )
-        .await,
+    audit::record(
+        &services.store,
+        actor,
+        "prompt.delete",
+        Target::Known(name),
+        json!({}),
+        async {
+            let versions = services.store.delete_prompt(name).await?;
+            if versions == 0 {
+                return Err(not_found("prompt", name));
+            }
+            services.prompts.invalidate();
+            Ok(json!({"object": "prompt", "name": name, "deleted": true, "versions": versions}))
+        },
     )
+    .await
 }
 
 /// A prompt version as the admin API shows it, with the variables its template uses.

@@ -84,6 +84,7 @@ async fn render_list(state: &AppState, raw: &str) -> Result<Markup> {
                     @for model in gateway.router.public_names() {
                         option value=(model) selected[filter.model.as_deref() == Some(model)] { (model) }
                     }
+                    option value="mcp:*" selected[filter.model.as_deref() == Some("mcp:*")] { "MCP tool calls" }
                 }
             }
             (input("Key", &query.key, "key id"))
@@ -133,12 +134,12 @@ async fn render_list(state: &AppState, raw: &str) -> Result<Markup> {
 }
 
 /// A request id short enough for a table cell.
-fn short(id: &str) -> &str {
+pub(super) fn short(id: &str) -> &str {
     id.get(..16).unwrap_or(id)
 }
 
 /// A row's status as a coloured pill.
-fn status(row: &LedgerRow) -> Markup {
+pub(super) fn status(row: &LedgerRow) -> Markup {
     let class = if row.status < 400 {
         "pill breaker-closed"
     } else {

@@ -2,7 +2,8 @@
 //! admin key (a user key refused), pages behind the session, CSRF tokens on every form, a key
 //! made in the UI that works and is audited under the signed-in admin, requests shown on the
 //! dashboard and in the logs, the playground streaming as the admin, a team's conversations
-//! and vector stores browsed and searched, and user input escaped.
+//! and vector stores browsed and searched, prompts saved, tried and deleted, the MCP page
+//! showing servers, tools and tool calls, and user input escaped.
 
 use std::time::Duration;
 
@@ -88,7 +89,7 @@ async fn post_form(
     .await
 }
 
-const PAGES: [&str; 9] = [
+const PAGES: [&str; 11] = [
     "/ui/dashboard",
     "/ui/models",
     "/ui/keys",
@@ -97,6 +98,8 @@ const PAGES: [&str; 9] = [
     "/ui/audit",
     "/ui/conversations",
     "/ui/vector-stores",
+    "/ui/prompts",
+    "/ui/mcp",
     "/ui/playground",
 ];
 
@@ -629,4 +632,412 @@ async fn teams_are_made_changed_and_deleted_in_the_ui() {
         .await
         .json();
     assert_eq!(audit["data"].as_array().unwrap().len(), 3, "{audit}");
+}
+
+/// The latest call-log rows, once at least `n` are written (they are written in batches).
+async fn logged(gw: &Gateway, query: &str, n: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for _ in 0..100 {
+        let logs = gw.admin(MASTER, Method::GET, query, None).await;
+        assert_eq!(logs.status, 200, "{}", logs.text());
+        rows = logs.json()["data"].as_array().unwrap().clone();
+        if rows.len() >= n {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    rows
+}
+
+#[tokio::test]
+async fn prompts_are_saved_tried_and_deleted_in_the_ui() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = start(&mock).await;
+    let master = signed_in(&gw, MASTER).await;
+
+    // A text template saved through the form is version 1 in the admin API, audited as the
+    // signed-in admin.
+    let saved = post_form(
+        &gw,
+        &master,
+        "/ui/prompts",
+        &[
+            ("name", "greet"),
+            ("model", "chat"),
+            ("kind", "text"),
+            ("template", "Say hello to {{who}}.\r\nBriefly."),
+            ("parameters", r#"{"temperature": 0.2}"#),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(saved.status, 303, "{}", saved.text());
+    assert_eq!(saved.header("location"), Some("/ui/prompts/greet"));
+    let prompt = gw
+        .admin(MASTER, Method::GET, "/admin/prompts/greet", None)
+        .await
+        .json();
+    assert_eq!(prompt["version"], 1);
+    assert_eq!(prompt["template"], "Say hello to {{who}}.\nBriefly.");
+    assert_eq!(prompt["parameters"], json!({"temperature": 0.2}));
+    assert_eq!(prompt["variables"], json!(["who"]));
+
+    // A new version from the prompt's page, as messages.
+    let messages = r#"[{"role": "system", "content": "Be kind to <{{who}}>."}, {"role": "user", "content": "Hi {{who}}, about {{topic}}"}]"#;
+    let next = post_form(
+        &gw,
+        &master,
+        "/ui/prompts/greet",
+        &[
+            ("model", "chat"),
+            ("kind", "messages"),
+            ("template", messages),
+        ],
+        true,
+    )
+    .await;
+    assert_eq!(next.status, 303, "{}", next.text());
+    let prompt = gw
+        .admin(MASTER, Method::GET, "/admin/prompts/greet", None)
+        .await
+        .json();
+    assert_eq!(prompt["version"], 2);
+    assert_eq!(prompt["template"][1]["role"], "user");
+    assert_eq!(prompt["versions"].as_array().unwrap().len(), 2);
+
+    // The list and the prompt's page show it: every version, one field per variable, the
+    // template's text escaped.
+    let list = page(&gw, &master.cookie, "/ui/prompts").await.text();
+    assert!(list.contains("href=\"/ui/prompts/greet\""), "{list}");
+    let shown = page(&gw, &master.cookie, "/ui/prompts/greet").await;
+    assert_eq!(shown.status, 200);
+    let text = shown.text();
+    for fact in [
+        "Version 1",
+        "Version 2",
+        "data-variable=\"who\"",
+        "data-variable=\"topic\"",
+        "Be kind to &lt;{{who}}&gt;.",
+    ] {
+        assert!(text.contains(fact), "{fact}: {text}");
+    }
+    assert_eq!(
+        page(&gw, &master.cookie, "/ui/prompts/nope").await.status,
+        404
+    );
+
+    // Bad input is refused with the API's own messages, quoted escaped, and nothing saved.
+    for (fields, says) in [
+        (
+            vec![
+                ("name", "bad"),
+                ("kind", "text"),
+                ("template", "Hello {{name"),
+            ],
+            "never closed",
+        ),
+        (
+            vec![
+                ("name", "bad"),
+                ("kind", "text"),
+                ("template", "Hi {{<img src=x>}}"),
+            ],
+            "`{{&lt;img src=x&gt;}}` is not a variable",
+        ),
+        (
+            vec![
+                ("name", "bad"),
+                ("kind", "messages"),
+                ("template", "[{\"role\": "),
+            ],
+            "not valid JSON",
+        ),
+        (
+            vec![
+                ("name", "bad"),
+                ("kind", "messages"),
+                ("template", r#"[{"role": "tool", "content": "x"}]"#),
+            ],
+            "not a chat role",
+        ),
+        (
+            vec![
+                ("name", "bad"),
+                ("kind", "text"),
+                ("template", "x"),
+                ("parameters", "[1]"),
+            ],
+            "not a JSON object",
+        ),
+        (
+            vec![
+                ("name", "bad"),
+                ("kind", "text"),
+                ("template", "x"),
+                ("parameters", r#"{"temperature": "hot"}"#),
+            ],
+            "do not make a valid chat request",
+        ),
+        (
+            vec![
+                ("name", "bad"),
+                ("model", "no-such-model"),
+                ("kind", "text"),
+                ("template", "x"),
+            ],
+            "no model named",
+        ),
+        (
+            vec![
+                ("name", "bad name!"),
+                ("model", "chat"),
+                ("kind", "text"),
+                ("template", "x"),
+            ],
+            "is not allowed",
+        ),
+    ] {
+        let mut fields = fields;
+        if !fields.iter().any(|(k, _)| *k == "model") {
+            fields.push(("model", "chat"));
+        }
+        let refused = post_form(&gw, &master, "/ui/prompts", &fields, true).await;
+        assert_eq!(refused.status, 400, "{fields:?}: {}", refused.text());
+        let text = refused.text();
+        assert!(text.contains(says), "{says}: {text}");
+        assert!(!text.contains("<img src=x"), "{text}");
+    }
+    // The refused template stays in the form to fix.
+    let refused = post_form(
+        &gw,
+        &master,
+        "/ui/prompts",
+        &[
+            ("name", "bad"),
+            ("model", "chat"),
+            ("kind", "text"),
+            ("template", "Hello {{name"),
+        ],
+        true,
+    )
+    .await;
+    assert!(
+        refused.text().contains(">Hello {{name</textarea>"),
+        "{}",
+        refused.text()
+    );
+    let bad = gw
+        .admin(MASTER, Method::GET, "/admin/prompts/bad", None)
+        .await;
+    assert_eq!(bad.status, 404);
+
+    // Try it: without the CSRF token nothing runs; with it the prompt runs as the admin, the
+    // answer streamed, and its ledger row names the prompt and version.
+    let run = || {
+        browser()
+            .post(gw.url("/ui/prompts/greet/run"))
+            .header("cookie", &master.cookie)
+    };
+    let body =
+        json!({"variables": {"who": "Ada", "topic": "engines"}, "version": 1, "stream": true});
+    let refused = Answer::read(
+        run()
+            .header("content-type", "application/json")
+            .body(body.to_string()),
+    )
+    .await;
+    assert_eq!(refused.status, 403);
+    let mut sse = gw
+        .stream_with(run().header("x-csrf-token", &master.csrf), body)
+        .await;
+    assert_eq!(sse.status, 200);
+    let chunks = chunks_until_done(&sse.data().await);
+    assert!(!streamed_content(&chunks, 0).is_empty());
+    let sent = mock.received();
+    let last = sent.last().expect("the run reached the upstream").json();
+    assert_eq!(
+        last["messages"][0]["content"],
+        "Say hello to Ada.\nBriefly."
+    );
+    assert_eq!(last["temperature"], 0.2);
+    let missing = Answer::read(
+        run()
+            .header("x-csrf-token", &master.csrf)
+            .header("content-type", "application/json")
+            .body(json!({"variables": {}}).to_string()),
+    )
+    .await;
+    assert_eq!(missing.status, 400);
+    assert!(
+        missing.text().contains("missing variables `who`, `topic`"),
+        "{}",
+        missing.text()
+    );
+    let rows = logged(&gw, "/admin/logs?model=chat&status=ok", 1).await;
+    let metadata: Value = serde_json::from_str(rows[0]["metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        metadata,
+        json!({"ui": "prompts", "proxima.prompt": "greet", "proxima.prompt_version": 1})
+    );
+    assert_eq!(rows[0]["key_id"], "master");
+
+    // Deleted, with a confirmation in the page; gone from the API.
+    let text = page(&gw, &master.cookie, "/ui/prompts/greet").await.text();
+    assert!(text.contains("data-confirm="), "{text}");
+    let deleted = post_form(&gw, &master, "/ui/prompts/greet/delete", &[], true).await;
+    assert_eq!(deleted.status, 303, "{}", deleted.text());
+    let gone = gw
+        .admin(MASTER, Method::GET, "/admin/prompts/greet", None)
+        .await;
+    assert_eq!(gone.status, 404);
+
+    // The audit log names the signed-in admin for every save and the deletion.
+    let audit = gw
+        .admin(MASTER, Method::GET, "/admin/audit?action=prompt", None)
+        .await
+        .json();
+    let actions: Vec<(String, String, String)> = audit["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .filter(|e| e["outcome"] == "ok")
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().to_owned(),
+                e["actor_id"].as_str().unwrap().to_owned(),
+                e["target"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let expected = [
+        ("prompt.create", "master", "greet"),
+        ("prompt.create", "master", "greet"),
+        ("prompt.delete", "master", "greet"),
+    ]
+    .map(|(a, b, c)| (a.to_owned(), b.to_owned(), c.to_owned()));
+    assert_eq!(actions, expected);
+}
+
+#[tokio::test]
+async fn the_mcp_page_shows_servers_tools_and_tool_calls() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gone = {
+        let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        socket.local_addr().unwrap().port()
+    };
+    let gw = Gateway::start(
+        one_model(&mock)
+            .server(&format!("master_key = \"{MASTER}\""))
+            .section(&format!(
+                "[mcp.servers.tools]\nurl = \"{}/mcp?token=secret-in-url\"\n\n\
+                 [mcp.servers.gone]\nurl = \"http://127.0.0.1:{gone}/mcp\"\ntimeout = \"2s\"\n",
+                mock.url()
+            )),
+    )
+    .await;
+    let master = signed_in(&gw, MASTER).await;
+
+    // A tool call through /mcp, beside a chat call.
+    let mcp = |body: Value, session: Option<&str>| {
+        let mut request = gw
+            .request_as(MASTER, Method::POST, "/mcp")
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .body(body.to_string());
+        if let Some(session) = session {
+            request = request.header("mcp-session-id", session);
+        }
+        gw.send(request)
+    };
+    let init = mcp(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"}}}),
+        None,
+    )
+    .await;
+    assert_eq!(init.status, 200, "{}", init.text());
+    let session = init.header("mcp-session-id").unwrap().to_owned();
+    let called = mcp(
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "tools__echo", "arguments": {"text": "hi"}}}),
+        Some(&session),
+    )
+    .await;
+    assert_eq!(called.status, 200, "{}", called.text());
+    assert_eq!(
+        gw.chat_as(MASTER, chat_body("chat", "hello")).await.status,
+        200
+    );
+    let rows = logged(&gw, "/admin/logs", 2).await;
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    // The call log's model filter takes a prefix: only the tool call.
+    let tool_rows = logged(&gw, "/admin/logs?model=mcp:*", 1).await;
+    assert_eq!(tool_rows.len(), 1, "{tool_rows:?}");
+    assert_eq!(tool_rows[0]["model"], "mcp:tools__echo");
+
+    let shown = page(&gw, &master.cookie, "/ui/mcp").await;
+    assert_eq!(shown.status, 200, "{}", shown.text());
+    let text = shown.text();
+    // Both servers, one reachable with its three tools, one not, saying why.
+    let row = |server: &str| {
+        text.split("<tr>")
+            .find(|r| r.contains(&format!("<td>{server}</td>")))
+            .unwrap_or_else(|| panic!("no row for {server}: {text}"))
+            .to_owned()
+    };
+    let tools = row("tools");
+    assert!(
+        tools.contains("reachable") && tools.contains(">3<"),
+        "{tools}"
+    );
+    assert!(
+        !text.contains("secret-in-url"),
+        "the URL's query is shown: {text}"
+    );
+    let down = row("gone");
+    assert!(
+        down.contains("unreachable") && down.contains("cannot be reached"),
+        "{down}"
+    );
+    // Every tool served, own and upstream, with its description.
+    for tool in [
+        "vector_store_search",
+        "conversation_items",
+        "tools__echo",
+        "tools__add",
+        "tools__fail",
+    ] {
+        assert!(
+            text.contains(&format!("<code>{tool}</code>")),
+            "{tool}: {text}"
+        );
+    }
+    assert!(
+        text.contains("Searches one of your vector stores"),
+        "{text}"
+    );
+    // The tool call, with its caller, server and status; not the chat call.
+    let call = text
+        .split("<tr>")
+        .find(|r| r.contains("<code>tools__echo</code>") && r.contains(" ms<"))
+        .unwrap_or_else(|| panic!("no tool call row: {text}"));
+    assert!(
+        call.contains("<td>master</td>") || call.contains(">master<"),
+        "{call}"
+    );
+    assert!(
+        call.contains("<td>tools</td>") && call.contains("200"),
+        "{call}"
+    );
+    assert!(!text.contains("gpt-upstream"), "{text}");
+    // The logs page offers tool calls as a filter.
+    let logs = page(&gw, &master.cookie, "/ui/logs?model=mcp%3A*")
+        .await
+        .text();
+    assert!(
+        logs.contains("mcp:tools__echo") && !logs.contains("<td>chat</td>"),
+        "{logs}"
+    );
 }

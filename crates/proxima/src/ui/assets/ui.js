@@ -1,5 +1,5 @@
-// The admin UI's one script: copy buttons, confirmations, and the playground's streamed chat.
-// Pages work without it, except the playground.
+// The admin UI's one script: copy buttons, confirmations, and the streamed answers of the
+// playground and of a prompt's try-it form. Pages work without it, except those two.
 "use strict";
 
 document.addEventListener("click", (event) => {
@@ -33,7 +33,6 @@ document.addEventListener("submit", (event) => {
 (function playground() {
   const form = document.getElementById("playground");
   if (!form) return;
-  const csrf = document.querySelector('meta[name="csrf-token"]').content;
   const transcript = document.getElementById("pg-transcript");
   const status = document.getElementById("pg-status");
   const send = document.getElementById("pg-send");
@@ -78,17 +77,7 @@ document.addEventListener("submit", (event) => {
     status.textContent = "…";
     const started = performance.now();
     try {
-      const response = await fetch("/ui/playground/chat", {
-        method: "POST",
-        headers: { "content-type": "application/json", "x-csrf-token": csrf },
-        body: JSON.stringify(body),
-      });
-      if (!response.ok) {
-        let message = response.status + " " + response.statusText;
-        try { message = (await response.json()).error.message; } catch (_) { /* keep the status */ }
-        throw new Error(message);
-      }
-      await readStream(response, (delta) => { answer.textContent += delta; });
+      const response = await streamChat("/ui/playground/chat", body, (delta) => { answer.textContent += delta; });
       history.push({ role: "assistant", content: answer.textContent });
       const model = response.headers.get("x-proxima-model") || body.model;
       status.textContent = model + " · " + Math.round(performance.now() - started) + " ms";
@@ -101,31 +90,80 @@ document.addEventListener("submit", (event) => {
       send.disabled = false;
     }
   });
+})();
 
-  // Reads a chat completion stream (server-sent events), calling `onDelta` with each piece of
-  // text; an error event ends it with that error.
-  async function readStream(response, onDelta) {
-    const reader = response.body.getReader();
-    const decoder = new TextDecoder();
-    let buffer = "";
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      buffer += decoder.decode(value, { stream: true });
-      let end;
-      while ((end = buffer.indexOf("\n\n")) >= 0) {
-        const event = buffer.slice(0, end);
-        buffer = buffer.slice(end + 2);
-        for (const line of event.split("\n")) {
-          if (!line.startsWith("data:")) continue;
-          const data = line.slice(5).trim();
-          if (data === "[DONE]") return;
-          const chunk = JSON.parse(data);
-          if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
-          const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
-          if (delta && delta.content) onDelta(delta.content);
-        }
+// A prompt's try-it form: its variables run the prompt, the answer streamed.
+(function promptRun() {
+  const form = document.getElementById("prompt-run");
+  if (!form) return;
+  const answer = document.getElementById("pr-answer");
+  const status = document.getElementById("pr-status");
+  const send = document.getElementById("pr-send");
+  form.addEventListener("submit", async (event) => {
+    event.preventDefault();
+    const variables = {};
+    for (const field of form.querySelectorAll("[data-variable]")) variables[field.dataset.variable] = field.value;
+    const body = { variables, stream: true, version: Number(document.getElementById("pr-version").value) };
+    answer.className = "turn assistant";
+    answer.textContent = "";
+    send.disabled = true;
+    status.textContent = "…";
+    const started = performance.now();
+    try {
+      const response = await streamChat(form.dataset.action, body, (delta) => { answer.textContent += delta; });
+      const model = response.headers.get("x-proxima-model") || "";
+      status.textContent = model + " · " + Math.round(performance.now() - started) + " ms";
+    } catch (error) {
+      answer.className = "turn error";
+      answer.textContent = String(error.message || error);
+      status.textContent = "";
+    } finally {
+      send.disabled = false;
+    }
+  });
+})();
+
+// POSTs `body` as JSON with the page's CSRF token and reads the streamed chat completion,
+// calling `onDelta` with each piece of text; a refusal throws its error's message.
+async function streamChat(url, body, onDelta) {
+  const csrf = document.querySelector('meta[name="csrf-token"]').content;
+  const response = await fetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-csrf-token": csrf },
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    let message = response.status + " " + response.statusText;
+    try { message = (await response.json()).error.message; } catch (_) { /* keep the status */ }
+    throw new Error(message);
+  }
+  await readStream(response, onDelta);
+  return response;
+}
+
+// Reads a chat completion stream (server-sent events), calling `onDelta` with each piece of
+// text; an error event ends it with that error.
+async function readStream(response, onDelta) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) {
+      const event = buffer.slice(0, end);
+      buffer = buffer.slice(end + 2);
+      for (const line of event.split("\n")) {
+        if (!line.startsWith("data:")) continue;
+        const data = line.slice(5).trim();
+        if (data === "[DONE]") return;
+        const chunk = JSON.parse(data);
+        if (chunk.error) throw new Error(chunk.error.message || "the stream failed");
+        const delta = chunk.choices && chunk.choices[0] && chunk.choices[0].delta;
+        if (delta && delta.content) onDelta(delta.content);
       }
     }
   }
-})();
+}
