@@ -4,7 +4,10 @@
 //!
 //! Both use the real store (a SQLite file, or PostgreSQL with `PROXIMA_BENCH_POSTGRES=URL`)
 //! and the real prompt builder, `proxima::context::build_prompt`: the same reads, recall
-//! search and assembly a turn does on the request path.
+//! search and assembly a turn does on the request path. With `PROXIMA_MINILM_DIR=DIR` the
+//! LoCoMo table also recalls by meaning, the items and questions embedded by the local
+//! all-MiniLM-L6-v2 run directly (the gateway makes the same vectors through its `local`
+//! provider).
 #![allow(clippy::expect_used)]
 
 use std::time::Duration;
@@ -13,7 +16,7 @@ use tokio::time::Instant;
 
 use proxima::canonical::{Message, Role};
 use proxima::config::ContextStrategy;
-use proxima::context::{build_prompt, items, Budgeted};
+use proxima::context::{build_prompt, items, meaning, Budgeted};
 use proxima::store::Store;
 
 const TOPICS: &[&str] = &[
@@ -50,6 +53,18 @@ fn sentence(rng: &mut fastrand::Rng, words: usize) -> String {
         }
     }
     text
+}
+
+/// The local all-MiniLM-L6-v2, run directly: what recall by meaning embeds with here.
+struct MiniLm(std::sync::Arc<proxima::providers::local::Embedder>);
+
+impl meaning::Embed for MiniLm {
+    fn embed(
+        &self,
+        texts: Vec<String>,
+    ) -> futures_util::future::BoxFuture<'_, proxima::error::Result<Vec<Vec<f32>>>> {
+        Box::pin(async move { self.0.embed(texts).await.map(|e| e.vectors) })
+    }
 }
 
 async fn open_store() -> Store {
@@ -217,6 +232,7 @@ async fn tokens_per_turn(store: &Store) {
 async fn store_locomo(
     store: &Store,
     sample: &serde_json::Value,
+    embedder: Option<&MiniLm>,
 ) -> (String, std::collections::HashMap<String, String>, u64) {
     // locomo10.json nests the dialogue under `conversation`; the per-conversation files of
     // the repository's zip have it at the top.
@@ -261,11 +277,16 @@ async fn store_locomo(
             tokens += item.tokens;
             batch.push(item);
         }
-        store
+        let stored = store
             .append_items(&id, "team:bench", &batch, 2)
             .await
             .expect("append")
             .expect("owned");
+        if let Some(embedder) = embedder {
+            meaning::keep(embedder, store, &id, &stored)
+                .await
+                .expect("embed");
+        }
     }
     (id, texts, tokens)
 }
@@ -294,19 +315,47 @@ async fn locomo_recall(store: &Store, path: &str) {
             one => vec![one],
         }
     };
+    let embedder = std::env::var_os("PROXIMA_MINILM_DIR").map(|dir| {
+        MiniLm(
+            proxima::providers::local::Embedder::shared(std::path::Path::new(&dir))
+                .expect("MiniLM"),
+        )
+    });
     let mut stored = Vec::new();
+    let started = Instant::now();
     for sample in &samples {
-        stored.push(store_locomo(store, sample).await);
+        stored.push(store_locomo(store, sample, embedder.as_ref()).await);
     }
+    let took = started.elapsed();
     println!("## Recall on LoCoMo ({} conversations)\n", samples.len());
     println!("Each conversation stored whole (speaker A as user, B as assistant), then every question with evidence asked as a new turn; a hit is a prompt that holds an evidence turn.\n");
-    println!("| budget | recall | questions | any evidence in prompt | all evidence | prompt tokens / history tokens | p50 build time |");
-    println!("|---:|---:|---:|---:|---:|---:|---:|");
-    for (budget, recall) in [(2_000, 0), (2_000, 4), (4_000, 8), (8_000, 16)] {
+    if embedder.is_some() {
+        println!(
+            "Stored and embedded in {:.1} s ({} items).\n",
+            took.as_secs_f64(),
+            stored.iter().map(|s| s.1.len()).sum::<usize>()
+        );
+    }
+    println!("| budget | recall | by meaning | questions | any evidence in prompt | all evidence | prompt tokens / history tokens | p50 build time |");
+    println!("|---:|---:|---|---:|---:|---:|---:|---:|");
+    let mut runs = vec![
+        (2_000, 0, None),
+        (2_000, 4, None),
+        (4_000, 8, None),
+        (8_000, 16, None),
+    ];
+    if let Some(embedder) = &embedder {
+        runs.extend([
+            (2_000, 4, Some(embedder)),
+            (4_000, 8, Some(embedder)),
+            (8_000, 16, Some(embedder)),
+        ]);
+    }
+    for (budget, recall, by_meaning) in runs {
         let how = Budgeted {
             strategy: ContextStrategy::Window,
             recall,
-            embedder: None,
+            embedder: by_meaning.map(|e| e as &dyn meaning::Embed),
             budget,
         };
         let (mut asked, mut any, mut all) = (0u32, 0u32, 0u32);
@@ -352,7 +401,8 @@ async fn locomo_recall(store: &Store, path: &str) {
         }
         times.sort();
         println!(
-            "| {budget} | {recall} | {asked} | {:.1} % | {:.1} % | {:.1} % | {:.2} ms |",
+            "| {budget} | {recall} | {} | {asked} | {:.1} % | {:.1} % | {:.1} % | {:.2} ms |",
+            if by_meaning.is_some() { "yes" } else { "no" },
             f64::from(any) * 100.0 / f64::from(asked.max(1)),
             f64::from(all) * 100.0 / f64::from(asked.max(1)),
             prompt_tokens as f64 * 100.0 / history_tokens.max(1) as f64,
