@@ -129,7 +129,7 @@ impl Paging {
             #[serde(default)]
             after: Option<String>,
         }
-        let wire: Wire = query(raw)?;
+        let wire: Wire = query(raw.as_deref())?;
         let limit = match wire.limit.as_deref() {
             None => default,
             Some(limit) => limit
@@ -162,8 +162,8 @@ impl Paging {
 }
 
 /// Parses a query string, saying what is wrong with it.
-pub fn query<T: DeserializeOwned>(raw: Option<String>) -> Result<T> {
-    serde_urlencoded::from_str(raw.as_deref().unwrap_or(""))
+pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
         .map_err(|e| Error::invalid_request(format!("bad query string: {e}")))
 }
 

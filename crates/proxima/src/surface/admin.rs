@@ -160,7 +160,7 @@ pub async fn list_keys(
 ) -> Response {
     answer(
         async {
-            let query: KeyListQuery = query(raw)?;
+            let query: KeyListQuery = query(raw.as_deref())?;
             let keys = state
                 .services()
                 .store
@@ -455,7 +455,7 @@ pub async fn usage(
 ) -> Response {
     answer(
         async {
-            let query: UsageQuery = query(raw)?;
+            let query: UsageQuery = query(raw.as_deref())?;
             let now = clock::now_ms();
             let from = time_param(query.from.as_deref(), "from", now - 30 * 86_400_000)?;
             let to = time_param(query.to.as_deref(), "to", now + 1)?;
@@ -512,7 +512,7 @@ pub struct LogsQuery {
 pub async fn logs(Extension(state): Extension<Arc<AppState>>, RawQuery(raw): RawQuery) -> Response {
     answer(
         async {
-            let query: LogsQuery = query(raw)?;
+            let query: LogsQuery = query(raw.as_deref())?;
             let filter = LogFilter {
                 from: optional_time(query.from.as_deref(), "from")?,
                 to: optional_time(query.to.as_deref(), "to")?,
@@ -623,7 +623,7 @@ pub async fn audit(
 ) -> Response {
     answer(
         async {
-            let query: AuditQuery = query(raw)?;
+            let query: AuditQuery = query(raw.as_deref())?;
             let filter = AuditFilter {
                 from: optional_time(query.from.as_deref(), "from")?,
                 to: optional_time(query.to.as_deref(), "to")?,

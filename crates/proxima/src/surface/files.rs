@@ -201,7 +201,7 @@ pub async fn list(
     }
     json_or_error(
         async {
-            let filter: Filter = query(raw.clone())?;
+            let filter: Filter = query(raw.as_deref())?;
             let paging = Paging::with_limits(raw, MAX_LIST, MAX_LIST)?;
             let order = if paging.descending {
                 Order::Desc

@@ -464,7 +464,7 @@ fn file_listing_query(raw: Option<String>) -> Result<(Paging, Option<String>)> {
         #[serde(default)]
         filter: Option<String>,
     }
-    let filter: Filter = query(raw.clone())?;
+    let filter: Filter = query(raw.as_deref())?;
     if let Some(status) = &filter.filter {
         if !["in_progress", "completed", "failed", "cancelled"].contains(&status.as_str()) {
             return Err(Error::invalid_request(

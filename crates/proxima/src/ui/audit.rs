@@ -9,7 +9,7 @@ use maud::{html, Markup};
 use serde::Deserialize;
 
 use super::{error_page, filled, layout, urlencode, when, Nav, Session};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::state::AppState;
 use crate::store::AuditFilter;
 
@@ -34,8 +34,7 @@ pub async fn page(
 }
 
 async fn render(state: &AppState, raw: &str) -> Result<Markup> {
-    let query: AuditQuery = serde_urlencoded::from_str(raw)
-        .map_err(|e| Error::invalid_request(format!("bad audit filter: {e}")))?;
+    let query: AuditQuery = crate::surface::query(Some(raw))?;
     let owned = |v: &Option<String>| filled(v).map(str::to_owned);
     let filter = AuditFilter {
         actor: owned(&query.actor),

@@ -26,11 +26,6 @@ struct TenantQuery {
     tenant: Option<String>,
 }
 
-fn tenant_query(raw: Option<&str>) -> Result<TenantQuery> {
-    serde_urlencoded::from_str(raw.unwrap_or_default())
-        .map_err(|e| Error::invalid_request(format!("bad query: {e}")))
-}
-
 /// `GET /ui/conversations?tenant=team:NAME|key:ID`.
 pub async fn list(
     Extension(state): Extension<Arc<AppState>>,
@@ -44,7 +39,7 @@ pub async fn list(
 }
 
 async fn render_list(state: &AppState, raw: Option<&str>) -> Result<Markup> {
-    let query = tenant_query(raw)?;
+    let query = crate::surface::query::<TenantQuery>(raw)?;
     let tenants = tenants::all(state).await?;
     let tenant = filled(&query.tenant)
         .map(str::to_owned)
@@ -94,7 +89,7 @@ pub async fn detail(
 }
 
 async fn render_detail(state: &AppState, id: &str, raw: Option<&str>) -> Result<Markup> {
-    let query = tenant_query(raw)?;
+    let query = crate::surface::query::<TenantQuery>(raw)?;
     let tenant = filled(&query.tenant).unwrap_or_default();
     let store = &state.services().store;
     let conversation = store.get_conversation(id, tenant).await?.ok_or_else(|| {

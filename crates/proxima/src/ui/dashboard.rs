@@ -45,8 +45,7 @@ pub async fn page(
 }
 
 async fn render(state: &AppState, raw: &str) -> Result<Markup> {
-    let query: DashboardQuery = serde_urlencoded::from_str(raw)
-        .map_err(|e| Error::invalid_request(format!("bad dashboard filter: {e}")))?;
+    let query: DashboardQuery = crate::surface::query(Some(raw))?;
     let window = filled(&query.window).unwrap_or("24h");
     let &(window, length, bucket) = WINDOWS
         .iter()

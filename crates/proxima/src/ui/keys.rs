@@ -137,8 +137,7 @@ pub async fn list(
     Extension(session): Extension<Session>,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let query: ListQuery =
-        serde_urlencoded::from_str(raw.as_deref().unwrap_or_default()).unwrap_or_default();
+    let query: ListQuery = crate::surface::query(raw.as_deref()).unwrap_or_default();
     show_list(&state, &session, query.revoked.is_some(), None, None).await
 }
 

@@ -57,8 +57,7 @@ pub async fn list(
 }
 
 async fn render_list(state: &AppState, raw: &str) -> Result<Markup> {
-    let query: LogsQuery = serde_urlencoded::from_str(raw)
-        .map_err(|e| Error::invalid_request(format!("bad log filter: {e}")))?;
+    let query: LogsQuery = crate::surface::query(Some(raw))?;
     let owned = |v: &Option<String>| filled(v).map(str::to_owned);
     let filter = LogFilter {
         model: owned(&query.model),

@@ -29,11 +29,6 @@ struct StoreQuery {
     q: Option<String>,
 }
 
-fn store_query(raw: Option<&str>) -> Result<StoreQuery> {
-    serde_urlencoded::from_str(raw.unwrap_or_default())
-        .map_err(|e| Error::invalid_request(format!("bad query: {e}")))
-}
-
 /// `GET /ui/vector-stores?tenant=team:NAME|key:ID`.
 pub async fn list(
     Extension(state): Extension<Arc<AppState>>,
@@ -47,7 +42,7 @@ pub async fn list(
 }
 
 async fn render_list(state: &AppState, raw: Option<&str>) -> Result<Markup> {
-    let query = store_query(raw)?;
+    let query = crate::surface::query::<StoreQuery>(raw)?;
     let tenants = tenants::all(state).await?;
     let tenant = filled(&query.tenant)
         .map(str::to_owned)
@@ -99,7 +94,7 @@ pub async fn detail(
     req: Request,
 ) -> Response {
     let shown = async {
-        let query = store_query(raw.as_deref())?;
+        let query = crate::surface::query::<StoreQuery>(raw.as_deref())?;
         let tenant = filled(&query.tenant).unwrap_or_default().to_owned();
         let store = &state.services().store;
         let record = store
