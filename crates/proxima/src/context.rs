@@ -5,8 +5,10 @@
 //! body) sends only its new messages. [`open_turn`] — called by the prepare phase, before the
 //! limits, so they charge what is sent — loads what the prompt needs, never the whole
 //! history: the instructions, the newest summary, the newest items up to the token budget, and
-//! the earlier turns [`recall`] finds for the new message, with the [`passages`] retrieved for
-//! it from vector stores; [`assemble`] fits them to the budget.
+//! the earlier turns [`recall`] finds for the new message (by its words and, with an embedding
+//! model, by its [`meaning`]), with the [`passages`] retrieved for it from vector stores;
+//! [`assemble`] fits them to the budget, which each target counts with its own tokenizer
+//! (`calibration.rs` learns how from its answers).
 //! The turn is stored by a finishing stage once the answer is complete (a failed or abandoned
 //! call stores nothing, so a retry does not duplicate it), and turns that left the window are
 //! folded into a running summary off the request path ([`summarize`]).
