@@ -239,7 +239,18 @@ pub enum ChatOutput {
 }
 
 /// Serves a chat call: a complete answer, or a stream whose first chunk has arrived.
+///
+/// The phases' futures together take kilobytes; boxed here, the surfaces' handler futures
+/// (which axum and tower move several times a request) stay small, and so do the moves.
 pub async fn chat(
+    cx: &Arc<RequestContext>,
+    req: ChatRequest,
+    directives: Directives,
+) -> Routed<ChatOutput> {
+    Box::pin(serve_chat(cx, req, directives)).await
+}
+
+async fn serve_chat(
     cx: &Arc<RequestContext>,
     req: ChatRequest,
     directives: Directives,
@@ -280,13 +291,23 @@ pub async fn chat(
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let routing = route::chat(&cx.gateway.router, &exchange.resolved, &prepared.request);
+    // Boxed: the router's future is large, and the tracing wrappers move it.
+    let routing = Box::pin(route::chat(
+        &cx.gateway.router,
+        &exchange.resolved,
+        &prepared.request,
+    ));
     let routed = cx.traced(Operation::Chat, routing).await;
     finish::chat(exchange, routed)
 }
 
-/// Serves an embeddings call.
+/// Serves an embeddings call (boxed, as [`chat`] is: the cache and recall call it from inside
+/// chat calls).
 pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<EmbeddingsResponse> {
+    Box::pin(serve_embed(cx, req)).await
+}
+
+async fn serve_embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<EmbeddingsResponse> {
     let mut exchange = match admit::admit(
         cx,
         &req.model,
@@ -305,7 +326,11 @@ pub async fn embed(cx: &RequestContext, req: EmbeddingsRequest) -> Routed<Embedd
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let routing = route::embed(&cx.gateway.router, &exchange.resolved, &prepared.request);
+    let routing = Box::pin(route::embed(
+        &cx.gateway.router,
+        &exchange.resolved,
+        &prepared.request,
+    ));
     let routed = cx.traced(Operation::Embeddings, routing).await;
     finish::embeddings(exchange, routed)
 }
