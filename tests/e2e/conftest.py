@@ -21,6 +21,7 @@ One gateway serves the whole session, with this topology:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import socket
 import subprocess
@@ -240,6 +241,26 @@ class Gateway:
     master_key: str
     upstream_url: str
     log: Path
+
+    def admin_status(self, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
+        """An admin API call with the master key: its status and JSON answer (an error status
+        raises `urllib.error.HTTPError`)."""
+        request = urllib.request.Request(
+            f"{self.url}{path}",
+            method=method,
+            data=json.dumps(body).encode() if body is not None else None,
+            headers={
+                "Authorization": f"Bearer {self.master_key}",
+                "Content-Type": "application/json",
+            },
+        )
+        # Loopback only: never let a proxy from the environment see admin calls.
+        with _NO_PROXY.open(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+
+    def admin(self, method: str, path: str, body: dict | None = None) -> dict:
+        """An admin API call with the master key: its JSON answer."""
+        return self.admin_status(method, path, body)[1]
 
 
 _LOGS: list[Path] = []

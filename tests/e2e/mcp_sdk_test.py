@@ -6,32 +6,12 @@ and the mock-upstream MCP server's (as `up__TOOL`), calls both kinds, and sees t
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import anyio
 import httpx2
 import pytest
 from mcp import ClientSession
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
-
-# Loopback only: never let a proxy from the environment see admin calls.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _admin(gateway, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{gateway.url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {gateway.master_key}",
-            "Content-Type": "application/json",
-        },
-    )
-    with _NO_PROXY.open(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 def _session(gateway, key: str, work):
@@ -100,7 +80,7 @@ def test_own_tools_read_only_the_callers_conversations(gateway, client):
     assert texts == ["What is the capital of Peru?", "Lima."]
 
     # Another team's key: the conversation does not exist for it.
-    other = _admin(gateway, "POST", "/admin/keys", {"name": "mcp-other", "team": "elsewhere"})
+    other = gateway.admin("POST", "/admin/keys", {"name": "mcp-other", "team": "elsewhere"})
     theirs = _session(gateway, other["key"], read)
     assert theirs.is_error
     assert "no conversation" in theirs.content[0].text
@@ -108,7 +88,7 @@ def test_own_tools_read_only_the_callers_conversations(gateway, client):
 
 
 def test_mcp_tools_globs_hide_and_refuse_tools(gateway):
-    limited = _admin(gateway, "POST", "/admin/keys", {"name": "mcp-limited", "mcp_tools": ["up__*"]})
+    limited = gateway.admin("POST", "/admin/keys", {"name": "mcp-limited", "mcp_tools": ["up__*"]})
     assert limited["mcp_tools"] == ["up__*"]
 
     async def work(session: ClientSession):
@@ -127,7 +107,7 @@ def test_the_tool_calls_are_in_the_call_log(gateway):
     # Other tests call the tool too, some with other keys: this call's row is the master key's
     # one more.
     def masters():
-        rows = _admin(gateway, "GET", "/admin/logs?model=mcp:up__echo&limit=1000")["data"]
+        rows = gateway.admin("GET", "/admin/logs?model=mcp:up__echo&limit=1000")["data"]
         return [row for row in rows if row["key_name"] == "master"]
 
     before = len(masters())

@@ -7,41 +7,21 @@ run answers exactly as chat completions do. A missing variable is the SDK's
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import openai
 import pytest
 from openai import OpenAI, Stream
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-# Loopback only: never let a proxy from the environment see admin calls.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
 PROMPT = "e2e-translate"
-
-
-def _admin(gateway, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{gateway.url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {gateway.master_key}",
-            "Content-Type": "application/json",
-        },
-    )
-    with _NO_PROXY.open(request, timeout=10) as response:
-        return json.loads(response.read())
 
 
 @pytest.fixture(scope="module")
 def prompt(gateway) -> dict:
     """Two versions of one prompt on model `gpt` (the mock upstream echoes the last user turn)."""
-    _admin(gateway, "POST", "/admin/prompts", {
+    gateway.admin("POST", "/admin/prompts", {
         "name": PROMPT, "model": "gpt", "template": "Translate: {{text}}",
     })
-    return _admin(gateway, "POST", "/admin/prompts", {
+    return gateway.admin("POST", "/admin/prompts", {
         "name": PROMPT,
         "model": "gpt",
         "template": [

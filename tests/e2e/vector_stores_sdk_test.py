@@ -7,9 +7,7 @@ in the background (`create_and_poll`, `upload_and_poll`, file batches), and sear
 from __future__ import annotations
 
 import io
-import json
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -19,29 +17,12 @@ from openai import OpenAI
 
 REPO = Path(__file__).resolve().parents[2]
 
-# Loopback only: never let a proxy from the environment see admin calls.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _admin(gateway, method: str, path: str, body: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"{gateway.url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {gateway.master_key}",
-            "Content-Type": "application/json",
-        },
-    )
-    with _NO_PROXY.open(request, timeout=10) as response:
-        return json.loads(response.read())
-
 
 def _team_client(gateway, team: str) -> OpenAI:
     """A client with a new virtual key of a new team `team-...`."""
     name = f"{team}-{uuid.uuid4().hex[:8]}"
-    _admin(gateway, "POST", "/admin/teams", {"name": name})
-    created = _admin(gateway, "POST", "/admin/keys", {"name": f"key-{name}", "team": name})
+    gateway.admin("POST", "/admin/teams", {"name": name})
+    created = gateway.admin("POST", "/admin/keys", {"name": f"key-{name}", "team": name})
     return OpenAI(base_url=gateway.base_url, api_key=created["key"], max_retries=0)
 
 

@@ -4,35 +4,13 @@ works as the SDK's `api_key`, and once revoked the SDK raises `AuthenticationErr
 
 from __future__ import annotations
 
-import json
-import urllib.request
-
 import openai
 import pytest
 from openai import OpenAI
 
-# Loopback only: never let a proxy from the environment see admin calls.
-_NO_PROXY = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-
-
-def _admin(gateway, method: str, path: str, body: dict | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(
-        f"{gateway.url}{path}",
-        method=method,
-        data=json.dumps(body).encode() if body is not None else None,
-        headers={
-            "Authorization": f"Bearer {gateway.master_key}",
-            "Content-Type": "application/json",
-        },
-    )
-    with _NO_PROXY.open(request, timeout=10) as response:
-        return response.status, json.loads(response.read())
-
 
 def test_a_virtual_key_works_with_the_sdk_until_revoked(gateway):
-    status, created = _admin(
-        gateway, "POST", "/admin/keys", {"name": "python-sdk", "models": ["gpt"]}
-    )
+    status, created = gateway.admin_status("POST", "/admin/keys", {"name": "python-sdk", "models": ["gpt"]})
     assert status == 201
     secret = created["key"]
     assert secret.startswith("sk-px-")
@@ -48,7 +26,7 @@ def test_a_virtual_key_works_with_the_sdk_until_revoked(gateway):
         client.chat.completions.create(model="mock", messages=[{"role": "user", "content": "x"}])
     assert refused.value.status_code == 403
 
-    status, _ = _admin(gateway, "DELETE", f"/admin/keys/{created['id']}")
+    status, _ = gateway.admin_status("DELETE", f"/admin/keys/{created['id']}")
     assert status == 200
     with pytest.raises(openai.AuthenticationError) as rejected:
         client.chat.completions.create(model="gpt", messages=[{"role": "user", "content": "x"}])
