@@ -40,10 +40,7 @@ pub async fn list(
 
 async fn render_list(state: &AppState, raw: Option<&str>) -> Result<Markup> {
     let query = crate::surface::query::<TenantQuery>(raw)?;
-    let tenants = tenants::all(state).await?;
-    let tenant = filled(&query.tenant)
-        .map(str::to_owned)
-        .or_else(|| tenants.first().map(|t| t.id.clone()));
+    let (tenants, tenant) = tenants::choose(state, &query.tenant).await?;
     let conversations = match &tenant {
         Some(tenant) => {
             state

@@ -17,9 +17,21 @@ pub struct Tenant {
     pub label: String,
 }
 
+/// Every tenant, and the one a page shows: the one `asked` for, else the first.
+pub async fn choose(
+    state: &AppState,
+    asked: &Option<String>,
+) -> Result<(Vec<Tenant>, Option<String>)> {
+    let tenants = all(state).await?;
+    let chosen = super::filled(asked)
+        .map(str::to_owned)
+        .or_else(|| tenants.first().map(|t| t.id.clone()));
+    Ok((tenants, chosen))
+}
+
 /// Every team, and every key without a team, in that order: from the database and the
 /// config's static keys.
-pub async fn all(state: &AppState) -> Result<Vec<Tenant>> {
+async fn all(state: &AppState) -> Result<Vec<Tenant>> {
     let store = &state.services().store;
     let gateway = state.gateway();
     let mut teams: Vec<String> = store

@@ -43,10 +43,7 @@ pub async fn list(
 
 async fn render_list(state: &AppState, raw: Option<&str>) -> Result<Markup> {
     let query = crate::surface::query::<StoreQuery>(raw)?;
-    let tenants = tenants::all(state).await?;
-    let tenant = filled(&query.tenant)
-        .map(str::to_owned)
-        .or_else(|| tenants.first().map(|t| t.id.clone()));
+    let (tenants, tenant) = tenants::choose(state, &query.tenant).await?;
     let store = &state.services().store;
     let mut rows = Vec::new();
     if let Some(tenant) = &tenant {
