@@ -10,6 +10,7 @@
 #     before    the config `core` uses, without [storage], for a gateway older than issue 5
 # Binaries from ${CARGO_TARGET_DIR:-target}/release unless PROXIMA_BINARY is given.
 # KEEP_PROFILE=FILE keeps the callgrind profile, for callgrind_annotate.
+# STREAM=1 streams the answers (one SSE event per word of the echoed message, about 30).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 MODE="${1:-core}"
@@ -39,9 +40,9 @@ valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p.out" \
 CG_PID=$!
 PIDS+=("$CG_PID")
 for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.2; done
-# The tokenizer loads in the background (hundreds of millions of instructions under callgrind):
-# let it finish before counting.
-if [ "$MODE" != before ]; then
+# With token limits the tokenizer loads in the background at start (hundreds of millions of
+# instructions under callgrind): let it finish before counting. Without them it never loads.
+if [ "$MODE" = accounts ] || [ "$MODE" = redis ]; then
     for _ in $(seq 1 600); do grep -q "tokenizer loaded" "$WORK/cg.log" && break; sleep 0.2; done
 fi
 AUTH=()
@@ -53,7 +54,9 @@ if [ "$MODE" = accounts ] || [ "$MODE" = redis ]; then
     AUTH=(-H "authorization: Bearer $KEY")
 fi
 TEXT="Proxima benchmark request: a short user message of about one hundred and seventy characters, echoed back by the mock upstream so that the answer is a typical small reply."
-printf '{"model":"bench","messages":[{"role":"user","content":"%s"}]}' "$TEXT" >"$WORK/body.json"
+STREAM_FIELD=""
+[ "${STREAM:-0}" = 1 ] && STREAM_FIELD=',"stream":true'
+printf '{"model":"bench","messages":[{"role":"user","content":"%s"}]%s}' "$TEXT" "$STREAM_FIELD" >"$WORK/body.json"
 URL="http://127.0.0.1:$PORT/v1/chat/completions"
 load() { oha --no-tui -m POST -H 'content-type: application/json' "${AUTH[@]}" -D "$WORK/body.json" -n "$1" -c 16 "$URL" 2>&1; }
 load 300 >/dev/null
@@ -64,4 +67,4 @@ callgrind_control -d "$CG_PID" >/dev/null
 sleep 1
 IR="$(grep -hE '^(summary|totals):' "$WORK"/cg."$CG_PID".out.1 | head -1 | awk '{print $2}')"
 [ -n "${KEEP_PROFILE:-}" ] && cp "$WORK"/cg."$CG_PID".out.1 "$KEEP_PROFILE"
-echo "$MODE: $((IR / OK)) instructions per request ($OK answered)"
+echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed'): $((IR / OK)) instructions per request ($OK answered)"

@@ -112,7 +112,6 @@ for v in "${VARIANTS[@]}"; do
     pid=$!
     PIDS+=("$pid")
     wait_live "$port"
-    for _ in $(seq 600); do grep -q "tokenizer loaded" "$WORK/cg-$v.log" && break; sleep 0.2; done
     load "$port" 5s 16 >/dev/null
     callgrind_control -z "$pid" >/dev/null
     read -r requests failed _ < <(load "$port" 20s 16)

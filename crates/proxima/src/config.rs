@@ -941,6 +941,16 @@ impl fmt::Display for Problems {
 impl std::error::Error for Problems {}
 
 impl Config {
+    /// Whether something here limits tokens or spend (a model's `tpm`, a key's `tpm` or
+    /// budget): its calls need their prompts counted, so the tokenizer is loaded at start.
+    pub fn counts_tokens(&self) -> bool {
+        self.models.values().any(|m| m.tpm.is_some())
+            || self
+                .keys
+                .values()
+                .any(|k| k.tpm.is_some() || k.budget.is_some())
+    }
+
     /// Reads, interpolates, parses and validates a config file.
     pub fn load(path: &Path) -> Result<Config, Problems> {
         let origin = path.display().to_string();

@@ -291,6 +291,7 @@ pub async fn open_turn(
     mut retrieval: Retrieval,
 ) -> Result<Turn> {
     check_id(conversation, "conversation")?;
+    crate::tokenizer::load().await;
     let config = &cx.gateway.config.context;
     let store = &cx.services.store;
     let tenant = cx.tenant();

@@ -51,6 +51,9 @@ impl Gateway {
         // Checked by `proxima check` before a config is used: an error here is a bug.
         let guardrails = Guardrails::new(&config.guardrails)
             .map_err(|e| Error::internal(format!("guardrails: {e}")))?;
+        if config.counts_tokens() {
+            crate::tokenizer::warm_up();
+        }
         Ok(Gateway {
             mcp: crate::mcp::Upstreams::new(&config.mcp, http)?,
             auth: Auth::from_config(&config, jwt),

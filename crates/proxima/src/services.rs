@@ -68,7 +68,6 @@ impl Services {
         let limiter = Limiter::new(storage.redis.as_ref().map(|r| r.expose()), spend).await;
         let cache = Arc::new(Cache::new(limiter.shared_redis()));
         let ledger = Ledger::start(store.clone(), &storage.ledger, spill_path(storage));
-        crate::tokenizer::warm_up();
         let prompts = Arc::new(Catalog::new(store.clone(), storage.sync_interval.0));
         Ok(Arc::new(Services {
             store,

@@ -1,6 +1,12 @@
 //! Counting prompt tokens with a real tokenizer (OpenAI's `o200k_base` byte-pair encoding),
-//! for rate limits and budget reservations before the call. Other providers' tokenizers
-//! differ by a few percent; the real usage corrects the count after the call.
+//! for rate limits and budget reservations before the call, and for fitting conversation
+//! context into a window. Other providers' tokenizers differ by a few percent; the real usage
+//! corrects the count after the call.
+//!
+//! The tables take about 60 MB, most of the gateway's memory, so they are loaded only once
+//! something counts: [`warm_up`] at start when the configuration or a stored key asks for
+//! token limits or budgets, else [`load`] at the first call that needs a count (on the
+//! blocking pool: loading takes about 0.2 s).
 //!
 //! Tokenizing costs about 300 instructions a byte, and most prompt text is sent again and
 //! again (system prompts, tool definitions, the history every turn resends), so counts of
@@ -16,28 +22,48 @@ use crate::canonical::{self, ChatRequest, EmbeddingInput};
 static BPE: OnceLock<Option<CoreBPE>> = OnceLock::new();
 
 fn bpe() -> Option<&'static CoreBPE> {
-    BPE.get_or_init(|| match tiktoken_rs::o200k_base() {
-        Ok(bpe) => Some(bpe),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot load the tokenizer; estimating tokens from bytes");
-            None
+    BPE.get_or_init(|| {
+        let started = tokio::time::Instant::now();
+        match tiktoken_rs::o200k_base() {
+            Ok(bpe) => {
+                tracing::info!(
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "tokenizer loaded"
+                );
+                Some(bpe)
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot load the tokenizer; estimating tokens from bytes");
+                None
+            }
         }
     })
     .as_ref()
 }
 
-/// Loads the tokenizer off the request path (it takes a moment), so the first request that
-/// needs it does not wait.
+/// Whether the tables are in memory.
+pub fn loaded() -> bool {
+    BPE.get().is_some()
+}
+
+/// Loads the tokenizer in the background, so that the first request that needs it does not
+/// wait.
 pub fn warm_up() {
-    tokio::task::spawn_blocking(|| {
-        let started = tokio::time::Instant::now();
-        if bpe().is_some() {
-            tracing::info!(
-                took_ms = started.elapsed().as_millis() as u64,
-                "tokenizer loaded"
-            );
-        }
-    });
+    if loaded() {
+        return;
+    }
+    if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        runtime.spawn_blocking(bpe);
+    }
+}
+
+/// Makes sure the tables are loaded before counting on an async worker: loads them on the
+/// blocking pool if they are not. (A count without it still works; it would load them inline.)
+pub async fn load() {
+    if !loaded() {
+        // A failed join only happens at shutdown; counting then loads inline, or estimates.
+        let _ = tokio::task::spawn_blocking(bpe).await;
+    }
 }
 
 /// Texts shorter than this are tokenized every time: cheaper than remembering them.

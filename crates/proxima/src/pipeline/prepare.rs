@@ -79,6 +79,7 @@ pub struct Prepared<R> {
 impl<R: Measure> Prepared<R> {
     /// The prompt's tokens: counted here when short, on the blocking pool when long.
     pub async fn prompt_tokens(&self) -> u64 {
+        crate::tokenizer::load().await;
         if self.request.text_bytes() <= COUNT_INLINE_BYTES {
             return self.request.count_tokens();
         }
@@ -164,6 +165,7 @@ async fn retrieve(
     prepared: Prepared<ChatRequest>,
     mut retrieval: Retrieval,
 ) -> Result<Prepared<ChatRequest>> {
+    crate::tokenizer::load().await;
     let Some(found) = passages::search(cx, &retrieval, &prepared.request.messages).await? else {
         return Ok(prepared);
     };

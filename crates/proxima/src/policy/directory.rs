@@ -163,6 +163,12 @@ impl Directory {
         if records.is_empty() {
             return;
         }
+        if records
+            .iter()
+            .any(|r| r.revoked_at.is_none() && (r.tpm.is_some() || r.budget.is_some()))
+        {
+            crate::tokenizer::warm_up();
+        }
         let mut keys = FastMap::clone(&self.keys.load());
         for record in records {
             let Some(digest) = hex_digest(&record.hash) else {
@@ -181,6 +187,12 @@ impl Directory {
     fn apply_teams(&self, records: &[TeamRecord]) {
         if records.is_empty() {
             return;
+        }
+        if records
+            .iter()
+            .any(|r| r.deleted_at.is_none() && (r.tpm.is_some() || r.budget.is_some()))
+        {
+            crate::tokenizer::warm_up();
         }
         let mut teams = FastMap::clone(&self.teams.load());
         for record in records {

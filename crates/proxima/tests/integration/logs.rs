@@ -39,3 +39,45 @@ async fn every_log_line_of_a_request_names_its_request_id() {
         "the router's failure line names the request: {failure}"
     );
 }
+
+/// The tokenizer's tables are most of the gateway's memory: they load only when something
+/// counts tokens — here a model's `tpm` — and never for a gateway without token limits.
+#[tokio::test]
+async fn the_tokenizer_loads_only_for_a_gateway_that_counts_tokens() {
+    let mock = mock_upstream::MockUpstream::start().await.unwrap();
+    for (limits, loads) in [("", false), ("tpm = 1000000\n", true)] {
+        let config = temp_file(
+            "tokenizer.toml",
+            &format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\n\n\
+                 [providers.up]\nkind = \"openai\"\nbase_url = \"{}/v1\"\n\n\
+                 [models.chat]\n{limits}targets = [{{ provider = \"up\", model = \"m\" }}]\n",
+                mock.url()
+            ),
+        );
+        let mut command = proxima();
+        command.args(["serve", "--config"]).arg(&config);
+        let served = Served::start(command);
+        let answer = Answer::read(
+            http_client()
+                .post(served.url("/v1/chat/completions"))
+                .header("content-type", "application/json")
+                .body(chat_body("chat", "count me, or not").to_string()),
+        )
+        .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        // Loading takes a fraction of a second in the background.
+        tokio::time::sleep(std::time::Duration::from_millis(if loads {
+            1500
+        } else {
+            300
+        }))
+        .await;
+        let log = served.stop();
+        assert_eq!(
+            log.contains("tokenizer loaded"),
+            loads,
+            "with `{limits}`:\n{log}"
+        );
+    }
+}
