@@ -205,6 +205,7 @@ pub(crate) mod tests {
                 usage: None,
                 extra: Default::default(),
                 extra_api: None,
+                raw: None,
             },
             provider: Some("p".into()),
             upstream_model: Some("u".into()),

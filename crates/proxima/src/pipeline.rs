@@ -229,6 +229,10 @@ pub struct Directives {
     /// The gateway's own tags for the call's ledger row (`proxima.*`, beside the caller's
     /// `x-proxima-metadata`): the prompt template a run rendered.
     pub tags: crate::usage::Tags,
+    /// The surface speaks OpenAI's chat completions and can send an answer in that format as
+    /// its upstream sent it ([`ChatResponse::raw`]): the call asks for one when no stage on the
+    /// way out reads or changes the answer, which saves reading and writing it again.
+    pub verbatim: bool,
 }
 
 /// A chat answer from the pipeline.
@@ -291,11 +295,13 @@ async fn serve_chat(
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
+    let verbatim = directives.verbatim && !exchange.stages.read_answer();
     // Boxed: the router's future is large, and the tracing wrappers move it.
     let routing = Box::pin(route::chat(
         &cx.gateway.router,
         &exchange.resolved,
         &prepared.request,
+        verbatim,
     ));
     let routed = cx.traced(Operation::Chat, routing).await;
     finish::chat(exchange, routed)
@@ -342,6 +348,7 @@ pub async fn count_tokens(cx: &RequestContext, mut req: ChatRequest) -> Routed<u
     if let Err(e) = crate::pii::protect_count(cx, &mut req) {
         return route::not_routed(e);
     }
+    crate::tokenizer::load().await;
     match cx.resolve(&req.model) {
         Ok(resolved) => route::count_tokens(&cx.gateway.router, &resolved, &req).await,
         Err(e) => route::not_routed(e),

@@ -118,11 +118,19 @@ impl Provider {
         })
     }
 
-    /// One attempt at a complete answer, within the provider's timeout.
-    pub async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
+    /// One attempt at a complete answer, within the provider's timeout. `verbatim`: the
+    /// client speaks OpenAI's chat completions and nothing on the way reads the answer, so an
+    /// upstream of that API may hand over its body as it came ([`ChatResponse::raw`]).
+    pub async fn chat(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        verbatim: bool,
+    ) -> Result<ChatResponse> {
         let call = async {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.chat(req, model).await,
+                Adapter::OpenAi(p) if verbatim => p.chat_verbatim(req, model).await,
                 Adapter::OpenAi(p) => p.chat(req, model).await,
                 Adapter::Gemini(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
@@ -135,12 +143,18 @@ impl Provider {
     }
 
     /// One attempt at a stream. The provider's timeout applies to the upstream accepting the
-    /// request, to the first chunk, and to every silence between chunks.
-    pub async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
+    /// request, to the first chunk, and to every silence between chunks. `verbatim` as for
+    /// [`Provider::chat`]: chunks may keep their event data ([`ChatChunk::raw`]).
+    pub async fn chat_stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        verbatim: bool,
+    ) -> Result<ChunkStream> {
         let call = async {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.chat_stream(req, model).await,
-                Adapter::OpenAi(p) => p.chat_stream(req, model).await,
+                Adapter::OpenAi(p) => p.stream(req, model, verbatim).await,
                 Adapter::Gemini(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
                 Adapter::Local(p) => p.chat_stream(req, model).await,

@@ -83,7 +83,12 @@ impl SseDecoder {
             }
             None => (line, &[][..]),
         };
-        let value = String::from_utf8_lossy(value);
+        // Valid UTF-8 is the rule; checking it is several times cheaper than the lossy
+        // conversion, which only a broken upstream needs.
+        let value = match std::str::from_utf8(value) {
+            Ok(text) => std::borrow::Cow::Borrowed(text),
+            Err(_) => String::from_utf8_lossy(value),
+        };
         match field {
             b"data" => {
                 if self.has_data {
@@ -169,9 +174,20 @@ pub fn write_event(out: &mut BytesMut, event: Option<&str>, data: &[u8]) {
         out.put_slice(name.as_bytes());
         out.put_slice(b"\n");
     }
-    out.put_slice(b"data: ");
-    out.put_slice(data);
-    out.put_slice(b"\n\n");
+    // One `data:` line per line of `data` (an upstream's event passed on as it came may have
+    // several), so the client reads back the same text.
+    if data.contains(&b'\n') {
+        for line in data.split(|&b| b == b'\n') {
+            out.put_slice(b"data: ");
+            out.put_slice(line);
+            out.put_slice(b"\n");
+        }
+        out.put_slice(b"\n");
+    } else {
+        out.put_slice(b"data: ");
+        out.put_slice(data);
+        out.put_slice(b"\n\n");
+    }
 }
 
 /// An SSE comment: ignored by clients, but keeps idle connections open through proxies.
@@ -234,6 +250,24 @@ mod tests {
             }
         }
         events
+    }
+
+    #[test]
+    fn written_events_read_back_the_same_data() {
+        for data in ["{\"a\":1}", "{\n  \"a\": 1\n}", "", "x\n"] {
+            let mut out = BytesMut::new();
+            write_event(&mut out, Some("delta"), data.as_bytes());
+            let events = decode_in_pieces(&out, out.len());
+            assert_eq!(
+                events,
+                vec![SseEvent {
+                    event: Some("delta".into()),
+                    data: data.into(),
+                }],
+                "{data:?} as written: {:?}",
+                String::from_utf8_lossy(&out)
+            );
+        }
     }
 
     #[test]

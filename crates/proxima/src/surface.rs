@@ -244,17 +244,20 @@ fn explain_json_error<T: DeserializeOwned>(bytes: &[u8]) -> Error {
 pub fn json_response<T: serde::Serialize>(value: &T) -> Response {
     let mut body = Vec::with_capacity(crate::wire::JSON_CAPACITY);
     match serde_json::to_writer(&mut body, value) {
-        Ok(()) => {
-            let mut response = Response::new(Body::from(body));
-            response.headers_mut().insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            response
-        }
+        Ok(()) => json_body(body.into()),
         Err(e) => Error::internal(format!("cannot encode the response: {e}"))
             .into_response(crate::canonical::Api::OpenAiChat),
     }
+}
+
+/// A 200 answer of JSON already encoded.
+pub fn json_body(body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// A streaming SSE response. Keep-alive comments fill silences longer than `keepalive`.

@@ -17,6 +17,12 @@ pub struct ChatResponse {
     /// Unmodelled top-level fields of the upstream answer and the API they came from.
     pub extra: Map<String, Value>,
     pub extra_api: Option<Api>,
+    /// The upstream's own body, in the API of `extra_api`, when the answer goes to a client of
+    /// that API as it came: only a call that asked for it (nothing on its way out reads or
+    /// changes the messages) gets one, and its choices then carry finish reasons but no
+    /// message content, which was not copied out.
+    #[serde(skip)]
+    pub raw: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

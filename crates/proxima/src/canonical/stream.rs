@@ -16,6 +16,11 @@ pub struct ChatChunk {
     /// Unmodelled chunk and choice fields, and the API they came from.
     pub extra: Map<String, Value>,
     pub extra_api: Option<Api>,
+    /// The upstream's own event data for this chunk, in the API of `extra_api`, when it goes
+    /// to a client of that API as it came (as [`super::ChatResponse::raw`]): its choices then
+    /// carry finish reasons but no deltas.
+    #[serde(skip)]
+    pub raw: Option<bytes::Bytes>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -178,6 +183,7 @@ impl Collector {
             usage: self.usage,
             extra: Map::new(),
             extra_api: None,
+            raw: None,
         }
     }
 }
@@ -306,6 +312,7 @@ mod tests {
             }),
             extra: Map::new(),
             extra_api: None,
+            raw: None,
         };
         let chunks = replay(&answer);
         assert_eq!(chunks[0].choices[0].role, Some(Role::Assistant));

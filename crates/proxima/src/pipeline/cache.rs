@@ -698,6 +698,7 @@ mod tests {
             usage: None,
             extra: Map::new(),
             extra_api: None,
+            raw: None,
         };
         assert!(storable(&answer(
             Some(FinishReason::Stop),

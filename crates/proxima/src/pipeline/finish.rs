@@ -119,6 +119,12 @@ impl Stages {
         Stages::default()
     }
 
+    /// Whether a stage besides metering (which reads only usage, model and finish reasons)
+    /// will see the answer.
+    pub fn read_answer(&self) -> bool {
+        !self.stages.is_empty()
+    }
+
     /// Adds a stage at its place, after the ones already there.
     pub fn push(&mut self, stage: impl Stage + 'static) {
         self.push_boxed(Box::new(stage));

@@ -14,8 +14,14 @@ use crate::router::{RequestShape, Resolved, Routed, Router};
 /// Output tokens assumed for choosing the cheapest target when the client set no limit.
 const DEFAULT_OUTPUT_ESTIMATE: u32 = 512;
 
-/// Routes a chat call.
-pub async fn chat(router: &Router, resolved: &Resolved, req: &ChatRequest) -> Routed<ChatOutput> {
+/// Routes a chat call. `verbatim`: the answer, whole or streamed, may come as its upstream sent
+/// it, when that upstream speaks the client's API (see [`crate::providers::Provider::chat`]).
+pub async fn chat(
+    router: &Router,
+    resolved: &Resolved,
+    req: &ChatRequest,
+    verbatim: bool,
+) -> Routed<ChatOutput> {
     let shape = RequestShape {
         input_tokens: canonical::estimate_input_tokens(req),
         output_tokens: u64::from(req.sampling.max_tokens.unwrap_or(DEFAULT_OUTPUT_ESTIMATE)),
@@ -23,9 +29,10 @@ pub async fn chat(router: &Router, resolved: &Resolved, req: &ChatRequest) -> Ro
     router
         .execute(resolved, &shape, |provider, model| async move {
             if !req.stream {
-                return provider.chat(req, &model).await.map(ChatOutput::Complete);
+                let answer = provider.chat(req, &model, verbatim).await;
+                return answer.map(ChatOutput::Complete);
             }
-            let mut upstream = provider.chat_stream(req, &model).await?;
+            let mut upstream = provider.chat_stream(req, &model, verbatim).await?;
             // Peek inside the attempt: a stream that fails before its first chunk can still
             // fail over, since nothing has gone to the client yet.
             match upstream.next().await {

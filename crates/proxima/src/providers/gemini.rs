@@ -200,7 +200,7 @@ mod tests {
 
     async fn collect(provider: &Provider, req: &ChatRequest) -> Vec<ChatChunk> {
         let stream = provider
-            .chat_stream(req, MODEL)
+            .chat_stream(req, MODEL, false)
             .await
             .expect("stream starts");
         stream
@@ -219,7 +219,10 @@ mod tests {
             max_tokens: Some(3),
             ..Sampling::default()
         };
-        let answer = provider.chat(&req, MODEL).await.expect("chat answers");
+        let answer = provider
+            .chat(&req, MODEL, false)
+            .await
+            .expect("chat answers");
         assert_eq!(answer.model, MODEL);
         assert!(answer.id.starts_with("mock-gemini-"), "{}", answer.id);
         let choice = &answer.choices[0];
@@ -276,7 +279,10 @@ mod tests {
         let (_mock, provider) = start().await;
         let mut req = user("weather and time, in parallel");
         req.tools = tools();
-        let answer = provider.chat(&req, MODEL).await.expect("chat answers");
+        let answer = provider
+            .chat(&req, MODEL, false)
+            .await
+            .expect("chat answers");
         let choice = &answer.choices[0];
         assert_eq!(choice.finish_reason, Some(FinishReason::ToolCalls));
         let calls: Vec<(String, String, Value)> = choice
@@ -356,7 +362,7 @@ mod tests {
             });
         }
         let answer = provider
-            .chat(&follow_up, MODEL)
+            .chat(&follow_up, MODEL, false)
             .await
             .expect("results accepted");
         assert_eq!(
@@ -371,13 +377,19 @@ mod tests {
         req.tool_choice = Some(ToolChoice::Tool {
             name: "get_time".into(),
         });
-        let answer = provider.chat(&req, MODEL).await.expect("chat answers");
+        let answer = provider
+            .chat(&req, MODEL, false)
+            .await
+            .expect("chat answers");
         assert!(matches!(
             &answer.choices[0].message.content[..],
             [Part::ToolCall { name, .. }] if name == "get_time"
         ));
         req.tool_choice = Some(ToolChoice::None);
-        let answer = provider.chat(&req, MODEL).await.expect("chat answers");
+        let answer = provider
+            .chat(&req, MODEL, false)
+            .await
+            .expect("chat answers");
         assert_eq!(
             answer.choices[0].message.joined_text(),
             "weather and time, in parallel"
@@ -429,7 +441,10 @@ mod tests {
         mock.enqueue(
             Reply::gemini_error(429, "Resource has been exhausted").header("retry-after", "3"),
         );
-        let e = provider.chat(&user("hi"), MODEL).await.expect_err("429");
+        let e = provider
+            .chat(&user("hi"), MODEL, false)
+            .await
+            .expect_err("429");
         assert_eq!(e.kind, ErrorKind::UpstreamRateLimited);
         assert_eq!(e.retry_after, Some(Duration::from_secs(3)));
         assert!(e.message.contains("RESOURCE_EXHAUSTED"), "{}", e.message);
@@ -439,7 +454,7 @@ mod tests {
             json!({"promptFeedback": {"blockReason": "SAFETY"}}),
         ));
         let e = provider
-            .chat(&user("hi"), MODEL)
+            .chat(&user("hi"), MODEL, false)
             .await
             .expect_err("blocked");
         assert_eq!(e.kind, ErrorKind::UpstreamRejected(400));
@@ -447,7 +462,7 @@ mod tests {
         // A stream cut before the finish reason ends with an error, not a clean end.
         mock.enqueue(Reply::default_behaviour().cut_after(1));
         let mut stream = provider
-            .chat_stream(&user("a b c d"), MODEL)
+            .chat_stream(&user("a b c d"), MODEL, false)
             .await
             .expect("stream starts");
         assert!(matches!(stream.next().await, Some(Ok(_))));
@@ -461,7 +476,7 @@ mod tests {
         // A model name that would change the URL never leaves the gateway.
         let before = mock.request_count();
         let e = provider
-            .chat(&user("hi"), "../files")
+            .chat(&user("hi"), "../files", false)
             .await
             .expect_err("refused");
         assert_eq!(e.kind, ErrorKind::InvalidRequest);

@@ -78,6 +78,7 @@ impl ProviderApi for Mock {
             usage: Some(usage),
             extra: Default::default(),
             extra_api: None,
+            raw: None,
         })
     }
 

@@ -19,7 +19,8 @@ use crate::http_client::HttpClient;
 use crate::http_client::UpstreamResponse;
 use crate::providers::ChunkStream;
 use crate::wire::openai::{
-    ChatCompletion, ChatCompletionRequest, EmbeddingsRequestWire, EmbeddingsResponseWire,
+    ChatCompletion, ChatCompletionRequest, CompletionOutline, EmbeddingsRequestWire,
+    EmbeddingsResponseWire,
 };
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -126,23 +127,51 @@ impl OpenAi {
         )
         .await
     }
-}
 
-impl ProviderApi for OpenAi {
-    async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
+    /// The body of a complete (not streamed) chat answer.
+    async fn complete(&self, req: &ChatRequest, model: &str) -> Result<bytes::Bytes> {
         let mut wire = ChatCompletionRequest::from_canonical(req, model);
         wire.stream = None;
         wire.stream_options = None;
         let response = self.post(Operation::Chat, model, to_json(&wire)?).await?;
-        let body = read_body(&self.name, response).await?;
+        read_body(&self.name, response).await
+    }
+
+    /// A streamed chat answer; `verbatim`: each chunk keeps its event data, for a client of the
+    /// same API ([`crate::canonical::ChatChunk::raw`]).
+    pub async fn stream(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        verbatim: bool,
+    ) -> Result<ChunkStream> {
+        let mut wire = ChatCompletionRequest::from_canonical(req, model);
+        wire.stream = Some(true);
+        let response = self.post(Operation::Chat, model, to_json(&wire)?).await?;
+        Ok(stream::decode(
+            self.name.clone(),
+            response.bytes_stream(),
+            verbatim,
+        ))
+    }
+
+    /// A complete chat answer kept as the upstream sent it, for a client of the same API
+    /// ([`ChatResponse::raw`]): only what the gateway reads of it is parsed.
+    pub async fn chat_verbatim(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
+        let body = self.complete(req, model).await?;
+        let outline = parse_body::<CompletionOutline>(&self.name, &body, "a chat completion")?;
+        Ok(outline.into_canonical(body))
+    }
+}
+
+impl ProviderApi for OpenAi {
+    async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
+        let body = self.complete(req, model).await?;
         Ok(parse_body::<ChatCompletion>(&self.name, &body, "a chat completion")?.into_canonical())
     }
 
     async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
-        let mut wire = ChatCompletionRequest::from_canonical(req, model);
-        wire.stream = Some(true);
-        let response = self.post(Operation::Chat, model, to_json(&wire)?).await?;
-        Ok(stream::decode(self.name.clone(), response.bytes_stream()))
+        self.stream(req, model, false).await
     }
 
     async fn embed(&self, req: &EmbeddingsRequest, model: &str) -> Result<EmbeddingsResponse> {

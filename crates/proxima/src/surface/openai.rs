@@ -12,7 +12,8 @@ use serde_json::json;
 
 use super::events::{sse_events, EventWriter};
 use super::{
-    chat_response, conversation, json_response, read_json, retrieval_stores, routed_response,
+    chat_response, conversation, json_body, json_response, read_json, retrieval_stores,
+    routed_response,
 };
 use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
@@ -60,6 +61,7 @@ pub async fn complete(
         retrieval,
         cache: pipeline::cache::Control::from_headers(headers),
         tags,
+        verbatim: true,
         ..pipeline::Directives::default()
     };
     let routed = pipeline::chat(cx, req, directives).await;
@@ -67,7 +69,10 @@ pub async fn complete(
         routed,
         API,
         cx.gateway.config.server.stream_keepalive.0,
-        |answer| json_response(&ChatCompletion::from_canonical(answer)),
+        |answer| match &answer.raw {
+            Some(body) => json_body(body.clone()),
+            None => json_response(&ChatCompletion::from_canonical(answer)),
+        },
         |chunks| sse_events(chunks, ChunkEvents { include_usage }),
     )
 }
@@ -86,6 +91,11 @@ impl EventWriter for ChunkEvents {
             if chunk.choices.is_empty() {
                 return true;
             }
+        }
+        // As the upstream sent it (which never holds usage beside choices: see `ChatChunk::raw`).
+        if let Some(data) = &chunk.raw {
+            sse::write_event(out, None, data);
+            return true;
         }
         let mut data = Vec::with_capacity(512);
         if serde_json::to_writer(&mut data, &ChatCompletionChunk::from_canonical(&chunk)).is_err() {

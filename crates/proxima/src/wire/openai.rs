@@ -6,7 +6,10 @@ mod response;
 
 pub use embeddings::{EmbeddingsRequestWire, EmbeddingsResponseWire};
 pub use request::ChatCompletionRequest;
-pub use response::{usage_from_wire, ChatCompletion, ChatCompletionChunk, UsageWire};
+pub use response::{
+    usage_from_wire, ChatCompletion, ChatCompletionChunk, ChunkOutline, CompletionOutline,
+    UsageWire,
+};
 
 use crate::canonical::FinishReason;
 

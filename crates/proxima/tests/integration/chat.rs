@@ -238,3 +238,57 @@ async fn a_provider_without_api_key_sends_no_authorization() {
         request.headers
     );
 }
+
+/// An OpenAI-kind upstream's answer written its own way: field order, spacing, extensions at
+/// every level, usage details the gateway does not model.
+const UPSTREAM_ANSWER: &str = r#"{"id":"chatcmpl-v1","object":"chat.completion","created":7,"model":"gpt-upstream","service_tier":"default",
+ "choices":[{"index":0,"message":{"role":"assistant","content":"verbatim answer","refusal":null,"annotations":[{"type":"url_citation","url_citation":{"url":"https://example.com","start_index":0,"end_index":8}}]},"logprobs":null,"finish_reason":"stop"}],
+ "usage": {"prompt_tokens": 11, "completion_tokens": 2, "total_tokens": 13, "prompt_tokens_details": {"cached_tokens": 4, "audio_tokens": 0}},
+ "system_fingerprint":"fp_v1"}"#;
+
+#[tokio::test]
+async fn an_openai_answer_reaches_an_openai_client_as_the_upstream_wrote_it() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+    mock.enqueue(Reply::raw(200, "application/json", UPSTREAM_ANSWER));
+
+    let answer = gw.chat_ok(chat_body("chat", "hi")).await;
+    assert_eq!(
+        answer.text(),
+        UPSTREAM_ANSWER,
+        "nothing on the way reads it"
+    );
+    assert_eq!(answer.header("content-type"), Some("application/json"));
+    assert_eq!(answer.header("x-proxima-provider"), Some("up"));
+    // The request still went upstream as the gateway writes it.
+    assert_eq!(mock.received()[0].json()["model"], "gpt-upstream");
+}
+
+#[tokio::test]
+async fn an_answer_a_stage_reads_is_written_anew_with_the_same_meaning() {
+    let mock = MockUpstream::start().await.unwrap();
+    // The cache fill on a miss reads the answer: it cannot pass untouched.
+    let gw = Gateway::start(one_model(&mock).section("[cache]\nexact = { ttl = \"1h\" }\n")).await;
+    mock.enqueue(Reply::raw(200, "application/json", UPSTREAM_ANSWER));
+
+    let answer = gw.chat_ok(chat_body("chat", "hi")).await;
+    assert_ne!(answer.text(), UPSTREAM_ANSWER);
+    let body = answer.json();
+    let upstream: serde_json::Value = serde_json::from_str(UPSTREAM_ANSWER).unwrap();
+    for field in [
+        "id",
+        "created",
+        "model",
+        "service_tier",
+        "system_fingerprint",
+    ] {
+        assert_eq!(body[field], upstream[field], "{field}: {body}");
+    }
+    assert_eq!(
+        body["choices"][0]["message"],
+        upstream["choices"][0]["message"]
+    );
+    assert_eq!(body["choices"][0]["finish_reason"], "stop");
+    assert_eq!(body["usage"]["prompt_tokens"], 11);
+    assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+}

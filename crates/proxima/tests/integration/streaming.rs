@@ -495,3 +495,35 @@ async fn an_upstream_that_omits_done_after_finishing_still_ends_with_done() {
     let chunks = chunks_until_done(&sse.data().await);
     assert_eq!(streamed_content(&chunks, 0), "all there");
 }
+
+#[tokio::test]
+async fn openai_stream_events_reach_an_openai_client_as_the_upstream_wrote_them() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+    // The usage comes with the last choice, as some compatible servers send it.
+    let events = vec![
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-upstream","system_fingerprint":"fp","choices":[{"index":0,"delta":{"role":"assistant","content":"two "},"logprobs":null,"finish_reason":null}]}"#.to_owned(),
+        r#"{"id":"c1","object":"chat.completion.chunk","created":1,"model":"gpt-upstream","choices":[{"index":0,"delta":{"content":"words"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#.to_owned(),
+    ];
+
+    for include_usage in [false, true] {
+        mock.enqueue(Reply::sse(events.clone()));
+        let mut body = stream_body("chat", "x");
+        body["stream_options"] = json!({ "include_usage": include_usage });
+        let data = gw.stream(body).await.data().await;
+        assert_eq!(data.len(), 3, "{data:?}");
+        assert_eq!(data[0], events[0], "a chunk nothing reads goes as it came");
+        assert_eq!(data[2], "[DONE]");
+        let last: Value = serde_json::from_str(&data[1]).unwrap();
+        assert_eq!(last["choices"][0]["delta"]["content"], "words", "{last}");
+        assert_eq!(last["choices"][0]["finish_reason"], "stop", "{last}");
+        if include_usage {
+            assert_eq!(last["usage"]["total_tokens"], 5, "{last}");
+        } else {
+            assert!(
+                last.get("usage").is_none_or(Value::is_null),
+                "not asked for: {last}"
+            );
+        }
+    }
+}

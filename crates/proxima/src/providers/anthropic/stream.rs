@@ -65,6 +65,7 @@ impl AnthropicEvents {
             usage: None,
             extra: Default::default(),
             extra_api: Some(Api::Anthropic),
+            raw: None,
         }
     }
 

@@ -168,6 +168,7 @@ impl GeminiEvents {
             usage: None,
             extra: response.extra,
             extra_api: Some(Api::Gemini),
+            raw: None,
         }))
     }
 

@@ -13,7 +13,7 @@ use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::upstream_error as error;
 use crate::providers::ChunkStream;
 use crate::sse::SseEvent;
-use crate::wire::openai::ChatCompletionChunk;
+use crate::wire::openai::{ChatCompletionChunk, ChunkOutline};
 
 /// OpenAI's stream: chunks until `data: [DONE]`.
 struct OpenAiEvents {
@@ -21,16 +21,21 @@ struct OpenAiEvents {
     /// A finish reason was seen: a stream ending without `[DONE]` after it is still complete
     /// (some compatible servers omit `[DONE]`).
     finished: bool,
+    /// Chunks keep their event data for a client of the same API ([`ChatChunk::raw`]).
+    verbatim: bool,
 }
 
-/// Chunks until `data: [DONE]`; see [`events::decode`] for how streams end.
-pub fn decode<S>(provider: Arc<str>, bytes: S) -> ChunkStream
+/// Chunks until `data: [DONE]`; see [`events::decode`] for how streams end. `verbatim`: each
+/// chunk keeps its event data and only what the gateway reads is parsed (see
+/// [`crate::providers::Provider::chat_stream`]).
+pub fn decode<S>(provider: Arc<str>, bytes: S, verbatim: bool) -> ChunkStream
 where
     S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
 {
     let decoder = OpenAiEvents {
         provider: provider.clone(),
         finished: false,
+        verbatim,
     };
     events::decode(provider, bytes, decoder)
 }
@@ -43,7 +48,10 @@ impl EventDecoder for OpenAiEvents {
         if event.data.trim().is_empty() {
             return Ok(Decoded::Skip);
         }
-        let chunk = parse_chunk(&self.provider, &event.data)?;
+        let chunk = match self.verbatim {
+            true => outline_chunk(&self.provider, &event.data)?,
+            false => parse_chunk(&self.provider, &event.data)?,
+        };
         self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
         Ok(Decoded::Chunk(chunk))
     }
@@ -57,13 +65,30 @@ impl EventDecoder for OpenAiEvents {
     }
 }
 
+/// A chunk that keeps its event data. One that carries usage with its choices is read whole
+/// instead: a client that did not ask for usage gets the chunk without it, written anew.
+fn outline_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
+    match serde_json::from_str::<ChunkOutline>(data) {
+        Ok(chunk) if chunk.choices.is_empty() && chunk.error.is_some() => {
+            Err(failed_mid_stream(provider, data))
+        }
+        Ok(chunk) if chunk.usage.is_none() || chunk.choices.is_empty() => {
+            Ok(chunk.into_canonical(Bytes::copy_from_slice(data.as_bytes())))
+        }
+        // Whole, or with the reading's error.
+        _ => parse_chunk(provider, data),
+    }
+}
+
+fn failed_mid_stream(provider: &str, data: &str) -> Error {
+    Error::upstream(format!(
+        "provider `{provider}` failed mid-stream: {}",
+        error::error_message(data.as_bytes())
+    ))
+}
+
 fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
-    let failed = || {
-        Error::upstream(format!(
-            "provider `{provider}` failed mid-stream: {}",
-            error::error_message(data.as_bytes())
-        ))
-    };
+    let failed = || failed_mid_stream(provider, data);
     match serde_json::from_str::<ChatCompletionChunk>(data) {
         // An error object in the stream is how OpenAI reports failures after the headers. Every
         // chunk field has a default, so such an event also parses as an (empty) chunk.

@@ -157,6 +157,7 @@ impl MessagesResponse {
             usage: Some(usage_from_wire(&self.usage)),
             extra: self.extra,
             extra_api: Some(Api::Anthropic),
+            raw: None,
         }
     }
 

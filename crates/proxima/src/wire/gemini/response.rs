@@ -151,6 +151,7 @@ impl GenerateContentResponse {
                 .map(UsageMetadata::to_canonical),
             extra,
             extra_api: Some(Api::Gemini),
+            raw: None,
         }
     }
 }

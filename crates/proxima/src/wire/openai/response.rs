@@ -31,6 +31,62 @@ fn object_completion() -> String {
     "chat.completion".into()
 }
 
+/// What the gateway itself reads of a chat completion it passes on as it came
+/// ([`ChatResponse::raw`]): ids, finish reasons and usage. The messages are skipped, not
+/// copied out, which is most of the cost of reading an answer.
+#[derive(Debug, Deserialize)]
+pub struct CompletionOutline {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub model: String,
+    pub choices: Vec<ChoiceOutline>,
+    #[serde(default)]
+    pub usage: Option<UsageWire>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChoiceOutline {
+    #[serde(default)]
+    pub index: u32,
+    /// Required, as in a whole read: a body without messages is not a chat completion.
+    #[allow(dead_code)]
+    message: serde::de::IgnoredAny,
+    pub finish_reason: Option<String>,
+}
+
+impl CompletionOutline {
+    /// The answer whose body is `raw`, with no message content (see [`ChatResponse::raw`]).
+    pub fn into_canonical(self, raw: bytes::Bytes) -> ChatResponse {
+        ChatResponse {
+            id: self.id,
+            model: self.model,
+            created: self.created,
+            usage: self.usage.as_ref().map(usage_from_wire),
+            choices: self
+                .choices
+                .into_iter()
+                .map(|c| Choice {
+                    index: c.index,
+                    message: Message {
+                        role: Role::Assistant,
+                        content: Vec::new(),
+                        name: None,
+                        extra: Map::new(),
+                    },
+                    finish_reason: c.finish_reason.as_deref().map(finish_reason_from_wire),
+                    extra: Map::new(),
+                })
+                .collect(),
+            extra: Map::new(),
+            extra_api: Some(Api::OpenAiChat),
+            raw: Some(raw),
+        }
+    }
+}
+
 #[derive(Debug, Deserialize, Serialize)]
 pub struct ChoiceWire {
     #[serde(default)]
@@ -76,20 +132,18 @@ pub struct UsageWire {
     pub completion_tokens_details: Option<CompletionDetailsWire>,
 }
 
+/// The details the gateway counts; others (audio, predictions) are not kept in canonical usage,
+/// so they are skipped rather than collected.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct PromptDetailsWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_tokens: Option<u64>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct CompletionDetailsWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reasoning_tokens: Option<u64>,
-    #[serde(flatten)]
-    pub extra: Map<String, Value>,
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -114,6 +168,57 @@ pub struct ChatCompletionChunk {
 
 fn object_chunk() -> String {
     "chat.completion.chunk".into()
+}
+
+/// What the gateway itself reads of a stream chunk it passes on as it came
+/// ([`ChatChunk::raw`]): ids, finish reasons and usage; the deltas are skipped.
+#[derive(Debug, Deserialize)]
+pub struct ChunkOutline {
+    #[serde(default)]
+    pub id: String,
+    #[serde(default)]
+    pub created: u64,
+    #[serde(default)]
+    pub model: String,
+    #[serde(default)]
+    pub choices: Vec<ChunkChoiceOutline>,
+    #[serde(default)]
+    pub usage: Option<UsageWire>,
+    /// How OpenAI reports a failure after the headers: an event with an error object.
+    #[serde(default)]
+    pub error: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ChunkChoiceOutline {
+    #[serde(default)]
+    pub index: u32,
+    #[serde(default)]
+    pub finish_reason: Option<String>,
+}
+
+impl ChunkOutline {
+    /// The chunk whose event data is `raw`, with no deltas (see [`ChatChunk::raw`]).
+    pub fn into_canonical(self, raw: bytes::Bytes) -> ChatChunk {
+        ChatChunk {
+            id: self.id,
+            model: self.model,
+            created: self.created,
+            choices: self
+                .choices
+                .into_iter()
+                .map(|c| ChunkChoice {
+                    index: c.index,
+                    finish_reason: c.finish_reason.as_deref().map(finish_reason_from_wire),
+                    ..ChunkChoice::default()
+                })
+                .collect(),
+            usage: self.usage.as_ref().map(usage_from_wire),
+            extra: Map::new(),
+            extra_api: Some(Api::OpenAiChat),
+            raw: Some(raw),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Serialize)]
@@ -190,11 +295,9 @@ impl From<&Usage> for UsageWire {
             total_tokens: u.total_tokens(),
             prompt_tokens_details: Some(PromptDetailsWire {
                 cached_tokens: Some(u.cached_input_tokens.unwrap_or(0)),
-                extra: Map::new(),
             }),
             completion_tokens_details: Some(CompletionDetailsWire {
                 reasoning_tokens: Some(u.reasoning_tokens.unwrap_or(0)),
-                extra: Map::new(),
             }),
         }
     }
@@ -250,6 +353,7 @@ impl ChatCompletion {
                 .collect(),
             extra: self.extra,
             extra_api: Some(Api::OpenAiChat),
+            raw: None,
         }
     }
 
@@ -366,6 +470,7 @@ impl ChatCompletionChunk {
                 .collect(),
             extra: self.extra,
             extra_api: Some(Api::OpenAiChat),
+            raw: None,
         }
     }
 

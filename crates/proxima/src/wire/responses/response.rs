@@ -451,6 +451,7 @@ mod tests {
             }),
             extra: Default::default(),
             extra_api: None,
+            raw: None,
         }
     }
 
