@@ -6,7 +6,9 @@ use bytes::Bytes;
 use futures_util::Stream;
 use serde_json::Value;
 
-use crate::canonical::ChatChunk;
+use memchr::memmem;
+
+use crate::canonical::{Api, ChatChunk, ChunkChoice};
 use crate::error::{Error, Result};
 use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
@@ -23,6 +25,8 @@ struct OpenAiEvents {
     finished: bool,
     /// Chunks keep their event data for a client of the same API ([`ChatChunk::raw`]).
     verbatim: bool,
+    /// A chunk was read (its model is what telemetry reports); later plain ones need not be.
+    read_one: bool,
 }
 
 /// Chunks until `data: [DONE]`; see [`events::decode`] for how streams end. `verbatim`: each
@@ -36,6 +40,7 @@ where
         provider: provider.clone(),
         finished: false,
         verbatim,
+        read_one: false,
     };
     events::decode(provider, bytes, decoder)
 }
@@ -49,9 +54,11 @@ impl EventDecoder for OpenAiEvents {
             return Ok(Decoded::Skip);
         }
         let chunk = match self.verbatim {
+            true if self.read_one && says_nothing_kept(&event.data) => unread_chunk(&event.data),
             true => outline_chunk(&self.provider, &event.data)?,
             false => parse_chunk(&self.provider, &event.data)?,
         };
+        self.read_one = true;
         self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
         Ok(Decoded::Chunk(chunk))
     }
@@ -62,6 +69,45 @@ impl EventDecoder for OpenAiEvents {
         } else {
             Err(events::incomplete(&self.provider))
         }
+    }
+}
+
+/// Whether a chunk carries nothing the gateway reads when it passes on as it came: no usage, no
+/// error, and a null `finish_reason` for each choice — most chunks of a stream, which then go
+/// out unread. A JSON string cannot hold an unescaped quote, so the quoted names are found only
+/// where they are keys; a name found elsewhere (a tool's schema, say) only costs a read.
+fn says_nothing_kept(data: &str) -> bool {
+    let data = data.as_bytes();
+    // OpenAI writes `"usage":null` on every chunk once usage is asked for, as the gateway does.
+    null_wherever(data, b"\"usage\"").is_some()
+        && null_wherever(data, b"\"error\"").is_some()
+        && null_wherever(data, b"\"finish_reason\"").is_some_and(|choices| choices > 0)
+}
+
+/// How many times the quoted `key` appears with a null value, if it never has another.
+fn null_wherever(data: &[u8], key: &[u8]) -> Option<usize> {
+    let mut count = 0;
+    for at in memmem::find_iter(data, key) {
+        let value = data[at + key.len()..]
+            .trim_ascii_start()
+            .strip_prefix(b":")
+            .map(<[u8]>::trim_ascii_start);
+        if !value.is_some_and(|v| v.starts_with(b"null")) {
+            return None;
+        }
+        count += 1;
+    }
+    Some(count)
+}
+
+/// A chunk passed on unread: its event data, and one choice with nothing in it (so that it
+/// counts as a chunk with choices, which it is).
+fn unread_chunk(data: &str) -> ChatChunk {
+    ChatChunk {
+        choices: vec![ChunkChoice::default()],
+        extra_api: Some(Api::OpenAiChat),
+        raw: Some(Bytes::copy_from_slice(data.as_bytes())),
+        ..ChatChunk::default()
     }
 }
 
@@ -103,6 +149,39 @@ fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
             Err(Error::upstream(format!(
                 "provider `{provider}` sent a stream event that is not a chat completion chunk: {e}"
             )))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::says_nothing_kept;
+
+    #[test]
+    fn only_chunks_without_usage_errors_or_finish_reasons_go_unread() {
+        let plain =
+            r#"{"id":"c","choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}"#;
+        assert!(says_nothing_kept(plain));
+        // Spacing as other servers write it, and text that quotes the names.
+        assert!(says_nothing_kept(
+            r#"{"choices": [{"delta": {"content": "the \"usage\" and \"error\" keys"}, "finish_reason" : null}]}"#
+        ));
+        assert!(says_nothing_kept(
+            r#"{"choices":[{"index":0,"finish_reason":null},{"index":1,"finish_reason":null}]}"#
+        ));
+        assert!(says_nothing_kept(
+            r#"{"choices":[{"delta":{"content":"x"},"finish_reason":null}],"usage":null}"#
+        ));
+        for read in [
+            r#"{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#,
+            r#"{"choices":[{"index":0,"finish_reason":null},{"index":1,"finish_reason":"length"}]}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1}}"#,
+            r#"{"choices":[{"finish_reason":null}],"usage":{"total_tokens":3}}"#,
+            r#"{"error":{"message":"overloaded"}}"#,
+            // No finish_reason at all: not the shape of a plain chunk, so it is read.
+            r#"{"choices":[{"index":0,"delta":{"content":"hi"}}]}"#,
+        ] {
+            assert!(!says_nothing_kept(read), "{read}");
         }
     }
 }
