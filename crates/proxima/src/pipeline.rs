@@ -19,7 +19,10 @@
 //! 5. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
 //!    fallbacks), each attempt a provider call; a stream fails over until its first chunk.
 //!    Routing runs in the call's trace ([`crate::telemetry`]): each attempt gets its span and
-//!    metrics, and its `traceparent` goes upstream.
+//!    metrics, and its `traceparent` goes upstream. A call whose only stage is metering, from
+//!    a surface that can send its API's answers as they came ([`Directives::verbatim`]), lets
+//!    an upstream of that API hand over its body and stream events unread but for usage, ids
+//!    and finish reasons.
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
 //!    call's [`finish::Stage`]s in the order of their [`finish::Place`]: the cache fill sees
 //!    the upstream's answer, PII unmasking turns it into the client's, then output guardrails

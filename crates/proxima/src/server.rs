@@ -26,7 +26,8 @@
 //!    fails over until its first chunk) → finish (the answer's stages; metering settles the
 //!    limits and writes the one ledger row when the call ends, however it ends; a conversation
 //!    turn or a stored response is kept by a stage once the answer is complete).
-//! 5. Back in the surface: the canonical answer is written in the client's format, with
+//! 5. Back in the surface: the canonical answer is written in the client's format (or, when
+//!    the upstream speaks it and the call asked for it, passed on as the upstream wrote it), with
 //!    `x-proxima-provider`, `x-proxima-model`, `x-proxima-attempts` and any `x-ratelimit-*`;
 //!    a stream goes out through [`surface::events`], chunk by chunk, batched when chunks arrive
 //!    together, with keep-alive comments in long silences and an error event if the upstream
