@@ -395,14 +395,16 @@ impl Store {
         order: Order,
         limit: u32,
     ) -> Result<Vec<ItemRecord>> {
+        // The limit is written in, not bound: SQLite plans a bound LIMIT by its value, so it
+        // would prepare the statement again on every run (a turn reads its window this way).
         let sql = match order {
             Order::Asc => sql!(
                 "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-                 AND seq > $2 ORDER BY seq ASC LIMIT $3"
+                 AND seq > $2 ORDER BY seq ASC LIMIT {limit}"
             ),
             Order::Desc => sql!(
                 "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-                 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                 AND seq < $2 ORDER BY seq DESC LIMIT {limit}"
             ),
         };
         let after = after.unwrap_or(match order {
@@ -413,7 +415,6 @@ impl Store {
             let rows = sqlx::query(sql)
                 .bind(conversation)
                 .bind(after)
-                .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await
                 .map_err(db_error)?;
@@ -604,21 +605,20 @@ impl Store {
         if terms.is_empty() {
             return Ok(found);
         }
-        let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 4)).collect();
-        // `string_agg` is PostgreSQL's and, since 3.44, SQLite's.
+        let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 3)).collect();
+        // `string_agg` is PostgreSQL's and, since 3.44, SQLite's. The cap is written in, not
+        // bound: SQLite plans a bound LIMIT by its value, so it would prepare the statement
+        // again on every run.
         let sql = sql!(
-            "SELECT c.term, c.df, CASE WHEN c.df <= $3 THEN (\
+            "SELECT c.term, c.df, CASE WHEN c.df <= {cap} THEN (\
              SELECT string_agg(CAST(p.seq AS TEXT) || ':' || CAST(p.tf AS TEXT), ',') \
              FROM (SELECT t.seq, t.tf FROM conversation_terms t WHERE t.conversation_id = $1 \
-             AND t.term = c.term AND t.seq < $2 ORDER BY t.seq DESC LIMIT $3) AS p) END \
+             AND t.term = c.term AND t.seq < $2 ORDER BY t.seq DESC LIMIT {cap}) AS p) END \
              FROM conversation_term_counts c WHERE c.conversation_id = $1 AND c.term IN ({})",
             list.join(", ")
         );
         let rows: Vec<(String, i64, Option<String>)> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_as(sql)
-                .bind(conversation)
-                .bind(before)
-                .bind(i64::from(cap));
+            let mut query = sqlx::query_as(sql).bind(conversation).bind(before);
             for term in terms {
                 query = query.bind(term);
             }
