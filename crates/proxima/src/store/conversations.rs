@@ -642,7 +642,7 @@ impl Store {
                     list.push(posting);
                 }
             }
-            list.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+            list.sort_unstable_by_key(|&(seq, _)| std::cmp::Reverse(seq));
         }
         Ok(found)
     }
