@@ -82,8 +82,8 @@ fn fuse(rankings: &[&[i64]], depth: usize) -> Vec<i64> {
 }
 
 /// The stretches of history before `before` that best match `text` (by its words, and by its
-/// meaning when there is an `embedder`), best first: each the exchange around a hit, from the user message that
-/// opened it, with its calls and results whole. At most `count` stretches.
+/// meaning when there is an `embedder`), best first: each the exchange around a hit, from the
+/// user message that opened it, with its calls and results whole. At most `count` stretches.
 pub async fn recall(
     store: &Store,
     conversation: &str,
@@ -116,12 +116,25 @@ pub async fn recall(
     };
     let (by_words, by_meaning) = tokio::try_join!(by_words, by_meaning)?;
     let hits = fuse(&[&by_words, &by_meaning], depth);
-    // The neighbourhoods of all the best hits in one read.
-    let span = |hit: i64| ((hit - SPAN).max(0), (hit + SPAN).min(before - 1));
-    let ranges: Vec<(i64, i64)> = hits.iter().map(|&hit| span(hit)).collect();
-    let around = store.items_in_ranges(conversation, &ranges).await?;
+    // The exchanges of all the best hits in one read: within each hit's neighbourhood, only
+    // the items of its exchange, which is all that `exchange_around` keeps of it.
+    let spans = spans(&hits, before);
+    let around = store.items_in_exchanges(conversation, &spans).await?;
+    Ok(stretches(&spans, &around, count))
+}
+
+/// Each hit with the neighbourhood (first and last position) its exchange is looked for in.
+fn spans(hits: &[i64], before: i64) -> Vec<(i64, i64, i64)> {
+    hits.iter()
+        .map(|&hit| (hit, (hit - SPAN).max(0), (hit + SPAN).min(before - 1)))
+        .collect()
+}
+
+/// The exchanges of the hits (`spans`, best first) in the items read around them, at most
+/// `count`, each once.
+fn stretches(spans: &[(i64, i64, i64)], around: &[ItemRecord], count: u32) -> Vec<Vec<Item>> {
     let mut stretches: Vec<Vec<Item>> = Vec::new();
-    for hit in hits {
+    for &(hit, from, to) in spans {
         if stretches.len() >= count as usize {
             break;
         }
@@ -130,22 +143,20 @@ pub async fn recall(
         }) {
             continue;
         }
-        let (from, to) = span(hit);
-        let near: Vec<ItemRecord> = around
-            .iter()
-            .filter(|i| (from..=to).contains(&i.seq))
-            .cloned()
-            .collect();
-        if let Some(stretch) = exchange_around(&near, hit) {
+        // `around` is in order: the neighbourhood's items are a slice of it.
+        let first = around.partition_point(|i| i.seq < from);
+        let end = around.partition_point(|i| i.seq <= to);
+        if let Some(stretch) = exchange_around(&around[first..end], hit) {
             stretches.push(stretch);
         }
     }
-    Ok(stretches)
+    stretches
 }
 
-/// The exchange `hit` belongs to, within `items` (consecutive, in order): from the user
-/// message that opened it to the item before the next user message. `None` when the opening
-/// user message is not among `items` or the stretch would split a call from its result.
+/// The exchange `hit` belongs to, within `items` (in order: a neighbourhood, or the exchanges
+/// read from it): from the user message that opened it to the item before the next user
+/// message. `None` when the opening user message is not among `items` or the stretch would
+/// split a call from its result.
 fn exchange_around(items: &[ItemRecord], hit: i64) -> Option<Vec<Item>> {
     let at = items.iter().position(|i| i.seq == hit)?;
     let opens = |i: &ItemRecord| super::assemble::opens_exchange(&i.message);
@@ -183,8 +194,11 @@ fn exchange_around(items: &[ItemRecord], hit: i64) -> Option<Vec<Item>> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::canonical::{Message, Role};
+    use crate::store::testing::on_both;
 
     #[test]
     fn query_words_keep_the_telling_ones() {
@@ -212,4 +226,124 @@ mod tests {
         // One ranking alone keeps its order.
         assert_eq!(fuse(&[&words, &[]], 2), [10, 20]);
     }
+
+    /// A random history of exchanges: user turns (sometimes two in a row), answers with
+    /// reasoning and tool calls, their results (sometimes left unanswered), and summaries.
+    fn history(rng: &mut fastrand::Rng, exchanges: usize) -> Vec<Message> {
+        let tool_call = |n: usize| Part::ToolCall {
+            id: format!("call_{n}"),
+            name: "lookup".into(),
+            arguments: "{}".into(),
+        };
+        let mut messages = Vec::new();
+        let mut calls = 0;
+        for _ in 0..exchanges {
+            for _ in 0..=usize::from(rng.u8(..5) == 0) {
+                messages.push(Message::text(
+                    Role::User,
+                    format!("question {}", rng.u8(..9)),
+                ));
+            }
+            for _ in 0..rng.usize(..4) {
+                let mut answer = Message::text(Role::Assistant, format!("step {}", rng.u8(..9)));
+                let made = rng.usize(..3);
+                answer.content.extend((calls..calls + made).map(tool_call));
+                if rng.bool() {
+                    answer.content.insert(
+                        0,
+                        Part::Reasoning {
+                            text: "thinking".into(),
+                            signature: None,
+                            redacted: None,
+                        },
+                    );
+                }
+                messages.push(answer);
+                // A client may never send a call's result.
+                let answered = if rng.u8(..6) == 0 { 0 } else { made };
+                let results = (calls..calls + answered).map(|n| Part::ToolResult {
+                    call_id: format!("call_{n}"),
+                    content: vec![Part::text(format!("result {}", rng.u8(..9)))],
+                    is_error: false,
+                    cache: None,
+                });
+                let results: Vec<Part> = results.collect();
+                if !results.is_empty() {
+                    messages.push(Message {
+                        role: Role::Tool,
+                        content: results,
+                        name: None,
+                        extra: serde_json::Map::new(),
+                    });
+                }
+                calls += made;
+            }
+            if rng.u8(..10) == 0 {
+                messages.push(Message::text(Role::System, "summary so far"));
+            }
+        }
+        messages
+    }
+
+    fn seen(stretches: &[Vec<Item>]) -> Vec<Vec<(i64, String, u64)>> {
+        stretches
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|i| (i.seq, serde_json::to_string(&i.message).unwrap(), i.tokens))
+                    .collect()
+            })
+            .collect()
+    }
+
+    on_both!(
+        reading_only_the_exchanges_recalls_what_reading_each_neighbourhood_whole_does,
+        |store: Store| async move {
+            let mut rng = fastrand::Rng::with_seed(5);
+            let mut recalled = 0;
+            for round in 0..6 {
+                let id = format!("conv_{round}");
+                store
+                    .create_conversation(&id, "team:a", &serde_json::json!({}), 1)
+                    .await
+                    .unwrap();
+                let mut items = crate::context::items::split(&history(&mut rng, 60));
+                for item in &mut items {
+                    if item.message.role == Role::System {
+                        item.kind = crate::context::items::SUMMARY;
+                    }
+                }
+                let stored = store
+                    .append_items(&id, "team:a", &items, 2)
+                    .await
+                    .unwrap()
+                    .unwrap();
+                // Deleted items leave gaps.
+                for item in stored.iter().filter(|_| rng.u8(..12) == 0) {
+                    store.delete_item(&id, &item.id).await.unwrap();
+                }
+                let len = stored.len() as i64;
+                for _ in 0..40 {
+                    let before = rng.i64(1..=len);
+                    let count = rng.u32(1..6);
+                    let hits: Vec<i64> = (0..count * 2).map(|_| rng.i64(0..before)).collect();
+                    let spans = spans(&hits, before);
+                    let ranges: Vec<(i64, i64)> =
+                        spans.iter().map(|&(_, from, to)| (from, to)).collect();
+                    let whole = store.items_in_ranges(&id, &ranges).await.unwrap();
+                    let exchanges = store.items_in_exchanges(&id, &spans).await.unwrap();
+                    assert!(exchanges.len() <= whole.len());
+                    let found = seen(&stretches(&spans, &exchanges, count));
+                    assert_eq!(
+                        found,
+                        seen(&stretches(&spans, &whole, count)),
+                        "hits {hits:?} before {before}"
+                    );
+                    recalled += found.len();
+                }
+            }
+            // Most hits find their exchange.
+            assert!(recalled > 400, "{recalled}");
+        }
+    );
 }

@@ -395,14 +395,16 @@ impl Store {
         order: Order,
         limit: u32,
     ) -> Result<Vec<ItemRecord>> {
+        // The limit is written in, not bound: SQLite plans a bound LIMIT by its value, so it
+        // would prepare the statement again on every run (a turn reads its window this way).
         let sql = match order {
             Order::Asc => sql!(
                 "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-                 AND seq > $2 ORDER BY seq ASC LIMIT $3"
+                 AND seq > $2 ORDER BY seq ASC LIMIT {limit}"
             ),
             Order::Desc => sql!(
                 "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-                 AND seq < $2 ORDER BY seq DESC LIMIT $3"
+                 AND seq < $2 ORDER BY seq DESC LIMIT {limit}"
             ),
         };
         let after = after.unwrap_or(match order {
@@ -413,7 +415,6 @@ impl Store {
             let rows = sqlx::query(sql)
                 .bind(conversation)
                 .bind(after)
-                .bind(i64::from(limit))
                 .fetch_all(pool)
                 .await
                 .map_err(db_error)?;
@@ -466,6 +467,49 @@ impl Store {
             let mut query = sqlx::query(sql).bind(conversation);
             for (from, to) in &merged {
                 query = query.bind(*from).bind(*to);
+            }
+            let rows = query.fetch_all(pool).await.map_err(db_error)?;
+            rows.iter().map(item_from_row).collect()
+        })
+    }
+
+    /// The exchanges around positions, in one round trip, in order: for each `(at, from, to)`,
+    /// the items from the last user message in `from..=at` up to the one before the next user
+    /// message in `at..=to` (or `to`); nothing for a position with no user message in
+    /// `from..=at`. Only those items are read, not the whole of each `from..=to`. A stored user
+    /// message never holds a tool result (those are items of their own), so a user message is
+    /// what opens an exchange.
+    pub async fn items_in_exchanges(
+        &self,
+        conversation: &str,
+        around: &[(i64, i64, i64)],
+    ) -> Result<Vec<ItemRecord>> {
+        if around.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<String> = (0..around.len())
+            .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+            .collect();
+        // Exchanges sharing their first item are one (the longest); others never overlap, as
+        // each holds one user message, its first. Each is its own primary-key range scan:
+        // CROSS JOIN keeps SQLite from scanning the conversation instead (PostgreSQL plans it
+        // as any join).
+        let sql = sql!(
+            "WITH h (at, lo, hi) AS (VALUES {}), \
+             r AS (SELECT (SELECT MAX(seq) FROM conversation_items \
+             WHERE conversation_id = $1 AND seq >= h.lo AND seq <= h.at AND role = 'user') AS lo, \
+             COALESCE((SELECT MIN(seq) FROM conversation_items \
+             WHERE conversation_id = $1 AND seq > h.at AND seq <= h.hi AND role = 'user') - 1, \
+             h.hi) AS hi FROM h), \
+             g AS (SELECT lo, MAX(hi) AS hi FROM r WHERE lo IS NOT NULL GROUP BY lo) \
+             SELECT {ITEM_COLUMNS} FROM g CROSS JOIN conversation_items i \
+             WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi ORDER BY i.seq",
+            values.join(", ")
+        );
+        on_pool!(self, |pool| {
+            let mut query = sqlx::query(sql).bind(conversation);
+            for (at, from, to) in around {
+                query = query.bind(*at).bind(*from).bind(*to);
             }
             let rows = query.fetch_all(pool).await.map_err(db_error)?;
             rows.iter().map(item_from_row).collect()
@@ -545,10 +589,11 @@ impl Store {
     }
 
     /// For each of `terms`, how many of the conversation's items hold it and, when that is at
-    /// most `cap`, the newest items before `before` that do (position, count in the item).
-    /// Two round trips whose cost is bounded by the number of terms and `cap`, however long
-    /// the conversation and however large the database: words in more than `cap` items are
-    /// counted, never read.
+    /// most `cap`, the newest items before `before` that do (position, count in the item),
+    /// newest first. One statement whose cost is bounded by the number of terms and `cap`,
+    /// however long the conversation and however large the database: words in more than `cap`
+    /// items are counted, never read. Each word's postings come back as one text
+    /// (`seq:tf,...`) rather than a row each: the rows, not the index reads, were the cost.
     pub async fn search_terms(
         &self,
         conversation: &str,
@@ -560,57 +605,44 @@ impl Store {
         if terms.is_empty() {
             return Ok(found);
         }
-        let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 2)).collect();
+        let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 3)).collect();
+        // `string_agg` is PostgreSQL's and, since 3.44, SQLite's. The cap is written in, not
+        // bound: SQLite plans a bound LIMIT by its value, so it would prepare the statement
+        // again on every run.
         let sql = sql!(
-            "SELECT term, df FROM conversation_term_counts WHERE conversation_id = $1 \
-             AND term IN ({})",
+            "SELECT c.term, c.df, CASE WHEN c.df <= {cap} THEN (\
+             SELECT string_agg(CAST(p.seq AS TEXT) || ':' || CAST(p.tf AS TEXT), ',') \
+             FROM (SELECT t.seq, t.tf FROM conversation_terms t WHERE t.conversation_id = $1 \
+             AND t.term = c.term AND t.seq < $2 ORDER BY t.seq DESC LIMIT {cap}) AS p) END \
+             FROM conversation_term_counts c WHERE c.conversation_id = $1 AND c.term IN ({})",
             list.join(", ")
         );
-        let counts: Vec<(String, i64)> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_as(sql).bind(conversation);
+        let rows: Vec<(String, i64, Option<String>)> = on_pool!(self, |pool| {
+            let mut query = sqlx::query_as(sql).bind(conversation).bind(before);
             for term in terms {
                 query = query.bind(term);
             }
             query.fetch_all(pool).await
         })
         .map_err(db_error)?;
-        let mut rare = Vec::new();
-        for (term, df) in counts {
-            if let Some(at) = terms.iter().position(|t| *t == term) {
-                found[at].0 = df;
-                if df > 0 && df <= i64::from(cap) {
-                    rare.push(at);
+        for (term, df, postings) in rows {
+            let Some(at) = terms.iter().position(|t| *t == term) else {
+                continue;
+            };
+            found[at].0 = df;
+            if df <= 0 {
+                continue;
+            }
+            let list = &mut found[at].1;
+            for posting in postings.as_deref().unwrap_or_default().split(',') {
+                let parsed = posting
+                    .split_once(':')
+                    .and_then(|(seq, tf)| Some((seq.parse().ok()?, tf.parse().ok()?)));
+                if let Some(posting) = parsed {
+                    list.push(posting);
                 }
             }
-        }
-        if rare.is_empty() {
-            return Ok(found);
-        }
-        let selects: Vec<String> = rare
-            .iter()
-            .enumerate()
-            .map(|(i, at)| {
-                format!(
-                    "SELECT CAST({at} AS BIGINT) AS t, seq, tf FROM (SELECT seq, tf FROM \
-                     conversation_terms WHERE conversation_id = $1 AND term = ${} AND seq < $2 \
-                     ORDER BY seq DESC LIMIT {cap}) AS q{i}",
-                    i + 3
-                )
-            })
-            .collect();
-        let sql = sql!("{}", selects.join(" UNION ALL "));
-        let rows: Vec<(i64, i64, i64)> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_as(sql).bind(conversation).bind(before);
-            for &at in &rare {
-                query = query.bind(&terms[at]);
-            }
-            query.fetch_all(pool).await
-        })
-        .map_err(db_error)?;
-        for (t, seq, tf) in rows {
-            if let Some(entry) = usize::try_from(t).ok().and_then(|t| found.get_mut(t)) {
-                entry.1.push((seq, tf));
-            }
+            list.sort_unstable_by_key(|&(seq, _)| std::cmp::Reverse(seq));
         }
         Ok(found)
     }
