@@ -161,14 +161,28 @@ fn upserts(backend: Backend, sums: &BTreeMap<Group, Sums>) -> Vec<Query> {
 /// advisory lock on a connection of its own, closed (and so unlocked) when the guard is
 /// dropped, even by a task cancelled at shutdown; SQLite is one node and needs none.
 pub struct PurgeLock {
-    _connection: Option<PoolConnection<Postgres>>,
+    connection: Option<PoolConnection<Postgres>>,
+}
+
+impl PurgeLock {
+    /// Gives the lock up now. Dropping it does so only once its connection has closed, a
+    /// moment later, in the background: a pass that follows at once would find it still held.
+    pub async fn release(mut self) {
+        if let Some(mut connection) = self.connection.take() {
+            // Should it fail, the connection closes on drop and takes the lock with it.
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1, hashtext(current_schema()))")
+                .bind(PURGE_LOCK)
+                .execute(&mut *connection)
+                .await;
+        }
+    }
 }
 
 impl Store {
     /// Takes the purge lock, or `None` when another replica holds it.
     pub async fn try_purge_lock(&self) -> Result<Option<PurgeLock>> {
         let Pool::Postgres(pool) = &self.pool else {
-            return Ok(Some(PurgeLock { _connection: None }));
+            return Ok(Some(PurgeLock { connection: None }));
         };
         let mut connection = pool.acquire().await.map_err(db_error)?;
         connection.close_on_drop();
@@ -180,7 +194,7 @@ impl Store {
                 .map_err(db_error)?;
         let locked: bool = col(&row, "locked")?;
         Ok(locked.then_some(PurgeLock {
-            _connection: Some(connection),
+            connection: Some(connection),
         }))
     }
 

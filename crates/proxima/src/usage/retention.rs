@@ -48,9 +48,21 @@ pub fn purge_before(now: i64, retention: Duration) -> i64 {
 /// One purge pass: moves every ledger row older than `retention` at `now` (epoch ms) into the
 /// daily rollups, [`BATCH_ROWS`] at a time with `pause` between batches.
 pub async fn purge(store: &Store, retention: Duration, now: i64, pause: Duration) -> Result<Purge> {
-    let Some(_lock) = store.try_purge_lock().await? else {
+    let Some(lock) = store.try_purge_lock().await? else {
         return Ok(Purge::Busy);
     };
+    let purged = purge_locked(store, retention, now, pause).await;
+    lock.release().await;
+    purged
+}
+
+/// [`purge`]'s work, with the lock held.
+async fn purge_locked(
+    store: &Store,
+    retention: Duration,
+    now: i64,
+    pause: Duration,
+) -> Result<Purge> {
     let before = purge_before(now, retention);
     let mut rows = 0;
     loop {
