@@ -129,7 +129,7 @@ pub async fn lookup(
         CacheScope::Key => format!("key:{}", cx.caller.id),
         CacheScope::Global => "global".to_owned(),
     };
-    let digests = Digests::of(request, &scope);
+    let digests = Digests::of(request, &scope, config.semantic.is_some());
     let terms = terms(config);
     let cache = &cx.services.cache;
     let mut near = None;
@@ -359,11 +359,13 @@ struct Digests {
 }
 
 impl Digests {
-    fn of(req: &ChatRequest, scope: &str) -> Digests {
-        let mut hash = Hasher(digest::Context::new(&digest::SHA256));
+    /// `near` only when `semantic`: the partition costs a digest of its own.
+    fn of(req: &ChatRequest, scope: &str, semantic: bool) -> Digests {
+        let mut hash = Hasher::default();
         hash.json(&Shape::of(req, scope));
         let question = req.messages.last().filter(|m| {
-            m.role == Role::User
+            semantic
+                && m.role == Role::User
                 && !m.content.is_empty()
                 && m.content.iter().all(|p| matches!(p, Part::Text { .. }))
         });
@@ -375,8 +377,10 @@ impl Digests {
             hash.json(&MessageView::of(message));
         }
         let near = question.map(|question| {
+            // What both digests share is taken in once, before they part.
+            hash.settle();
             let mut partition = hash.clone();
-            partition.0.update(b"near");
+            partition.update(b"near");
             (partition.finish(), question.joined_text())
         });
         if let Some(question) = question {
@@ -389,49 +393,78 @@ impl Digests {
     }
 }
 
-/// SHA-256 of what is written to it.
+/// SHA-256 of what is written to it. A value's JSON is gathered whole and hashed at once:
+/// serde writes it in many small pieces, and taking each piece into the digest on its own cost
+/// more than the hashing (the same bytes either way, so the digests are the same).
 #[derive(Clone)]
-struct Hasher(digest::Context);
+struct Hasher {
+    digest: digest::Context,
+    pending: Vec<u8>,
+}
+
+impl Default for Hasher {
+    fn default() -> Hasher {
+        Hasher {
+            digest: digest::Context::new(&digest::SHA256),
+            pending: Vec::with_capacity(1024),
+        }
+    }
+}
 
 impl Hasher {
     /// Feeds a value's JSON; each is a whole JSON value, so consecutive ones cannot run together.
     fn json(&mut self, value: &impl Serialize) {
-        // Serialising these views to a hasher cannot fail: no maps with non-string keys.
-        let _ = serde_json::to_writer(&mut *self, value);
+        // Serialising these views cannot fail: no maps with non-string keys.
+        let _ = serde_json::to_writer(&mut self.pending, value);
+        // A long history is taken in as it comes, not held whole.
+        if self.pending.len() >= 8192 {
+            self.settle();
+        }
     }
 
-    fn finish(self) -> Digest {
+    /// Takes what was written into the digest.
+    fn settle(&mut self) {
+        self.digest.update(&self.pending);
+        self.pending.clear();
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        self.pending.extend_from_slice(bytes);
+    }
+
+    fn finish(mut self) -> Digest {
+        self.settle();
         let mut out = [0u8; 32];
-        out.copy_from_slice(self.0.finish().as_ref());
+        out.copy_from_slice(self.digest.finish().as_ref());
         out
     }
 }
 
-impl std::io::Write for Hasher {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-/// Everything of a request but its messages that changes the answer, and the scope.
+/// Everything of a request but its messages that changes the answer, and the scope. What is
+/// absent is left out of the JSON (each field is named, so nothing else can take its place):
+/// fewer bytes to hash, on every call to a model with caching on.
 #[derive(Serialize)]
 struct Shape<'a> {
     scope: &'a str,
     model: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     tools: Vec<ToolView<'a>>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     hosted_tools: &'a [HostedTool],
+    #[serde(skip_serializing_if = "Option::is_none")]
     tool_choice: &'a Option<ToolChoice>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     parallel_tool_calls: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     response_format: &'a Option<ResponseFormat>,
     sampling: &'a Sampling,
+    #[serde(skip_serializing_if = "Option::is_none")]
     n: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     reasoning: &'a Option<Reasoning>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     fields: Vec<(&'a str, &'a Value)>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
     headers: &'a [(String, String)],
 }
 
@@ -556,7 +589,7 @@ mod tests {
     }
 
     fn exact(req: &ChatRequest) -> Digest {
-        Digests::of(req, "team:a").exact
+        Digests::of(req, "team:a", true).exact
     }
 
     #[test]
@@ -608,7 +641,7 @@ mod tests {
             change(&mut other);
             assert_ne!(exact(&other), key, "change {i} kept the key");
         }
-        assert_ne!(Digests::of(&base, "team:b").exact, key);
+        assert_ne!(Digests::of(&base, "team:b", true).exact, key);
     }
 
     #[test]
@@ -620,6 +653,7 @@ mod tests {
                 (Role::User, "what is up"),
             ]),
             "g",
+            true,
         );
         let b = Digests::of(
             &request(&[
@@ -628,6 +662,7 @@ mod tests {
                 (Role::User, "what's up"),
             ]),
             "g",
+            true,
         );
         let other_history = Digests::of(
             &request(&[
@@ -636,6 +671,7 @@ mod tests {
                 (Role::User, "what is up"),
             ]),
             "g",
+            true,
         );
         let (pa, qa) = a.near.unwrap();
         let (pb, qb) = b.near.unwrap();
@@ -657,7 +693,7 @@ mod tests {
             name: None,
             extra: Map::new(),
         });
-        assert!(Digests::of(&tool, "g").near.is_none());
+        assert!(Digests::of(&tool, "g", true).near.is_none());
     }
 
     #[test]
