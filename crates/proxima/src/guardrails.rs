@@ -138,7 +138,13 @@ impl Guardrails {
     /// `deny` on any text; the injection rules on text from `source` (`None`: trusted).
     fn check_text(&self, text: &str, source: Option<Source>) -> Option<Verdict> {
         if let Some((patterns, set)) = &self.deny {
-            if let Some(index) = set.matches(text).iter().next() {
+            // Which rule matched is only asked once one has: `is_match` can stop early and use
+            // the patterns' literals to skip ahead, `matches` reads every byte for every rule.
+            if let Some(index) = set
+                .is_match(text)
+                .then(|| set.matches(text).iter().next())
+                .flatten()
+            {
                 return Some(Verdict::Refuse(Error::new(
                     ErrorKind::GuardrailBlocked,
                     format!(

@@ -132,10 +132,12 @@ impl Default for Rules {
 impl Rules {
     /// The first rule `text` trips, from `source`.
     pub fn check(&self, text: &str, source: Source) -> Option<Hit> {
-        let matched = self.set.matches(text);
-        if !matched.matched_any() {
+        // Most text matches no rule: `is_match` finds that out cheaper than `matches`, which
+        // looks for every rule's matches at once.
+        if !self.set.is_match(text) {
             return None;
         }
+        let matched = self.set.matches(text);
         matched.into_iter().find_map(|i| {
             let (rule, regex) = &self.rules[i];
             if rule.tool_results_only && source != Source::ToolResult {
