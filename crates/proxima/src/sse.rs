@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -29,29 +29,44 @@ pub struct SseEvent {
 #[derive(Debug, Default)]
 pub struct SseDecoder {
     buf: BytesMut,
-    /// How far `buf` has been searched for a line end without finding one.
+    /// Where the first unread line begins in `buf`: lines are read in place, and the bytes
+    /// before go when more are pushed (cutting `buf` at every line cost more than reading it).
+    start: usize,
+    /// How far past `start` has been searched for a line end without finding one.
     scanned: usize,
-    event: Option<String>,
+    event: PendingEvent,
+}
+
+/// The event being read: the lines so far.
+#[derive(Debug, Default)]
+struct PendingEvent {
+    name: Option<String>,
     data: String,
     has_data: bool,
 }
 
 impl SseDecoder {
     pub fn push(&mut self, bytes: &[u8]) {
+        self.buf.advance(std::mem::take(&mut self.start));
         self.buf.extend_from_slice(bytes);
     }
 
     /// The next complete event, or `None` until more bytes arrive.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
-            let end = memchr::memchr(b'\n', &self.buf[self.scanned..])? + self.scanned;
-            let line = self.buf.split_to(end + 1);
+            let unread = &self.buf[self.start..];
+            let Some(end) = memchr::memchr(b'\n', &unread[self.scanned..]) else {
+                self.scanned = unread.len();
+                return None;
+            };
+            let end = self.scanned + end;
+            let mut line = &unread[..end];
+            self.start += end + 1;
             self.scanned = 0;
-            let mut line = &line[..end];
             if let Some(stripped) = line.strip_suffix(b"\r") {
                 line = stripped;
             }
-            if let Some(event) = self.take_line(line) {
+            if let Some(event) = self.event.take_line(line) {
                 return Some(event);
             }
         }
@@ -59,17 +74,22 @@ impl SseDecoder {
 
     /// Bytes of an unfinished event still held, ignoring blank space (for end-of-stream checks).
     pub fn has_partial(&self) -> bool {
-        self.has_data || self.buf.iter().any(|b| !b.is_ascii_whitespace())
+        self.event.has_data
+            || self.buf[self.start..]
+                .iter()
+                .any(|b| !b.is_ascii_whitespace())
     }
+}
 
+impl PendingEvent {
     fn take_line(&mut self, line: &[u8]) -> Option<SseEvent> {
         if line.is_empty() {
-            if !self.has_data && self.event.is_none() {
+            if !self.has_data && self.name.is_none() {
                 return None;
             }
             self.has_data = false;
             return Some(SseEvent {
-                event: self.event.take(),
+                event: self.name.take(),
                 data: std::mem::take(&mut self.data),
             });
         }
@@ -97,7 +117,7 @@ impl SseDecoder {
                 self.data.push_str(&value);
                 self.has_data = true;
             }
-            b"event" => self.event = Some(value.into_owned()),
+            b"event" => self.name = Some(value.into_owned()),
             _ => {} // `id` and `retry` matter only to reconnecting clients; a gateway never reconnects.
         }
         None
@@ -176,7 +196,7 @@ pub fn write_event(out: &mut BytesMut, event: Option<&str>, data: &[u8]) {
     }
     // One `data:` line per line of `data` (an upstream's event passed on as it came may have
     // several), so the client reads back the same text.
-    if data.contains(&b'\n') {
+    if memchr::memchr(b'\n', data).is_some() {
         for line in data.split(|&b| b == b'\n') {
             out.put_slice(b"data: ");
             out.put_slice(line);
