@@ -457,7 +457,7 @@ struct Shape<'a> {
     parallel_tool_calls: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response_format: &'a Option<ResponseFormat>,
-    sampling: &'a Sampling,
+    sampling: SamplingView<'a>,
     #[serde(skip_serializing_if = "Option::is_none")]
     n: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -487,7 +487,7 @@ impl<'a> Shape<'a> {
             tool_choice: &req.tool_choice,
             parallel_tool_calls: req.parallel_tool_calls,
             response_format: &req.response_format,
-            sampling: &req.sampling,
+            sampling: SamplingView::of(&req.sampling),
             n: req.n,
             reasoning: &req.reasoning,
             fields: req
@@ -511,11 +511,61 @@ struct ToolView<'a> {
     strict: Option<bool>,
 }
 
-/// A message without prompt-caching hints.
+/// The sampling parameters a request sets; those it leaves unset are left out, as in [`Shape`].
+#[derive(Serialize)]
+struct SamplingView<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    temperature: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_p: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    top_k: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    stop: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seed: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    presence_penalty: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    frequency_penalty: Option<f64>,
+}
+
+impl<'a> SamplingView<'a> {
+    fn of(sampling: &'a Sampling) -> SamplingView<'a> {
+        // Every field named: a parameter added to `Sampling` must be added here too, or two
+        // requests that differ only in it would share their answer.
+        let Sampling {
+            temperature,
+            top_p,
+            top_k,
+            max_tokens,
+            stop,
+            seed,
+            presence_penalty,
+            frequency_penalty,
+        } = sampling;
+        SamplingView {
+            temperature: *temperature,
+            top_p: *top_p,
+            top_k: *top_k,
+            max_tokens: *max_tokens,
+            stop,
+            seed: *seed,
+            presence_penalty: *presence_penalty,
+            frequency_penalty: *frequency_penalty,
+        }
+    }
+}
+
+/// A message without prompt-caching hints (and without its absent fields).
 #[derive(Serialize)]
 struct MessageView<'a> {
     role: Role,
+    #[serde(skip_serializing_if = "Option::is_none")]
     name: &'a Option<String>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
     extra: &'a Map<String, Value>,
     content: Vec<PartView<'a>>,
 }
