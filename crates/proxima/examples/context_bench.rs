@@ -19,6 +19,11 @@ use proxima::config::ContextStrategy;
 use proxima::context::{build_prompt, items, meaning, Budgeted};
 use proxima::store::Store;
 
+/// The gateway's allocator, so that a turn costs what it costs in the gateway (SQLite's own
+/// allocations included: they go through the system's malloc in both).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const TOPICS: &[&str] = &[
     "weather",
     "garden",
@@ -107,6 +112,14 @@ async fn history(store: &Store, rng: &mut fastrand::Rng, n: usize) -> String {
     id
 }
 
+/// Turns timed at each size (`TURNS=`, default 300): more, to profile a run.
+fn timed_turns() -> usize {
+    std::env::var("TURNS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(300)
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let at = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[at]
@@ -115,7 +128,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 async fn assembly_latency(store: &Store) {
     println!("## Building a turn's prompt against history length\n");
     println!(
-        "budget 8,000 tokens, strategy window, recall off (0) and 4 turns; 300 turns timed after 20 warm-up ones\n"
+        "budget 8,000 tokens, strategy window, recall off (0) and 4 turns; {} turns timed after 20 warm-up ones\n",
+        timed_turns()
     );
     println!("| items in history | recall | p50 | p99 | max | prompt tokens (p50) |");
     println!("|---:|---:|---:|---:|---:|---:|");
@@ -137,7 +151,7 @@ async fn assembly_latency(store: &Store) {
             };
             let mut times = Vec::new();
             let mut tokens = Vec::new();
-            for turn in 0..320 {
+            for turn in 0..20 + timed_turns() {
                 let new = [Message::text(Role::User, sentence(&mut rng, 20))];
                 let started = Instant::now();
                 let built = build_prompt(store, &id, &how, &[], &new, &[])
