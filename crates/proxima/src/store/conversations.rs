@@ -99,6 +99,36 @@ fn item_from_row(row: &impl Row) -> Result<ItemRecord> {
     })
 }
 
+/// An item from `items_in_exchanges`' joined text: id, seq, kind, tokens, covers (empty for
+/// none), created_at and message, each ended by U+001F but the last.
+fn item_from_joined(text: &str) -> Result<ItemRecord> {
+    let unreadable =
+        || crate::error::Error::internal("a stored conversation item is unreadable".to_owned());
+    let mut fields = text.splitn(7, '\u{1f}');
+    let mut field = || fields.next().ok_or_else(unreadable);
+    let (id, seq, kind, tokens, covers, created_at, message) = (
+        field()?,
+        field()?,
+        field()?,
+        field()?,
+        field()?,
+        field()?,
+        field()?,
+    );
+    let number = |text: &str| text.parse::<i64>().map_err(|_| unreadable());
+    Ok(ItemRecord {
+        id: id.to_owned(),
+        seq: number(seq)?,
+        kind: kind.to_owned(),
+        message: serde_json::from_str(message).map_err(|e| {
+            crate::error::Error::internal(format!("a stored conversation item is unreadable: {e}"))
+        })?,
+        tokens: u64::try_from(number(tokens)?).unwrap_or(0),
+        covers: (!covers.is_empty()).then(|| number(covers)).transpose()?,
+        created_at: number(created_at)?,
+    })
+}
+
 fn response_from_row(row: &impl Row) -> Result<ResponseRecord> {
     let json = |name: &str| -> Result<Value> {
         Ok(serde_json::from_str(&col::<String>(row, name)?).unwrap_or(Value::Null))
@@ -493,7 +523,9 @@ impl Store {
         // Exchanges sharing their first item are one (the longest); others never overlap, as
         // each holds one user message, its first. Each is its own primary-key range scan:
         // CROSS JOIN keeps SQLite from scanning the conversation instead (PostgreSQL plans it
-        // as any join).
+        // as any join). The items come back as one text, as the postings do (see
+        // `search_terms`): each row crossing sqlx's SQLite worker thread cost more than the
+        // query. Fields end in U+001F and items in U+001E, which JSON text never holds raw.
         let sql = sql!(
             "WITH h (at, lo, hi) AS (VALUES {}), \
              r AS (SELECT (SELECT MAX(seq) FROM conversation_items \
@@ -502,18 +534,31 @@ impl Store {
              WHERE conversation_id = $1 AND seq > h.at AND seq <= h.hi AND role = 'user') - 1, \
              h.hi) AS hi FROM h), \
              g AS (SELECT lo, MAX(hi) AS hi FROM r WHERE lo IS NOT NULL GROUP BY lo) \
-             SELECT {ITEM_COLUMNS} FROM g CROSS JOIN conversation_items i \
-             WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi ORDER BY i.seq",
+             SELECT string_agg(i.id || '\u{1f}' || CAST(i.seq AS TEXT) || '\u{1f}' || i.kind \
+             || '\u{1f}' || CAST(i.tokens AS TEXT) || '\u{1f}' \
+             || COALESCE(CAST(i.covers AS TEXT), '') || '\u{1f}' || CAST(i.created_at AS TEXT) \
+             || '\u{1f}' || i.message, '\u{1e}') \
+             FROM g CROSS JOIN conversation_items i \
+             WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi",
             values.join(", ")
         );
-        on_pool!(self, |pool| {
-            let mut query = sqlx::query(sql).bind(conversation);
+        let joined: Option<String> = on_pool!(self, |pool| {
+            let mut query = sqlx::query_scalar(sql).bind(conversation);
             for (at, from, to) in around {
                 query = query.bind(*at).bind(*from).bind(*to);
             }
-            let rows = query.fetch_all(pool).await.map_err(db_error)?;
-            rows.iter().map(item_from_row).collect()
+            query.fetch_one(pool).await
         })
+        .map_err(db_error)?;
+        let mut items = joined
+            .as_deref()
+            .unwrap_or_default()
+            .split('\u{1e}')
+            .filter(|item| !item.is_empty())
+            .map(item_from_joined)
+            .collect::<Result<Vec<_>>>()?;
+        items.sort_unstable_by_key(|item| item.seq);
+        Ok(items)
     }
 
     /// One item by its id.
