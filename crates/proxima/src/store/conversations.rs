@@ -85,17 +85,21 @@ fn conversation_from_row(row: &impl Row) -> Result<ConversationRecord> {
 }
 
 fn item_from_row(row: &impl Row) -> Result<ItemRecord> {
-    let message: String = col(row, "message")?;
     Ok(ItemRecord {
         id: col(row, "id")?,
         seq: col(row, "seq")?,
         kind: col(row, "kind")?,
-        message: serde_json::from_str(&message).map_err(|e| {
-            crate::error::Error::internal(format!("a stored conversation item is unreadable: {e}"))
-        })?,
+        message: stored_message(&col::<String>(row, "message")?)?,
         tokens: u64::try_from(col::<i64>(row, "tokens")?).unwrap_or(0),
         covers: col(row, "covers")?,
         created_at: col(row, "created_at")?,
+    })
+}
+
+/// An item's message as stored (canonical JSON).
+fn stored_message(json: &str) -> Result<Message> {
+    serde_json::from_str(json).map_err(|e| {
+        crate::error::Error::internal(format!("a stored conversation item is unreadable: {e}"))
     })
 }
 
@@ -120,9 +124,7 @@ fn item_from_joined(text: &str) -> Result<ItemRecord> {
         id: id.to_owned(),
         seq: number(seq)?,
         kind: kind.to_owned(),
-        message: serde_json::from_str(message).map_err(|e| {
-            crate::error::Error::internal(format!("a stored conversation item is unreadable: {e}"))
-        })?,
+        message: stored_message(message)?,
         tokens: u64::try_from(number(tokens)?).unwrap_or(0),
         covers: (!covers.is_empty()).then(|| number(covers)).transpose()?,
         created_at: number(created_at)?,
