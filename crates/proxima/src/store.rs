@@ -95,8 +95,7 @@ use std::time::Duration;
 use sqlx::pool::PoolOptions;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgRow, Postgres};
 use sqlx::sqlite::{
-    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    Sqlite, SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteRow, SqliteSynchronous,
 };
 
 use crate::error::{Error, ErrorKind, Result};
@@ -162,9 +161,8 @@ impl Store {
                 None
             } else {
                 Some(
-                    SqlitePoolOptions::new()
+                    pool_options(false)
                         .max_connections(1)
-                        .acquire_timeout(Duration::from_secs(5))
                         // SQLite's default page cache, not the 8 MiB of the shared pool's: an
                         // appending writer's cache fills with pages of rows it wrote and never
                         // reads back, which under load was a fifth of the gateway's memory.
@@ -293,7 +291,10 @@ impl<T> Page<T> {
     }
 }
 
-/// The shared pool's settings on either database.
+/// How long a pooled connection may sit idle and still be handed out untested.
+const TRUSTED_IDLE: Duration = Duration::from_secs(10);
+
+/// The pools' settings on either database.
 fn pool_options<DB: sqlx::Database>(memory: bool) -> PoolOptions<DB> {
     PoolOptions::new()
         .acquire_timeout(Duration::from_secs(5))
@@ -302,6 +303,20 @@ fn pool_options<DB: sqlx::Database>(memory: bool) -> PoolOptions<DB> {
         .min_connections(u32::from(memory))
         .idle_timeout((!memory).then(|| Duration::from_secs(300)))
         .max_lifetime((!memory).then(|| Duration::from_secs(1800)))
+        // sqlx pings a connection when it is handed out and again when it comes back: by
+        // default every statement waits for one more round trip (to PostgreSQL, or to the
+        // SQLite connection's worker thread). The ping on return already drops a connection a
+        // failed statement left broken, so only one idle long enough for the server to have
+        // dropped it is pinged before use.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > TRUSTED_IDLE {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
 }
 
 /// Every SQLite connection's settings.

@@ -103,8 +103,36 @@ fn stored_message(json: &str) -> Result<Message> {
     })
 }
 
-/// An item from `items_in_exchanges`' joined text: id, seq, kind, tokens, covers (empty for
-/// none), created_at and message, each ended by U+001F but the last.
+/// A posting's count of its word is read capped below this (see `search_terms`).
+const TF_LIMIT: i64 = 1024;
+
+/// Items read as one text rather than a row each: crossing sqlx's SQLite worker thread cost
+/// more per row than the query did. The aggregate, over the columns of `conversation_items`
+/// named `i`: fields end in U+001F and items in U+001E, which JSON text never holds raw.
+/// `string_agg` is PostgreSQL's and, since 3.44, SQLite's; it keeps no order.
+const JOINED_ITEMS: &str = "string_agg(i.id || '\u{1f}' || CAST(i.seq AS TEXT) || '\u{1f}' \
+    || i.kind || '\u{1f}' || CAST(i.tokens AS TEXT) || '\u{1f}' \
+    || COALESCE(CAST(i.covers AS TEXT), '') || '\u{1f}' || CAST(i.created_at AS TEXT) \
+    || '\u{1f}' || i.message, '\u{1e}')";
+
+/// The items of a [`JOINED_ITEMS`] text (none for none), in `order` of position.
+fn items_from_joined(joined: Option<String>, order: Order) -> Result<Vec<ItemRecord>> {
+    let mut items = joined
+        .as_deref()
+        .unwrap_or_default()
+        .split('\u{1e}')
+        .filter(|item| !item.is_empty())
+        .map(item_from_joined)
+        .collect::<Result<Vec<_>>>()?;
+    match order {
+        Order::Asc => items.sort_unstable_by_key(|item| item.seq),
+        Order::Desc => items.sort_unstable_by_key(|item| std::cmp::Reverse(item.seq)),
+    }
+    Ok(items)
+}
+
+/// One item of a [`JOINED_ITEMS`] text: id, seq, kind, tokens, covers (empty for none),
+/// created_at and message.
 fn item_from_joined(text: &str) -> Result<ItemRecord> {
     let unreadable =
         || crate::error::Error::internal("a stored conversation item is unreadable".to_owned());
@@ -431,27 +459,25 @@ impl Store {
         // would prepare the statement again on every run (a turn reads its window this way).
         let sql = match order {
             Order::Asc => sql!(
-                "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-                 AND seq > $2 ORDER BY seq ASC LIMIT {limit}"
+                "SELECT {JOINED_ITEMS} FROM (SELECT {ITEM_COLUMNS} FROM conversation_items \
+                 WHERE conversation_id = $1 AND seq > $2 ORDER BY seq ASC LIMIT {limit}) AS i"
             ),
             Order::Desc => sql!(
-                "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-                 AND seq < $2 ORDER BY seq DESC LIMIT {limit}"
+                "SELECT {JOINED_ITEMS} FROM (SELECT {ITEM_COLUMNS} FROM conversation_items \
+                 WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT {limit}) AS i"
             ),
         };
         let after = after.unwrap_or(match order {
             Order::Asc => -1,
             Order::Desc => i64::MAX,
         });
-        on_pool!(self, |pool| {
-            let rows = sqlx::query(sql)
-                .bind(conversation)
-                .bind(after)
-                .fetch_all(pool)
-                .await
-                .map_err(db_error)?;
-            rows.iter().map(item_from_row).collect()
-        })
+        let joined: Option<String> = on_pool!(self, |pool| sqlx::query_scalar(sql)
+            .bind(conversation)
+            .bind(after)
+            .fetch_one(pool)
+            .await)
+        .map_err(db_error)?;
+        items_from_joined(joined, order)
     }
 
     /// The items at positions `from..=to`, in order.
@@ -525,9 +551,7 @@ impl Store {
         // Exchanges sharing their first item are one (the longest); others never overlap, as
         // each holds one user message, its first. Each is its own primary-key range scan:
         // CROSS JOIN keeps SQLite from scanning the conversation instead (PostgreSQL plans it
-        // as any join). The items come back as one text, as the postings do (see
-        // `search_terms`): each row crossing sqlx's SQLite worker thread cost more than the
-        // query. Fields end in U+001F and items in U+001E, which JSON text never holds raw.
+        // as any join). The items come back as one text (see `JOINED_ITEMS`).
         let sql = sql!(
             "WITH h (at, lo, hi) AS (VALUES {}), \
              r AS (SELECT (SELECT MAX(seq) FROM conversation_items \
@@ -536,11 +560,7 @@ impl Store {
              WHERE conversation_id = $1 AND seq > h.at AND seq <= h.hi AND role = 'user') - 1, \
              h.hi) AS hi FROM h), \
              g AS (SELECT lo, MAX(hi) AS hi FROM r WHERE lo IS NOT NULL GROUP BY lo) \
-             SELECT string_agg(i.id || '\u{1f}' || CAST(i.seq AS TEXT) || '\u{1f}' || i.kind \
-             || '\u{1f}' || CAST(i.tokens AS TEXT) || '\u{1f}' \
-             || COALESCE(CAST(i.covers AS TEXT), '') || '\u{1f}' || CAST(i.created_at AS TEXT) \
-             || '\u{1f}' || i.message, '\u{1e}') \
-             FROM g CROSS JOIN conversation_items i \
+             SELECT {JOINED_ITEMS} FROM g CROSS JOIN conversation_items i \
              WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi",
             values.join(", ")
         );
@@ -552,15 +572,7 @@ impl Store {
             query.fetch_one(pool).await
         })
         .map_err(db_error)?;
-        let mut items = joined
-            .as_deref()
-            .unwrap_or_default()
-            .split('\u{1e}')
-            .filter(|item| !item.is_empty())
-            .map(item_from_joined)
-            .collect::<Result<Vec<_>>>()?;
-        items.sort_unstable_by_key(|item| item.seq);
-        Ok(items)
+        items_from_joined(joined, Order::Asc)
     }
 
     /// One item by its id.
@@ -636,11 +648,10 @@ impl Store {
     }
 
     /// For each of `terms`, how many of the conversation's items hold it and, when that is at
-    /// most `cap`, the newest items before `before` that do (position, count in the item),
-    /// newest first. One statement whose cost is bounded by the number of terms and `cap`,
-    /// however long the conversation and however large the database: words in more than `cap`
-    /// items are counted, never read. Each word's postings come back as one text
-    /// (`seq:tf,...`) rather than a row each: the rows, not the index reads, were the cost.
+    /// most `cap`, the items before `before` that do (position, count in the item), newest
+    /// first. One statement whose cost is bounded by the number of terms and `cap`, however
+    /// long the conversation and however large the database: words in more than `cap` items
+    /// are counted, never read.
     pub async fn search_terms(
         &self,
         conversation: &str,
@@ -653,40 +664,44 @@ impl Store {
             return Ok(found);
         }
         let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 3)).collect();
-        // `string_agg` is PostgreSQL's and, since 3.44, SQLite's. The cap is written in, not
-        // bound: SQLite plans a bound LIMIT by its value, so it would prepare the statement
-        // again on every run.
+        // A word in at most `cap` items has at most `cap` postings: they are read whole, as
+        // numbers (position × 1024 + count, the count capped, as BM25 saturates long before),
+        // which SQLite joins into text at half the cost of `seq:tf` pairs. The words come back
+        // in one text as items do (see `JOINED_ITEMS`): word, count of items and postings.
         let sql = sql!(
-            "SELECT c.term, c.df, CASE WHEN c.df <= {cap} THEN (\
-             SELECT string_agg(CAST(p.seq AS TEXT) || ':' || CAST(p.tf AS TEXT), ',') \
-             FROM (SELECT t.seq, t.tf FROM conversation_terms t WHERE t.conversation_id = $1 \
-             AND t.term = c.term AND t.seq < $2 ORDER BY t.seq DESC LIMIT {cap}) AS p) END \
+            "SELECT string_agg(c.term || '\u{1f}' || CAST(c.df AS TEXT) || '\u{1f}' \
+             || COALESCE(CASE WHEN c.df <= {cap} THEN (\
+             SELECT string_agg(CAST(t.seq * {TF_LIMIT} + CASE WHEN t.tf < {TF_LIMIT} \
+             THEN t.tf ELSE {TF_LIMIT} - 1 END AS TEXT), ',') \
+             FROM conversation_terms t WHERE t.conversation_id = $1 AND t.term = c.term \
+             AND t.seq < $2) END, \
+             ''), '\u{1e}') \
              FROM conversation_term_counts c WHERE c.conversation_id = $1 AND c.term IN ({})",
             list.join(", ")
         );
-        let rows: Vec<(String, i64, Option<String>)> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_as(sql).bind(conversation).bind(before);
+        let joined: Option<String> = on_pool!(self, |pool| {
+            let mut query = sqlx::query_scalar(sql).bind(conversation).bind(before);
             for term in terms {
                 query = query.bind(term);
             }
-            query.fetch_all(pool).await
+            query.fetch_one(pool).await
         })
         .map_err(db_error)?;
-        for (term, df, postings) in rows {
-            let Some(at) = terms.iter().position(|t| *t == term) else {
+        for word in joined.as_deref().unwrap_or_default().split('\u{1e}') {
+            let mut fields = word.splitn(3, '\u{1f}');
+            let (Some(term), Some(df), Some(postings)) =
+                (fields.next(), fields.next(), fields.next())
+            else {
                 continue;
             };
-            found[at].0 = df;
-            if df <= 0 {
+            let Some(at) = terms.iter().position(|t| t == term) else {
                 continue;
-            }
+            };
+            found[at].0 = df.parse().unwrap_or(0);
             let list = &mut found[at].1;
-            for posting in postings.as_deref().unwrap_or_default().split(',') {
-                let parsed = posting
-                    .split_once(':')
-                    .and_then(|(seq, tf)| Some((seq.parse().ok()?, tf.parse().ok()?)));
-                if let Some(posting) = parsed {
-                    list.push(posting);
+            for posting in postings.split(',') {
+                if let Ok(packed) = posting.parse::<i64>() {
+                    list.push((packed / TF_LIMIT, packed % TF_LIMIT));
                 }
             }
             list.sort_unstable_by_key(|&(seq, _)| std::cmp::Reverse(seq));
@@ -1002,8 +1017,8 @@ mod tests {
         assert_eq!(asc[0].id, "m1");
         assert_eq!(asc[0].message.joined_text(), "noted");
 
-        // The index finds the old fact by its words, newest first, capped, and not at or
-        // past `before`.
+        // The index finds the old fact by its words, newest first, only when rare enough to
+        // read, and not at or past `before`.
         let terms = vec!["code".to_owned(), "chatter".to_owned()];
         let found = store.search_terms("conv_2", &terms, 40, 3).await.unwrap();
         assert_eq!(found[0], (1, vec![(0, 1)]));
