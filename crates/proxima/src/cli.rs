@@ -195,7 +195,9 @@ fn serve(arg: ConfigArg) -> ExitCode {
     let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
         return ExitCode::FAILURE;
     };
-    runtime.block_on(async move {
+    // The server runs as a task, not in `block_on`'s future: that future runs on the main
+    // thread, so every accepted connection would be handed to a worker thread, waking it.
+    let serving = runtime.spawn(async move {
         let models = config.models.len();
         let origin = describe(&path);
         let server = match Server::bind(config, path).await {
@@ -218,5 +220,6 @@ fn serve(arg: ConfigArg) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    })
+    });
+    runtime.block_on(serving).unwrap_or(ExitCode::FAILURE)
 }
