@@ -547,7 +547,10 @@ impl Server {
             // Small writes (stream chunks) must go out at once, not wait for Nagle.
             let _ = tcp.set_nodelay(true);
         });
-        let server = axum::serve(listener, app(state.clone())).with_graceful_shutdown(async move {
+        // A router served as it is rebuilds its routes with their state for every connection;
+        // `into_make_service` does that once and gives each connection a shared copy.
+        let routes = app(state.clone()).into_make_service();
+        let server = axum::serve(listener, routes).with_graceful_shutdown(async move {
             shutdown.await;
             state.ready.store(false, Ordering::Relaxed);
             tracing::info!("shutting down: no new connections; waiting for requests in flight");
