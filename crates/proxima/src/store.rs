@@ -291,8 +291,9 @@ impl<T> Page<T> {
     }
 }
 
-/// How long a pooled connection may sit idle and still be handed out untested.
-const TRUSTED_IDLE: Duration = Duration::from_secs(10);
+/// How long a pooled connection may sit idle and still be handed out untested: long enough
+/// for the statements of one request, too short for a database restart to go unnoticed.
+const TRUSTED_IDLE: Duration = Duration::from_secs(1);
 
 /// The pools' settings on either database.
 fn pool_options<DB: sqlx::Database>(memory: bool) -> PoolOptions<DB> {
