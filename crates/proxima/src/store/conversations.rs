@@ -549,9 +549,10 @@ impl Store {
             .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
             .collect();
         // Exchanges sharing their first item are one (the longest); others never overlap, as
-        // each holds one user message, its first. Each is its own primary-key range scan:
-        // CROSS JOIN keeps SQLite from scanning the conversation instead (PostgreSQL plans it
-        // as any join). The items come back as one text (see `JOINED_ITEMS`).
+        // each holds one user message, its first. Each is its own primary-key range scan, a
+        // subquery per exchange: as a join, PostgreSQL may take the conversation's items as the
+        // outer side (its estimate for a new conversation is one row) and run the exchanges'
+        // subqueries once per item. The items come back as one text (see `JOINED_ITEMS`).
         let sql = sql!(
             "WITH h (at, lo, hi) AS (VALUES {}), \
              r AS (SELECT (SELECT MAX(seq) FROM conversation_items \
@@ -560,8 +561,9 @@ impl Store {
              WHERE conversation_id = $1 AND seq > h.at AND seq <= h.hi AND role = 'user') - 1, \
              h.hi) AS hi FROM h), \
              g AS (SELECT lo, MAX(hi) AS hi FROM r WHERE lo IS NOT NULL GROUP BY lo) \
-             SELECT {JOINED_ITEMS} FROM g CROSS JOIN conversation_items i \
-             WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi",
+             SELECT string_agg((SELECT {JOINED_ITEMS} FROM conversation_items i \
+             WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi), '\u{1e}') \
+             FROM g",
             values.join(", ")
         );
         let joined: Option<String> = on_pool!(self, |pool| {
