@@ -61,6 +61,10 @@ const SQLITE: &[Migration] = &[
         version: 10,
         sql: include_str!("migrations/sqlite/0010_conversation_vectors.sql"),
     },
+    Migration {
+        version: 11,
+        sql: include_str!("migrations/sqlite/0011_term_postings.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -104,6 +108,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 10,
         sql: include_str!("migrations/postgres/0010_conversation_vectors.sql"),
+    },
+    Migration {
+        version: 11,
+        sql: include_str!("migrations/postgres/0011_term_postings.sql"),
     },
 ];
 
