@@ -72,8 +72,14 @@ impl meaning::Embed for MiniLm {
     }
 }
 
+/// The store: PostgreSQL with `PROXIMA_BENCH_POSTGRES=URL`; else the SQLite file
+/// `PROXIMA_BENCH_SQLITE=PATH`, whose stored histories later runs use again (storing 100,000
+/// items takes minutes); else a new SQLite file in a temporary folder.
 async fn open_store() -> Store {
     let url = std::env::var("PROXIMA_BENCH_POSTGRES").unwrap_or_else(|_| {
+        if let Ok(path) = std::env::var("PROXIMA_BENCH_SQLITE") {
+            return format!("sqlite://{path}");
+        }
         let dir = std::env::temp_dir().join(format!("proxima-bench-{}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).expect("temp dir");
         format!("sqlite://{}", dir.join("bench.db").display())
@@ -81,14 +87,18 @@ async fn open_store() -> Store {
     Store::open(&url).await.expect("store")
 }
 
-/// A conversation of `n` items, stored in batches as turns would store them.
-async fn history(store: &Store, rng: &mut fastrand::Rng, n: usize) -> String {
-    let id = format!("bench-{n}-{}", rng.u64(..));
-    store
+/// A conversation of `n` items, stored in batches as turns would store them: the same for the
+/// same `n` (its own seed), and used again when the store holds it already.
+async fn history(store: &Store, n: usize) -> String {
+    let id = format!("bench-{n}");
+    let created = store
         .create_conversation(&id, "team:bench", &serde_json::json!({}), 1)
         .await
-        .expect("create")
-        .expect("new id");
+        .expect("create");
+    if created.is_none() {
+        return id;
+    }
+    let rng = &mut fastrand::Rng::with_seed(n as u64);
     let mut left = n;
     while left > 0 {
         let batch: Vec<_> = (0..left.min(500))
@@ -140,7 +150,7 @@ async fn assembly_latency(store: &Store) {
         .unwrap_or_else(|| vec![20, 1_000, 10_000, 100_000]);
     for n in sizes {
         let loading = Instant::now();
-        let id = history(store, &mut rng, n).await;
+        let id = history(store, n).await;
         eprintln!("{n} items stored in {:?}", loading.elapsed());
         for recall in [0, 4] {
             let how = Budgeted {
@@ -183,7 +193,12 @@ async fn assembly_latency(store: &Store) {
 async fn tokens_per_turn(store: &Store) {
     const TURNS: usize = 200;
     let mut rng = fastrand::Rng::with_seed(11);
-    let id = history(store, &mut rng, 0).await;
+    let id = format!("bench-summarize-{}", fastrand::u64(..));
+    store
+        .create_conversation(&id, "team:bench", &serde_json::json!({}), 1)
+        .await
+        .expect("create")
+        .expect("new id");
     let how = Budgeted {
         strategy: ContextStrategy::Summarize,
         recall: 4,
