@@ -38,7 +38,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::pipeline::finish::{Keep, Stage};
 use crate::pipeline::RequestContext;
 use crate::router::Resolved;
-use crate::store::{ItemRecord, Order, Store};
+use crate::store::{ItemRecord, Order, Store, TurnRead};
 use assemble::{Inputs, Item};
 pub use calibration::TokenScales;
 use passages::{Passage, Retrieval};
@@ -410,9 +410,9 @@ pub struct Built {
 }
 
 /// Builds the prompt for new messages on a stored conversation: reads the newest summary, the
-/// newest items up to the budget and the recalled turns — a few round trips whose cost follows
-/// the window, not the length of the history — and assembles them with the `passages`
-/// retrieved for the new message.
+/// newest items up to the budget and recall's postings of the new message's words in one round
+/// trip, the recalled turns in a second — reads whose cost follows the window, not the length
+/// of the history — and assembles them with the `passages` retrieved for the new message.
 pub async fn build_prompt(
     store: &Store,
     conversation: &str,
@@ -422,12 +422,31 @@ pub async fn build_prompt(
     passages: &[Passage],
 ) -> Result<Built> {
     let system_tokens = system.iter().map(items::tokens).sum();
-    let summary = match how.strategy {
-        ContextStrategy::Summarize => store.latest_summary(conversation).await?,
-        ContextStrategy::Window => None,
+    let question = new
+        .iter()
+        .rev()
+        .find(|m| m.role == Role::User)
+        .map(Message::joined_text)
+        .unwrap_or_default();
+    let words = if how.recall == 0 {
+        Vec::new()
+    } else {
+        recall::query_words(&question)
     };
+    let first = store
+        .read_turn(
+            conversation,
+            &TurnRead {
+                summary: how.strategy == ContextStrategy::Summarize,
+                window: PAGE,
+                terms: &words,
+                cap: recall::POSTINGS_PER_WORD,
+            },
+        )
+        .await?;
+    let summary = first.summary;
     let covers = summary.as_ref().and_then(|s| s.covers).unwrap_or(-1);
-    let mut recent = load_recent(store, conversation, covers, how.budget).await?;
+    let mut recent = load_recent(store, conversation, covers, how.budget, first.newest).await?;
     let next_seq = recent.last().map_or(0, |i| i.seq + 1);
     // An agent's new messages may begin with the results of the calls the newest stored turn
     // made: that turn is sent with them whatever the budget, so no result goes without its
@@ -454,13 +473,11 @@ pub async fn build_prompt(
     let recalled = match (how.recall, recent.first()) {
         (0, _) | (_, None) => Vec::new(),
         (count, Some(oldest)) => {
-            let text = new
-                .iter()
-                .rev()
-                .find(|m| m.role == Role::User)
-                .map(Message::joined_text)
-                .unwrap_or_default();
-            recall::recall(store, conversation, &text, how.embedder, oldest.seq, count).await?
+            let query = recall::Query {
+                text: &question,
+                postings: &first.postings,
+            };
+            recall::recall(store, conversation, &query, how.embedder, oldest.seq, count).await?
         }
     };
 
@@ -486,21 +503,21 @@ pub async fn build_prompt(
 }
 
 /// The newest history items after `covers`, oldest first: enough to fill `budget` (and one
-/// page more at most), read a page at a time, so the cost follows the window, not the history.
+/// page more at most), from `newest` (the first page, newest first) and further pages read
+/// as needed, so the cost follows the window, not the history.
 async fn load_recent(
     store: &Store,
     conversation: &str,
     covers: i64,
     budget: u64,
+    newest: Vec<ItemRecord>,
 ) -> Result<Vec<Item>> {
     let mut recent: Vec<Item> = Vec::new();
     let mut tokens = 0;
     let mut before = None;
     let mut page_size = PAGE;
+    let mut page = newest;
     'pages: loop {
-        let page = store
-            .list_items(conversation, before, Order::Desc, page_size)
-            .await?;
         let full = page.len() == page_size as usize;
         page_size = PAGE * 4;
         for item in page {
@@ -523,12 +540,14 @@ async fn load_recent(
         if !full || tokens > budget && opens_exchange(recent.last()) {
             break;
         }
+        page = store
+            .list_items(conversation, before, Order::Desc, page_size)
+            .await?;
     }
     recent.reverse();
     Ok(items::join_items(recent))
 }
 
-/// Whether the item (read newest first) is a user message, which opens an exchange.
 fn opens_exchange(item: Option<&Item>) -> bool {
     item.is_some_and(|i| assemble::opens_exchange(&i.message))
 }

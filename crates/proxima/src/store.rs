@@ -101,7 +101,10 @@ use sqlx::sqlite::{
 use crate::error::{Error, ErrorKind, Result};
 
 pub use audit::{AuditEntry, AuditFilter};
-pub use conversations::{ConversationRecord, ItemRecord, NewItem, Order, ResponseRecord};
+pub use conversations::{
+    ConversationRecord, ItemRecord, NewItem, Order, Postings, ResponseRecord, TurnRead,
+    TurnSnapshot,
+};
 pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};
 pub use ledger::{ledger_id, GroupBy, LedgerRow, LogFilter, LogPage, SpendColumn, UsageGroup};

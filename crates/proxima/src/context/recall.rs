@@ -10,7 +10,7 @@ use super::assemble::Item;
 use super::meaning::Embed;
 use crate::canonical::Part;
 use crate::error::Result;
-use crate::store::{ItemRecord, Store};
+use crate::store::{ItemRecord, Postings, Store};
 
 /// Most words of the new message a search uses; the longest (usually the rarest) matter most,
 /// and each costs one bounded index read.
@@ -22,7 +22,7 @@ pub const MAX_ITEM_TERMS: usize = 96;
 /// Most postings read per word. A word in more of the conversation's items than this says
 /// little about which turn is meant (its BM25 weight is low) and is left out, uncounted: so a
 /// search costs about the same on a conversation of 100,000 items as on one of 100.
-const POSTINGS_PER_WORD: u32 = 128;
+pub const POSTINGS_PER_WORD: u32 = 128;
 
 /// BM25's term-frequency saturation.
 const K1: f64 = 1.2;
@@ -45,10 +45,10 @@ pub fn query_words(text: &str) -> Vec<String> {
     words
 }
 
-/// Ranks items by BM25 over the postings of the query's words (each with the number of items
-/// that hold it). Best first.
-fn rank(postings: &[(i64, Vec<(i64, i64)>)], items: i64) -> Vec<i64> {
-    let n = items.max(1) as f64;
+/// Ranks the items before `before` by BM25 over the postings of the query's words (each with
+/// the number of items that hold it). Best first.
+fn rank(postings: &[Postings], before: i64) -> Vec<i64> {
+    let n = before.max(1) as f64;
     let mut scores: std::collections::HashMap<i64, f64> = std::collections::HashMap::new();
     for (df, list) in postings {
         if list.is_empty() {
@@ -56,7 +56,7 @@ fn rank(postings: &[(i64, Vec<(i64, i64)>)], items: i64) -> Vec<i64> {
         }
         let df = *df as f64;
         let idf = ((n - df + 0.5) / (df + 0.5) + 1.0).ln();
-        for &(seq, tf) in list {
+        for &(seq, tf) in list.iter().filter(|&&(seq, _)| seq < before) {
             let tf = tf as f64;
             *scores.entry(seq).or_default() += idf * tf * (K1 + 1.0) / (tf + K1);
         }
@@ -81,44 +81,44 @@ fn fuse(rankings: &[&[i64]], depth: usize) -> Vec<i64> {
     fused.into_iter().take(depth).map(|(seq, _)| seq).collect()
 }
 
-/// The stretches of history before `before` that best match `text` (by its words, and by its
-/// meaning when there is an `embedder`), best first: each the exchange around a hit, from the
-/// user message that opened it, with its calls and results whole. At most `count` stretches.
+/// What a recall searches with: the new message's text, its words ([`query_words`]) and the
+/// postings of those words, read with the window (`Store::read_turn`).
+pub struct Query<'a> {
+    pub text: &'a str,
+    pub postings: &'a [Postings],
+}
+
+/// The stretches of history before `before` that best match the query (by its words, and by
+/// its meaning when there is an `embedder`), best first: each the exchange around a hit, from
+/// the user message that opened it, with its calls and results whole. At most `count`
+/// stretches.
 pub async fn recall(
     store: &Store,
     conversation: &str,
-    text: &str,
+    query: &Query<'_>,
     embedder: Option<&dyn Embed>,
     before: i64,
     count: u32,
 ) -> Result<Vec<Vec<Item>>> {
-    let words = query_words(text);
-    if (words.is_empty() && embedder.is_none()) || count == 0 || before <= 0 {
+    if (query.postings.is_empty() && embedder.is_none()) || count == 0 || before <= 0 {
         return Ok(Vec::new());
     }
     let depth = count as usize * 2;
-    let by_words = async {
-        if words.is_empty() {
-            return Ok(Vec::new());
+    let by_words = rank(query.postings, before);
+    let by_meaning = match embedder {
+        Some(embedder) => {
+            super::meaning::nearest(embedder, store, conversation, query.text, before, depth)
+                .await?
         }
-        let postings = store
-            .search_terms(conversation, &words, before, POSTINGS_PER_WORD)
-            .await?;
-        Ok(rank(&postings, before))
+        None => Vec::new(),
     };
-    let by_meaning = async {
-        match embedder {
-            Some(embedder) => {
-                super::meaning::nearest(embedder, store, conversation, text, before, depth).await
-            }
-            None => Ok(Vec::new()),
-        }
-    };
-    let (by_words, by_meaning) = tokio::try_join!(by_words, by_meaning)?;
     let hits = fuse(&[&by_words, &by_meaning], depth);
     // The exchanges of all the best hits in one read: within each hit's neighbourhood, only
     // the items of its exchange, which is all that `exchange_around` keeps of it.
     let spans = spans(&hits, before);
+    if spans.is_empty() {
+        return Ok(Vec::new());
+    }
     let around = store.items_in_exchanges(conversation, &spans).await?;
     Ok(stretches(&spans, &around, count))
 }

@@ -159,6 +159,86 @@ fn item_from_joined(text: &str) -> Result<ItemRecord> {
     })
 }
 
+/// The `columns` of a conversation's (`$1`) newest summary, as a query.
+fn newest_summary(columns: &str) -> String {
+    format!(
+        "SELECT {columns} FROM conversation_items WHERE conversation_id = $1 \
+         AND kind = 'summary' ORDER BY seq DESC LIMIT 1"
+    )
+}
+
+/// What [`Store::read_turn`] reads.
+pub struct TurnRead<'a> {
+    /// The newest summary, and the window only after the items it covers.
+    pub summary: bool,
+    /// Most items of the window read.
+    pub window: u32,
+    /// The words recall searches for, and the most postings read of each: a word in more of
+    /// the conversation's items is counted, never read, so a search costs the same however
+    /// long the history.
+    pub terms: &'a [String],
+    pub cap: u32,
+}
+
+/// What [`Store::read_turn`] found.
+pub struct TurnSnapshot {
+    pub summary: Option<ItemRecord>,
+    /// The newest items (after the summary's), newest first.
+    pub newest: Vec<ItemRecord>,
+    /// For each of the terms: how many of the conversation's items hold it and, when that is
+    /// at most the cap, the items that do (position, count in the item), newest first.
+    pub postings: Vec<Postings>,
+}
+
+/// A word's count of items holding it, and its postings (position, count), newest first.
+pub type Postings = (i64, Vec<(i64, i64)>);
+
+/// The scalar subquery that reads the postings of `terms` words (bound from `$2` on), as one
+/// text: for each word, the word, the count of items holding it and, when that is at most
+/// `cap`, its postings. A word in at most `cap` items has at most `cap` postings: they are read
+/// whole, as numbers (position × 1024 + count, the count capped, as BM25 saturates long
+/// before), which SQLite joins into text at half the cost of `seq:tf` pairs.
+fn postings_of(terms: usize, cap: u32) -> String {
+    if terms == 0 {
+        return "CAST(NULL AS TEXT)".to_owned();
+    }
+    let list: Vec<String> = (0..terms).map(|i| format!("${}", i + 2)).collect();
+    format!(
+        "(SELECT string_agg(c.term || '\u{1f}' || CAST(c.df AS TEXT) || '\u{1f}' \
+         || COALESCE(CASE WHEN c.df <= {cap} THEN (\
+         SELECT string_agg(CAST(t.seq * {TF_LIMIT} + CASE WHEN t.tf < {TF_LIMIT} \
+         THEN t.tf ELSE {TF_LIMIT} - 1 END AS TEXT), ',') \
+         FROM conversation_terms t WHERE t.conversation_id = $1 AND t.term = c.term) END, \
+         ''), '\u{1e}') \
+         FROM conversation_term_counts c WHERE c.conversation_id = $1 AND c.term IN ({}))",
+        list.join(", ")
+    )
+}
+
+/// The postings of a [`postings_of`] text, in the order of `terms`.
+fn postings_from_joined(joined: Option<String>, terms: &[String]) -> Vec<Postings> {
+    let mut found: Vec<Postings> = vec![(0, Vec::new()); terms.len()];
+    for word in joined.as_deref().unwrap_or_default().split('\u{1e}') {
+        let mut fields = word.splitn(3, '\u{1f}');
+        let (Some(term), Some(df), Some(postings)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        let Some(at) = terms.iter().position(|t| t == term) else {
+            continue;
+        };
+        found[at].0 = df.parse().unwrap_or(0);
+        let list = &mut found[at].1;
+        for posting in postings.split(',') {
+            if let Ok(packed) = posting.parse::<i64>() {
+                list.push((packed / TF_LIMIT, packed % TF_LIMIT));
+            }
+        }
+        list.sort_unstable_by_key(|&(seq, _)| std::cmp::Reverse(seq));
+    }
+    found
+}
+
 fn response_from_row(row: &impl Row) -> Result<ResponseRecord> {
     let json = |name: &str| -> Result<Value> {
         Ok(serde_json::from_str(&col::<String>(row, name)?).unwrap_or(Value::Null))
@@ -635,10 +715,7 @@ impl Store {
 
     /// The newest summary of a conversation.
     pub async fn latest_summary(&self, conversation: &str) -> Result<Option<ItemRecord>> {
-        let sql = sql!(
-            "SELECT {ITEM_COLUMNS} FROM conversation_items WHERE conversation_id = $1 \
-             AND kind = 'summary' ORDER BY seq DESC LIMIT 1"
-        );
+        let sql = sql!("{}", newest_summary(ITEM_COLUMNS));
         on_pool!(self, |pool| {
             let row = sqlx::query(sql)
                 .bind(conversation)
@@ -649,66 +726,47 @@ impl Store {
         })
     }
 
-    /// For each of `terms`, how many of the conversation's items hold it and, when that is at
-    /// most `cap`, the items before `before` that do (position, count in the item), newest
-    /// first. One statement whose cost is bounded by the number of terms and `cap`, however
-    /// long the conversation and however large the database: words in more than `cap` items
-    /// are counted, never read.
-    pub async fn search_terms(
-        &self,
-        conversation: &str,
-        terms: &[String],
-        before: i64,
-        cap: u32,
-    ) -> Result<Vec<(i64, Vec<(i64, i64)>)>> {
-        let mut found: Vec<(i64, Vec<(i64, i64)>)> = vec![(0, Vec::new()); terms.len()];
-        if terms.is_empty() {
-            return Ok(found);
-        }
-        let list: Vec<String> = (0..terms.len()).map(|i| format!("${}", i + 3)).collect();
-        // A word in at most `cap` items has at most `cap` postings: they are read whole, as
-        // numbers (position × 1024 + count, the count capped, as BM25 saturates long before),
-        // which SQLite joins into text at half the cost of `seq:tf` pairs. The words come back
-        // in one text as items do (see `JOINED_ITEMS`): word, count of items and postings.
+    /// What building a turn's prompt reads first, in one round trip and one snapshot: the
+    /// newest summary (when `what.summary`), the newest items after the part it covers (at
+    /// most `what.window`, newest first) and recall's postings of `what.terms`. Each statement
+    /// costs a crossing to SQLite's worker thread and back, and a ping when its connection
+    /// returns to the pool: three reads in one statement cost what one did.
+    pub async fn read_turn(&self, conversation: &str, what: &TurnRead<'_>) -> Result<TurnSnapshot> {
+        let summary = if what.summary {
+            format!(
+                "(SELECT {JOINED_ITEMS} FROM ({}) AS i)",
+                newest_summary(ITEM_COLUMNS)
+            )
+        } else {
+            "CAST(NULL AS TEXT)".to_owned()
+        };
+        let covers = if what.summary {
+            format!("COALESCE(({}), -1)", newest_summary("covers"))
+        } else {
+            "-1".to_owned()
+        };
+        let postings = postings_of(what.terms.len(), what.cap);
+        // The limit is written in, not bound, as in `list_items`.
+        let window = what.window;
         let sql = sql!(
-            "SELECT string_agg(c.term || '\u{1f}' || CAST(c.df AS TEXT) || '\u{1f}' \
-             || COALESCE(CASE WHEN c.df <= {cap} THEN (\
-             SELECT string_agg(CAST(t.seq * {TF_LIMIT} + CASE WHEN t.tf < {TF_LIMIT} \
-             THEN t.tf ELSE {TF_LIMIT} - 1 END AS TEXT), ',') \
-             FROM conversation_terms t WHERE t.conversation_id = $1 AND t.term = c.term \
-             AND t.seq < $2) END, \
-             ''), '\u{1e}') \
-             FROM conversation_term_counts c WHERE c.conversation_id = $1 AND c.term IN ({})",
-            list.join(", ")
+            "SELECT {summary}, (SELECT {JOINED_ITEMS} FROM (SELECT {ITEM_COLUMNS} \
+             FROM conversation_items WHERE conversation_id = $1 AND seq > {covers} \
+             ORDER BY seq DESC LIMIT {window}) AS i), {postings}"
         );
-        let joined: Option<String> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_scalar(sql).bind(conversation).bind(before);
-            for term in terms {
-                query = query.bind(term);
-            }
-            query.fetch_one(pool).await
-        })
-        .map_err(db_error)?;
-        for word in joined.as_deref().unwrap_or_default().split('\u{1e}') {
-            let mut fields = word.splitn(3, '\u{1f}');
-            let (Some(term), Some(df), Some(postings)) =
-                (fields.next(), fields.next(), fields.next())
-            else {
-                continue;
-            };
-            let Some(at) = terms.iter().position(|t| t == term) else {
-                continue;
-            };
-            found[at].0 = df.parse().unwrap_or(0);
-            let list = &mut found[at].1;
-            for posting in postings.split(',') {
-                if let Ok(packed) = posting.parse::<i64>() {
-                    list.push((packed / TF_LIMIT, packed % TF_LIMIT));
+        let (summary, window, postings): (Option<String>, Option<String>, Option<String>) =
+            on_pool!(self, |pool| {
+                let mut query = sqlx::query_as(sql).bind(conversation);
+                for term in what.terms {
+                    query = query.bind(term);
                 }
-            }
-            list.sort_unstable_by_key(|&(seq, _)| std::cmp::Reverse(seq));
-        }
-        Ok(found)
+                query.fetch_one(pool).await
+            })
+            .map_err(db_error)?;
+        Ok(TurnSnapshot {
+            summary: items_from_joined(summary, Order::Desc)?.pop(),
+            newest: items_from_joined(window, Order::Desc)?,
+            postings: postings_from_joined(postings, what.terms),
+        })
     }
 
     /// Deletes conversations unused since `before` (epoch ms), and responses made before it;
@@ -1020,22 +1078,62 @@ mod tests {
         assert_eq!(asc[0].message.joined_text(), "noted");
 
         // The index finds the old fact by its words, newest first, only when rare enough to
-        // read, and not at or past `before`.
+        // read; the turn's first read brings the window with it.
         let terms = vec!["code".to_owned(), "chatter".to_owned()];
-        let found = store.search_terms("conv_2", &terms, 40, 3).await.unwrap();
-        assert_eq!(found[0], (1, vec![(0, 1)]));
+        let read = |window, cap| {
+            let (store, terms) = (&store, &terms);
+            async move {
+                let what = TurnRead {
+                    summary: false,
+                    window,
+                    terms,
+                    cap,
+                };
+                store.read_turn("conv_2", &what).await.unwrap()
+            }
+        };
+        let turn = read(3, 3).await;
+        assert_eq!(
+            turn.newest.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            [39, 38, 37]
+        );
+        assert!(turn.summary.is_none());
+        assert_eq!(turn.postings[0], (1, vec![(0, 1)]));
         // In 38 items: counted, too common to read.
-        assert_eq!(found[1], (38, vec![]));
-        let found = store.search_terms("conv_2", &terms, 39, 50).await.unwrap();
-        assert_eq!(found[1].1.len(), 37);
-        assert_eq!(found[1].1[0], (38, 1));
-        let none = store.search_terms("conv_2", &terms, 0, 4).await.unwrap();
-        assert!(none[0].1.is_empty() && none[1].1.is_empty());
+        assert_eq!(turn.postings[1], (38, vec![]));
+        let found = read(1, 50).await.postings;
+        assert_eq!(found[1].1.len(), 38);
+        assert_eq!(found[1].1[0], (39, 1));
 
         assert!(store.delete_item("conv_2", "m0").await.unwrap());
         assert!(store.get_item("conv_2", "m0").await.unwrap().is_none());
-        let found = store.search_terms("conv_2", &terms, 40, 3).await.unwrap();
-        assert_eq!(found[0], (0, vec![]));
+        assert_eq!(read(1, 3).await.postings[0], (0, vec![]));
+        // With the summary, the window starts after what the newest one covers.
+        let summary = NewItem {
+            kind: "summary",
+            covers: Some(36),
+            ..item("s0", Role::System, "earlier: weather")
+        };
+        store
+            .append_items("conv_2", "key:k", &[summary], 3)
+            .await
+            .unwrap()
+            .unwrap();
+        let what = TurnRead {
+            summary: true,
+            window: 10,
+            terms: &[],
+            cap: 3,
+        };
+        let turn = store.read_turn("conv_2", &what).await.unwrap();
+        assert_eq!(
+            turn.summary.map(|s| (s.id, s.covers)),
+            Some(("s0".into(), Some(36)))
+        );
+        assert_eq!(
+            turn.newest.iter().map(|i| i.seq).collect::<Vec<_>>(),
+            [40, 39, 38, 37]
+        );
         assert_eq!(store.items_between("conv_2", 1, 3).await.unwrap().len(), 3);
         let near = store
             .items_in_ranges("conv_2", &[(10, 12), (30, 31), (11, 14)])
