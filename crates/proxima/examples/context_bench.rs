@@ -87,6 +87,25 @@ async fn open_store() -> Store {
     Store::open(&url).await.expect("store")
 }
 
+/// On PostgreSQL, what autovacuum does after many inserts: statistics for the planner (without
+/// them it takes a conversation for a few rows and sorts the whole of it to read the newest),
+/// and the visibility map that lets postings be read from the index alone. Autovacuum may be
+/// off on a test server, or not have come round yet.
+async fn analyze_postgres() {
+    let Ok(url) = std::env::var("PROXIMA_BENCH_POSTGRES") else {
+        return;
+    };
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql(
+        "VACUUM ANALYZE conversations, conversation_items, conversation_terms, \
+         conversation_term_counts",
+    )
+    .execute(&mut conn)
+    .await
+    .expect("vacuum");
+}
+
 /// A conversation of `n` items, stored in batches as turns would store them: the same for the
 /// same `n` (its own seed), and used again when the store holds it already.
 async fn history(store: &Store, n: usize) -> String {
@@ -152,6 +171,7 @@ async fn assembly_latency(store: &Store) {
         let loading = Instant::now();
         let id = history(store, n).await;
         eprintln!("{n} items stored in {:?}", loading.elapsed());
+        analyze_postgres().await;
         for recall in [0, 4] {
             let how = Budgeted {
                 strategy: ContextStrategy::Window,
