@@ -433,17 +433,13 @@ pub async fn build_prompt(
     } else {
         recall::query_words(&question)
     };
-    let first = store
-        .read_turn(
-            conversation,
-            &TurnRead {
-                summary: how.strategy == ContextStrategy::Summarize,
-                window: PAGE,
-                terms: &words,
-                cap: recall::POSTINGS_PER_WORD,
-            },
-        )
-        .await?;
+    let what = TurnRead {
+        summary: how.strategy == ContextStrategy::Summarize,
+        window: PAGE,
+        terms: &words,
+        cap: recall::POSTINGS_PER_WORD,
+    };
+    let first = store.read_turn(conversation, &what).await?;
     let summary = first.summary;
     let covers = summary.as_ref().and_then(|s| s.covers).unwrap_or(-1);
     let mut recent = load_recent(store, conversation, covers, how.budget, first.newest).await?;
@@ -473,11 +469,12 @@ pub async fn build_prompt(
     let recalled = match (how.recall, recent.first()) {
         (0, _) | (_, None) => Vec::new(),
         (count, Some(oldest)) => {
-            let query = recall::Query {
+            let search = recall::Search {
                 text: &question,
                 postings: &first.postings,
+                embedder: how.embedder,
             };
-            recall::recall(store, conversation, &query, how.embedder, oldest.seq, count).await?
+            recall::recall(store, conversation, &search, oldest.seq, count).await?
         }
     };
 

@@ -7,7 +7,7 @@
 use std::collections::HashSet;
 
 use super::assemble::Item;
-use super::meaning::Embed;
+use super::meaning::{self, Embed};
 use crate::canonical::Part;
 use crate::error::Result;
 use crate::store::{ItemRecord, Postings, Store};
@@ -81,34 +81,34 @@ fn fuse(rankings: &[&[i64]], depth: usize) -> Vec<i64> {
     fused.into_iter().take(depth).map(|(seq, _)| seq).collect()
 }
 
-/// What a recall searches with: the new message's text, its words ([`query_words`]) and the
-/// postings of those words, read with the window (`Store::read_turn`).
-pub struct Query<'a> {
+/// What a recall searches with: the new message's text, the postings of its words
+/// ([`query_words`]), read with the window (`Store::read_turn`), and what embeds it to search
+/// by meaning too, if anything.
+pub struct Search<'a> {
     pub text: &'a str,
     pub postings: &'a [Postings],
+    pub embedder: Option<&'a dyn Embed>,
 }
 
-/// The stretches of history before `before` that best match the query (by its words, and by
-/// its meaning when there is an `embedder`), best first: each the exchange around a hit, from
-/// the user message that opened it, with its calls and results whole. At most `count`
-/// stretches.
+/// The stretches of history before `before` that best match the search (by the new message's
+/// words, and by its meaning when there is an embedder), best first: each the exchange around a
+/// hit, from the user message that opened it, with its calls and results whole. At most
+/// `count` stretches.
 pub async fn recall(
     store: &Store,
     conversation: &str,
-    query: &Query<'_>,
-    embedder: Option<&dyn Embed>,
+    search: &Search<'_>,
     before: i64,
     count: u32,
 ) -> Result<Vec<Vec<Item>>> {
-    if (query.postings.is_empty() && embedder.is_none()) || count == 0 || before <= 0 {
+    if (search.postings.is_empty() && search.embedder.is_none()) || count == 0 || before <= 0 {
         return Ok(Vec::new());
     }
     let depth = count as usize * 2;
-    let by_words = rank(query.postings, before);
-    let by_meaning = match embedder {
+    let by_words = rank(search.postings, before);
+    let by_meaning = match search.embedder {
         Some(embedder) => {
-            super::meaning::nearest(embedder, store, conversation, query.text, before, depth)
-                .await?
+            meaning::nearest(embedder, store, conversation, search.text, before, depth).await?
         }
         None => Vec::new(),
     };
