@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{col, db_error, Row, Store};
+use super::{col, db_error, value_rows, Row, Store};
 use crate::canonical::Message;
 use crate::error::Result;
 
@@ -262,11 +262,14 @@ fn response_from_row(row: &impl Row) -> Result<ResponseRecord> {
     })
 }
 
-/// Rows of recall's index written per statement (three parameters each, well under either
+/// Rows of recall's index written per statement (four parameters each, well under either
 /// database's limit).
 const TERM_ROWS: usize = 256;
 
-/// Vectors inserted per statement (three parameters each).
+/// Items inserted per statement (nine parameters each).
+const ITEM_ROWS: usize = 100;
+
+/// Vectors inserted per statement (four parameters each).
 const VECTOR_ROWS: usize = 200;
 
 /// Which way a listing runs.
@@ -441,6 +444,7 @@ impl Store {
         let message_json =
             |item: &NewItem| serde_json::to_string(&item.message).unwrap_or_default();
         let tokens = |item: &NewItem| i64::try_from(item.tokens).unwrap_or(i64::MAX);
+        let backend = self.backend();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await.map_err(db_error)?;
             let end: Option<i64> = sqlx::query_scalar(take)
@@ -453,24 +457,29 @@ impl Store {
                 .map_err(db_error)?;
             let Some(end) = end else { return Ok(None) };
             records(end, &mut stored);
-            for (item, record) in items.iter().zip(&stored) {
-                sqlx::query(
+            // The items go in one statement (a turn's two or three), or a few for many.
+            let rows: Vec<(&NewItem, &ItemRecord)> = items.iter().zip(&stored).collect();
+            for chunk in rows.chunks(ITEM_ROWS) {
+                let sql = sql!(
                     "INSERT INTO conversation_items \
                      (conversation_id, seq, id, kind, role, message, tokens, covers, created_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                )
-                .bind(conversation)
-                .bind(record.seq)
-                .bind(&item.id)
-                .bind(item.kind)
-                .bind(item.message.role.as_str())
-                .bind(message_json(item))
-                .bind(tokens(item))
-                .bind(item.covers)
-                .bind(now)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_error)?;
+                     VALUES {}",
+                    value_rows(backend, chunk.len(), 9)
+                );
+                let mut query = sqlx::query(sql);
+                for (item, record) in chunk {
+                    query = query
+                        .bind(conversation)
+                        .bind(record.seq)
+                        .bind(&item.id)
+                        .bind(item.kind)
+                        .bind(item.message.role.as_str())
+                        .bind(message_json(item))
+                        .bind(tokens(item))
+                        .bind(item.covers)
+                        .bind(now);
+                }
+                query.execute(&mut *tx).await.map_err(db_error)?;
             }
             // The index rows go in a few statements of many rows: an item has dozens.
             let postings: Vec<(&str, i64, i64)> = items
@@ -483,40 +492,34 @@ impl Store {
                 })
                 .collect();
             for chunk in postings.chunks(TERM_ROWS) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("($1, ${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                    .collect();
                 let sql = sql!(
                     "INSERT INTO conversation_terms (conversation_id, term, seq, tf) VALUES {}",
-                    values.join(", ")
+                    value_rows(backend, chunk.len(), 4)
                 );
-                let mut query = sqlx::query(sql).bind(conversation);
+                let mut query = sqlx::query(sql);
                 for (term, seq, tf) in chunk {
-                    query = query.bind(*term).bind(*seq).bind(*tf);
+                    query = query.bind(conversation).bind(*term).bind(*seq).bind(*tf);
                 }
                 query.execute(&mut *tx).await.map_err(db_error)?;
             }
             // Each word's item count grows by the items of this batch that hold it.
-            let mut counts: Vec<(&str, i64)> = Vec::new();
+            let mut counts: std::collections::HashMap<&str, i64> = Default::default();
             for (term, _, _) in &postings {
-                match counts.iter().position(|(t, _)| t == term) {
-                    Some(at) => counts[at].1 += 1,
-                    None => counts.push((term, 1)),
-                }
+                *counts.entry(term).or_default() += 1;
             }
+            let mut counts: Vec<(&str, i64)> = counts.into_iter().collect();
+            // In key order, as the B-tree takes them best.
+            counts.sort_unstable();
             for chunk in counts.chunks(TERM_ROWS) {
-                let values: Vec<String> = (0..chunk.len())
-                    .map(|i| format!("($1, ${}, ${})", 2 * i + 2, 2 * i + 3))
-                    .collect();
                 let sql = sql!(
                     "INSERT INTO conversation_term_counts (conversation_id, term, df) VALUES {} \
                      ON CONFLICT (conversation_id, term) \
                      DO UPDATE SET df = conversation_term_counts.df + excluded.df",
-                    values.join(", ")
+                    value_rows(backend, chunk.len(), 3)
                 );
-                let mut query = sqlx::query(sql).bind(conversation);
+                let mut query = sqlx::query(sql);
                 for (term, df) in chunk {
-                    query = query.bind(*term).bind(*df);
+                    query = query.bind(conversation).bind(*term).bind(*df);
                 }
                 query.execute(&mut *tx).await.map_err(db_error)?;
             }
@@ -811,24 +814,21 @@ impl Store {
         vectors: &[(i64, Vec<i8>, f32)],
     ) -> Result<()> {
         for chunk in vectors.chunks(VECTOR_ROWS) {
-            let values: Vec<String> = (0..chunk.len())
-                .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-                .collect();
             // Only for items still there, and once.
             let sql = sql!(
-                "WITH v (seq, vector, scale) AS (VALUES {}) \
+                "WITH v (conversation_id, seq, vector, scale) AS (VALUES {}) \
                  INSERT INTO conversation_vectors (conversation_id, seq, vector, scale) \
-                 SELECT $1, v.seq, v.vector, v.scale FROM v \
+                 SELECT v.conversation_id, v.seq, v.vector, v.scale FROM v \
                  WHERE EXISTS (SELECT 1 FROM conversation_items i \
-                 WHERE i.conversation_id = $1 AND i.seq = v.seq) \
+                 WHERE i.conversation_id = v.conversation_id AND i.seq = v.seq) \
                  ON CONFLICT (conversation_id, seq) DO NOTHING",
-                values.join(", ")
+                value_rows(self.backend(), chunk.len(), 4)
             );
             on_pool!(self, |pool| {
-                let mut query = sqlx::query(sql).bind(conversation);
+                let mut query = sqlx::query(sql);
                 for (seq, vector, scale) in chunk {
                     let bytes: Vec<u8> = vector.iter().map(|&x| x as u8).collect();
-                    query = query.bind(*seq).bind(bytes).bind(*scale);
+                    query = query.bind(conversation).bind(*seq).bind(bytes).bind(*scale);
                 }
                 query.execute(pool).await.map(drop)
             })

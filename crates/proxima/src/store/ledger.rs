@@ -10,7 +10,7 @@ use std::sync::{Arc, OnceLock};
 use serde::{Deserialize, Serialize};
 
 use super::rollups::first_day_from;
-use super::{col, db_error, Backend, Page, Param, Pool, Query, Row, Store};
+use super::{col, db_error, value_rows, Backend, Page, Param, Pool, Query, Row, Store};
 use crate::clock;
 use crate::error::{Error, Result};
 use crate::pricing::{self, Nanos};
@@ -207,24 +207,10 @@ fn insert_sql(backend: Backend, index: usize) -> &'static str {
     let all = SQL.get_or_init(|| {
         [Backend::Sqlite, Backend::Postgres].map(|backend| {
             INSERT_SIZES.map(|rows| {
-                let mut sql = format!("INSERT INTO usage_ledger ({COLUMNS}) VALUES ");
-                let mut n = 0;
-                for row in 0..rows {
-                    sql.push_str(if row == 0 { "(" } else { ", (" });
-                    for column in 0..COLUMN_COUNT {
-                        n += 1;
-                        if column > 0 {
-                            sql.push_str(", ");
-                        }
-                        match backend {
-                            Backend::Sqlite => sql.push('?'),
-                            Backend::Postgres => sql.push_str(&format!("${n}")),
-                        }
-                    }
-                    sql.push(')');
-                }
-                sql.push_str(" ON CONFLICT (id) DO NOTHING");
-                sql
+                format!(
+                    "INSERT INTO usage_ledger ({COLUMNS}) VALUES {} ON CONFLICT (id) DO NOTHING",
+                    value_rows(backend, rows, COLUMN_COUNT)
+                )
             })
         })
     });

@@ -7,7 +7,7 @@
 
 use serde_json::Value;
 
-use super::{col, db_error, json_column, Row, Store};
+use super::{col, db_error, json_column, value_rows, Row, Store};
 use crate::error::Result;
 
 /// A vector store's row.
@@ -473,6 +473,7 @@ impl Store {
             .map(|c| c.text.len() + c.embedding.as_ref().map_or(0, |e| 4 * e.len()))
             .sum();
         let usage = i64::try_from(usage).unwrap_or(i64::MAX);
+        let backend = self.backend();
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await.map_err(db_error)?;
             // Taken first: the file row's write lock keeps a concurrent remove or cancel out.
@@ -497,21 +498,23 @@ impl Store {
                 .await
                 .map_err(db_error)?;
             for (batch_no, batch) in chunks.chunks(CHUNK_ROWS).enumerate() {
-                let values: Vec<String> = (0..batch.len())
-                    .map(|i| format!("($1, $2, ${}, ${}, ${})", 3 * i + 3, 3 * i + 4, 3 * i + 5))
-                    .collect();
                 let sql = sql!(
                     "INSERT INTO vector_store_chunks (store_id, file_id, seq, text, embedding) VALUES {}",
-                    values.join(", ")
+                    value_rows(backend, batch.len(), 5)
                 );
-                let mut query = sqlx::query(sql).bind(store_id).bind(file_id);
+                let mut query = sqlx::query(sql);
                 for (i, chunk) in batch.iter().enumerate() {
                     let seq = (batch_no * CHUNK_ROWS + i) as i64;
                     let bytes: Option<Vec<u8>> = chunk
                         .embedding
                         .as_ref()
                         .map(|e| e.iter().flat_map(|x| x.to_le_bytes()).collect());
-                    query = query.bind(seq).bind(&chunk.text).bind(bytes);
+                    query = query
+                        .bind(store_id)
+                        .bind(file_id)
+                        .bind(seq)
+                        .bind(&chunk.text)
+                        .bind(bytes);
                 }
                 query.execute(&mut *tx).await.map_err(db_error)?;
             }
