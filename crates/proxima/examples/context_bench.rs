@@ -1,6 +1,7 @@
 //! Conversation-context benchmark (run by `bench/context.sh`): how long building a turn's
-//! prompt takes as the history grows, and how many tokens a long conversation sends upstream
-//! with the `summarize` strategy against resending the whole history.
+//! prompt and storing a turn take as the history grows, and how many tokens a long
+//! conversation sends upstream with the `summarize` strategy against resending the whole
+//! history.
 //!
 //! Both use the real store (a SQLite file, or PostgreSQL with `PROXIMA_BENCH_POSTGRES=URL`)
 //! and the real prompt builder, `proxima::context::build_prompt`: the same reads, recall
@@ -167,6 +168,7 @@ async fn assembly_latency(store: &Store) {
         .ok()
         .map(|s| s.split(',').filter_map(|n| n.parse().ok()).collect())
         .unwrap_or_else(|| vec![20, 1_000, 10_000, 100_000]);
+    let mut stored = Vec::new();
     for n in sizes {
         let loading = Instant::now();
         let id = history(store, n).await;
@@ -203,8 +205,57 @@ async fn assembly_latency(store: &Store) {
                 tokens[tokens.len() / 2],
             );
         }
+        stored.push((n, storing_turns(store, &id).await));
     }
     println!();
+    println!("## Storing a turn against history length\n");
+    println!(
+        "a user message of 30 words and an answer of 80, their words indexed for recall; {APPENDS} turns timed (and deleted after)\n"
+    );
+    println!("| items in history | p50 | p99 | max |");
+    println!("|---:|---:|---:|---:|");
+    for (n, times) in stored {
+        println!(
+            "| {n} | {:.2} ms | {:.2} ms | {:.2} ms |",
+            percentile(&times, 0.5).as_secs_f64() * 1e3,
+            percentile(&times, 0.99).as_secs_f64() * 1e3,
+            times.last().copied().unwrap_or_default().as_secs_f64() * 1e3,
+        );
+    }
+    println!();
+}
+
+/// Turns timed by `storing_turns`.
+const APPENDS: usize = 200;
+
+/// How long storing a turn (a question and its answer, as a turn's end stores them) takes on
+/// conversation `id`, sorted: each timed from making the items (their words and tokens) to
+/// the commit. The turns are deleted after, so that the stored history stays as it was.
+async fn storing_turns(store: &Store, id: &str) -> Vec<Duration> {
+    let mut rng = fastrand::Rng::with_seed(13);
+    let mut times = Vec::with_capacity(APPENDS);
+    let mut added = Vec::new();
+    for _ in 0..APPENDS {
+        let question = sentence(&mut rng, 30);
+        let answer = sentence(&mut rng, 80);
+        let started = Instant::now();
+        let turn = [
+            items::new_item("message", Message::text(Role::User, question)),
+            items::new_item("message", Message::text(Role::Assistant, answer)),
+        ];
+        let records = store
+            .append_items(id, "team:bench", &turn, 3)
+            .await
+            .expect("append")
+            .expect("owned");
+        times.push(started.elapsed());
+        added.extend(records.into_iter().map(|r| r.id));
+    }
+    for item in added {
+        store.delete_item(id, &item).await.expect("delete");
+    }
+    times.sort();
+    times
 }
 
 /// A 200-turn conversation with `summarize`: after each turn, the items that left the
