@@ -545,6 +545,7 @@ async fn load_recent(
     Ok(items::join_items(recent))
 }
 
+/// Whether the item (read newest first) is a user message, which opens an exchange.
 fn opens_exchange(item: Option<&Item>) -> bool {
     item.is_some_and(|i| assemble::opens_exchange(&i.message))
 }
