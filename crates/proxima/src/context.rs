@@ -437,7 +437,6 @@ pub async fn build_prompt(
         summary: how.strategy == ContextStrategy::Summarize,
         window: PAGE,
         terms: &words,
-        cap: recall::POSTINGS_PER_WORD,
     };
     let first = store.read_turn(conversation, &what).await?;
     let summary = first.summary;

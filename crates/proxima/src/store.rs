@@ -103,7 +103,7 @@ use crate::error::{Error, ErrorKind, Result};
 pub use audit::{AuditEntry, AuditFilter};
 pub use conversations::{
     ConversationRecord, ItemRecord, NewItem, Order, Postings, ResponseRecord, TurnRead,
-    TurnSnapshot,
+    TurnSnapshot, POSTINGS_PER_TERM,
 };
 pub use files::FileRecord;
 pub use keys::{hex, secret_digest, KeyPatch, KeyRecord, NewKey};

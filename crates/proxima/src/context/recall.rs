@@ -19,11 +19,6 @@ const MAX_WORDS: usize = 16;
 /// Most distinct words an item is indexed by.
 pub const MAX_ITEM_TERMS: usize = 96;
 
-/// Most postings read per word. A word in more of the conversation's items than this says
-/// little about which turn is meant (its BM25 weight is low) and is left out, uncounted: so a
-/// search costs about the same on a conversation of 100,000 items as on one of 100.
-pub const POSTINGS_PER_WORD: u32 = 128;
-
 /// BM25's term-frequency saturation.
 const K1: f64 = 1.2;
 
@@ -46,8 +41,11 @@ pub fn query_words(text: &str) -> Vec<String> {
 }
 
 /// Ranks the items before `before` by BM25 over the postings of the query's words (each with
-/// the number of items that hold it). Best first.
-fn rank(postings: &[Postings], before: i64) -> Vec<i64> {
+/// the number of items that hold it). A word in more items than the store keeps postings for
+/// ([`crate::store::POSTINGS_PER_TERM`]) comes without them and is left out: so a search costs
+/// about the same on a conversation of 100,000 items as on one of 100. The best `depth`, best
+/// first.
+fn rank(postings: &[Postings], before: i64, depth: usize) -> Vec<i64> {
     let n = before.max(1) as f64;
     let mut scores: std::collections::HashMap<i64, f64> = std::collections::HashMap::new();
     for (df, list) in postings {
@@ -62,8 +60,13 @@ fn rank(postings: &[Postings], before: i64) -> Vec<i64> {
         }
     }
     let mut ranked: Vec<(i64, f64)> = scores.into_iter().collect();
-    // Ties go to the newer item.
-    ranked.sort_by(|a, b| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0)));
+    // Ties go to the newer item. Only the best few are wanted of the hundreds scored.
+    let order = |a: &(i64, f64), b: &(i64, f64)| b.1.total_cmp(&a.1).then(b.0.cmp(&a.0));
+    if ranked.len() > depth {
+        ranked.select_nth_unstable_by(depth, order);
+        ranked.truncate(depth);
+    }
+    ranked.sort_unstable_by(order);
     ranked.into_iter().map(|(seq, _)| seq).collect()
 }
 
@@ -105,7 +108,7 @@ pub async fn recall(
         return Ok(Vec::new());
     }
     let depth = count as usize * 2;
-    let by_words = rank(search.postings, before);
+    let by_words = rank(search.postings, before, depth);
     let by_meaning = match search.embedder {
         Some(embedder) => {
             meaning::nearest(embedder, store, conversation, search.text, before, depth).await?
@@ -213,9 +216,12 @@ mod tests {
         let common = (50, (10..60).map(|s| (s, 1)).collect());
         // Counted but too common to be read: no postings.
         let everywhere = (900, vec![]);
-        let ranked = rank(&[common, rare, everywhere], 1000);
-        assert_eq!(ranked[0], 3);
-        assert_eq!(ranked.len(), 51);
+        let postings = [common, rare, everywhere];
+        assert_eq!(rank(&postings, 1000, 100).len(), 51);
+        // The best few: the rare word's item, then the common word's, newest first.
+        assert_eq!(rank(&postings, 1000, 6), [3, 59, 58, 57, 56, 55]);
+        // Only items before the window count.
+        assert_eq!(rank(&postings, 12, 6), [3, 11, 10]);
     }
 
     #[test]

@@ -103,8 +103,32 @@ fn stored_message(json: &str) -> Result<Message> {
     })
 }
 
-/// A posting's count of its word is read capped below this (see `search_terms`).
+/// A posting's count of its word is kept capped below this, as BM25 saturates long before.
 const TF_LIMIT: i64 = 1024;
+
+/// Most items a word's postings are kept for in `conversation_term_counts.postings`. A word in
+/// more of the conversation's items says little about which turn is meant (its BM25 weight is
+/// low): it is counted, its postings are no longer kept there, and recall leaves it out. So a
+/// search reads at most this many postings a word, on a conversation of 100,000 items as on
+/// one of 100. Migration 12 filled the column with this value: changing it needs a migration
+/// that fills the column again.
+pub const POSTINGS_PER_TERM: i64 = 128;
+
+/// A posting as kept in the postings text: position × [`TF_LIMIT`] + count, the count capped.
+fn packed_posting(seq: i64, tf: i64) -> i64 {
+    seq * TF_LIMIT + tf.min(TF_LIMIT - 1)
+}
+
+/// The postings text of the word of the `conversation_term_counts` row being updated (of
+/// conversation `$1`), rebuilt from `conversation_terms` without position `$2`.
+fn rebuilt_postings() -> String {
+    format!(
+        "COALESCE((SELECT string_agg(CAST(t.seq * {TF_LIMIT} + CASE WHEN t.tf < {TF_LIMIT} \
+         THEN t.tf ELSE {TF_LIMIT} - 1 END AS TEXT), ',' ORDER BY t.seq) \
+         FROM conversation_terms t WHERE t.conversation_id = $1 \
+         AND t.term = conversation_term_counts.term AND t.seq <> $2), '')"
+    )
+}
 
 /// Items read as one text rather than a row each: crossing sqlx's SQLite worker thread cost
 /// more per row than the query did. The aggregate, over the columns of `conversation_items`
@@ -173,11 +197,8 @@ pub struct TurnRead<'a> {
     pub summary: bool,
     /// Most items of the window read.
     pub window: u32,
-    /// The words recall searches for, and the most postings read of each: a word in more of
-    /// the conversation's items is counted, never read, so a search costs the same however
-    /// long the history.
+    /// The words recall searches for.
     pub terms: &'a [String],
-    pub cap: u32,
 }
 
 /// What [`Store::read_turn`] found.
@@ -186,7 +207,8 @@ pub struct TurnSnapshot {
     /// The newest items (after the summary's), newest first.
     pub newest: Vec<ItemRecord>,
     /// For each of the terms: how many of the conversation's items hold it and, when that is
-    /// at most the cap, the items that do (position, count in the item), newest first.
+    /// at most [`POSTINGS_PER_TERM`], the items that do (position, count in the item), newest
+    /// first.
     pub postings: Vec<Postings>,
 }
 
@@ -194,22 +216,17 @@ pub struct TurnSnapshot {
 pub type Postings = (i64, Vec<(i64, i64)>);
 
 /// The scalar subquery that reads the postings of `terms` words (bound from `$2` on), as one
-/// text: for each word, the word, the count of items holding it and, when that is at most
-/// `cap`, its postings. A word in at most `cap` items has at most `cap` postings: they are read
-/// whole, as numbers (position × 1024 + count, the count capped, as BM25 saturates long
-/// before), which SQLite joins into text at half the cost of `seq:tf` pairs.
-fn postings_of(terms: usize, cap: u32) -> String {
+/// text: for each word, the word, the count of items holding it and its postings text. That
+/// text is kept with the count as items are stored, so a search reads one row a word: reading
+/// a posting a row, SQLite spent most of a search turning numbers into text and joining them.
+fn postings_of(terms: usize) -> String {
     if terms == 0 {
         return "CAST(NULL AS TEXT)".to_owned();
     }
     let list: Vec<String> = (0..terms).map(|i| format!("${}", i + 2)).collect();
     format!(
         "(SELECT string_agg(c.term || '\u{1f}' || CAST(c.df AS TEXT) || '\u{1f}' \
-         || COALESCE(CASE WHEN c.df <= {cap} THEN (\
-         SELECT string_agg(CAST(t.seq * {TF_LIMIT} + CASE WHEN t.tf < {TF_LIMIT} \
-         THEN t.tf ELSE {TF_LIMIT} - 1 END AS TEXT), ',') \
-         FROM conversation_terms t WHERE t.conversation_id = $1 AND t.term = c.term) END, \
-         ''), '\u{1e}') \
+         || COALESCE(c.postings, ''), '\u{1e}') \
          FROM conversation_term_counts c WHERE c.conversation_id = $1 AND c.term IN ({}))",
         list.join(", ")
     )
@@ -502,24 +519,35 @@ impl Store {
                 }
                 query.execute(&mut *tx).await.map_err(db_error)?;
             }
-            // Each word's item count grows by the items of this batch that hold it.
-            let mut counts: std::collections::HashMap<&str, i64> = Default::default();
-            for (term, _, _) in &postings {
-                *counts.entry(term).or_default() += 1;
+            // Each word's item count grows by the items of this batch that hold it, and its
+            // postings text by their postings while the count stays within the cap (past it,
+            // the text is dropped for good: `NULL ||` anything is `NULL`).
+            let mut words: std::collections::HashMap<&str, (i64, String)> = Default::default();
+            for (term, seq, tf) in &postings {
+                let (df, text) = words.entry(term).or_default();
+                *df += 1;
+                if !text.is_empty() {
+                    text.push(',');
+                }
+                text.push_str(&packed_posting(*seq, *tf).to_string());
             }
-            let mut counts: Vec<(&str, i64)> = counts.into_iter().collect();
+            let mut words: Vec<(&str, (i64, String))> = words.into_iter().collect();
             // In key order, as the B-tree takes them best.
-            counts.sort_unstable();
-            for chunk in counts.chunks(TERM_ROWS) {
+            words.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for chunk in words.chunks(TERM_ROWS) {
                 let sql = sql!(
-                    "INSERT INTO conversation_term_counts (conversation_id, term, df) VALUES {} \
-                     ON CONFLICT (conversation_id, term) \
-                     DO UPDATE SET df = conversation_term_counts.df + excluded.df",
-                    value_rows(backend, chunk.len(), 3)
+                    "INSERT INTO conversation_term_counts (conversation_id, term, df, postings) \
+                     VALUES {} ON CONFLICT (conversation_id, term) DO UPDATE \
+                     SET df = conversation_term_counts.df + excluded.df, \
+                     postings = CASE WHEN conversation_term_counts.df + excluded.df \
+                     <= {POSTINGS_PER_TERM} \
+                     THEN conversation_term_counts.postings || ',' || excluded.postings END",
+                    value_rows(backend, chunk.len(), 4)
                 );
                 let mut query = sqlx::query(sql);
-                for (term, df) in chunk {
-                    query = query.bind(conversation).bind(*term).bind(*df);
+                for (term, (df, text)) in chunk {
+                    let text = (*df <= POSTINGS_PER_TERM).then_some(text.as_str());
+                    query = query.bind(conversation).bind(*term).bind(*df).bind(text);
                 }
                 query.execute(&mut *tx).await.map_err(db_error)?;
             }
@@ -690,11 +718,14 @@ impl Store {
             .await
             .map_err(db_error)?;
             if let Some(seq) = seq {
-                sqlx::query(
-                    "UPDATE conversation_term_counts SET df = df - 1 WHERE conversation_id = $1 \
-                     AND term IN (SELECT term FROM conversation_terms \
+                // A word back within the cap gets its postings text again, from the index.
+                sqlx::query(sql!(
+                    "UPDATE conversation_term_counts SET df = df - 1, \
+                     postings = CASE WHEN df - 1 <= {POSTINGS_PER_TERM} THEN {} END \
+                     WHERE conversation_id = $1 AND term IN (SELECT term FROM conversation_terms \
                      WHERE conversation_id = $1 AND seq = $2)",
-                )
+                    rebuilt_postings()
+                ))
                 .bind(conversation)
                 .bind(seq)
                 .execute(&mut *tx)
@@ -748,7 +779,7 @@ impl Store {
         } else {
             "-1".to_owned()
         };
-        let postings = postings_of(what.terms.len(), what.cap);
+        let postings = postings_of(what.terms.len());
         // The limit is written in, not bound, as in `list_items`.
         let window = what.window;
         let sql = sql!(
@@ -1077,37 +1108,34 @@ mod tests {
         assert_eq!(asc[0].id, "m1");
         assert_eq!(asc[0].message.joined_text(), "noted");
 
-        // The index finds the old fact by its words, newest first, only when rare enough to
-        // read; the turn's first read brings the window with it.
+        // The index finds the old fact by its words, newest first; the turn's first read
+        // brings the window with it.
         let terms = vec!["code".to_owned(), "chatter".to_owned()];
-        let read = |window, cap| {
+        let read = |window| {
             let (store, terms) = (&store, &terms);
             async move {
                 let what = TurnRead {
                     summary: false,
                     window,
                     terms,
-                    cap,
                 };
                 store.read_turn("conv_2", &what).await.unwrap()
             }
         };
-        let turn = read(3, 3).await;
+        let turn = read(3).await;
         assert_eq!(
             turn.newest.iter().map(|i| i.seq).collect::<Vec<_>>(),
             [39, 38, 37]
         );
         assert!(turn.summary.is_none());
         assert_eq!(turn.postings[0], (1, vec![(0, 1)]));
-        // In 38 items: counted, too common to read.
-        assert_eq!(turn.postings[1], (38, vec![]));
-        let found = read(1, 50).await.postings;
-        assert_eq!(found[1].1.len(), 38);
-        assert_eq!(found[1].1[0], (39, 1));
+        assert_eq!(turn.postings[1].0, 38);
+        assert_eq!(turn.postings[1].1.len(), 38);
+        assert_eq!(turn.postings[1].1[0], (39, 1));
 
         assert!(store.delete_item("conv_2", "m0").await.unwrap());
         assert!(store.get_item("conv_2", "m0").await.unwrap().is_none());
-        assert_eq!(read(1, 3).await.postings[0], (0, vec![]));
+        assert_eq!(read(1).await.postings[0], (0, vec![]));
         // With the summary, the window starts after what the newest one covers.
         let summary = NewItem {
             kind: "summary",
@@ -1123,7 +1151,6 @@ mod tests {
             summary: true,
             window: 10,
             terms: &[],
-            cap: 3,
         };
         let turn = store.read_turn("conv_2", &what).await.unwrap();
         assert_eq!(
@@ -1149,6 +1176,111 @@ mod tests {
             .unwrap()
             .is_empty());
     });
+
+    on_both!(
+        a_word_in_more_items_than_the_cap_keeps_no_postings_until_deletes_bring_it_back,
+        |store: Store| async move {
+            store
+                .create_conversation("conv_c", "key:k", &json!({}), 1)
+                .await
+                .unwrap();
+            let cap = usize::try_from(POSTINGS_PER_TERM).unwrap();
+            let batch = |from: usize, n: usize, text: &'static str| {
+                (from..from + n)
+                    .map(|i| item(&format!("c{i}"), Role::User, text))
+                    .collect::<Vec<_>>()
+            };
+            let append = |items: Vec<NewItem>| {
+                let store = &store;
+                async move {
+                    store
+                        .append_items("conv_c", "key:k", &items, 2)
+                        .await
+                        .unwrap()
+                        .unwrap()
+                }
+            };
+            let terms = vec!["common".to_owned(), "bulk".to_owned()];
+            let postings = || {
+                let (store, terms) = (&store, &terms);
+                async move {
+                    let what = TurnRead {
+                        summary: false,
+                        window: 1,
+                        terms,
+                    };
+                    store.read_turn("conv_c", &what).await.unwrap().postings
+                }
+            };
+            // Up to the cap, over several batches, every posting is kept, newest first.
+            append(batch(0, cap - 1, "common")).await;
+            append(batch(cap - 1, 1, "common")).await;
+            let kept = postings().await;
+            assert_eq!(kept[0].0, POSTINGS_PER_TERM);
+            assert_eq!(kept[0].1.len(), cap);
+            assert_eq!(kept[0].1[0], (POSTINGS_PER_TERM - 1, 1));
+            assert_eq!(kept[0].1[cap - 1], (0, 1));
+            // One more item: counted, its postings no longer read.
+            append(batch(cap, 1, "common")).await;
+            assert_eq!(postings().await[0], (POSTINGS_PER_TERM + 1, vec![]));
+            // A word past the cap within one batch is never kept.
+            append(batch(cap + 1, cap + 1, "bulk")).await;
+            assert_eq!(postings().await[1], (POSTINGS_PER_TERM + 1, vec![]));
+            // Deleting an item brings the word back within the cap: its postings are rebuilt,
+            // without the deleted one.
+            assert!(store.delete_item("conv_c", "c5").await.unwrap());
+            let rebuilt = postings().await;
+            assert_eq!(rebuilt[0].0, POSTINGS_PER_TERM);
+            let seqs: Vec<i64> = rebuilt[0].1.iter().map(|&(seq, _)| seq).collect();
+            let expected: Vec<i64> = (0..=POSTINGS_PER_TERM).rev().filter(|&s| s != 5).collect();
+            assert_eq!(seqs, expected);
+            // And appending goes on from the rebuilt text.
+            append(batch(2 * cap + 2, 1, "common")).await;
+            assert_eq!(postings().await[0], (POSTINGS_PER_TERM + 1, vec![]));
+        }
+    );
+
+    on_both!(
+        migration_12_fills_the_postings_of_a_conversation_stored_before_it,
+        |store: Store| async move {
+            store
+                .create_conversation("conv_m", "key:k", &json!({}), 1)
+                .await
+                .unwrap();
+            let items: Vec<NewItem> = (0..5)
+                .map(|i| item(&format!("x{i}"), Role::User, "rare word"))
+                .chain(
+                    (5..=POSTINGS_PER_TERM + 5).map(|i| item(&format!("x{i}"), Role::User, "word")),
+                )
+                .collect();
+            store
+                .append_items("conv_m", "key:k", &items, 2)
+                .await
+                .unwrap()
+                .unwrap();
+            let terms = vec!["rare".to_owned(), "word".to_owned()];
+            let what = TurnRead {
+                summary: false,
+                window: 1,
+                terms: &terms,
+            };
+            let before = store.read_turn("conv_m", &what).await.unwrap().postings;
+            // The database as version 11 left it: no postings column, nothing recorded of 12.
+            on_pool!(store, |pool| sqlx::raw_sql(
+                "ALTER TABLE conversation_term_counts DROP COLUMN postings; \
+                 DELETE FROM proxima_migrations WHERE version = 12"
+            )
+            .execute(pool)
+            .await
+            .map(drop))
+            .unwrap();
+            assert_eq!(store.migrate().await.unwrap(), vec![12]);
+            let after = store.read_turn("conv_m", &what).await.unwrap().postings;
+            assert_eq!(after, before);
+            assert_eq!(after[0].1.len(), 5);
+            assert_eq!(after[1], (POSTINGS_PER_TERM + 6, vec![]));
+        }
+    );
 
     on_both!(response_chains_replay_in_order, |store: Store| async move {
         let response = |id: &str, previous: Option<&str>, text: &str| ResponseRecord {

@@ -65,6 +65,10 @@ const SQLITE: &[Migration] = &[
         version: 11,
         sql: include_str!("migrations/sqlite/0011_term_postings.sql"),
     },
+    Migration {
+        version: 12,
+        sql: include_str!("migrations/sqlite/0012_postings_text.sql"),
+    },
 ];
 
 /// PostgreSQL's migrations, in order: the same versions as [`SQLITE`].
@@ -112,6 +116,10 @@ const POSTGRES: &[Migration] = &[
     Migration {
         version: 11,
         sql: include_str!("migrations/postgres/0011_term_postings.sql"),
+    },
+    Migration {
+        version: 12,
+        sql: include_str!("migrations/postgres/0012_postings_text.sql"),
     },
 ];
 
