@@ -66,7 +66,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::serve::ListenerExt;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -256,10 +256,15 @@ fn api_for_path(path: &str) -> Api {
     }
 }
 
+/// The request's id, the client's or the gateway's.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// The caller's tags for the ledger.
+const METADATA: HeaderName = HeaderName::from_static("x-proxima-metadata");
+
 async fn request_id(mut req: Request, next: Next) -> Response {
     let id: Arc<str> = req
         .headers()
-        .get("x-request-id")
+        .get(REQUEST_ID)
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(Arc::from)
@@ -268,7 +273,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", id = %id);
     let mut response = next.run(req).instrument(span).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert("x-request-id", value);
+        response.headers_mut().insert(REQUEST_ID, value);
     }
     response
 }
@@ -360,7 +365,7 @@ where
 
 /// `x-proxima-metadata`: a JSON object of tags for the ledger, kept as compact text.
 fn request_metadata(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, Error> {
-    let Some(value) = headers.get("x-proxima-metadata") else {
+    let Some(value) = headers.get(METADATA) else {
         return Ok(None);
     };
     let bad = || {

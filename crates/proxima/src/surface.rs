@@ -18,7 +18,7 @@ use axum::body::Body;
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
 use futures_util::Stream;
-use http::{header, HeaderValue};
+use http::{header, HeaderName, HeaderValue};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 
@@ -30,11 +30,22 @@ use crate::providers::ChunkStream;
 use crate::router::Routed;
 use crate::sse;
 
+/// The conversation a chat call continues.
+const CONVERSATION: HeaderName = HeaderName::from_static("x-proxima-conversation");
+/// The vector stores a chat call retrieves passages from.
+const VECTOR_STORES: HeaderName = HeaderName::from_static("x-proxima-vector-stores");
+/// The provider that answered, the model it ran, and how many attempts routing made.
+const PROVIDER: HeaderName = HeaderName::from_static("x-proxima-provider");
+const MODEL: HeaderName = HeaderName::from_static("x-proxima-model");
+const ATTEMPTS: HeaderName = HeaderName::from_static("x-proxima-attempts");
+/// Tells nginx in front of the gateway not to buffer a stream.
+const ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
 /// The conversation a chat call continues: header `x-proxima-conversation`, else the body's
 /// `conversation` field (taken out of the request, so that it never goes upstream).
 pub fn conversation(headers: &http::HeaderMap, req: &mut ChatRequest) -> Result<Option<String>> {
     let field = req.passthrough.fields.remove("conversation");
-    if let Some(value) = headers.get("x-proxima-conversation") {
+    if let Some(value) = headers.get(CONVERSATION) {
         let id = value.to_str().map_err(|_| {
             Error::invalid_request("`x-proxima-conversation` must be a conversation id in ASCII")
         })?;
@@ -61,7 +72,7 @@ pub fn conversation(headers: &http::HeaderMap, req: &mut ChatRequest) -> Result<
 /// What a chat call retrieves passages from: the vector stores of header
 /// `x-proxima-vector-stores` (comma-separated ids).
 pub fn retrieval_stores(headers: &http::HeaderMap) -> Result<Retrieval> {
-    let Some(value) = headers.get("x-proxima-vector-stores") else {
+    let Some(value) = headers.get(VECTOR_STORES) else {
         return Ok(Retrieval::default());
     };
     let list = value.to_str().map_err(|_| {
@@ -274,7 +285,7 @@ where
     );
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     // Tell nginx-style proxies in front not to buffer the stream.
-    headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
+    headers.insert(ACCEL_BUFFERING, HeaderValue::from_static("no"));
     response
 }
 
@@ -339,14 +350,14 @@ fn route_headers<T>(response: &mut Response, routed: &Routed<T>) {
         .as_deref()
         .and_then(|p| HeaderValue::from_str(p).ok())
     {
-        headers.insert("x-proxima-provider", provider);
+        headers.insert(PROVIDER, provider);
     }
     if let Some(model) = routed
         .upstream_model
         .as_deref()
         .and_then(|m| HeaderValue::from_str(m).ok())
     {
-        headers.insert("x-proxima-model", model);
+        headers.insert(MODEL, model);
     }
-    headers.insert("x-proxima-attempts", HeaderValue::from(routed.attempts));
+    headers.insert(ATTEMPTS, HeaderValue::from(routed.attempts));
 }

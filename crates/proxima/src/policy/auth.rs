@@ -217,6 +217,9 @@ impl Auth {
     }
 }
 
+/// Anthropic's header for the API key, which its SDK sends instead of `authorization`.
+const X_API_KEY: http::HeaderName = http::HeaderName::from_static("x-api-key");
+
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
     if let Some(value) = headers.get(http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?.trim();
@@ -227,7 +230,7 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
             .trim();
         return (!token.is_empty()).then_some(token);
     }
-    let value = headers.get("x-api-key")?.to_str().ok()?.trim();
+    let value = headers.get(X_API_KEY)?.to_str().ok()?.trim();
     (!value.is_empty()).then_some(value)
 }
 
