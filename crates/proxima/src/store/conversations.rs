@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{col, db_error, value_rows, Row, Store};
+use super::{col, db_error, value_rows, Pool, Row, Store};
 use crate::canonical::Message;
 use crate::error::Result;
 
@@ -282,6 +282,10 @@ fn response_from_row(row: &impl Row) -> Result<ResponseRecord> {
 /// Rows of recall's index written per statement (four parameters each, well under either
 /// database's limit).
 const TERM_ROWS: usize = 256;
+
+/// The positions an exchanges read takes on PostgreSQL are padded to a multiple of this (see
+/// `Store::items_in_exchanges`): a recall of up to 8 turns searches 16 hits.
+const EXCHANGE_ROWS: usize = 16;
 
 /// Items inserted per statement (nine parameters each).
 const ITEM_ROWS: usize = 100;
@@ -656,34 +660,68 @@ impl Store {
         if around.is_empty() {
             return Ok(Vec::new());
         }
-        let values: Vec<String> = (0..around.len())
-            .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
-            .collect();
         // Exchanges sharing their first item are one (the longest); others never overlap, as
         // each holds one user message, its first. Each is its own primary-key range scan, a
         // subquery per exchange: as a join, PostgreSQL may take the conversation's items as the
         // outer side (its estimate for a new conversation is one row) and run the exchanges'
         // subqueries once per item. The items come back as one text (see `JOINED_ITEMS`).
-        let sql = sql!(
-            "WITH h (at, lo, hi) AS (VALUES {}), \
-             r AS (SELECT (SELECT MAX(seq) FROM conversation_items \
-             WHERE conversation_id = $1 AND seq >= h.lo AND seq <= h.at AND role = 'user') AS lo, \
-             COALESCE((SELECT MIN(seq) FROM conversation_items \
-             WHERE conversation_id = $1 AND seq > h.at AND seq <= h.hi AND role = 'user') - 1, \
-             h.hi) AS hi FROM h), \
-             g AS (SELECT lo, MAX(hi) AS hi FROM r WHERE lo IS NOT NULL GROUP BY lo) \
-             SELECT string_agg((SELECT {JOINED_ITEMS} FROM conversation_items i \
-             WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi), '\u{1e}') \
-             FROM g",
-            values.join(", ")
-        );
-        let joined: Option<String> = on_pool!(self, |pool| {
-            let mut query = sqlx::query_scalar(sql).bind(conversation);
-            for (at, from, to) in around {
-                query = query.bind(*at).bind(*from).bind(*to);
+        let exchanges = |positions: &str| {
+            format!(
+                "WITH h (at, lo, hi) AS ({positions}), \
+                 r AS (SELECT (SELECT MAX(seq) FROM conversation_items \
+                 WHERE conversation_id = $1 AND seq >= h.lo AND seq <= h.at AND role = 'user') \
+                 AS lo, \
+                 COALESCE((SELECT MIN(seq) FROM conversation_items \
+                 WHERE conversation_id = $1 AND seq > h.at AND seq <= h.hi AND role = 'user') - 1, \
+                 h.hi) AS hi FROM h), \
+                 g AS (SELECT lo, MAX(hi) AS hi FROM r WHERE lo IS NOT NULL GROUP BY lo) \
+                 SELECT string_agg((SELECT {JOINED_ITEMS} FROM conversation_items i \
+                 WHERE i.conversation_id = $1 AND i.seq >= g.lo AND i.seq <= g.hi), '\u{1e}') \
+                 FROM g"
+            )
+        };
+        let joined: Option<String> = match &self.pool {
+            Pool::Sqlite { pool, .. } => {
+                let values: Vec<String> = (0..around.len())
+                    .map(|i| format!("(${}, ${}, ${})", 3 * i + 2, 3 * i + 3, 3 * i + 4))
+                    .collect();
+                let sql = sql!("{}", exchanges(&format!("VALUES {}", values.join(", "))));
+                let mut query = sqlx::query_scalar(sql).bind(conversation);
+                for (at, from, to) in around {
+                    query = query.bind(*at).bind(*from).bind(*to);
+                }
+                query.fetch_one(pool).await
             }
-            query.fetch_one(pool).await
-        })
+            Pool::Postgres(pool) => {
+                // Planning this statement took longer than running it, and PostgreSQL planned
+                // it on every run: the plan it would keep (generic, for any positions) looked
+                // costlier than one made for the positions given, as it expects 100 rows of an
+                // array of unknown length. Padded to a fixed length, under a LIMIT of that
+                // length, the positions are as many for either plan, so after its first five
+                // runs on a connection PostgreSQL keeps the generic plan. The padding
+                // (a hit at -1) opens no exchange.
+                let length = around.len().div_ceil(EXCHANGE_ROWS) * EXCHANGE_ROWS;
+                let column = |pick: fn(&(i64, i64, i64)) -> i64, pad: i64| {
+                    let mut values: Vec<i64> = around.iter().map(pick).collect();
+                    values.resize(length, pad);
+                    values
+                };
+                let sql = sql!(
+                    "{}",
+                    exchanges(&format!(
+                        "SELECT * FROM unnest($2::BIGINT[], $3::BIGINT[], $4::BIGINT[]) \
+                         LIMIT {length}"
+                    ))
+                );
+                sqlx::query_scalar(sql)
+                    .bind(conversation)
+                    .bind(column(|h| h.0, -1))
+                    .bind(column(|h| h.1, 0))
+                    .bind(column(|h| h.2, -1))
+                    .fetch_one(pool)
+                    .await
+            }
+        }
         .map_err(db_error)?;
         items_from_joined(joined, Order::Asc)
     }
