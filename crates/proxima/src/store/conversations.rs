@@ -530,6 +530,10 @@ impl Store {
             for (term, seq, tf) in &postings {
                 let (df, text) = words.entry(term).or_default();
                 *df += 1;
+                // Past the cap within this batch, the text is not kept: not written either.
+                if *df > POSTINGS_PER_TERM {
+                    continue;
+                }
                 if !text.is_empty() {
                     text.push(',');
                 }
