@@ -54,11 +54,16 @@ fn action(mode: PiiMode) -> Action {
 }
 
 /// Applies the caller's policy to a chat request about to be sent: masks or redacts it in
-/// place (a masked one gets the stage that restores its answer), or refuses it.
-pub fn protect_chat(exchange: &mut Exchange<'_>, req: &mut ChatRequest) -> Result<()> {
+/// place (a masked one gets the stage that restores its answer), or refuses it. True when it
+/// changed the request.
+pub fn protect_chat(exchange: &mut Exchange<'_>, req: &mut ChatRequest) -> Result<bool> {
     match mask_chat(exchange.cx, req) {
-        Some((mode, masker)) => conclude(exchange, mode, masker),
-        None => Ok(()),
+        Some((mode, masker)) => {
+            let changed = !masker.found.is_empty();
+            conclude(exchange, mode, masker)?;
+            Ok(changed)
+        }
+        None => Ok(false),
     }
 }
 

@@ -51,7 +51,7 @@ use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsR
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::Gateway;
 use crate::policy::Caller;
-use crate::providers::ChunkStream;
+use crate::providers::{ChunkStream, SameApi};
 use crate::router::{Resolved, Routed};
 use crate::services::Services;
 use crate::store::TeamRecord;
@@ -236,6 +236,10 @@ pub struct Directives {
     /// its upstream sent it ([`ChatResponse::raw`]): the call asks for one when no stage on the
     /// way out reads or changes the answer, which saves reading and writing it again.
     pub verbatim: bool,
+    /// The body the surface read the request from, in OpenAI's chat completions format. An
+    /// upstream of that API gets it with only the model changed, instead of a body written
+    /// anew, as long as nothing changes the request on the way ([`prepare::chat`]).
+    pub body: Option<bytes::Bytes>,
 }
 
 /// A chat answer from the pipeline.
@@ -282,6 +286,7 @@ async fn serve_chat(
         req,
         directives.conversation,
         directives.retrieval,
+        directives.body,
     )
     .await
     {
@@ -298,13 +303,16 @@ async fn serve_chat(
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
-    let verbatim = directives.verbatim && !exchange.stages.read_answer();
+    let same_api = SameApi {
+        verbatim: directives.verbatim && !exchange.stages.read_answer(),
+        body: prepared.body.as_ref(),
+    };
     // Boxed: the router's future is large, and the tracing wrappers move it.
     let routing = Box::pin(route::chat(
         &cx.gateway.router,
         &exchange.resolved,
         &prepared.request,
-        verbatim,
+        same_api,
     ));
     let routed = cx.traced(Operation::Chat, routing).await;
     finish::chat(exchange, routed)

@@ -22,7 +22,6 @@ use std::time::Duration;
 
 use futures_util::Stream;
 use pin_project_lite::pin_project;
-use tokio::time::{Instant, Sleep};
 
 use crate::canonical::{
     ChatChunk, ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse,
@@ -30,6 +29,7 @@ use crate::canonical::{
 use crate::config::{ProviderConfig, ProviderKind};
 use crate::error::{Error, ErrorKind, Result};
 use crate::http_client::HttpClient;
+use crate::sse::SilenceTimer;
 
 /// A stream of chunks from a provider. An `Err` item ends it: the upstream failed mid-stream.
 pub type ChunkStream = Pin<Box<dyn Stream<Item = Result<ChatChunk>> + Send>>;
@@ -54,6 +54,18 @@ pub trait ProviderApi {
         req: &EmbeddingsRequest,
         model: &str,
     ) -> impl Future<Output = Result<EmbeddingsResponse>> + Send;
+}
+
+/// What a chat attempt may reuse when its upstream speaks the client's API (OpenAI's chat
+/// completions): both save the gateway writing out again what it only passes on.
+#[derive(Clone, Copy, Default)]
+pub struct SameApi<'a> {
+    /// Nothing on the way out reads or changes the answer: it may go back as the upstream sent
+    /// it ([`ChatResponse::raw`], [`ChatChunk::raw`]).
+    pub verbatim: bool,
+    /// The client's body, which still says exactly what the request does: it goes upstream
+    /// with only its model changed ([`crate::wire::openai::body_for_model`]).
+    pub body: Option<&'a bytes::Bytes>,
 }
 
 enum Adapter {
@@ -118,20 +130,18 @@ impl Provider {
         })
     }
 
-    /// One attempt at a complete answer, within the provider's timeout. `verbatim`: the
-    /// client speaks OpenAI's chat completions and nothing on the way reads the answer, so an
-    /// upstream of that API may hand over its body as it came ([`ChatResponse::raw`]).
+    /// One attempt at a complete answer, within the provider's timeout. An upstream of the
+    /// client's API may take and give what `same_api` allows.
     pub async fn chat(
         &self,
         req: &ChatRequest,
         model: &str,
-        verbatim: bool,
+        same_api: SameApi<'_>,
     ) -> Result<ChatResponse> {
         let call = async {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.chat(req, model).await,
-                Adapter::OpenAi(p) if verbatim => p.chat_verbatim(req, model).await,
-                Adapter::OpenAi(p) => p.chat(req, model).await,
+                Adapter::OpenAi(p) => p.chat_same_api(req, model, same_api).await,
                 Adapter::Gemini(p) => p.chat(req, model).await,
                 Adapter::Mock(p) => p.chat(req, model).await,
                 Adapter::Local(p) => p.chat(req, model).await,
@@ -143,18 +153,18 @@ impl Provider {
     }
 
     /// One attempt at a stream. The provider's timeout applies to the upstream accepting the
-    /// request, to the first chunk, and to every silence between chunks. `verbatim` as for
-    /// [`Provider::chat`]: chunks may keep their event data ([`ChatChunk::raw`]).
+    /// request, to the first chunk, and to every silence between chunks. `same_api` as for
+    /// [`Provider::chat`].
     pub async fn chat_stream(
         &self,
         req: &ChatRequest,
         model: &str,
-        verbatim: bool,
+        same_api: SameApi<'_>,
     ) -> Result<ChunkStream> {
         let call = async {
             match &self.adapter {
                 Adapter::Anthropic(p) => p.chat_stream(req, model).await,
-                Adapter::OpenAi(p) => p.stream(req, model, verbatim).await,
+                Adapter::OpenAi(p) => p.stream(req, model, same_api).await,
                 Adapter::Gemini(p) => p.chat_stream(req, model).await,
                 Adapter::Mock(p) => p.chat_stream(req, model).await,
                 Adapter::Local(p) => p.chat_stream(req, model).await,
@@ -165,8 +175,7 @@ impl Provider {
             .unwrap_or_else(|_| Err(self.timeout_error("response headers")))?;
         Ok(Box::pin(IdleTimeout {
             inner: stream,
-            sleep: tokio::time::sleep(self.timeout),
-            timeout: self.timeout,
+            silence: SilenceTimer::new(self.timeout),
             error: Some(self.timeout_error("next stream chunk")),
         }))
     }
@@ -215,8 +224,7 @@ pin_project! {
     struct IdleTimeout {
         inner: ChunkStream,
         #[pin]
-        sleep: Sleep,
-        timeout: Duration,
+        silence: SilenceTimer,
         error: Option<Error>,
     }
 }
@@ -225,16 +233,16 @@ impl Stream for IdleTimeout {
     type Item = Result<ChatChunk>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
+        let this = self.project();
         if this.error.is_none() {
             return Poll::Ready(None);
         }
         match this.inner.as_mut().poll_next(cx) {
             Poll::Ready(item) => {
-                this.sleep.as_mut().reset(Instant::now() + *this.timeout);
+                this.silence.heard();
                 Poll::Ready(item)
             }
-            Poll::Pending => match this.sleep.poll(cx) {
+            Poll::Pending => match this.silence.poll_silent(cx) {
                 Poll::Ready(()) => Poll::Ready(this.error.take().map(Err)),
                 Poll::Pending => Poll::Pending,
             },

@@ -214,13 +214,58 @@ pub fn write_event(out: &mut BytesMut, event: Option<&str>, data: &[u8]) {
 pub const KEEPALIVE: Bytes = Bytes::from_static(b": keep-alive\n\n");
 
 pin_project! {
+    /// A timer of silences: ready once `limit` has passed since something was last heard. A
+    /// busy stream hears something every few milliseconds; hearing only reads the clock, and
+    /// the timer is moved when it goes off early, once per `limit` at most, instead of being
+    /// reset in the runtime's timer wheel for every event.
+    pub struct SilenceTimer {
+        #[pin]
+        sleep: Sleep,
+        limit: Duration,
+        last_heard: Instant,
+    }
+}
+
+impl SilenceTimer {
+    /// A silence that starts now.
+    pub fn new(limit: Duration) -> SilenceTimer {
+        let now = Instant::now();
+        SilenceTimer {
+            sleep: tokio::time::sleep_until(now + limit),
+            limit,
+            last_heard: now,
+        }
+    }
+
+    /// Something was heard: the silence starts again.
+    pub fn heard(self: Pin<&mut Self>) {
+        *self.project().last_heard = Instant::now();
+    }
+
+    /// Ready once the silence has lasted `limit`; a new silence starts then.
+    pub fn poll_silent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        loop {
+            ready!(this.sleep.as_mut().poll(cx));
+            let now = Instant::now();
+            let due = *this.last_heard + *this.limit;
+            if due <= now {
+                *this.last_heard = now;
+                this.sleep.as_mut().reset(now + *this.limit);
+                return Poll::Ready(());
+            }
+            this.sleep.as_mut().reset(due);
+        }
+    }
+}
+
+pin_project! {
     /// Passes events through, inserting [`KEEPALIVE`] whenever none came for `interval`.
     pub struct KeepAlive<S> {
         #[pin]
         inner: S,
         #[pin]
-        sleep: Sleep,
-        interval: Duration,
+        silence: SilenceTimer,
     }
 }
 
@@ -228,8 +273,7 @@ impl<S> KeepAlive<S> {
     pub fn new(inner: S, interval: Duration) -> KeepAlive<S> {
         KeepAlive {
             inner,
-            sleep: tokio::time::sleep(interval),
-            interval,
+            silence: SilenceTimer::new(interval),
         }
     }
 }
@@ -238,17 +282,15 @@ impl<S: Stream<Item = Bytes>> Stream for KeepAlive<S> {
     type Item = Result<Bytes, Infallible>;
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        let next = Instant::now() + *this.interval;
+        let this = self.project();
         match this.inner.poll_next(cx) {
             Poll::Ready(Some(bytes)) => {
-                this.sleep.as_mut().reset(next);
+                this.silence.heard();
                 Poll::Ready(Some(Ok(bytes)))
             }
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => {
-                ready!(this.sleep.as_mut().poll(cx));
-                this.sleep.as_mut().reset(next);
+                ready!(this.silence.poll_silent(cx));
                 Poll::Ready(Some(Ok(KEEPALIVE)))
             }
         }
@@ -314,6 +356,35 @@ mod tests {
                 "piece size {piece}"
             );
         }
+    }
+
+    /// Whether `timer` goes off within `within` (in paused time, which moves as timers fire).
+    async fn goes_off(timer: &mut Pin<Box<SilenceTimer>>, within: Duration) -> bool {
+        let silent = std::future::poll_fn(|cx| timer.as_mut().poll_silent(cx));
+        tokio::time::timeout(within, silent).await.is_ok()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_silence_is_timed_from_the_last_thing_heard() {
+        let limit = Duration::from_secs(10);
+        let mut timer = Box::pin(SilenceTimer::new(limit));
+        let start = Instant::now();
+        // Heard every 4 s for 40 s: never silent for 10 s.
+        for _ in 0..10 {
+            assert!(!goes_off(&mut timer, Duration::from_secs(4)).await);
+            timer.as_mut().heard();
+        }
+        // Then nothing: it goes off 10 s after the last thing heard, not before.
+        assert!(!goes_off(&mut timer, Duration::from_millis(9_900)).await);
+        assert!(goes_off(&mut timer, Duration::from_millis(200)).await);
+        let off = Instant::now() - start;
+        assert!(
+            off >= Duration::from_secs(50) && off < Duration::from_millis(50_200),
+            "{off:?}"
+        );
+        // And a new silence starts when it goes off.
+        assert!(!goes_off(&mut timer, Duration::from_millis(9_900)).await);
+        assert!(goes_off(&mut timer, Duration::from_millis(200)).await);
     }
 
     #[tokio::test]

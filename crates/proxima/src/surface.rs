@@ -181,6 +181,12 @@ pub fn query<T: DeserializeOwned>(raw: Option<&str>) -> Result<T> {
 /// Reads the whole body, refusing more than `limit` bytes, and parses it as JSON. Every failure
 /// is a 400 or 413 saying what to fix — never a plain-text framework rejection.
 pub async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<T> {
+    parse_json(&read_body(body, limit).await?)
+}
+
+/// Reads the whole body, refusing more than `limit` bytes. A body that came in one piece, as
+/// most do, is kept as it came, without a copy.
+pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
     let too_large = || {
         Error::new(
             ErrorKind::RequestTooLarge,
@@ -188,18 +194,29 @@ pub async fn read_json<T: DeserializeOwned>(body: Body, limit: usize) -> Result<
         )
     };
     let mut body = body;
+    let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     while let Some(frame) = body.frame().await {
         let frame = frame
             .map_err(|e| Error::invalid_request(format!("could not read the request body: {e}")))?;
-        if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(too_large());
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        let read = first.as_ref().map_or(0, Bytes::len) + buf.len();
+        if read + data.len() > limit {
+            return Err(too_large());
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            earlier => {
+                if let Some(earlier) = earlier {
+                    buf.extend_from_slice(&earlier);
+                }
+                buf.extend_from_slice(&data);
             }
-            buf.extend_from_slice(&data);
         }
     }
-    parse_json(&buf)
+    Ok(first.unwrap_or_else(|| buf.freeze()))
 }
 
 /// Parses JSON, naming the field at fault on a type error.

@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderName, HeaderValue};
 
 use super::{Exchange, RequestContext};
@@ -74,6 +75,19 @@ impl Measure for EmbeddingsRequest {
 pub struct Prepared<R> {
     /// Shared, so that a long prompt can be counted on another thread without a copy.
     pub request: Arc<R>,
+    /// The client's body, when it still says exactly what `request` does: nothing was
+    /// assembled, retrieved or masked into the prompt (see [`super::Directives::body`]).
+    pub body: Option<Bytes>,
+}
+
+impl<R> Prepared<R> {
+    /// `request`, which its client's body no longer says (or which had none).
+    fn new(request: R) -> Prepared<R> {
+        Prepared {
+            request: Arc::new(request),
+            body: None,
+        }
+    }
 }
 
 impl<R: Measure> Prepared<R> {
@@ -96,21 +110,25 @@ impl<R: Measure> Prepared<R> {
 /// stage that stores the turn), within the model's window; passages retrieved for the new
 /// message go into the conversation's context, or, without one, after the instructions. The
 /// guardrails check the prompt so made, with the values the caller wrote; then the caller's
-/// PII policy applies to it ([`pii`]).
+/// PII policy applies to it ([`pii`]). The client's `body` is kept if none of this changed the
+/// request.
 pub async fn chat(
     exchange: &mut Exchange<'_>,
     cx: &Arc<RequestContext>,
     req: ChatRequest,
     conversation: Option<String>,
     retrieval: Retrieval,
+    body: Option<Bytes>,
 ) -> Result<Prepared<ChatRequest>> {
+    let body = body.filter(|_| conversation.is_none() && retrieval.stores.is_empty());
     let prepared = assemble(exchange, cx, req, conversation, retrieval).await?;
     crate::guardrails::screen(exchange, &prepared.request).await?;
     // Nothing else holds the request once it is assembled and screened: no copy is made.
     let mut req = Arc::unwrap_or_clone(prepared.request);
-    pii::protect_chat(exchange, &mut req)?;
+    let masked = pii::protect_chat(exchange, &mut req)?;
     Ok(Prepared {
         request: Arc::new(req),
+        body: body.filter(|_| !masked),
     })
 }
 
@@ -144,13 +162,9 @@ async fn assemble(
         let (keep, observe) = turn.into_stages();
         exchange.stages.push(keep);
         exchange.stages.push(observe);
-        return Ok(Prepared {
-            request: Arc::new(req),
-        });
+        return Ok(Prepared::new(req));
     }
-    let prepared = Prepared {
-        request: Arc::new(req),
-    };
+    let prepared = Prepared::new(req);
     if retrieval.stores.is_empty() {
         return Ok(prepared);
     }
@@ -181,9 +195,7 @@ async fn retrieve(
     let used = passages::insert(&mut req.messages, &found.passages, room);
     found.report(used, retrieval.report.take());
     exchange.headers.push((RETRIEVED, HeaderValue::from(used)));
-    Ok(Prepared {
-        request: Arc::new(req),
-    })
+    Ok(Prepared::new(req))
 }
 
 /// Prepares an embeddings request: the caller's PII policy applies to its texts.
@@ -192,7 +204,5 @@ pub fn embeddings(
     mut req: EmbeddingsRequest,
 ) -> Result<Prepared<EmbeddingsRequest>> {
     pii::protect_embeddings(exchange, &mut req)?;
-    Ok(Prepared {
-        request: Arc::new(req),
-    })
+    Ok(Prepared::new(req))
 }

@@ -9,18 +9,19 @@ use futures_util::{stream, StreamExt};
 use super::ChatOutput;
 use crate::canonical::{self, ChatRequest, EmbeddingsRequest, EmbeddingsResponse};
 use crate::error::Error;
+use crate::providers::SameApi;
 use crate::router::{RequestShape, Resolved, Routed, Router};
 
 /// Output tokens assumed for choosing the cheapest target when the client set no limit.
 const DEFAULT_OUTPUT_ESTIMATE: u32 = 512;
 
-/// Routes a chat call. `verbatim`: the answer, whole or streamed, may come as its upstream sent
-/// it, when that upstream speaks the client's API (see [`crate::providers::Provider::chat`]).
+/// Routes a chat call. A target whose upstream speaks the client's API may take and give what
+/// `same_api` allows (see [`crate::providers::Provider::chat`]).
 pub async fn chat(
     router: &Router,
     resolved: &Resolved,
     req: &ChatRequest,
-    verbatim: bool,
+    same_api: SameApi<'_>,
 ) -> Routed<ChatOutput> {
     let shape = RequestShape {
         input_tokens: canonical::estimate_input_tokens(req),
@@ -29,10 +30,10 @@ pub async fn chat(
     router
         .execute(resolved, &shape, |provider, model| async move {
             if !req.stream {
-                let answer = provider.chat(req, &model, verbatim).await;
+                let answer = provider.chat(req, &model, same_api).await;
                 return answer.map(ChatOutput::Complete);
             }
-            let mut upstream = provider.chat_stream(req, &model, verbatim).await?;
+            let mut upstream = provider.chat_stream(req, &model, same_api).await?;
             // Peek inside the attempt: a stream that fails before its first chunk can still
             // fail over, since nothing has gone to the client yet.
             match upstream.next().await {

@@ -157,7 +157,7 @@ mod tests {
     use crate::config::{ProviderConfig, ProviderKind, Secret};
     use crate::error::ErrorKind;
     use crate::http_client::HttpClient;
-    use crate::providers::Provider;
+    use crate::providers::{Provider, SameApi};
 
     const MODEL: &str = "gemini-2.5-flash";
 
@@ -200,7 +200,7 @@ mod tests {
 
     async fn collect(provider: &Provider, req: &ChatRequest) -> Vec<ChatChunk> {
         let stream = provider
-            .chat_stream(req, MODEL, false)
+            .chat_stream(req, MODEL, SameApi::default())
             .await
             .expect("stream starts");
         stream
@@ -220,7 +220,7 @@ mod tests {
             ..Sampling::default()
         };
         let answer = provider
-            .chat(&req, MODEL, false)
+            .chat(&req, MODEL, SameApi::default())
             .await
             .expect("chat answers");
         assert_eq!(answer.model, MODEL);
@@ -280,7 +280,7 @@ mod tests {
         let mut req = user("weather and time, in parallel");
         req.tools = tools();
         let answer = provider
-            .chat(&req, MODEL, false)
+            .chat(&req, MODEL, SameApi::default())
             .await
             .expect("chat answers");
         let choice = &answer.choices[0];
@@ -362,7 +362,7 @@ mod tests {
             });
         }
         let answer = provider
-            .chat(&follow_up, MODEL, false)
+            .chat(&follow_up, MODEL, SameApi::default())
             .await
             .expect("results accepted");
         assert_eq!(
@@ -378,7 +378,7 @@ mod tests {
             name: "get_time".into(),
         });
         let answer = provider
-            .chat(&req, MODEL, false)
+            .chat(&req, MODEL, SameApi::default())
             .await
             .expect("chat answers");
         assert!(matches!(
@@ -387,7 +387,7 @@ mod tests {
         ));
         req.tool_choice = Some(ToolChoice::None);
         let answer = provider
-            .chat(&req, MODEL, false)
+            .chat(&req, MODEL, SameApi::default())
             .await
             .expect("chat answers");
         assert_eq!(
@@ -442,7 +442,7 @@ mod tests {
             Reply::gemini_error(429, "Resource has been exhausted").header("retry-after", "3"),
         );
         let e = provider
-            .chat(&user("hi"), MODEL, false)
+            .chat(&user("hi"), MODEL, SameApi::default())
             .await
             .expect_err("429");
         assert_eq!(e.kind, ErrorKind::UpstreamRateLimited);
@@ -454,7 +454,7 @@ mod tests {
             json!({"promptFeedback": {"blockReason": "SAFETY"}}),
         ));
         let e = provider
-            .chat(&user("hi"), MODEL, false)
+            .chat(&user("hi"), MODEL, SameApi::default())
             .await
             .expect_err("blocked");
         assert_eq!(e.kind, ErrorKind::UpstreamRejected(400));
@@ -462,7 +462,7 @@ mod tests {
         // A stream cut before the finish reason ends with an error, not a clean end.
         mock.enqueue(Reply::default_behaviour().cut_after(1));
         let mut stream = provider
-            .chat_stream(&user("a b c d"), MODEL, false)
+            .chat_stream(&user("a b c d"), MODEL, SameApi::default())
             .await
             .expect("stream starts");
         assert!(matches!(stream.next().await, Some(Ok(_))));
@@ -476,7 +476,7 @@ mod tests {
         // A model name that would change the URL never leaves the gateway.
         let before = mock.request_count();
         let e = provider
-            .chat(&user("hi"), "../files", false)
+            .chat(&user("hi"), "../files", SameApi::default())
             .await
             .expect_err("refused");
         assert_eq!(e.kind, ErrorKind::InvalidRequest);

@@ -5,13 +5,14 @@ mod stream;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderName, Uri};
 
 use super::azure::Azure;
 use super::client::{
     base_url, parse_body, parse_url, post_json, provider_headers, read_body, to_json,
 };
-use super::ProviderApi;
+use super::{ProviderApi, SameApi};
 use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 use crate::config::ProviderConfig;
 use crate::error::Result;
@@ -19,8 +20,8 @@ use crate::http_client::HttpClient;
 use crate::http_client::UpstreamResponse;
 use crate::providers::ChunkStream;
 use crate::wire::openai::{
-    ChatCompletion, ChatCompletionRequest, CompletionOutline, EmbeddingsRequestWire,
-    EmbeddingsResponseWire,
+    body_for_model, ChatCompletion, ChatCompletionRequest, CompletionOutline,
+    EmbeddingsRequestWire, EmbeddingsResponseWire,
 };
 
 const DEFAULT_BASE_URL: &str = "https://api.openai.com/v1";
@@ -128,50 +129,84 @@ impl OpenAi {
         .await
     }
 
-    /// The body of a complete (not streamed) chat answer.
-    async fn complete(&self, req: &ChatRequest, model: &str) -> Result<bytes::Bytes> {
+    /// The chat request's body for `model`: the client's own when it may go as it came (see
+    /// [`SameApi::body`]), else written anew from the canonical request.
+    fn chat_body(
+        req: &ChatRequest,
+        model: &str,
+        stream: bool,
+        client_body: Option<&Bytes>,
+    ) -> Result<Vec<u8>> {
+        let forwarded = client_body
+            .filter(|_| req.stream == stream)
+            .and_then(|body| body_for_model(body, model, stream, req.include_usage));
+        if let Some(body) = forwarded {
+            return Ok(body);
+        }
         let mut wire = ChatCompletionRequest::from_canonical(req, model);
-        wire.stream = None;
-        wire.stream_options = None;
-        let response = self.post(Operation::Chat, model, to_json(&wire)?).await?;
+        if stream {
+            wire.stream = Some(true);
+        } else {
+            wire.stream = None;
+            wire.stream_options = None;
+        }
+        to_json(&wire)
+    }
+
+    /// The body of a complete (not streamed) chat answer.
+    async fn complete(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        client_body: Option<&Bytes>,
+    ) -> Result<Bytes> {
+        let body = Self::chat_body(req, model, false, client_body)?;
+        let response = self.post(Operation::Chat, model, body).await?;
         read_body(&self.name, response).await
     }
 
-    /// A streamed chat answer; `verbatim`: each chunk keeps its event data, for a client of the
-    /// same API ([`crate::canonical::ChatChunk::raw`]).
+    /// A streamed chat answer. For a client of the same API, each chunk keeps its event data
+    /// when `same_api.verbatim` ([`crate::canonical::ChatChunk::raw`]).
     pub async fn stream(
         &self,
         req: &ChatRequest,
         model: &str,
-        verbatim: bool,
+        same_api: SameApi<'_>,
     ) -> Result<ChunkStream> {
-        let mut wire = ChatCompletionRequest::from_canonical(req, model);
-        wire.stream = Some(true);
-        let response = self.post(Operation::Chat, model, to_json(&wire)?).await?;
+        let body = Self::chat_body(req, model, true, same_api.body)?;
+        let response = self.post(Operation::Chat, model, body).await?;
         Ok(stream::decode(
             self.name.clone(),
             response.bytes_stream(),
-            verbatim,
+            same_api.verbatim,
         ))
     }
 
-    /// A complete chat answer kept as the upstream sent it, for a client of the same API
-    /// ([`ChatResponse::raw`]): only what the gateway reads of it is parsed.
-    pub async fn chat_verbatim(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
-        let body = self.complete(req, model).await?;
-        let outline = parse_body::<CompletionOutline>(&self.name, &body, "a chat completion")?;
-        Ok(outline.into_canonical(body))
+    /// A complete chat answer. For a client of the same API, when `same_api.verbatim`, it is
+    /// kept as the upstream sent it ([`ChatResponse::raw`]): only what the gateway reads of it
+    /// is parsed.
+    pub async fn chat_same_api(
+        &self,
+        req: &ChatRequest,
+        model: &str,
+        same_api: SameApi<'_>,
+    ) -> Result<ChatResponse> {
+        let body = self.complete(req, model, same_api.body).await?;
+        if same_api.verbatim {
+            let outline = parse_body::<CompletionOutline>(&self.name, &body, "a chat completion")?;
+            return Ok(outline.into_canonical(body));
+        }
+        Ok(parse_body::<ChatCompletion>(&self.name, &body, "a chat completion")?.into_canonical())
     }
 }
 
 impl ProviderApi for OpenAi {
     async fn chat(&self, req: &ChatRequest, model: &str) -> Result<ChatResponse> {
-        let body = self.complete(req, model).await?;
-        Ok(parse_body::<ChatCompletion>(&self.name, &body, "a chat completion")?.into_canonical())
+        self.chat_same_api(req, model, SameApi::default()).await
     }
 
     async fn chat_stream(&self, req: &ChatRequest, model: &str) -> Result<ChunkStream> {
-        self.stream(req, model, false).await
+        self.stream(req, model, SameApi::default()).await
     }
 
     async fn embed(&self, req: &EmbeddingsRequest, model: &str) -> Result<EmbeddingsResponse> {

@@ -6,14 +6,14 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::Extension;
 use axum::response::Response;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use http::HeaderMap;
 use serde_json::json;
 
 use super::events::{sse_events, EventWriter};
 use super::{
-    chat_response, conversation, json_body, json_response, read_json, retrieval_stores,
-    routed_response,
+    chat_response, conversation, json_body, json_response, parse_json, read_body, read_json,
+    retrieval_stores, routed_response,
 };
 use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
@@ -32,22 +32,29 @@ pub async fn chat_completions(
     body: Body,
 ) -> Response {
     let limit = cx.gateway.config.server.max_body_bytes;
-    match read_json::<ChatCompletionRequest>(body, limit).await {
-        Ok(req) => complete(&cx, &headers, req, Vec::new()).await,
+    let read = read_body(body, limit)
+        .await
+        .and_then(|body| Ok((parse_json::<ChatCompletionRequest>(&body)?, body)));
+    match read {
+        Ok((req, body)) => complete(&cx, &headers, req, Vec::new(), Some(body)).await,
         Err(e) => e.into_response(API),
     }
 }
 
 /// Serves a chat completions request once read: its conversation and retrieval headers, the
-/// pipeline, and the answer in OpenAI's shape, whole or streamed. A prompt run
-/// ([`super::prompts`]) comes here with the request its template made, and ledger `tags`
-/// naming the prompt.
+/// pipeline, and the answer in OpenAI's shape, whole or streamed. `body` is what the request
+/// was read from, if a client sent it. A prompt run ([`super::prompts`]) comes here with the
+/// request its template made, and ledger `tags` naming the prompt.
 pub async fn complete(
     cx: &Arc<RequestContext>,
     headers: &HeaderMap,
     req: ChatCompletionRequest,
     tags: crate::usage::Tags,
+    body: Option<Bytes>,
 ) -> Response {
+    // A `conversation` field is the gateway's, never the upstream's: a body with one is not
+    // forwarded.
+    let body = body.filter(|_| !req.extra.contains_key("conversation"));
     let (req, conversation, retrieval) = match req.into_canonical().and_then(|mut req| {
         let conversation = conversation(headers, &mut req)?;
         Ok((req, conversation, retrieval_stores(headers)?))
@@ -62,6 +69,7 @@ pub async fn complete(
         cache: pipeline::cache::Control::from_headers(headers),
         tags,
         verbatim: true,
+        body,
         ..pipeline::Directives::default()
     };
     let routed = pipeline::chat(cx, req, directives).await;

@@ -245,7 +245,7 @@ pub async fn run(
                 (PROMPT_TAG, Value::String(prompt.name.clone())),
                 (VERSION_TAG, Value::from(prompt.version)),
             ];
-            openai::complete(&cx, &headers, request, tags).await
+            openai::complete(&cx, &headers, request, tags, None).await
         }
         Err(e) => e.into_response(Api::OpenAiChat),
     }

@@ -1,10 +1,12 @@
 //! OpenAI's chat completions and embeddings formats.
 
 mod embeddings;
+mod forward;
 mod request;
 mod response;
 
 pub use embeddings::{EmbeddingsRequestWire, EmbeddingsResponseWire};
+pub use forward::body_for_model;
 pub use request::ChatCompletionRequest;
 pub use response::{
     usage_from_wire, ChatCompletion, ChatCompletionChunk, ChunkOutline, CompletionOutline,

@@ -128,6 +128,78 @@ async fn unknown_request_fields_are_forwarded_untouched() {
     );
 }
 
+/// A request body written its own way: member order, spacing, escapes, extensions.
+const CLIENT_BODY: &str = r#"{ "messages": [ {"role":"user", "content":"quote \" and {brackets] \\"} ],
+  "vendor_flag" : {"model": "not the model", "n": [1, 2.5e3, null]},  "model" : "chat",
+  "temperature":0.25 }"#;
+
+/// Posts `body` as it is written to the chat completions route.
+async fn post_text(gw: &Gateway, body: &str) -> Answer {
+    gw.send(
+        gw.client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(body.to_owned()),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_request_nothing_changes_goes_to_an_openai_upstream_as_the_client_wrote_it() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+
+    let answer = post_text(&gw, CLIENT_BODY).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let sent = mock.received()[0].body.clone();
+    assert_eq!(
+        std::str::from_utf8(&sent).unwrap(),
+        CLIENT_BODY.replace(r#""model" : "chat""#, r#""model" : "gpt-upstream""#),
+        "only the model changes"
+    );
+}
+
+#[tokio::test]
+async fn a_request_forwarded_as_written_still_asks_a_stream_for_usage() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+
+    let mut stream = gw.stream(stream_body("chat", "one two three")).await;
+    let chunks = chunks_until_done(&stream.data().await);
+    // The client did not ask for usage: it gets none, but the upstream was asked for it.
+    assert!(chunks
+        .iter()
+        .all(|c| c.get("usage").is_none() || c["usage"].is_null()));
+    let sent = mock.received()[0].json();
+    assert_eq!(sent["model"], "gpt-upstream");
+    assert_eq!(sent["stream_options"], json!({"include_usage": true}));
+
+    // The client's own stream options are kept beside the usage the gateway asks for.
+    let mut body = stream_body("chat", "four five");
+    body["stream_options"] = json!({"include_obfuscation": false});
+    gw.stream(body).await.data().await;
+    assert_eq!(
+        mock.received()[1].json()["stream_options"],
+        json!({"include_obfuscation": false, "include_usage": true})
+    );
+}
+
+#[tokio::test]
+async fn the_gateways_own_fields_never_go_upstream() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock)).await;
+
+    let answer = post_text(
+        &gw,
+        r#"{"model":"chat","conversation":null,"messages":[{"role":"user","content":"hi"}]}"#,
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let sent = mock.received()[0].json();
+    assert!(sent.get("conversation").is_none(), "{sent}");
+    assert_eq!(sent["messages"][0]["content"], "hi");
+}
+
 #[tokio::test]
 async fn unknown_response_fields_from_upstream_reach_the_client() {
     let mock = MockUpstream::start().await.unwrap();

@@ -1595,10 +1595,13 @@ mod wire {
         };
         let object = body.as_object_mut().expect("an object");
         match (surface, provider) {
-            // The chat client's own name for the limit goes back to a chat upstream.
+            // A chat client's request goes to a chat upstream as the client wrote it, but for
+            // the model: its name for the limit, its list of one stop sequence, its null content.
             (Surface::Chat, Provider::OpenAi) => {
                 object.remove("max_tokens");
                 object.insert("max_completion_tokens".into(), json!(200));
+                object.insert("stop".into(), json!(["END"]));
+                object["messages"][4]["content"] = Value::Null;
             }
             // An Anthropic client's cache hint goes to Anthropic only.
             (Surface::Messages, Provider::Anthropic) => {
@@ -1656,7 +1659,12 @@ mod wire {
         let answer = p.post(&request).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
         let whole = p.upstream_request(false);
-        assert_eq!(whole, unstreamed(p.provider, expected));
+        let mut expected = unstreamed(p.provider, expected);
+        if (p.surface, p.provider) == (Surface::Chat, Provider::OpenAi) {
+            // As the client wrote it.
+            expected["stream"] = json!(false);
+        }
+        assert_eq!(whole, expected);
 
         // Credentials in the provider's own header, and nothing else's.
         let received = p.mock.received();
