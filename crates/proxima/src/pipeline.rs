@@ -22,7 +22,8 @@
 //!    metrics, and its `traceparent` goes upstream. A call whose only stage is metering, from
 //!    a surface that can send its API's answers as they came ([`Directives::verbatim`]), lets
 //!    an upstream of that API hand over its body and stream events unread but for usage, ids
-//!    and finish reasons.
+//!    and finish reasons. Likewise a request that [`prepare`] left as it came goes to such an
+//!    upstream as its client wrote it, but for the model ([`Directives::body`]).
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
 //!    call's [`finish::Stage`]s in the order of their [`finish::Place`]: the cache fill sees
 //!    the upstream's answer, PII unmasking turns it into the client's, then output guardrails
