@@ -23,7 +23,8 @@
 //!    for the same request, or a close one, skips routing: [`cache`](crate::cache)) → limit
 //!    (429 rate limits and budgets of key, team and model) → route (the
 //!    [`router`](crate::router): strategy order, every target, retries, fallbacks; a stream
-//!    fails over until its first chunk) → finish (the answer's stages; metering settles the
+//!    fails over until its first chunk; a request prepare left as it came goes to an upstream
+//!    of the client's API as the client wrote it, but for the model) → finish (the answer's stages; metering settles the
 //!    limits and writes the one ledger row when the call ends, however it ends; a conversation
 //!    turn or a stored response is kept by a stage once the answer is complete).
 //! 5. Back in the surface: the canonical answer is written in the client's format (or, when
