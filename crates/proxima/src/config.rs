@@ -81,18 +81,20 @@ impl Default for PiiConfig {
 }
 
 impl PiiConfig {
-    /// This policy with `over`'s fields where it sets them.
-    pub fn overridden(&self, over: Option<&PiiOverride>) -> PiiConfig {
-        let Some(over) = over else {
-            return self.clone();
-        };
-        PiiConfig {
-            mode: over.mode.unwrap_or(self.mode),
-            entities: over
-                .entities
-                .clone()
-                .unwrap_or_else(|| self.entities.clone()),
-        }
+    /// The mode and kinds of this policy with each of `overrides`' fields, in order, where it
+    /// sets them. Borrowed, not copied: every call asks.
+    pub fn with_overrides<'a>(
+        &'a self,
+        overrides: impl IntoIterator<Item = &'a PiiOverride>,
+    ) -> (PiiMode, &'a [PiiEntity]) {
+        overrides
+            .into_iter()
+            .fold((self.mode, &self.entities[..]), |(mode, entities), over| {
+                (
+                    over.mode.unwrap_or(mode),
+                    over.entities.as_deref().unwrap_or(entities),
+                )
+            })
     }
 }
 

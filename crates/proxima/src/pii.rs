@@ -38,11 +38,15 @@ pub use unmask::Unmask;
 /// The kinds of personal data masked or redacted in a request, e.g. `email,card`.
 pub const PII_HEADER: HeaderName = HeaderName::from_static("x-proxima-pii");
 
-/// What the caller's policy asks for, or `None` when it looks for nothing.
+/// What the caller's policy asks for, or `None` when it looks for nothing. The policy is
+/// `[pii]`, then the caller's team's own, then its key's own.
 fn policy(cx: &RequestContext) -> Option<(PiiMode, Entities)> {
-    let policy = cx.pii();
-    let wanted = Entities::of(&policy.entities);
-    (policy.mode != PiiMode::Off && !wanted.is_empty()).then_some((policy.mode, wanted))
+    let team = cx.team();
+    let overrides = team.as_deref().and_then(|t| t.pii.as_ref());
+    let (mode, entities) =
+        (cx.gateway.config.pii).with_overrides(overrides.into_iter().chain(cx.caller.pii.as_ref()));
+    let wanted = Entities::of(entities);
+    (mode != PiiMode::Off && !wanted.is_empty()).then_some((mode, wanted))
 }
 
 fn action(mode: PiiMode) -> Action {

@@ -121,16 +121,6 @@ impl RequestContext {
         }
     }
 
-    /// The PII policy for this caller: `[pii]`, then its team's own, then its key's own.
-    pub fn pii(&self) -> crate::config::PiiConfig {
-        let team = self.team();
-        self.gateway
-            .config
-            .pii
-            .overridden(team.as_deref().and_then(|t| t.pii.as_ref()))
-            .overridden(self.caller.pii.as_ref())
-    }
-
     /// The regions whose providers may serve this caller: its key's and its team's, both when
     /// both are set; `None` means any region.
     pub fn regions(&self) -> Option<Vec<String>> {

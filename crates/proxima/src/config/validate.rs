@@ -716,9 +716,13 @@ mod tests {
             mode: Some(PiiMode::Off),
             entities: None,
         };
-        let effective = config.pii.overridden(Some(&team)).overridden(Some(&key));
-        assert_eq!(effective.mode, PiiMode::Off);
-        assert_eq!(effective.entities, vec![PiiEntity::Ssn]);
+        let (mode, entities) = config.pii.with_overrides([&team, &key]);
+        assert_eq!(mode, PiiMode::Off);
+        assert_eq!(entities, [PiiEntity::Ssn]);
+        assert_eq!(
+            config.pii.with_overrides([]).1,
+            [PiiEntity::Email, PiiEntity::Card]
+        );
         assert!(parse("[pii]\nmode = \"scramble\"\n").is_err());
         assert!(parse("[pii]\nentities = [\"passport\"]\n").is_err());
     }
