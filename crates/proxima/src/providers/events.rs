@@ -1,10 +1,12 @@
 //! One loop for every provider's event stream: the transport, truncation and end-of-stream
 //! rules live here; each provider only says what one event means ([`EventDecoder`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
-use futures_util::{stream, Stream, StreamExt};
+use futures_util::{Stream, StreamExt};
 
 use super::upstream_error;
 use crate::canonical::ChatChunk;
@@ -38,7 +40,10 @@ pub fn incomplete(provider: &str) -> Error {
     ))
 }
 
-struct State<S, D> {
+/// The chunks of one upstream stream: its events, read by the provider's decoder. Written out
+/// as a stream, not as `stream::unfold`, which moves its whole state into a new future and
+/// back out for every chunk.
+struct Decode<S, D> {
     events: SseStream<S>,
     decoder: D,
     provider: Arc<str>,
@@ -49,40 +54,49 @@ struct State<S, D> {
 pub fn decode<S, D>(provider: Arc<str>, bytes: S, decoder: D) -> ChunkStream
 where
     S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
-    D: EventDecoder,
+    D: EventDecoder + Unpin,
 {
-    let state = State {
+    Box::pin(Decode {
         events: SseStream::new(bytes),
         decoder,
         provider,
         done: false,
-    };
-    Box::pin(stream::unfold(state, |mut s| async move {
-        if s.done {
-            return None;
+    })
+}
+
+impl<S, D> Stream for Decode<S, D>
+where
+    S: Stream<Item = std::result::Result<Bytes, HttpError>> + Unpin,
+    D: EventDecoder + Unpin,
+{
+    type Item = Result<ChatChunk>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
         }
         loop {
-            let item = match s.events.next().await {
-                Some(Ok(event)) => match s.decoder.on_event(&event) {
+            let item = match ready!(this.events.poll_next_unpin(cx)) {
+                Some(Ok(event)) => match this.decoder.on_event(&event) {
                     Ok(Decoded::Skip) => continue,
-                    Ok(Decoded::Chunk(chunk)) => return Some((Ok(chunk), s)),
+                    Ok(Decoded::Chunk(chunk)) => return Poll::Ready(Some(Ok(chunk))),
                     Ok(Decoded::End(last)) => {
-                        s.done = true;
-                        return last.map(|chunk| (Ok(chunk), s));
+                        this.done = true;
+                        return Poll::Ready(last.map(Ok));
                     }
                     Err(e) => Err(e),
                 },
-                Some(Err(SseError::Transport(e))) => Err(upstream_error::transport(&s.provider, e)),
+                Some(Err(SseError::Transport(e))) => {
+                    Err(upstream_error::transport(&this.provider, e))
+                }
                 Some(Err(SseError::Truncated)) | None => {
-                    s.done = true;
-                    return match s.decoder.on_close() {
-                        Ok(last) => last.map(|chunk| (Ok(chunk), s)),
-                        Err(e) => Some((Err(e), s)),
-                    };
+                    this.done = true;
+                    return Poll::Ready(this.decoder.on_close().transpose());
                 }
             };
-            s.done = true;
-            return Some((item, s));
+            this.done = true;
+            return Poll::Ready(Some(item));
         }
-    }))
+    }
 }
