@@ -359,7 +359,9 @@ impl Router {
                 attempts += 1;
                 let upstream_model = target.upstream_model(suffix.as_deref());
                 let started = Instant::now();
-                let call = attempt(target.provider.clone(), upstream_model.clone());
+                // Boxed once here: a provider call's future takes kilobytes, and unboxed it
+                // would be moved whole through each wrapper below (timeout, trace scope).
+                let call = Box::pin(attempt(target.provider.clone(), upstream_model.clone()));
                 let timed = async {
                     match model.timeout {
                         Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {

@@ -78,7 +78,9 @@ impl UsageRecord {
 
 /// Closes a request's record, its rate-limit grant and its budget reservation, once.
 pub struct Meter {
-    open: Option<Open>,
+    /// Boxed: the record is hundreds of bytes, and the meter travels with the call through
+    /// every phase (and so through every future that holds the call), moved at each step.
+    open: Option<Box<Open>>,
 }
 
 struct Open {
@@ -91,12 +93,12 @@ struct Open {
 impl Meter {
     pub fn new(record: UsageRecord, ledger: Arc<Ledger>) -> Meter {
         Meter {
-            open: Some(Open {
+            open: Some(Box::new(Open {
                 record,
                 grant: None,
                 reservation: None,
                 ledger,
-            }),
+            })),
         }
     }
 
