@@ -944,7 +944,7 @@ impl std::error::Error for Problems {}
 
 impl Config {
     /// Whether something here limits tokens or spend (a model's `tpm`, a key's `tpm` or
-    /// budget): its calls need their prompts counted, so the tokenizer is loaded at start.
+    /// budget): its calls need their prompts counted, so the tokenizer is readied at start.
     pub fn counts_tokens(&self) -> bool {
         self.models.values().any(|m| m.tpm.is_some())
             || self

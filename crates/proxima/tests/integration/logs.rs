@@ -50,8 +50,8 @@ async fn every_log_line_of_a_request_names_its_request_id() {
     );
 }
 
-/// The tokenizer's tables are most of the gateway's memory: they load only when something
-/// counts tokens — here a model's `tpm` — and never for a gateway without token limits.
+/// The tokenizer is readied (its pattern compiled) only when something counts tokens — here a
+/// model's `tpm` — and never for a gateway without token limits.
 #[tokio::test]
 async fn the_tokenizer_loads_only_for_a_gateway_that_counts_tokens() {
     let mock = mock_upstream::MockUpstream::start().await.unwrap();
@@ -66,7 +66,7 @@ async fn the_tokenizer_loads_only_for_a_gateway_that_counts_tokens() {
         )
         .await;
         assert_eq!(answer.status, 200, "{}", answer.text());
-        // Loading takes a fraction of a second in the background.
+        // Readying takes milliseconds in the background.
         tokio::time::sleep(std::time::Duration::from_millis(if loads {
             1500
         } else {
