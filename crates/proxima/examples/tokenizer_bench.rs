@@ -2,8 +2,8 @@
 //! vocabulary became static tables): microseconds per text of each kind, and the memory each
 //! takes once ready. Both count `o200k_base`; the bench checks that they agree.
 //!
-//! `cargo run --release -p proxima --example tokenizer_bench` (or `bench/tokenizer.sh`); prints
-//! Markdown.
+//! `cargo run --release -p proxima --example tokenizer_bench [WORD]` (or `bench/tokenizer.sh`);
+//! prints Markdown. With a word, only the texts whose name has it are timed (to profile one).
 #![allow(clippy::expect_used)]
 
 use tokio::time::Instant;
@@ -64,7 +64,8 @@ fn main() {
 
     println!("| text | bytes | tokens | Proxima µs | tiktoken-rs µs | Proxima ns/byte |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for (name, text) in &texts {
+    let only = std::env::args().nth(1).unwrap_or_default();
+    for (name, text) in texts.iter().filter(|(name, _)| name.contains(&only)) {
         let ours = proxima::tokenizer::count_once(text);
         let theirs = reference.encode_ordinary(text).len() as u64;
         assert_eq!(ours, theirs, "the two disagree on {name}");
