@@ -21,17 +21,33 @@ pub const INDEX_BITS: u32 = 19;
 pub const RANK_BITS: u32 = 18;
 
 /// Where looking up `bytes` starts, and the tag its entry has. The hash takes the bytes eight
-/// at a time, each word mixed in by a multiplication and a rotation, and the length last; the
-/// slot is its top bits, the tag the bits below. Fixed, not seeded: the table is made once at
-/// build time, and its longest run of full slots bounds any lookup (the build checks it).
+/// at a time (the last word padded with zeros), each word mixed in by a multiplication and a
+/// rotation, and the length last; the slot is its top bits, the tag the bits below. Fixed, not
+/// seeded: the table is made once at build time, and its longest run of full slots bounds any
+/// lookup (the build checks it).
 pub fn locate(bytes: &[u8]) -> (usize, u32) {
-    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
-    for chunk in bytes.chunks(8) {
-        let mut word = [0; 8];
-        word[..chunk.len()].copy_from_slice(chunk);
-        hash = (hash ^ u64::from_le_bytes(word))
+    let mix = |hash: u64, word: u64| {
+        (hash ^ word)
             .wrapping_mul(0x9e37_79b9_7f4a_7c15)
-            .rotate_left(31);
+            .rotate_left(31)
+    };
+    let mut hash: u64 = 0x243f_6a88_85a3_08d3;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut word = [0; 8];
+        word.copy_from_slice(chunk);
+        hash = mix(hash, u64::from_le_bytes(word));
+    }
+    // The last bytes as a little-endian word, built up rather than copied: a copy of a length
+    // not known in advance is a call to `memcpy`, for every lookup.
+    let rest = words.remainder();
+    if !rest.is_empty() {
+        hash = mix(
+            hash,
+            rest.iter()
+                .rev()
+                .fold(0, |word, &b| word << 8 | u64::from(b)),
+        );
     }
     hash = (hash ^ bytes.len() as u64).wrapping_mul(0xd6e8_feb8_6659_fd93);
     let slot = (hash >> (64 - INDEX_BITS)) as usize;
