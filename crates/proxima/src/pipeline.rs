@@ -19,10 +19,11 @@
 //! 5. [`route`]: the [`router`](crate::router) tries targets (strategy order, retries,
 //!    fallbacks), each attempt a provider call; a stream fails over until its first chunk.
 //!    Routing runs in the call's trace ([`crate::telemetry`]): each attempt gets its span and
-//!    metrics, and its `traceparent` goes upstream. A call whose only stage is metering, from
-//!    a surface that can send its API's answers as they came ([`Directives::verbatim`]), lets
-//!    an upstream of that API hand over its body and stream events unread but for usage, ids
-//!    and finish reasons. Likewise a request that [`prepare`] left as it came goes to such an
+//!    metrics, and its `traceparent` goes upstream. A call from a surface that can send its
+//!    API's answers as they came ([`Directives::verbatim`]), none of whose stages changes the
+//!    answer, lets an upstream of that API hand over its body and stream events as they came:
+//!    unread but for usage, ids and finish reasons, or read whole for a stage that keeps the
+//!    answer ([`finish::Reads`]). Likewise a request that [`prepare`] left as it came goes to such an
 //!    upstream as its client wrote it, but for the model ([`Directives::body`]).
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
 //!    call's [`finish::Stage`]s in the order of their [`finish::Place`]: the cache fill sees
@@ -52,7 +53,7 @@ use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsR
 use crate::error::{Error, ErrorKind, Result};
 use crate::gateway::Gateway;
 use crate::policy::Caller;
-use crate::providers::{ChunkStream, SameApi};
+use crate::providers::{ChunkStream, SameApi, Verbatim};
 use crate::router::{Resolved, Routed};
 use crate::services::Services;
 use crate::store::TeamRecord;
@@ -225,7 +226,8 @@ pub struct Directives {
     pub tags: crate::usage::Tags,
     /// The surface speaks OpenAI's chat completions and can send an answer in that format as
     /// its upstream sent it ([`ChatResponse::raw`]): the call asks for one when no stage on the
-    /// way out reads or changes the answer, which saves reading and writing it again.
+    /// way out changes the answer, which saves writing it again (and reading it, when no
+    /// stage keeps it).
     pub verbatim: bool,
     /// The body the surface read the request from, in OpenAI's chat completions format. An
     /// upstream of that API gets it with only the model changed, instead of a body written
@@ -294,8 +296,14 @@ async fn serve_chat(
     if let Err(e) = limit::charge(&mut exchange, &prepared).await {
         return exchange.refuse(e);
     }
+    let verbatim = match exchange.stages.reads() {
+        _ if !directives.verbatim => Verbatim::No,
+        finish::Reads::Outline => Verbatim::Outline,
+        finish::Reads::Whole => Verbatim::Whole,
+        finish::Reads::Changes => Verbatim::No,
+    };
     let same_api = SameApi {
-        verbatim: directives.verbatim && !exchange.stages.read_answer(),
+        verbatim,
         body: prepared.body.as_ref(),
     };
     // Boxed: the router's future is large, and the tracing wrappers move it.

@@ -60,12 +60,27 @@ pub trait ProviderApi {
 /// completions): both save the gateway writing out again what it only passes on.
 #[derive(Clone, Copy, Default)]
 pub struct SameApi<'a> {
-    /// Nothing on the way out reads or changes the answer: it may go back as the upstream sent
-    /// it ([`ChatResponse::raw`], [`ChatChunk::raw`]).
-    pub verbatim: bool,
+    /// Whether the answer may go back as the upstream sent it, and how much of it is read.
+    pub verbatim: Verbatim,
     /// The client's body, which still says exactly what the request does: it goes upstream
     /// with only its model changed ([`crate::wire::openai::body_for_model`]).
     pub body: Option<&'a bytes::Bytes>,
+}
+
+/// Whether an answer to a client of the same API may go back as the upstream sent it
+/// ([`ChatResponse::raw`], [`ChatChunk::raw`]), and how much of it the gateway reads then.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Verbatim {
+    /// No: something on the way out may change the answer, which is read whole and written
+    /// anew.
+    #[default]
+    No,
+    /// Yes, reading only its outline (ids, finish reasons, usage): nothing on the way out
+    /// reads more.
+    Outline,
+    /// Yes, and it is read whole too, for a stage that keeps it (the cache fill, a stored
+    /// conversation turn): reading it costs the same, writing it anew is saved.
+    Whole,
 }
 
 enum Adapter {

@@ -18,9 +18,10 @@ pub struct ChatResponse {
     pub extra: Map<String, Value>,
     pub extra_api: Option<Api>,
     /// The upstream's own body, in the API of `extra_api`, when the answer goes to a client of
-    /// that API as it came: only a call that asked for it (nothing on its way out reads or
-    /// changes the messages) gets one, and its choices then carry finish reasons but no
-    /// message content, which was not copied out.
+    /// that API as it came: only a call that asked for it (nothing on its way out changes the
+    /// messages) gets one. Its choices then carry finish reasons, and their message content
+    /// only when a stage that keeps the answer (the cache fill, a stored turn) had it read
+    /// whole.
     #[serde(skip)]
     pub raw: Option<bytes::Bytes>,
 }

@@ -18,7 +18,8 @@ pub struct ChatChunk {
     pub extra_api: Option<Api>,
     /// The upstream's own event data for this chunk, in the API of `extra_api`, when it goes
     /// to a client of that API as it came (as [`super::ChatResponse::raw`]): its choices then
-    /// carry finish reasons but no deltas.
+    /// carry finish reasons, and their deltas only when a stage that keeps the answer had the
+    /// chunk read whole.
     #[serde(skip)]
     pub raw: Option<bytes::Bytes>,
 }

@@ -18,7 +18,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::canonical::{ChatChunk, ChatResponse};
 use crate::config::ProviderKind;
-use crate::pipeline::finish::{Outcome, Route, Stage};
+use crate::pipeline::finish::{Outcome, Reads, Route, Stage};
 
 /// Prompts shorter than this teach nothing: the per-message overhead an API adds to its count
 /// would outweigh the text.
@@ -99,6 +99,11 @@ impl Observe {
 }
 
 impl Stage for Observe {
+    /// Only usage.
+    fn reads(&self) -> Reads {
+        Reads::Outline
+    }
+
     fn routed(&mut self, route: &Route<'_>) {
         self.answered_by = route
             .provider

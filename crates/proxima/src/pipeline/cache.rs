@@ -30,7 +30,7 @@ use ring::digest;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::finish::{Gathered, Outcome, Place, Route, Stage};
+use super::finish::{Gathered, Outcome, Place, Reads, Route, Stage};
 use super::{ChatOutput, Exchange, RequestContext};
 use crate::cache::{Digest, Entry, Near, Terms};
 use crate::canonical::{
@@ -270,6 +270,10 @@ impl Stage for Fill {
         Place::Upstream
     }
 
+    fn reads(&self) -> Reads {
+        Reads::Whole
+    }
+
     fn routed(&mut self, route: &Route<'_>) {
         self.origin = Some((
             route.provider.map(|p| p.to_string()),
@@ -290,9 +294,11 @@ impl Stage for Fill {
         if !matches!(outcome, Outcome::Complete) {
             return;
         }
-        let Some(answer) = self.gathered.take().filter(storable) else {
+        let Some(mut answer) = self.gathered.take().filter(storable) else {
             return;
         };
+        // What a hit sends is written from the entry, wherever it is kept.
+        answer.raw = None;
         let (provider, upstream_model, price) = self.origin.take().unwrap_or_default();
         let cost = match (price, &answer.usage) {
             (Some(price), Some(usage)) => pricing::nanos(price.cost(usage)),

@@ -53,11 +53,28 @@ pub enum Place {
     Client,
 }
 
+/// How much of the answer a stage reads, which decides whether a same-API answer may go out
+/// as the upstream wrote it ([`ChatResponse::raw`], [`ChatChunk::raw`]) and how much of it is
+/// read then. The call's need is its greediest stage's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reads {
+    /// Ids, model, finish reasons and usage: what the gateway reads of an answer it passes on.
+    Outline,
+    /// The whole answer, which it keeps but does not change (the cache fill, a stored turn).
+    Whole,
+    /// The whole answer, which it may change or refuse: the answer is written anew.
+    Changes,
+}
+
 /// Something a chat answer passes through on its way to the client.
 pub trait Stage: Send {
     /// Where the stage sits; see [`Place`].
     fn place(&self) -> Place {
         Place::Client
+    }
+    /// How much of the answer the stage reads; see [`Reads`].
+    fn reads(&self) -> Reads {
+        Reads::Changes
     }
     /// A streamed chunk on its way out; the stage may change it.
     fn chunk(&mut self, chunk: &mut ChatChunk);
@@ -119,10 +136,13 @@ impl Stages {
         Stages::default()
     }
 
-    /// Whether a stage besides metering (which reads only usage, model and finish reasons)
-    /// will see the answer.
-    pub fn read_answer(&self) -> bool {
-        !self.stages.is_empty()
+    /// How much of the answer the stages read, together. Metering reads only the outline.
+    pub fn reads(&self) -> Reads {
+        self.stages
+            .iter()
+            .map(|stage| stage.reads())
+            .max()
+            .unwrap_or(Reads::Outline)
     }
 
     /// Adds a stage at its place, after the ones already there.
@@ -265,6 +285,10 @@ impl<F: FnOnce(ChatResponse) + Send> Keep<F> {
 }
 
 impl<F: FnOnce(ChatResponse) + Send> Stage for Keep<F> {
+    fn reads(&self) -> Reads {
+        Reads::Whole
+    }
+
     fn chunk(&mut self, chunk: &mut ChatChunk) {
         self.gathered.chunk(chunk);
     }

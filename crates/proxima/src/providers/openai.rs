@@ -12,7 +12,7 @@ use super::azure::Azure;
 use super::client::{
     base_url, parse_body, parse_url, post_json, provider_headers, read_body, to_json,
 };
-use super::{ProviderApi, SameApi};
+use super::{ProviderApi, SameApi, Verbatim};
 use crate::canonical::{ChatRequest, ChatResponse, EmbeddingsRequest, EmbeddingsResponse};
 use crate::config::ProviderConfig;
 use crate::error::Result;
@@ -166,7 +166,7 @@ impl OpenAi {
     }
 
     /// A streamed chat answer. For a client of the same API, each chunk keeps its event data
-    /// when `same_api.verbatim` ([`crate::canonical::ChatChunk::raw`]).
+    /// as `same_api.verbatim` allows ([`crate::canonical::ChatChunk::raw`]).
     pub async fn stream(
         &self,
         req: &ChatRequest,
@@ -182,9 +182,9 @@ impl OpenAi {
         ))
     }
 
-    /// A complete chat answer. For a client of the same API, when `same_api.verbatim`, it is
-    /// kept as the upstream sent it ([`ChatResponse::raw`]): only what the gateway reads of it
-    /// is parsed.
+    /// A complete chat answer. For a client of the same API, as `same_api.verbatim` allows, it
+    /// is kept as the upstream sent it ([`ChatResponse::raw`]), and only what the gateway reads
+    /// of it is parsed.
     pub async fn chat_same_api(
         &self,
         req: &ChatRequest,
@@ -192,11 +192,16 @@ impl OpenAi {
         same_api: SameApi<'_>,
     ) -> Result<ChatResponse> {
         let body = self.complete(req, model, same_api.body).await?;
-        if same_api.verbatim {
+        if same_api.verbatim == Verbatim::Outline {
             let outline = parse_body::<CompletionOutline>(&self.name, &body, "a chat completion")?;
             return Ok(outline.into_canonical(body));
         }
-        Ok(parse_body::<ChatCompletion>(&self.name, &body, "a chat completion")?.into_canonical())
+        let mut answer =
+            parse_body::<ChatCompletion>(&self.name, &body, "a chat completion")?.into_canonical();
+        if same_api.verbatim == Verbatim::Whole {
+            answer.raw = Some(body);
+        }
+        Ok(answer)
     }
 }
 

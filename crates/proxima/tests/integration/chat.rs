@@ -336,16 +336,8 @@ async fn an_openai_answer_reaches_an_openai_client_as_the_upstream_wrote_it() {
     assert_eq!(mock.received()[0].json()["model"], "gpt-upstream");
 }
 
-#[tokio::test]
-async fn an_answer_a_stage_reads_is_written_anew_with_the_same_meaning() {
-    let mock = MockUpstream::start().await.unwrap();
-    // The cache fill on a miss reads the answer: it cannot pass untouched.
-    let gw = Gateway::start(one_model(&mock).section("[cache]\nexact = { ttl = \"1h\" }\n")).await;
-    mock.enqueue(Reply::raw(200, "application/json", UPSTREAM_ANSWER));
-
-    let answer = gw.chat_ok(chat_body("chat", "hi")).await;
-    assert_ne!(answer.text(), UPSTREAM_ANSWER);
-    let body = answer.json();
+/// An answer written anew from the canonical model says what `UPSTREAM_ANSWER` says.
+fn assert_means_the_upstream_answer(body: &serde_json::Value) {
     let upstream: serde_json::Value = serde_json::from_str(UPSTREAM_ANSWER).unwrap();
     for field in [
         "id",
@@ -363,4 +355,35 @@ async fn an_answer_a_stage_reads_is_written_anew_with_the_same_meaning() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     assert_eq!(body["usage"]["prompt_tokens"], 11);
     assert_eq!(body["usage"]["prompt_tokens_details"]["cached_tokens"], 4);
+}
+
+#[tokio::test]
+async fn an_answer_a_stage_may_change_is_written_anew_with_the_same_meaning() {
+    let mock = MockUpstream::start().await.unwrap();
+    // A masked prompt gets an unmasking stage, which may change the answer.
+    let gw = Gateway::start(one_model(&mock).section("[pii]\nmode = \"mask\"\n")).await;
+    mock.enqueue(Reply::raw(200, "application/json", UPSTREAM_ANSWER));
+
+    let answer = gw.chat_ok(chat_body("chat", "mail ann@example.com")).await;
+    assert_eq!(answer.header("x-proxima-pii"), Some("email"));
+    assert_ne!(answer.text(), UPSTREAM_ANSWER);
+    assert_means_the_upstream_answer(&answer.json());
+}
+
+#[tokio::test]
+async fn an_answer_the_cache_keeps_goes_as_the_upstream_wrote_it_and_is_served_again() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock).section("[cache]\nexact = { ttl = \"1h\" }\n")).await;
+    mock.enqueue(Reply::raw(200, "application/json", UPSTREAM_ANSWER));
+
+    // The fill keeps the answer but does not change it: read whole, it still goes as it came.
+    let first = gw.chat_ok(chat_body("chat", "hi")).await;
+    assert_eq!(first.header("x-proxima-cache"), Some("miss"));
+    assert_eq!(first.text(), UPSTREAM_ANSWER);
+
+    // What it kept is the whole answer, not an outline of it.
+    let again = gw.chat_ok(chat_body("chat", "hi")).await;
+    assert_eq!(again.header("x-proxima-cache"), Some("hit"));
+    assert_means_the_upstream_answer(&again.json());
+    assert_eq!(mock.received().len(), 1);
 }

@@ -497,6 +497,33 @@ async fn an_upstream_that_omits_done_after_finishing_still_ends_with_done() {
 }
 
 #[tokio::test]
+async fn a_stream_the_cache_keeps_goes_as_the_upstream_wrote_it_and_is_replayed_whole() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(one_model(&mock).section("[cache]\nexact = { ttl = \"1h\" }\n")).await;
+    let events = vec![
+        r#"{"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-upstream","x_ext":1,"choices":[{"index":0,"delta":{"role":"assistant","content":"kept "},"logprobs":null,"finish_reason":null}]}"#.to_owned(),
+        r#"{"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-upstream","x_ext":2,"choices":[{"index":0,"delta":{"content":"whole"},"logprobs":null,"finish_reason":null}]}"#.to_owned(),
+        r#"{"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-upstream","choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}"#.to_owned(),
+        r#"{"id":"c2","object":"chat.completion.chunk","created":1,"model":"gpt-upstream","choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2,"total_tokens":5}}"#.to_owned(),
+    ];
+    mock.enqueue(Reply::sse(events.clone()));
+
+    // The fill reads every chunk whole but changes none: they go as they came.
+    let mut first = gw.stream(stream_body("chat", "x")).await;
+    assert_eq!(first.header("x-proxima-cache"), Some("miss"));
+    let data = first.data().await;
+    assert_eq!(data[..3], events[..3], "{data:?}");
+    assert_eq!(data[3..], ["[DONE]"], "usage was not asked for: {data:?}");
+
+    // The answer kept is the whole text, replayed.
+    let mut again = gw.stream(stream_body("chat", "x")).await;
+    assert_eq!(again.header("x-proxima-cache"), Some("hit"));
+    let replayed = chunks_until_done(&again.data().await);
+    assert_eq!(streamed_content(&replayed, 0), "kept whole");
+    assert_eq!(mock.received().len(), 1);
+}
+
+#[tokio::test]
 async fn openai_stream_events_reach_an_openai_client_as_the_upstream_wrote_them() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(one_model(&mock)).await;

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::upstream_error as error;
-use crate::providers::ChunkStream;
+use crate::providers::{ChunkStream, Verbatim};
 use crate::sse::SseEvent;
 use crate::wire::openai::{ChatCompletionChunk, ChunkOutline};
 
@@ -24,15 +24,15 @@ struct OpenAiEvents {
     /// (some compatible servers omit `[DONE]`).
     finished: bool,
     /// Chunks keep their event data for a client of the same API ([`ChatChunk::raw`]).
-    verbatim: bool,
+    verbatim: Verbatim,
     /// A chunk was read (its model is what telemetry reports); later plain ones need not be.
     read_one: bool,
 }
 
 /// Chunks until `data: [DONE]`; see [`events::decode`] for how streams end. `verbatim`: each
-/// chunk keeps its event data and only what the gateway reads is parsed (see
-/// [`crate::providers::Provider::chat_stream`]).
-pub fn decode<S>(provider: Arc<str>, bytes: S, verbatim: bool) -> ChunkStream
+/// chunk keeps its event data, and with [`Verbatim::Outline`] only what the gateway reads is
+/// parsed (see [`crate::providers::Provider::chat_stream`]).
+pub fn decode<S>(provider: Arc<str>, bytes: S, verbatim: Verbatim) -> ChunkStream
 where
     S: Stream<Item = std::result::Result<Bytes, HttpError>> + Send + Unpin + 'static,
 {
@@ -54,9 +54,12 @@ impl EventDecoder for OpenAiEvents {
             return Ok(Decoded::Skip);
         }
         let chunk = match self.verbatim {
-            true if self.read_one && says_nothing_kept(&event.data) => unread_chunk(&event.data),
-            true => outline_chunk(&self.provider, &event.data)?,
-            false => parse_chunk(&self.provider, &event.data)?,
+            Verbatim::Outline if self.read_one && says_nothing_kept(&event.data) => {
+                unread_chunk(&event.data)
+            }
+            Verbatim::Outline => outline_chunk(&self.provider, &event.data)?,
+            Verbatim::Whole => whole_chunk(&self.provider, &event.data)?,
+            Verbatim::No => parse_chunk(&self.provider, &event.data)?,
         };
         self.read_one = true;
         self.finished |= chunk.choices.iter().any(|c| c.finish_reason.is_some());
@@ -133,6 +136,16 @@ fn outline_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
         // Whole, or with the reading's error.
         _ => parse_chunk(provider, data),
     }
+}
+
+/// A chunk read whole that keeps its event data, except one that carries usage with its
+/// choices, as in [`outline_chunk`].
+fn whole_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
+    let mut chunk = parse_chunk(provider, data)?;
+    if chunk.usage.is_none() || chunk.choices.is_empty() {
+        chunk.raw = Some(Bytes::copy_from_slice(data.as_bytes()));
+    }
+    Ok(chunk)
 }
 
 fn failed_mid_stream(provider: &str, data: &str) -> Error {
