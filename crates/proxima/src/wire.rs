@@ -6,6 +6,67 @@
 /// fits, so the buffer is not regrown (and copied) several times on the way.
 pub const JSON_CAPACITY: usize = 1024;
 
+/// An object's key as a wire type reads it: borrowed from the input when it holds no escapes.
+pub struct Key<'de>(pub std::borrow::Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Key<'de>, D::Error> {
+        struct Text;
+        impl<'de> serde::de::Visitor<'de> for Text {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a key")
+            }
+            fn visit_borrowed_str<E>(self, key: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Borrowed(key)))
+            }
+            fn visit_str<E>(self, key: &str) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key.to_owned())))
+            }
+            fn visit_string<E>(self, key: String) -> Result<Key<'de>, E> {
+                Ok(Key(std::borrow::Cow::Owned(key)))
+            }
+        }
+        deserializer.deserialize_str(Text)
+    }
+}
+
+/// `Deserialize` for a wire struct that keeps the fields it does not model in its `extra` map,
+/// with every field optional (it starts from `Default`). `#[serde(flatten)]` does the same,
+/// but first copies the whole object into a buffer, and nested, each level copies again: on a
+/// stream chunk that was most of the cost of reading it.
+macro_rules! deserialize_with_extra {
+    ($wire:ty, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }) => {
+        impl<'de> serde::Deserialize<'de> for $wire {
+            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$wire, D::Error> {
+                struct Fields;
+                impl<'de> serde::de::Visitor<'de> for Fields {
+                    type Value = $wire;
+                    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                        f.write_str($expecting)
+                    }
+                    fn visit_map<A: serde::de::MapAccess<'de>>(
+                        self,
+                        mut map: A,
+                    ) -> Result<$wire, A::Error> {
+                        let mut wire = <$wire>::default();
+                        while let Some($crate::wire::Key(key)) = map.next_key()? {
+                            match &*key {
+                                $($key => wire.$field = map.next_value()?,)+
+                                _ => {
+                                    wire.extra.insert(key.into_owned(), map.next_value()?);
+                                }
+                            }
+                        }
+                        Ok(wire)
+                    }
+                }
+                deserializer.deserialize_map(Fields)
+            }
+        }
+    };
+}
+
 pub mod anthropic;
 pub mod conversations;
 pub mod files;

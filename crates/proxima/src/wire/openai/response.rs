@@ -146,29 +146,45 @@ pub struct CompletionDetailsWire {
     pub reasoning_tokens: Option<u64>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+/// Read without `#[serde(flatten)]`, as are its choices and deltas (see
+/// `wire::deserialize_with_extra`): every event of a stream read whole is one.
+#[derive(Debug, Serialize)]
 pub struct ChatCompletionChunk {
-    #[serde(default)]
     pub id: String,
-    #[serde(default = "object_chunk")]
     pub object: String,
-    #[serde(default)]
     pub created: u64,
-    #[serde(default)]
     pub model: String,
-    #[serde(default)]
     pub choices: Vec<ChunkChoiceWire>,
     /// OpenAI sends `"usage": null` on every chunk when usage was asked for; we send it only
     /// on the chunk that has it, which every client accepts.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<UsageWire>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-fn object_chunk() -> String {
-    "chat.completion.chunk".into()
+impl Default for ChatCompletionChunk {
+    fn default() -> ChatCompletionChunk {
+        ChatCompletionChunk {
+            id: String::new(),
+            object: "chat.completion.chunk".into(),
+            created: 0,
+            model: String::new(),
+            choices: Vec::new(),
+            usage: None,
+            extra: Map::new(),
+        }
+    }
 }
+
+deserialize_with_extra!(ChatCompletionChunk, "a chat completion chunk", {
+    "id" => id,
+    "object" => object,
+    "created" => created,
+    "model" => model,
+    "choices" => choices,
+    "usage" => usage,
+});
 
 /// What the gateway itself reads of a stream chunk it passes on as it came
 /// ([`ChatChunk::raw`]): ids, finish reasons and usage; the deltas are skipped.
@@ -221,28 +237,40 @@ impl ChunkOutline {
     }
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct ChunkChoiceWire {
-    #[serde(default)]
     pub index: u32,
-    #[serde(default)]
     pub delta: DeltaWire,
     pub finish_reason: Option<String>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Default, Deserialize, Serialize)]
+deserialize_with_extra!(ChunkChoiceWire, "a chunk's choice", {
+    "index" => index,
+    "delta" => delta,
+    "finish_reason" => finish_reason,
+});
+
+deserialize_with_extra!(DeltaWire, "a choice's delta", {
+    "role" => role,
+    "content" => content,
+    "reasoning_content" => reasoning_content,
+    "refusal" => refusal,
+    "tool_calls" => tool_calls,
+});
+
+#[derive(Debug, Default, Serialize)]
 pub struct DeltaWire {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub reasoning_content: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub tool_calls: Option<Vec<ToolCallDeltaWire>>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
@@ -480,7 +508,7 @@ impl ChatCompletionChunk {
         let same_api = chunk.extra_api == Some(Api::OpenAiChat);
         ChatCompletionChunk {
             id: chunk.id.clone(),
-            object: object_chunk(),
+            object: "chat.completion.chunk".into(),
             created: chunk.created,
             model: chunk.model.clone(),
             choices: chunk
@@ -527,6 +555,54 @@ impl ChatCompletionChunk {
             } else {
                 Map::new()
             },
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_chunk_keeps_what_it_does_not_model_at_every_level() {
+        let data = r#"{"id":"c1","object":"chat.completion.chunk","created":7,"mod\u0065l":"m",
+            "system_fingerprint":"fp","choices":[{"index":1,"delta":{"role":"assistant",
+            "content":"hi","x_delta":[1,{"a":null}]},"logprobs":{"content":[]},
+            "finish_reason":null}],"usage":null,"x_top":{"nested":true}}"#;
+        let chunk: ChatCompletionChunk = serde_json::from_str(data).unwrap();
+        assert_eq!((chunk.id.as_str(), chunk.created), ("c1", 7));
+        assert_eq!(
+            chunk.model, "m",
+            "a key written with an escape is the same key"
+        );
+        assert!(chunk.usage.is_none());
+        assert_eq!(chunk.extra["system_fingerprint"], "fp");
+        assert_eq!(chunk.extra["x_top"], serde_json::json!({"nested": true}));
+        let choice = &chunk.choices[0];
+        assert_eq!(choice.index, 1);
+        assert_eq!(choice.finish_reason, None);
+        assert_eq!(choice.extra["logprobs"], serde_json::json!({"content": []}));
+        assert_eq!(choice.delta.content.as_deref(), Some("hi"));
+        assert_eq!(
+            choice.delta.extra["x_delta"],
+            serde_json::json!([1, {"a": null}])
+        );
+
+        // Absent fields take their defaults; fields of the wrong type are errors.
+        let bare: ChatCompletionChunk = serde_json::from_str("{}").unwrap();
+        assert_eq!(bare.object, "chat.completion.chunk");
+        assert!(bare.choices.is_empty() && bare.extra.is_empty());
+        for bad in [
+            r#"{"choices":null}"#,
+            r#"{"choices":[{"index":"0"}]}"#,
+            r#"{"choices":[{"delta":{"content":5}}]}"#,
+            r#"["not", "an", "object"]"#,
+        ] {
+            assert!(
+                serde_json::from_str::<ChatCompletionChunk>(bad).is_err(),
+                "{bad}"
+            );
         }
     }
 }
