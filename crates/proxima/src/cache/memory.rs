@@ -4,8 +4,10 @@
 //! come in. An answer stored again under the same key gets a new slot; the old one is skipped
 //! when it reaches the front.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
+
+use foldhash::HashMap;
 
 use super::{similarity, Digest, Entry, Near, Terms, PARTITION_CAP};
 use crate::clock::now_ms;
@@ -18,6 +20,8 @@ pub struct Memory {
     inner: Mutex<Inner>,
 }
 
+/// Keyed by digests, which no caller can aim at one bucket: foldhash, not SipHash, which cost
+/// more than a thousand instructions for a lookup and a store.
 #[derive(Default)]
 struct Inner {
     answers: HashMap<Digest, Answer>,
