@@ -23,8 +23,8 @@
 //!    API's answers as they came ([`Directives::verbatim`]), none of whose stages changes the
 //!    answer, lets an upstream of that API hand over its body and stream events as they came:
 //!    unread but for usage, ids and finish reasons, or read whole for a stage that keeps the
-//!    answer ([`finish::Reads`]). Likewise a request that [`prepare`] left as it came goes to such an
-//!    upstream as its client wrote it, but for the model ([`Directives::body`]).
+//!    answer ([`finish::Reads`]). Likewise a request that [`prepare`] left as it came goes to
+//!    such an upstream as its client wrote it, but for the model ([`Directives::body`]).
 //! 6. [`finish`]: the answer — whole, or chunk by chunk as a stream — passes through the
 //!    call's [`finish::Stage`]s in the order of their [`finish::Place`]: the cache fill sees
 //!    the upstream's answer, PII unmasking turns it into the client's, then output guardrails

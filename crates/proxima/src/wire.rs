@@ -38,7 +38,10 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
 macro_rules! deserialize_with_extra {
     ($wire:ty, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }) => {
         impl<'de> serde::Deserialize<'de> for $wire {
-            fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<$wire, D::Error> {
+            fn deserialize<D>(deserializer: D) -> Result<$wire, D::Error>
+            where
+                D: serde::Deserializer<'de>,
+            {
                 struct Fields;
                 impl<'de> serde::de::Visitor<'de> for Fields {
                     type Value = $wire;
