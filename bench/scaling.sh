@@ -3,7 +3,8 @@
 # machine of two cores, where the load generator and the mock upstream cannot have cores of
 # their own. What it measures instead is the gateway's CPU per request:
 #   one  the gateway pinned to core 0 (one worker thread), oha and the mock on core 1;
-#   two  the gateway on cores 0 and 1 (two worker threads), oha beside it on both.
+#   two  the gateway on cores 0 and 1 (two worker threads), oha beside it on both, the
+#        mock on core 1 (as in "one").
 # A CPU-bound gateway with two cores of its own would serve 2 x one / two times one core's
 # throughput: the "projected scaling" printed last. Sharing its cores with the load makes
 # "two" pessimistic (more cache misses, more migrations), never optimistic.
