@@ -4,13 +4,15 @@
 //! anywhere (inside a line, inside a UTF-8 character), lines end in `\n` or `\r\n`, one event's
 //! data may span several `data:` lines, and `:` lines are comments.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
+use std::ops::Range;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use pin_project_lite::pin_project;
 use tokio::time::{Instant, Sleep};
@@ -20,19 +22,25 @@ use tokio::time::{Instant, Sleep};
 pub struct SseEvent {
     /// The `event:` name, if any (Anthropic names every event; OpenAI none).
     pub event: Option<String>,
-    /// The `data:` lines joined with `\n`.
-    pub data: String,
+    /// The `data:` lines joined with `\n`, as they came: an event of one line is a slice of the
+    /// bytes read, not a copy, and goes on as it is when passed on unread. What reads it reads
+    /// it through [`text`].
+    pub data: Bytes,
 }
 
 /// Incremental decoder: feed bytes with [`SseDecoder::push`], take events with
 /// [`SseDecoder::next_event`].
 #[derive(Debug, Default)]
 pub struct SseDecoder {
-    buf: BytesMut,
-    /// Where the first unread line begins in `buf`: lines are read in place, and the bytes
-    /// before go when more are pushed (cutting `buf` at every line cost more than reading it).
+    /// The piece being read: its lines are cut out of it without a copy.
+    buf: Bytes,
+    /// Where the first unread line begins in `buf`.
     start: usize,
-    /// How far past `start` has been searched for a line end without finding one.
+    /// A line that did not end in the pieces pushed so far, growing until it does: bytes are
+    /// copied only while a line spans pieces.
+    carry: BytesMut,
+    /// How far into the unread bytes (`carry`'s, or `buf`'s past `start`) has been searched for
+    /// a line end without finding one.
     scanned: usize,
     event: PendingEvent,
 }
@@ -41,32 +49,52 @@ pub struct SseDecoder {
 #[derive(Debug, Default)]
 struct PendingEvent {
     name: Option<String>,
-    data: String,
+    /// The first `data:` line, or all of them once `joined` holds them.
+    data: Bytes,
+    /// Lines joined, once an event has more than one.
+    joined: BytesMut,
     has_data: bool,
 }
 
 impl SseDecoder {
-    pub fn push(&mut self, bytes: &[u8]) {
-        self.buf.advance(std::mem::take(&mut self.start));
-        self.buf.extend_from_slice(bytes);
+    pub fn push(&mut self, bytes: Bytes) {
+        // Bytes left unread (by a caller that did not take every event) wait with the carry.
+        if self.start < self.buf.len() {
+            self.carry.extend_from_slice(&self.buf[self.start..]);
+            self.start = self.buf.len();
+        }
+        if self.carry.is_empty() {
+            self.buf = bytes;
+            self.start = 0;
+        } else {
+            self.carry.extend_from_slice(&bytes);
+        }
     }
 
     /// The next complete event, or `None` until more bytes arrive.
     pub fn next_event(&mut self) -> Option<SseEvent> {
         loop {
+            if !self.carry.is_empty() {
+                if memchr::memchr(b'\n', &self.carry[self.scanned..]).is_none() {
+                    self.scanned = self.carry.len();
+                    return None;
+                }
+                // The line has ended: what was carried is read as a piece of its own.
+                self.buf = self.carry.split().freeze();
+                self.start = 0;
+            }
             let unread = &self.buf[self.start..];
             let Some(end) = memchr::memchr(b'\n', &unread[self.scanned..]) else {
+                self.carry.extend_from_slice(unread);
                 self.scanned = unread.len();
+                self.start = self.buf.len();
                 return None;
             };
-            let end = self.scanned + end;
-            let mut line = &unread[..end];
-            self.start += end + 1;
+            let end = self.start + self.scanned + end;
+            let line = self.start..end - usize::from(unread[..end - self.start].ends_with(b"\r"));
+            self.start = end + 1;
             self.scanned = 0;
-            if let Some(stripped) = line.strip_suffix(b"\r") {
-                line = stripped;
-            }
-            if let Some(event) = self.event.take_line(line) {
+            if let Some(event) = self.event.take_line(&self.buf, line) {
                 return Some(event);
             }
         }
@@ -77,20 +105,31 @@ impl SseDecoder {
         self.event.has_data
             || self.buf[self.start..]
                 .iter()
+                .chain(self.carry.iter())
                 .any(|b| !b.is_ascii_whitespace())
     }
 }
 
 impl PendingEvent {
-    fn take_line(&mut self, line: &[u8]) -> Option<SseEvent> {
+    /// Reads the line at `line` in `buf`; the event, if the line ends one. Only a `data:`
+    /// line's value is cut out of `buf`.
+    fn take_line(&mut self, buf: &Bytes, line: Range<usize>) -> Option<SseEvent> {
+        let start = line.start;
+        let line = &buf[line];
         if line.is_empty() {
             if !self.has_data && self.name.is_none() {
                 return None;
             }
             self.has_data = false;
+            let data = if self.joined.is_empty() {
+                std::mem::take(&mut self.data)
+            } else {
+                self.data = Bytes::new();
+                self.joined.split().freeze()
+            };
             return Some(SseEvent {
                 event: self.name.take(),
-                data: std::mem::take(&mut self.data),
+                data,
             });
         }
         if line[0] == b':' {
@@ -98,29 +137,36 @@ impl PendingEvent {
         }
         let (field, value) = match memchr::memchr(b':', line) {
             Some(i) => {
-                let value = &line[i + 1..];
-                (&line[..i], value.strip_prefix(b" ").unwrap_or(value))
+                let skip = usize::from(line.get(i + 1) == Some(&b' '));
+                (&line[..i], start + i + 1 + skip..start + line.len())
             }
-            None => (line, &[][..]),
-        };
-        // Valid UTF-8 is the rule; checking it is several times cheaper than the lossy
-        // conversion, which only a broken upstream needs.
-        let value = match std::str::from_utf8(value) {
-            Ok(text) => std::borrow::Cow::Borrowed(text),
-            Err(_) => String::from_utf8_lossy(value),
+            None => (line, 0..0),
         };
         match field {
-            b"data" => {
-                if self.has_data {
-                    self.data.push('\n');
+            b"data" if self.has_data => {
+                if self.joined.is_empty() {
+                    self.joined.extend_from_slice(&self.data);
                 }
-                self.data.push_str(&value);
+                self.joined.extend_from_slice(b"\n");
+                self.joined.extend_from_slice(&buf[value]);
+            }
+            b"data" => {
+                self.data = buf.slice(value);
                 self.has_data = true;
             }
-            b"event" => self.name = Some(value.into_owned()),
+            b"event" => self.name = Some(String::from_utf8_lossy(&buf[value]).into_owned()),
             _ => {} // `id` and `retry` matter only to reconnecting clients; a gateway never reconnects.
         }
         None
+    }
+}
+
+/// An event's data as text, for reading: UTF-8, as it should be, or with a broken upstream's
+/// invalid bytes replaced. Checking is several times cheaper than the lossy conversion.
+pub fn text(data: &[u8]) -> Cow<'_, str> {
+    match std::str::from_utf8(data) {
+        Ok(text) => Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(data),
     }
 }
 
@@ -156,7 +202,7 @@ impl<S> SseStream<S> {
 impl<S, B, E> Stream for SseStream<S>
 where
     S: Stream<Item = Result<B, E>>,
-    B: AsRef<[u8]>,
+    B: Into<Bytes>,
 {
     type Item = Result<SseEvent, SseError<E>>;
 
@@ -170,7 +216,7 @@ where
                 return Poll::Ready(None);
             }
             match ready!(this.inner.as_mut().poll_next(cx)) {
-                Some(Ok(bytes)) => this.decoder.push(bytes.as_ref()),
+                Some(Ok(bytes)) => this.decoder.push(bytes.into()),
                 Some(Err(e)) => {
                     *this.done = true;
                     return Poll::Ready(Some(Err(SseError::Transport(e))));
@@ -306,7 +352,7 @@ mod tests {
         let mut decoder = SseDecoder::default();
         let mut events = Vec::new();
         for chunk in input.chunks(piece) {
-            decoder.push(chunk);
+            decoder.push(Bytes::copy_from_slice(chunk));
             while let Some(event) = decoder.next_event() {
                 events.push(event);
             }
@@ -324,7 +370,7 @@ mod tests {
                 events,
                 vec![SseEvent {
                     event: Some("delta".into()),
-                    data: data.into(),
+                    data: Bytes::copy_from_slice(data.as_bytes()),
                 }],
                 "{data:?} as written: {:?}",
                 String::from_utf8_lossy(&out)
@@ -358,6 +404,51 @@ mod tests {
         }
     }
 
+    #[test]
+    fn events_pushed_before_any_is_read_come_out_in_order() {
+        let input = b"data: {\"n\":1}\n\nevent: ping\n\ndata: a\ndata: b\n\ndata: tail";
+        let mut decoder = SseDecoder::default();
+        for piece in input.chunks(3) {
+            decoder.push(Bytes::copy_from_slice(piece));
+        }
+        let mut events = Vec::new();
+        while let Some(event) = decoder.next_event() {
+            events.push(event);
+        }
+        assert_eq!(
+            events,
+            vec![
+                SseEvent {
+                    event: None,
+                    data: Bytes::from_static(b"{\"n\":1}"),
+                },
+                SseEvent {
+                    event: Some("ping".into()),
+                    data: Bytes::new(),
+                },
+                SseEvent {
+                    event: None,
+                    data: Bytes::from_static(b"a\nb"),
+                },
+            ]
+        );
+        // The last event has not ended: it is held, and comes out once it does.
+        assert!(decoder.has_partial());
+        decoder.push(Bytes::from_static(b" end\n\n"));
+        assert_eq!(decoder.next_event().unwrap().data, "tail end");
+        assert!(!decoder.has_partial());
+    }
+
+    #[test]
+    fn data_that_is_not_utf8_is_kept_as_it_came_and_read_with_replacements() {
+        let mut decoder = SseDecoder::default();
+        decoder.push(Bytes::from_static(b"data: caf\xe9\n\n"));
+        let event = decoder.next_event().unwrap();
+        assert_eq!(event.data, &b"caf\xe9"[..]);
+        assert_eq!(text(&event.data), "caf\u{fffd}");
+        assert_eq!(text(b"caf\xc3\xa9"), "caf\u{e9}");
+    }
+
     /// Whether `timer` goes off within `within` (in paused time, which moves as timers fire).
     async fn goes_off(timer: &mut Pin<Box<SilenceTimer>>, within: Duration) -> bool {
         let silent = std::future::poll_fn(|cx| timer.as_mut().poll_silent(cx));
@@ -389,7 +480,7 @@ mod tests {
 
     #[tokio::test]
     async fn stream_reports_truncation() {
-        let chunks: Vec<Result<&[u8], ()>> = vec![Ok(b"data: one\n\n"), Ok(b"data: tw")];
+        let chunks: Vec<Result<&'static [u8], ()>> = vec![Ok(b"data: one\n\n"), Ok(b"data: tw")];
         let events: Vec<_> = SseStream::new(stream::iter(chunks)).collect().await;
         assert!(matches!(&events[0], Ok(e) if e.data == "one"));
         assert!(matches!(events[1], Err(SseError::Truncated)));

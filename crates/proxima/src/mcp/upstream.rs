@@ -521,9 +521,9 @@ where
                 "the answer is over {MAX_ANSWER_BYTES} bytes"
             )));
         }
-        decoder.push(&chunk);
+        decoder.push(chunk);
         while let Some(event) = decoder.next_event() {
-            let Ok(value) = serde_json::from_str::<Value>(&event.data) else {
+            let Ok(value) = serde_json::from_slice::<Value>(&event.data) else {
                 continue;
             };
             if let Some(answer) = answer_in(value, id) {

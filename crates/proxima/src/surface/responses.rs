@@ -295,10 +295,10 @@ targets = [{ provider = "mock", model = "mock" }]
     /// Parses an SSE body into the data of each event.
     fn events(body: &[u8]) -> Vec<Value> {
         let mut decoder = SseDecoder::default();
-        decoder.push(body);
+        decoder.push(bytes::Bytes::copy_from_slice(body));
         let mut events = Vec::new();
         while let Some(event) = decoder.next_event() {
-            let data: Value = serde_json::from_str(&event.data).unwrap();
+            let data: Value = serde_json::from_slice(&event.data).unwrap();
             assert_eq!(event.event.as_deref(), data["type"].as_str());
             events.push(data);
         }

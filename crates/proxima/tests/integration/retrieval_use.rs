@@ -321,10 +321,10 @@ async fn a_conversation_gets_passages_each_turn_and_never_stores_them() {
 /// The data of every event of a Responses stream, in order.
 fn response_events(answer: &Answer) -> Vec<Value> {
     let mut decoder = proxima::sse::SseDecoder::default();
-    decoder.push(&answer.body);
+    decoder.push(answer.body.clone());
     let mut events = Vec::new();
     while let Some(event) = decoder.next_event() {
-        events.push(serde_json::from_str(&event.data).unwrap());
+        events.push(serde_json::from_slice(&event.data).unwrap());
     }
     events
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::ChunkStream;
-use crate::sse::SseEvent;
+use crate::sse::{self, SseEvent};
 use crate::wire::anthropic::{finish_reason_from_wire, usage_from_wire, UsageWire};
 
 struct AnthropicEvents {
@@ -70,7 +70,7 @@ impl AnthropicEvents {
     }
 
     fn step(&mut self, event: &SseEvent) -> Result<Decoded> {
-        let data: Value = serde_json::from_str(&event.data).map_err(|e| {
+        let data: Value = serde_json::from_str(&sse::text(&event.data)).map_err(|e| {
             Error::upstream(format!(
                 "provider `{}` sent a stream event that is not JSON: {e}",
                 self.provider

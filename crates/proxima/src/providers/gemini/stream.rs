@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::ChunkStream;
-use crate::sse::SseEvent;
+use crate::sse::{self, SseEvent};
 use crate::wire::gemini::{
     finish_reason_from_wire, part_to_canonical, CallIds, GenerateContentResponse,
 };
@@ -62,7 +62,7 @@ where
 
 impl EventDecoder for GeminiEvents {
     fn on_event(&mut self, event: &SseEvent) -> Result<Decoded> {
-        if event.data.trim().is_empty() {
+        if event.data.trim_ascii().is_empty() {
             return Ok(Decoded::Skip);
         }
         Ok(match self.on_data(&event.data)? {
@@ -84,7 +84,7 @@ impl EventDecoder for GeminiEvents {
 
 impl GeminiEvents {
     /// The chunk for one event, or `None` when it carries nothing for the client (usage only).
-    fn on_data(&mut self, data: &str) -> Result<Option<ChatChunk>> {
+    fn on_data(&mut self, data: &[u8]) -> Result<Option<ChatChunk>> {
         let response = parse_event(&self.provider, data)?;
         if let Some(reason) = response.prompt_blocked() {
             return Err(error::prompt_blocked(&self.provider, &reason));
@@ -199,18 +199,19 @@ fn slot(candidates: &mut Vec<CandidateState>, index: u32) -> &mut CandidateState
     &mut candidates[index]
 }
 
-fn parse_event(provider: &str, data: &str) -> Result<GenerateContentResponse> {
-    let response: GenerateContentResponse = serde_json::from_str(data).map_err(|e| {
-        Error::upstream(format!(
+fn parse_event(provider: &str, data: &[u8]) -> Result<GenerateContentResponse> {
+    let response: GenerateContentResponse =
+        serde_json::from_str(&sse::text(data)).map_err(|e| {
+            Error::upstream(format!(
             "provider `{provider}` sent a stream event that is not a GenerateContentResponse: {e}"
         ))
-    })?;
+        })?;
     // An error object in the stream is how Gemini reports failures after the headers; every
     // response field is optional, so it parses as an empty response with an unknown field.
     if response.extra.contains_key("error") {
         return Err(Error::upstream(format!(
             "provider `{provider}` failed mid-stream: {}",
-            error::error_message(data.as_bytes())
+            error::error_message(data)
         )));
     }
     Ok(response)

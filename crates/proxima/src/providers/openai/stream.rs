@@ -14,7 +14,7 @@ use crate::http_client::HttpError;
 use crate::providers::events::{self, Decoded, EventDecoder};
 use crate::providers::upstream_error as error;
 use crate::providers::{ChunkStream, Verbatim};
-use crate::sse::SseEvent;
+use crate::sse::{self, SseEvent};
 use crate::wire::openai::{ChatCompletionChunk, ChunkOutline};
 
 /// OpenAI's stream: chunks until `data: [DONE]`.
@@ -50,7 +50,7 @@ impl EventDecoder for OpenAiEvents {
         if event.data == "[DONE]" {
             return Ok(Decoded::End(None));
         }
-        if event.data.trim().is_empty() {
+        if event.data.trim_ascii().is_empty() {
             return Ok(Decoded::Skip);
         }
         let chunk = match self.verbatim {
@@ -79,7 +79,7 @@ impl EventDecoder for OpenAiEvents {
 /// error, and a null `finish_reason` for each choice — most chunks of a stream, which then go
 /// out unread. A JSON string cannot hold an unescaped quote, so the quoted names are found only
 /// where they are keys; a name found elsewhere (a tool's schema, say) only costs a read.
-fn says_nothing_kept(data: &str) -> bool {
+fn says_nothing_kept(data: &[u8]) -> bool {
     // Searchers built once: building one took more than the searches it serves, on each chunk.
     static USAGE: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"usage\""));
@@ -87,7 +87,6 @@ fn says_nothing_kept(data: &str) -> bool {
         LazyLock::new(|| memmem::Finder::new(b"\"error\""));
     static FINISH_REASON: LazyLock<memmem::Finder<'static>> =
         LazyLock::new(|| memmem::Finder::new(b"\"finish_reason\""));
-    let data = data.as_bytes();
     // OpenAI writes `"usage":null` on every chunk once usage is asked for, as the gateway does.
     null_wherever(data, &USAGE).is_some()
         && null_wherever(data, &ERROR).is_some()
@@ -97,10 +96,12 @@ fn says_nothing_kept(data: &str) -> bool {
 /// How many times the quoted key `finder` looks for appears with a null value, if it never has
 /// another.
 fn null_wherever(data: &[u8], finder: &memmem::Finder<'_>) -> Option<usize> {
-    let key = finder.needle();
     let mut count = 0;
-    for at in finder.find_iter(data) {
-        let value = data[at + key.len()..]
+    let mut from = 0;
+    // `find` in a loop, not `find_iter`, which copies the searcher for each chunk.
+    while let Some(at) = finder.find(&data[from..]) {
+        from += at + finder.needle().len();
+        let value = data[from..]
             .trim_ascii_start()
             .strip_prefix(b":")
             .map(<[u8]>::trim_ascii_start);
@@ -114,24 +115,24 @@ fn null_wherever(data: &[u8], finder: &memmem::Finder<'_>) -> Option<usize> {
 
 /// A chunk passed on unread: its event data, and one choice with nothing in it (so that it
 /// counts as a chunk with choices, which it is).
-fn unread_chunk(data: &str) -> ChatChunk {
+fn unread_chunk(data: &Bytes) -> ChatChunk {
     ChatChunk {
         choices: vec![ChunkChoice::default()],
         extra_api: Some(Api::OpenAiChat),
-        raw: Some(Bytes::copy_from_slice(data.as_bytes())),
+        raw: Some(data.clone()),
         ..ChatChunk::default()
     }
 }
 
 /// A chunk that keeps its event data. One that carries usage with its choices is read whole
 /// instead: a client that did not ask for usage gets the chunk without it, written anew.
-fn outline_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
-    match serde_json::from_str::<ChunkOutline>(data) {
+fn outline_chunk(provider: &str, data: &Bytes) -> Result<ChatChunk> {
+    match serde_json::from_str::<ChunkOutline>(&sse::text(data)) {
         Ok(chunk) if chunk.choices.is_empty() && chunk.error.is_some() => {
             Err(failed_mid_stream(provider, data))
         }
         Ok(chunk) if chunk.usage.is_none() || chunk.choices.is_empty() => {
-            Ok(chunk.into_canonical(Bytes::copy_from_slice(data.as_bytes())))
+            Ok(chunk.into_canonical(data.clone()))
         }
         // Whole, or with the reading's error.
         _ => parse_chunk(provider, data),
@@ -140,30 +141,30 @@ fn outline_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
 
 /// A chunk read whole that keeps its event data, except one that carries usage with its
 /// choices, as in [`outline_chunk`].
-fn whole_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
+fn whole_chunk(provider: &str, data: &Bytes) -> Result<ChatChunk> {
     let mut chunk = parse_chunk(provider, data)?;
     if chunk.usage.is_none() || chunk.choices.is_empty() {
-        chunk.raw = Some(Bytes::copy_from_slice(data.as_bytes()));
+        chunk.raw = Some(data.clone());
     }
     Ok(chunk)
 }
 
-fn failed_mid_stream(provider: &str, data: &str) -> Error {
+fn failed_mid_stream(provider: &str, data: &[u8]) -> Error {
     Error::upstream(format!(
         "provider `{provider}` failed mid-stream: {}",
-        error::error_message(data.as_bytes())
+        error::error_message(data)
     ))
 }
 
-fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
+fn parse_chunk(provider: &str, data: &[u8]) -> Result<ChatChunk> {
     let failed = || failed_mid_stream(provider, data);
-    match serde_json::from_str::<ChatCompletionChunk>(data) {
+    match serde_json::from_str::<ChatCompletionChunk>(&sse::text(data)) {
         // An error object in the stream is how OpenAI reports failures after the headers. Every
         // chunk field has a default, so such an event also parses as an (empty) chunk.
         Ok(chunk) if chunk.choices.is_empty() && chunk.extra.contains_key("error") => Err(failed()),
         Ok(chunk) => Ok(chunk.into_canonical()),
         Err(e) => {
-            if let Ok(value) = serde_json::from_str::<Value>(data) {
+            if let Ok(value) = serde_json::from_slice::<Value>(data) {
                 if value.get("error").is_some() {
                     return Err(failed());
                 }
@@ -177,7 +178,9 @@ fn parse_chunk(provider: &str, data: &str) -> Result<ChatChunk> {
 
 #[cfg(test)]
 mod tests {
-    use super::says_nothing_kept;
+    fn says_nothing_kept(data: &str) -> bool {
+        super::says_nothing_kept(data.as_bytes())
+    }
 
     #[test]
     fn only_chunks_without_usage_errors_or_finish_reasons_go_unread() {

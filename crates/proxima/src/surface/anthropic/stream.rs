@@ -238,12 +238,12 @@ mod tests {
 
     fn events(out: &BytesMut) -> Vec<(String, Value)> {
         let mut decoder = SseDecoder::default();
-        decoder.push(out);
+        decoder.push(out.clone().freeze());
         let mut events = Vec::new();
         while let Some(e) = decoder.next_event() {
             events.push((
                 e.event.unwrap_or_default(),
-                serde_json::from_str(&e.data).unwrap_or_default(),
+                serde_json::from_slice(&e.data).unwrap_or_default(),
             ));
         }
         events
