@@ -9,7 +9,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::ops::Range;
 use std::pin::Pin;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -269,6 +269,10 @@ pin_project! {
         sleep: Sleep,
         limit: Duration,
         last_heard: Instant,
+        // The waker the sleep last had, while it is set for the same deadline: it will wake
+        // that task when it goes off, so polling it again for that task only costs time (a
+        // stream polls its timers after each event).
+        armed_for: Option<Waker>,
     }
 }
 
@@ -280,6 +284,7 @@ impl SilenceTimer {
             sleep: tokio::time::sleep_until(now + limit),
             limit,
             last_heard: now,
+            armed_for: None,
         }
     }
 
@@ -291,13 +296,21 @@ impl SilenceTimer {
     /// Ready once the silence has lasted `limit`; a new silence starts then.
     pub fn poll_silent(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
+        let armed = this.armed_for.as_ref();
+        if armed.is_some_and(|waker| waker.will_wake(cx.waker())) && !this.sleep.is_elapsed() {
+            return Poll::Pending;
+        }
         loop {
-            ready!(this.sleep.as_mut().poll(cx));
+            if this.sleep.as_mut().poll(cx).is_pending() {
+                *this.armed_for = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
             let now = Instant::now();
             let due = *this.last_heard + *this.limit;
             if due <= now {
                 *this.last_heard = now;
                 this.sleep.as_mut().reset(now + *this.limit);
+                *this.armed_for = None;
                 return Poll::Ready(());
             }
             this.sleep.as_mut().reset(due);
