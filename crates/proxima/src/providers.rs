@@ -191,7 +191,8 @@ impl Provider {
         Ok(Box::pin(IdleTimeout {
             inner: stream,
             silence: SilenceTimer::new(self.timeout),
-            error: Some(self.timeout_error("next stream chunk")),
+            provider: Some(self.name.clone()),
+            limit: self.timeout,
         }))
     }
 
@@ -224,14 +225,15 @@ impl Provider {
     }
 
     fn timeout_error(&self, waiting_for: &str) -> Error {
-        Error::new(
-            ErrorKind::UpstreamTimeout,
-            format!(
-                "provider `{}` sent no {waiting_for} within its timeout of {:?}",
-                self.name, self.timeout
-            ),
-        )
+        timeout_error(&self.name, self.timeout, waiting_for)
     }
+}
+
+fn timeout_error(provider: &str, limit: Duration, waiting_for: &str) -> Error {
+    Error::new(
+        ErrorKind::UpstreamTimeout,
+        format!("provider `{provider}` sent no {waiting_for} within its timeout of {limit:?}"),
+    )
 }
 
 pin_project! {
@@ -240,7 +242,9 @@ pin_project! {
         inner: ChunkStream,
         #[pin]
         silence: SilenceTimer,
-        error: Option<Error>,
+        // The provider's name, for the error; `None` once the stream timed out.
+        provider: Option<Arc<str>>,
+        limit: Duration,
     }
 }
 
@@ -249,7 +253,7 @@ impl Stream for IdleTimeout {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.project();
-        if this.error.is_none() {
+        if this.provider.is_none() {
             return Poll::Ready(None);
         }
         match this.inner.as_mut().poll_next(cx) {
@@ -258,7 +262,10 @@ impl Stream for IdleTimeout {
                 Poll::Ready(item)
             }
             Poll::Pending => match this.silence.poll_silent(cx) {
-                Poll::Ready(()) => Poll::Ready(this.error.take().map(Err)),
+                // The error is written only now: most streams never need it.
+                Poll::Ready(()) => Poll::Ready(this.provider.take().map(|provider| {
+                    Err(timeout_error(&provider, *this.limit, "next stream chunk"))
+                })),
                 Poll::Pending => Poll::Pending,
             },
         }
