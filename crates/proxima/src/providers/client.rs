@@ -3,7 +3,7 @@
 //! [`upstream_error`] for retries and for the client.
 
 use bytes::Bytes;
-use http::header::{CONTENT_TYPE, USER_AGENT};
+use http::header::{CONTENT_TYPE, HOST, USER_AGENT};
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
 
 use super::upstream_error;
@@ -70,6 +70,22 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     })
 }
 
+/// The `host` header of a provider at a plain `http://` URL (a self-hosted model, say), which
+/// speaks HTTP/1: hyper would otherwise write it from the URL for every request (about 2,000
+/// instructions each), and it is the same for all of them. Not for `https://`, where the
+/// upstream may choose HTTP/2, which names the host another way.
+fn plain_http_host(base_url: Option<&str>) -> Option<HeaderValue> {
+    let uri: Uri = base_url?.parse().ok()?;
+    if uri.scheme() != Some(&http::uri::Scheme::HTTP) {
+        return None;
+    }
+    let host = uri.host()?;
+    match uri.port_u16().filter(|&port| port != 80) {
+        Some(port) => HeaderValue::from_str(&format!("{host}:{port}")).ok(),
+        None => HeaderValue::from_str(host).ok(),
+    }
+}
+
 /// Encodes a request body.
 pub fn to_json<T: serde::Serialize>(value: &T) -> Result<Vec<u8>> {
     let mut body = Vec::with_capacity(crate::wire::JSON_CAPACITY);
@@ -108,6 +124,9 @@ pub fn provider_headers(
             headers.insert(k, v);
         }
     }
+    if let Some(host) = plain_http_host(config.base_url.as_deref()) {
+        headers.entry(HOST).or_insert(host);
+    }
     if let Some((name, value)) = credential {
         let mut value = HeaderValue::from_str(&value).map_err(|_| {
             Error::internal(format!(
@@ -119,4 +138,31 @@ pub fn provider_headers(
     }
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(headers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plain_http_host;
+
+    #[test]
+    fn a_plain_http_provider_names_its_host_once_as_hyper_would() {
+        let host = |url: &str| plain_http_host(Some(url)).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(
+            host("http://127.0.0.1:8000/v1").as_deref(),
+            Some("127.0.0.1:8000")
+        );
+        assert_eq!(
+            host("http://vllm.internal/v1").as_deref(),
+            Some("vllm.internal")
+        );
+        // The default port and any user info are left out, as hyper leaves them out.
+        assert_eq!(
+            host("http://me:secret@vllm.internal:80/v1").as_deref(),
+            Some("vllm.internal")
+        );
+        assert_eq!(host("http://[::1]:11434").as_deref(), Some("[::1]:11434"));
+        // TLS upstreams may speak HTTP/2; the provider's public URL is one of them.
+        assert_eq!(host("https://api.openai.com/v1"), None);
+        assert_eq!(plain_http_host(None), None);
+    }
 }
