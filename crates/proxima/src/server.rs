@@ -678,7 +678,9 @@ mod tests {
     fn a_new_request_id_is_req_and_32_random_hex_digits() {
         let ids: Vec<_> = (0..64).map(|_| new_request_id()).collect();
         for id in &ids {
-            let digits = id.strip_prefix("req_").expect("req_ prefix");
+            let Some(digits) = id.strip_prefix("req_") else {
+                panic!("{id} does not start with req_");
+            };
             assert_eq!(digits.len(), 32, "{id}");
             assert!(
                 digits

@@ -448,7 +448,8 @@ mod tests {
         // The last event has not ended: it is held, and comes out once it does.
         assert!(decoder.has_partial());
         decoder.push(Bytes::from_static(b" end\n\n"));
-        assert_eq!(decoder.next_event().unwrap().data, "tail end");
+        let last = decoder.next_event().map(|event| event.data);
+        assert_eq!(last, Some(Bytes::from_static(b"tail end")));
         assert!(!decoder.has_partial());
     }
 
@@ -456,9 +457,12 @@ mod tests {
     fn data_that_is_not_utf8_is_kept_as_it_came_and_read_with_replacements() {
         let mut decoder = SseDecoder::default();
         decoder.push(Bytes::from_static(b"data: caf\xe9\n\n"));
-        let event = decoder.next_event().unwrap();
-        assert_eq!(event.data, &b"caf\xe9"[..]);
-        assert_eq!(text(&event.data), "caf\u{fffd}");
+        let data = decoder
+            .next_event()
+            .map(|event| event.data)
+            .unwrap_or_default();
+        assert_eq!(data, &b"caf\xe9"[..]);
+        assert_eq!(text(&data), "caf\u{fffd}");
         assert_eq!(text(b"caf\xc3\xa9"), "caf\u{e9}");
     }
 
