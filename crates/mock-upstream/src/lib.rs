@@ -46,8 +46,10 @@ use server::Shared;
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Waited before the head of every default reply, streaming or not (time to first byte).
-    /// Gaps between stream events come only from [`Reply::chunk_delay`].
     pub latency: Duration,
+    /// Waited between the events of a streamed reply, as a model writes tokens, unless the
+    /// reply has a [`Reply::chunk_delay`] of its own.
+    pub event_gap: Duration,
     /// Keep every request for [`MockUpstream::received`]; turn off under load so memory stays flat.
     pub record: bool,
 }
@@ -57,6 +59,7 @@ impl Default for Options {
     fn default() -> Self {
         Options {
             latency: Duration::ZERO,
+            event_gap: Duration::ZERO,
             record: true,
         }
     }

@@ -9,10 +9,13 @@ use std::time::Duration;
 use mock_upstream::{MockUpstream, Options};
 
 const USAGE: &str =
-    "usage: mock-upstream [--listen 127.0.0.1:9100] [--latency 0ms] [--record | --no-record]
+    "usage: mock-upstream [--listen 127.0.0.1:9100] [--latency 0ms] [--event-gap 0ms]
+                     [--record | --no-record]
 
   --listen ADDR     address to bind (default 127.0.0.1:9100; port 0 picks a free one)
   --latency DUR     wait before every reply, e.g. 0ms, 20ms, 1.5s, 500us (default 0ms)
+  --event-gap DUR   wait between the events of a streamed reply, as a model writes tokens
+                    (default 0ms: all at once)
   --record          keep every request in memory (off by default so memory stays flat)
   --no-record       the default";
 
@@ -56,6 +59,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
         listen: SocketAddr::from(([127, 0, 0, 1], 9100)),
         options: Options {
             latency: Duration::ZERO,
+            event_gap: Duration::ZERO,
             record: false,
         },
     };
@@ -79,6 +83,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Args>, St
                     .map_err(|_| format!("--listen: not an address: {text}"))?;
             }
             "--latency" => parsed.options.latency = parse_duration(&value()?)?,
+            "--event-gap" => parsed.options.event_gap = parse_duration(&value()?)?,
             "--record" => parsed.options.record = true,
             "--no-record" => parsed.options.record = false,
             "-h" | "--help" => return Ok(None),
@@ -94,7 +99,7 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit() && c != '.')
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let bad = || format!("--latency: not a duration: {text}");
+    let bad = || format!("not a duration: {text}");
     let number: f64 = number.parse().map_err(|_| bad())?;
     let seconds = match unit {
         "" | "ms" => number / 1e3,
@@ -139,12 +144,19 @@ mod tests {
     #[test]
     fn args() {
         let args = |list: &[&str]| parse_args(list.iter().map(|s| s.to_string()));
-        let Ok(Some(parsed)) = args(&["--listen", "0.0.0.0:1234", "--latency=5ms", "--record"])
-        else {
+        let Ok(Some(parsed)) = args(&[
+            "--listen",
+            "0.0.0.0:1234",
+            "--latency=5ms",
+            "--event-gap",
+            "2ms",
+            "--record",
+        ]) else {
             panic!("should parse");
         };
         assert_eq!(parsed.listen, SocketAddr::from(([0, 0, 0, 0], 1234)));
         assert_eq!(parsed.options.latency, Duration::from_millis(5));
+        assert_eq!(parsed.options.event_gap, Duration::from_millis(2));
         assert!(parsed.options.record);
         assert!(matches!(args(&["--help"]), Ok(None)));
         assert!(args(&["--bogus"]).is_err());

@@ -190,7 +190,14 @@ async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> io::Result<R
         Payload::Full(bytes) => Full::new(bytes)
             .map_err(|never| match never {})
             .boxed_unsync(),
-        Payload::Events(events) => event_body(events, reply.chunk_delay, reply.cut_after),
+        Payload::Events(events) => {
+            let gap = if reply.chunk_delay.is_zero() {
+                shared.options.event_gap
+            } else {
+                reply.chunk_delay
+            };
+            event_body(events, gap, reply.cut_after)
+        }
     };
     headers.extend(reply.headers);
     let mut response = Response::new(body);

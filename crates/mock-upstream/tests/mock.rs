@@ -443,6 +443,27 @@ async fn delays_apply_before_headers_and_between_events() {
 }
 
 #[tokio::test]
+async fn an_event_gap_spaces_every_default_stream_unless_a_reply_sets_its_own() {
+    let options = mock_upstream::Options {
+        event_gap: Duration::from_millis(30),
+        ..mock_upstream::Options::default()
+    };
+    let mock = MockUpstream::start_on(([127, 0, 0, 1], 0).into(), options)
+        .await
+        .unwrap();
+    let request = json!({"model": "m", "stream": true, "messages": [user("a b c")]});
+    let started = Instant::now();
+    assert_eq!(stream_events(&mock, request.clone()).await.len(), 6);
+    // Five gaps of 30 ms.
+    assert!(started.elapsed() >= Duration::from_millis(150));
+
+    mock.enqueue(Reply::default_behaviour().chunk_delay(Duration::from_millis(1)));
+    let started = Instant::now();
+    assert_eq!(stream_events(&mock, request).await.len(), 6);
+    assert!(started.elapsed() < Duration::from_millis(150));
+}
+
+#[tokio::test]
 async fn records_requests() {
     let mock = MockUpstream::start().await.unwrap();
     let body = json!({"model": "m", "messages": [user("hi")]});

@@ -217,6 +217,7 @@ async fn main() {
         ([127, 0, 0, 1], 0).into(),
         mock_upstream::Options {
             latency: Duration::ZERO,
+            event_gap: Duration::ZERO,
             record: false,
         },
     )

@@ -19,6 +19,7 @@ async fn mock_with_latency(latency: Duration) -> MockUpstream {
         Options {
             latency,
             record: true,
+            ..Options::default()
         },
     )
     .await
