@@ -10,7 +10,8 @@
 #     before    the config `core` uses, without [storage], for a gateway older than issue 5
 # Binaries from ${CARGO_TARGET_DIR:-target}/release unless PROXIMA_BINARY is given.
 # KEEP_PROFILE=FILE keeps the callgrind profile, for callgrind_annotate.
-# STREAM=1 streams the answers (one SSE event per word of the echoed message, about 30).
+# STREAM=1 streams the answers (one SSE event per word of the echoed message, about 30), all at
+# once unless EVENT_GAP=DURATION spaces them as a model writes tokens (EVENT_GAP=5ms, say).
 # FEATURES=a,b,... switches features on (or off) over the mode's config, to measure what each
 # costs on a call it does not change:
 #   no-metrics  [telemetry] metrics = false (metrics are on by default)
@@ -30,7 +31,8 @@ cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; r
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOCK_PORT="$(free_port)"; PORT="$(free_port)"
-"$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --latency 0ms --no-record >"$WORK/mock.log" 2>&1 &
+"$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --latency 0ms --event-gap "${EVENT_GAP:-0ms}" \
+    --no-record >"$WORK/mock.log" 2>&1 &
 PIDS+=($!)
 {
     printf '[server]\nlisten = "127.0.0.1:%s"\n' "$PORT"
@@ -98,4 +100,4 @@ if [[ ",${FEATURES:-}," == *,cache,* ]]; then
     python3 -c 'import sqlite3,sys; print("cache verdicts:", dict(sqlite3.connect(sys.argv[1]).execute("SELECT cache, count(*) FROM usage_ledger GROUP BY cache").fetchall()))' "$WORK/ledger.db"
 fi
 [ -n "${KEEP_PROFILE:-}" ] && cp "$WORK"/cg."$CG_PID".out.1 "$KEEP_PROFILE"
-echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed')${FEATURES:+, $FEATURES}: $((IR / OK)) instructions per request ($OK answered)"
+echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed')${EVENT_GAP:+, events $EVENT_GAP apart}${FEATURES:+, $FEATURES}: $((IR / OK)) instructions per request ($OK answered)"

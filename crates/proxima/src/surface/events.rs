@@ -5,14 +5,18 @@
 //! Events already on their way are sent together. The upstream body reaches us one chunk at a
 //! time (hyper's body channel holds one), and the server writes (one syscall) as soon as the
 //! next event is not ready, so a burst of chunks — an upstream that answers fast, or a backlog
-//! after a stall — would otherwise cost one write per event. After each event the loop yields to
-//! let the upstream connection hand over the next chunk, and stops collecting when none came: an
-//! event is delayed by two turns of the scheduler at most.
+//! after a stall — would otherwise cost one write per event. In a burst, after each event the
+//! loop yields to let the upstream connection hand over the next chunk, and stops collecting
+//! when none came: an event is delayed by two turns of the scheduler at most. Events that come
+//! apart, as a model writes tokens, go out one by one without the yields, which would find
+//! nothing and cost two more polls of the connection for every event.
 
 use std::task::Poll;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{stream, Stream, StreamExt};
+use tokio::time::Instant;
 
 use crate::canonical::ChatChunk;
 use crate::error::Error;
@@ -20,6 +24,10 @@ use crate::providers::ChunkStream;
 
 /// At most this many bytes of events go out in one write.
 const BATCH_BYTES: usize = 16 * 1024;
+
+/// An event that comes within this time of the previous batch's first is part of a burst, and
+/// the loop waits for more to send with it. Tokens of a model come milliseconds apart.
+const BURST_GAP: Duration = Duration::from_millis(1);
 
 /// Writes one API's stream events.
 pub trait EventWriter: Send + 'static {
@@ -34,15 +42,20 @@ pub trait EventWriter: Send + 'static {
 
 /// The chunks as SSE bytes in `writer`'s format, batched as the module doc says.
 pub fn sse_events<W: EventWriter>(chunks: ChunkStream, writer: W) -> impl Stream<Item = Bytes> {
-    stream::unfold(Some((chunks, writer)), |state| async move {
-        let (mut chunks, mut writer) = state?;
+    stream::unfold(Some((chunks, writer, None::<Instant>)), |state| async move {
+        let (mut chunks, mut writer, previous) = state?;
         let mut out = BytesMut::new();
         // Wait for the first event; chunks that write nothing are passed over.
         let mut open = true;
         while open && out.is_empty() {
             open = write(&mut writer, chunks.next().await, &mut out);
         }
-        let mut yielded = false;
+        let first = Instant::now();
+        // The first event waits for company as in a burst: the head of a stream often is one.
+        let burst = previous.is_none_or(|at| first - at < BURST_GAP);
+        // Out of a burst, the batch ends at the first event not ready (unless the next one is,
+        // which starts collecting as in a burst).
+        let mut yielded = !burst;
         while open && out.len() < BATCH_BYTES {
             let ready = std::future::poll_fn(|cx| match chunks.as_mut().poll_next(cx) {
                 Poll::Ready(item) => Poll::Ready(Some(item)),
@@ -68,7 +81,7 @@ pub fn sse_events<W: EventWriter>(chunks: ChunkStream, writer: W) -> impl Stream
         if out.is_empty() {
             return None;
         }
-        Some((out.freeze(), open.then_some((chunks, writer))))
+        Some((out.freeze(), open.then_some((chunks, writer, Some(first)))))
     })
 }
 
