@@ -42,8 +42,8 @@ pub trait EventWriter: Send + 'static {
 
 /// The chunks as SSE bytes in `writer`'s format, batched as the module doc says.
 pub fn sse_events<W: EventWriter>(chunks: ChunkStream, writer: W) -> impl Stream<Item = Bytes> {
-    stream::unfold(Some((chunks, writer, None::<Instant>)), |state| async move {
-        let (mut chunks, mut writer, previous) = state?;
+    stream::unfold(Some((chunks, writer, None)), |state| async move {
+        let (mut chunks, mut writer, previous): (_, _, Option<Instant>) = state?;
         let mut out = BytesMut::new();
         // Wait for the first event; chunks that write nothing are passed over.
         let mut open = true;
