@@ -11,6 +11,8 @@
 #   RATES="500 2000 5000"   fixed rates for the latency runs
 #   CONCURRENCY="32 128"    concurrency levels for the max-throughput runs
 #   STREAM_CONCURRENCY=32   concurrency of the streaming throughput run (CPU per streamed request)
+#   EVENT_GAP=0ms     time between a streamed answer's events (0ms: all at once; 1ms or more is
+#                     how a model writes tokens, one wake-up per event)
 #   KEYS=1            the gateway serves a virtual key with key and team rate limits and daily
 #                     budgets, ledger on (SQLite); KEYS=0: anonymous caller, ledger still on
 #   QUIET_LOAD=0.5    wait until the 1-minute load average is below this before measuring ...
@@ -45,6 +47,7 @@ DURATION="${DURATION:-10s}"
 STREAM_N="${STREAM_N:-200}"
 RATES="${RATES:-500 2000 5000}"
 CONCURRENCY="${CONCURRENCY:-32 128}"
+EVENT_GAP="${EVENT_GAP:-0ms}"
 QUIET_LOAD="${QUIET_LOAD:-0.5}"
 QUIET_WAIT="${QUIET_WAIT:-600}"
 OUT="${OUT:-$ROOT/bench/results/latest.md}"
@@ -121,8 +124,8 @@ fi
 [ -x "$NGINX" ] || die "nginx is required (apt-get install nginx)"
 
 MOCK_PORT="$(free_port)"
-taskset -c "$LOAD_CORE" "$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --latency 0ms --no-record \
-    >"$WORK/mock.out" 2>"$WORK/mock.err" &
+taskset -c "$LOAD_CORE" "$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --latency 0ms \
+    --event-gap "$EVENT_GAP" --no-record >"$WORK/mock.out" 2>"$WORK/mock.err" &
 MOCK_PID=$!
 PIDS+=("$MOCK_PID")
 for _ in $(seq 1 100); do grep -q '^listening on' "$WORK/mock.out" && break; sleep 0.1; done
@@ -508,7 +511,7 @@ if ir_p:
 
 head = f"""# Proxima benchmark — $START_TIME
 
-- proxy under test pinned to core $GW_CORE (proxima: $GW_THREADS threads; nginx: 1 worker); mock-upstream (no latency, no recording), oha and curl on core $LOAD_CORE
+- proxy under test pinned to core $GW_CORE (proxima: $GW_THREADS threads; nginx: 1 worker); mock-upstream (no latency, stream events $EVENT_GAP apart, no recording), oha and curl on core $LOAD_CORE
 - proxima: $CALLER_NOTE; ledger on (SQLite)
 - request $REQ_BYTES B, answer $RESP_DIRECT B direct / $RESP_PROXIMA B through proxima; streamed answer $STREAM_EVENTS events, $STREAM_DIRECT / $STREAM_PROXIMA B
 - $OHA_VERSION, {"$DURATION"} per run; fixed-rate runs with -c 64 and --latency-correction; $STREAM_N sequential streams per side
