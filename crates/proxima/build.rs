@@ -91,7 +91,9 @@ fn main() {
 /// there since 1.90, does; GNU ld does not), and a packed binary needs glibc 2.36 or later:
 /// a small program is linked with the flags and run first, and a flag it fails with is left
 /// out. A function the file names that a build no longer has is skipped, so a stale file costs
-/// only memory, never a build.
+/// only memory, never a build. It goes stale faster than the code changes: ThinLTO names some
+/// functions `NAME.llvm.N`, N a hash of their whole module, so rerun `bench/link-order.sh`
+/// after changing the request path.
 fn link_order() {
     println!("cargo:rerun-if-changed=link-order.txt");
     println!("cargo:rerun-if-env-changed=PROXIMA_LINK_ORDER");
