@@ -1,6 +1,7 @@
-# Shared by bench/ratios.sh and bench/accounts.sh (sourced, from the repository root): builds
-# the release binaries unless SKIP_BUILD=1, makes sure oha is there, gives a scratch directory
-# whose processes are killed on exit, and starts mock-upstream on core 1 at $MOCK_PORT.
+# Shared by bench/ratios.sh, bench/accounts.sh and bench/link-order.sh (sourced, from the
+# repository root): builds the release binaries unless SKIP_BUILD=1, makes sure oha is there,
+# gives a scratch directory whose processes are killed on exit, and starts mock-upstream on
+# core 1 at $MOCK_PORT.
 DURATION="${DURATION:-10s}"
 CONCURRENCY="${CONCURRENCY:-32}"
 ROUNDS="${ROUNDS:-3}"

@@ -4,25 +4,20 @@
 # `link_order`). Runs the release binary under callgrind twice, each time from start to stop:
 #   core      no keys, ledger on (the default config): plain and streamed requests
 #   accounts  a virtual key with rpm, tpm and a daily budget, in a team: the same requests
-# Run it again when the request path or a dependency changes much; names a build no longer
-# has are skipped by the linker, and functions the file lacks go after those it lists.
-#   bench/link-order.sh [PROXIMA_BINARY]
+# Run it again after changing the request path or a dependency: the linker skips names a build
+# no longer has (ThinLTO renames some functions whenever their module changes), and puts the
+# functions the file lacks after those it lists.
+#   bench/link-order.sh [PROXIMA_BINARY]     (builds the release binaries first unless SKIP_BUILD=1)
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-BIN="${CARGO_TARGET_DIR:-target}/release"
-PROXIMA="${1:-$BIN/proxima}"
-OUT=crates/proxima/link-order.txt
-for tool in valgrind oha curl python3; do
+for tool in valgrind callgrind_control curl python3; do
     command -v "$tool" >/dev/null || { echo "needs $tool" >&2; exit 1; }
 done
-WORK="$(mktemp -d)"
-PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; rm -rf "$WORK"; }
-trap cleanup EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOCK_PORT="$(free_port)"
-"$BIN/mock-upstream" --listen "127.0.0.1:$MOCK_PORT" --latency 0ms --no-record >"$WORK/mock.log" 2>&1 &
-PIDS+=($!)
+OUT=crates/proxima/link-order.txt
+# Builds the release binaries unless SKIP_BUILD=1; $WORK, free_port, mock-upstream at $MOCK_PORT.
+# shellcheck source=bench/common.sh
+source bench/common.sh
+PROXIMA="${1:-$BIN/proxima}"
 TEXT="Proxima link order: a short user message, echoed back by the mock upstream as a small reply."
 
 # profile MODE : one run under callgrind, from start to a clean stop, into $WORK/MODE.out
