@@ -222,8 +222,8 @@ pub async fn read_body(body: Body, limit: usize) -> Result<Bytes> {
 /// Parses JSON, naming the field at fault on a type error.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
     // Valid requests, the common case, skip the path tracking, which allocates for every key;
-    // only a body that fails is parsed again to say where.
-    if let Ok(value) = serde_json::from_slice(bytes) {
+    // only a body that fails is parsed again, with it, to say where.
+    if let Ok(value) = crate::wire::from_json(bytes) {
         return Ok(value);
     }
     if bytes.iter().all(u8::is_ascii_whitespace) {
@@ -231,12 +231,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
             "the request body is empty: send a JSON object",
         ));
     }
-    // Most bodies are fine: parse them at full speed, and only retrace a failure with the
-    // (slower) path tracking that names the field at fault.
-    match serde_json::from_slice(bytes) {
-        Ok(value) => Ok(value),
-        Err(_) => Err(explain_json_error::<T>(bytes)),
-    }
+    Err(explain_json_error::<T>(bytes))
 }
 
 /// The error for a body that failed to parse, naming the field at fault.

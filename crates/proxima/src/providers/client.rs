@@ -63,7 +63,7 @@ pub fn parse_body<T: serde::de::DeserializeOwned>(
     body: &[u8],
     what: &str,
 ) -> Result<T> {
-    serde_json::from_slice(body).map_err(|e| {
+    crate::wire::from_json(body).map_err(|e| {
         Error::upstream(format!(
             "provider `{provider}` returned something that is not {what}: {e}"
         ))
