@@ -80,7 +80,7 @@ fn main() {
 /// requests, as `bench/link-order.sh` records them in `link-order.txt`) side by side at the
 /// head of the binary's code, hottest first. The kernel maps code into the process 64 KiB at a
 /// time around each page it runs: scattered through the binary's 19 MB of code, these 3 MB of
-/// functions kept 12 MiB of it resident under load; side by side, under 5. A request also runs
+/// functions kept 12 MiB of it resident under load; side by side, 5 to 6. A request also runs
 /// from fewer pages, which a cold one feels (`bench/results/memory-2026-12-06.md`).
 ///
 /// Also packs the relative relocations (DT_RELR): the loader reads 41,000 of them at start,
