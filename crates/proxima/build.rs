@@ -95,7 +95,6 @@ fn main() {
 fn link_order() {
     println!("cargo:rerun-if-changed=link-order.txt");
     println!("cargo:rerun-if-env-changed=PROXIMA_LINK_ORDER");
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
     if var("PROFILE") != "release"
         || var("TARGET") != "x86_64-unknown-linux-gnu"
         || var("HOST") != var("TARGET")
@@ -135,7 +134,6 @@ fn link_order() {
 /// out, in the order listed. The script's output section is `.text`, where the others join
 /// them, so that tools that take only `.text` for code (valgrind) still see every function.
 fn ordering_files() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
     let list =
         std::fs::read_to_string(Path::new(&var("CARGO_MANIFEST_DIR")).join("link-order.txt"))
             .ok()?;
@@ -168,9 +166,13 @@ fn ordering_files() -> Option<(std::path::PathBuf, std::path::PathBuf)> {
     Some((symbols_file, script_file))
 }
 
+/// A variable cargo gives the build script, or "" when it is not set.
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_default()
+}
+
 /// Whether `fn main() {}`, linked with these flags by the linker this build uses, runs.
 fn links_and_runs(flags: &[String]) -> bool {
-    let var = |name: &str| std::env::var(name).unwrap_or_default();
     let out = Path::new(&var("OUT_DIR")).join("link-probe");
     let source = out.with_extension("rs");
     if std::fs::write(&source, "fn main() {}\n").is_err() {
