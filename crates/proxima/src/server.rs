@@ -3,8 +3,9 @@
 //! # The path of a request
 //!
 //! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
-//!    it on the response, and runs the request inside a `request` tracing span carrying it, so
-//!    every log line of the request (the router's failure logs included) names it.
+//!    it on the response, and runs the request with it as its log tag
+//!    ([`crate::telemetry::log`]), so every log line of the request (the router's failure logs
+//!    included) names it.
 //! 2. [`authenticate`] (`/v1/*`): starts the request's trace context from the caller's
 //!    `traceparent` ([`crate::telemetry`]; echoed on the answer), loads the current
 //!    [`Gateway`] (a request keeps the one it started on across reloads), authenticates the
@@ -72,7 +73,6 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio::time::Instant;
-use tracing::Instrument;
 
 use crate::audit::Actor;
 use crate::canonical::Api;
@@ -271,8 +271,7 @@ async fn request_id(mut req: Request, next: Next) -> Response {
         .map(Arc::from)
         .unwrap_or_else(new_request_id);
     req.extensions_mut().insert(RequestId(id.clone()));
-    let span = tracing::info_span!("request", id = %id);
-    let mut response = next.run(req).instrument(span).await;
+    let mut response = crate::telemetry::log::in_request(id.clone(), next.run(req)).await;
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert(REQUEST_ID, value);
     }

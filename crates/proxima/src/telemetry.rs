@@ -1,7 +1,8 @@
 //! Telemetry: logs, Prometheus metrics and OpenTelemetry traces.
 //!
 //! - Logs: `tracing` to stderr, filtered by `PROXIMA_LOG`, as text or JSON; coloured only when
-//!   stderr is a terminal (a file or a pipe gets plain text) — [`init`].
+//!   stderr is a terminal (a file or a pipe gets plain text) — [`init`]. A request's lines carry
+//!   its id ([`log`]).
 //! - [`metrics`]: counters and histograms, scraped at `GET /metrics`.
 //! - [`trace`]: W3C trace context and spans, which [`export`] sends to an OTLP/HTTP collector,
 //!   encoded by [`otlp`].
@@ -20,6 +21,7 @@
 //! 4. `GET /metrics` renders everything ([`Telemetry::render`]), gauges read at that moment.
 
 pub mod export;
+pub mod log;
 pub mod metrics;
 pub mod otlp;
 pub mod trace;
@@ -54,11 +56,13 @@ pub fn init(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
-        .with_target(false);
+        .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder
+            .json()
+            .event_format(log::JsonLines::default())
+            .try_init(),
+        LogFormat::Text => builder.event_format(log::Text).try_init(),
     };
 }
 
