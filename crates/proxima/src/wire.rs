@@ -42,12 +42,13 @@ impl<'de> serde::Deserialize<'de> for Key<'de> {
     }
 }
 
-/// `Deserialize` for a wire struct that keeps the fields it does not model in its `extra` map,
-/// with every field optional (it starts from `Default`). `#[serde(flatten)]` does the same,
-/// but first copies the whole object into a buffer, and nested, each level copies again: about
-/// 600 of the 9,000 instructions of reading a stream chunk whole.
+/// `Deserialize` for a wire struct that keeps the fields it does not model in its `extra` map.
+/// It starts from `Default`; a key listed as `required` must be present ("missing field" as
+/// serde's derive says it), the others may be left out. `#[serde(flatten)]` does the same, but
+/// first copies the whole object into a buffer, and nested, each level copies again: about 600
+/// of the 9,000 instructions of reading a stream chunk whole.
 macro_rules! deserialize_with_extra {
-    ($wire:ty, $expecting:literal, { $($key:literal => $field:ident),+ $(,)? }) => {
+    ($wire:ty, $expecting:literal, $(required [$($required:literal),+],)? { $($key:literal => $field:ident),+ $(,)? }) => {
         impl<'de> serde::Deserialize<'de> for $wire {
             fn deserialize<D>(deserializer: D) -> Result<$wire, D::Error>
             where
@@ -63,14 +64,24 @@ macro_rules! deserialize_with_extra {
                         self,
                         mut map: A,
                     ) -> Result<$wire, A::Error> {
+                        const REQUIRED: &[&str] = &[$($($required),+)?];
+                        let mut present = [false; REQUIRED.len()];
                         let mut wire = <$wire>::default();
                         while let Some($crate::wire::Key(key)) = map.next_key()? {
                             match &*key {
-                                $($key => wire.$field = map.next_value()?,)+
+                                $($key => {
+                                    wire.$field = map.next_value()?;
+                                    if let Some(i) = REQUIRED.iter().position(|r| *r == $key) {
+                                        present[i] = true;
+                                    }
+                                })+
                                 _ => {
                                     wire.extra.insert(key.into_owned(), map.next_value()?);
                                 }
                             }
+                        }
+                        if let Some(i) = present.iter().position(|p| !p) {
+                            return Err(serde::de::Error::missing_field(REQUIRED[i]));
                         }
                         Ok(wire)
                     }

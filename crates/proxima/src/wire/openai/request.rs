@@ -9,7 +9,9 @@ use crate::canonical::{
 };
 use crate::error::{Error, Result};
 
-#[derive(Debug, Deserialize, Serialize)]
+/// Read without `#[serde(flatten)]`, as are its messages (see `wire::deserialize_with_extra`):
+/// every chat call reads one.
+#[derive(Debug, Default, Serialize)]
 pub struct ChatCompletionRequest {
     pub model: String,
     pub messages: Vec<MessageWire>,
@@ -52,13 +54,39 @@ pub struct ChatCompletionRequest {
     pub extra: Map<String, Value>,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+deserialize_with_extra!(ChatCompletionRequest, "a chat completions request", required ["model", "messages"], {
+    "model" => model,
+    "messages" => messages,
+    "tools" => tools,
+    "tool_choice" => tool_choice,
+    "parallel_tool_calls" => parallel_tool_calls,
+    "response_format" => response_format,
+    "temperature" => temperature,
+    "top_p" => top_p,
+    "max_tokens" => max_tokens,
+    "max_completion_tokens" => max_completion_tokens,
+    "stop" => stop,
+    "seed" => seed,
+    "presence_penalty" => presence_penalty,
+    "frequency_penalty" => frequency_penalty,
+    "n" => n,
+    "stream" => stream,
+    "stream_options" => stream_options,
+    "user" => user,
+    "reasoning_effort" => reasoning_effort,
+});
+
+#[derive(Debug, Default, Serialize)]
 pub struct StreamOptionsWire {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub include_usage: Option<bool>,
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(StreamOptionsWire, "stream options", {
+    "include_usage" => include_usage,
+});
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged, expecting = "a string or an array of strings")]
@@ -67,7 +95,7 @@ pub enum StopWire {
     Many(Vec<String>),
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Default, Serialize)]
 pub struct MessageWire {
     pub role: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -86,6 +114,16 @@ pub struct MessageWire {
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
+
+deserialize_with_extra!(MessageWire, "a message", required ["role"], {
+    "role" => role,
+    "content" => content,
+    "name" => name,
+    "tool_calls" => tool_calls,
+    "tool_call_id" => tool_call_id,
+    "refusal" => refusal,
+    "reasoning_content" => reasoning_content,
+});
 
 #[derive(Debug, Deserialize, Serialize)]
 #[serde(untagged, expecting = "a string, an array of content parts, or null")]
@@ -690,4 +728,70 @@ fn content_to_wire(parts: &[Part]) -> Option<ContentWire> {
         }
     }
     Some(ContentWire::Parts(wire))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn a_request_reads_every_field_and_keeps_the_rest_at_each_level() {
+        let body = json!({
+            "model": "m",
+            "messages": [
+                {"role": "system", "content": "be brief", "x_cache": true},
+                {"role": "user", "content": [{"type": "text", "text": "hi"}], "name": "ann"},
+                {"role": "assistant", "reasoning_content": "hmm",
+                 "tool_calls": [{"id": "c1", "type": "function",
+                                 "function": {"name": "f", "arguments": "{}"}}]},
+                {"role": "tool", "tool_call_id": "c1", "content": "42"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}],
+            "tool_choice": "auto",
+            "temperature": 0.5,
+            "max_tokens": 50,
+            "stop": ["\n"],
+            "stream": true,
+            "stream_options": {"include_usage": true, "continuous_usage_stats": false},
+            "user": "u",
+            "logit_bias": {"50256": -100},
+            "metadata": {"team": "a"}
+        });
+        let req: ChatCompletionRequest =
+            crate::wire::from_json(body.to_string().as_bytes()).unwrap();
+        assert_eq!(req.model, "m");
+        assert_eq!(req.messages.len(), 4);
+        assert_eq!(req.temperature, Some(0.5));
+        assert_eq!(
+            req.stream_options.as_ref().unwrap().include_usage,
+            Some(true)
+        );
+        assert_eq!(req.extra["logit_bias"], json!({"50256": -100}));
+        assert_eq!(req.messages[0].extra["x_cache"], true);
+        // Written again, it is the request it was read from.
+        assert_eq!(serde_json::to_value(&req).unwrap(), body);
+    }
+
+    #[test]
+    fn a_request_or_message_without_its_required_fields_fails_naming_them() {
+        let fails = |body: serde_json::Value| {
+            crate::wire::from_json::<ChatCompletionRequest>(body.to_string().as_bytes())
+                .unwrap_err()
+                .to_string()
+        };
+        assert!(fails(json!({"messages": []})).contains("missing field `model`"));
+        assert!(fails(json!({"model": "m"})).contains("missing field `messages`"));
+        let no_role = fails(json!({"model": "m", "messages": [{"content": "hi"}]}));
+        assert!(no_role.contains("missing field `role`"), "{no_role}");
+        let null_content =
+            json!({"model": "m", "messages": [{"role": "assistant", "content": null}]});
+        let req: ChatCompletionRequest =
+            crate::wire::from_json(null_content.to_string().as_bytes()).unwrap();
+        assert!(req.messages[0].content.is_none());
+        let wrong = fails(json!({"model": "m", "messages": [], "n": "two"}));
+        assert!(wrong.starts_with("invalid type: string \"two\""), "{wrong}");
+    }
 }
