@@ -58,11 +58,8 @@ pub fn init(format: LogFormat) {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal());
     let _ = match format {
-        LogFormat::Json => builder
-            .json()
-            .event_format(log::JsonLines::default())
-            .try_init(),
-        LogFormat::Text => builder.event_format(log::Text).try_init(),
+        LogFormat::Json => builder.json().event_format(log::Lines::json()).try_init(),
+        LogFormat::Text => builder.event_format(log::Lines::text()).try_init(),
     };
 }
 

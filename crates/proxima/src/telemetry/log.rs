@@ -26,11 +26,29 @@ pub async fn in_request<F: Future>(id: Arc<str>, handler: F) -> F::Output {
     REQUEST_ID.scope(id, handler).await
 }
 
-/// Text lines as `tracing`'s full format writes them, the request's id as a span named
-/// `request` would show it: `TIME LEVEL request{id=ID}: message fields`.
-pub struct Text;
+/// How log lines are written: text as `tracing`'s full format writes it, the request's id as a
+/// span named `request` would show it (`TIME LEVEL request{id=ID}: message fields`); or JSON
+/// as `tracing`'s JSON format writes it (fields flattened), with a `request_id` field inside a
+/// request.
+pub struct Lines {
+    json: Option<Format<Json>>,
+}
 
-impl<S, N> FormatEvent<S, N> for Text
+impl Lines {
+    pub fn text() -> Lines {
+        Lines { json: None }
+    }
+
+    pub fn json() -> Lines {
+        let json = tracing_subscriber::fmt::format()
+            .with_target(false)
+            .json()
+            .flatten_event(true);
+        Lines { json: Some(json) }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Lines
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
     N: for<'a> FormatFields<'a> + 'static,
@@ -41,27 +59,30 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
-        let ansi = writer.has_ansi_escapes();
-        let (dim, bold, reset) = if ansi {
-            ("\x1b[2m", "\x1b[1m", "\x1b[0m")
-        } else {
-            ("", "", "")
-        };
-        writer.write_str(dim)?;
-        if SystemTime.format_time(&mut writer).is_err() {
-            writer.write_str("<unknown time>")?;
+        let id = REQUEST_ID.try_with(Arc::clone).ok();
+        if let Some(json) = &self.json {
+            let Some(id) = id else {
+                return json.format_event(ctx, writer, event);
+            };
+            // The line is one object and a newline: the id goes in as its last field.
+            let mut line = String::new();
+            json.format_event(ctx, Writer::new(&mut line), event)?;
+            let Some(open) = line.trim_end_matches('\n').strip_suffix('}') else {
+                return writer.write_str(&line);
+            };
+            let id = serde_json::to_string(&*id).map_err(|_| fmt::Error)?;
+            let comma = if open.ends_with('{') { "" } else { "," };
+            return writeln!(writer, "{open}{comma}\"request_id\":{id}}}");
         }
-        let level = *event.metadata().level();
-        let color = if ansi { level_color(level) } else { "" };
-        write!(writer, "{reset} {color}{level:>5}{reset} ")?;
+        let style = Style::of(&writer);
+        write_time_and_level(&mut writer, *event.metadata().level(), &style)?;
+        let Style { dim, bold, reset } = style;
         let mut spans = false;
-        if let Ok(written) = REQUEST_ID.try_with(|id| {
+        if let Some(id) = id {
             write!(
                 writer,
                 "{bold}request{{{reset}id={id}{bold}}}{reset}{dim}:{reset}"
-            )
-        }) {
-            written?;
+            )?;
             spans = true;
         }
         // A dependency's spans, if it opens any.
@@ -85,56 +106,46 @@ where
     }
 }
 
-fn level_color(level: Level) -> &'static str {
-    match level {
+/// ANSI escapes for a terminal, none for a file or a pipe.
+struct Style {
+    dim: &'static str,
+    bold: &'static str,
+    reset: &'static str,
+}
+
+impl Style {
+    fn of(writer: &Writer<'_>) -> Style {
+        if writer.has_ansi_escapes() {
+            Style {
+                dim: "\x1b[2m",
+                bold: "\x1b[1m",
+                reset: "\x1b[0m",
+            }
+        } else {
+            Style {
+                dim: "",
+                bold: "",
+                reset: "",
+            }
+        }
+    }
+}
+
+fn write_time_and_level(writer: &mut Writer<'_>, level: Level, style: &Style) -> fmt::Result {
+    writer.write_str(style.dim)?;
+    if SystemTime.format_time(writer).is_err() {
+        writer.write_str("<unknown time>")?;
+    }
+    let color = match level {
+        _ if style.reset.is_empty() => "",
         Level::TRACE => "\x1b[35m",
         Level::DEBUG => "\x1b[34m",
         Level::INFO => "\x1b[32m",
         Level::WARN => "\x1b[33m",
         Level::ERROR => "\x1b[31m",
-    }
-}
-
-/// JSON lines as `tracing`'s JSON format writes them (fields flattened), with a `request_id`
-/// field inside a request.
-pub struct JsonLines(Format<Json>);
-
-impl Default for JsonLines {
-    fn default() -> JsonLines {
-        JsonLines(
-            tracing_subscriber::fmt::format()
-                .with_target(false)
-                .json()
-                .flatten_event(true),
-        )
-    }
-}
-
-impl<S, N> FormatEvent<S, N> for JsonLines
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-    N: for<'a> FormatFields<'a> + 'static,
-{
-    fn format_event(
-        &self,
-        ctx: &FmtContext<'_, S, N>,
-        mut writer: Writer<'_>,
-        event: &Event<'_>,
-    ) -> fmt::Result {
-        let Ok(id) = REQUEST_ID.try_with(Arc::clone) else {
-            return self.0.format_event(ctx, writer, event);
-        };
-        // The line is one object and a newline: the id goes in as its last field.
-        let mut line = String::new();
-        self.0.format_event(ctx, Writer::new(&mut line), event)?;
-        let body = line.trim_end_matches('\n');
-        let Some(open) = body.strip_suffix('}') else {
-            return writer.write_str(&line);
-        };
-        let id = serde_json::to_string(&*id).map_err(|_| fmt::Error)?;
-        let comma = if open.ends_with('{') { "" } else { "," };
-        writeln!(writer, "{open}{comma}\"request_id\":{id}}}")
-    }
+    };
+    let reset = style.reset;
+    write!(writer, "{reset} {color}{level:>5}{reset} ")
 }
 
 #[cfg(test)]
@@ -149,9 +160,9 @@ mod tests {
 
     /// Collects what the subscriber writes.
     #[derive(Clone, Default)]
-    struct Lines(Arc<Mutex<Vec<u8>>>);
+    struct Captured(Arc<Mutex<Vec<u8>>>);
 
-    impl io::Write for Lines {
+    impl io::Write for Captured {
         fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
             self.0.lock().unwrap().extend_from_slice(buf);
             Ok(buf.len())
@@ -161,14 +172,14 @@ mod tests {
         }
     }
 
-    impl<'a> MakeWriter<'a> for Lines {
-        type Writer = Lines;
-        fn make_writer(&'a self) -> Lines {
+    impl<'a> MakeWriter<'a> for Captured {
+        type Writer = Captured;
+        fn make_writer(&'a self) -> Captured {
             self.clone()
         }
     }
 
-    impl Lines {
+    impl Captured {
         fn text(&self) -> String {
             String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
         }
@@ -176,14 +187,14 @@ mod tests {
 
     /// Logs one line inside a request and one outside, as `format` writes them.
     fn log_both(json: bool) -> Vec<String> {
-        let lines = Lines::default();
+        let lines = Captured::default();
         let builder = tracing_subscriber::fmt()
             .with_writer(lines.clone())
             .with_ansi(false);
         let subscriber: Box<dyn Subscriber + Send + Sync> = if json {
-            Box::new(builder.json().event_format(JsonLines::default()).finish())
+            Box::new(builder.json().event_format(Lines::json()).finish())
         } else {
-            Box::new(builder.event_format(Text).finish())
+            Box::new(builder.event_format(Lines::text()).finish())
         };
         tracing::subscriber::with_default(subscriber, || {
             REQUEST_ID.sync_scope(Arc::from("req_\"7\""), || {
