@@ -8,6 +8,11 @@
 # 0, with nginx; the mock and curl on core 1) and the requests go to each in turn, ROUNDS times:
 # A, B, nginx, direct. Default config: no keys, the ledger on.
 #
+# A second table sends the same requests from one client process, one after another (each on a
+# new connection), and times both the first byte (the response head) and the first `data:`
+# event. A new curl for each request leaves the gateway idle for milliseconds in between; one
+# process keeps requests about half a millisecond apart, so the gateway's caches stay warmer.
+#
 #   bench/first-chunk.sh [BINARY_A [BINARY_B]]   # default: this tree's release build alone
 #   ROUNDS=300 SKIP_BUILD=1 OUT=FILE
 set -euo pipefail
@@ -84,4 +89,47 @@ for side in ("A", "B", "nginx", "direct"):
     if times[side]:
         print(f"| {names[side]} | {q(side, .5):,.0f} µs | {q(side, .9):,.0f} µs | "
               f"{q(side, .5) - q('direct', .5):+,.0f} µs |")
+PY
+
+log "$ROUNDS rounds of ${ORDER[*]}, from one client process"
+PORTS=()
+for side in "${ORDER[@]}"; do PORTS+=("$side=$(sed -E 's#.*:([0-9]+)/.*#\1#' <<<"${URL[$side]}")"); done
+taskset -c 1 python3 - "$WORK/stream.json" "$ROUNDS" "${PORTS[@]}" <<'PY' | tee -a "${OUT:-/dev/null}"
+import socket, statistics, sys, time
+body = open(sys.argv[1], "rb").read()
+rounds, sides = int(sys.argv[2]), [a.split("=") for a in sys.argv[3:]]
+request = (b"POST /v1/chat/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json\r\n"
+           b"content-length: %d\r\nconnection: close\r\n\r\n" % len(body)) + body
+def stream(port):
+    start = time.perf_counter()
+    s = socket.create_connection(("127.0.0.1", int(port)))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    s.sendall(request)
+    seen, head, data = b"", None, None
+    while data is None:
+        piece = s.recv(65536)
+        if not piece:
+            raise SystemExit(f"port {port} closed before a data: event")
+        head = head or time.perf_counter()
+        seen += piece
+        if b"data:" in seen:
+            data = time.perf_counter()
+    while s.recv(65536):
+        pass
+    s.close()
+    return (head - start) * 1e6, (data - start) * 1e6
+times = {name: ([], []) for name, _ in sides}
+for i in range(20 + rounds):
+    for name, port in sides:
+        head, data = stream(port)
+        if i >= 20:
+            times[name][0].append(head)
+            times[name][1].append(data)
+direct = statistics.median(times["direct"][1])
+print()
+print(f"| {rounds} rounds, one client process | first byte p50 | first event p50 | first event added over direct |")
+print("|---|---:|---:|---:|")
+for name, _ in sides:
+    head, data = statistics.median(times[name][0]), statistics.median(times[name][1])
+    print(f"| {name} | {head:,.0f} µs | {data:,.0f} µs | {data - direct:+,.0f} µs |")
 PY
