@@ -192,16 +192,16 @@ fn serve(arg: ConfigArg) -> ExitCode {
         return ExitCode::FAILURE;
     }
     telemetry::init(config.log.format);
-    let Some(runtime) = runtime(tokio::runtime::Builder::new_multi_thread()) else {
+    // Worker 0 runs on this thread; `Server::run` starts the others, each on a runtime of its
+    // own (see `server::workers`).
+    let Some(runtime) = runtime(tokio::runtime::Builder::new_current_thread()) else {
         return ExitCode::FAILURE;
     };
-    // The server runs as a task, not in `block_on`'s future: that future runs on the main
-    // thread, so every accepted connection would be handed to a worker thread, waking it.
-    let serving = runtime.spawn(async move {
+    runtime.block_on(async move {
         let models = config.models.len();
         let origin = describe(&path);
         let server = match Server::bind(config, path).await {
-            Ok(server) => server,
+            Ok(server) => server.with_workers(crate::worker::count_for_this_process()),
             Err(e) => {
                 tracing::error!("not starting: {}", e.message);
                 return ExitCode::FAILURE;
@@ -220,6 +220,5 @@ fn serve(arg: ConfigArg) -> ExitCode {
                 ExitCode::FAILURE
             }
         }
-    });
-    runtime.block_on(serving).unwrap_or(ExitCode::FAILURE)
+    })
 }

@@ -4,12 +4,14 @@
 //! One pool multiplexes every request to a host over a single HTTP/2 connection, which caps
 //! concurrency at the server's stream limit (often 100). Keeping a few independent pools and
 //! spreading requests over them gives several connections instead. For HTTP/1.1 upstreams each
-//! pool keeps connections as usual. Redirects are never followed: re-sending a POST body to
+//! pool keeps connections as usual. Each worker thread has pools of its own: a pool's
+//! connections run as tasks on the thread that opened them, so sharing one across workers
+//! would wake another core on every request. Redirects are never followed: re-sending a POST body to
 //! wherever a provider points is not the gateway's call, so a 3xx is answered as an error.
 
 mod connector;
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::cell::Cell;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +30,10 @@ use rustls_platform_verifier::BuilderVerifierExt;
 
 use self::connector::Connector;
 use crate::error::{Error, Result};
+use crate::worker::{self, Worker};
 
-/// Independent connection pools; enough to lift the HTTP/2 stream cap several times over.
+/// Independent connection pools; enough to lift the HTTP/2 stream cap several times over. A
+/// process with more workers than this has one pool per worker.
 const POOLS: usize = 4;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -38,7 +42,6 @@ pub const USER_AGENT_VALUE: &str = concat!("proxima/", env!("CARGO_PKG_VERSION")
 
 pub struct HttpClient {
     pools: Vec<Client<Connector, Full<Bytes>>>,
-    next: AtomicUsize,
     /// The pools' connector, asked for the proxy credentials plain-http requests carry.
     connector: Connector,
 }
@@ -123,14 +126,10 @@ impl HttpClient {
             .timer(TokioTimer::new())
             .pool_timer(TokioTimer::new());
         // Each `build` makes a pool of its own.
-        let pools = (0..POOLS)
+        let pools = (0..POOLS.max(worker::count_for_this_process()))
             .map(|_| builder.build(connector.clone()))
             .collect();
-        Ok(HttpClient {
-            pools,
-            next: AtomicUsize::new(0),
-            connector,
-        })
+        Ok(HttpClient { pools, connector })
     }
 
     /// POSTs a JSON body with `headers` (from [`provider_headers`], which include the
@@ -172,8 +171,7 @@ impl HttpClient {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        let i = self.next.fetch_add(1, Ordering::Relaxed) % self.pools.len();
-        let response = self.pools[i]
+        let response = self.pools[pool_for(worker::current(), self.pools.len())]
             .request(request)
             .await
             .map_err(HttpError::Request)?;
@@ -184,6 +182,25 @@ impl HttpClient {
             body,
         })
     }
+}
+
+/// The pool `worker` sends its next request through: the pools whose index is the worker's
+/// modulo the worker count, in turn. With more workers than pools, workers share them.
+fn pool_for(worker: Worker, pools: usize) -> usize {
+    thread_local! {
+        static TURN: Cell<usize> = const { Cell::new(0) };
+    }
+    let turn = TURN.with(|turn| {
+        let now = turn.get();
+        turn.set(now.wrapping_add(1));
+        now
+    });
+    if worker.count > pools {
+        return worker.index % pools;
+    }
+    let first = worker.index % worker.count;
+    let mine = (pools - first).div_ceil(worker.count);
+    first + worker.count * (turn % mine)
 }
 
 /// TLS as the OS trusts it (its certificate store and revocation rules), with ring for the
@@ -225,4 +242,30 @@ pub fn source_chain(e: &dyn std::error::Error) -> String {
         source = inner.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pools_used(worker: Worker, pools: usize) -> Vec<usize> {
+        let mut used: Vec<usize> = (0..2 * pools).map(|_| pool_for(worker, pools)).collect();
+        used.sort_unstable();
+        used.dedup();
+        used
+    }
+
+    #[test]
+    fn each_worker_sends_through_pools_of_its_own_in_turn() {
+        let alone = Worker { index: 0, count: 1 };
+        assert_eq!(pools_used(alone, 4), [0, 1, 2, 3]);
+        let (first, second) = (Worker { index: 0, count: 2 }, Worker { index: 1, count: 2 });
+        assert_eq!(pools_used(first, 4), [0, 2]);
+        assert_eq!(pools_used(second, 4), [1, 3]);
+        let third_of_three = Worker { index: 2, count: 3 };
+        assert_eq!(pools_used(third_of_three, 4), [2]);
+        assert_eq!(pools_used(Worker { index: 0, count: 3 }, 4), [0, 3]);
+        // More workers than pools: shared, never out of range.
+        assert_eq!(pools_used(Worker { index: 5, count: 6 }, 4), [1]);
+    }
 }

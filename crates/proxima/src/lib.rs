@@ -38,3 +38,4 @@ pub mod ui;
 pub mod usage;
 pub mod wire;
 pub mod words;
+pub mod worker;

@@ -2,6 +2,9 @@
 //!
 //! # The path of a request
 //!
+//! A connection is served on one of the workers, one single-threaded runtime per core
+//! ([`workers`]), and everything its requests do below stays on that thread.
+//!
 //! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
 //!    it on the response, and runs the request with it as its log tag
 //!    ([`crate::telemetry::log`]), so every log line of the request (the router's failure logs
@@ -67,7 +70,6 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::serve::ListenerExt;
 use http::{HeaderName, HeaderValue, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
@@ -500,11 +502,15 @@ async fn method_not_allowed(req: Request) -> Response {
     response
 }
 
+mod workers;
+
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
     state: Arc<AppState>,
     grace: Duration,
+    /// Threads serving connections, each with a runtime of its own (see [`workers`]).
+    workers: usize,
 }
 
 impl Server {
@@ -536,7 +542,14 @@ impl Server {
                 reloading: tokio::sync::Mutex::new(()),
             }),
             grace,
+            workers: 1,
         })
+    }
+
+    /// Serves on `count` worker threads: the one `run` is called on and `count - 1` more.
+    pub fn with_workers(mut self, count: usize) -> Server {
+        self.workers = count.max(1);
+        self
     }
 
     pub fn state(&self) -> Arc<AppState> {
@@ -561,23 +574,29 @@ impl Server {
         let _retention = AbortOnDrop(tokio::spawn(crate::usage::retention::keep(state.clone())));
         let draining = Arc::new(Notify::new());
         let notify = draining.clone();
-        let listener = self.listener.tap_io(|tcp| {
-            // Small writes (stream chunks) must go out at once, not wait for Nagle.
-            let _ = tcp.set_nodelay(true);
-        });
         // A router served as it is rebuilds its routes with their state for every connection;
         // `into_make_service` does that once and gives each connection a shared copy.
         let routes = app(state.clone()).into_make_service();
-        let server = axum::serve(listener, routes).with_graceful_shutdown(async move {
-            shutdown.await;
-            state.ready.store(false, Ordering::Relaxed);
-            tracing::info!("shutting down: no new connections; waiting for requests in flight");
-            notify.notify_one();
-        });
+        let (stop, stopping) = tokio::sync::watch::channel(false);
+        let local = self.local_addr();
+        let mut workers = workers::Workers::start(self.workers, local, &routes, &stopping)?;
+        let server = axum::serve(workers.balancer(self.listener), routes).with_graceful_shutdown(
+            async move {
+                shutdown.await;
+                state.ready.store(false, Ordering::Relaxed);
+                tracing::info!("shutting down: no new connections; waiting for requests in flight");
+                stop.send_replace(true);
+                notify.notify_one();
+            },
+        );
         let grace = self.grace;
         let _stop_watching = AbortOnDrop(watcher);
         let result = tokio::select! {
-            result = std::future::IntoFuture::into_future(server) => result,
+            result = async {
+                let result = std::future::IntoFuture::into_future(server).await;
+                workers.drained().await;
+                result
+            } => result,
             () = async move {
                 draining.notified().await;
                 tokio::time::sleep(grace).await;
@@ -588,6 +607,7 @@ impl Server {
         };
         // Every request has closed its meter by now: write out the ledger.
         self.state.services.shutdown(LEDGER_FLUSH).await;
+        workers.stop();
         result
     }
 }

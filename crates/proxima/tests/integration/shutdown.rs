@@ -177,3 +177,130 @@ async fn a_stream_longer_than_the_grace_period_is_cut_and_the_process_still_exit
     drop(served);
     let _ = std::fs::remove_file(&config);
 }
+
+/// Names of the child's threads (`/proc/PID/task/*/comm`).
+fn thread_names(pid: u32) -> Vec<String> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc");
+    let mut names: Vec<String> = tasks
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .map(|name| name.trim().to_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// How many times the child's thread named `name` has slept and been woken.
+fn wakeups(pid: u32, name: &str) -> u64 {
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("read /proc") {
+        let path = task.expect("task").path();
+        if std::fs::read_to_string(path.join("comm")).is_ok_and(|comm| comm.trim() == name) {
+            let status = std::fs::read_to_string(path.join("status")).expect("status");
+            return status
+                .lines()
+                .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+                .and_then(|n| n.trim().parse().ok())
+                .expect("voluntary_ctxt_switches");
+        }
+    }
+    panic!("no thread named {name}")
+}
+
+#[tokio::test]
+async fn three_workers_share_the_connections_and_each_drains_its_streams_on_sigterm() {
+    let dir = temp_path("workers-db");
+    std::fs::create_dir_all(&dir).unwrap();
+    let database = format!("sqlite://{}", dir.join("ledger.db").display());
+    let config = temp_file(
+        "workers.toml",
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nshutdown_grace = \"10s\"\n\n\
+             [storage]\ndatabase = \"{database}\"\n\n\
+             [providers.slow]\nkind = \"mock\"\nlatency = \"100ms\"\n\n\
+             [models.slow]\ntargets = [{{ provider = \"slow\", model = \"slow-1\" }}]\n"
+        ),
+    );
+    let mut command = proxima();
+    command
+        .env("TOKIO_WORKER_THREADS", "3")
+        .args(["serve", "--config"])
+        .arg(&config);
+    let mut served = Served::start(command);
+    // The workers start just after the address is logged.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut threads = thread_names(served.child.id());
+    while !threads.iter().any(|n| n == "worker-2") && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        threads = thread_names(served.child.id());
+    }
+    let workers: Vec<&String> = threads
+        .iter()
+        .filter(|n| n.starts_with("worker-"))
+        .collect();
+    assert_eq!(workers, ["worker-1", "worker-2"], "threads: {threads:?}");
+
+    // Six streams, each on a connection of its own, all open at once: worker 0 hands every
+    // connection past its share to another worker.
+    let text = "one two three four five six seven eight nine ten";
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        let response = http_client()
+            .post(served.url("/v1/chat/completions"))
+            .header("content-type", "application/json")
+            .body(stream_body("slow", text).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let mut body = Box::pin(response.bytes_stream());
+        use futures_util::StreamExt;
+        let first = body.next().await.unwrap().unwrap();
+        streams.push((first.to_vec(), body));
+    }
+    // Each worker serves two of them: a chunk every 100 ms wakes it.
+    let pid = served.child.id();
+    let before = [wakeups(pid, "worker-1"), wakeups(pid, "worker-2")];
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = [wakeups(pid, "worker-1"), wakeups(pid, "worker-2")];
+    assert!(
+        before
+            .iter()
+            .zip(after)
+            .all(|(before, after)| after >= before + 4),
+        "workers 1 and 2 woke {before:?} -> {after:?} times in 500 ms: they serve no stream"
+    );
+    served.terminate();
+
+    for (mut received, mut body) in streams {
+        use futures_util::StreamExt;
+        let rest = tokio::time::timeout(Duration::from_secs(8), async {
+            while let Some(piece) = body.next().await {
+                received.extend_from_slice(&piece.expect("stream broke during shutdown"));
+            }
+        })
+        .await;
+        assert!(
+            rest.is_ok(),
+            "a stream did not finish during the grace period"
+        );
+        let received = String::from_utf8(received).unwrap();
+        let data: Vec<String> = received
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
+            .collect();
+        assert_eq!(streamed_content(&chunks_until_done(&data), 0), text);
+    }
+    let status = tokio::task::spawn_blocking(move || {
+        let status = served.wait_exit(Duration::from_secs(5));
+        (status, served)
+    })
+    .await
+    .unwrap();
+    let (status, served) = status;
+    let logs = served.stop();
+    assert!(status.expect("did not exit").success(), "stderr:\n{logs}");
+    // Each stream's usage record, whichever worker served it.
+    let store = proxima::store::Store::connect(&database).await.unwrap();
+    assert_eq!(store.count_usage().await.unwrap(), 6, "stderr:\n{logs}");
+    store.close().await;
+    let _ = std::fs::remove_file(&config);
+}
