@@ -11,6 +11,10 @@
 # Non-streaming chat, no keys, ledger on (SQLite). ROUNDS alternating rounds (3), DURATION per
 # run (8s), CONCURRENCY (32); SKIP_BUILD=1 uses the binaries already built; PROXIMA_BINARY
 # measures another build of the gateway.
+# Unpaced, "one" is saturated and "two" is not (oha takes part of its cores), and a worker that
+# runs out of work sleeps and must be woken, which costs CPU per request by itself. RATE=N
+# paces oha instead: "two" at N req/s and "one" at N/2, the same load per worker (N must be
+# below what "two" can serve: each run says how close it came).
 #   bench/scaling.sh
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -29,14 +33,14 @@ URL="http://127.0.0.1:$PORT/v1/chat/completions"
 
 # run CONFIG GATEWAY_CORES LOAD_CORES: one measured run; appends "CONFIG req/s cpu_us" to results.
 run() {
-    local config=$1 cores=$2 load=$3 pid t0 t1
+    local config=$1 cores=$2 load=$3 rate=${4:-} pid t0 t1
     taskset -c "$cores" "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/proxima.log" 2>&1 &
     pid=$!
     for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.1; done
     taskset -c "$load" oha --no-tui -z 3s -c 64 -m POST -H 'content-type: application/json' \
         -D "$WORK/body.json" "$URL" >/dev/null 2>&1
     t0="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
-    taskset -c "$load" oha --no-tui -z "$DURATION" -c "$CONCURRENCY" --output-format json -m POST \
+    taskset -c "$load" oha --no-tui -z "$DURATION" -c "$CONCURRENCY" ${rate:+-q "$rate"} --output-format json -m POST \
         -H 'content-type: application/json' -D "$WORK/body.json" "$URL" >"$WORK/run.json" 2>/dev/null
     t1="$(awk '{print $14 + $15}' "/proc/$pid/stat")"
     kill "$pid"
@@ -55,11 +59,11 @@ PY
 
 for round in $(seq 1 "$ROUNDS"); do
     echo "round $round" >&2
-    run one 0 1
-    run two 0,1 0,1
+    run one 0 1 "${RATE:+$((RATE / 2))}"
+    run two 0,1 0,1 "${RATE:-}"
 done
-python3 - "$WORK/results" <<'PY'
-import statistics, sys
+RATE="${RATE:-}" python3 - "$WORK/results" <<'PY'
+import os, statistics, sys
 rows = [line.split() for line in open(sys.argv[1])]
 def median(config, column):
     return statistics.median(float(r[column]) for r in rows if r[0] == config)
@@ -68,5 +72,7 @@ print("| gateway | throughput (req/s, median) | gateway CPU per request (median)
 print("|---|---:|---:|")
 print(f"| one core (load on the other) | {median('one', 1):,.0f} | {one:.1f} µs |")
 print(f"| two cores (shared with the load) | {median('two', 1):,.0f} | {two:.1f} µs |")
-print(f"\nprojected scaling with two cores of its own: {2 * one / two:.2f}x (goal: 1.8x)")
+rate = os.environ.get("RATE")
+paced = f", paced: two at {rate} req/s, one at half" if rate else ""
+print(f"\nprojected scaling with two cores of its own: {2 * one / two:.2f}x (goal: 1.8x){paced}")
 PY
