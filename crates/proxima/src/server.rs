@@ -90,6 +90,8 @@ use crate::surface;
 use crate::telemetry::trace::TRACEPARENT;
 use crate::telemetry::{Operation, Telemetry, TraceContext};
 
+mod workers;
+
 /// The request id, as an extension.
 #[derive(Clone)]
 pub struct RequestId(pub Arc<str>);
@@ -502,8 +504,6 @@ async fn method_not_allowed(req: Request) -> Response {
     response
 }
 
-mod workers;
-
 /// A bound, not yet running server.
 pub struct Server {
     listener: TcpListener,
@@ -569,17 +569,17 @@ impl Server {
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         let state = self.state.clone();
-        let watcher = tokio::spawn(reload_triggers(state.clone()));
-        let _expire = AbortOnDrop(tokio::spawn(crate::context::expire_old(state.clone())));
-        let _retention = AbortOnDrop(tokio::spawn(crate::usage::retention::keep(state.clone())));
-        let draining = Arc::new(Notify::new());
-        let notify = draining.clone();
         // A router served as it is rebuilds its routes with their state for every connection;
         // `into_make_service` does that once and gives each connection a shared copy.
         let routes = app(state.clone()).into_make_service();
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let local = self.local_addr();
         let mut workers = workers::Workers::start(self.workers, local, &routes, &stopping)?;
+        let watcher = tokio::spawn(reload_triggers(state.clone()));
+        let _expire = AbortOnDrop(tokio::spawn(crate::context::expire_old(state.clone())));
+        let _retention = AbortOnDrop(tokio::spawn(crate::usage::retention::keep(state.clone())));
+        let draining = Arc::new(Notify::new());
+        let notify = draining.clone();
         let server = axum::serve(workers.balancer(self.listener), routes).with_graceful_shutdown(
             async move {
                 shutdown.await;

@@ -16,6 +16,36 @@ fn slow_mock_config(grace: &str) -> std::path::PathBuf {
     )
 }
 
+/// Reads the rest of a stream whose first bytes were `received`, within the 10 s grace period,
+/// and returns the text its chunks carry; it must end with `[DONE]`.
+async fn rest_of_stream<B, E>(
+    mut received: Vec<u8>,
+    body: &mut (impl futures_util::Stream<Item = Result<B, E>> + Unpin),
+) -> String
+where
+    B: AsRef<[u8]>,
+    E: std::fmt::Debug,
+{
+    use futures_util::StreamExt;
+    let rest = tokio::time::timeout(Duration::from_secs(8), async {
+        while let Some(piece) = body.next().await {
+            received.extend_from_slice(piece.expect("stream broke during shutdown").as_ref());
+        }
+    })
+    .await;
+    assert!(
+        rest.is_ok(),
+        "the stream did not finish during the grace period"
+    );
+    let received = String::from_utf8(received).unwrap();
+    assert!(received.trim_end().ends_with("data: [DONE]"), "{received}");
+    let data: Vec<String> = received
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
+        .collect();
+    streamed_content(&chunks_until_done(&data), 0)
+}
+
 /// Whether a fresh connection gets `/health/ready` answered 200.
 async fn ready(url: &str) -> Result<u16, reqwest::Error> {
     let response = http_client()
@@ -83,26 +113,7 @@ async fn sigterm_lets_a_stream_finish_stops_taking_traffic_and_exits_zero() {
     );
 
     // The stream in flight completes.
-    let rest = tokio::time::timeout(Duration::from_secs(8), async {
-        while let Some(piece) = body.next().await {
-            received.extend_from_slice(&piece.expect("stream broke during shutdown"));
-        }
-    })
-    .await;
-    assert!(
-        rest.is_ok(),
-        "the stream did not finish during the grace period"
-    );
-    let text_received = String::from_utf8(received).unwrap();
-    assert!(
-        text_received.trim_end().ends_with("data: [DONE]"),
-        "{text_received}"
-    );
-    let data: Vec<String> = text_received
-        .split("\n\n")
-        .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
-        .collect();
-    assert_eq!(streamed_content(&chunks_until_done(&data), 0), text);
+    assert_eq!(rest_of_stream(received, &mut body).await, text);
 
     let status = served
         .wait_exit(Duration::from_secs(5))
@@ -270,24 +281,8 @@ async fn three_workers_share_the_connections_and_each_drains_its_streams_on_sigt
     );
     served.terminate();
 
-    for (mut received, mut body) in streams {
-        use futures_util::StreamExt;
-        let rest = tokio::time::timeout(Duration::from_secs(8), async {
-            while let Some(piece) = body.next().await {
-                received.extend_from_slice(&piece.expect("stream broke during shutdown"));
-            }
-        })
-        .await;
-        assert!(
-            rest.is_ok(),
-            "a stream did not finish during the grace period"
-        );
-        let received = String::from_utf8(received).unwrap();
-        let data: Vec<String> = received
-            .split("\n\n")
-            .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
-            .collect();
-        assert_eq!(streamed_content(&chunks_until_done(&data), 0), text);
+    for (received, mut body) in streams {
+        assert_eq!(rest_of_stream(received, &mut body).await, text);
     }
     let status = tokio::task::spawn_blocking(move || {
         let status = served.wait_exit(Duration::from_secs(5));
