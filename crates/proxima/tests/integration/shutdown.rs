@@ -16,6 +16,33 @@ fn slow_mock_config(grace: &str) -> std::path::PathBuf {
     )
 }
 
+/// Starts a stream of `text` from the `slow` model and reads its first chunk.
+async fn start_stream(
+    client: &reqwest::Client,
+    served: &Served,
+    text: &str,
+) -> (
+    Vec<u8>,
+    impl futures_util::Stream<Item = reqwest::Result<impl AsRef<[u8]>>> + Unpin,
+) {
+    use futures_util::StreamExt;
+    let response = client
+        .post(served.url("/v1/chat/completions"))
+        .header("content-type", "application/json")
+        .body(stream_body("slow", text).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = Box::pin(response.bytes_stream());
+    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
+        .await
+        .expect("no first chunk within 5 s")
+        .unwrap()
+        .unwrap();
+    (first.to_vec(), body)
+}
+
 /// Reads the rest of a stream whose first bytes were `received`, within the 10 s grace period,
 /// and returns the text its chunks carry; it must end with `[DONE]`.
 async fn rest_of_stream<B, E>(
@@ -69,23 +96,7 @@ async fn sigterm_lets_a_stream_finish_stops_taking_traffic_and_exits_zero() {
     assert_eq!(ready(&served.url("/health/ready")).await.unwrap(), 200);
 
     let text = "one two three four five six seven eight nine ten";
-    let response = client
-        .post(served.url("/v1/chat/completions"))
-        .header("content-type", "application/json")
-        .body(stream_body("slow", text).to_string())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200);
-    let mut body = Box::pin(response.bytes_stream());
-    use futures_util::StreamExt;
-    let mut received = Vec::new();
-    let first = tokio::time::timeout(Duration::from_secs(5), body.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    received.extend_from_slice(&first);
+    let (received, mut body) = start_stream(&client, &served, text).await;
     let first_at = Instant::now();
 
     let signalled = Instant::now();
@@ -254,18 +265,7 @@ async fn three_workers_share_the_connections_and_each_drains_its_streams_on_sigt
     let text = "one two three four five six seven eight nine ten";
     let mut streams = Vec::new();
     for _ in 0..6 {
-        let response = http_client()
-            .post(served.url("/v1/chat/completions"))
-            .header("content-type", "application/json")
-            .body(stream_body("slow", text).to_string())
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(response.status(), 200);
-        let mut body = Box::pin(response.bytes_stream());
-        use futures_util::StreamExt;
-        let first = body.next().await.unwrap().unwrap();
-        streams.push((first.to_vec(), body));
+        streams.push(start_stream(&http_client(), &served, text).await);
     }
     // Each worker serves two of them: a chunk every 100 ms wakes it.
     let pid = served.child.id();
