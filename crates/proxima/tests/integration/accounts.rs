@@ -1357,7 +1357,7 @@ async fn sigterm_under_load_loses_no_usage_record_and_the_cli_reads_the_ledger()
     );
     let mut command = proxima();
     command.args(["serve", "--config"]).arg(&config);
-    let mut served = Served::start(command);
+    let served = Served::start(command);
 
     // 400 requests, 32 at a time; SIGTERM once 200 are answered.
     let total = 400;
@@ -1407,13 +1407,7 @@ async fn sigterm_under_load_loses_no_usage_record_and_the_cli_reads_the_ledger()
     for worker in workers {
         worker.await.unwrap();
     }
-    let status = tokio::task::spawn_blocking(move || {
-        let status = served.wait_exit(Duration::from_secs(15));
-        (status, served)
-    })
-    .await
-    .unwrap();
-    let (status, served) = status;
+    let (status, served) = served.exit_within(Duration::from_secs(15)).await;
     let status = status.expect("proxima did not exit");
     let logs = served.stop();
     assert!(status.success(), "exit {status:?}; stderr:\n{logs}");

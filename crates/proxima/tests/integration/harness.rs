@@ -824,6 +824,16 @@ impl Served {
         assert!(status.success(), "kill -TERM failed");
     }
 
+    /// [`Served::wait_exit`] on the blocking pool, for async tests.
+    pub async fn exit_within(
+        mut self,
+        limit: Duration,
+    ) -> (Option<std::process::ExitStatus>, Served) {
+        tokio::task::spawn_blocking(move || (self.wait_exit(limit), self))
+            .await
+            .expect("wait for the exit")
+    }
+
     /// Waits for the process to exit, up to `limit`.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;

@@ -167,7 +167,7 @@ async fn a_stream_longer_than_the_grace_period_is_cut_and_the_process_still_exit
     let config = slow_mock_config("500ms");
     let mut command = proxima();
     command.args(["serve", "--config"]).arg(&config);
-    let mut served = Served::start(command);
+    let served = Served::start(command);
     let mut body = Box::pin(
         http_client()
             .post(served.url("/v1/chat/completions"))
@@ -182,13 +182,7 @@ async fn a_stream_longer_than_the_grace_period_is_cut_and_the_process_still_exit
     let _ = body.next().await;
     let signalled = Instant::now();
     served.terminate();
-    let status = tokio::task::spawn_blocking(move || {
-        let status = served.wait_exit(Duration::from_secs(5));
-        (status, served)
-    })
-    .await
-    .unwrap();
-    let (status, served) = status;
+    let (status, served) = served.exit_within(Duration::from_secs(5)).await;
     let status = status.expect("did not exit after the grace period");
     assert!(status.success(), "{status:?}");
     assert!(
@@ -246,7 +240,7 @@ async fn three_workers_share_the_connections_and_each_drains_its_streams_on_sigt
         .env("TOKIO_WORKER_THREADS", "3")
         .args(["serve", "--config"])
         .arg(&config);
-    let mut served = Served::start(command);
+    let served = Served::start(command);
     // The workers start just after the address is logged.
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut threads = thread_names(served.child.id());
@@ -284,13 +278,7 @@ async fn three_workers_share_the_connections_and_each_drains_its_streams_on_sigt
     for (received, mut body) in streams {
         assert_eq!(rest_of_stream(received, &mut body).await, text);
     }
-    let status = tokio::task::spawn_blocking(move || {
-        let status = served.wait_exit(Duration::from_secs(5));
-        (status, served)
-    })
-    .await
-    .unwrap();
-    let (status, served) = status;
+    let (status, served) = served.exit_within(Duration::from_secs(5)).await;
     let logs = served.stop();
     assert!(status.expect("did not exit").success(), "stderr:\n{logs}");
     // Each stream's usage record, whichever worker served it.
