@@ -6,8 +6,9 @@
 //! spreading requests over them gives several connections instead. For HTTP/1.1 upstreams each
 //! pool keeps connections as usual. Each worker thread has pools of its own: a pool's
 //! connections run as tasks on the thread that opened them, so sharing one across workers
-//! would wake another core on every request. Redirects are never followed: re-sending a POST body to
-//! wherever a provider points is not the gateway's call, so a 3xx is answered as an error.
+//! would wake another core on every request. Redirects are never followed: re-sending a POST
+//! body to wherever a provider points is not the gateway's call, so a 3xx is answered as an
+//! error.
 
 mod connector;
 

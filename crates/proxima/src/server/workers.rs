@@ -3,9 +3,9 @@
 //! A connection, the tasks its requests spawn, the upstream connections they use and their
 //! timers all live on one thread, so a request never wakes another core and no scheduler
 //! moves work between threads. Worker 0, the thread [`Server::run`](super::Server::run) runs
-//! on, accepts every connection and hands it to the worker with the fewest open connections;
-//! it keeps those it has no more of than any other, so a lone client is served without a
-//! hop. Background tasks (the ledger writer, reloads, expiry) run on worker 0.
+//! on, accepts every connection. It keeps a connection unless another worker has fewer open,
+//! and then hands it to the one with the fewest, so a lone client is served without a hop.
+//! Background tasks (the ledger writer, reloads, expiry) run on worker 0.
 
 use std::io;
 use std::net::SocketAddr;
