@@ -3,7 +3,8 @@
 //! # The path of a request
 //!
 //! A connection is served on one of the workers, one single-threaded runtime per core
-//! ([`workers`]), and everything its requests do below stays on that thread.
+//! ([`workers`]); the tasks, timers and upstream connections of its requests stay on that
+//! thread (blocking work, such as counting a long prompt's tokens, goes to its blocking pool).
 //!
 //! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
 //!    it on the response, and runs the request with it as its log tag
