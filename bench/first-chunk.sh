@@ -15,6 +15,8 @@
 #
 #   bench/first-chunk.sh [BINARY_A [BINARY_B]]   # default: this tree's release build alone
 #   ROUNDS=300 SKIP_BUILD=1 OUT=FILE
+#   GATEWAY_CORES=0,1 runs the gateways on both cores (one worker each per core; nginx and the
+#   mock stay where they are), for what a second core changes
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 log() { printf '[first-chunk %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -47,7 +49,7 @@ for side in "${SIDES[@]}"; do
         printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' "$MOCK_PORT"
         printf '[models.bench]\ntargets = [{ provider = "up", model = "bench-upstream" }]\n'
     } >"$WORK/$side.toml"
-    taskset -c 0 "${!binary}" serve --config "$WORK/$side.toml" >"$WORK/$side.log" 2>&1 &
+    taskset -c "${GATEWAY_CORES:-0}" "${!binary}" serve --config "$WORK/$side.toml" >"$WORK/$side.log" 2>&1 &
     PIDS+=($!)
     URL[$side]="http://127.0.0.1:$port/v1/chat/completions"
 done
