@@ -13,7 +13,6 @@
 mod local;
 mod remote;
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
@@ -794,7 +793,7 @@ const TOKEN_HEADERS: [HeaderName; 3] = [
 
 /// `x-ratelimit-*` headers: per dimension, the bucket with the least remaining share.
 fn rate_headers(takes: &[Take<'_>], levels: &[i64]) -> Vec<(HeaderName, HeaderValue)> {
-    let mut headers = Vec::new();
+    let mut headers = Vec::with_capacity(6);
     for dim in [Dim::Requests, Dim::Tokens] {
         let share = |(take, level): &(&Take<'_>, &i64)| {
             if take.cap == 0 {
@@ -830,29 +829,62 @@ fn rate_headers(takes: &[Take<'_>], levels: &[i64]) -> Vec<(HeaderName, HeaderVa
 }
 
 /// A duration as OpenAI writes resets (Go's notation): `20ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
+/// Written digit by digit: every answer under a rate limit carries two, and `format!` cost
+/// more than the rest of the headers together.
 fn format_reset(ms: i64) -> String {
+    let mut text = String::with_capacity(16);
     if ms <= 0 {
-        return "0s".into();
+        text.push_str("0s");
+        return text;
     }
     if ms < 1000 {
-        return format!("{ms}ms");
+        push_number(&mut text, ms);
+        text.push_str("ms");
+        return text;
     }
     let (hours, minutes, secs, millis) =
         (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    let mut text = String::new();
     if hours > 0 {
-        let _ = write!(text, "{hours}h");
+        push_number(&mut text, hours);
+        text.push('h');
     }
     if hours > 0 || minutes > 0 {
-        let _ = write!(text, "{minutes}m");
+        push_number(&mut text, minutes);
+        text.push('m');
     }
-    let _ = write!(text, "{secs}");
+    push_number(&mut text, secs);
     if millis > 0 {
-        let fraction = format!("{millis:03}");
-        let _ = write!(text, ".{}", fraction.trim_end_matches('0'));
+        // Three digits, trailing zeros dropped: 250 ms is `.25`.
+        text.push('.');
+        let all = [millis / 100, millis / 10 % 10, millis % 10];
+        let mut digits = all.as_slice();
+        while let [rest @ .., 0] = digits {
+            digits = rest;
+        }
+        for &digit in digits {
+            text.push(char::from(b'0' + digit as u8));
+        }
     }
     text.push('s');
     text
+}
+
+/// `n` (not negative) in decimal.
+fn push_number(text: &mut String, n: i64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n.unsigned_abs();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[at..] {
+        text.push(char::from(digit));
+    }
 }
 
 #[cfg(test)]
@@ -1070,6 +1102,10 @@ pub(super) mod tests {
         assert_eq!(format_reset(1500), "1.5s");
         assert_eq!(format_reset(360_000), "6m0s");
         assert_eq!(format_reset(3_723_250), "1h2m3.25s");
+        assert_eq!(format_reset(1_001), "1.001s");
+        assert_eq!(format_reset(61_010), "1m1.01s");
+        assert_eq!(format_reset(86_400_000), "24h0m0s");
+        assert_eq!(format_reset(999), "999ms");
     }
 
     fn daily(scope: Scope, limit: Nanos) -> Budget {
