@@ -6,8 +6,9 @@ mod stream;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Extension;
+use axum::extract::{Extension, Request};
 use axum::response::Response;
+use http::request::Parts;
 use http::HeaderMap;
 use serde_json::json;
 
@@ -34,11 +35,9 @@ async fn read_request(cx: &RequestContext, headers: &HeaderMap, body: Body) -> R
         .into_canonical(beta)
 }
 
-pub async fn messages(
-    Extension(cx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn messages(Extension(cx): Extension<Arc<RequestContext>>, request: Request) -> Response {
+    // The whole request rather than a `HeaderMap` extractor, which would copy the headers.
+    let (Parts { headers, .. }, body) = request.into_parts();
     let read = async {
         let mut req = read_request(&cx, &headers, body).await?;
         let conversation = conversation(&headers, &mut req)?;

@@ -4,9 +4,10 @@
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::Extension;
+use axum::extract::{Extension, Request};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
+use http::request::Parts;
 use http::HeaderMap;
 use serde_json::json;
 
@@ -28,9 +29,10 @@ const API: Api = Api::OpenAiChat;
 
 pub async fn chat_completions(
     Extension(cx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
+    request: Request,
 ) -> Response {
+    // The whole request rather than a `HeaderMap` extractor, which would copy the headers.
+    let (Parts { headers, .. }, body) = request.into_parts();
     let limit = cx.gateway.config.server.max_body_bytes;
     let read = read_body(body, limit)
         .await

@@ -18,10 +18,9 @@ use crate::pipeline::{self, Directives, RequestContext};
 use crate::wire::responses::{
     item_id, Converted, FileSearchCall, FileSearchTool, ResponseObject, ResponsesRequest,
 };
-use axum::body::Body;
-use axum::extract::Extension;
+use axum::extract::{Extension, Request};
 use axum::response::Response;
-use http::HeaderMap;
+use http::request::Parts;
 use tokio::sync::oneshot;
 
 pub use stored::{cancel, delete, get, input_items};
@@ -31,11 +30,9 @@ const API: Api = Api::Responses;
 
 /// `POST /v1/responses`: one model call with the request's instructions, the earlier turns of
 /// `previous_response_id` and the new input; stored, unless `store: false`, once it completed.
-pub async fn create(
-    Extension(cx): Extension<Arc<RequestContext>>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
+pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, request: Request) -> Response {
+    // The whole request rather than a `HeaderMap` extractor, which would copy the headers.
+    let (Parts { headers, .. }, body) = request.into_parts();
     let limit = cx.gateway.config.server.max_body_bytes;
     let converted = match read_json::<ResponsesRequest>(body, limit)
         .await
