@@ -6,8 +6,8 @@
 //! ([`workers`]); the tasks, timers and upstream connections of its requests stay on that
 //! thread (blocking work, such as counting a long prompt's tokens, goes to its blocking pool).
 //!
-//! 1. [`request_id`] (every route): takes `x-request-id` from the client or makes one, echoes
-//!    it on the response, and runs the request with it as its log tag
+//! 1. [`request_id`] (around the router, so every route): takes `x-request-id` from the client
+//!    or makes one, echoes it on the response, and runs the request with it as its log tag
 //!    ([`crate::telemetry::log`]), so every log line of the request (the router's failure logs
 //!    included) names it.
 //! 2. [`authenticate`] (`/v1/*`): starts the request's trace context from the caller's
@@ -91,11 +91,10 @@ use crate::surface;
 use crate::telemetry::trace::TRACEPARENT;
 use crate::telemetry::{Operation, Telemetry, TraceContext};
 
+mod request_id;
 mod workers;
 
-/// The request id, as an extension.
-#[derive(Clone)]
-pub struct RequestId(pub Arc<str>);
+pub use request_id::RequestId;
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
     let v1 = axum::Router::new()
@@ -247,7 +246,6 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
         .merge(crate::ui::routes(state.clone()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn(request_id))
         .with_state(state)
 }
 
@@ -262,39 +260,8 @@ fn api_for_path(path: &str) -> Api {
     }
 }
 
-/// The request's id, the client's or the gateway's.
-const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 /// The caller's tags for the ledger.
 const METADATA: HeaderName = HeaderName::from_static("x-proxima-metadata");
-
-async fn request_id(mut req: Request, next: Next) -> Response {
-    let id: Arc<str> = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(Arc::from)
-        .unwrap_or_else(new_request_id);
-    req.extensions_mut().insert(RequestId(id.clone()));
-    let mut response = crate::telemetry::log::in_request(id.clone(), next.run(req)).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
-        response.headers_mut().insert(REQUEST_ID, value);
-    }
-    response
-}
-
-/// A new request id: `req_` and 32 random hex digits, written by hand (`format!` of a `u128`
-/// took about 900 instructions, most of what tagging a request cost).
-fn new_request_id() -> Arc<str> {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut id = *b"req_00000000000000000000000000000000";
-    let mut bits = fastrand::u128(..);
-    for digit in id[4..].iter_mut().rev() {
-        *digit = HEX[(bits & 0xf) as usize];
-        bits >>= 4;
-    }
-    Arc::from(String::from_utf8_lossy(&id))
-}
 
 /// Starts the request's trace context from the caller's `traceparent`, authenticates, and
 /// answers with the request span's `traceparent`.
@@ -572,7 +539,9 @@ impl Server {
         let state = self.state.clone();
         // A router served as it is rebuilds its routes with their state for every connection;
         // `into_make_service` does that once and gives each connection a shared copy.
-        let routes = app(state.clone()).into_make_service();
+        let routes = axum::ServiceExt::<Request>::into_make_service(request_id::WithRequestId(
+            app(state.clone()),
+        ));
         let (stop, stopping) = tokio::sync::watch::channel(false);
         let local = self.local_addr();
         let mut workers = workers::Workers::start(self.workers, local, &routes, &stopping)?;
@@ -687,33 +656,5 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::new_request_id;
-
-    #[test]
-    fn a_new_request_id_is_req_and_32_random_hex_digits() {
-        let ids: Vec<_> = (0..64).map(|_| new_request_id()).collect();
-        for id in &ids {
-            let Some(digits) = id.strip_prefix("req_") else {
-                panic!("{id} does not start with req_");
-            };
-            assert_eq!(digits.len(), 32, "{id}");
-            assert!(
-                digits
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
-                "{id}"
-            );
-        }
-        // Every digit is drawn: each position takes more than one value over the ids.
-        for position in 4..36 {
-            let values: std::collections::HashSet<u8> =
-                ids.iter().map(|id| id.as_bytes()[position]).collect();
-            assert!(values.len() > 1, "position {position} is always the same");
-        }
     }
 }

@@ -22,7 +22,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::worker::{self, Worker};
 
 /// The router, made into a service once and shared by every worker.
-pub(super) type Routes = axum::routing::IntoMakeService<axum::Router>;
+pub(super) type Routes =
+    axum::routing::IntoMakeService<super::request_id::WithRequestId<axum::Router>>;
 
 /// A connection as handed from worker 0 to another.
 type Handoff = (std::net::TcpStream, SocketAddr);

@@ -11,6 +11,7 @@ use std::fmt;
 use std::future::Future;
 use std::sync::Arc;
 
+use tokio::task::futures::TaskLocalFuture;
 use tracing::{Event, Level, Subscriber};
 use tracing_subscriber::fmt::format::{Format, Json, Writer};
 use tracing_subscriber::fmt::time::{FormatTime, SystemTime};
@@ -21,9 +22,10 @@ tokio::task_local! {
     static REQUEST_ID: Arc<str>;
 }
 
-/// Runs `handler` with `id` on every line it logs.
-pub async fn in_request<F: Future>(id: Arc<str>, handler: F) -> F::Output {
-    REQUEST_ID.scope(id, handler).await
+/// `handler`, with `id` on every line it logs. A named future, not an `async fn`, so that the
+/// service that tags requests ([`crate::server`]'s request ids) can hold it without a box.
+pub fn in_request<F: Future>(id: Arc<str>, handler: F) -> TaskLocalFuture<Arc<str>, F> {
+    REQUEST_ID.scope(id, handler)
 }
 
 /// How log lines are written: text as `tracing`'s full format writes it, the request's id as a
