@@ -63,15 +63,20 @@ pub(super) enum LocalReserve {
     Unseeded(usize),
 }
 
-/// Updates a bucket in place; the scope is cloned only for a new one.
-fn set_bucket(map: &mut HashMap<(Scope, Dim), Bucket>, scope: &Scope, dim: Dim, bucket: Bucket) {
-    let key = (scope.clone(), dim);
-    match map.get_mut(&key) {
-        Some(slot) => *slot = bucket,
-        None => {
-            map.insert(key, bucket);
-        }
-    }
+/// The bucket of `scope` and `dim`, found once (one hash, one clone of the scope); a new one is
+/// full, as a missing one reads.
+fn bucket<'a>(
+    map: &'a mut HashMap<(Scope, Dim), Bucket>,
+    scope: &Scope,
+    dim: Dim,
+    cap: u64,
+    now: i64,
+) -> &'a mut Bucket {
+    map.entry((scope.clone(), dim)).or_insert(Bucket {
+        level: scaled(cap),
+        at: now,
+        cap,
+    })
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -98,15 +103,19 @@ impl Local {
     }
 
     /// Takes `need` from every bucket, or nothing when one of them has too little.
+    ///
+    /// Each bucket is taken from as it is read (one map probe, where a read and then a write
+    /// took two), and the takes are undone if a later bucket is short (rare).
     pub(super) fn acquire(&self, takes: &[Take<'_>]) -> Outcome {
         let now = self.now();
         let mut levels = Vec::with_capacity(takes.len());
         let mut refused: Option<(usize, i64)> = None;
+        // Takes before the first short bucket were made, and are undone if one is short.
+        let mut taken = takes.len();
         let mut buckets = lock(&self.buckets);
         for (index, take) in takes.iter().enumerate() {
-            let level = buckets
-                .get(&(take.scope.clone(), take.dim))
-                .map_or(scaled(take.cap), |b| refill(b.level, b.at, now, take.cap));
+            let slot = bucket(&mut buckets, take.scope, take.dim, take.cap, now);
+            let level = refill(slot.level, slot.at, now, take.cap);
             let need = scaled(take.need);
             if level < need {
                 // Checked by the caller: a bucket short of `need` has a capacity above zero.
@@ -115,18 +124,28 @@ impl Local {
                 if refused.is_none_or(|(_, longest)| wait > longest) {
                     refused = Some((index, wait));
                 }
-            }
-            levels.push(level);
-        }
-        if refused.is_none() {
-            for (take, level) in takes.iter().zip(levels.iter_mut()) {
-                *level -= scaled(take.need);
-                let bucket = Bucket {
-                    level: *level,
+                taken = taken.min(index);
+            } else if index < taken {
+                *slot = Bucket {
+                    level: level - need,
                     at: now,
                     cap: take.cap,
                 };
-                set_bucket(&mut buckets, take.scope, take.dim, bucket);
+            }
+            levels.push(level);
+        }
+        if refused.is_some() {
+            // A bucket refilled to `now` and left there reads as it did before the take.
+            for (take, &level) in takes.iter().zip(&levels).take(taken) {
+                *bucket(&mut buckets, take.scope, take.dim, take.cap, now) = Bucket {
+                    level,
+                    at: now,
+                    cap: take.cap,
+                };
+            }
+        } else {
+            for (take, level) in takes.iter().zip(levels.iter_mut()) {
+                *level -= scaled(take.need);
             }
         }
         Outcome { refused, levels }
@@ -138,15 +157,13 @@ impl Local {
         let taken = delta.saturating_mul(super::SCALE);
         let mut map = lock(&self.buckets);
         for (scope, cap) in buckets {
-            let level = map
-                .get(&(scope.clone(), Dim::Tokens))
-                .map_or(scaled(*cap), |b| refill(b.level, b.at, now, *cap));
-            let bucket = Bucket {
+            let slot = bucket(&mut map, scope, Dim::Tokens, *cap, now);
+            let level = refill(slot.level, slot.at, now, *cap);
+            *slot = Bucket {
                 level: level.saturating_sub(taken).min(scaled(*cap)),
                 at: now,
                 cap: *cap,
             };
-            set_bucket(&mut map, scope, Dim::Tokens, bucket);
         }
     }
 
