@@ -59,6 +59,35 @@ async fn request_id_is_echoed_when_sent_and_generated_otherwise() {
     // Errors carry one too, so users can quote it.
     let error = gw.chat(chat_body("no-such-model", "hi")).await;
     assert!(error.header("x-request-id").is_some());
+
+    // So do routes outside /v1 and the fallbacks (the id is set around the whole router).
+    let unknown = gw.send(gw.client().get(gw.url("/v1/no-such-route"))).await;
+    assert_eq!(unknown.status, 404);
+    assert!(unknown.header("x-request-id").is_some());
+    let wrong_method = gw.send(gw.client().get(gw.url("/v1/chat/completions"))).await;
+    assert_eq!(wrong_method.status, 405);
+    assert!(wrong_method.header("x-request-id").is_some());
+    let health = gw
+        .send(
+            gw.client()
+                .get(gw.url("/health/live"))
+                .header("x-request-id", "probe-7"),
+        )
+        .await;
+    assert_eq!(health.header("x-request-id"), Some("probe-7"));
+
+    // An id that is not 1 to 128 visible characters is replaced, not echoed.
+    let odd = gw
+        .send(
+            gw.client()
+                .post(gw.url("/v1/chat/completions"))
+                .header("x-request-id", "has spaces in it")
+                .header("content-type", "application/json")
+                .body(chat_body("chat", "hi").to_string()),
+        )
+        .await;
+    let replaced = odd.header("x-request-id").expect("a generated id");
+    assert!(replaced.starts_with("req_"), "{replaced}");
 }
 
 #[tokio::test]
