@@ -37,15 +37,7 @@ async fn request_id_is_echoed_when_sent_and_generated_otherwise() {
     let mock = MockUpstream::start().await.unwrap();
     let gw = Gateway::start(one_model(&mock)).await;
 
-    let sent = gw
-        .send(
-            gw.client()
-                .post(gw.url("/v1/chat/completions"))
-                .header("x-request-id", "my-trace-id-42")
-                .header("content-type", "application/json")
-                .body(chat_body("chat", "hi").to_string()),
-        )
-        .await;
+    let sent = chat_with_request_id(&gw, "my-trace-id-42").await;
     assert_eq!(sent.status, 200);
     assert_eq!(sent.header("x-request-id"), Some("my-trace-id-42"));
 
@@ -64,7 +56,9 @@ async fn request_id_is_echoed_when_sent_and_generated_otherwise() {
     let unknown = gw.send(gw.client().get(gw.url("/v1/no-such-route"))).await;
     assert_eq!(unknown.status, 404);
     assert!(unknown.header("x-request-id").is_some());
-    let wrong_method = gw.send(gw.client().get(gw.url("/v1/chat/completions"))).await;
+    let wrong_method = gw
+        .send(gw.client().get(gw.url("/v1/chat/completions")))
+        .await;
     assert_eq!(wrong_method.status, 405);
     assert!(wrong_method.header("x-request-id").is_some());
     let health = gw
@@ -77,17 +71,21 @@ async fn request_id_is_echoed_when_sent_and_generated_otherwise() {
     assert_eq!(health.header("x-request-id"), Some("probe-7"));
 
     // An id that is not 1 to 128 visible characters is replaced, not echoed.
-    let odd = gw
-        .send(
-            gw.client()
-                .post(gw.url("/v1/chat/completions"))
-                .header("x-request-id", "has spaces in it")
-                .header("content-type", "application/json")
-                .body(chat_body("chat", "hi").to_string()),
-        )
-        .await;
+    let odd = chat_with_request_id(&gw, "has spaces in it").await;
     let replaced = odd.header("x-request-id").expect("a generated id");
     assert!(replaced.starts_with("req_"), "{replaced}");
+}
+
+/// A chat completion sent with `x-request-id: id`.
+async fn chat_with_request_id(gw: &Gateway, id: &str) -> Answer {
+    gw.send(
+        gw.client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-request-id", id)
+            .header("content-type", "application/json")
+            .body(chat_body("chat", "hi").to_string()),
+    )
+    .await
 }
 
 #[tokio::test]
