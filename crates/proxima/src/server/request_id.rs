@@ -27,7 +27,8 @@ pub struct RequestId(pub Arc<str>);
 /// The request's id, the client's or the gateway's.
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
-/// `routes`, with each request's id set before routing (on every route, the fallbacks too).
+/// A router with each request's id set before routing, so every route and both fallbacks
+/// carry it.
 #[derive(Clone)]
 pub struct WithRequestId<S>(pub S);
 
