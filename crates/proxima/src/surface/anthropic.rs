@@ -8,13 +8,13 @@ use std::sync::Arc;
 use axum::body::Body;
 use axum::extract::{Extension, Request};
 use axum::response::Response;
-use http::request::Parts;
 use http::HeaderMap;
 use serde_json::json;
 
 use super::events::sse_events;
 use super::{
-    chat_response, conversation, json_response, read_json, retrieval_stores, routed_response,
+    chat_response, conversation, headers_and_body, json_response, read_json, retrieval_stores,
+    routed_response,
 };
 use crate::canonical::{Api, ChatRequest};
 use crate::error::Result;
@@ -36,8 +36,7 @@ async fn read_request(cx: &RequestContext, headers: &HeaderMap, body: Body) -> R
 }
 
 pub async fn messages(Extension(cx): Extension<Arc<RequestContext>>, request: Request) -> Response {
-    // The whole request rather than a `HeaderMap` extractor, which would copy the headers.
-    let (Parts { headers, .. }, body) = request.into_parts();
+    let (headers, body) = headers_and_body(request);
     let read = async {
         let mut req = read_request(&cx, &headers, body).await?;
         let conversation = conversation(&headers, &mut req)?;

@@ -7,14 +7,13 @@ use axum::body::Body;
 use axum::extract::{Extension, Request};
 use axum::response::Response;
 use bytes::{Bytes, BytesMut};
-use http::request::Parts;
 use http::HeaderMap;
 use serde_json::json;
 
 use super::events::{sse_events, EventWriter};
 use super::{
-    chat_response, conversation, json_body, json_response, parse_json, read_body, read_json,
-    retrieval_stores, routed_response,
+    chat_response, conversation, headers_and_body, json_body, json_response, parse_json, read_body,
+    read_json, retrieval_stores, routed_response,
 };
 use crate::canonical::{Api, ChatChunk};
 use crate::error::Error;
@@ -31,8 +30,7 @@ pub async fn chat_completions(
     Extension(cx): Extension<Arc<RequestContext>>,
     request: Request,
 ) -> Response {
-    // The whole request rather than a `HeaderMap` extractor, which would copy the headers.
-    let (Parts { headers, .. }, body) = request.into_parts();
+    let (headers, body) = headers_and_body(request);
     let limit = cx.gateway.config.server.max_body_bytes;
     let read = read_body(body, limit)
         .await

@@ -11,7 +11,7 @@ use std::cell::Cell;
 use std::sync::Arc;
 
 use super::events::sse_events;
-use super::{chat_response, json_response, read_json};
+use super::{chat_response, headers_and_body, json_response, read_json};
 use crate::canonical::{Api, Message};
 use crate::context::passages::{query_of, Retrieval, Retrieved};
 use crate::pipeline::{self, Directives, RequestContext};
@@ -20,7 +20,6 @@ use crate::wire::responses::{
 };
 use axum::extract::{Extension, Request};
 use axum::response::Response;
-use http::request::Parts;
 use tokio::sync::oneshot;
 
 pub use stored::{cancel, delete, get, input_items};
@@ -31,8 +30,7 @@ const API: Api = Api::Responses;
 /// `POST /v1/responses`: one model call with the request's instructions, the earlier turns of
 /// `previous_response_id` and the new input; stored, unless `store: false`, once it completed.
 pub async fn create(Extension(cx): Extension<Arc<RequestContext>>, request: Request) -> Response {
-    // The whole request rather than a `HeaderMap` extractor, which would copy the headers.
-    let (Parts { headers, .. }, body) = request.into_parts();
+    let (headers, body) = headers_and_body(request);
     let limit = cx.gateway.config.server.max_body_bytes;
     let converted = match read_json::<ResponsesRequest>(body, limit)
         .await
