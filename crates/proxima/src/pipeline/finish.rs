@@ -440,24 +440,15 @@ impl Stream for Finished {
         if self.stages.is_none() {
             return Poll::Ready(None);
         }
-        let item = std::task::ready!(self.inner.as_mut().poll_next(cx));
+        let mut item = std::task::ready!(self.inner.as_mut().poll_next(cx));
         let this = &mut *self;
         let Some(stages) = this.stages.as_mut() else {
             return Poll::Ready(None);
         };
-        let item = match item {
-            Some(Ok(mut chunk)) => {
-                if this.last.is_none() {
-                    this.last = Some(ChatChunk {
-                        id: chunk.id.clone(),
-                        model: chunk.model.clone(),
-                        created: chunk.created,
-                        ..ChatChunk::default()
-                    });
-                }
-                stages.chunk(&mut chunk).map(|()| chunk)
-            }
-            Some(Err(e)) => Err(e),
+        // The chunk is passed on where it lies: a chunk is large, and each move of it out of
+        // the item and back in is a copy, for every chunk of every stream.
+        let result = match &mut item {
+            Some(result) => result,
             None => {
                 let mut last = this.last.take().unwrap_or_default();
                 let flushed = stages.flush(&mut last);
@@ -471,11 +462,24 @@ impl Stream for Finished {
                 });
             }
         };
-        if let Err(e) = &item {
+        if let Ok(chunk) = result {
+            if this.last.is_none() {
+                this.last = Some(ChatChunk {
+                    id: chunk.id.clone(),
+                    model: chunk.model.clone(),
+                    created: chunk.created,
+                    ..ChatChunk::default()
+                });
+            }
+            if let Err(refusal) = stages.chunk(chunk) {
+                *result = Err(refusal);
+            }
+        }
+        if let Err(e) = result {
             if let Some(stages) = this.stages.take() {
                 stages.end(Err(e));
             }
         }
-        Poll::Ready(Some(item))
+        Poll::Ready(item)
     }
 }
