@@ -73,6 +73,9 @@ impl SseDecoder {
 
     /// The next complete event, or `None` until more bytes arrive.
     pub fn next_event(&mut self) -> Option<SseEvent> {
+        if let Some(event) = self.one_line_event() {
+            return Some(event);
+        }
         loop {
             if !self.carry.is_empty() {
                 if memchr::memchr(b'\n', &self.carry[self.scanned..]).is_none() {
@@ -98,6 +101,27 @@ impl SseDecoder {
                 return Some(event);
             }
         }
+    }
+
+    /// The event at the head of the unread bytes if it is written as most servers write every
+    /// event, one `data: ` line and the blank line after it: cut out in one search instead of
+    /// line by line. Anything else (`\r\n`, more lines, a name, a line that spans pieces) is
+    /// left to the line reader.
+    fn one_line_event(&mut self) -> Option<SseEvent> {
+        if !self.carry.is_empty() || self.event.has_data || self.event.name.is_some() {
+            return None;
+        }
+        const DATA: &[u8] = b"data: ";
+        let line = self.buf.get(self.start..)?.strip_prefix(DATA)?;
+        let end = memchr::memchr(b'\n', line)?;
+        if line.get(end + 1) != Some(&b'\n') || line[..end].ends_with(b"\r") {
+            return None;
+        }
+        let from = self.start + DATA.len();
+        let data = self.buf.slice(from..from + end);
+        self.start = from + end + 2;
+        self.scanned = 0;
+        Some(SseEvent { event: None, data })
     }
 
     /// Bytes of an unfinished event still held, ignoring blank space (for end-of-stream checks).
@@ -185,6 +209,10 @@ pin_project! {
         #[pin]
         inner: S,
         decoder: SseDecoder,
+        // The decoder found no event in what it holds: it is not asked again until more bytes
+        // come. A stream is polled several times for each event it yields (once more to find
+        // the next not there yet, again when woken), and each asking costs a search.
+        drained: bool,
         done: bool,
     }
 }
@@ -194,6 +222,7 @@ impl<S> SseStream<S> {
         SseStream {
             inner,
             decoder: SseDecoder::default(),
+            drained: false,
             done: false,
         }
     }
@@ -209,14 +238,20 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            if let Some(event) = this.decoder.next_event() {
-                return Poll::Ready(Some(Ok(event)));
+            if !*this.drained {
+                if let Some(event) = this.decoder.next_event() {
+                    return Poll::Ready(Some(Ok(event)));
+                }
+                *this.drained = true;
             }
             if *this.done {
                 return Poll::Ready(None);
             }
             match ready!(this.inner.as_mut().poll_next(cx)) {
-                Some(Ok(bytes)) => this.decoder.push(bytes.into()),
+                Some(Ok(bytes)) => {
+                    this.decoder.push(bytes.into());
+                    *this.drained = false;
+                }
                 Some(Err(e)) => {
                     *this.done = true;
                     return Poll::Ready(Some(Err(SseError::Transport(e))));
@@ -393,12 +428,23 @@ mod tests {
 
     #[test]
     fn events_survive_any_chunk_boundary() {
-        let input = "event: message_start\r\ndata: {\"a\":\"h\u{e9}llo \u{1f600}\"}\r\n\r\n: comment\n\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+        // One-line events (read in one search when whole in a piece) between the other shapes.
+        let input = "event: message_start\r\ndata: {\"a\":\"h\u{e9}llo \u{1f600}\"}\r\n\r\n\
+            data: {\"b\":2}\n\ndata:tight\n\ndata: cr\r\n\ndata: \n\n\
+            : comment\n\ndata: line1\ndata: line2\n\ndata: [DONE]\n\n";
+        let one_line = |data: &'static str| SseEvent {
+            event: None,
+            data: data.into(),
+        };
         let expected = vec![
             SseEvent {
                 event: Some("message_start".into()),
                 data: "{\"a\":\"h\u{e9}llo \u{1f600}\"}".into(),
             },
+            one_line("{\"b\":2}"),
+            one_line("tight"),
+            one_line("cr"),
+            one_line(""),
             SseEvent {
                 event: None,
                 data: "line1\nline2".into(),
