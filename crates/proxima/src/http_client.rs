@@ -1,5 +1,7 @@
-//! The upstream HTTP client shared by all providers: hyper-util's pooled client over rustls,
-//! without the per-request URL parsing and middleware layers of a general-purpose client.
+//! The upstream HTTP client shared by all providers, without the per-request URL parsing and
+//! middleware layers of a general-purpose client. Plain-http upstreams (self-hosted models)
+//! get HTTP/1.1 connections that the request's own task drives ([`http1`]); https upstreams
+//! go through hyper-util's pooled client over rustls.
 //!
 //! One pool multiplexes every request to a host over a single HTTP/2 connection, which caps
 //! concurrency at the server's stream limit (often 100). Keeping a few independent pools and
@@ -11,6 +13,7 @@
 //! error.
 
 mod connector;
+mod http1;
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -42,7 +45,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const USER_AGENT_VALUE: &str = concat!("proxima/", env!("CARGO_PKG_VERSION"));
 
 pub struct HttpClient {
+    /// For https upstreams.
     pools: Vec<Client<Connector, Full<Bytes>>>,
+    /// Resting connections to plain-http upstreams.
+    idle: Arc<http1::Idle>,
     /// The pools' connector, asked for the proxy credentials plain-http requests carry.
     connector: Connector,
 }
@@ -50,17 +56,34 @@ pub struct HttpClient {
 /// A failure talking to an upstream, before or after the response head.
 #[derive(Debug)]
 pub enum HttpError {
-    /// Connecting, sending the request or reading the response head.
+    /// Through the pooled client (https): connecting, sending the request or reading the
+    /// response head.
     Request(hyper_util::client::legacy::Error),
+    /// Connecting to a plain-http upstream.
+    Connect(connector::BoxError),
+    /// Sending the request to a plain-http upstream or reading its response head.
+    Exchange(hyper::Error),
     /// Reading the body.
     Body(hyper::Error),
+}
+
+impl HttpError {
+    /// Whether no connection could be made.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            HttpError::Request(e) => e.is_connect(),
+            HttpError::Connect(_) => true,
+            HttpError::Exchange(_) | HttpError::Body(_) => false,
+        }
+    }
 }
 
 impl std::fmt::Display for HttpError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             HttpError::Request(e) => e.fmt(f),
-            HttpError::Body(e) => e.fmt(f),
+            HttpError::Connect(e) => e.fmt(f),
+            HttpError::Exchange(e) | HttpError::Body(e) => e.fmt(f),
         }
     }
 }
@@ -70,7 +93,8 @@ impl std::error::Error for HttpError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             HttpError::Request(e) => e.source(),
-            HttpError::Body(e) => e.source(),
+            HttpError::Connect(e) => e.source(),
+            HttpError::Exchange(e) | HttpError::Body(e) => e.source(),
         }
     }
 }
@@ -79,7 +103,42 @@ impl std::error::Error for HttpError {
 pub struct UpstreamResponse {
     pub status: StatusCode,
     pub headers: HeaderMap,
-    body: Incoming,
+    body: UpstreamBody,
+}
+
+/// A body from the pooled client, or from a plain-http connection the body drives itself.
+enum UpstreamBody {
+    Pooled(Incoming),
+    Driven(http1::DrivenBody),
+}
+
+impl hyper::body::Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Driven(body) => std::pin::Pin::new(body).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Pooled(body) => body.is_end_stream(),
+            UpstreamBody::Driven(body) => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            UpstreamBody::Pooled(body) => body.size_hint(),
+            UpstreamBody::Driven(body) => body.size_hint(),
+        }
+    }
 }
 
 impl UpstreamResponse {
@@ -130,12 +189,13 @@ impl HttpClient {
         let pools = (0..POOLS.max(worker::count_for_this_process()))
             .map(|_| builder.build(connector.clone()))
             .collect();
-        Ok(HttpClient { pools, connector })
+        Ok(HttpClient {
+            pools,
+            idle: Arc::new(http1::Idle::new()),
+            connector,
+        })
     }
 
-    /// POSTs a JSON body with `headers` (from [`provider_headers`], which include the
-    /// content type). A non-success status becomes a classified error here, so adapters only
-    /// ever see successful responses.
     /// POSTs `body`; any status is an answer, only transport failures are errors.
     pub async fn post(
         &self,
@@ -172,6 +232,14 @@ impl HttpClient {
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
+        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
+            let (head, body) = http1::send(&self.idle, &self.connector, request).await?;
+            return Ok(UpstreamResponse {
+                status: head.status,
+                headers: head.headers,
+                body: UpstreamBody::Driven(body),
+            });
+        }
         let response = self.pools[pool_for(worker::current(), self.pools.len())]
             .request(request)
             .await
@@ -180,7 +248,7 @@ impl HttpClient {
         Ok(UpstreamResponse {
             status: head.status,
             headers: head.headers,
-            body,
+            body: UpstreamBody::Pooled(body),
         })
     }
 }

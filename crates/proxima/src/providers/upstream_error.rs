@@ -88,9 +88,11 @@ pub fn transport(provider: &str, e: HttpError) -> Error {
         ErrorKind::Upstream
     };
     let what = match &e {
-        HttpError::Request(e) if e.is_connect() => "cannot connect to",
+        e if e.is_connect() => "cannot connect to",
         HttpError::Body(_) => "broke off the answer from",
-        HttpError::Request(_) => "request failed to",
+        HttpError::Request(_) | HttpError::Connect(_) | HttpError::Exchange(_) => {
+            "request failed to"
+        }
     };
     Error::new(
         kind,

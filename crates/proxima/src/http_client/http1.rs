@@ -1,0 +1,423 @@
+//! Plain-http upstreams (self-hosted models: vLLM, Ollama, TGI) over HTTP/1.1 connections that
+//! the request's own task drives.
+//!
+//! A pooled client runs each connection as a task of its own and hands the answer over a
+//! channel that holds one chunk. A streamed answer then costs two task switches per event: the
+//! connection's task decodes a chunk and waits, the request's task takes it and wakes the
+//! connection's again. Here the request's task polls the connection itself whenever the body
+//! has nothing ready, so a burst of events that arrived together is decoded and passed on in
+//! one go, and the client's connection writes it in one go. Between requests a connection
+//! rests, undriven, in its worker's idle list; a connection found closed when taken gives the
+//! request back unsent, which then goes out on a fresh one.
+//!
+//! HTTPS upstreams stay with the pooled client: they may speak HTTP/2, whose connections many
+//! requests share.
+
+use std::collections::HashMap;
+use std::future::{poll_fn, Future};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::{Authority, PathAndQuery};
+use http::{HeaderValue, Request, Response, Uri};
+use http_body_util::Full;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::client::conn::{http1, TrySendError};
+use hyper_util::client::legacy::connect::Connection as _;
+use tokio::time::Instant;
+use tower_service::Service;
+
+use super::connector::{BoxError, Conn, Connector};
+use super::HttpError;
+use crate::worker;
+
+/// How long an unused connection is kept; the pooled client's figure.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Unused connections kept per destination and worker; more are closed.
+const MAX_IDLE_PER_HOST: usize = 1024;
+
+/// The unused connections, one list per worker: a connection's socket belongs to the runtime
+/// of the worker that opened it.
+pub struct Idle {
+    workers: Vec<Mutex<ByDestination>>,
+}
+
+/// A worker's resting connections, most recently used last.
+type ByDestination = HashMap<Authority, Vec<Resting>, foldhash::fast::RandomState>;
+
+struct Resting {
+    conn: Http1Conn,
+    since: Instant,
+}
+
+/// One HTTP/1.1 connection: the handle requests are sent through and the state machine that
+/// does the reading and writing, polled by whoever uses the connection.
+pub struct Http1Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+    /// `None` once the connection has ended. Boxed: large, and moved with every request.
+    driver: Option<Box<Driver>>,
+    /// To a proxy: requests carry the absolute URI.
+    proxied: bool,
+}
+
+/// What reads and writes a connection's socket.
+type Driver = http1::Connection<Conn, Full<Bytes>>;
+
+/// A response body read from a connection that this body drives, and which goes back to the
+/// idle list once the body has been read to its end.
+pub struct DrivenBody {
+    body: Incoming,
+    conn: Option<Http1Conn>,
+    destination: Authority,
+    idle: Arc<Idle>,
+}
+
+impl Idle {
+    pub fn new() -> Idle {
+        let workers = worker::count_for_this_process().max(1);
+        Idle {
+            workers: (0..workers).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    fn mine(&self) -> &Mutex<ByDestination> {
+        &self.workers[worker::current().index % self.workers.len()]
+    }
+
+    /// The most recently used connection to `destination` that is still open, if any.
+    fn take(&self, destination: &Authority) -> Option<Http1Conn> {
+        let mut idle = self.mine().lock().unwrap_or_else(|e| e.into_inner());
+        let resting = idle.get_mut(destination)?;
+        while let Some(Resting { conn, since }) = resting.pop() {
+            if since.elapsed() >= IDLE_TIMEOUT {
+                // The rest rested longer still.
+                resting.clear();
+                break;
+            }
+            if conn.sender.is_ready() && conn.driver.is_some() {
+                return Some(conn);
+            }
+        }
+        None
+    }
+
+    fn put(&self, destination: Authority, conn: Http1Conn) {
+        let mut idle = self.mine().lock().unwrap_or_else(|e| e.into_inner());
+        let resting = idle.entry(destination).or_default();
+        let expired = resting
+            .iter()
+            .take_while(|r| r.since.elapsed() >= IDLE_TIMEOUT)
+            .count();
+        resting.drain(..expired);
+        if resting.len() < MAX_IDLE_PER_HOST {
+            resting.push(Resting {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+}
+
+/// Sends `request` (absolute URI, `http` scheme) on a resting connection to its destination,
+/// or on a new one. The response's body drives the connection from then on.
+pub async fn send(
+    idle: &Arc<Idle>,
+    connector: &Connector,
+    mut request: Request<Full<Bytes>>,
+) -> Result<(http::response::Parts, DrivenBody), HttpError> {
+    let uri = request.uri().clone();
+    let Some(destination) = uri.authority().cloned() else {
+        return Err(HttpError::Connect(format!("no host in `{uri}`").into()));
+    };
+    if !request.headers().contains_key(http::header::HOST) {
+        // Without any `user:password@` the URI may carry.
+        let host = destination.as_str().rsplit('@').next().unwrap_or_default();
+        let host = HeaderValue::from_str(host).map_err(|e| HttpError::Connect(e.into()))?;
+        request.headers_mut().insert(http::header::HOST, host);
+    }
+    loop {
+        let (mut conn, resting) = match idle.take(&destination) {
+            Some(conn) => (conn, true),
+            None => (Http1Conn::open(connector, uri.clone()).await?, false),
+        };
+        *request.uri_mut() = if conn.proxied {
+            uri.clone()
+        } else {
+            origin_form(&uri)
+        };
+        match conn.exchange(request).await {
+            Ok(response) => {
+                let (head, body) = response.into_parts();
+                let body = DrivenBody {
+                    body,
+                    conn: Some(conn),
+                    destination,
+                    idle: idle.clone(),
+                };
+                return Ok((head, body));
+            }
+            // The connection had closed while it rested, before any of the request went out:
+            // safe to send again, on a fresh one.
+            Err(mut failed) => match failed.take_message() {
+                Some(unsent) if resting => request = unsent,
+                _ => return Err(HttpError::Exchange(failed.into_error())),
+            },
+        }
+    }
+}
+
+/// `/path?query` of `uri`, as a request line to the destination itself carries it.
+fn origin_form(uri: &Uri) -> Uri {
+    let path = uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    Uri::from(path)
+}
+
+impl Http1Conn {
+    async fn open(connector: &Connector, uri: Uri) -> Result<Http1Conn, HttpError> {
+        let io = connector
+            .clone()
+            .call(uri)
+            .await
+            .map_err(HttpError::Connect)?;
+        let proxied = io.connected().is_proxied();
+        let (sender, driver) = http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| HttpError::Connect(BoxError::from(e)))?;
+        Ok(Http1Conn {
+            sender,
+            driver: Some(Box::new(driver)),
+            proxied,
+        })
+    }
+
+    /// Reads and writes what the connection can, without waiting.
+    fn drive(&mut self, cx: &mut Context<'_>) {
+        if let Some(driver) = self.driver.as_mut() {
+            if Pin::new(&mut **driver).poll(cx).is_ready() {
+                self.driver = None;
+            }
+        }
+    }
+
+    /// Sends `request` and waits for the response head, driving the connection meanwhile.
+    async fn exchange(
+        &mut self,
+        request: Request<Full<Bytes>>,
+    ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
+        let mut response = std::pin::pin!(self.sender.try_send_request(request));
+        poll_fn(|cx| {
+            self.drive(cx);
+            response.as_mut().poll(cx)
+        })
+        .await
+    }
+}
+
+impl DrivenBody {
+    /// The body has ended: the connection rests, if it can take another request.
+    fn release(&mut self, cx: &mut Context<'_>) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        // Lets the connection see the message's end and ask for the next.
+        conn.drive(cx);
+        if conn.driver.is_some() && conn.sender.is_ready() {
+            self.idle.put(self.destination.clone(), conn);
+        }
+    }
+}
+
+impl Body for DrivenBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        if frame.is_pending() {
+            if let Some(conn) = this.conn.as_mut() {
+                // The connection hands the body at most one chunk per turn.
+                conn.drive(cx);
+                frame = Pin::new(&mut this.body).poll_frame(cx);
+            }
+        }
+        if let Poll::Ready(None) = frame {
+            this.release(cx);
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    use futures_util::StreamExt;
+    use http::HeaderMap;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use crate::http_client::HttpClient;
+
+    /// How an upstream test server treats a connection after answering.
+    #[derive(Clone, Copy)]
+    enum After {
+        KeepOpen,
+        /// Closes it a moment later without saying so, as a server whose keep-alive timeout
+        /// passed: the client has put the connection to rest by then.
+        CloseSoon,
+    }
+
+    /// An HTTP/1.1 server answering every request with `answer` (a whole response), counting
+    /// the connections it accepts.
+    async fn upstream(answer: &'static str, after: After) -> (String, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (socket, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(socket, answer, after));
+            }
+        });
+        (url, accepted)
+    }
+
+    async fn serve(mut socket: TcpStream, answer: &'static str, after: After) {
+        let mut seen = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            // A request head (the tests send bodiless GETs).
+            while memchr::memmem::find(&seen, b"\r\n\r\n").is_none() {
+                match socket.read(&mut buf).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => seen.extend_from_slice(&buf[..n]),
+                }
+            }
+            let end = memchr::memmem::find(&seen, b"\r\n\r\n").unwrap() + 4;
+            seen.drain(..end);
+            if socket.write_all(answer.as_bytes()).await.is_err() {
+                return;
+            }
+            if let After::CloseSoon = after {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                return;
+            }
+        }
+    }
+
+    const PLAIN: &str = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
+    /// Three events in one burst, each its own chunk, then the end.
+    const EVENTS: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
+        6\r\nfirst\n\r\n7\r\nsecond\n\r\n6\r\nthird\n\r\n0\r\n\r\n";
+
+    async fn get(client: &HttpClient, url: &str) -> String {
+        let response = client
+            .get(url.parse().unwrap(), HeaderMap::new())
+            .await
+            .unwrap();
+        assert_eq!(response.status, 200);
+        String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_its_end_serves_the_next_request() {
+        let (url, accepted) = upstream(PLAIN, After::KeepOpen).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for _ in 0..3 {
+            assert_eq!(get(&client, &url).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_while_resting_is_replaced_without_an_error() {
+        let (url, accepted) = upstream(PLAIN, After::CloseSoon).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        assert_eq!(get(&client, &url).await, "ok");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(get(&client, &url).await, "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_stream_yields_every_chunk_of_a_burst_and_its_connection_rests_after() {
+        let (url, accepted) = upstream(EVENTS, After::KeepOpen).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for _ in 0..2 {
+            let response = client
+                .get(url.parse().unwrap(), HeaderMap::new())
+                .await
+                .unwrap();
+            let chunks: Vec<Bytes> = response
+                .bytes_stream()
+                .map(|chunk| chunk.unwrap())
+                .collect()
+                .await;
+            assert_eq!(chunks, ["first\n", "second\n", "third\n"]);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_left_unread_closes_its_connection() {
+        let (url, accepted) = upstream(EVENTS, After::KeepOpen).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        let response = client
+            .get(url.parse().unwrap(), HeaderMap::new())
+            .await
+            .unwrap();
+        let mut chunks = response.bytes_stream();
+        assert_eq!(chunks.next().await.unwrap().unwrap(), "first\n");
+        drop(chunks);
+        // Its unread events must not be taken for the next answer.
+        let response = client
+            .get(url.parse().unwrap(), HeaderMap::new())
+            .await
+            .unwrap();
+        let all = response.bytes().await.unwrap();
+        assert_eq!(all, "first\nsecond\nthird\n");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_a_connect_error() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        drop(listener);
+        let client = HttpClient::with_proxy(None).unwrap();
+        let error = client
+            .get(url.parse().unwrap(), HeaderMap::new())
+            .await
+            .err()
+            .expect("nobody listens");
+        assert!(error.is_connect(), "{error:?}");
+        let message = crate::http_client::source_chain(&error);
+        assert!(message.contains("refused"), "{message}");
+    }
+}
