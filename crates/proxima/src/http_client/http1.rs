@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -39,6 +39,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// Unused connections kept per destination and worker; more are closed.
 const MAX_IDLE_PER_HOST: usize = 1024;
+
+/// How much of a body its reader left unread is read when the body is dropped, to keep the
+/// connection; with more left, it is closed instead.
+const DRAIN_LIMIT: usize = 64 * 1024;
 
 /// The unused connections, one list per worker: a connection's socket belongs to the runtime
 /// of the worker that opened it.
@@ -235,6 +239,28 @@ impl DrivenBody {
     }
 }
 
+impl Drop for DrivenBody {
+    /// A reader may stop before the body's end: an SSE reader stops at the last event, before
+    /// the chunked body's terminator. What is left and already arrived is read now, so that
+    /// the connection rests instead of closing (a new connection per stream costs more than
+    /// the rest of the request). Nothing here waits.
+    fn drop(&mut self) {
+        if self.conn.is_none() {
+            return;
+        }
+        let mut cx = Context::from_waker(Waker::noop());
+        let mut left = 0;
+        while left <= DRAIN_LIMIT {
+            match Pin::new(&mut *self).poll_frame(&mut cx) {
+                Poll::Ready(Some(Ok(frame))) => left += frame.data_ref().map_or(0, Bytes::len),
+                // The end: `poll_frame` let the connection rest.
+                Poll::Ready(None) => return,
+                Poll::Ready(Some(Err(_))) | Poll::Pending => return,
+            }
+        }
+    }
+}
+
 impl Body for DrivenBody {
     type Data = Bytes;
     type Error = hyper::Error;
@@ -288,6 +314,8 @@ mod tests {
         /// Closes it a moment later without saying so, as a server whose keep-alive timeout
         /// passed: the client has put the connection to rest by then.
         CloseSoon,
+        /// Writes the rest of the answer a moment later, and keeps it open.
+        ThenLater(&'static str),
     }
 
     /// An HTTP/1.1 server answering every request with `answer` (a whole response), counting
@@ -323,9 +351,18 @@ mod tests {
             if socket.write_all(answer.as_bytes()).await.is_err() {
                 return;
             }
-            if let After::CloseSoon = after {
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                return;
+            match after {
+                After::KeepOpen => {}
+                After::CloseSoon => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    return;
+                }
+                After::ThenLater(rest) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if socket.write_all(rest.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
             }
         }
     }
@@ -385,8 +422,29 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_body_left_unread_closes_its_connection() {
+    async fn a_body_dropped_with_only_its_end_unread_lets_its_connection_rest() {
         let (url, accepted) = upstream(EVENTS, After::KeepOpen).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for _ in 0..2 {
+            let response = client
+                .get(url.parse().unwrap(), HeaderMap::new())
+                .await
+                .unwrap();
+            let mut chunks = response.bytes_stream();
+            for _ in 0..3 {
+                chunks.next().await.unwrap().unwrap();
+            }
+            // As an SSE reader stops at its last event, before the body's terminator.
+            drop(chunks);
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_body_left_unread_closes_its_connection() {
+        // The first event now, the others when the reader has gone.
+        let (first, rest) = EVENTS.split_at(EVENTS.find("7\r\n").unwrap());
+        let (url, accepted) = upstream(first, After::ThenLater(rest)).await;
         let client = HttpClient::with_proxy(None).unwrap();
         let response = client
             .get(url.parse().unwrap(), HeaderMap::new())
@@ -400,8 +458,8 @@ mod tests {
             .get(url.parse().unwrap(), HeaderMap::new())
             .await
             .unwrap();
-        let all = response.bytes().await.unwrap();
-        assert_eq!(all, "first\nsecond\nthird\n");
+        let mut chunks = response.bytes_stream();
+        assert_eq!(chunks.next().await.unwrap().unwrap(), "first\n");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
