@@ -2,10 +2,12 @@
 //! surface brings an [`EventWriter`] that knows its API's events; the loop decides when bytes
 //! go out.
 //!
-//! Events already on their way are sent together. The upstream body reaches us one chunk at a
-//! time (hyper's body channel holds one), and the server writes (one syscall) as soon as the
-//! next event is not ready, so a burst of chunks — an upstream that answers fast, or a backlog
-//! after a stall — would otherwise cost one write per event. In a burst, after each event the
+//! Events already on their way are sent together. An upstream body through the pooled https
+//! client reaches us one chunk at a time (hyper's body channel holds one; a plain-http body
+//! drives its own connection and has a whole burst ready, see `http_client::http1`), and the
+//! server writes (one syscall) as soon as the next event is not ready, so a burst of chunks —
+//! an upstream that answers fast, or a backlog after a stall — would otherwise cost one write
+//! per event. In a burst, after each event the
 //! loop yields to let the upstream connection hand over the next chunk, and stops collecting
 //! when none came: an event is delayed by two turns of the scheduler at most. Events that come
 //! apart, as a model writes tokens, go out one by one without the yields, which would find
