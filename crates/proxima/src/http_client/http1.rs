@@ -7,8 +7,9 @@
 //! connection's again. Here the request's task polls the connection itself whenever the body
 //! has nothing ready, so a burst of events that arrived together is decoded and passed on in
 //! one go, and the client's connection writes it in one go. Between requests a connection
-//! rests, undriven, in its worker's idle list; a connection found closed when taken gives the
-//! request back unsent, which then goes out on a fresh one.
+//! rests, undriven, in its worker's idle list, which a sweeper task clears of connections
+//! that rested too long or that their upstream closed; a connection found closed when taken
+//! gives the request back unsent, which then goes out on a fresh one.
 //!
 //! HTTPS upstreams stay with the pooled client: they may speak HTTP/2, whose connections many
 //! requests share.
@@ -16,7 +17,8 @@
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
@@ -47,7 +49,14 @@ const DRAIN_LIMIT: usize = 64 * 1024;
 /// The unused connections, one list per worker: a connection's socket belongs to the runtime
 /// of the worker that opened it.
 pub struct Idle {
-    workers: Vec<Mutex<ByDestination>>,
+    workers: Vec<WorkerIdle>,
+}
+
+#[derive(Default)]
+struct WorkerIdle {
+    resting: Mutex<ByDestination>,
+    /// Whether the worker's sweeper runs: started with the first connection put to rest.
+    swept: AtomicBool,
 }
 
 /// A worker's resting connections, most recently used last.
@@ -84,17 +93,25 @@ impl Idle {
     pub fn new() -> Idle {
         let workers = worker::count_for_this_process().max(1);
         Idle {
-            workers: (0..workers).map(|_| Mutex::default()).collect(),
+            workers: (0..workers).map(|_| WorkerIdle::default()).collect(),
         }
     }
 
-    fn mine(&self) -> &Mutex<ByDestination> {
-        &self.workers[worker::current().index % self.workers.len()]
+    fn mine(&self) -> usize {
+        worker::current().index % self.workers.len()
     }
 
-    /// The most recently used connection to `destination` that is still open, if any.
+    fn resting(&self, worker: usize) -> std::sync::MutexGuard<'_, ByDestination> {
+        self.workers[worker]
+            .resting
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used connection to `destination` that is still open, if any. (The
+    /// sweeper closes the others in time.)
     fn take(&self, destination: &Authority) -> Option<Http1Conn> {
-        let mut idle = self.mine().lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.resting(self.mine());
         let resting = idle.get_mut(destination)?;
         while let Some(Resting { conn, since }) = resting.pop() {
             if since.elapsed() >= IDLE_TIMEOUT {
@@ -109,20 +126,42 @@ impl Idle {
         None
     }
 
-    fn put(&self, destination: Authority, conn: Http1Conn) {
-        let mut idle = self.mine().lock().unwrap_or_else(|e| e.into_inner());
+    fn put(self: &Arc<Self>, destination: Authority, conn: Http1Conn) {
+        let worker = self.mine();
+        if !self.workers[worker].swept.swap(true, Ordering::Relaxed) {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                runtime.spawn(sweep(Arc::downgrade(self), worker));
+            }
+        }
+        let mut idle = self.resting(worker);
         let resting = idle.entry(destination).or_default();
-        let expired = resting
-            .iter()
-            .take_while(|r| r.since.elapsed() >= IDLE_TIMEOUT)
-            .count();
-        resting.drain(..expired);
         if resting.len() < MAX_IDLE_PER_HOST {
             resting.push(Resting {
                 conn,
                 since: Instant::now(),
             });
         }
+    }
+}
+
+/// Closes, every half idle timeout, the worker's connections that rested too long or that
+/// their upstream closed (a server's keep-alive timeout), so that none stays open for a
+/// destination no longer asked. Ends with the client.
+async fn sweep(idle: Weak<Idle>, worker: usize) {
+    loop {
+        tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+        let Some(idle) = idle.upgrade() else {
+            return;
+        };
+        let mut cx = Context::from_waker(Waker::noop());
+        idle.resting(worker).retain(|_, resting| {
+            resting.retain_mut(|r| {
+                // Reads a close that came while it rested.
+                r.conn.drive(&mut cx);
+                r.since.elapsed() < IDLE_TIMEOUT && r.conn.driver.is_some()
+            });
+            !resting.is_empty()
+        });
     }
 }
 
@@ -318,49 +357,67 @@ mod tests {
         ThenLater(&'static str),
     }
 
-    /// An HTTP/1.1 server answering every request with `answer` (a whole response), counting
-    /// the connections it accepts.
-    async fn upstream(answer: &'static str, after: After) -> (String, Arc<AtomicUsize>) {
+    /// An HTTP/1.1 server answering every request with `answer` (a whole response).
+    struct Upstream {
+        url: String,
+        /// Connections accepted.
+        accepted: Arc<AtomicUsize>,
+        /// Connections the client closed.
+        closed: Arc<AtomicUsize>,
+    }
+
+    async fn upstream(answer: &'static str, after: After) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let accepted = Arc::new(AtomicUsize::new(0));
-        let count = accepted.clone();
+        let closed = Arc::new(AtomicUsize::new(0));
+        let (accepts, closes) = (accepted.clone(), closed.clone());
         tokio::spawn(async move {
             loop {
                 let (socket, _) = listener.accept().await.unwrap();
-                count.fetch_add(1, Ordering::SeqCst);
-                tokio::spawn(serve(socket, answer, after));
+                accepts.fetch_add(1, Ordering::SeqCst);
+                let closes = closes.clone();
+                tokio::spawn(async move {
+                    if serve(socket, answer, after).await {
+                        closes.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
             }
         });
-        (url, accepted)
+        Upstream {
+            url,
+            accepted,
+            closed,
+        }
     }
 
-    async fn serve(mut socket: TcpStream, answer: &'static str, after: After) {
+    /// Serves one connection; true when the client closed it.
+    async fn serve(mut socket: TcpStream, answer: &'static str, after: After) -> bool {
         let mut seen = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
             // A request head (the tests send bodiless GETs).
             while memchr::memmem::find(&seen, b"\r\n\r\n").is_none() {
                 match socket.read(&mut buf).await {
-                    Ok(0) | Err(_) => return,
+                    Ok(0) | Err(_) => return true,
                     Ok(n) => seen.extend_from_slice(&buf[..n]),
                 }
             }
             let end = memchr::memmem::find(&seen, b"\r\n\r\n").unwrap() + 4;
             seen.drain(..end);
             if socket.write_all(answer.as_bytes()).await.is_err() {
-                return;
+                return true;
             }
             match after {
                 After::KeepOpen => {}
                 After::CloseSoon => {
                     tokio::time::sleep(Duration::from_millis(20)).await;
-                    return;
+                    return false;
                 }
                 After::ThenLater(rest) => {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     if socket.write_all(rest.as_bytes()).await.is_err() {
-                        return;
+                        return true;
                     }
                 }
             }
@@ -384,7 +441,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_connection_read_to_its_end_serves_the_next_request() {
-        let (url, accepted) = upstream(PLAIN, After::KeepOpen).await;
+        let Upstream { url, accepted, .. } = upstream(PLAIN, After::KeepOpen).await;
         let client = HttpClient::with_proxy(None).unwrap();
         for _ in 0..3 {
             assert_eq!(get(&client, &url).await, "ok");
@@ -393,8 +450,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_resting_past_the_idle_timeout_is_closed() {
+        let Upstream { url, closed, .. } = upstream(PLAIN, After::KeepOpen).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        assert_eq!(get(&client, &url).await, "ok");
+        tokio::time::pause();
+        tokio::time::sleep(IDLE_TIMEOUT / 2).await;
+        settle().await;
+        assert_eq!(closed.load(Ordering::SeqCst), 0, "closed before its time");
+        tokio::time::sleep(IDLE_TIMEOUT).await;
+        settle().await;
+        assert_eq!(
+            closed.load(Ordering::SeqCst),
+            1,
+            "no request came for it, yet it stays"
+        );
+    }
+
+    /// Lets the sockets' events arrive (the clock is paused, so no sleep of tokio's waits).
+    async fn settle() {
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(5));
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
     async fn a_connection_closed_while_resting_is_replaced_without_an_error() {
-        let (url, accepted) = upstream(PLAIN, After::CloseSoon).await;
+        let Upstream { url, accepted, .. } = upstream(PLAIN, After::CloseSoon).await;
         let client = HttpClient::with_proxy(None).unwrap();
         assert_eq!(get(&client, &url).await, "ok");
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -404,7 +487,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_stream_yields_every_chunk_of_a_burst_and_its_connection_rests_after() {
-        let (url, accepted) = upstream(EVENTS, After::KeepOpen).await;
+        let Upstream { url, accepted, .. } = upstream(EVENTS, After::KeepOpen).await;
         let client = HttpClient::with_proxy(None).unwrap();
         for _ in 0..2 {
             let response = client
@@ -423,7 +506,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_dropped_with_only_its_end_unread_lets_its_connection_rest() {
-        let (url, accepted) = upstream(EVENTS, After::KeepOpen).await;
+        let Upstream { url, accepted, .. } = upstream(EVENTS, After::KeepOpen).await;
         let client = HttpClient::with_proxy(None).unwrap();
         for _ in 0..2 {
             let response = client
@@ -444,7 +527,7 @@ mod tests {
     async fn a_body_left_unread_closes_its_connection() {
         // The first event now, the others when the reader has gone.
         let (first, rest) = EVENTS.split_at(EVENTS.find("7\r\n").unwrap());
-        let (url, accepted) = upstream(first, After::ThenLater(rest)).await;
+        let Upstream { url, accepted, .. } = upstream(first, After::ThenLater(rest)).await;
         let client = HttpClient::with_proxy(None).unwrap();
         let response = client
             .get(url.parse().unwrap(), HeaderMap::new())
