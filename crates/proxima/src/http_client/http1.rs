@@ -344,7 +344,7 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::{TcpListener, TcpStream};
 
-    use crate::http_client::HttpClient;
+    use crate::http_client::{HttpClient, UpstreamResponse};
 
     /// How an upstream test server treats a connection after answering.
     #[derive(Clone, Copy)]
@@ -430,13 +430,19 @@ mod tests {
     const EVENTS: &str = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n\
         6\r\nfirst\n\r\n7\r\nsecond\n\r\n6\r\nthird\n\r\n0\r\n\r\n";
 
-    async fn get(client: &HttpClient, url: &str) -> String {
+    /// A GET's answer, its body still to read.
+    async fn open(client: &HttpClient, url: &str) -> UpstreamResponse {
         let response = client
             .get(url.parse().unwrap(), HeaderMap::new())
             .await
             .unwrap();
         assert_eq!(response.status, 200);
-        String::from_utf8(response.bytes().await.unwrap().to_vec()).unwrap()
+        response
+    }
+
+    async fn get(client: &HttpClient, url: &str) -> String {
+        let body = open(client, url).await.bytes().await.unwrap();
+        String::from_utf8(body.to_vec()).unwrap()
     }
 
     #[tokio::test]
@@ -490,10 +496,7 @@ mod tests {
         let Upstream { url, accepted, .. } = upstream(EVENTS, After::KeepOpen).await;
         let client = HttpClient::with_proxy(None).unwrap();
         for _ in 0..2 {
-            let response = client
-                .get(url.parse().unwrap(), HeaderMap::new())
-                .await
-                .unwrap();
+            let response = open(&client, &url).await;
             let chunks: Vec<Bytes> = response
                 .bytes_stream()
                 .map(|chunk| chunk.unwrap())
@@ -509,10 +512,7 @@ mod tests {
         let Upstream { url, accepted, .. } = upstream(EVENTS, After::KeepOpen).await;
         let client = HttpClient::with_proxy(None).unwrap();
         for _ in 0..2 {
-            let response = client
-                .get(url.parse().unwrap(), HeaderMap::new())
-                .await
-                .unwrap();
+            let response = open(&client, &url).await;
             let mut chunks = response.bytes_stream();
             for _ in 0..3 {
                 chunks.next().await.unwrap().unwrap();
@@ -529,18 +529,12 @@ mod tests {
         let (first, rest) = EVENTS.split_at(EVENTS.find("7\r\n").unwrap());
         let Upstream { url, accepted, .. } = upstream(first, After::ThenLater(rest)).await;
         let client = HttpClient::with_proxy(None).unwrap();
-        let response = client
-            .get(url.parse().unwrap(), HeaderMap::new())
-            .await
-            .unwrap();
+        let response = open(&client, &url).await;
         let mut chunks = response.bytes_stream();
         assert_eq!(chunks.next().await.unwrap().unwrap(), "first\n");
         drop(chunks);
         // Its unread events must not be taken for the next answer.
-        let response = client
-            .get(url.parse().unwrap(), HeaderMap::new())
-            .await
-            .unwrap();
+        let response = open(&client, &url).await;
         let mut chunks = response.bytes_stream();
         assert_eq!(chunks.next().await.unwrap().unwrap(), "first\n");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
