@@ -23,6 +23,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::task::AtomicWaker;
 use http::uri::{Authority, PathAndQuery};
 use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
@@ -75,6 +76,39 @@ pub struct Http1Conn {
     driver: Option<Box<Driver>>,
     /// To a proxy: requests carry the absolute URI.
     proxied: bool,
+    /// What a body reading from the connection drives it with.
+    wakes: Arc<WakeFilter>,
+    waker: Waker,
+}
+
+/// The waker a body drives its connection with. It passes wakes on to the body's task, except
+/// those that come while the body itself drives the connection: those are the connection's
+/// answers to what the body just did (a chunk handed over, a chunk taken), and without this
+/// filter each would make the task run again for nothing once per event. A wake that the
+/// drive may not have answered (another thread's, or the connection yielding) is passed on
+/// when the body has nothing to return.
+#[derive(Default)]
+struct WakeFilter {
+    task: AtomicWaker,
+    driving: AtomicBool,
+    missed: AtomicBool,
+}
+
+impl std::task::Wake for WakeFilter {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        if self.driving.load(Ordering::SeqCst) {
+            self.missed.store(true, Ordering::SeqCst);
+            // The drive may have ended before `missed` was set: then nobody will look.
+            if self.driving.load(Ordering::SeqCst) {
+                return;
+            }
+        }
+        self.task.wake();
+    }
 }
 
 /// What reads and writes a connection's socket.
@@ -234,10 +268,13 @@ impl Http1Conn {
             .handshake(io)
             .await
             .map_err(|e| HttpError::Connect(BoxError::from(e)))?;
+        let wakes = Arc::new(WakeFilter::default());
         Ok(Http1Conn {
             sender,
             driver: Some(Box::new(driver)),
             proxied,
+            waker: Waker::from(wakes.clone()),
+            wakes,
         })
     }
 
@@ -309,13 +346,25 @@ impl Body for DrivenBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
-        let mut frame = Pin::new(&mut this.body).poll_frame(cx);
+        let Some(conn) = this.conn.as_mut() else {
+            // Ended, or the connection is gone: the body says so itself.
+            return Pin::new(&mut this.body).poll_frame(cx);
+        };
+        conn.wakes.task.register(cx.waker());
+        conn.wakes.driving.store(true, Ordering::SeqCst);
+        let waker = conn.waker.clone();
+        let mut filtered = Context::from_waker(&waker);
+        let mut frame = Pin::new(&mut this.body).poll_frame(&mut filtered);
         if frame.is_pending() {
-            if let Some(conn) = this.conn.as_mut() {
-                // The connection hands the body at most one chunk per turn.
-                conn.drive(cx);
-                frame = Pin::new(&mut this.body).poll_frame(cx);
-            }
+            // Whatever woke the connection so far, the drive answers.
+            conn.wakes.missed.store(false, Ordering::SeqCst);
+            // The connection hands the body at most one chunk per turn.
+            conn.drive(&mut filtered);
+            frame = Pin::new(&mut this.body).poll_frame(&mut filtered);
+        }
+        conn.wakes.driving.store(false, Ordering::SeqCst);
+        if frame.is_pending() && conn.wakes.missed.swap(false, Ordering::SeqCst) {
+            cx.waker().wake_by_ref();
         }
         if let Poll::Ready(None) = frame {
             this.release(cx);
