@@ -556,6 +556,36 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
+    /// The first event now, the others a moment later.
+    fn events_apart() -> (&'static str, After) {
+        let (first, rest) = EVENTS.split_at(EVENTS.find("7\r\n").unwrap());
+        (first, After::ThenLater(rest))
+    }
+
+    async fn read_events_that_come_apart() {
+        let (first, rest) = events_apart();
+        let Upstream { url, .. } = upstream(first, rest).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        let chunks = open(&client, &url).await.bytes_stream();
+        let chunks: Vec<Bytes> = tokio::time::timeout(
+            Duration::from_secs(5),
+            chunks.map(|chunk| chunk.unwrap()).collect(),
+        )
+        .await
+        .expect("an event came but its reader was not woken");
+        assert_eq!(chunks, ["first\n", "second\n", "third\n"]);
+    }
+
+    #[tokio::test]
+    async fn events_that_come_apart_each_wake_their_reader() {
+        read_events_that_come_apart().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn events_that_come_apart_wake_their_reader_from_another_thread() {
+        read_events_that_come_apart().await;
+    }
+
     #[tokio::test]
     async fn a_body_dropped_with_only_its_end_unread_lets_its_connection_rest() {
         let Upstream { url, accepted, .. } = upstream(EVENTS, After::KeepOpen).await;
@@ -574,9 +604,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_left_unread_closes_its_connection() {
-        // The first event now, the others when the reader has gone.
-        let (first, rest) = EVENTS.split_at(EVENTS.find("7\r\n").unwrap());
-        let Upstream { url, accepted, .. } = upstream(first, After::ThenLater(rest)).await;
+        // The other events come when the reader has gone.
+        let (first, rest) = events_apart();
+        let Upstream { url, accepted, .. } = upstream(first, rest).await;
         let client = HttpClient::with_proxy(None).unwrap();
         let response = open(&client, &url).await;
         let mut chunks = response.bytes_stream();
