@@ -567,12 +567,14 @@ mod tests {
         let Upstream { url, .. } = upstream(first, rest).await;
         let client = HttpClient::with_proxy(None).unwrap();
         let chunks = open(&client, &url).await.bytes_stream();
-        let chunks: Vec<Bytes> = tokio::time::timeout(
-            Duration::from_secs(5),
-            chunks.map(|chunk| chunk.unwrap()).collect(),
-        )
-        .await
-        .expect("an event came but its reader was not woken");
+        let chunks: Vec<Bytes> = tokio::select! {
+            // First: a timer's wake polls the reader too, and would let it finish late.
+            biased;
+            () = tokio::time::sleep(Duration::from_secs(2)) => {
+                panic!("the events came 50 ms apart, but their reader was not woken")
+            }
+            chunks = chunks.map(|chunk| chunk.unwrap()).collect() => chunks,
+        };
         assert_eq!(chunks, ["first\n", "second\n", "third\n"]);
     }
 
