@@ -287,17 +287,39 @@ impl Http1Conn {
         }
     }
 
+    /// Polls `ready`, and if it is not, drives the connection and polls it again: what the
+    /// connection hands over (a response head, a body chunk) is taken in the same turn. The
+    /// connection is driven through the wake filter (see [`WakeFilter`]).
+    fn drive_for<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
+    ) -> Poll<T> {
+        self.wakes.task.register(cx.waker());
+        self.wakes.driving.store(true, Ordering::SeqCst);
+        let waker = self.waker.clone();
+        let mut filtered = Context::from_waker(&waker);
+        let mut polled = ready(&mut filtered);
+        if polled.is_pending() {
+            // Whatever woke the connection so far, the drive answers.
+            self.wakes.missed.store(false, Ordering::SeqCst);
+            self.drive(&mut filtered);
+            polled = ready(&mut filtered);
+        }
+        self.wakes.driving.store(false, Ordering::SeqCst);
+        if polled.is_pending() && self.wakes.missed.swap(false, Ordering::SeqCst) {
+            cx.waker().wake_by_ref();
+        }
+        polled
+    }
+
     /// Sends `request` and waits for the response head, driving the connection meanwhile.
     async fn exchange(
         &mut self,
         request: Request<Full<Bytes>>,
     ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
         let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        poll_fn(|cx| {
-            self.drive(cx);
-            response.as_mut().poll(cx)
-        })
-        .await
+        poll_fn(|cx| self.drive_for(cx, |cx| response.as_mut().poll(cx))).await
     }
 }
 
@@ -346,26 +368,13 @@ impl Body for DrivenBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.get_mut();
+        let body = &mut this.body;
         let Some(conn) = this.conn.as_mut() else {
             // Ended, or the connection is gone: the body says so itself.
-            return Pin::new(&mut this.body).poll_frame(cx);
+            return Pin::new(body).poll_frame(cx);
         };
-        conn.wakes.task.register(cx.waker());
-        conn.wakes.driving.store(true, Ordering::SeqCst);
-        let waker = conn.waker.clone();
-        let mut filtered = Context::from_waker(&waker);
-        let mut frame = Pin::new(&mut this.body).poll_frame(&mut filtered);
-        if frame.is_pending() {
-            // Whatever woke the connection so far, the drive answers.
-            conn.wakes.missed.store(false, Ordering::SeqCst);
-            // The connection hands the body at most one chunk per turn.
-            conn.drive(&mut filtered);
-            frame = Pin::new(&mut this.body).poll_frame(&mut filtered);
-        }
-        conn.wakes.driving.store(false, Ordering::SeqCst);
-        if frame.is_pending() && conn.wakes.missed.swap(false, Ordering::SeqCst) {
-            cx.waker().wake_by_ref();
-        }
+        // The connection hands the body at most one chunk per turn.
+        let frame = conn.drive_for(cx, |cx| Pin::new(&mut *body).poll_frame(cx));
         if let Poll::Ready(None) = frame {
             this.release(cx);
         }
