@@ -76,17 +76,17 @@ pub struct Http1Conn {
     driver: Option<Box<Driver>>,
     /// To a proxy: requests carry the absolute URI.
     proxied: bool,
-    /// What a body reading from the connection drives it with.
+    /// What a request drives the connection with while it waits on it; `waker` wakes `wakes`.
     wakes: Arc<WakeFilter>,
     waker: Waker,
 }
 
-/// The waker a body drives its connection with. It passes wakes on to the body's task, except
-/// those that come while the body itself drives the connection: those are the connection's
-/// answers to what the body just did (a chunk handed over, a chunk taken), and without this
-/// filter each would make the task run again for nothing once per event. A wake that the
-/// drive may not have answered (another thread's, or the connection yielding) is passed on
-/// when the body has nothing to return.
+/// The waker a request drives its connection with while waiting for the response head or a
+/// body chunk. It passes wakes on to the request's task, except those that come while the task
+/// itself drives the connection: those are the connection's answers to what the task just did
+/// (a chunk handed over, a chunk taken), and without this filter each would make the task run
+/// again for nothing once per event. A wake that the drive may not have answered (another
+/// thread's, or the connection yielding) is passed on when there is nothing to return.
 #[derive(Default)]
 struct WakeFilter {
     task: AtomicWaker,
