@@ -10,11 +10,11 @@
 //!    or makes one, echoes it on the response, and runs the request with it as its log tag
 //!    ([`crate::telemetry::log`]), so every log line of the request (the router's failure logs
 //!    included) names it.
-//! 2. [`authenticate`] (`/v1/*`): starts the request's trace context from the caller's
+//! 2. [`authenticate`] (`/v1/*` and `/mcp`): starts the request's trace context from the caller's
 //!    `traceparent` ([`crate::telemetry`]; echoed on the answer), loads the current
 //!    [`Gateway`] (a request keeps the one it started on across reloads), authenticates the
 //!    key (401 in the surface's error shape), and
-//!    inserts the [`RequestContext`] extension that handlers read. A call refused from here on
+//!    inserts the [`RequestContext`](crate::pipeline::RequestContext) extension that handlers read. A call refused from here on
 //!    before the pipeline meters it (a bad body or header) still gets its ledger row.
 //! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
 //!    reads the body (413 over `max_body_bytes`, 400 on bad JSON or field types) into the
@@ -71,29 +71,29 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
-use tokio::time::Instant;
 
 use crate::audit::Actor;
 use crate::canonical::Api;
 use crate::config::Config;
-use crate::error::{Error, ErrorCode, ErrorKind};
+use crate::error::{Error, ErrorKind};
 use crate::gateway::Gateway;
 use crate::http_client::HttpClient;
-use crate::pipeline::RequestContext;
 use crate::router::health::HealthRegistry;
 use crate::services::Services;
 use crate::state::AppState;
 use crate::surface;
-use crate::telemetry::trace::TRACEPARENT;
-use crate::telemetry::{Operation, Telemetry, TraceContext};
+use crate::telemetry::Telemetry;
 
+mod authenticate;
 mod request_id;
 mod workers;
 
+pub(crate) use authenticate::call_as;
+use authenticate::Authenticate;
 pub use request_id::RequestId;
 
 pub fn app(state: Arc<AppState>) -> axum::Router {
@@ -188,7 +188,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
             post(surface::vector_stores::search),
         )
         .route("/v1/prompts/{name}/run", post(surface::prompts::run))
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate));
+        .route_layer(Authenticate(state.clone()));
     let mcp = axum::Router::new()
         .route(
             "/mcp",
@@ -196,7 +196,7 @@ pub fn app(state: Arc<AppState>) -> axum::Router {
                 .get(crate::mcp::get)
                 .delete(crate::mcp::delete),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .route_layer(Authenticate(state.clone()))
         .route_layer(middleware::from_fn(crate::mcp::errors_in_json_rpc));
     let admin = axum::Router::new()
         .route("/admin/models", get(surface::admin::models))
@@ -257,119 +257,6 @@ fn api_for_path(path: &str) -> Api {
         Api::Responses
     } else {
         Api::OpenAiChat
-    }
-}
-
-/// The caller's tags for the ledger.
-const METADATA: HeaderName = HeaderName::from_static("x-proxima-metadata");
-
-/// Starts the request's trace context from the caller's `traceparent`, authenticates, and
-/// answers with the request span's `traceparent`.
-async fn authenticate(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let trace = state.services.telemetry.start_trace(req.headers());
-    let mut response = authenticated(state, trace, req, next).await;
-    response
-        .headers_mut()
-        .insert(TRACEPARENT, trace.traceparent());
-    response
-}
-
-async fn authenticated(
-    state: Arc<AppState>,
-    trace: TraceContext,
-    req: Request,
-    next: Next,
-) -> Response {
-    let api = api_for_path(req.uri().path());
-    let gateway = state.gateway.load_full();
-    let caller = match gateway
-        .auth
-        .authenticate(req.headers(), &state.services.directory)
-        .await
-    {
-        Ok(caller) => caller,
-        Err(e) => return e.into_response(api),
-    };
-    call_as(&state, gateway, caller, trace, req, |req| next.run(req)).await
-}
-
-/// Runs `handler` on `req` as `caller`, authenticated already: puts the request's
-/// [`RequestContext`] in it, and writes the ledger row of a call refused before the pipeline
-/// metered it. The `/v1` routes come through here, and so does the admin UI's playground, as
-/// the signed-in admin.
-pub(crate) async fn call_as<F, Fut>(
-    state: &AppState,
-    gateway: Arc<Gateway>,
-    caller: Arc<crate::policy::Caller>,
-    trace: TraceContext,
-    mut req: Request,
-    handler: F,
-) -> Response
-where
-    F: FnOnce(Request) -> Fut,
-    Fut: std::future::Future<Output = Response>,
-{
-    let api = api_for_path(req.uri().path());
-    let (metadata, bad_metadata) = match request_metadata(req.headers()) {
-        Ok(metadata) => (metadata, None),
-        Err(e) => (None, Some(e)),
-    };
-    let id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| r.0.clone())
-        .unwrap_or_else(|| Arc::from("unknown"));
-    let cx = Arc::new(RequestContext {
-        id,
-        caller,
-        gateway,
-        services: state.services.clone(),
-        started: Instant::now(),
-        at: crate::clock::now_ms(),
-        metadata,
-        metered: AtomicBool::new(false),
-        trace,
-    });
-    let is_call = req.method() == http::Method::POST;
-    let operation = Operation::for_path(req.uri().path());
-    let response = match bad_metadata {
-        Some(e) => e.into_response(api),
-        None => {
-            req.extensions_mut().insert(cx.clone());
-            handler(req).await
-        }
-    };
-    // A call refused before the pipeline metered it (a bad body or header) still gets its
-    // ledger row, with what the client was told.
-    if is_call && response.status().as_u16() >= 400 && !cx.metered.load(Ordering::Relaxed) {
-        let code = response.extensions().get::<ErrorCode>().map(|c| c.0);
-        crate::pipeline::admit::record_refusal(&cx, operation, response.status().as_u16(), code);
-    }
-    response
-}
-
-/// `x-proxima-metadata`: a JSON object of tags for the ledger, kept as compact text.
-fn request_metadata(headers: &http::HeaderMap) -> Result<Option<Arc<str>>, Error> {
-    let Some(value) = headers.get(METADATA) else {
-        return Ok(None);
-    };
-    let bad = || {
-        Error::invalid_request(
-            "x-proxima-metadata must be a JSON object of tags, like {\"app\": \"search\"}",
-        )
-    };
-    let text = value.to_str().map_err(|_| bad())?;
-    match serde_json::from_str::<serde_json::Value>(text) {
-        // `proxima.*` tags are the gateway's own notes (e.g. a guardrail's flag).
-        Ok(serde_json::Value::Object(tags)) if tags.keys().any(|k| k.starts_with("proxima.")) => {
-            Err(Error::invalid_request(
-                "x-proxima-metadata may not set tags named `proxima.*`: the gateway sets those",
-            ))
-        }
-        Ok(serde_json::Value::Object(tags)) => {
-            Ok(Some(Arc::from(serde_json::Value::Object(tags).to_string())))
-        }
-        _ => Err(bad()),
     }
 }
 

@@ -174,30 +174,11 @@ impl Auth {
         headers: &HeaderMap,
         directory: &Directory,
     ) -> Result<Arc<Caller>> {
-        if let Some(anonymous) = &self.anonymous {
-            if !directory.has_keys() {
-                // No keys anywhere: whatever key an SDK insists on sending is accepted.
-                return Ok(anonymous.clone());
-            }
-            if !self.told_anonymous_ended.load(Ordering::Relaxed)
-                && !self.told_anonymous_ended.swap(true, Ordering::Relaxed)
-            {
-                tracing::warn!("anonymous access is off from now on: every request needs an API key, because {VIRTUAL_KEYS_EXIST}");
-            }
+        if let Some(known) = self.authenticate_now(headers, directory) {
+            return known;
         }
-        let key = presented_key(headers).ok_or_else(|| {
-            Error::new(
-                ErrorKind::InvalidApiKey,
-                "no API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`",
-            )
-        })?;
-        let digest = secret_digest(key);
-        if let Some(caller) = self.keys.get(&digest) {
-            return Ok(caller.clone());
-        }
-        if let Some(caller) = directory.key(&digest) {
-            return Ok(caller);
-        }
+        // `authenticate_now` answers for a request without a key.
+        let key = presented_key(headers).unwrap_or_default();
         if let Some(jwt) = &self.jwt {
             if JwtVerifier::looks_like_jwt(key) {
                 return jwt
@@ -207,13 +188,45 @@ impl Auth {
             }
         }
         // Made on another replica since the last sync?
-        if let Some(caller) = directory.look_up_key(&digest).await {
+        if let Some(caller) = directory.look_up_key(&secret_digest(key)).await {
             return Ok(caller);
         }
         Err(Error::new(
             ErrorKind::InvalidApiKey,
             "the API key is not valid: it is unknown, revoked or expired",
         ))
+    }
+
+    /// [`Auth::authenticate`] as far as it goes without waiting: no key needed, a missing key,
+    /// a static key, a virtual key in memory. `None` when the answer takes a wait: a JWT to
+    /// verify, or a key to look up in the database.
+    pub fn authenticate_now(
+        &self,
+        headers: &HeaderMap,
+        directory: &Directory,
+    ) -> Option<Result<Arc<Caller>>> {
+        if let Some(anonymous) = &self.anonymous {
+            if !directory.has_keys() {
+                // No keys anywhere: whatever key an SDK insists on sending is accepted.
+                return Some(Ok(anonymous.clone()));
+            }
+            if !self.told_anonymous_ended.load(Ordering::Relaxed)
+                && !self.told_anonymous_ended.swap(true, Ordering::Relaxed)
+            {
+                tracing::warn!("anonymous access is off from now on: every request needs an API key, because {VIRTUAL_KEYS_EXIST}");
+            }
+        }
+        let Some(key) = presented_key(headers) else {
+            return Some(Err(Error::new(
+                ErrorKind::InvalidApiKey,
+                "no API key: send it as `Authorization: Bearer KEY` or `x-api-key: KEY`",
+            )));
+        };
+        let digest = secret_digest(key);
+        if let Some(caller) = self.keys.get(&digest) {
+            return Some(Ok(caller.clone()));
+        }
+        directory.key(&digest).map(Ok)
     }
 }
 
