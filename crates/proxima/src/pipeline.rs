@@ -43,6 +43,8 @@ pub mod limit;
 pub mod prepare;
 pub mod route;
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -245,13 +247,14 @@ pub enum ChatOutput {
 /// Serves a chat call: a complete answer, or a stream whose first chunk has arrived.
 ///
 /// The phases' futures together take kilobytes; boxed here, the surfaces' handler futures
-/// (which axum and tower move several times a request) stay small, and so do the moves.
-pub async fn chat(
+/// (which axum and tower move several times a request) stay small, and so do the moves. Not
+/// an `async fn`: one would hold the request and directives again around the box.
+pub fn chat(
     cx: &Arc<RequestContext>,
     req: ChatRequest,
     directives: Directives,
-) -> Routed<ChatOutput> {
-    Box::pin(serve_chat(cx, req, directives)).await
+) -> Pin<Box<impl Future<Output = Routed<ChatOutput>> + Send + '_>> {
+    Box::pin(serve_chat(cx, req, directives))
 }
 
 async fn serve_chat(

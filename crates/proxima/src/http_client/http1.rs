@@ -219,7 +219,12 @@ pub async fn send(
     loop {
         let (mut conn, resting) = match idle.take(&destination) {
             Some(conn) => (conn, true),
-            None => (Http1Conn::open(connector, uri.clone()).await?, false),
+            // Boxed: opening holds the handshake (2.5 KB), and every request's future, up
+            // through the provider and the router, would carry that room and copy it.
+            None => (
+                Box::pin(Http1Conn::open(connector, uri.clone())).await?,
+                false,
+            ),
         };
         *request.uri_mut() = if conn.proxied {
             uri.clone()

@@ -15,7 +15,7 @@ use super::{
     chat_response, conversation, headers_and_body, json_body, json_response, parse_json, read_body,
     read_json, retrieval_stores, routed_response,
 };
-use crate::canonical::{Api, ChatChunk};
+use crate::canonical::{Api, ChatChunk, ChatRequest};
 use crate::error::Error;
 use crate::pipeline::{self, RequestContext};
 use crate::sse;
@@ -35,10 +35,11 @@ pub async fn chat_completions(
     let read = read_body(body, limit)
         .await
         .and_then(|body| Ok((parse_json::<ChatCompletionRequest>(&body)?, body)));
-    match read {
-        Ok((req, body)) => complete(&cx, &headers, req, Vec::new(), Some(body)).await,
-        Err(e) => e.into_response(API),
-    }
+    let (req, body) = match read {
+        Ok(read) => read,
+        Err(e) => return e.into_response(API),
+    };
+    complete(&cx, &headers, req, Vec::new(), Some(body)).await
 }
 
 /// Serves a chat completions request once read: its conversation and retrieval headers, the
@@ -52,26 +53,11 @@ pub async fn complete(
     tags: crate::usage::Tags,
     body: Option<Bytes>,
 ) -> Response {
-    // A `conversation` field is the gateway's, never the upstream's: a body with one is not
-    // forwarded.
-    let body = body.filter(|_| !req.extra.contains_key("conversation"));
-    let (req, conversation, retrieval) = match req.into_canonical().and_then(|mut req| {
-        let conversation = conversation(headers, &mut req)?;
-        Ok((req, conversation, retrieval_stores(headers)?))
-    }) {
+    let (req, directives) = match into_pipeline(headers, req, tags, body) {
         Ok(read) => read,
         Err(e) => return e.into_response(API),
     };
     let include_usage = req.include_usage;
-    let directives = pipeline::Directives {
-        conversation,
-        retrieval,
-        cache: pipeline::cache::Control::from_headers(headers),
-        tags,
-        verbatim: true,
-        body,
-        ..pipeline::Directives::default()
-    };
     let routed = pipeline::chat(cx, req, directives).await;
     chat_response(
         routed,
@@ -83,6 +69,31 @@ pub async fn complete(
         },
         |chunks| sse_events(chunks, ChunkEvents { include_usage }),
     )
+}
+
+/// The canonical request and the pipeline's directives of a chat completions request. A plain
+/// function, so that nothing of it stays in [`complete`]'s future while the pipeline runs.
+fn into_pipeline(
+    headers: &HeaderMap,
+    req: ChatCompletionRequest,
+    tags: crate::usage::Tags,
+    body: Option<Bytes>,
+) -> Result<(ChatRequest, pipeline::Directives), Error> {
+    // A `conversation` field is the gateway's, never the upstream's: a body with one is not
+    // forwarded.
+    let body = body.filter(|_| !req.extra.contains_key("conversation"));
+    let mut req = req.into_canonical()?;
+    let conversation = conversation(headers, &mut req)?;
+    let directives = pipeline::Directives {
+        conversation,
+        retrieval: retrieval_stores(headers)?,
+        cache: pipeline::cache::Control::from_headers(headers),
+        tags,
+        verbatim: true,
+        body,
+        ..pipeline::Directives::default()
+    };
+    Ok((req, directives))
 }
 
 /// Chunks as OpenAI SSE events: `data: {chunk}` for each, `data: [DONE]` at a clean end, and
