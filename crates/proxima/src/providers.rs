@@ -162,7 +162,8 @@ impl Provider {
                 Adapter::Local(p) => p.chat(req, model).await,
             }
         };
-        tokio::time::timeout(self.timeout, call)
+        // Pinned where it is: moved into the timeout, kilobytes would be copied twice more.
+        tokio::time::timeout(self.timeout, std::pin::pin!(call))
             .await
             .unwrap_or_else(|_| Err(self.timeout_error("answer")))
     }
@@ -185,7 +186,7 @@ impl Provider {
                 Adapter::Local(p) => p.chat_stream(req, model).await,
             }
         };
-        let stream = tokio::time::timeout(self.timeout, call)
+        let stream = tokio::time::timeout(self.timeout, std::pin::pin!(call))
             .await
             .unwrap_or_else(|_| Err(self.timeout_error("response headers")))?;
         Ok(Box::pin(IdleTimeout {
@@ -206,7 +207,8 @@ impl Provider {
                 Adapter::Local(p) => p.embed(req, model).await,
             }
         };
-        tokio::time::timeout(self.timeout, call)
+        // Pinned where it is: moved into the timeout, kilobytes would be copied twice more.
+        tokio::time::timeout(self.timeout, std::pin::pin!(call))
             .await
             .unwrap_or_else(|_| Err(self.timeout_error("answer")))
     }

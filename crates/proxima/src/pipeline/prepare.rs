@@ -121,7 +121,13 @@ pub async fn chat(
     body: Option<Bytes>,
 ) -> Result<Prepared<ChatRequest>> {
     let body = body.filter(|_| conversation.is_none() && retrieval.stores.is_empty());
-    let prepared = assemble(exchange, cx, req, conversation, retrieval).await?;
+    // Boxed, and only for a call that has something to assemble: the future of every other
+    // call stays without the room assembly takes, and without copying it.
+    let prepared = if conversation.is_none() && retrieval.stores.is_empty() {
+        Prepared::new(req)
+    } else {
+        Box::pin(assemble(exchange, cx, req, conversation, retrieval)).await?
+    };
     crate::guardrails::screen(exchange, &prepared.request).await?;
     // Nothing else holds the request once it is assembled and screened: no copy is made.
     let mut req = Arc::unwrap_or_clone(prepared.request);
