@@ -5,10 +5,11 @@
 //! pipeline meters it (a bad body or header) still gets its ledger row.
 //!
 //! A tower layer, not an axum `from_fn` middleware: `from_fn` clones its inner route, boxes a
-//! `Next` around the clone and boxes its own future for every request. Here a caller known
-//! without waiting (no key needed, a static key, a virtual key in memory: every request but a
-//! JWT's or a key made on another replica since the last sync) goes straight to the route,
-//! and the future is a plain struct. Only a caller that takes a wait goes the boxed way.
+//! `Next` around the clone and boxes its own future for every request (about 2,600 of the
+//! 127k instructions of a chat call with a virtual key). Here a caller known without waiting
+//! (no key needed, a static key, a virtual key in memory: every request but a JWT's or a key
+//! made on another replica since the last sync) goes straight to the route, and the future is
+//! a plain struct. Only a caller that takes a wait goes the boxed way.
 
 use std::convert::Infallible;
 use std::future::Future;
