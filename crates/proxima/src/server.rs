@@ -10,12 +10,13 @@
 //!    or makes one, echoes it on the response, and runs the request with it as its log tag
 //!    ([`crate::telemetry::log`]), so every log line of the request (the router's failure logs
 //!    included) names it.
-//! 2. [`authenticate`] (`/v1/*` and `/mcp`): starts the request's trace context from the caller's
-//!    `traceparent` ([`crate::telemetry`]; echoed on the answer), loads the current
-//!    [`Gateway`] (a request keeps the one it started on across reloads), authenticates the
-//!    key (401 in the surface's error shape), and
-//!    inserts the [`RequestContext`](crate::pipeline::RequestContext) extension that handlers read. A call refused from here on
-//!    before the pipeline meters it (a bad body or header) still gets its ledger row.
+//! 2. [`authenticate`] (`/v1/*` and `/mcp`, a tower layer on their routes): starts the
+//!    request's trace context from the caller's `traceparent` ([`crate::telemetry`]; echoed on
+//!    the answer), loads the current [`Gateway`] (a request keeps the one it started on across
+//!    reloads), authenticates the key (401 in the surface's error shape), and inserts the
+//!    [`RequestContext`](crate::pipeline::RequestContext) extension that handlers read. A call
+//!    refused from here on before the pipeline meters it (a bad body or header) still gets its
+//!    ledger row.
 //! 3. Surface handler ([`surface::openai`], [`surface::anthropic`], [`surface::responses`]):
 //!    reads the body (413 over `max_body_bytes`, 400 on bad JSON or field types) into the
 //!    canonical request. A prompt run ([`surface::prompts`]) first renders its stored
