@@ -12,15 +12,11 @@
 # KEEP_PROFILE=FILE keeps the callgrind profile, for callgrind_annotate.
 # STREAM=1 streams the answers (one SSE event per word of the echoed message, about 30), all at
 # once unless EVENT_GAP=DURATION spaces them as a model writes tokens (EVENT_GAP=5ms, say).
-# FEATURES=a,b,... switches features on (or off) over the mode's config, to measure what each
-# costs on a call it does not change:
-#   no-metrics  [telemetry] metrics = false (metrics are on by default)
-#   cache       [cache] exact, and every request a new prompt: each lookup misses, each answer
-#               is stored
-#   pii         [pii] mode = "mask", on a prompt with nothing to mask
-#   guardrails  [guardrails] prompt_injection = "block" and one deny rule, on a clean prompt
+# FEATURES=a,b,... switches features on over the mode's config (bench/features.sh).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/features.sh
+source bench/features.sh
 MODE="${1:-core}"
 BIN="${CARGO_TARGET_DIR:-target}/release"
 PROXIMA="${2:-$BIN/proxima}"
@@ -42,15 +38,7 @@ PIDS+=($!)
     printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' "$MOCK_PORT"
     printf '[models.bench]\ntargets = [{ provider = "up", model = "gpt-4o-mini" }]\n'
     [ "$MODE" = accounts ] || [ "$MODE" = redis ] && printf 'rpm = 100000000\ntpm = 100000000000\n'
-    for feature in $(tr , " " <<<"${FEATURES:-}"); do
-        case "$feature" in
-        no-metrics) printf '[telemetry]\nmetrics = false\n' ;;
-        cache) printf '[cache]\nexact = { ttl = "1h" }\n' ;;
-        pii) printf '[pii]\nmode = "mask"\n' ;;
-        guardrails) printf '[guardrails]\nprompt_injection = "block"\ndeny = ["(?i)project falcon"]\n' ;;
-        *) echo "unknown feature: $feature" >&2; exit 2 ;;
-        esac
-    done
+    feature_toml
 } >"$WORK/proxima.toml"
 valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p.out" \
     "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/cg.log" 2>&1 &
@@ -74,12 +62,8 @@ TEXT="Proxima benchmark request: a short user message of about one hundred and s
 STREAM_FIELD=""
 [ "${STREAM:-0}" = 1 ] && STREAM_FIELD=',"stream":true'
 URL="http://127.0.0.1:$PORT/v1/chat/completions"
-if [[ ",${FEATURES:-}," == *,cache,* ]]; then
-    # A body per line, each with its own number, many more than are sent: every lookup misses
-    # whether oha takes the lines in turn or at random.
-    for i in $(seq 1 200000); do
-        printf '{"model":"bench","messages":[{"role":"user","content":"%s (%d)"}]%s}\n' "$TEXT" "$i" "$STREAM_FIELD"
-    done >"$WORK/bodies"
+if wants_feature cache; then
+    cache_bodies "$TEXT" "$STREAM_FIELD" >"$WORK/bodies"
     BODY=(-Z "$WORK/bodies")
 else
     printf '{"model":"bench","messages":[{"role":"user","content":"%s"}]%s}' "$TEXT" "$STREAM_FIELD" >"$WORK/body.json"
@@ -95,9 +79,6 @@ sleep 1
 callgrind_control -d "$CG_PID" >/dev/null
 sleep 1
 IR="$(grep -hE '^(summary|totals):' "$WORK"/cg."$CG_PID".out.1 | head -1 | awk '{print $2}')"
-if [[ ",${FEATURES:-}," == *,cache,* ]]; then
-    # The ledger's verdicts, to show the lookups really missed (rows are written within 200 ms).
-    python3 -c 'import sqlite3,sys; print("cache verdicts:", dict(sqlite3.connect(sys.argv[1]).execute("SELECT cache, count(*) FROM usage_ledger GROUP BY cache").fetchall()))' "$WORK/ledger.db"
-fi
+wants_feature cache && cache_verdicts "$WORK/ledger.db"
 [ -n "${KEEP_PROFILE:-}" ] && cp "$WORK"/cg."$CG_PID".out.1 "$KEEP_PROFILE"
 echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed')${EVENT_GAP:+, events $EVENT_GAP apart}${FEATURES:+, $FEATURES}: $((IR / OK)) instructions per request ($OK answered)"

@@ -8,11 +8,15 @@
 #   bench/syscalls.sh [PROXIMA_BINARY]
 #   STREAM=1   streamed answers (31 events, sent at once)
 #   N=20000    requests counted (after 3000 to warm up)
+#   FEATURES=a,b,...  features switched on (bench/features.sh): what each costs in CPU time,
+#              where bench/instructions.sh counts only user-space instructions
 # Builds the release binaries unless SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=bench/common.sh
 source bench/common.sh
+# shellcheck source=bench/features.sh
+source bench/features.sh
 PROXIMA="${1:-$BIN/proxima}"
 N="${N:-20000}"
 STREAMED=false
@@ -25,6 +29,7 @@ printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' 
     "$MOCK_PORT" >>"$WORK/proxima.toml"
 printf '[models.bench]\ntargets = [{ provider = "up", model = "bench-upstream" }]\n' \
     >>"$WORK/proxima.toml"
+feature_toml >>"$WORK/proxima.toml"
 taskset -c 0 "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/proxima.log" 2>&1 &
 GATEWAY=$!
 PIDS+=("$GATEWAY")
@@ -36,9 +41,14 @@ words="$words fifteen sixteen seventeen eighteen nineteen twenty twentyone twent
 words="$words twentythree twentyfour twentyfive twentysix twentyseven twentyeight"
 printf '{"model":"bench","stream":%s,"messages":[{"role":"user","content":"%s"}]}' \
     "$STREAMED" "$words" >"$WORK/body.json"
+BODY=(-D "$WORK/body.json")
+if wants_feature cache; then
+    cache_bodies "$words" ",\"stream\":$STREAMED" >"$WORK/bodies"
+    BODY=(-Z "$WORK/bodies")
+fi
 load() { # requests
     taskset -c 1 oha --no-tui -n "$1" -c 32 -m POST -H 'content-type: application/json' \
-        -D "$WORK/body.json" "http://127.0.0.1:$PORT/v1/chat/completions"
+        "${BODY[@]}" "http://127.0.0.1:$PORT/v1/chat/completions"
 }
 load 3000 >/dev/null
 
@@ -60,9 +70,11 @@ if [ -n "$PERF" ]; then
     wait "$PERF" || true
 fi
 read -r user1 sys1 < <(cpu)
+sleep 1
+wants_feature cache && cache_verdicts "$WORK/ledger.db"
 
 hz="$(getconf CLK_TCK)"
-echo "$(basename "$PROXIMA"), stream=$STREAMED, $N requests: $(grep -E 'Requests/sec' "$WORK/oha.txt" | tr -s ' ')"
+echo "$(basename "$PROXIMA"), stream=$STREAMED${FEATURES:+, $FEATURES}, $N requests: $(grep -E 'Requests/sec' "$WORK/oha.txt" | tr -s ' ')"
 awk -v u=$((user1 - user0)) -v s=$((sys1 - sys0)) -v hz="$hz" -v n="$N" \
     'BEGIN { printf "  CPU per request: user %.1f µs, system %.1f µs\n", u / hz / n * 1e6, s / hz / n * 1e6 }'
 [ -z "$PERF" ] || awk -F, -v n="$N" '
