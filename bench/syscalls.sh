@@ -8,6 +8,7 @@
 #   bench/syscalls.sh [PROXIMA_BINARY]
 #   STREAM=1   streamed answers (31 events, sent at once)
 #   N=20000    requests counted (after 3000 to warm up)
+#   CONCURRENCY=32  connections oha keeps busy
 #   FEATURES=a,b,...  features switched on (bench/features.sh): what each costs in CPU time,
 #              where bench/instructions.sh counts only user-space instructions
 # Builds the release binaries unless SKIP_BUILD=1.
@@ -47,7 +48,7 @@ if wants_feature cache; then
     BODY=(-Z "$WORK/bodies")
 fi
 load() { # requests
-    taskset -c 1 oha --no-tui -n "$1" -c 32 -m POST -H 'content-type: application/json' \
+    taskset -c 1 oha --no-tui -n "$1" -c "${CONCURRENCY:-32}" -m POST -H 'content-type: application/json' \
         "${BODY[@]}" "http://127.0.0.1:$PORT/v1/chat/completions"
 }
 load 3000 >/dev/null
