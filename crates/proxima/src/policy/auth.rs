@@ -174,9 +174,19 @@ impl Auth {
         headers: &HeaderMap,
         directory: &Directory,
     ) -> Result<Arc<Caller>> {
-        if let Some(known) = self.authenticate_now(headers, directory) {
-            return known;
+        match self.authenticate_now(headers, directory) {
+            Some(known) => known,
+            None => self.authenticate_later(headers, directory).await,
         }
+    }
+
+    /// The rest of [`Auth::authenticate`], for a request [`Auth::authenticate_now`] could not
+    /// tell without waiting: a JWT to verify, or a key to look up in the database.
+    pub async fn authenticate_later(
+        &self,
+        headers: &HeaderMap,
+        directory: &Directory,
+    ) -> Result<Arc<Caller>> {
         // `authenticate_now` answers for a request without a key.
         let key = presented_key(headers).unwrap_or_default();
         if let Some(jwt) = &self.jwt {

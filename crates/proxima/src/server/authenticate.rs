@@ -99,7 +99,7 @@ where
                 let answer = async move {
                     let caller = gateway
                         .auth
-                        .authenticate(req.headers(), &state.services.directory)
+                        .authenticate_later(req.headers(), &state.services.directory)
                         .await;
                     match caller {
                         Ok(caller) => {
