@@ -11,6 +11,9 @@
 #   CONCURRENCY=32  connections oha keeps busy
 #   FEATURES=a,b,...  features switched on (bench/features.sh): what each costs in CPU time,
 #              where bench/instructions.sh counts only user-space instructions
+#   EXTRA_EVENTS=a,b  more perf events to count (syscalls:sys_enter_futex, say)
+#   PERF_RECORD=FILE  also samples the gateway's CPU (user and kernel) over the counted load,
+#              for `perf report -i FILE`: where CPU time goes that instructions do not show
 # Builds the release binaries unless SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -57,7 +60,7 @@ cpu() { awk '{ print $14, $15 }' "/proc/$GATEWAY/stat"; } # user and system tick
 read -r user0 sys0 < <(cpu)
 PERF=""
 if command -v perf >/dev/null; then
-    events=task-clock,context-switches
+    events=task-clock,context-switches,page-faults,raw_syscalls:sys_enter${EXTRA_EVENTS:+,$EXTRA_EVENTS}
     for call in connect close recvfrom writev epoll_wait; do
         events="$events,syscalls:sys_enter_$call"
     done
@@ -65,11 +68,17 @@ if command -v perf >/dev/null; then
     PERF=$!
     sleep 0.3
 fi
-load "$N" >"$WORK/oha.txt"
-if [ -n "$PERF" ]; then
-    kill -INT "$PERF"
-    wait "$PERF" || true
+RECORD=""
+if [ -n "${PERF_RECORD:-}" ]; then
+    perf record -q -F 4999 -p "$GATEWAY" -o "$PERF_RECORD" &
+    RECORD=$!
+    sleep 0.3
 fi
+load "$N" >"$WORK/oha.txt"
+for recorder in $PERF $RECORD; do
+    kill -INT "$recorder"
+    wait "$recorder" || true
+done
 read -r user1 sys1 < <(cpu)
 sleep 1
 wants_feature cache && cache_verdicts "$WORK/ledger.db"
