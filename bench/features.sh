@@ -3,6 +3,8 @@
 #   no-metrics  [telemetry] metrics = false (metrics are on by default)
 #   cache       [cache] exact, and every request a new prompt: each lookup misses, each answer
 #               is stored (the script sends numbered bodies, see cache_bodies)
+#   cache-hit   [cache] exact, and every request the same prompt: each lookup after the first
+#               hits, and is answered from the stored entry
 #   pii         [pii] mode = "mask", on a prompt with nothing to mask
 #   guardrails  [guardrails] prompt_injection = "block" and one deny rule, on a clean prompt
 
@@ -12,7 +14,7 @@ feature_toml() {
     for feature in $(tr , " " <<<"${FEATURES:-}"); do
         case "$feature" in
         no-metrics) printf '[telemetry]\nmetrics = false\n' ;;
-        cache) printf '[cache]\nexact = { ttl = "1h" }\n' ;;
+        cache | cache-hit) printf '[cache]\nexact = { ttl = "1h" }\n' ;;
         pii) printf '[pii]\nmode = "mask"\n' ;;
         guardrails) printf '[guardrails]\nprompt_injection = "block"\ndeny = ["(?i)project falcon"]\n' ;;
         *) echo "unknown feature: $feature" >&2; return 2 ;;

@@ -19,6 +19,7 @@ use crate::canonical::ChatResponse;
 use crate::clock::now_ms;
 use crate::policy::limits::SharedRedis;
 use crate::pricing::Nanos;
+use crate::wire::openai::ChatCompletion;
 use memory::Memory;
 
 /// A SHA-256 digest: of a request (an answer's key) or of a request without its last user
@@ -30,8 +31,10 @@ pub type Digest = [u8; 32];
 pub const PARTITION_CAP: usize = 256;
 
 /// A stored answer.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone)]
 pub struct Entry {
+    /// With [`ChatResponse::raw`] when the answer came as an OpenAI chat completion to pass on
+    /// as written: it is then kept as written, and its choices need carry only finish reasons.
     pub answer: ChatResponse,
     /// Who answered it.
     pub provider: Option<String>,
@@ -42,27 +45,84 @@ pub struct Entry {
     pub stored_at: i64,
 }
 
+/// An entry as it is written: the answer in the canonical model's JSON, or under `openai` as
+/// the upstream wrote it.
+#[derive(Serialize)]
+struct Written<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    answer: Option<&'a ChatResponse>,
+    provider: &'a Option<String>,
+    upstream_model: &'a Option<String>,
+    cost: Nanos,
+    stored_at: i64,
+}
+
+/// An entry as it is read, in either form [`Written`] writes.
+#[derive(Deserialize)]
+struct Read {
+    #[serde(default)]
+    answer: Option<ChatResponse>,
+    #[serde(default)]
+    openai: Option<ChatCompletion>,
+    provider: Option<String>,
+    upstream_model: Option<String>,
+    cost: Nanos,
+    stored_at: i64,
+}
+
 impl Entry {
-    /// Bytes it takes, roughly: what the memory bound counts.
-    fn size(&self) -> usize {
-        let parts: usize = self
-            .answer
-            .choices
-            .iter()
-            .flat_map(|c| &c.message.content)
-            .map(|part| match part {
-                crate::canonical::Part::Text { text, .. }
-                | crate::canonical::Part::Reasoning { text, .. }
-                | crate::canonical::Part::Refusal { text } => text.len() + 64,
-                crate::canonical::Part::ToolCall {
-                    id,
-                    name,
-                    arguments,
-                } => id.len() + name.len() + arguments.len() + 96,
-                _ => 256,
-            })
-            .sum();
-        parts + self.answer.id.len() + self.answer.model.len() + 256
+    /// As it is kept, in memory or in Redis: JSON, which takes a few times less memory than
+    /// the entry's own strings and vectors, and counts exactly against the memory bound. An
+    /// answer passed on as the upstream wrote it is kept so, which costs a copy, not an
+    /// encoding, and is read whole only when a hit is served from it. `None` if it cannot be
+    /// written (it always can: no maps with other keys than strings).
+    fn encode(&self) -> Option<Vec<u8>> {
+        let written = Written {
+            answer: self.answer.raw.is_none().then_some(&self.answer),
+            provider: &self.provider,
+            upstream_model: &self.upstream_model,
+            cost: self.cost,
+            stored_at: self.stored_at,
+        };
+        let tail = serde_json::to_vec(&written)
+            .inspect_err(
+                |e| tracing::warn!(error = %e, "an answer could not be encoded for the cache"),
+            )
+            .ok()?;
+        let Some(raw) = &self.answer.raw else {
+            return Some(tail);
+        };
+        // `{"openai":RAW,` then the rest of the object after its `{`. The upstream's body was
+        // read as one JSON value (its outline), so it is one.
+        let mut out = Vec::with_capacity(raw.len() + tail.len() + 11);
+        out.extend_from_slice(b"{\"openai\":");
+        out.extend_from_slice(raw);
+        out.push(b',');
+        out.extend_from_slice(tail.get(1..)?);
+        Some(out)
+    }
+
+    /// An entry as [`encode`](Entry::encode) wrote it; `None`, said in the log, for bytes that
+    /// are not one (written by another version, say).
+    fn decode(bytes: &[u8]) -> Option<Entry> {
+        let read: Read = serde_json::from_slice(bytes)
+            .inspect_err(|e| tracing::warn!(error = %e, "a cached answer is unreadable; ignored"))
+            .ok()?;
+        let answer = match (read.answer, read.openai) {
+            (Some(answer), _) => answer,
+            (None, Some(openai)) => openai.into_canonical(),
+            (None, None) => {
+                tracing::warn!("a cached answer has no answer; ignored");
+                return None;
+            }
+        };
+        Some(Entry {
+            answer,
+            provider: read.provider,
+            upstream_model: read.upstream_model,
+            cost: read.cost,
+            stored_at: read.stored_at,
+        })
     }
 }
 
@@ -219,6 +279,49 @@ pub(crate) mod tests {
         semantic_ttl: 120_000,
         max_bytes: 1 << 20,
     };
+
+    #[test]
+    fn entries_read_back_as_they_were_written_in_either_form() {
+        let canonical = entry("kept in the canonical model", 7);
+        let back = Entry::decode(&canonical.encode().unwrap()).unwrap();
+        assert_eq!(
+            back.answer.choices[0].message.joined_text(),
+            "kept in the canonical model"
+        );
+        assert_eq!((back.cost, back.stored_at), (1_000, 7));
+        assert_eq!(back.provider.as_deref(), Some("p"));
+
+        // Passed on as the upstream wrote it: kept so, and read whole at a hit.
+        let body = r#"{"id":"chatcmpl-9","object":"chat.completion","created":5,"model":"up-model","choices":[{"index":0,"message":{"role":"assistant","content":"kept as written"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7},"system_fingerprint":"fp_1"}"#;
+        let mut written = entry("", 9);
+        written.answer.choices[0].message.content.clear();
+        written.answer.raw = Some(bytes::Bytes::from_static(body.as_bytes()));
+        let encoded = written.encode().unwrap();
+        assert!(
+            encoded.windows(body.len()).any(|w| w == body.as_bytes()),
+            "the body is kept as written"
+        );
+        let back = Entry::decode(&encoded).unwrap();
+        assert_eq!(
+            back.answer.choices[0].message.joined_text(),
+            "kept as written"
+        );
+        assert_eq!(back.answer.id, "chatcmpl-9");
+        assert_eq!(back.answer.model, "up-model");
+        assert_eq!(back.answer.usage.as_ref().map(|u| u.output_tokens), Some(4));
+        assert_eq!(
+            back.answer.extra.get("system_fingerprint"),
+            Some(&"fp_1".into())
+        );
+        assert_eq!((back.cost, back.stored_at), (1_000, 9));
+        assert_eq!(back.upstream_model.as_deref(), Some("u"));
+
+        assert!(Entry::decode(
+            b"{\"provider\":null,\"upstream_model\":null,\"cost\":0,\"stored_at\":1}"
+        )
+        .is_none());
+        assert!(Entry::decode(b"not json").is_none());
+    }
 
     #[test]
     fn similarity_is_cosine_of_unit_vectors() {

@@ -3,6 +3,11 @@
 //! goes first when the bound is passed, and expired items are dropped from the front as new ones
 //! come in. An answer stored again under the same key gets a new slot; the old one is skipped
 //! when it reaches the front.
+//!
+//! Answers are kept encoded ([`Entry::encode`], as in Redis), one allocation each, and decoded
+//! for a hit. As the entry's own strings and vectors, a short answer took four times the bytes
+//! the bound counted (2.4 KB against 0.6: `bench/results/cache-miss-2026-12-07.md`), so a
+//! bound of 256 MiB could hold 1 GiB; encoded, what is counted is what is held.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -14,6 +19,9 @@ use crate::clock::now_ms;
 
 /// What a slot of the queue costs besides its item.
 const SLOT_BYTES: usize = 64;
+
+/// What an answer costs besides its encoding: its place in the map and its allocation's header.
+const ANSWER_BYTES: usize = 96;
 
 #[derive(Default)]
 pub struct Memory {
@@ -34,7 +42,8 @@ struct Inner {
 }
 
 struct Answer {
-    entry: Arc<Entry>,
+    /// [`Entry::encode`]'s bytes, shared with the hits being decoded from them.
+    encoded: Arc<[u8]>,
     /// When it stops serving any hit, epoch ms.
     expires: i64,
     bytes: usize,
@@ -56,8 +65,9 @@ enum Slot {
 
 impl Memory {
     pub fn get(&self, key: &Digest) -> Option<Arc<Entry>> {
-        let inner = self.lock();
-        inner.answers.get(key).map(|a| a.entry.clone())
+        // Decoded without the lock held.
+        let encoded = self.lock().answers.get(key)?.encoded.clone();
+        Entry::decode(&encoded).map(Arc::new)
     }
 
     /// The most similar embedding of `near`'s partition stored since `since`, at least
@@ -83,13 +93,17 @@ impl Memory {
 
     pub fn put(&self, key: Digest, entry: Entry, near: Option<Near>, terms: Terms) {
         let now = now_ms();
-        let bytes = entry.size() + SLOT_BYTES;
+        let Some(encoded) = entry.encode() else {
+            return;
+        };
+        let encoded: Arc<[u8]> = Arc::from(encoded);
+        let bytes = encoded.len() + ANSWER_BYTES + SLOT_BYTES;
         let mut inner = self.lock();
         let inner = &mut *inner;
         inner.next += 1;
         let seq = inner.next;
         let answer = Answer {
-            entry: Arc::new(entry),
+            encoded,
             expires: now + terms.keep(),
             bytes,
             seq,

@@ -56,14 +56,7 @@ pub async fn get(mut conn: ConnectionManager, prefix: &str, key: &Digest) -> Opt
         redis::cmd("GET").arg(&name).query_async(conn).await
     })
     .await?;
-    let bytes = bytes?;
-    match serde_json::from_slice(&bytes) {
-        Ok(entry) => Some(entry),
-        Err(e) => {
-            tracing::warn!(error = %e, "a cached answer in Redis is unreadable; ignored");
-            None
-        }
-    }
+    Entry::decode(&bytes?)
 }
 
 /// The key of the answer whose embedding in `near`'s partition, stored after `since`, is the
@@ -122,12 +115,8 @@ pub async fn put(
     near: Option<Near>,
     terms: Terms,
 ) {
-    let json = match serde_json::to_vec(entry) {
-        Ok(json) => json,
-        Err(e) => {
-            tracing::warn!(error = %e, "an answer could not be encoded for the cache");
-            return;
-        }
+    let Some(json) = entry.encode() else {
+        return;
     };
     let mut pipe = redis::pipe();
     pipe.atomic()

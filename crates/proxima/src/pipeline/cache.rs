@@ -135,7 +135,11 @@ pub async fn lookup(
     let mut near = None;
     let verdict = if control.no_cache {
         Verdict::Bypass
-    } else if let Some(entry) = cache.get(&digests.exact, terms.exact_ttl).await {
+    } else if let Some(entry) = cache
+        .get(&digests.exact, terms.exact_ttl)
+        .await
+        .filter(|entry| storable(&entry.answer))
+    {
         return Some(hit(exchange, entry, Verdict::Hit));
     } else {
         if let (Some(semantic), Some((partition, question))) = (&config.semantic, &digests.near) {
@@ -152,7 +156,7 @@ pub async fn lookup(
                     let found = cache
                         .nearest(&query, semantic.threshold, terms.semantic_ttl)
                         .await;
-                    if let Some((entry, _)) = found {
+                    if let Some((entry, _)) = found.filter(|(entry, _)| storable(&entry.answer)) {
                         return Some(hit(exchange, entry, Verdict::SemanticHit));
                     }
                     near = Some(query);
@@ -180,6 +184,7 @@ pub async fn lookup(
         };
         exchange.stages.push(Fill {
             cx: cx.clone(),
+            streamed: request.stream,
             key: digests.exact,
             near: pending,
             terms,
@@ -255,6 +260,9 @@ enum Pending {
 /// The stage that stores a whole, successful answer, off the request's path.
 struct Fill {
     cx: Arc<RequestContext>,
+    /// A stream's answer is gathered from its chunks' content; a whole one passed on as the
+    /// upstream wrote it is kept as written.
+    streamed: bool,
     key: Digest,
     near: Pending,
     terms: Terms,
@@ -270,8 +278,14 @@ impl Stage for Fill {
         Place::Upstream
     }
 
+    /// A whole answer passed on as written is kept as written ([`Entry::encode`]): only its
+    /// outline is read here, and what a hit needs of the rest is checked when one is served.
     fn reads(&self) -> Reads {
-        Reads::Whole
+        if self.streamed {
+            Reads::Whole
+        } else {
+            Reads::Outline
+        }
     }
 
     fn routed(&mut self, route: &Route<'_>) {
@@ -294,11 +308,13 @@ impl Stage for Fill {
         if !matches!(outcome, Outcome::Complete) {
             return;
         }
-        let Some(mut answer) = self.gathered.take().filter(storable) else {
+        // An answer kept as written was read in outline: its content is checked at a hit.
+        let Some(answer) = self.gathered.take().filter(|answer| match answer.raw {
+            Some(_) => finished(answer),
+            None => storable(answer),
+        }) else {
             return;
         };
-        // What a hit sends is written from the entry, wherever it is kept.
-        answer.raw = None;
         let (provider, upstream_model, price) = self.origin.take().unwrap_or_default();
         let cost = match (price, &answer.usage) {
             (Some(price), Some(usage)) => pricing::nanos(price.cost(usage)),
@@ -335,9 +351,22 @@ impl Stage for Fill {
     }
 }
 
-/// Whether an answer may be served again: every choice finished on its own (a stream cut short
-/// has no finish reason), and none was refused or filtered.
+/// Whether an answer may be served again: it [`finished`], and no choice is empty or refused.
 fn storable(answer: &ChatResponse) -> bool {
+    finished(answer)
+        && answer.choices.iter().all(|choice| {
+            !choice.message.content.is_empty()
+                && !choice
+                    .message
+                    .content
+                    .iter()
+                    .any(|p| matches!(p, Part::Refusal { .. }))
+        })
+}
+
+/// Whether every choice of an answer finished on its own (a stream cut short has no finish
+/// reason) and none was filtered: what an answer's outline tells.
+fn finished(answer: &ChatResponse) -> bool {
     !answer.choices.is_empty()
         && answer.choices.iter().all(|choice| {
             matches!(
@@ -348,12 +377,7 @@ fn storable(answer: &ChatResponse) -> bool {
                         | FinishReason::Length
                         | FinishReason::ToolCalls
                 )
-            ) && !choice.message.content.is_empty()
-                && !choice
-                    .message
-                    .content
-                    .iter()
-                    .any(|p| matches!(p, Part::Refusal { .. }))
+            )
         })
 }
 

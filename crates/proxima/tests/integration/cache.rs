@@ -385,6 +385,37 @@ async fn errors_and_cut_streams_are_never_stored() {
     assert_eq!(mock.request_count(), before + 1);
 }
 
+/// An answer passed on as the upstream wrote it is stored as written, having been read only in
+/// outline: a refusal in it is found when a hit would serve it, and the call goes upstream
+/// instead.
+#[tokio::test]
+async fn a_refused_answer_is_never_served_again() {
+    let mock = MockUpstream::start().await.unwrap();
+    let gw = Gateway::start(conf(&mock, EXACT)).await;
+    let refused = json!({
+        "id": "chatcmpl-refused", "object": "chat.completion", "created": 1,
+        "model": "gpt-upstream",
+        "choices": [{"index": 0, "finish_reason": "stop", "message":
+            {"role": "assistant", "content": null, "refusal": "I cannot help with that."}}],
+        "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}
+    });
+    let body = question("How do I pick a lock?");
+    for _ in 0..2 {
+        mock.enqueue(Reply::json(200, refused.clone()));
+        let (answer, calls) = call(&gw, &mock, &body).await;
+        assert_eq!((verdict(&answer), calls), ("miss", 1), "{}", answer.text());
+        assert_eq!(
+            answer.json()["choices"][0]["message"]["refusal"],
+            "I cannot help with that."
+        );
+    }
+    // A whole answer is kept, and served.
+    let body = question("Name a primary colour.");
+    call(&gw, &mock, &body).await;
+    let (hit, calls) = call(&gw, &mock, &body).await;
+    assert_eq!((verdict(&hit), calls), ("hit", 0));
+}
+
 #[tokio::test]
 async fn entries_expire_after_their_ttl() {
     let mock = MockUpstream::start().await.unwrap();
