@@ -11,8 +11,6 @@
 mod memory;
 mod remote;
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::ChatResponse;
@@ -31,7 +29,7 @@ pub type Digest = [u8; 32];
 pub const PARTITION_CAP: usize = 256;
 
 /// A stored answer.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Entry {
     /// With [`ChatResponse::raw`] when the answer came as an OpenAI chat completion to pass on
     /// as written: it is then kept as written, and its choices need carry only finish reasons.
@@ -60,9 +58,7 @@ struct Written<'a> {
 /// An entry as it is read, in either form [`Written`] writes.
 #[derive(Deserialize)]
 struct Read {
-    #[serde(default)]
     answer: Option<ChatResponse>,
-    #[serde(default)]
     openai: Option<ChatCompletion>,
     provider: Option<String>,
     upstream_model: Option<String>,
@@ -177,10 +173,10 @@ impl Cache {
     }
 
     /// The answer stored under `key` less than `ttl` ms ago.
-    pub async fn get(&self, key: &Digest, ttl: i64) -> Option<Arc<Entry>> {
+    pub async fn get(&self, key: &Digest, ttl: i64) -> Option<Entry> {
         let now = now_ms();
         let entry = match self.shared() {
-            Some((conn, prefix)) => remote::get(conn, prefix, key).await.map(Arc::new),
+            Some((conn, prefix)) => remote::get(conn, prefix, key).await,
             None => self.memory.get(key),
         }?;
         (entry.stored_at + ttl > now).then_some(entry)
@@ -188,19 +184,14 @@ impl Cache {
 
     /// The answer whose embedding in `near`'s partition is the most similar to `near`'s, if it
     /// is at least `threshold` and was stored less than `ttl` ms ago; with its similarity.
-    pub async fn nearest(
-        &self,
-        near: &Near,
-        threshold: f32,
-        ttl: i64,
-    ) -> Option<(Arc<Entry>, f32)> {
+    pub async fn nearest(&self, near: &Near, threshold: f32, ttl: i64) -> Option<(Entry, f32)> {
         let since = now_ms() - ttl;
         match self.shared() {
             Some((conn, prefix)) => {
                 let (key, similarity) =
                     remote::nearest(conn.clone(), prefix, near, threshold, since).await?;
                 let entry = remote::get(conn, prefix, &key).await?;
-                Some((Arc::new(entry), similarity))
+                Some((entry, similarity))
             }
             None => self.memory.nearest(near, threshold, since),
         }

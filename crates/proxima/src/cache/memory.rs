@@ -64,15 +64,15 @@ enum Slot {
 }
 
 impl Memory {
-    pub fn get(&self, key: &Digest) -> Option<Arc<Entry>> {
+    pub fn get(&self, key: &Digest) -> Option<Entry> {
         // Decoded without the lock held.
         let encoded = self.lock().answers.get(key)?.encoded.clone();
-        Entry::decode(&encoded).map(Arc::new)
+        Entry::decode(&encoded)
     }
 
     /// The most similar embedding of `near`'s partition stored since `since`, at least
     /// `threshold` similar, and its answer.
-    pub fn nearest(&self, near: &Near, threshold: f32, since: i64) -> Option<(Arc<Entry>, f32)> {
+    pub fn nearest(&self, near: &Near, threshold: f32, since: i64) -> Option<(Entry, f32)> {
         // The vectors are taken out (shared, not copied) and compared without the lock held.
         let candidates: Vec<Vector> = {
             let inner = self.lock();

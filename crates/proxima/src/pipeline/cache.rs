@@ -105,9 +105,9 @@ impl Verdict {
     }
 }
 
-/// A stored answer found for a call.
+/// A stored answer found for a call, decoded for it.
 pub struct Hit {
-    entry: Arc<Entry>,
+    entry: Entry,
 }
 
 /// Looks the call up: a hit is returned (the call is answered with it), and on a miss or a
@@ -202,7 +202,7 @@ pub fn answer(exchange: &mut Exchange<'_>, hit: Hit, stream: bool) -> Routed<Cha
     if let Some(record) = exchange.meter.record() {
         record.saved = Some(entry.cost);
     }
-    let answer = entry.answer.clone();
+    let answer = entry.answer;
     let output = if stream {
         let chunks: Vec<crate::error::Result<ChatChunk>> =
             canonical::replay(&answer).into_iter().map(Ok).collect();
@@ -213,14 +213,14 @@ pub fn answer(exchange: &mut Exchange<'_>, hit: Hit, stream: bool) -> Routed<Cha
     Routed {
         result: Ok(output),
         provider: entry.provider.as_deref().map(Arc::from),
-        upstream_model: entry.upstream_model.clone(),
+        upstream_model: entry.upstream_model,
         attempts: 0,
         price: None,
         limit_headers: Vec::new(),
     }
 }
 
-fn hit(exchange: &mut Exchange<'_>, entry: Arc<Entry>, verdict: Verdict) -> Hit {
+fn hit(exchange: &mut Exchange<'_>, entry: Entry, verdict: Verdict) -> Hit {
     note(exchange, verdict);
     Hit { entry }
 }
