@@ -17,8 +17,6 @@
 
 use std::sync::Arc;
 
-use regex::{Regex, RegexSet};
-
 use crate::canonical::{ChatChunk, ChatResponse, ChunkChoice, Part, ToolCallDelta};
 use crate::error::{Error, ErrorKind};
 use crate::pipeline::finish::{choice_in, Outcome, Stage};
@@ -31,46 +29,45 @@ const CONTEXT: usize = 64;
 
 /// The compiled `deny_output` patterns.
 pub struct OutputRules {
-    /// Each pattern, compiled, with the bytes before a new fragment a stream checks with it:
-    /// its longest match less one, at most `MAX_HOLD - 1`.
-    patterns: Vec<(String, Regex, usize)>,
-    set: RegexSet,
+    all: super::Patterns,
+    /// The bytes before a new fragment a stream checks each pattern with: its longest match
+    /// less one, at most `MAX_HOLD - 1`.
+    windows: Vec<usize>,
     /// Bytes of a text's tail held back in a stream: the largest window.
     hold: usize,
 }
 
 impl OutputRules {
     pub fn new(patterns: &[String]) -> Result<OutputRules, String> {
-        let mut compiled = Vec::with_capacity(patterns.len());
+        let all = super::Patterns::new(patterns)?;
+        let mut windows = Vec::with_capacity(patterns.len());
         for pattern in patterns {
             let longest = regex_syntax::parse(pattern)
                 .map_err(|e| e.to_string())?
                 .properties()
                 .maximum_len()
                 .unwrap_or(usize::MAX);
-            let window = longest.clamp(1, MAX_HOLD) - 1;
-            compiled.push((pattern.clone(), super::compile(pattern)?, window));
+            windows.push(longest.clamp(1, MAX_HOLD) - 1);
         }
-        let set = RegexSet::new(patterns).map_err(|e| e.to_string())?;
         Ok(OutputRules {
-            hold: compiled.iter().map(|p| p.2).max().unwrap_or(0),
-            patterns: compiled,
-            set,
+            hold: windows.iter().copied().max().unwrap_or(0),
+            all,
+            windows,
         })
     }
 
-    /// The first pattern `text` matches.
+    /// The pattern with the first match in `text`.
     fn check(&self, text: &str) -> Option<usize> {
-        self.set.matches(text).iter().next()
+        self.all.first(text)
     }
 
     /// The first pattern with a match in `text` that ends past `new` (where the new fragment
     /// starts): one that starts at most its window before it (what comes before counts for
     /// `\b` and `^`).
     fn find_new(&self, text: &str, new: usize) -> Option<usize> {
-        self.patterns.iter().position(|(_, regex, window)| {
-            let from = floor_boundary(text, new.saturating_sub(*window));
-            regex.find_at(text, from).is_some()
+        (0..self.windows.len()).find(|&index| {
+            let from = floor_boundary(text, new.saturating_sub(self.windows[index]));
+            self.all.regex(index).find_at(text, from).is_some()
         })
     }
 
@@ -79,7 +76,7 @@ impl OutputRules {
             ErrorKind::GuardrailBlocked,
             format!(
                 "the answer was refused by guardrail `deny_output[{index}]`: it matches the pattern `{}`",
-                self.patterns[index].0
+                self.all.source(index)
             ),
         )
     }
@@ -367,7 +364,7 @@ mod tests {
     fn the_hold_is_the_longest_match_less_one_byte() {
         let rules = OutputRules::new(&["(?i)internal only".into(), "abc".into()]).unwrap();
         assert_eq!(rules.hold, "internal only".len() - 1);
-        assert_eq!(rules.patterns[1].2, 2);
+        assert_eq!(rules.windows[1], 2);
         // Whitespace can be three bytes (U+3000): 8 + 3 * 3 + 4.
         let rules = OutputRules::new(&["(?i)internal\\s{1,3}only".into()]).unwrap();
         assert_eq!(rules.hold, 20);
