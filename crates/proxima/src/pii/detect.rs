@@ -7,7 +7,8 @@
 //! phone number a real shape (`+` and a country code, a North American 3-3-4 with valid area
 //! and exchange, or a trunk `0` and 9 to 11 digits; a bare run of digits only after a word
 //! like "phone"). Versions, dates, times, UUIDs, prices and order numbers have none of these
-//! shapes. Text without digits, `@` or a secret's prefix costs one cheap look at each word.
+//! shapes. Prose costs a look at each byte, eight at a time: only words near a mark (a digit,
+//! `+ ( : = - _`, a capital inside a word) are read.
 
 use std::net::Ipv6Addr;
 use std::sync::LazyLock;
@@ -125,28 +126,109 @@ fn byte(b: &[u8], i: usize) -> u8 {
 }
 
 /// The pass over word starts: numbers, IBANs, secrets and IPv6 addresses.
+///
+/// Most words of a prompt start none of them, and each that does has a mark nearby
+/// ([`next_mark`]): a digit, one of `+ ( : = - _`, or a capital inside a word. So the pass goes
+/// from mark to mark and reads the words from a little before each ([`lead`]) up to it; it finds
+/// what a reading of every word finds (a test holds it to that).
 fn words(b: &[u8], wanted: Entities, found: &mut Vec<Finding>) {
+    let mut i = 0;
+    while let Some(mark) = next_mark(b, i) {
+        i = scan(b, lead(b, mark).max(i), mark, wanted, found);
+    }
+}
+
+/// Bytes that may mark something near: digits, `+ ( : = - _` ([`MARK`]), and capitals
+/// ([`CAPITAL`]), which mark only inside a word (`AKIA`, `eyJ`, an IBAN's `DE89`), not at its
+/// start, where most are.
+static MARKS: [u8; 256] = {
+    let mut table = [0; 256];
+    let mut c = 0;
+    while c < 256 {
+        let b = c as u8;
+        table[c] = if b.is_ascii_digit() || matches!(b, b'+' | b'(' | b':' | b'=' | b'-' | b'_') {
+            MARK
+        } else if b.is_ascii_uppercase() {
+            CAPITAL
+        } else {
+            0
+        };
+        c += 1;
+    }
+    table
+};
+const MARK: u8 = 1;
+const CAPITAL: u8 = 2;
+
+/// The first mark at or after `from`.
+fn next_mark(b: &[u8], mut from: usize) -> Option<usize> {
+    let marks = |bytes: &[u8]| bytes.iter().fold(0, |m, &c| m | MARKS[usize::from(c)]);
+    loop {
+        // Eight bytes at a time while there is none, as in most stretches of prose.
+        while let Some(chunk) = b.get(from..from + 8) {
+            if marks(chunk) != 0 {
+                break;
+            }
+            from += 8;
+        }
+        let at = from
+            + b.get(from..)?
+                .iter()
+                .position(|&c| MARKS[usize::from(c)] != 0)?;
+        if MARKS[usize::from(b[at])] == MARK || (at > 0 && is_word(b[at - 1])) {
+            return Some(at);
+        }
+        from = at + 1;
+    }
+}
+
+/// Where to start reading so as to see everything the mark at `at` can be part of: back over
+/// the token it is in (a key or a bearer token: word bytes and `-._~+/=`), what may separate a
+/// field's name from its value (spaces, quotes, `:`, `=`), and the word before (the name, or
+/// `bearer`). Never inside a word.
+fn lead(b: &[u8], at: usize) -> usize {
+    let mut k = at;
+    while k > 0 && (is_word(b[k - 1]) || b"-._~+/=".contains(&b[k - 1])) {
+        k -= 1;
+    }
+    while k > 0 && b" \"':=".contains(&b[k - 1]) {
+        k -= 1;
+    }
+    while k > 0 && is_word(b[k - 1]) {
+        k -= 1;
+    }
+    k
+}
+
+/// Reads what starts at each word (and `+`, `(`, `:`) from `i` up to `until`. Returns where
+/// it stopped: past `until`, and never inside a word.
+fn scan(b: &[u8], mut i: usize, until: usize, wanted: Entities, found: &mut Vec<Finding>) -> usize {
     let numbers = wanted.has(PiiEntity::Phone)
         || wanted.has(PiiEntity::Card)
         || wanted.has(PiiEntity::Ssn)
         || wanted.has(PiiEntity::Ip);
-    let mut i = 0;
-    while i < b.len() {
-        let c = b[i];
-        if is_word(c) && i > 0 && is_word(b[i - 1]) {
-            i += 1;
-            continue;
-        }
+    let ip = wanted.has(PiiEntity::Ip);
+    while i <= until {
+        let Some(&c) = b.get(i) else {
+            break;
+        };
         let next = match c {
-            b'0'..=b'9' | b'+' | b'(' if numbers => number(b, i, wanted, found),
             b'A'..=b'Z' | b'a'..=b'z' => word(b, i, wanted, found),
-            b':' if wanted.has(PiiEntity::Ip) && byte(b, i + 1) == b':' => {
-                ipv6(b, i, found).unwrap_or(i + 2)
-            }
+            b'0'..=b'9' | b'+' | b'(' if numbers => number(b, i, wanted, found),
+            b':' if ip && byte(b, i + 1) == b':' => ipv6(b, i, found).unwrap_or(i + 2),
+            // A word starting otherwise (`_`, a non-ASCII letter, a digit when no number is
+            // wanted) starts nothing.
+            _ if is_word(c) => word_end(b, i),
             _ => i + 1,
         };
         i = next.max(i + 1);
+        // A scan can stop inside a word (an IBAN-shaped run cut short): the rest of the word
+        // starts nothing either.
+        if i < b.len() && is_word(b[i]) && is_word(b[i - 1]) {
+            i = word_end(b, i);
+        }
     }
+    i
 }
 
 /// The end of the word that starts at `i`.
@@ -161,7 +243,7 @@ fn word_end(b: &[u8], mut i: usize) -> usize {
 /// or an IPv6 address starting with a hex letter. Returns where scanning goes on.
 fn word(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usize {
     let end = word_end(b, i);
-    if wanted.has(PiiEntity::Iban) && end - i >= 4 {
+    if wanted.has(PiiEntity::Iban) && end - i >= 4 && b[i].is_ascii_uppercase() {
         match iban(b, i) {
             Some(Ok(stop)) => {
                 found.push(Finding {
@@ -186,7 +268,12 @@ fn word(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usize
             return stop;
         }
     }
-    if wanted.has(PiiEntity::Ip) && matches!(b[i], b'a'..=b'f' | b'A'..=b'F') {
+    // An address's first group is at most four hex digits (five fail later) and a colon.
+    if wanted.has(PiiEntity::Ip)
+        && end - i <= 5
+        && byte(b, end) == b':'
+        && matches!(b[i], b'a'..=b'f' | b'A'..=b'F')
+    {
         if let Some(stop) = ipv6(b, i, found) {
             return stop;
         }
@@ -808,7 +895,11 @@ fn secret(b: &[u8], i: usize, word_end: usize) -> Option<(usize, usize)> {
             mixed(i + 5, e).then_some((s, e))
         }
         b'e' if has(b"eyJ") => jwt(b, i),
-        b'B' | b'b' if rest.len() > 7 && rest[..7].eq_ignore_ascii_case(b"bearer ") => {
+        b'B' | b'b'
+            if word_end - i == 6
+                && rest.len() > 7
+                && rest[..7].eq_ignore_ascii_case(b"bearer ") =>
+        {
             let from = run(b, i + 7, |c| c == b' ');
             let end = run(b, from, |c| {
                 c.is_ascii_alphanumeric() || b"-._~+/=".contains(&c)
@@ -852,10 +943,20 @@ const SECRET_SUFFIXES: &[&str] = &["_key", "_token", "_secret", "_password", "_p
 /// `TOKEN=...`): for passwords six or more characters with a digit or symbol; for keys,
 /// tokens and secrets 16 or more of mixed letters and digits with high entropy.
 fn assigned(b: &[u8], i: usize, word_end: usize) -> Option<(usize, usize)> {
+    // A field name is followed by `:` or `=` (after a closing quote and spaces): most words
+    // stop here, before their name is compared with any.
+    let mut j = word_end;
+    if matches!(byte(b, j), b'"' | b'\'') {
+        j += 1;
+    }
+    j = run(b, j, |c| c == b' ');
+    if !matches!(byte(b, j), b':' | b'=') {
+        return None;
+    }
     let name = &b[i..word_end];
-    // Every field name below ends in one of these letters: most words stop here.
+    // Every field name below ends in one of these letters.
     let last = name.last().map_or(0, u8::to_ascii_lowercase);
-    if name.len() < 3 || name.len() > 32 || !b"yntde".contains(&last) {
+    if name.len() < 3 || name.len() > 32 || !matches!(last, b'y' | b'n' | b't' | b'd' | b'e') {
         return None;
     }
     let ends = |s: &str| {
@@ -871,14 +972,6 @@ fn assigned(b: &[u8], i: usize, word_end: usize) -> Option<(usize, usize)> {
     let password = ["password", "passwd", "pwd", "passphrase"]
         .iter()
         .any(|s| ends(s));
-    let mut j = word_end;
-    if matches!(byte(b, j), b'"' | b'\'') {
-        j += 1;
-    }
-    j = run(b, j, |c| c == b' ');
-    if !matches!(byte(b, j), b':' | b'=') {
-        return None;
-    }
     j = run(b, j + 1, |c| c == b' ');
     let quote = matches!(byte(b, j), b'"' | b'\'');
     let from = j + usize::from(quote);
@@ -969,6 +1062,114 @@ mod tests {
 
     fn none(text: &str) {
         assert_eq!(found(text), [], "in {text:?}");
+    }
+
+    /// Skipping from mark to mark finds what reading every word finds, on texts pieced
+    /// together at random from values of every kind, their near misses, words and separators.
+    #[test]
+    fn skipping_to_marks_finds_what_reading_every_word_finds() {
+        let pieces = [
+            " ",
+            " ",
+            " ",
+            "  ",
+            "\n",
+            ", ",
+            ". ",
+            ": ",
+            " = ",
+            "=",
+            "\"",
+            "'",
+            "-",
+            "_",
+            "(",
+            ")",
+            "+",
+            "/",
+            ".",
+            ":",
+            "::",
+            "#",
+            "the",
+            "an",
+            "Proxima",
+            "iPhone",
+            "Bearer",
+            "bearer",
+            "password",
+            "api_key",
+            "token",
+            "Secret",
+            "sk",
+            "sk-",
+            "AKIA",
+            "AIza",
+            "eyJ",
+            "xoxb",
+            "ghp_",
+            "github_pat_",
+            "DE89",
+            "GB82",
+            "WEST",
+            "version",
+            "phone",
+            "SSN",
+            "é",
+            "naïve",
+            "1234",
+            "0",
+            "07",
+            "555",
+            "2671",
+            "4111",
+            "192",
+            "168",
+            "fe80",
+            "abcd",
+            "db8",
+            "hunter22",
+            "sk-proj-4fT9xQ2mN8vB1kL7pR3sZ6wY0",
+            "AKIAIOSFODNN7EXAMPLE",
+            "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.c2lnbmF0dXJl",
+            "DE89 3704 0044 0532 0130 00",
+            "DE89370400440532013000",
+            "4111 1111 1111 1111",
+            "(415) 555-2671",
+            "+44 20 7946 0958",
+            "2001:db8:85a3::8a2e:370:7334",
+            "192.168.10.24",
+            "123-45-6789",
+            "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+            "xoxb-1234567890-abcdefghij",
+            "Zm9vYmFyYmF6cXV4MTIzNDU2Nzg5MA",
+            "v2.10.3",
+            "2024-05-06",
+            "ORD-2024-555-1234",
+        ];
+        let wanted = [
+            Entities::of(&PiiEntity::ALL),
+            Entities::of(&[PiiEntity::Secret]),
+            Entities::of(&[PiiEntity::Phone, PiiEntity::Iban]),
+            Entities::of(&[PiiEntity::Ip]),
+        ];
+        let mut rng = fastrand::Rng::with_seed(16);
+        let mut findings = 0;
+        for _ in 0..20_000 {
+            let text: String = (0..rng.usize(1..16))
+                .map(|_| pieces[rng.usize(..pieces.len())])
+                .collect();
+            let b = text.as_bytes();
+            for &wanted in &wanted {
+                let (mut skipping, mut every) = (Vec::new(), Vec::new());
+                words(b, wanted, &mut skipping);
+                scan(b, 0, b.len() - 1, wanted, &mut every);
+                assert_eq!(skipping, every, "in {text:?}");
+                findings += every.len();
+            }
+        }
+        // The texts hold values often enough for the comparison to mean something.
+        assert!(findings > 10_000, "{findings}");
     }
 
     #[test]
