@@ -353,6 +353,12 @@ impl Group {
     }
 }
 
+/// The most digit groups read as one value.
+const MAX_SPAN: usize = 8;
+
+/// The most digits a value of any kind has: a card's 19.
+const MAX_DIGITS: usize = 19;
+
 /// Longest number read as one: longer runs are tables or data, read in pieces.
 const MAX_GROUPS: usize = 24;
 
@@ -439,7 +445,7 @@ fn number(b: &[u8], i: usize, wanted: Entities, found: &mut Vec<Finding>) -> usi
         if first > 0 && groups[first].sep != b' ' && groups[first].sep != b'(' {
             continue;
         }
-        let last = n.min(first + 8);
+        let last = n.min(first + MAX_SPAN);
         for stop in (first + 1..=last).rev() {
             if stop < n && groups[stop].sep != b' ' && groups[stop].sep != b'(' {
                 continue;
@@ -477,35 +483,48 @@ fn classify(b: &[u8], groups: &[Group], plus: bool, wanted: Entities) -> Option<
     if count < 8 && !(groups.len() == 4 && groups[1..].iter().all(|g| g.sep == b'.')) {
         return None;
     }
-    let digits: Vec<u8> = groups
-        .iter()
-        .flat_map(|g| b[g.start..g.end].iter().map(|d| d - b'0'))
-        .collect();
-    let seps: Vec<u8> = groups.iter().skip(1).map(|g| g.sep).collect();
+    // No kind has more digits: a card has at most 19.
+    if count > MAX_DIGITS {
+        return None;
+    }
+    // On the stack: this runs for every number of eight digits or more.
+    let mut digits = [0; MAX_DIGITS];
+    for (slot, d) in digits
+        .iter_mut()
+        .zip(groups.iter().flat_map(|g| &b[g.start..g.end]))
+    {
+        *slot = d - b'0';
+    }
+    let digits = &digits[..count];
+    let mut seps = [0; MAX_SPAN];
+    for (slot, g) in seps.iter_mut().zip(&groups[1..]) {
+        *slot = g.sep;
+    }
+    let seps = &seps[..groups.len() - 1];
     let paren = groups.iter().any(|g| g.sep == b'(');
     let same_sep = seps.windows(2).all(|w| w[0] == w[1]);
     if plus {
-        return (wanted.has(PiiEntity::Phone) && international_phone(groups, &digits, &seps))
+        return (wanted.has(PiiEntity::Phone) && international_phone(groups, digits, seps))
             .then_some(PiiEntity::Phone);
     }
     if seps.contains(&b'/') {
         // Dates.
         return None;
     }
-    if wanted.has(PiiEntity::Ip) && !paren && is_ipv4(b, groups, &seps) {
+    if wanted.has(PiiEntity::Ip) && !paren && is_ipv4(b, groups, seps) {
         return Some(PiiEntity::Ip);
     }
     if seps.contains(&b'.') && !(groups.len() == 3 || groups.len() >= 4 && digits[0] == 0) {
         // Decimals, versions, dotted dates: only 3.3.4 and trunk-0 phones use dots.
         return None;
     }
-    if wanted.has(PiiEntity::Ssn) && !paren && same_sep && is_ssn(b, groups, &digits, &seps) {
+    if wanted.has(PiiEntity::Ssn) && !paren && same_sep && is_ssn(b, groups, digits, seps) {
         return Some(PiiEntity::Ssn);
     }
-    if wanted.has(PiiEntity::Card) && !paren && same_sep && is_card(groups, &digits, &seps) {
+    if wanted.has(PiiEntity::Card) && !paren && same_sep && is_card(groups, digits, seps) {
         return Some(PiiEntity::Card);
     }
-    if wanted.has(PiiEntity::Phone) && national_phone(b, groups, &digits, &seps) {
+    if wanted.has(PiiEntity::Phone) && national_phone(b, groups, digits, seps) {
         return Some(PiiEntity::Phone);
     }
     None
@@ -525,7 +544,11 @@ fn international_phone(groups: &[Group], digits: &[u8], seps: &[u8]) -> bool {
 /// A national phone number: North American `(NXX) NXX-XXXX` (optionally with a leading 1), a
 /// trunk-0 number of 9 to 11 digits in groups, or a bare 10 or 11 digits after a phone word.
 fn national_phone(b: &[u8], groups: &[Group], digits: &[u8], seps: &[u8]) -> bool {
-    let sizes: Vec<usize> = groups.iter().map(Group::len).collect();
+    let mut sizes = [0; MAX_SPAN];
+    for (size, g) in sizes.iter_mut().zip(groups) {
+        *size = g.len();
+    }
+    let sizes = &sizes[..groups.len()];
     // North American: area and exchange codes start with 2 to 9.
     let nanp = |g: &[Group], d: &[u8]| {
         g.len() == 3
@@ -634,7 +657,11 @@ fn is_card(groups: &[Group], digits: &[u8], seps: &[u8]) -> bool {
     if seps.iter().any(|&s| s != b' ' && s != b'-') {
         return false;
     }
-    let sizes: Vec<usize> = groups.iter().map(Group::len).collect();
+    let mut sizes = [0; MAX_SPAN];
+    for (size, g) in sizes.iter_mut().zip(groups) {
+        *size = g.len();
+    }
+    let sizes = &sizes[..groups.len()];
     let printed = sizes.len() == 1
         || sizes == [4, 6, 5]
         || sizes == [4, 6, 4]
