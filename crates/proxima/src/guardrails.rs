@@ -69,7 +69,7 @@ pub fn compile(pattern: &str) -> Result<Regex, String> {
 /// The search is leftmost-first, not a [`regex::RegexSet`]'s every-match search: it can then
 /// skip ahead with the patterns' literals (Teddy, SIMD), where a set walks an automaton over
 /// every byte. On the benchmark's 172-byte prompt, `(?i)project falcon` costs 0.5k
-/// instructions so, 3.4k as a set (`bench/results/guardrails-cost-2026-12-07.md`).
+/// instructions this way, 3.4k as a set (`bench/results/features-2026-12-07.md`).
 pub struct Patterns {
     /// Each pattern as configured, and compiled on its own.
     each: Vec<(String, Regex)>,

@@ -353,6 +353,15 @@ impl Group {
     }
 }
 
+/// Each group's length, on the stack (a value is read from at most [`MAX_SPAN`] groups).
+fn sizes(groups: &[Group]) -> [usize; MAX_SPAN] {
+    let mut sizes = [0; MAX_SPAN];
+    for (size, g) in sizes.iter_mut().zip(groups) {
+        *size = g.len();
+    }
+    sizes
+}
+
 /// The most digit groups read as one value.
 const MAX_SPAN: usize = 8;
 
@@ -544,11 +553,7 @@ fn international_phone(groups: &[Group], digits: &[u8], seps: &[u8]) -> bool {
 /// A national phone number: North American `(NXX) NXX-XXXX` (optionally with a leading 1), a
 /// trunk-0 number of 9 to 11 digits in groups, or a bare 10 or 11 digits after a phone word.
 fn national_phone(b: &[u8], groups: &[Group], digits: &[u8], seps: &[u8]) -> bool {
-    let mut sizes = [0; MAX_SPAN];
-    for (size, g) in sizes.iter_mut().zip(groups) {
-        *size = g.len();
-    }
-    let sizes = &sizes[..groups.len()];
+    let sizes = &sizes(groups)[..groups.len()];
     // North American: area and exchange codes start with 2 to 9.
     let nanp = |g: &[Group], d: &[u8]| {
         g.len() == 3
@@ -657,11 +662,7 @@ fn is_card(groups: &[Group], digits: &[u8], seps: &[u8]) -> bool {
     if seps.iter().any(|&s| s != b' ' && s != b'-') {
         return false;
     }
-    let mut sizes = [0; MAX_SPAN];
-    for (size, g) in sizes.iter_mut().zip(groups) {
-        *size = g.len();
-    }
-    let sizes = &sizes[..groups.len()];
+    let sizes = &sizes(groups)[..groups.len()];
     let printed = sizes.len() == 1
         || sizes == [4, 6, 5]
         || sizes == [4, 6, 4]
