@@ -80,21 +80,26 @@ impl Entry {
             cost: self.cost,
             stored_at: self.stored_at,
         };
-        let tail = serde_json::to_vec(&written)
+        // `{"openai":RAW,` then the rest of the object after its `{`, written in place: one
+        // buffer, the upstream's body copied once. That body was read as one JSON value (its
+        // outline), so it is one.
+        let mut out = Vec::new();
+        if let Some(raw) = &self.answer.raw {
+            let names = self.provider.as_ref().map_or(0, String::len)
+                + self.upstream_model.as_ref().map_or(0, String::len);
+            out.reserve_exact(raw.len() + names + 96);
+            out.extend_from_slice(b"{\"openai\":");
+            out.extend_from_slice(raw);
+        }
+        let open = out.len();
+        serde_json::to_writer(&mut out, &written)
             .inspect_err(
                 |e| tracing::warn!(error = %e, "an answer could not be encoded for the cache"),
             )
             .ok()?;
-        let Some(raw) = &self.answer.raw else {
-            return Some(tail);
-        };
-        // `{"openai":RAW,` then the rest of the object after its `{`. The upstream's body was
-        // read as one JSON value (its outline), so it is one.
-        let mut out = Vec::with_capacity(raw.len() + tail.len() + 11);
-        out.extend_from_slice(b"{\"openai\":");
-        out.extend_from_slice(raw);
-        out.push(b',');
-        out.extend_from_slice(tail.get(1..)?);
+        if open > 0 {
+            out[open] = b',';
+        }
         Some(out)
     }
 

@@ -12,6 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, PoisonError};
 
+use bytes::Bytes;
 use foldhash::HashMap;
 
 use super::{similarity, Digest, Entry, Near, Terms, PARTITION_CAP};
@@ -43,7 +44,7 @@ struct Inner {
 
 struct Answer {
     /// [`Entry::encode`]'s bytes, shared with the hits being decoded from them.
-    encoded: Arc<[u8]>,
+    encoded: Bytes,
     /// When it stops serving any hit, epoch ms.
     expires: i64,
     bytes: usize,
@@ -96,7 +97,8 @@ impl Memory {
         let Some(encoded) = entry.encode() else {
             return;
         };
-        let encoded: Arc<[u8]> = Arc::from(encoded);
+        // The encoding's own buffer, not a copy.
+        let encoded = Bytes::from(encoded);
         let bytes = encoded.len() + ANSWER_BYTES + SLOT_BYTES;
         let mut inner = self.lock();
         let inner = &mut *inner;

@@ -7,7 +7,8 @@
 //! - **Exact**: the key is a digest of the normalised canonical request — the scope, the public
 //!   model, every message, tools and `tool_choice`, `response_format`, sampling and every other
 //!   parameter that changes the answer, and unmodelled fields and headers — but not `user`,
-//!   `metadata`, the stream flag, the surface the call came in on, nor prompt-caching hints.
+//!   `metadata`, the stream flag, the surface the call came in on, nor prompt-caching hints
+//!   ([`key`] writes them to be hashed).
 //! - **Semantic** (`[cache] semantic`): the embedding of the last user message, compared only
 //!   with those of entries in the same partition: a digest of everything else, earlier turns
 //!   included. A question asked after another history, or with other instructions, tools or
@@ -26,7 +27,6 @@ use std::sync::Arc;
 use futures_util::stream;
 use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName, HeaderValue};
-use ring::digest;
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -41,6 +41,9 @@ use crate::clock::now_ms;
 use crate::config::{CacheConfig, CacheScope};
 use crate::pricing::{self, Price};
 use crate::router::Routed;
+use key::Hasher;
+
+mod key;
 
 /// The cache's verdict on a call.
 pub const CACHE_HEADER: HeaderName = HeaderName::from_static("x-proxima-cache");
@@ -392,7 +395,7 @@ impl Digests {
     /// `near` only when `semantic`: the partition costs a digest of its own.
     fn of(req: &ChatRequest, scope: &str, semantic: bool) -> Digests {
         let mut hash = Hasher::default();
-        hash.json(&Shape::of(req, scope));
+        hash.value(&Shape::of(req, scope));
         let question = req.messages.last().filter(|m| {
             semantic
                 && m.role == Role::User
@@ -404,7 +407,7 @@ impl Digests {
             None => &req.messages[..],
         };
         for message in earlier {
-            hash.json(&MessageView::of(message));
+            hash.value(&MessageView::of(message));
         }
         let near = question.map(|question| {
             // What both digests share is taken in once, before they part.
@@ -414,7 +417,7 @@ impl Digests {
             (partition.finish(), question.joined_text())
         });
         if let Some(question) = question {
-            hash.json(&MessageView::of(question));
+            hash.value(&MessageView::of(question));
         }
         Digests {
             exact: hash.finish(),
@@ -423,55 +426,8 @@ impl Digests {
     }
 }
 
-/// SHA-256 of what is written to it. A value's JSON is gathered whole and hashed at once:
-/// serde writes it in many small pieces, and taking each piece into the digest on its own cost
-/// more than the hashing (the same bytes either way, so the digests are the same).
-#[derive(Clone)]
-struct Hasher {
-    digest: digest::Context,
-    pending: Vec<u8>,
-}
-
-impl Default for Hasher {
-    fn default() -> Hasher {
-        Hasher {
-            digest: digest::Context::new(&digest::SHA256),
-            pending: Vec::with_capacity(1024),
-        }
-    }
-}
-
-impl Hasher {
-    /// Feeds a value's JSON; each is a whole JSON value, so consecutive ones cannot run together.
-    fn json(&mut self, value: &impl Serialize) {
-        // Serialising these views cannot fail: no maps with non-string keys.
-        let _ = serde_json::to_writer(&mut self.pending, value);
-        // A long history is taken in as it comes, not held whole.
-        if self.pending.len() >= 8192 {
-            self.settle();
-        }
-    }
-
-    /// Takes what was written into the digest.
-    fn settle(&mut self) {
-        self.digest.update(&self.pending);
-        self.pending.clear();
-    }
-
-    fn update(&mut self, bytes: &[u8]) {
-        self.pending.extend_from_slice(bytes);
-    }
-
-    fn finish(mut self) -> Digest {
-        self.settle();
-        let mut out = [0u8; 32];
-        out.copy_from_slice(self.digest.finish().as_ref());
-        out
-    }
-}
-
 /// Everything of a request but its messages that changes the answer, and the scope. What is
-/// absent is left out of the JSON (each field is named, so nothing else can take its place):
+/// absent is left out of what is hashed (each field is named, so nothing else can take its place):
 /// fewer bytes to hash, on every call to a model with caching on.
 #[derive(Serialize)]
 struct Shape<'a> {
