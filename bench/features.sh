@@ -25,6 +25,12 @@ feature_toml() {
 # wants_feature NAME: whether $FEATURES names it.
 wants_feature() { [[ ",${FEATURES:-}," == *",$1,"* ]]; }
 
+# numbered_bodies: whether the load sends cache_bodies' numbered bodies: with FEATURES=cache, and
+# with NUMBERED=1 without it. That is the baseline a miss is measured against: the same bodies
+# cost oha more to send than one repeated body, and a load generator that sends fewer requests a
+# second leaves the gateway more wake-ups per request.
+numbered_bodies() { wants_feature cache || [ "${NUMBERED:-0}" = 1 ]; }
+
 # cache_bodies TEXT STREAM_FIELD: a body per line, each with its own number, many more than are
 # sent, so that every cache lookup misses whether oha takes the lines in turn or at random.
 cache_bodies() {

@@ -13,6 +13,7 @@
 # STREAM=1 streams the answers (one SSE event per word of the echoed message, about 30), all at
 # once unless EVENT_GAP=DURATION spaces them as a model writes tokens (EVENT_GAP=5ms, say).
 # FEATURES=a,b,... switches features on over the mode's config (bench/features.sh).
+# NUMBERED=1 sends FEATURES=cache's numbered bodies without the cache: what a miss is compared with.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=bench/features.sh
@@ -62,7 +63,7 @@ TEXT="Proxima benchmark request: a short user message of about one hundred and s
 STREAM_FIELD=""
 [ "${STREAM:-0}" = 1 ] && STREAM_FIELD=',"stream":true'
 URL="http://127.0.0.1:$PORT/v1/chat/completions"
-if wants_feature cache; then
+if numbered_bodies; then
     cache_bodies "$TEXT" "$STREAM_FIELD" >"$WORK/bodies"
     BODY=(-Z "$WORK/bodies")
 else

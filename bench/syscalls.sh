@@ -11,9 +11,14 @@
 #   CONCURRENCY=32  connections oha keeps busy
 #   FEATURES=a,b,...  features switched on (bench/features.sh): what each costs in CPU time,
 #              where bench/instructions.sh counts only user-space instructions
+#   NUMBERED=1  numbered bodies as FEATURES=cache sends, without the cache: what a miss is
+#              compared with (bench/features.sh, numbered_bodies)
 #   EXTRA_EVENTS=a,b  more perf events to count (syscalls:sys_enter_futex, say)
 #   PERF_RECORD=FILE  also samples the gateway's CPU (user and kernel) over the counted load,
-#              for `perf report -i FILE`: where CPU time goes that instructions do not show
+#              for `perf report -i FILE`: where CPU time goes that instructions do not show;
+#              with PERF_GRAPH=1 the call stacks too (DWARF), for `perf report --children`: the
+#              share of the gateway's CPU under a function, which machine load moves less than
+#              CPU time
 # Builds the release binaries unless SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -46,7 +51,7 @@ words="$words twentythree twentyfour twentyfive twentysix twentyseven twentyeigh
 printf '{"model":"bench","stream":%s,"messages":[{"role":"user","content":"%s"}]}' \
     "$STREAMED" "$words" >"$WORK/body.json"
 BODY=(-D "$WORK/body.json")
-if wants_feature cache; then
+if numbered_bodies; then
     cache_bodies "$words" ",\"stream\":$STREAMED" >"$WORK/bodies"
     BODY=(-Z "$WORK/bodies")
 fi
@@ -70,7 +75,9 @@ if command -v perf >/dev/null; then
 fi
 RECORD=""
 if [ -n "${PERF_RECORD:-}" ]; then
-    perf record -q -F 4999 -p "$GATEWAY" -o "$PERF_RECORD" &
+    graph=()
+    [ "${PERF_GRAPH:-0}" = 1 ] && graph=(--call-graph dwarf,16384)
+    perf record -q -F 4999 "${graph[@]}" -p "$GATEWAY" -o "$PERF_RECORD" &
     RECORD=$!
     sleep 0.3
 fi
