@@ -3,6 +3,9 @@
 #   no-metrics  [telemetry] metrics = false (metrics are on by default)
 #   cache       [cache] exact, and every request a new prompt: each lookup misses, each answer
 #               is stored (the script sends numbered bodies, see cache_bodies)
+#   cache-full  as cache, with the memory bound at 256 KiB, which the warm-up fills: each answer
+#               stored evicts the oldest, as in a cache that has run long enough to be full
+#               (cache measures one filling from empty: fresh memory, its map growing)
 #   cache-hit   [cache] exact, and every request the same prompt: each lookup after the first
 #               hits, and is answered from the stored entry
 #   pii         [pii] mode = "mask", on a prompt with nothing to mask
@@ -15,6 +18,7 @@ feature_toml() {
         case "$feature" in
         no-metrics) printf '[telemetry]\nmetrics = false\n' ;;
         cache | cache-hit) printf '[cache]\nexact = { ttl = "1h" }\n' ;;
+        cache-full) printf '[cache]\nexact = { ttl = "1h" }\nmax_bytes = 262144\n' ;;
         pii) printf '[pii]\nmode = "mask"\n' ;;
         guardrails) printf '[guardrails]\nprompt_injection = "block"\ndeny = ["(?i)project falcon"]\n' ;;
         *) echo "unknown feature: $feature" >&2; return 2 ;;
@@ -29,7 +33,10 @@ wants_feature() { [[ ",${FEATURES:-}," == *",$1,"* ]]; }
 # with NUMBERED=1 without it. That is the baseline a miss is measured against: the same bodies
 # cost oha more to send than one repeated body, and a load generator that sends fewer requests a
 # second leaves the gateway more wake-ups per request.
-numbered_bodies() { wants_feature cache || [ "${NUMBERED:-0}" = 1 ]; }
+numbered_bodies() { wants_feature cache || wants_feature cache-full || [ "${NUMBERED:-0}" = 1 ]; }
+
+# cached: whether $FEATURES switches the cache on, for the ledger's verdicts after the run.
+cached() { wants_feature cache || wants_feature cache-full || wants_feature cache-hit; }
 
 # cache_bodies TEXT STREAM_FIELD: a body per line, each with its own number, many more than are
 # sent, so that every cache lookup misses whether oha takes the lines in turn or at random.

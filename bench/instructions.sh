@@ -80,6 +80,6 @@ sleep 1
 callgrind_control -d "$CG_PID" >/dev/null
 sleep 1
 IR="$(grep -hE '^(summary|totals):' "$WORK"/cg."$CG_PID".out.1 | head -1 | awk '{print $2}')"
-{ wants_feature cache || wants_feature cache-hit; } && cache_verdicts "$WORK/ledger.db"
+cached && cache_verdicts "$WORK/ledger.db"
 [ -n "${KEEP_PROFILE:-}" ] && cp "$WORK"/cg."$CG_PID".out.1 "$KEEP_PROFILE"
 echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed')${EVENT_GAP:+, events $EVENT_GAP apart}${FEATURES:+, $FEATURES}: $((IR / OK)) instructions per request ($OK answered)"

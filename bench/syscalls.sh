@@ -88,7 +88,7 @@ for recorder in $PERF $RECORD; do
 done
 read -r user1 sys1 < <(cpu)
 sleep 1
-{ wants_feature cache || wants_feature cache-hit; } && cache_verdicts "$WORK/ledger.db"
+cached && cache_verdicts "$WORK/ledger.db"
 
 hz="$(getconf CLK_TCK)"
 echo "$(basename "$PROXIMA"), stream=$STREAMED${FEATURES:+, $FEATURES}, $N requests: $(grep -E 'Requests/sec' "$WORK/oha.txt" | tr -s ' ')"
