@@ -127,6 +127,16 @@ impl ser::Error for Unwritable {
 
 type Done = Result<(), Unwritable>;
 
+/// serde's methods for the integer types that fit in an `i128`: each is written as one.
+macro_rules! integers {
+    ($($method:ident: $type:ty),* $(,)?) => {$(
+        fn $method(self, v: $type) -> Done {
+            self.int(v.into());
+            Ok(())
+        }
+    )*};
+}
+
 impl<'a, 'b> ser::Serializer for &'a mut Tree<'b> {
     type Ok = ();
     type Error = Unwritable;
@@ -142,36 +152,17 @@ impl<'a, 'b> ser::Serializer for &'a mut Tree<'b> {
         self.0.push(if v { TRUE } else { FALSE });
         Ok(())
     }
-    fn serialize_i8(self, v: i8) -> Done {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i16(self, v: i16) -> Done {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i32(self, v: i32) -> Done {
-        self.serialize_i64(v.into())
-    }
-    fn serialize_i64(self, v: i64) -> Done {
-        self.int(v.into());
-        Ok(())
-    }
-    fn serialize_i128(self, v: i128) -> Done {
-        self.int(v);
-        Ok(())
-    }
-    fn serialize_u8(self, v: u8) -> Done {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u16(self, v: u16) -> Done {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u32(self, v: u32) -> Done {
-        self.serialize_u64(v.into())
-    }
-    fn serialize_u64(self, v: u64) -> Done {
-        self.int(v.into());
-        Ok(())
-    }
+    integers!(
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_i128: i128,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+    );
     fn serialize_u128(self, v: u128) -> Done {
         match i128::try_from(v) {
             Ok(v) => self.int(v),
@@ -254,11 +245,7 @@ impl<'a, 'b> ser::Serializer for &'a mut Tree<'b> {
         Ok(())
     }
     fn serialize_seq(self, _len: Option<usize>) -> Result<Compound<'a, 'b>, Unwritable> {
-        self.0.push(ARRAY);
-        Ok(Compound {
-            tree: self,
-            ends: 1,
-        })
+        open(self, None, ARRAY)
     }
     fn serialize_tuple(self, len: usize) -> Result<Compound<'a, 'b>, Unwritable> {
         self.serialize_seq(Some(len))
@@ -277,19 +264,10 @@ impl<'a, 'b> ser::Serializer for &'a mut Tree<'b> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a, 'b>, Unwritable> {
-        self.variant(variant);
-        self.0.push(ARRAY);
-        Ok(Compound {
-            tree: self,
-            ends: 2,
-        })
+        open(self, Some(variant), ARRAY)
     }
     fn serialize_map(self, _len: Option<usize>) -> Result<Compound<'a, 'b>, Unwritable> {
-        self.0.push(OBJECT);
-        Ok(Compound {
-            tree: self,
-            ends: 1,
-        })
+        open(self, None, OBJECT)
     }
     fn serialize_struct(
         self,
@@ -305,13 +283,24 @@ impl<'a, 'b> ser::Serializer for &'a mut Tree<'b> {
         variant: &'static str,
         _len: usize,
     ) -> Result<Compound<'a, 'b>, Unwritable> {
-        self.variant(variant);
-        self.0.push(OBJECT);
-        Ok(Compound {
-            tree: self,
-            ends: 2,
-        })
+        open(self, Some(variant), OBJECT)
     }
+}
+
+/// Opens an array or an object (`bracket`), inside `{"variant": ...}` when given a variant.
+fn open<'a, 'b>(
+    tree: &'a mut Tree<'b>,
+    variant: Option<&str>,
+    bracket: u8,
+) -> Result<Compound<'a, 'b>, Unwritable> {
+    if let Some(variant) = variant {
+        tree.variant(variant);
+    }
+    tree.0.push(bracket);
+    Ok(Compound {
+        tree,
+        ends: 1 + usize::from(variant.is_some()),
+    })
 }
 
 /// An array or an object being written; `ends` is how many are closed at its end (two for an
@@ -334,49 +323,40 @@ impl Compound<'_, '_> {
     }
 }
 
-impl ser::SerializeSeq for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Unwritable;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Compound::end(self)
-    }
+/// serde's traits for the elements of arrays (`element`) and the fields of structs (`field`):
+/// each writes what it is given, and closes what it opened.
+macro_rules! compound {
+    ($($trait:ident::$method:ident($($kind:tt)*)),* $(,)?) => {$(
+        impl ser::$trait for Compound<'_, '_> {
+            type Ok = ();
+            type Error = Unwritable;
+            compound!(@write $method $($kind)*);
+            fn end(self) -> Done {
+                Compound::end(self)
+            }
+        }
+    )*};
+    (@write $method:ident element) => {
+        fn $method<T: ?Sized + Serialize>(&mut self, value: &T) -> Done {
+            self.element(value)
+        }
+    };
+    (@write $method:ident field) => {
+        fn $method<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Done {
+            self.tree.string(key.as_bytes());
+            self.element(value)
+        }
+    };
 }
 
-impl ser::SerializeTuple for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Unwritable;
-    fn serialize_element<T: ?Sized + Serialize>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeTupleStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Unwritable;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeTupleVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Unwritable;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Compound::end(self)
-    }
-}
+compound!(
+    SerializeSeq::serialize_element(element),
+    SerializeTuple::serialize_element(element),
+    SerializeTupleStruct::serialize_field(element),
+    SerializeTupleVariant::serialize_field(element),
+    SerializeStruct::serialize_field(field),
+    SerializeStructVariant::serialize_field(field),
+);
 
 impl ser::SerializeMap for Compound<'_, '_> {
     type Ok = ();
@@ -385,30 +365,6 @@ impl ser::SerializeMap for Compound<'_, '_> {
         self.element(key)
     }
     fn serialize_value<T: ?Sized + Serialize>(&mut self, value: &T) -> Done {
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeStruct for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Unwritable;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Done {
-        self.tree.string(key.as_bytes());
-        self.element(value)
-    }
-    fn end(self) -> Done {
-        Compound::end(self)
-    }
-}
-
-impl ser::SerializeStructVariant for Compound<'_, '_> {
-    type Ok = ();
-    type Error = Unwritable;
-    fn serialize_field<T: ?Sized + Serialize>(&mut self, key: &'static str, value: &T) -> Done {
-        self.tree.string(key.as_bytes());
         self.element(value)
     }
     fn end(self) -> Done {
