@@ -97,8 +97,9 @@ impl Entry {
                 |e| tracing::warn!(error = %e, "an answer could not be encoded for the cache"),
             )
             .ok()?;
-        if open > 0 {
-            out[open] = b',';
+        // After a body, the rest's `{` becomes the comma that follows it.
+        if let Some(brace) = out.get_mut(open).filter(|_| open > 0) {
+            *brace = b',';
         }
         Some(out)
     }

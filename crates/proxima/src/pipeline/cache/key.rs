@@ -2,9 +2,9 @@
 //! hashed. It is the tree JSON would write — objects, arrays, strings, numbers, booleans, null —
 //! with every string's length written before it instead of its characters escaped, and a tag
 //! before every value instead of punctuation. Two values get the same bytes only when their JSON
-//! would be the same, and writing them costs a copy per string: serde_json reads every character
-//! of a string to escape it, which was most of the time a cache miss spent outside SHA-256
-//! (`bench/results/cache-key-2026-12-07.md`).
+//! would be the same, and writing them costs a copy per string. serde_json reads every character
+//! of a string to find ones to escape: after SHA-256 itself, the largest part of a request's
+//! digest (`bench/results/cache-key-2026-12-07.md`).
 
 use ring::digest;
 use serde::ser::{self, Serialize};
