@@ -3,8 +3,9 @@
 #   no-metrics  [telemetry] metrics = false (metrics are on by default)
 #   cache       [cache] exact, and every request a new prompt: each lookup misses, each answer
 #               is stored (the script sends numbered bodies, see cache_bodies)
-#   cache-full  as cache, with the memory bound at 256 KiB, which the warm-up fills: each answer
-#               stored evicts the oldest, as in a cache that has run long enough to be full
+#   cache-full  as cache, with the memory bound at 256 KiB: about 300 entries, full after
+#               syscalls.sh's warm-up and a few requests into instructions.sh's count. Each
+#               answer stored evicts the oldest, as in a cache that has run long enough
 #               (cache measures one filling from empty: fresh memory, its map growing)
 #   cache-hit   [cache] exact, and every request the same prompt: each lookup after the first
 #               hits, and is answered from the stored entry
