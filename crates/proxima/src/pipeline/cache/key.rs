@@ -12,8 +12,8 @@ use serde::ser::{self, Serialize};
 use crate::cache::Digest;
 
 /// SHA-256 of the values written to it, each in the tagged form above. What is written is
-/// gathered and taken into the digest in pieces of at least 8 KiB: each call into the digest
-/// costs more than a few bytes of hashing.
+/// gathered and taken into the digest 8 KiB or more at a time, the rest at the end: each call
+/// into the digest costs more than hashing a few bytes.
 #[derive(Clone)]
 pub(super) struct Hasher {
     digest: digest::Context,
@@ -107,7 +107,8 @@ impl Tree<'_> {
     }
 }
 
-/// Never made: writing into a vector cannot fail. serde asks for an error type all the same.
+/// Writing into a vector cannot fail; this is made only by a value whose own serialisation
+/// fails, and none of the views hashed does.
 #[derive(Debug)]
 pub(super) struct Unwritable(String);
 
