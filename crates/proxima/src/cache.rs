@@ -11,6 +11,8 @@
 mod memory;
 mod remote;
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::canonical::ChatResponse;
@@ -32,10 +34,10 @@ pub const PARTITION_CAP: usize = 256;
 #[derive(Debug)]
 pub struct Entry {
     /// With [`ChatResponse::raw`] when the answer came as an OpenAI chat completion to pass on
-    /// as written: it is then kept as written, and its choices need carry only finish reasons.
+    /// as written: it is then kept as written, and nothing else of it is read.
     pub answer: ChatResponse,
     /// Who answered it.
-    pub provider: Option<String>,
+    pub provider: Option<Arc<str>>,
     pub upstream_model: Option<String>,
     /// What it cost when it was made: what each hit saves.
     pub cost: Nanos,
@@ -43,24 +45,13 @@ pub struct Entry {
     pub stored_at: i64,
 }
 
-/// An entry as it is written: the answer in the canonical model's JSON, or under `openai` as
-/// the upstream wrote it.
-#[derive(Serialize)]
-struct Written<'a> {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    answer: Option<&'a ChatResponse>,
-    provider: &'a Option<String>,
-    upstream_model: &'a Option<String>,
-    cost: Nanos,
-    stored_at: i64,
-}
-
-/// An entry as it is read, in either form [`Written`] writes.
+/// An entry as it is read: the answer in the canonical model's JSON, or under `openai` as the
+/// upstream wrote it ([`Entry::encode`] writes it).
 #[derive(Deserialize)]
 struct Read {
     answer: Option<ChatResponse>,
     openai: Option<ChatCompletion>,
-    provider: Option<String>,
+    provider: Option<Arc<str>>,
     upstream_model: Option<String>,
     cost: Nanos,
     stored_at: i64,
@@ -72,35 +63,36 @@ impl Entry {
     /// answer passed on as the upstream wrote it is kept so, which costs a copy, not an
     /// encoding, and is read whole only when a hit is served from it. `None` if it cannot be
     /// written (it always can: no maps with other keys than strings).
+    ///
+    /// Written field by field into one buffer: serde's struct machinery cost more than the
+    /// fields, on every miss.
     fn encode(&self) -> Option<Vec<u8>> {
-        let written = Written {
-            answer: self.answer.raw.is_none().then_some(&self.answer),
-            provider: &self.provider,
-            upstream_model: &self.upstream_model,
-            cost: self.cost,
-            stored_at: self.stored_at,
-        };
-        // `{"openai":RAW,` then the rest of the object after its `{`, written in place: one
-        // buffer, the upstream's body copied once. That body was read as one JSON value (its
-        // outline), so it is one.
         let mut out = Vec::new();
-        if let Some(raw) = &self.answer.raw {
-            let names = self.provider.as_ref().map_or(0, String::len)
-                + self.upstream_model.as_ref().map_or(0, String::len);
-            out.reserve_exact(raw.len() + names + 96);
-            out.extend_from_slice(b"{\"openai\":");
-            out.extend_from_slice(raw);
-        }
-        let open = out.len();
-        serde_json::to_writer(&mut out, &written)
+        let answer = match &self.answer.raw {
+            // Read as one JSON value (its outline), so it is one.
+            Some(raw) => {
+                let names = self.provider.as_deref().map_or(0, str::len)
+                    + self.upstream_model.as_ref().map_or(0, String::len);
+                out.reserve_exact(raw.len() + names + 96);
+                out.extend_from_slice(b"{\"openai\":");
+                out.extend_from_slice(raw);
+                Ok(())
+            }
+            None => {
+                out.extend_from_slice(b"{\"answer\":");
+                serde_json::to_writer(&mut out, &self.answer)
+            }
+        };
+        answer
+            .and_then(|()| field(&mut out, "provider", &self.provider))
+            .and_then(|()| field(&mut out, "upstream_model", &self.upstream_model))
+            .and_then(|()| field(&mut out, "cost", &self.cost))
+            .and_then(|()| field(&mut out, "stored_at", &self.stored_at))
             .inspect_err(
                 |e| tracing::warn!(error = %e, "an answer could not be encoded for the cache"),
             )
             .ok()?;
-        // After a body, the rest's `{` becomes the comma that follows it.
-        if let Some(brace) = out.get_mut(open).filter(|_| open > 0) {
-            *brace = b',';
-        }
+        out.push(b'}');
         Some(out)
     }
 
@@ -126,6 +118,14 @@ impl Entry {
             stored_at: read.stored_at,
         })
     }
+}
+
+/// `,"name":value`, the value as JSON.
+fn field(out: &mut Vec<u8>, name: &str, value: &impl Serialize) -> serde_json::Result<()> {
+    out.extend_from_slice(b",\"");
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b"\":");
+    serde_json::to_writer(out, value)
 }
 
 /// A last user message's embedding, in the partition of its request.
@@ -279,14 +279,17 @@ pub(crate) mod tests {
 
     #[test]
     fn entries_read_back_as_they_were_written_in_either_form() {
-        let canonical = entry("kept in the canonical model", 7);
+        let mut canonical = entry("kept in the canonical model", 7);
+        canonical.provider = Some(r#"a "quoted" \ name"#.into());
+        canonical.upstream_model = None;
         let back = Entry::decode(&canonical.encode().unwrap()).unwrap();
         assert_eq!(
             back.answer.choices[0].message.joined_text(),
             "kept in the canonical model"
         );
         assert_eq!((back.cost, back.stored_at), (1_000, 7));
-        assert_eq!(back.provider.as_deref(), Some("p"));
+        assert_eq!(back.provider.as_deref(), Some(r#"a "quoted" \ name"#));
+        assert_eq!(back.upstream_model, None);
 
         // Passed on as the upstream wrote it: kept so, and read whole at a hit.
         let body = r#"{"id":"chatcmpl-9","object":"chat.completion","created":5,"model":"up-model","choices":[{"index":0,"message":{"role":"assistant","content":"kept as written"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7},"system_fingerprint":"fp_1"}"#;

@@ -9,7 +9,7 @@
 //! the bound counted (2.4 KB against 0.6: `bench/results/cache-miss-2026-12-07.md`), so a
 //! bound of 256 MiB could hold 1 GiB; encoded, what is counted is what is held.
 
-use std::collections::VecDeque;
+use std::collections::{hash_map, VecDeque};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
@@ -59,6 +59,7 @@ struct Vector {
     seq: u64,
 }
 
+#[derive(Clone, Copy)]
 enum Slot {
     Answer(Digest, u64),
     Vector(Digest, u64),
@@ -154,58 +155,42 @@ fn vector_bytes(vector: &Vector) -> usize {
 
 impl Inner {
     /// Drops items from the front of the queue while they are expired or the bound is passed.
+    /// One map lookup per slot: at the bound, every store evicts.
     fn shrink(&mut self, now: i64, max_bytes: usize, semantic_ttl: i64) {
-        while let Some(slot) = self.order.front() {
+        while let Some(&slot) = self.order.front() {
             let over = self.bytes > max_bytes;
-            let drop = match slot {
-                Slot::Answer(key, seq) => match self.answers.get(key) {
-                    Some(answer) if answer.seq == *seq => over || answer.expires <= now,
+            // The bytes its item took, when the slot still holds it.
+            let freed = match slot {
+                Slot::Answer(key, seq) => match self.answers.entry(key) {
+                    hash_map::Entry::Occupied(held) if held.get().seq == seq => {
+                        if !over && held.get().expires > now {
+                            break;
+                        }
+                        held.remove().bytes - SLOT_BYTES
+                    }
                     // Stored again since: this slot no longer holds it.
-                    _ => true,
+                    _ => 0,
                 },
-                Slot::Vector(partition, seq) => {
-                    match self.partitions.get(partition).and_then(VecDeque::front) {
-                        Some(front) if front.seq == *seq => {
-                            over || front.stored_at + semantic_ttl <= now
+                Slot::Vector(partition_key, seq) => match self.partitions.get_mut(&partition_key) {
+                    Some(partition) if partition.front().is_some_and(|v| v.seq == seq) => {
+                        let expired = partition
+                            .front()
+                            .is_some_and(|v| v.stored_at + semantic_ttl <= now);
+                        if !over && !expired {
+                            break;
                         }
-                        // Pushed out of a full partition already.
-                        _ => true,
+                        let freed = partition.pop_front().map_or(0, |v| vector_bytes(&v));
+                        if partition.is_empty() {
+                            self.partitions.remove(&partition_key);
+                        }
+                        freed
                     }
-                }
+                    // Pushed out of a full partition already.
+                    _ => 0,
+                },
             };
-            if !drop {
-                break;
-            }
-            self.pop_front();
-        }
-    }
-
-    /// Removes the front slot and, if it still holds it, its item.
-    fn pop_front(&mut self) {
-        let Some(slot) = self.order.pop_front() else {
-            return;
-        };
-        self.bytes -= SLOT_BYTES;
-        match slot {
-            Slot::Answer(key, seq) => {
-                if self.answers.get(&key).is_some_and(|a| a.seq == seq) {
-                    if let Some(answer) = self.answers.remove(&key) {
-                        self.bytes -= answer.bytes - SLOT_BYTES;
-                    }
-                }
-            }
-            Slot::Vector(partition_key, seq) => {
-                if let Some(partition) = self.partitions.get_mut(&partition_key) {
-                    if partition.front().is_some_and(|v| v.seq == seq) {
-                        if let Some(dropped) = partition.pop_front() {
-                            self.bytes -= vector_bytes(&dropped);
-                        }
-                    }
-                    if partition.is_empty() {
-                        self.partitions.remove(&partition_key);
-                    }
-                }
-            }
+            self.order.pop_front();
+            self.bytes -= SLOT_BYTES + freed;
         }
     }
 }

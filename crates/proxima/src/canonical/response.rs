@@ -5,7 +5,7 @@ use serde_json::{Map, Value};
 
 use super::{Api, Message};
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ChatResponse {
     pub id: String,
     /// The upstream model that answered.

@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures_util::stream;
 use http::header::CACHE_CONTROL;
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -35,7 +36,7 @@ use super::{ChatOutput, Exchange, RequestContext};
 use crate::cache::{Digest, Entry, Near, Terms};
 use crate::canonical::{
     self, ChatChunk, ChatRequest, ChatResponse, FinishReason, HostedTool, ImageSource, Message,
-    Part, Reasoning, ResponseFormat, Role, Sampling, ToolChoice,
+    Part, Reasoning, ResponseFormat, Role, Sampling, ToolChoice, Usage,
 };
 use crate::clock::now_ms;
 use crate::config::{CacheConfig, CacheScope};
@@ -192,7 +193,8 @@ pub async fn lookup(
             near: pending,
             terms,
             gathered: Gathered::default(),
-            origin: None,
+            written: None,
+            origin: Origin::default(),
         });
     }
     None
@@ -215,7 +217,7 @@ pub fn answer(exchange: &mut Exchange<'_>, hit: Hit, stream: bool) -> Routed<Cha
     };
     Routed {
         result: Ok(output),
-        provider: entry.provider.as_deref().map(Arc::from),
+        provider: entry.provider,
         upstream_model: entry.upstream_model,
         attempts: 0,
         price: None,
@@ -269,9 +271,20 @@ struct Fill {
     key: Digest,
     near: Pending,
     terms: Terms,
+    /// A streamed answer, or a whole one the client gets written anew.
     gathered: Gathered,
-    /// Who answered and at what price.
-    origin: Option<(Option<String>, Option<String>, Option<Price>)>,
+    /// A whole answer passed on as the upstream wrote it, if it finished: its body and usage,
+    /// all that storing it needs (what a hit needs of the rest is read from the body then).
+    written: Option<(Bytes, Option<Usage>)>,
+    origin: Origin,
+}
+
+/// Who answered a call, and at what price.
+#[derive(Default)]
+struct Origin {
+    provider: Option<Arc<str>>,
+    upstream_model: Option<String>,
+    price: Option<Price>,
 }
 
 impl Stage for Fill {
@@ -292,11 +305,11 @@ impl Stage for Fill {
     }
 
     fn routed(&mut self, route: &Route<'_>) {
-        self.origin = Some((
-            route.provider.map(|p| p.to_string()),
-            route.upstream_model.map(str::to_owned),
-            route.price,
-        ));
+        self.origin = Origin {
+            provider: route.provider.cloned(),
+            upstream_model: route.upstream_model.map(str::to_owned),
+            price: route.price,
+        };
     }
 
     fn chunk(&mut self, chunk: &mut ChatChunk) {
@@ -304,21 +317,35 @@ impl Stage for Fill {
     }
 
     fn complete(&mut self, answer: &mut ChatResponse) {
-        self.gathered.complete(answer);
+        match &answer.raw {
+            // Read in outline: its content is checked at a hit.
+            Some(body) => {
+                self.written = finished(answer).then(|| (body.clone(), answer.usage));
+            }
+            None => self.gathered.complete(answer),
+        }
     }
 
     fn end(&mut self, outcome: Outcome<'_>) {
         if !matches!(outcome, Outcome::Complete) {
             return;
         }
-        // An answer kept as written was read in outline: its content is checked at a hit.
-        let Some(answer) = self.gathered.take().filter(|answer| match answer.raw {
-            Some(_) => finished(answer),
-            None => storable(answer),
-        }) else {
+        let answer = match self.written.take() {
+            Some((body, usage)) => Some(ChatResponse {
+                usage,
+                raw: Some(body),
+                ..ChatResponse::default()
+            }),
+            None => self.gathered.take().filter(storable),
+        };
+        let Some(answer) = answer else {
             return;
         };
-        let (provider, upstream_model, price) = self.origin.take().unwrap_or_default();
+        let Origin {
+            provider,
+            upstream_model,
+            price,
+        } = std::mem::take(&mut self.origin);
         let cost = match (price, &answer.usage) {
             (Some(price), Some(usage)) => pricing::nanos(price.cost(usage)),
             _ => 0,

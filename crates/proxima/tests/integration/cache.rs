@@ -486,6 +486,15 @@ async fn a_hit_has_its_ledger_row_costs_nothing_and_counts_one_request_toward_rp
     assert_eq!(hit_row["cost_usd"], 0.0);
     assert_eq!(hit_row["saved_usd"].as_f64(), Some(cost));
     assert_eq!(hit_row["attempts"], 0);
+    // Who made the answer, as stored with it.
+    assert_eq!(
+        (
+            hit_row["provider"].as_str(),
+            hit_row["upstream_model"].as_str()
+        ),
+        (Some("up"), Some("gpt-upstream")),
+        "{hit_row}"
+    );
     assert_eq!(
         (
             hit_row["input_tokens"].as_i64(),
