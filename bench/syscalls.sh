@@ -13,6 +13,8 @@
 #              where bench/instructions.sh counts only user-space instructions
 #   NUMBERED=1  numbered bodies as FEATURES=cache sends, without the cache: what a miss is
 #              compared with (bench/features.sh, numbered_bodies)
+#   KEYS=1     a virtual key with rpm, tpm and a daily budget, in a team with its own, as
+#              bench/run.sh's KEYS=1 (default: no keys)
 #   EXTRA_EVENTS=a,b  more perf events to count (syscalls:sys_enter_futex, say)
 #   PERF_RECORD=FILE  also samples the gateway's CPU (user and kernel) over the counted load,
 #              for `perf report -i FILE`: where CPU time goes that instructions do not show;
@@ -32,8 +34,12 @@ STREAMED=false
 [ "${STREAM:-0}" = 1 ] && STREAMED=true
 
 PORT="$(free_port)"
-printf '[server]\nlisten = "127.0.0.1:%s"\n[storage]\ndatabase = "sqlite://%s/ledger.db"\n' \
-    "$PORT" "$WORK" >"$WORK/proxima.toml"
+MASTER_KEY="bench-master-key"
+{
+    printf '[server]\nlisten = "127.0.0.1:%s"\n' "$PORT"
+    [ "${KEYS:-0}" = 1 ] && printf 'master_key = "%s"\n' "$MASTER_KEY"
+    printf '[storage]\ndatabase = "sqlite://%s/ledger.db"\n' "$WORK"
+} >"$WORK/proxima.toml"
 printf '[providers.up]\nkind = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\n' \
     "$MOCK_PORT" >>"$WORK/proxima.toml"
 printf '[models.bench]\ntargets = [{ provider = "up", model = "bench-upstream" }]\n' \
@@ -43,6 +49,18 @@ taskset -c 0 "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/proxima.log"
 GATEWAY=$!
 PIDS+=("$GATEWAY")
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.1; done
+AUTH=()
+if [ "${KEYS:-0}" = 1 ]; then
+    admin() {
+        curl -sf -H "authorization: Bearer $MASTER_KEY" -H 'content-type: application/json' \
+            "http://127.0.0.1:$PORT/admin/$1" -d "$2"
+    }
+    limits='"rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}'
+    admin teams "{\"name\":\"bench-team\",$limits}" >/dev/null
+    KEY="$(admin keys "{\"name\":\"bench\",\"team\":\"bench-team\",$limits}" |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
+    AUTH=(-H "authorization: Bearer $KEY")
+fi
 
 # 28 words: the mock echoes one event per word, plus the role and the end.
 words="one two three four five six seven eight nine ten eleven twelve thirteen fourteen"
@@ -57,7 +75,7 @@ if numbered_bodies; then
 fi
 load() { # requests
     taskset -c 1 oha --no-tui -n "$1" -c "${CONCURRENCY:-32}" -m POST -H 'content-type: application/json' \
-        "${BODY[@]}" "http://127.0.0.1:$PORT/v1/chat/completions"
+        "${AUTH[@]}" "${BODY[@]}" "http://127.0.0.1:$PORT/v1/chat/completions"
 }
 load 3000 >/dev/null
 
@@ -91,7 +109,7 @@ sleep 1
 cached && cache_verdicts "$WORK/ledger.db"
 
 hz="$(getconf CLK_TCK)"
-echo "$(basename "$PROXIMA"), stream=$STREAMED${FEATURES:+, $FEATURES}, $N requests: $(grep -E 'Requests/sec' "$WORK/oha.txt" | tr -s ' ')"
+echo "$(basename "$PROXIMA"), stream=$STREAMED${FEATURES:+, $FEATURES}$([ "${KEYS:-0}" = 1 ] && echo ", a virtual key"), $N requests: $(grep -E 'Requests/sec' "$WORK/oha.txt" | tr -s ' ')"
 awk -v u=$((user1 - user0)) -v s=$((sys1 - sys0)) -v hz="$hz" -v n="$N" \
     'BEGIN { printf "  CPU per request: user %.1f µs, system %.1f µs\n", u / hz / n * 1e6, s / hz / n * 1e6 }'
 [ -z "$PERF" ] || awk -F, -v n="$N" '
