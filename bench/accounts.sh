@@ -3,7 +3,7 @@
 # (so machine noise hits all alike). Every gateway below writes the usage ledger (SQLite).
 #   core       no keys: anonymous caller, no limits                     (the baseline)
 #   accounts   a virtual key (from the admin API) with rpm, tpm and a daily budget, in a team
-#              with its own rpm and budget, on a model with its own rpm/tpm — local counters
+#              with its own rpm, tpm and budget, on a model with its own rpm/tpm — local counters
 #   redis      the same, with the counters in Redis (one script per check)
 #   before     optional: BASELINE_BIN=path/to/old/proxima, the gateway before issue 5, same config
 #              as `core` (its config has no [storage])
@@ -33,15 +33,6 @@ stop_all_gateways() { for pid in "${PIDS[@]:1}"; do kill "$pid" 2>/dev/null || t
 # Generous limits: the point is the cost of checking them, not refusals.
 LIMITS='rpm = 100000000
 tpm = 100000000000'
-make_key() { # port -> secret
-    curl -sf -H "authorization: Bearer $MASTER" -H 'content-type: application/json' \
-        "http://127.0.0.1:$1/admin/teams" \
-        -d '{"name":"bench-team","rpm":100000000,"budget":{"usd":1000000,"period":"1d"}}' >/dev/null || true
-    curl -sf -H "authorization: Bearer $MASTER" -H 'content-type: application/json' \
-        "http://127.0.0.1:$1/admin/keys" \
-        -d '{"name":"bench","team":"bench-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])'
-}
 
 TEXT="Proxima benchmark request: a short user message of about one hundred and seventy characters, echoed back by the mock upstream so that the answer is a typical small reply."
 printf '{"model":"bench","messages":[{"role":"user","content":"%s"}]}' "$TEXT" >"$WORK/body.json"
@@ -76,8 +67,8 @@ redis = \"$REDIS_URL\"
 config before "$PORT" "" ""
 
 # Keys are made once per database; each round restarts the gateways on the same files.
-start accounts "$PORT" "$BIN/proxima"; KEY_ACCOUNTS="$(make_key "$PORT")"; stop_all_gateways
-start redis "$PORT" "$BIN/proxima"; KEY_REDIS="$(make_key "$PORT")"; stop_all_gateways
+start accounts "$PORT" "$BIN/proxima"; KEY_ACCOUNTS="$(bench_key "$PORT" "$MASTER")"; stop_all_gateways
+start redis "$PORT" "$BIN/proxima"; KEY_REDIS="$(bench_key "$PORT" "$MASTER")"; stop_all_gateways
 
 measure() { # name binary [key]
     start "$1" "$PORT" "$2"

@@ -4,8 +4,8 @@
 # (c=16) against mock-upstream; every thread counts (the ledger writer and SQLite's included).
 #   bench/instructions.sh core|accounts [PROXIMA_BINARY]
 #     core      no keys (anonymous caller), ledger on (SQLite)
-#     accounts  a virtual key with rpm, tpm and a daily budget, in a team with its own rpm and
-#               budget, on a model with rpm/tpm; ledger on
+#     accounts  a virtual key with rpm, tpm and a daily budget, in a team with its own rpm, tpm
+#               and budget, on a model with rpm/tpm; ledger on
 #     redis     as accounts, with the counters in Redis (REDIS_URL, default redis://127.0.0.1:6379)
 #     before    the config `core` uses, without [storage], for a gateway older than issue 5
 # Binaries from ${CARGO_TARGET_DIR:-target}/release unless PROXIMA_BINARY is given.
@@ -18,6 +18,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=bench/features.sh
 source bench/features.sh
+# shellcheck source=bench/keys.sh
+source bench/keys.sh
 MODE="${1:-core}"
 BIN="${CARGO_TARGET_DIR:-target}/release"
 PROXIMA="${2:-$BIN/proxima}"
@@ -53,11 +55,7 @@ if [ "$MODE" = accounts ] || [ "$MODE" = redis ]; then
 fi
 AUTH=()
 if [ "$MODE" = accounts ] || [ "$MODE" = redis ]; then
-    admin() { curl -sf -H 'authorization: Bearer bench-master-key' -H 'content-type: application/json' "http://127.0.0.1:$PORT/admin/$1" -d "$2"; }
-    admin teams '{"name":"bench-team","rpm":100000000,"budget":{"usd":1000000,"period":"1d"}}' >/dev/null
-    KEY="$(admin keys '{"name":"bench","team":"bench-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-    AUTH=(-H "authorization: Bearer $KEY")
+    AUTH=(-H "authorization: Bearer $(bench_key "$PORT" bench-master-key)")
 fi
 TEXT="Proxima benchmark request: a short user message of about one hundred and seventy characters, echoed back by the mock upstream so that the answer is a typical small reply."
 STREAM_FIELD=""

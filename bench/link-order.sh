@@ -40,10 +40,7 @@ profile() {
     for _ in $(seq 1 300); do curl -s -o /dev/null "http://127.0.0.1:$port/health/live" && break; sleep 0.2; done
     if [ "$mode" = accounts ]; then
         for _ in $(seq 1 600); do grep -q "tokenizer loaded" "$WORK/$mode.log" && break; sleep 0.2; done
-        admin() { curl -sf -H 'authorization: Bearer link-order-master-key' -H 'content-type: application/json' "http://127.0.0.1:$port/admin/$1" -d "$2"; }
-        admin teams '{"name":"order-team","rpm":100000000,"budget":{"usd":1000000,"period":"1d"}}' >/dev/null
-        auth=(-H "authorization: Bearer $(admin keys '{"name":"order","team":"order-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' |
-            python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')")
+        auth=(-H "authorization: Bearer $(bench_key "$port" link-order-master-key)")
     fi
     # What the start ran goes in a file of its own (MODE.out.1), the requests in MODE.out.
     callgrind_control -d "$pid" >/dev/null 2>&1

@@ -126,6 +126,8 @@ grep -q '^listening on' "$WORK/mock.out" || die "mock-upstream did not start: $(
 
 # shellcheck source=bench/nginx.sh
 source "$ROOT/bench/nginx.sh"
+# shellcheck source=bench/keys.sh
+source "$ROOT/bench/keys.sh"
 NGINX_PORT="$(free_port)"
 nginx_conf "$NGINX_PORT" on >"$WORK/nginx.conf"
 taskset -c "$GW_CORE" "$NGINX" -p "$WORK/nginx" -c "$WORK/nginx.conf" >"$WORK/nginx.out" 2>&1 &
@@ -154,14 +156,7 @@ NGINX_PIDS="$NGINX_PID $(pgrep -P "$NGINX_PID" | xargs)"
 AUTH=()
 CALLER_NOTE="anonymous caller (no keys)"
 if [ "${KEYS:-1}" = 1 ]; then
-    admin() {
-        curl -sf -H "authorization: Bearer $MASTER_KEY" -H 'content-type: application/json' \
-            "http://127.0.0.1:$GW_PORT/admin/$1" -d "$2"
-    }
-    admin teams '{"name":"bench-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' >/dev/null ||
-        die "cannot create the bench team"
-    KEY="$(admin keys '{"name":"bench","team":"bench-team","rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}}' |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')" || die "cannot create the bench key"
+    KEY="$(bench_key "$GW_PORT" "$MASTER_KEY")" || die "cannot create the bench key"
     AUTH=(-H "authorization: Bearer $KEY")
     CALLER_NOTE="a virtual key with rpm, tpm and a daily budget, in a team with its own rpm, tpm and budget"
 fi

@@ -51,15 +51,7 @@ PIDS+=("$GATEWAY")
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$PORT/health/live" && break; sleep 0.1; done
 AUTH=()
 if [ "${KEYS:-0}" = 1 ]; then
-    admin() {
-        curl -sf -H "authorization: Bearer $MASTER_KEY" -H 'content-type: application/json' \
-            "http://127.0.0.1:$PORT/admin/$1" -d "$2"
-    }
-    limits='"rpm":100000000,"tpm":100000000000,"budget":{"usd":1000000,"period":"1d"}'
-    admin teams "{\"name\":\"bench-team\",$limits}" >/dev/null
-    KEY="$(admin keys "{\"name\":\"bench\",\"team\":\"bench-team\",$limits}" |
-        python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')"
-    AUTH=(-H "authorization: Bearer $KEY")
+    AUTH=(-H "authorization: Bearer $(bench_key "$PORT" "$MASTER_KEY")")
 fi
 
 # 28 words: the mock echoes one event per word, plus the role and the end.
