@@ -14,6 +14,11 @@
 # once unless EVENT_GAP=DURATION spaces them as a model writes tokens (EVENT_GAP=5ms, say).
 # FEATURES=a,b,... switches features on over the mode's config (bench/features.sh).
 # NUMBERED=1 sends FEATURES=cache's numbered bodies without the cache: what a miss is compared with.
+# CONCURRENCY=16 connections oha keeps busy.
+# CACHE_SIM=1 also simulates the data and instruction caches of one core (32 KiB L1, and a 1 MiB
+# L2 as the last level: on a shared host the L3 is other tenants' too) and prints misses per
+# request: how much of what a request touches has left the caches since, which grows with the
+# requests in flight and which instructions do not show.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=bench/features.sh
@@ -43,7 +48,9 @@ PIDS+=($!)
     [ "$MODE" = accounts ] || [ "$MODE" = redis ] && printf 'rpm = 100000000\ntpm = 100000000000\n'
     feature_toml
 } >"$WORK/proxima.toml"
-valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.%p.out" \
+SIM=()
+[ "${CACHE_SIM:-0}" = 1 ] && SIM=(--cache-sim=yes --D1=32768,8,64 --I1=32768,8,64 --LL=1048576,8,64)
+valgrind --tool=callgrind "${SIM[@]}" --callgrind-out-file="$WORK/cg.%p.out" \
     "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/cg.log" 2>&1 &
 CG_PID=$!
 PIDS+=("$CG_PID")
@@ -68,7 +75,7 @@ else
     printf '{"model":"bench","messages":[{"role":"user","content":"%s"}]%s}' "$TEXT" "$STREAM_FIELD" >"$WORK/body.json"
     BODY=(-D "$WORK/body.json")
 fi
-load() { oha --no-tui -m POST -H 'content-type: application/json' "${AUTH[@]}" "${BODY[@]}" -n "$1" -c 16 "$URL" 2>&1; }
+load() { oha --no-tui -m POST -H 'content-type: application/json' "${AUTH[@]}" "${BODY[@]}" -n "$1" -c "${CONCURRENCY:-16}" "$URL" 2>&1; }
 load 300 >/dev/null
 callgrind_control -z "$CG_PID" >/dev/null
 # The status line, `[200] N responses`: not a histogram line such as `1.2 ms [200] |■■`, whose
@@ -80,4 +87,15 @@ sleep 1
 IR="$(grep -hE '^(summary|totals):' "$WORK"/cg."$CG_PID".out.1 | head -1 | awk '{print $2}')"
 cached && cache_verdicts "$WORK/ledger.db"
 [ -n "${KEEP_PROFILE:-}" ] && cp "$WORK"/cg."$CG_PID".out.1 "$KEEP_PROFILE"
-echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed')${EVENT_GAP:+, events $EVENT_GAP apart}${FEATURES:+, $FEATURES}: $((IR / OK)) instructions per request ($OK answered)"
+echo "$MODE$([ "${STREAM:-0}" = 1 ] && echo ', streamed')${EVENT_GAP:+, events $EVENT_GAP apart}${FEATURES:+, $FEATURES}${CONCURRENCY:+, c=$CONCURRENCY}: $((IR / OK)) instructions per request ($OK answered)"
+if [ "${CACHE_SIM:-0}" = 1 ]; then
+    # The events line names the summary's columns: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw.
+    awk -v n="$OK" '
+        /^events:/ { for (i = 2; i <= NF; i++) col[$i] = i - 1 }
+        /^(summary|totals):/ && !done {
+            done = 1
+            printf "  per request: L1 data misses %.0f, L2 data misses %.0f, L1 instruction misses %.0f, L2 instruction misses %.0f\n",
+                ($(col["D1mr"] + 1) + $(col["D1mw"] + 1)) / n, ($(col["DLmr"] + 1) + $(col["DLmw"] + 1)) / n,
+                $(col["I1mr"] + 1) / n, $(col["ILmr"] + 1) / n
+        }' "$WORK"/cg."$CG_PID".out.1
+fi
