@@ -182,7 +182,8 @@ impl Cache {
     pub async fn get(&self, key: &Digest, ttl: i64) -> Option<Entry> {
         let now = now_ms();
         let entry = match self.shared() {
-            Some((conn, prefix)) => remote::get(conn, prefix, key).await,
+            // Boxed: unboxed, a round trip's future would take room in every call's future.
+            Some((conn, prefix)) => Box::pin(remote::get(conn, prefix, key)).await,
             None => self.memory.get(key),
         }?;
         (entry.stored_at + ttl > now).then_some(entry)

@@ -257,67 +257,74 @@ pub fn chat(
     Box::pin(serve_chat(cx, req, directives))
 }
 
-async fn serve_chat(
+/// Not an `async fn`: one keeps its arguments twice, as arguments and again as the body's
+/// locals (720 bytes of a future that is copied into its box on every call).
+#[allow(clippy::manual_async_fn)]
+fn serve_chat(
     cx: &Arc<RequestContext>,
     req: ChatRequest,
     directives: Directives,
-) -> Routed<ChatOutput> {
-    let mut exchange = match admit::admit(
-        cx,
-        &req.model,
-        req.user.as_deref(),
-        req.stream,
-        Operation::Chat,
-        directives.tags,
-    ) {
-        Ok(exchange) => exchange,
-        Err(e) => return route::not_routed(e),
-    };
-    for stage in directives.stages {
-        exchange.stages.push_boxed(stage);
-    }
-    let prepared = match prepare::chat(
-        &mut exchange,
-        cx,
-        req,
-        directives.conversation,
-        directives.retrieval,
-        directives.body,
-    )
-    .await
-    {
-        Ok(prepared) => prepared,
-        Err(e) => return exchange.refuse(e),
-    };
-    if let Some(hit) = cache::lookup(&mut exchange, cx, &prepared.request, directives.cache).await {
-        if let Err(e) = limit::charge_cached(&mut exchange).await {
+) -> impl Future<Output = Routed<ChatOutput>> + Send + '_ {
+    async move {
+        let mut exchange = match admit::admit(
+            cx,
+            &req.model,
+            req.user.as_deref(),
+            req.stream,
+            Operation::Chat,
+            directives.tags,
+        ) {
+            Ok(exchange) => exchange,
+            Err(e) => return route::not_routed(e),
+        };
+        for stage in directives.stages {
+            exchange.stages.push_boxed(stage);
+        }
+        let prepared = match prepare::chat(
+            &mut exchange,
+            cx,
+            req,
+            directives.conversation,
+            directives.retrieval,
+            directives.body,
+        )
+        .await
+        {
+            Ok(prepared) => prepared,
+            Err(e) => return exchange.refuse(e),
+        };
+        if let Some(hit) =
+            cache::lookup(&mut exchange, cx, &prepared.request, directives.cache).await
+        {
+            if let Err(e) = limit::charge_cached(&mut exchange).await {
+                return exchange.refuse(e);
+            }
+            let routed = cache::answer(&mut exchange, hit, prepared.request.stream);
+            return finish::chat(exchange, routed);
+        }
+        if let Err(e) = limit::charge(&mut exchange, &prepared).await {
             return exchange.refuse(e);
         }
-        let routed = cache::answer(&mut exchange, hit, prepared.request.stream);
-        return finish::chat(exchange, routed);
+        let verbatim = match exchange.stages.reads() {
+            _ if !directives.verbatim => Verbatim::No,
+            finish::Reads::Outline => Verbatim::Outline,
+            finish::Reads::Whole => Verbatim::Whole,
+            finish::Reads::Changes => Verbatim::No,
+        };
+        let same_api = SameApi {
+            verbatim,
+            body: prepared.body.as_ref(),
+        };
+        // Boxed: the router's future is large, and the tracing wrappers move it.
+        let routing = Box::pin(route::chat(
+            &cx.gateway.router,
+            &exchange.resolved,
+            &prepared.request,
+            same_api,
+        ));
+        let routed = cx.traced(Operation::Chat, routing).await;
+        finish::chat(exchange, routed)
     }
-    if let Err(e) = limit::charge(&mut exchange, &prepared).await {
-        return exchange.refuse(e);
-    }
-    let verbatim = match exchange.stages.reads() {
-        _ if !directives.verbatim => Verbatim::No,
-        finish::Reads::Outline => Verbatim::Outline,
-        finish::Reads::Whole => Verbatim::Whole,
-        finish::Reads::Changes => Verbatim::No,
-    };
-    let same_api = SameApi {
-        verbatim,
-        body: prepared.body.as_ref(),
-    };
-    // Boxed: the router's future is large, and the tracing wrappers move it.
-    let routing = Box::pin(route::chat(
-        &cx.gateway.router,
-        &exchange.resolved,
-        &prepared.request,
-        same_api,
-    ));
-    let routed = cx.traced(Operation::Chat, routing).await;
-    finish::chat(exchange, routed)
 }
 
 /// Serves an embeddings call (boxed, as [`chat`] is: the cache and recall call it from inside

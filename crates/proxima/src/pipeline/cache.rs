@@ -147,19 +147,20 @@ pub async fn lookup(
         return Some(hit(exchange, entry, Verdict::Hit));
     } else {
         if let (Some(semantic), Some((partition, question))) = (&config.semantic, &digests.near) {
-            match crate::retrieval::embed(
+            // Boxed, as every wait here: unboxed, an embedding call's future would take room in
+            // every call's future, semantic cache or not.
+            let embedding = Box::pin(crate::retrieval::embed(
                 cx,
                 &semantic.embedding_model,
                 vec![question.clone()],
                 "cache",
-            )
-            .await
-            {
+            ));
+            match embedding.await {
                 Ok(mut vectors) if vectors.len() == 1 => {
                     let query = Near::new(*partition, vectors.remove(0));
-                    let found = cache
-                        .nearest(&query, semantic.threshold, terms.semantic_ttl)
-                        .await;
+                    let found =
+                        Box::pin(cache.nearest(&query, semantic.threshold, terms.semantic_ttl))
+                            .await;
                     if let Some((entry, _)) = found.filter(|(entry, _)| storable(&entry.answer)) {
                         return Some(hit(exchange, entry, Verdict::SemanticHit));
                     }

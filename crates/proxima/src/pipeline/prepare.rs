@@ -7,6 +7,7 @@
 //! Counting a long prompt's tokens is CPU work of about a millisecond per 10 KiB of new text:
 //! large prompts are counted on the blocking pool, never on the async workers.
 
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -112,30 +113,36 @@ impl<R: Measure> Prepared<R> {
 /// guardrails check the prompt so made, with the values the caller wrote; then the caller's
 /// PII policy applies to it ([`pii`]). The client's `body` is kept if none of this changed the
 /// request.
-pub async fn chat(
-    exchange: &mut Exchange<'_>,
-    cx: &Arc<RequestContext>,
+///
+/// Not an `async fn`: one keeps its arguments twice, as arguments and again as the body's
+/// locals, in a future that is part of every call's.
+#[allow(clippy::manual_async_fn)]
+pub fn chat<'a, 'e>(
+    exchange: &'a mut Exchange<'e>,
+    cx: &'a Arc<RequestContext>,
     req: ChatRequest,
     conversation: Option<String>,
     retrieval: Retrieval,
     body: Option<Bytes>,
-) -> Result<Prepared<ChatRequest>> {
-    let body = body.filter(|_| conversation.is_none() && retrieval.stores.is_empty());
-    // Boxed, and only for a call that has something to assemble: the future of every other
-    // call stays without the room assembly takes, and without copying it.
-    let prepared = if conversation.is_none() && retrieval.stores.is_empty() {
-        Prepared::new(req)
-    } else {
-        Box::pin(assemble(exchange, cx, req, conversation, retrieval)).await?
-    };
-    crate::guardrails::screen(exchange, &prepared.request).await?;
-    // Nothing else holds the request once it is assembled and screened: no copy is made.
-    let mut req = Arc::unwrap_or_clone(prepared.request);
-    let masked = pii::protect_chat(exchange, &mut req)?;
-    Ok(Prepared {
-        request: Arc::new(req),
-        body: body.filter(|_| !masked),
-    })
+) -> impl Future<Output = Result<Prepared<ChatRequest>>> + Send + use<'a, 'e> {
+    async move {
+        let body = body.filter(|_| conversation.is_none() && retrieval.stores.is_empty());
+        // Boxed, and only for a call that has something to assemble: the future of every other
+        // call stays without the room assembly takes, and without copying it.
+        let prepared = if conversation.is_none() && retrieval.stores.is_empty() {
+            Prepared::new(req)
+        } else {
+            Box::pin(assemble(exchange, cx, req, conversation, retrieval)).await?
+        };
+        crate::guardrails::screen(exchange, &prepared.request).await?;
+        // Nothing else holds the request once it is assembled and screened: no copy is made.
+        let mut req = Arc::unwrap_or_clone(prepared.request);
+        let masked = pii::protect_chat(exchange, &mut req)?;
+        Ok(Prepared {
+            request: Arc::new(req),
+            body: body.filter(|_| !masked),
+        })
+    }
 }
 
 /// The prompt with its conversation context and retrieved passages.

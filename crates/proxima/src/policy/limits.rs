@@ -276,8 +276,10 @@ impl Limiter {
         if let Some(take) = takes.iter().find(|take| take.need > take.cap) {
             return Err(never_passes(take));
         }
+        // What waits on Redis or the database is boxed, here and in `reserve`: unboxed, its
+        // future would take room in every call's future, which counters in memory never need.
         let (outcome, backend) = match self.inner.redis() {
-            Some(remote) => match remote.acquire(&takes).await {
+            Some(remote) => match Box::pin(remote.acquire(&takes)).await {
                 Ok(outcome) => (outcome, Backend::Redis),
                 Err(reason) => {
                     self.inner.redis_failed(reason);
@@ -325,7 +327,7 @@ impl Limiter {
             })
             .collect();
         if let Some(remote) = self.inner.redis() {
-            match self.reserve_remote(remote, &keys, max_cost).await {
+            match Box::pin(self.reserve_remote(remote, &keys, max_cost)).await {
                 Ok(result) => return result,
                 Err(reason) => self.inner.redis_failed(reason),
             }
@@ -341,10 +343,7 @@ impl Limiter {
                     reserved,
                 } => return Err(budget_refusal(&keys[index], spent, reserved, max_cost, now)),
                 LocalReserve::Unseeded(index) => {
-                    self.inner
-                        .local
-                        .seed(&keys[index], &self.inner.spend, now)
-                        .await?;
+                    Box::pin(self.inner.local.seed(&keys[index], &self.inner.spend, now)).await?;
                 }
             }
         }

@@ -32,10 +32,12 @@ pub async fn chat_completions(
 ) -> Response {
     let (headers, body) = headers_and_body(request);
     let limit = cx.gateway.config.server.max_body_bytes;
-    let read = read_body(body, limit)
+    // Matched as it is made, with no binding of its own: one would keep the parsed request's
+    // room (512 bytes) in this future, which axum boxes, for as long as the call runs.
+    let (req, body) = match read_body(body, limit)
         .await
-        .and_then(|body| Ok((parse_json::<ChatCompletionRequest>(&body)?, body)));
-    let (req, body) = match read {
+        .and_then(|body| Ok((parse_json::<ChatCompletionRequest>(&body)?, body)))
+    {
         Ok(read) => read,
         Err(e) => return e.into_response(API),
     };
