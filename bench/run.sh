@@ -202,12 +202,13 @@ log "request $REQ_BYTES B; answer $RESP_DIRECT B direct / $RESP_PROXIMA B throug
 
 # ---------------------------------------------------------------- measuring helpers
 CLK_TCK="$(getconf CLK_TCK)"
-cpu_ticks() { # pids... -> their utime+stime summed, in clock ticks (fields 14 and 15)
-    local pid total=0
+cpu_ticks() { # pids... -> their utime and stime summed, in clock ticks (fields 14 and 15)
+    local pid user=0 system=0 times
     for pid in "$@"; do
-        total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat")))
+        read -ra times < <(awk '{ sub(/.*\) /, ""); print $12, $13 }' "/proc/$pid/stat")
+        user=$((user + times[0])); system=$((system + times[1]))
     done
-    echo "$total"
+    echo "$user $system"
 }
 core_busy() { # core -> busy ticks (user+nice+system+irq+softirq) of that core
     awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 }' /proc/stat
@@ -262,11 +263,12 @@ run_oha() {
     local pids gw0 gw1 core0 core1
     # shellcheck disable=SC2207
     pids=($(side_pids "$side"))
-    gw0="$(cpu_ticks "${pids[@]}")"; core0="$(core_busy "$GW_CORE")"
+    read -ra gw0 < <(cpu_ticks "${pids[@]}"); core0="$(core_busy "$GW_CORE")"
     taskset -c "$LOAD_CORE" oha --no-tui "${OHA_JSON[@]}" -m POST -H 'content-type: application/json' \
         "${AUTH[@]}" -D "$WORK/$body" "$@" "$(side_url "$side")" >"$WORK/$name.json"
-    gw1="$(cpu_ticks "${pids[@]}")"; core1="$(core_busy "$GW_CORE")"
-    echo "$((gw1 - gw0)) $((core1 - core0))" >"$WORK/$name.cpu"
+    read -ra gw1 < <(cpu_ticks "${pids[@]}"); core1="$(core_busy "$GW_CORE")"
+    local user=$((gw1[0] - gw0[0])) system=$((gw1[1] - gw0[1]))
+    echo "$((user + system)) $((core1 - core0)) $user $system" >"$WORK/$name.cpu"
     python3 - "$WORK/$name.json" "$name" <<'PY' >&2
 import json, sys
 r = json.load(open(sys.argv[1]))
@@ -406,9 +408,15 @@ def oha(name):
 
 def cpu_per_request(name):
     """The side's CPU per answered request (µs), and the other work on its core (s)."""
-    gw, core = map(int, open(f"{work}/{name}.cpu").read().split())
+    gw, core, _, _ = map(int, open(f"{work}/{name}.cpu").read().split())
     ok = oha(name)["ok"]
     return (gw / clk * 1e6 / ok if ok else float("nan")), max(core - gw, 0) / clk
+
+def split(name):
+    """The side's CPU per answered request as user and system time (µs): the kernel's share."""
+    _, _, user, system = map(int, open(f"{work}/{name}.cpu").read().split())
+    ok = oha(name)["ok"] or float("nan")
+    return f"user {user / clk * 1e6 / ok:.1f} + system {system / clk * 1e6 / ok:.1f} µs"
 
 def ratio(a, b):
     return f"{a / b:.2f}×" if b else "n/a"
@@ -425,14 +433,15 @@ for c in conc:
     rows.append(f"| &nbsp;&nbsp;latency p50 / p99 at c={c} | {us(d['p50'])} / {us(d['p99'])} | {us(n['p50'])} / {us(n['p99'])} | {us(p['p50'])} / {us(p['p99'])} | {ratio(p['p50'], n['p50'])} / {ratio(p['p99'], n['p99'])} |")
     (ncpu, nother), (pcpu, pother) = cpu_per_request(f"tp_nginx_c{c}"), cpu_per_request(f"tp_proxima_c{c}")
     rows.append(f"| &nbsp;&nbsp;**CPU per request** at c={c} | – | {ncpu:.1f} µs | {pcpu:.1f} µs | **{ratio(pcpu, ncpu)}** |")
-    notes.append(f"c={c}: other work on core $GW_CORE during the runs: nginx {nother:.2f} s, proxima {pother:.2f} s; "
+    notes.append(f"c={c}: CPU per request nginx {split(f'tp_nginx_c{c}')}, proxima {split(f'tp_proxima_c{c}')}; "
+                 f"other work on core $GW_CORE during the runs: nginx {nother:.2f} s, proxima {pother:.2f} s; "
                  f"errors/non-200: direct {d['bad']}, nginx {n['bad']}, proxima {p['bad']}")
 
 d, n, p = (oha(f"stp_{s}") for s in ("direct", "nginx", "proxima"))
 (ncpu, _), (pcpu, _) = cpu_per_request("stp_nginx"), cpu_per_request("stp_proxima")
 rows.append(f"| streamed ($STREAM_EVENTS events), c=$STREAM_C (req/s) | {d['rps']:,.0f} | {n['rps']:,.0f} | {p['rps']:,.0f} | {ratio(p['rps'], n['rps'])} |")
 rows.append(f"| &nbsp;&nbsp;**CPU per streamed request** | – | {ncpu:.1f} µs | {pcpu:.1f} µs | **{ratio(pcpu, ncpu)}** |")
-notes.append(f"streamed throughput: errors/non-200: direct {d['bad']}, nginx {n['bad']}, proxima {p['bad']}")
+notes.append(f"streamed throughput: CPU per request nginx {split('stp_nginx')}, proxima {split('stp_proxima')}; errors/non-200: direct {d['bad']}, nginx {n['bad']}, proxima {p['bad']}")
 
 for q in rates:
     d, n, p = (oha(f"rate_{s}_q{q}") for s in ("direct", "nginx", "proxima"))

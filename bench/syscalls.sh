@@ -20,7 +20,8 @@
 #              for `perf report -i FILE`: where CPU time goes that instructions do not show;
 #              with PERF_GRAPH=1 the call stacks too (DWARF), for `perf report --children`: the
 #              share of the gateway's CPU under a function, which machine load moves less than
-#              CPU time
+#              CPU time; PERF_GRAPH=fp records frame-pointer stacks instead, complete in the
+#              kernel (which thread wakes whom, what a write costs) at a fraction of the size
 # Builds the release binaries unless SKIP_BUILD=1.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -87,6 +88,7 @@ RECORD=""
 if [ -n "${PERF_RECORD:-}" ]; then
     graph=()
     [ "${PERF_GRAPH:-0}" = 1 ] && graph=(--call-graph dwarf,16384)
+    [ "${PERF_GRAPH:-0}" = fp ] && graph=(-g)
     perf record -q -F 4999 "${graph[@]}" -p "$GATEWAY" -o "$PERF_RECORD" &
     RECORD=$!
     sleep 0.3
