@@ -23,7 +23,7 @@ use proxima::store::Store;
 /// The gateway's allocator, so that a turn costs what it costs in the gateway (SQLite's own
 /// allocations included: they go through the system's malloc in both).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: proxima::allocator::MiMalloc = proxima::allocator::MiMalloc;
 
 const TOPICS: &[&str] = &[
     "weather",

@@ -17,7 +17,7 @@ use proxima::providers::local::{Embedder, BATCH};
 
 /// The allocator of the `proxima` binary, so that the model's large buffers cost the same.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: proxima::allocator::MiMalloc = proxima::allocator::MiMalloc;
 
 const WORDS: &[&str] = &[
     "the",

@@ -25,7 +25,7 @@ use proxima::store::{hex, IndexedFile};
 
 /// The gateway's allocator, so that memory is measured as the gateway would hold it.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: proxima::allocator::MiMalloc = proxima::allocator::MiMalloc;
 
 /// Chunks each ranking hands to the fusion: what a search for up to 12 results uses.
 const DEPTH: usize = 50;

@@ -6,6 +6,8 @@
 //! adapter per upstream API) → back. [`config`] and [`gateway`] build the whole from a file;
 //! [`ui`] is the admin web UI.
 
+#[allow(unsafe_code)]
+pub mod allocator;
 pub mod audit;
 pub mod cache;
 pub mod canonical;

@@ -4,7 +4,7 @@
 /// (headers, JSON values, strings), and glibc's malloc spent about a sixth of the gateway's
 /// instructions on them.
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: proxima::allocator::MiMalloc = proxima::allocator::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     proxima::cli::main()
