@@ -82,6 +82,7 @@ mod conversations;
 mod files;
 mod keys;
 mod ledger;
+mod ledger_writer;
 mod migrations;
 mod prompts;
 mod rollups;
@@ -157,10 +158,11 @@ pub(crate) fn value_rows(backend: Backend, rows: usize, width: usize) -> String 
 pub(crate) enum Pool {
     Sqlite {
         pool: SqlitePool,
-        /// On a SQLite file, one connection of its own for the ledger's batch inserts: its
-        /// few insert statements stay prepared on it, and the writes queue on it in order
-        /// instead of taking turns at the file's write lock with the pool's connections.
-        ledger: Option<SqlitePool>,
+        /// On a SQLite file, one connection of its own for the ledger's batch inserts, on its
+        /// own thread ([`ledger_writer`]): its few insert statements stay prepared on it, and
+        /// the writes queue on it in order instead of taking turns at the file's write lock
+        /// with the pool's connections.
+        ledger: Option<ledger_writer::LedgerWriter>,
     },
     Postgres(PgPool),
 }
@@ -191,17 +193,7 @@ impl Store {
             let ledger = if memory {
                 None
             } else {
-                Some(
-                    pool_options(false)
-                        .max_connections(1)
-                        // 512 KiB of page cache, not the 8 MiB of the shared pool's connections
-                        // nor SQLite's default 2 MB: an appending writer's cache fills with
-                        // pages of rows it wrote and never reads back, and its inserts touch
-                        // only the right edge of one tree (ids begin with the time).
-                        .connect_with(options.pragma("cache_size", "-512"))
-                        .await
-                        .map_err(open_error)?,
-                )
+                Some(ledger_writer::LedgerWriter::open(options.get_filename()).await?)
             };
             Pool::Sqlite { pool, ledger }
         } else {

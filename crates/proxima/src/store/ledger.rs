@@ -99,7 +99,7 @@ const COLUMNS: &str = "id, request_id, at, key_id, key_name, team, end_user, mod
     status, error_code, cache, saved_nanos, attempts, stream, metadata";
 const COLUMN_COUNT: usize = 23;
 /// Rows per INSERT statement: a batch is written in statements of these sizes, largest first.
-const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
+pub(super) const INSERT_SIZES: [usize; 4] = [64, 16, 4, 1];
 
 fn row_from(row: &impl Row) -> Result<LedgerRow> {
     Ok(LedgerRow {
@@ -211,7 +211,7 @@ pub struct LogFilter {
 pub type LogPage = Page<LedgerRow>;
 
 /// The INSERT of `INSERT_SIZES[index]` rows on `backend`, built once.
-fn insert_sql(backend: Backend, index: usize) -> &'static str {
+pub(super) fn insert_sql(backend: Backend, index: usize) -> &'static str {
     static SQL: OnceLock<[[String; INSERT_SIZES.len()]; 2]> = OnceLock::new();
     let all = SQL.get_or_init(|| {
         [Backend::Sqlite, Backend::Postgres].map(|backend| {
@@ -231,13 +231,13 @@ fn insert_sql(backend: Backend, index: usize) -> &'static str {
 }
 
 /// One value of a ledger row, as bound to an insert.
-enum Value<'a> {
+pub(super) enum Value<'a> {
     Text(Option<&'a Arc<str>>),
     Int(Option<i64>),
 }
 
 /// A row's values in the order of [`COLUMNS`].
-fn values(r: &LedgerRow) -> [Value<'_>; COLUMN_COUNT] {
+pub(super) fn values(r: &LedgerRow) -> [Value<'_>; COLUMN_COUNT] {
     use Value::{Int, Text};
     [
         Text(Some(&r.id)),
@@ -268,7 +268,7 @@ fn values(r: &LedgerRow) -> [Value<'_>; COLUMN_COUNT] {
 
 /// `rows` cut into statements of the fixed sizes (largest first), each with its size's index:
 /// the databases keep each statement prepared instead of parsing a new text per batch size.
-fn insert_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = (usize, &[LedgerRow])> {
+pub(super) fn insert_chunks(rows: &[LedgerRow]) -> impl Iterator<Item = (usize, &[LedgerRow])> {
     let mut rest = rows;
     std::iter::from_fn(move || {
         let (index, size) = INSERT_SIZES
@@ -333,9 +333,11 @@ impl Store {
     /// Writes `rows` in one transaction; rows already there are skipped.
     pub async fn insert_usage(&self, rows: &[LedgerRow]) -> Result<()> {
         match &self.pool {
-            Pool::Sqlite { pool, ledger } => {
-                insert_batch(ledger.as_ref().unwrap_or(pool), Backend::Sqlite, rows).await
-            }
+            Pool::Sqlite {
+                ledger: Some(writer),
+                ..
+            } => writer.insert(rows).await,
+            Pool::Sqlite { pool, ledger: None } => insert_batch(pool, Backend::Sqlite, rows).await,
             Pool::Postgres(pool) => insert_batch(pool, Backend::Postgres, rows).await,
         }
     }
@@ -545,6 +547,40 @@ pub(super) mod tests {
             .all(|id| id.starts_with(&id_floor(at)) && id.len() == 34));
         // A later millisecond sorts after, whatever the sequence says.
         assert!(ledger_id(at - 1) < ids[0] && ledger_id(at + 1) > ids[999]);
+    }
+
+    /// On a SQLite file the ledger's own writer takes the batch (`ledger_writer`): a batch is
+    /// one transaction across its statements, and a closed writer refuses.
+    #[tokio::test]
+    async fn a_sqlite_batch_that_fails_on_one_row_writes_none_of_them() {
+        let store = crate::store::testing::sqlite().await;
+        let Pool::Sqlite { pool, .. } = &store.pool else {
+            panic!("a SQLite store");
+        };
+        // Rows 0..36 go in by earlier statements of the batch (16 + 16 + 4) before the last
+        // one meets the refusal.
+        sqlx::query(
+            "CREATE TRIGGER refuse BEFORE INSERT ON usage_ledger WHEN NEW.request_id = 'req-38' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .execute(pool)
+        .await
+        .unwrap();
+        let rows: Vec<LedgerRow> = (0..40).map(|i| row(i, "k", None, "fast", 200)).collect();
+        let error = store.insert_usage(&rows).await.unwrap_err();
+        assert!(
+            error.message.contains("refused by the test"),
+            "{}",
+            error.message
+        );
+        assert_eq!(store.count_usage().await.unwrap(), 0);
+
+        store.insert_usage(&rows[..38]).await.unwrap();
+        assert_eq!(store.count_usage().await.unwrap(), 38);
+
+        store.close().await;
+        let error = store.insert_usage(&rows[39..]).await.unwrap_err();
+        assert!(error.message.contains("closed"), "{}", error.message);
     }
 
     on_both!(ledger_writes_once_and_reports, |store: Store| async move {
