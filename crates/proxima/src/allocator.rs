@@ -18,26 +18,33 @@ const PLAIN_ALIGN: usize = 8;
 /// benchmark examples' so that they measure what the gateway runs.
 pub struct MiMalloc;
 
+/// A new block for `layout` from `plain` (size) when its alignment allows, else from `aligned`
+/// (size, alignment).
+#[inline(always)]
+unsafe fn new_block(
+    layout: Layout,
+    plain: unsafe extern "C" fn(usize) -> *mut c_void,
+    aligned: unsafe extern "C" fn(usize, usize) -> *mut c_void,
+) -> *mut u8 {
+    if layout.align() <= PLAIN_ALIGN {
+        plain(layout.size()).cast()
+    } else {
+        aligned(layout.size(), layout.align()).cast()
+    }
+}
+
 // SAFETY: each call returns a block of mimalloc's of at least `size` bytes aligned to
 // `layout.align()` (the plain calls only when that is at most the 8 bytes of every block),
 // or null; `mi_free` and the reallocations take any block of mimalloc's.
 unsafe impl GlobalAlloc for MiMalloc {
     #[inline]
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= PLAIN_ALIGN {
-            mi::mi_malloc(layout.size()).cast()
-        } else {
-            mi::mi_malloc_aligned(layout.size(), layout.align()).cast()
-        }
+        new_block(layout, mi::mi_malloc, mi::mi_malloc_aligned)
     }
 
     #[inline]
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        if layout.align() <= PLAIN_ALIGN {
-            mi::mi_zalloc(layout.size()).cast()
-        } else {
-            mi::mi_zalloc_aligned(layout.size(), layout.align()).cast()
-        }
+        new_block(layout, mi::mi_zalloc, mi::mi_zalloc_aligned)
     }
 
     #[inline]
