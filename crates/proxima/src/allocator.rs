@@ -1,4 +1,4 @@
-//! The one place with `unsafe` code: the global allocator's four calls into mimalloc.
+//! The one place with `unsafe` code: the global allocator, four methods calling into mimalloc.
 //!
 //! The `mimalloc` crate's allocator asks for every block with `mi_malloc_aligned`, whose fast
 //! path takes only blocks up to 1 KiB; a larger one (a request's boxed futures, buffers) went
