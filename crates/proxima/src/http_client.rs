@@ -62,9 +62,9 @@ pub enum HttpError {
     /// Connecting to a plain-http upstream.
     Connect(connector::BoxError),
     /// Sending the request to a plain-http upstream or reading its response head.
-    Exchange(hyper::Error),
+    Exchange(std::io::Error),
     /// Reading the body.
-    Body(hyper::Error),
+    Body(connector::BoxError),
 }
 
 impl HttpError {
@@ -83,7 +83,8 @@ impl std::fmt::Display for HttpError {
         match self {
             HttpError::Request(e) => e.fmt(f),
             HttpError::Connect(e) => e.fmt(f),
-            HttpError::Exchange(e) | HttpError::Body(e) => e.fmt(f),
+            HttpError::Exchange(e) => e.fmt(f),
+            HttpError::Body(e) => e.fmt(f),
         }
     }
 }
@@ -94,7 +95,20 @@ impl std::error::Error for HttpError {
         match self {
             HttpError::Request(e) => e.source(),
             HttpError::Connect(e) => e.source(),
-            HttpError::Exchange(e) | HttpError::Body(e) => e.source(),
+            HttpError::Exchange(e) => e.source(),
+            HttpError::Body(e) => e.source(),
+        }
+    }
+}
+
+impl HttpError {
+    /// The failure itself, whose causes [`std::error::Error::source`] gives.
+    pub fn inner(&self) -> &(dyn std::error::Error + 'static) {
+        match self {
+            HttpError::Request(e) => e,
+            HttpError::Connect(e) => e.as_ref(),
+            HttpError::Exchange(e) => e,
+            HttpError::Body(e) => e.as_ref(),
         }
     }
 }
@@ -114,15 +128,20 @@ enum UpstreamBody {
 
 impl hyper::body::Body for UpstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = connector::BoxError;
 
     fn poll_frame(
         self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+    ) -> std::task::Poll<Option<std::result::Result<hyper::body::Frame<Bytes>, connector::BoxError>>>
+    {
         match self.get_mut() {
-            UpstreamBody::Pooled(body) => std::pin::Pin::new(body).poll_frame(cx),
-            UpstreamBody::Driven(body) => std::pin::Pin::new(body).poll_frame(cx),
+            UpstreamBody::Pooled(body) => {
+                std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
+            UpstreamBody::Driven(body) => {
+                std::pin::Pin::new(body).poll_frame(cx).map_err(Into::into)
+            }
         }
     }
 
@@ -228,18 +247,19 @@ impl HttpClient {
         if let Some(auth) = self.connector.proxy_authorization(&uri) {
             headers.insert(http::header::PROXY_AUTHORIZATION, auth);
         }
+        if uri.scheme() == Some(&http::uri::Scheme::HTTP) {
+            let (status, headers, body) =
+                http1::send(&self.idle, &self.connector, method, uri, headers, body).await?;
+            return Ok(UpstreamResponse {
+                status,
+                headers,
+                body: UpstreamBody::Driven(body),
+            });
+        }
         let mut request = Request::new(Full::new(body));
         *request.method_mut() = method;
         *request.uri_mut() = uri;
         *request.headers_mut() = headers;
-        if request.uri().scheme() == Some(&http::uri::Scheme::HTTP) {
-            let (head, body) = http1::send(&self.idle, &self.connector, request).await?;
-            return Ok(UpstreamResponse {
-                status: head.status,
-                headers: head.headers,
-                body: UpstreamBody::Driven(body),
-            });
-        }
         let response = self.pools[pool_for(worker::current(), self.pools.len())]
             .request(request)
             .await

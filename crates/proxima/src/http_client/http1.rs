@@ -1,39 +1,43 @@
-//! Plain-http upstreams (self-hosted models: vLLM, Ollama, TGI) over HTTP/1.1 connections that
-//! the request's own task drives.
+//! Plain-http upstreams (self-hosted models: vLLM, Ollama, TGI) over HTTP/1.1 connections of
+//! the gateway's own, which the request's task reads and writes itself.
 //!
-//! A pooled client runs each connection as a task of its own and hands the answer over a
-//! channel that holds one chunk. A streamed answer then costs two task switches per event: the
-//! connection's task decodes a chunk and waits, the request's task takes it and wakes the
-//! connection's again. Here the request's task polls the connection itself whenever the body
-//! has nothing ready, so a burst of events that arrived together is decoded and passed on in
-//! one go, and the client's connection writes it in one go. Between requests a connection
-//! rests, undriven, in its worker's idle list, which a sweeper task clears of connections
-//! that rested too long or that their upstream closed; a connection found closed when taken
-//! gives the request back unsent, which then goes out on a fresh one.
+//! hyper's client runs each connection as a state machine that hands the answer over a channel
+//! one chunk at a time, and reads a chunked body's framing a byte at a time (a split of its
+//! buffer, a reference count and a state change per byte): about a thousand instructions per
+//! event of a stream, a seventh of what the gateway spends on it. Here the request is written
+//! in one write, the answer's head parsed with `httparse`, and the body cut from the read
+//! buffer one chunk at a time ([`Framing`]): a burst of events that arrived together is passed
+//! on without another read.
 //!
-//! HTTPS upstreams stay with the pooled client: they may speak HTTP/2, whose connections many
-//! requests share.
+//! Between requests a connection rests in its worker's idle list, which a sweeper task clears
+//! of connections that rested too long or that their upstream closed. A connection is checked
+//! when taken (a close that arrived while it rested is read then), and one that fails the
+//! request's first write gives the request back unsent, which then goes out on a fresh one.
+//!
+//! HTTPS upstreams stay with hyper's pooled client: they may speak HTTP/2, whose connections
+//! many requests share.
 
 use std::collections::HashMap;
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
+use std::io::{self, IoSlice};
+use std::pin::{pin, Pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll, Waker};
+use std::task::{ready, Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
-use futures_util::task::AtomicWaker;
-use http::uri::{Authority, PathAndQuery};
-use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::Full;
-use hyper::body::{Body, Frame, Incoming};
-use hyper::client::conn::{http1, TrySendError};
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, HOST, TRANSFER_ENCODING};
+use http::uri::Authority;
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
+use hyper::body::{Body, Frame, SizeHint};
 use hyper_util::client::legacy::connect::Connection as _;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::Instant;
 use tower_service::Service;
 
-use super::connector::{BoxError, Conn, Connector};
+use super::connector::{Conn, Connector};
 use super::HttpError;
 use crate::worker;
 
@@ -46,6 +50,16 @@ const MAX_IDLE_PER_HOST: usize = 1024;
 /// How much of a body its reader left unread is read when the body is dropped, to keep the
 /// connection; with more left, it is closed instead.
 const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Room a read asks the socket to fill, at least.
+const READ_ROOM: usize = 8 * 1024;
+
+/// The longest response head, and the longest line of a chunked body's framing.
+const MAX_HEAD: usize = 64 * 1024;
+const MAX_LINE: usize = 4 * 1024;
+
+/// Headers a response head may have.
+const MAX_HEADERS: usize = 128;
 
 /// The unused connections, one list per worker: a connection's socket belongs to the runtime
 /// of the worker that opened it.
@@ -68,57 +82,24 @@ struct Resting {
     since: Instant,
 }
 
-/// One HTTP/1.1 connection: the handle requests are sent through and the state machine that
-/// does the reading and writing, polled by whoever uses the connection.
+/// One HTTP/1.1 connection and what was read from it and not yet used.
 pub struct Http1Conn {
-    sender: http1::SendRequest<Full<Bytes>>,
-    /// `None` once the connection has ended. Boxed: large, and moved with every request.
-    driver: Option<Box<Driver>>,
+    /// Boxed: a TLS state (to an `https://` proxy) makes it large, and the connection moves
+    /// with every request and into the idle list.
+    io: Box<TokioIo<Conn>>,
+    read: BytesMut,
     /// To a proxy: requests carry the absolute URI.
     proxied: bool,
-    /// What a request drives the connection with while it waits on it; `waker` wakes `wakes`.
-    wakes: Arc<WakeFilter>,
-    waker: Waker,
 }
 
-/// The waker a request drives its connection with while waiting for the response head or a
-/// body chunk. It passes wakes on to the request's task, except those that come while the task
-/// itself drives the connection: those are the connection's answers to what the task just did
-/// (a chunk handed over, a chunk taken), and without this filter each would make the task run
-/// again for nothing once per event. A wake that the drive may not have answered (another
-/// thread's, or the connection yielding) is passed on when there is nothing to return.
-#[derive(Default)]
-struct WakeFilter {
-    task: AtomicWaker,
-    driving: AtomicBool,
-    missed: AtomicBool,
-}
-
-impl std::task::Wake for WakeFilter {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        if self.driving.load(Ordering::SeqCst) {
-            self.missed.store(true, Ordering::SeqCst);
-            // The drive may have ended before `missed` was set: then nobody will look.
-            if self.driving.load(Ordering::SeqCst) {
-                return;
-            }
-        }
-        self.task.wake();
-    }
-}
-
-/// What reads and writes a connection's socket.
-type Driver = http1::Connection<Conn, Full<Bytes>>;
-
-/// A response body read from a connection that this body drives, and which goes back to the
-/// idle list once the body has been read to its end.
+/// A response body read from the connection it came on, which goes back to the idle list once
+/// the body has been read to its end.
 pub struct DrivenBody {
-    body: Incoming,
+    /// `None` once the body has ended or failed.
     conn: Option<Http1Conn>,
+    framing: Framing,
+    /// The connection may carry another exchange after this body.
+    reusable: bool,
     destination: Authority,
     idle: Arc<Idle>,
 }
@@ -147,13 +128,13 @@ impl Idle {
     fn take(&self, destination: &Authority) -> Option<Http1Conn> {
         let mut idle = self.resting(self.mine());
         let resting = idle.get_mut(destination)?;
-        while let Some(Resting { conn, since }) = resting.pop() {
+        while let Some(Resting { mut conn, since }) = resting.pop() {
             if since.elapsed() >= IDLE_TIMEOUT {
                 // The rest rested longer still.
                 resting.clear();
                 break;
             }
-            if conn.sender.is_ready() && conn.driver.is_some() {
+            if conn.still_open() {
                 return Some(conn);
             }
         }
@@ -187,78 +168,112 @@ async fn sweep(idle: Weak<Idle>, worker: usize) {
         let Some(idle) = idle.upgrade() else {
             return;
         };
-        let mut cx = Context::from_waker(Waker::noop());
         idle.resting(worker).retain(|_, resting| {
-            resting.retain_mut(|r| {
-                // Reads a close that came while it rested.
-                r.conn.drive(&mut cx);
-                r.since.elapsed() < IDLE_TIMEOUT && r.conn.driver.is_some()
-            });
+            resting.retain_mut(|r| r.since.elapsed() < IDLE_TIMEOUT && r.conn.still_open());
             !resting.is_empty()
         });
     }
 }
 
-/// Sends `request` (absolute URI, `http` scheme) on a resting connection to its destination,
-/// or on a new one. The response's body drives the connection from then on.
+/// Sends a request (absolute URI, `http` scheme) on a resting connection to its destination,
+/// or on a new one, and reads the response head. The body reads the rest.
 pub async fn send(
     idle: &Arc<Idle>,
     connector: &Connector,
-    mut request: Request<Full<Bytes>>,
-) -> Result<(http::response::Parts, DrivenBody), HttpError> {
-    let uri = request.uri().clone();
+    method: Method,
+    uri: Uri,
+    mut headers: HeaderMap,
+    body: Bytes,
+) -> Result<(StatusCode, HeaderMap, DrivenBody), HttpError> {
     let Some(destination) = uri.authority().cloned() else {
         return Err(HttpError::Connect(format!("no host in `{uri}`").into()));
     };
-    if !request.headers().contains_key(http::header::HOST) {
+    if !headers.contains_key(HOST) {
         // Without any `user:password@` the URI may carry.
         let host = destination.as_str().rsplit('@').next().unwrap_or_default();
         let host = HeaderValue::from_str(host).map_err(|e| HttpError::Connect(e.into()))?;
-        request.headers_mut().insert(http::header::HOST, host);
+        headers.insert(HOST, host);
     }
+    let head_only = method == Method::HEAD;
     loop {
         let (mut conn, resting) = match idle.take(&destination) {
             Some(conn) => (conn, true),
-            // Boxed: opening holds the handshake (2.5 KB), and every request's future, up
+            // Boxed: opening holds the connector's future, and every request's future, up
             // through the provider and the router, would carry that room and copy it.
             None => (
                 Box::pin(Http1Conn::open(connector, uri.clone())).await?,
                 false,
             ),
         };
-        *request.uri_mut() = if conn.proxied {
-            uri.clone()
-        } else {
-            origin_form(&uri)
-        };
-        match conn.exchange(request).await {
-            Ok(response) => {
-                let (head, body) = response.into_parts();
-                let body = DrivenBody {
-                    body,
-                    conn: Some(conn),
-                    destination,
-                    idle: idle.clone(),
-                };
-                return Ok((head, body));
-            }
-            // The connection had closed while it rested, before any of the request went out:
-            // safe to send again, on a fresh one.
-            Err(mut failed) => match failed.take_message() {
-                Some(unsent) if resting => request = unsent,
-                _ => return Err(HttpError::Exchange(failed.into_error())),
-            },
+        let head = request_head(&method, &uri, conn.proxied, &headers, body.len());
+        match conn.write(&head, &body).await {
+            Ok(()) => {}
+            // Closed while it rested, before any of the request went out: safe to send again,
+            // on a fresh one.
+            Err(Written::Nothing(_)) if resting => continue,
+            Err(Written::Nothing(e) | Written::Part(e)) => return Err(HttpError::Exchange(e)),
         }
+        let head = conn
+            .read_head(head_only)
+            .await
+            .map_err(HttpError::Exchange)?;
+        let body = DrivenBody {
+            conn: Some(conn),
+            framing: head.framing,
+            reusable: head.reusable,
+            destination,
+            idle: idle.clone(),
+        };
+        return Ok((head.status, head.headers, body));
     }
 }
 
-/// `/path?query` of `uri`, as a request line to the destination itself carries it.
-fn origin_form(uri: &Uri) -> Uri {
-    let path = uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    Uri::from(path)
+/// The request line and headers, with the body's length.
+fn request_head(
+    method: &Method,
+    uri: &Uri,
+    proxied: bool,
+    headers: &HeaderMap,
+    body_len: usize,
+) -> Vec<u8> {
+    let mut head = Vec::with_capacity(256 + 48 * headers.len());
+    head.extend_from_slice(method.as_str().as_bytes());
+    head.push(b' ');
+    match (proxied, uri.path_and_query()) {
+        // A proxy forwards by the absolute URI.
+        (true, _) => head.extend_from_slice(uri.to_string().as_bytes()),
+        (false, Some(path)) => head.extend_from_slice(path.as_str().as_bytes()),
+        (false, None) => head.push(b'/'),
+    }
+    head.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in headers {
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    let has_body = body_len > 0 || matches!(*method, Method::POST | Method::PUT | Method::PATCH);
+    if has_body && !headers.contains_key(CONTENT_LENGTH) {
+        head.extend_from_slice(b"content-length: ");
+        head.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// How far a failed request write got.
+enum Written {
+    Nothing(io::Error),
+    Part(io::Error),
+}
+
+/// A response head, and how its body is framed.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    reusable: bool,
 }
 
 impl Http1Conn {
@@ -268,77 +283,337 @@ impl Http1Conn {
             .call(uri)
             .await
             .map_err(HttpError::Connect)?;
-        let proxied = io.connected().is_proxied();
-        let (sender, driver) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| HttpError::Connect(BoxError::from(e)))?;
-        let wakes = Arc::new(WakeFilter::default());
         Ok(Http1Conn {
-            sender,
-            driver: Some(Box::new(driver)),
-            proxied,
-            waker: Waker::from(wakes.clone()),
-            wakes,
+            proxied: io.connected().is_proxied(),
+            io: Box::new(TokioIo::new(io)),
+            read: BytesMut::new(),
         })
     }
 
-    /// Reads and writes what the connection can, without waiting.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(driver) = self.driver.as_mut() {
-            if Pin::new(&mut **driver).poll(cx).is_ready() {
-                self.driver = None;
+    /// Whether a resting connection can take a request: its upstream has not closed it (nor
+    /// written anything unasked, after which nothing it says can be trusted). Never waits.
+    fn still_open(&mut self) -> bool {
+        let mut byte = [0u8; 1];
+        let mut buf = tokio::io::ReadBuf::new(&mut byte);
+        let mut cx = Context::from_waker(Waker::noop());
+        Pin::new(&mut *self.io)
+            .poll_read(&mut cx, &mut buf)
+            .is_pending()
+    }
+
+    /// Writes the request head and body, in one write when the socket takes it.
+    async fn write(&mut self, head: &[u8], body: &[u8]) -> Result<(), Written> {
+        let (mut head, mut body) = (head, body);
+        let mut written = false;
+        let failed = |written: bool, e: io::Error| {
+            if written {
+                Written::Part(e)
+            } else {
+                Written::Nothing(e)
+            }
+        };
+        while !head.is_empty() || !body.is_empty() {
+            let slices = [IoSlice::new(head), IoSlice::new(body)];
+            let n = poll_fn(|cx| Pin::new(&mut *self.io).poll_write_vectored(cx, &slices))
+                .await
+                .map_err(|e| failed(written, e))?;
+            if n == 0 {
+                return Err(failed(written, io::ErrorKind::WriteZero.into()));
+            }
+            written = true;
+            let from_head = n.min(head.len());
+            head = &head[from_head..];
+            body = &body[n - from_head..];
+        }
+        poll_fn(|cx| Pin::new(&mut *self.io).poll_flush(cx))
+            .await
+            .map_err(Written::Part)
+    }
+
+    /// Reads whatever the socket has into the read buffer; `Ok(0)` once the upstream closed.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        if self.read.capacity() - self.read.len() < READ_ROOM / 4 {
+            self.read.reserve(READ_ROOM);
+        }
+        pin!(self.io.read_buf(&mut self.read)).poll(cx)
+    }
+
+    /// Reads the response head (after any `1xx` heads before it).
+    async fn read_head(&mut self, head_only: bool) -> io::Result<Head> {
+        loop {
+            if !self.read.is_empty() {
+                if let Some((len, head)) = parse_head(&self.read, head_only)? {
+                    self.read.advance(len);
+                    match head {
+                        Some(head) => return Ok(head),
+                        // Informational (`100 Continue`): the answer follows.
+                        None => continue,
+                    }
+                }
+                if self.read.len() > MAX_HEAD {
+                    return Err(invalid("a response head longer than 64 KiB"));
+                }
+            }
+            if poll_fn(|cx| self.poll_fill(cx)).await? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the upstream closed the connection before answering",
+                ));
             }
         }
     }
+}
 
-    /// Polls `ready`, and if it is not, drives the connection and polls it again: what the
-    /// connection hands over (a response head, a body chunk) is taken in the same turn. The
-    /// connection is driven through the wake filter (see [`WakeFilter`]).
-    fn drive_for<T>(
-        &mut self,
-        cx: &mut Context<'_>,
-        mut ready: impl FnMut(&mut Context<'_>) -> Poll<T>,
-    ) -> Poll<T> {
-        self.wakes.task.register(cx.waker());
-        self.wakes.driving.store(true, Ordering::SeqCst);
-        let waker = self.waker.clone();
-        let mut filtered = Context::from_waker(&waker);
-        let mut polled = ready(&mut filtered);
-        if polled.is_pending() {
-            // Whatever woke the connection so far, the drive answers.
-            self.wakes.missed.store(false, Ordering::SeqCst);
-            self.drive(&mut filtered);
-            polled = ready(&mut filtered);
-        }
-        self.wakes.driving.store(false, Ordering::SeqCst);
-        if polled.is_pending() && self.wakes.missed.swap(false, Ordering::SeqCst) {
-            cx.waker().wake_by_ref();
-        }
-        polled
-    }
+fn invalid(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("not an HTTP/1.1 answer: {what}"),
+    )
+}
 
-    /// Sends `request` and waits for the response head, driving the connection meanwhile.
-    async fn exchange(
-        &mut self,
-        request: Request<Full<Bytes>>,
-    ) -> Result<Response<Incoming>, TrySendError<Request<Full<Bytes>>>> {
-        let mut response = std::pin::pin!(self.sender.try_send_request(request));
-        poll_fn(|cx| self.drive_for(cx, |cx| response.as_mut().poll(cx))).await
+/// The head at the start of `buf` and its length, once it is all there; `Some((len, None))`
+/// for an informational (`1xx`) head.
+fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<(usize, Option<Head>)>> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut slots);
+    let len = match response.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(invalid(&e.to_string())),
+    };
+    let status = response
+        .code
+        .and_then(|code| StatusCode::from_u16(code).ok())
+        .ok_or_else(|| invalid("no status"))?;
+    if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
+        return Ok(Some((len, None)));
     }
+    let mut headers = HeaderMap::with_capacity(response.headers.len());
+    for header in response.headers.iter() {
+        let name = HeaderName::from_bytes(header.name.as_bytes())
+            .map_err(|_| invalid("a bad header name"))?;
+        let value =
+            HeaderValue::from_bytes(header.value).map_err(|_| invalid("a bad header value"))?;
+        headers.append(name, value);
+    }
+    let mut reusable = response.version == Some(1) && !has_token(&headers, CONNECTION, "close");
+    let framing = if head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::Length(0)
+    } else if headers.contains_key(TRANSFER_ENCODING) {
+        if last_coding_is_chunked(&headers) && !headers.contains_key(CONTENT_LENGTH) {
+            Framing::Chunked(Chunked::Size)
+        } else {
+            // Another coding last, or a length beside the coding (RFC 9112, 6.3): the body
+            // ends when the connection does.
+            reusable = false;
+            Framing::UntilClose
+        }
+    } else if let Some(length) = content_length(&headers)? {
+        Framing::Length(length)
+    } else {
+        reusable = false;
+        Framing::UntilClose
+    };
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        reusable = false;
+    }
+    Ok(Some((
+        len,
+        Some(Head {
+            status,
+            headers,
+            framing,
+            reusable,
+        }),
+    )))
+}
+
+/// Whether a comma-separated header has `token`, in any case.
+fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .next_back()
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.rsplit(',').next())
+        .is_some_and(|coding| coding.trim().eq_ignore_ascii_case("chunked"))
+}
+
+/// `content-length`, which every copy must agree on.
+fn content_length(headers: &HeaderMap) -> io::Result<Option<u64>> {
+    let mut length = None;
+    for value in headers.get_all(CONTENT_LENGTH) {
+        for part in value.as_bytes().split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            let parsed =
+                (!part.is_empty() && part.len() <= 19 && part.iter().all(u8::is_ascii_digit))
+                    .then(|| part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+                    .ok_or_else(|| invalid("a bad content-length"))?;
+            if length.is_some_and(|known| known != parsed) {
+                return Err(invalid("content-lengths that disagree"));
+            }
+            length = Some(parsed);
+        }
+    }
+    Ok(length)
+}
+
+/// Where a body ends, and how far it has been read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// So many bytes still to come.
+    Length(u64),
+    Chunked(Chunked),
+    /// Whatever comes until the upstream closes.
+    UntilClose,
+    /// Read to its end.
+    Done,
+}
+
+/// Where in a chunked body the reading is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunked {
+    /// At a chunk's size line.
+    Size,
+    /// In a chunk's data, so many bytes still to come.
+    Data(u64),
+    /// At the line end after a chunk's data.
+    DataEnd,
+    /// At the trailer lines after the last chunk, up to an empty one.
+    Trailers,
+}
+
+/// What the read buffer gave the body.
+#[derive(Debug, PartialEq)]
+enum Cut {
+    Data(Bytes),
+    /// The body's end.
+    End,
+    /// More must be read first.
+    More,
+}
+
+impl Framing {
+    /// The next piece of the body from `buf`, consuming it.
+    fn cut(&mut self, buf: &mut BytesMut) -> io::Result<Cut> {
+        loop {
+            match *self {
+                Framing::Done | Framing::Length(0) => {
+                    *self = Framing::Done;
+                    return Ok(Cut::End);
+                }
+                Framing::Length(left) => {
+                    if buf.is_empty() {
+                        return Ok(Cut::More);
+                    }
+                    let n = take_up_to(buf.len(), left);
+                    *self = Framing::Length(left - n as u64);
+                    return Ok(Cut::Data(buf.split_to(n).freeze()));
+                }
+                Framing::UntilClose => {
+                    if buf.is_empty() {
+                        return Ok(Cut::More);
+                    }
+                    return Ok(Cut::Data(buf.split().freeze()));
+                }
+                Framing::Chunked(Chunked::Data(left)) => {
+                    if buf.is_empty() {
+                        return Ok(Cut::More);
+                    }
+                    let n = take_up_to(buf.len(), left);
+                    let rest = left - n as u64;
+                    *self = Framing::Chunked(if rest == 0 {
+                        Chunked::DataEnd
+                    } else {
+                        Chunked::Data(rest)
+                    });
+                    return Ok(Cut::Data(buf.split_to(n).freeze()));
+                }
+                Framing::Chunked(state) => {
+                    let Some(end) = memchr::memchr(b'\n', buf) else {
+                        if buf.len() > MAX_LINE {
+                            return Err(invalid("a chunked body's line longer than 4 KiB"));
+                        }
+                        return Ok(Cut::More);
+                    };
+                    let line = buf[..end].strip_suffix(b"\r").unwrap_or(&buf[..end]);
+                    let next = match state {
+                        Chunked::Size => match chunk_size(line)? {
+                            0 => Chunked::Trailers,
+                            size => Chunked::Data(size),
+                        },
+                        Chunked::DataEnd if line.is_empty() => Chunked::Size,
+                        Chunked::DataEnd => {
+                            return Err(invalid("a chunk longer than its size says"));
+                        }
+                        // The empty line ends the body; a trailer field is skipped.
+                        Chunked::Trailers if line.is_empty() => {
+                            buf.advance(end + 1);
+                            *self = Framing::Done;
+                            return Ok(Cut::End);
+                        }
+                        Chunked::Trailers | Chunked::Data(_) => Chunked::Trailers,
+                    };
+                    buf.advance(end + 1);
+                    *self = Framing::Chunked(next);
+                }
+            }
+        }
+    }
+}
+
+/// `have` bytes, or fewer when `left` is fewer.
+fn take_up_to(have: usize, left: u64) -> usize {
+    usize::try_from(left).map_or(have, |left| left.min(have))
+}
+
+/// A chunk's size: hex digits, then any extensions (`;name=value`), which are ignored.
+fn chunk_size(line: &[u8]) -> io::Result<u64> {
+    let digits = line
+        .split(|&b| b == b';')
+        .next()
+        .unwrap_or_default()
+        .trim_ascii();
+    if digits.is_empty() || digits.len() > 15 {
+        return Err(invalid("a bad chunk size"));
+    }
+    digits.iter().try_fold(0u64, |size, &d| {
+        let digit = (d as char)
+            .to_digit(16)
+            .ok_or_else(|| invalid("a bad chunk size"))?;
+        Ok(size * 16 + u64::from(digit))
+    })
 }
 
 impl DrivenBody {
     /// The body has ended: the connection rests, if it can take another request.
-    fn release(&mut self, cx: &mut Context<'_>) {
-        let Some(mut conn) = self.conn.take() else {
+    fn release(&mut self) {
+        let Some(conn) = self.conn.take() else {
             return;
         };
-        // Lets the connection see the message's end and ask for the next.
-        conn.drive(cx);
-        if conn.driver.is_some() && conn.sender.is_ready() {
+        // Anything past the answer was never asked for: such a connection is not trusted.
+        if self.reusable && conn.read.is_empty() {
             self.idle.put(self.destination.clone(), conn);
         }
+    }
+
+    fn fail(&mut self, e: io::Error) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
+        self.conn = None;
+        self.framing = Framing::Done;
+        Poll::Ready(Some(Err(e)))
     }
 }
 
@@ -366,32 +641,54 @@ impl Drop for DrivenBody {
 
 impl Body for DrivenBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = io::Error;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, io::Error>>> {
         let this = self.get_mut();
-        let body = &mut this.body;
-        let Some(conn) = this.conn.as_mut() else {
-            // Ended, or the connection is gone: the body says so itself.
-            return Pin::new(body).poll_frame(cx);
-        };
-        // The connection hands the body at most one chunk per turn.
-        let frame = conn.drive_for(cx, |cx| Pin::new(&mut *body).poll_frame(cx));
-        if let Poll::Ready(None) = frame {
-            this.release(cx);
+        loop {
+            let Some(conn) = this.conn.as_mut() else {
+                return Poll::Ready(None);
+            };
+            match this.framing.cut(&mut conn.read) {
+                Ok(Cut::Data(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                Ok(Cut::End) => {
+                    this.release();
+                    return Poll::Ready(None);
+                }
+                Ok(Cut::More) => {}
+                Err(e) => return this.fail(e),
+            }
+            match ready!(conn.poll_fill(cx)) {
+                Ok(0) if this.framing == Framing::UntilClose => {
+                    this.framing = Framing::Done;
+                    this.conn = None;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    return this.fail(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the upstream closed the connection before the end of its answer",
+                    ))
+                }
+                Ok(_) => {}
+                Err(e) => return this.fail(e),
+            }
         }
-        frame
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        matches!(self.framing, Framing::Done | Framing::Length(0))
     }
 
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
     }
 }
 
@@ -633,6 +930,194 @@ mod tests {
         let mut chunks = response.bytes_stream();
         assert_eq!(chunks.next().await.unwrap().unwrap(), "first\n");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    /// `body` cut by [`Framing`], fed to it in pieces of `step` bytes; what was left over.
+    fn cut_all(framing: Framing, body: &[u8], step: usize) -> io::Result<(Vec<u8>, usize)> {
+        let mut framing = framing;
+        let mut buf = BytesMut::new();
+        let mut data = Vec::new();
+        let mut fed = 0;
+        loop {
+            match framing.cut(&mut buf)? {
+                Cut::Data(piece) => {
+                    assert!(!piece.is_empty(), "an empty piece");
+                    data.extend_from_slice(&piece);
+                }
+                Cut::End => return Ok((data, buf.len() + body.len() - fed)),
+                Cut::More if fed == body.len() => {
+                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "cut short"))
+                }
+                Cut::More => {
+                    let next = (fed + step).min(body.len());
+                    buf.extend_from_slice(&body[fed..next]);
+                    fed = next;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_chunked_body_reads_the_same_however_its_bytes_arrive() {
+        let body =
+            b"6\r\nfirst\n\r\n7;name=value\r\nsecond\n\r\n1A\r\nabcdefghijklmnopqrstuvwxyz\r\n\
+            0\r\nx-trailer: 1\r\n\r\nNEXT";
+        for step in [1, 2, 3, 7, 16, body.len()] {
+            let (data, left) = cut_all(Framing::Chunked(Chunked::Size), body, step).unwrap();
+            assert_eq!(
+                String::from_utf8(data).unwrap(),
+                "first\nsecond\nabcdefghijklmnopqrstuvwxyz",
+                "in pieces of {step}"
+            );
+            // What follows the body is not the body's.
+            assert_eq!(left, 4, "in pieces of {step}");
+        }
+        // Bare line feeds, as some servers write them.
+        let (data, _) = cut_all(Framing::Chunked(Chunked::Size), b"2\nok\n0\n\n", 1).unwrap();
+        assert_eq!(data, b"ok");
+    }
+
+    #[test]
+    fn a_chunked_body_with_bad_framing_is_an_error() {
+        for bad in [
+            &b"zz\r\nok\r\n0\r\n\r\n"[..],
+            b"\r\nok\r\n0\r\n\r\n",
+            b"2\r\nokay\r\n0\r\n\r\n",
+            b"1000000000000000\r\n",
+        ] {
+            let error = cut_all(Framing::Chunked(Chunked::Size), bad, 1).unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{bad:?}");
+        }
+        // Cut short: more is needed, and never comes.
+        let short = cut_all(Framing::Chunked(Chunked::Size), b"5\r\nab", 1).unwrap_err();
+        assert_eq!(short.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_body_with_a_length_ends_there() {
+        let (data, left) = cut_all(Framing::Length(5), b"helloNEXT", 2).unwrap();
+        assert_eq!((data.as_slice(), left), (&b"hello"[..], 4));
+        assert!(cut_all(Framing::Length(6), b"hello", 1).is_err());
+        let (data, _) = cut_all(Framing::Length(0), b"", 1).unwrap();
+        assert!(data.is_empty());
+    }
+
+    fn head(text: &str) -> Head {
+        let (len, head) = parse_head(text.as_bytes(), false).unwrap().unwrap();
+        assert_eq!(len, text.len());
+        head.unwrap()
+    }
+
+    #[test]
+    fn a_head_says_how_its_body_is_framed_and_whether_the_connection_goes_on() {
+        let plain = head("HTTP/1.1 200 OK\r\ncontent-length: 12\r\nx-a: 1\r\nx-a: 2\r\n\r\n");
+        assert_eq!(
+            (plain.status, plain.framing, plain.reusable),
+            (StatusCode::OK, Framing::Length(12), true)
+        );
+        assert_eq!(plain.headers.get_all("x-a").iter().count(), 2);
+        let chunked = head("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+        assert_eq!(chunked.framing, Framing::Chunked(Chunked::Size));
+        assert!(chunked.reusable);
+        let closing =
+            head("HTTP/1.1 500 Oops\r\nconnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n");
+        assert_eq!((closing.status.as_u16(), closing.reusable), (500, false));
+        let until_close = head("HTTP/1.1 200 OK\r\n\r\n");
+        assert_eq!(
+            (until_close.framing, until_close.reusable),
+            (Framing::UntilClose, false)
+        );
+        let old = head("HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\n");
+        assert!(!old.reusable);
+        let empty = head("HTTP/1.1 204 No Content\r\ncontent-length: 9\r\n\r\n");
+        assert_eq!(empty.framing, Framing::Length(0));
+        let both =
+            head("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 3\r\n\r\n");
+        assert_eq!((both.framing, both.reusable), (Framing::UntilClose, false));
+        // A HEAD request's answer has no body, whatever its length says.
+        let text = "HTTP/1.1 200 OK\r\ncontent-length: 9\r\n\r\n";
+        let (_, answer) = parse_head(text.as_bytes(), true).unwrap().unwrap();
+        assert_eq!(answer.unwrap().framing, Framing::Length(0));
+    }
+
+    #[test]
+    fn a_head_not_all_there_or_not_http_is_told_apart() {
+        assert!(parse_head(b"HTTP/1.1 200 OK\r\ncontent-le", false)
+            .unwrap()
+            .is_none());
+        let (len, informational) = parse_head(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1", false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(len, 25);
+        assert!(informational.is_none());
+        for bad in [
+            &b"SSH-2.0-OpenSSH\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: -2\r\n\r\n",
+        ] {
+            let error = parse_head(bad, false).err().expect("not a good head");
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_request_head_carries_its_target_headers_and_length() {
+        let uri: Uri = "http://127.0.0.1:8000/v1/chat?x=1".parse().unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert(HOST, HeaderValue::from_static("127.0.0.1:8000"));
+        headers.insert("authorization", HeaderValue::from_static("Bearer k"));
+        let head = request_head(&Method::POST, &uri, false, &headers, 42);
+        assert_eq!(
+            String::from_utf8(head).unwrap(),
+            "POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:8000\r\nauthorization: Bearer k\r\n\
+             content-length: 42\r\n\r\n"
+        );
+        let proxied = request_head(&Method::GET, &uri, true, &HeaderMap::new(), 0);
+        assert_eq!(
+            String::from_utf8(proxied).unwrap(),
+            "GET http://127.0.0.1:8000/v1/chat?x=1 HTTP/1.1\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_answer_without_a_length_ends_with_its_connection() {
+        let Upstream { url, accepted, .. } =
+            upstream("HTTP/1.1 200 OK\r\n\r\nhello", After::CloseSoon).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for _ in 0..2 {
+            assert_eq!(get(&client, &url).await, "hello");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_answer_cut_short_is_a_body_error() {
+        let Upstream { url, .. } = upstream(
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhello",
+            After::CloseSoon,
+        )
+        .await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        let error = open(&client, &url).await.bytes().await.unwrap_err();
+        assert!(matches!(error, HttpError::Body(_)), "{error:?}");
+        assert!(
+            error.to_string().contains("before the end of its answer"),
+            "{error}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_informational_head_before_the_answer_is_passed_over() {
+        let Upstream { url, accepted, .. } = upstream(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+            After::KeepOpen,
+        )
+        .await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for _ in 0..2 {
+            assert_eq!(get(&client, &url).await, "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]

@@ -103,7 +103,7 @@ pub fn transport(provider: &str, e: HttpError) -> Error {
 /// Whether a timeout caused the failure (the connect timeout, or the OS giving up on a
 /// silent peer).
 fn timed_out(e: &HttpError) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e.inner());
     while let Some(inner) = source {
         if let Some(io) = inner.downcast_ref::<std::io::Error>() {
             if io.kind() == std::io::ErrorKind::TimedOut {
