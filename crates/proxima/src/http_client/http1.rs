@@ -1121,6 +1121,64 @@ mod tests {
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
     }
 
+    /// An upstream that reads each request's body by its length and answers with the number
+    /// of bytes it got and the sum of their values.
+    async fn counting_upstream() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/count", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let Some(end) = memchr::memmem::find(&seen, b"\r\n\r\n") else {
+                    match socket.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                    }
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&seen[..end]).to_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|line| line.strip_prefix("content-length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                while seen.len() < end + 4 + length {
+                    let n = socket.read(&mut buf).await.unwrap();
+                    assert!(n > 0, "the body was cut short");
+                    seen.extend_from_slice(&buf[..n]);
+                }
+                let body: Vec<u8> = seen.drain(..end + 4 + length).skip(end + 4).collect();
+                let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+                let answer = format!("{} {sum}", body.len());
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{answer}",
+                    answer.len()
+                );
+                socket.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_body_larger_than_a_socket_takes_in_one_write_arrives_whole() {
+        let url = counting_upstream().await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for size in [0, 10, 8 * 1024 * 1024 + 7] {
+            let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+            let sum: u64 = body.iter().map(|&b| u64::from(b)).sum();
+            let response = client
+                .post(url.parse().unwrap(), HeaderMap::new(), body)
+                .await
+                .unwrap();
+            let answer = response.bytes().await.unwrap();
+            assert_eq!(answer, format!("{size} {sum}").as_bytes());
+        }
+    }
+
     #[tokio::test]
     async fn a_refused_connection_is_a_connect_error() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
