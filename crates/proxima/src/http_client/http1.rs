@@ -806,14 +806,25 @@ mod tests {
         String::from_utf8(body.to_vec()).unwrap()
     }
 
+    /// The connections an upstream answering `answer` accepted for `times` requests, each of
+    /// which read `body`.
+    async fn connections_for(
+        answer: &'static str,
+        after: After,
+        times: usize,
+        body: &str,
+    ) -> usize {
+        let Upstream { url, accepted, .. } = upstream(answer, after).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        for _ in 0..times {
+            assert_eq!(get(&client, &url).await, body);
+        }
+        accepted.load(Ordering::SeqCst)
+    }
+
     #[tokio::test]
     async fn a_connection_read_to_its_end_serves_the_next_request() {
-        let Upstream { url, accepted, .. } = upstream(PLAIN, After::KeepOpen).await;
-        let client = HttpClient::with_proxy(None).unwrap();
-        for _ in 0..3 {
-            assert_eq!(get(&client, &url).await, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        assert_eq!(connections_for(PLAIN, After::KeepOpen, 3, "ok").await, 1);
     }
 
     #[tokio::test]
@@ -1082,13 +1093,11 @@ mod tests {
 
     #[tokio::test]
     async fn an_answer_without_a_length_ends_with_its_connection() {
-        let Upstream { url, accepted, .. } =
-            upstream("HTTP/1.1 200 OK\r\n\r\nhello", After::CloseSoon).await;
-        let client = HttpClient::with_proxy(None).unwrap();
-        for _ in 0..2 {
-            assert_eq!(get(&client, &url).await, "hello");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+        let answer = "HTTP/1.1 200 OK\r\n\r\nhello";
+        assert_eq!(
+            connections_for(answer, After::CloseSoon, 2, "hello").await,
+            2
+        );
     }
 
     #[tokio::test]
@@ -1109,16 +1118,8 @@ mod tests {
 
     #[tokio::test]
     async fn an_informational_head_before_the_answer_is_passed_over() {
-        let Upstream { url, accepted, .. } = upstream(
-            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
-            After::KeepOpen,
-        )
-        .await;
-        let client = HttpClient::with_proxy(None).unwrap();
-        for _ in 0..2 {
-            assert_eq!(get(&client, &url).await, "ok");
-        }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+        let answer = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(connections_for(answer, After::KeepOpen, 2, "ok").await, 1);
     }
 
     /// An upstream that reads each request's body by its length and answers with the number
