@@ -76,32 +76,7 @@ impl HttpError {
             HttpError::Exchange(_) | HttpError::Body(_) => false,
         }
     }
-}
 
-impl std::fmt::Display for HttpError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HttpError::Request(e) => e.fmt(f),
-            HttpError::Connect(e) => e.fmt(f),
-            HttpError::Exchange(e) => e.fmt(f),
-            HttpError::Body(e) => e.fmt(f),
-        }
-    }
-}
-
-impl std::error::Error for HttpError {
-    // The inner error's own causes: this type only says which stage failed.
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match self {
-            HttpError::Request(e) => e.source(),
-            HttpError::Connect(e) => e.source(),
-            HttpError::Exchange(e) => e.source(),
-            HttpError::Body(e) => e.source(),
-        }
-    }
-}
-
-impl HttpError {
     /// The failure itself, whose causes [`std::error::Error::source`] gives.
     pub fn inner(&self) -> &(dyn std::error::Error + 'static) {
         match self {
@@ -110,6 +85,19 @@ impl HttpError {
             HttpError::Exchange(e) => e,
             HttpError::Body(e) => e.as_ref(),
         }
+    }
+}
+
+impl std::fmt::Display for HttpError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self.inner(), f)
+    }
+}
+
+impl std::error::Error for HttpError {
+    // The inner error's own causes: this type only says which stage failed.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.inner().source()
     }
 }
 
