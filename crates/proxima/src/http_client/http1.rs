@@ -52,8 +52,11 @@ const MAX_IDLE_PER_HOST: usize = 1024;
 /// connection; with more left, it is closed instead.
 const DRAIN_LIMIT: usize = 64 * 1024;
 
-/// Room a read asks the socket to fill, at least.
+/// Room a connection's reads ask the socket to fill, at first and at most: a read that fills
+/// all it was given doubles the room for the next, so that a large body (many embeddings)
+/// takes tens of reads rather than hundreds.
 const READ_ROOM: usize = 8 * 1024;
+const MAX_READ_ROOM: usize = 256 * 1024;
 
 /// The longest response head, and the longest line of a chunked body's framing.
 const MAX_HEAD: usize = 64 * 1024;
@@ -91,6 +94,8 @@ pub struct Http1Conn {
     read: BytesMut,
     /// To a proxy: requests carry the absolute URI.
     proxied: bool,
+    /// What the next read asks for (see [`READ_ROOM`]).
+    room: usize,
 }
 
 /// A response body read from the connection it came on, which goes back to the idle list once
@@ -288,6 +293,7 @@ impl Http1Conn {
             proxied: io.connected().is_proxied(),
             io: Box::new(TokioIo::new(io)),
             read: BytesMut::new(),
+            room: READ_ROOM,
         })
     }
 
@@ -333,10 +339,15 @@ impl Http1Conn {
 
     /// Reads whatever the socket has into the read buffer; `Ok(0)` once the upstream closed.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        if self.read.capacity() - self.read.len() < READ_ROOM / 4 {
-            self.read.reserve(READ_ROOM);
+        if self.read.capacity() - self.read.len() < self.room / 4 {
+            self.read.reserve(self.room);
         }
-        pin!(self.io.read_buf(&mut self.read)).poll(cx)
+        let spare = self.read.capacity() - self.read.len();
+        let read = ready!(pin!(self.io.read_buf(&mut self.read)).poll(cx))?;
+        if read == spare {
+            self.room = (self.room * 2).min(MAX_READ_ROOM);
+        }
+        Poll::Ready(Ok(read))
     }
 
     /// Reads the response head (after any `1xx` heads before it).
@@ -602,11 +613,16 @@ fn chunk_size(line: &[u8]) -> io::Result<u64> {
 impl DrivenBody {
     /// The body has ended: the connection rests, if it can take another request.
     fn release(&mut self) {
-        let Some(conn) = self.conn.take() else {
+        let Some(mut conn) = self.conn.take() else {
             return;
         };
         // Anything past the answer was never asked for: such a connection is not trusted.
         if self.reusable && conn.read.is_empty() {
+            // A large body's room is not kept while the connection rests.
+            conn.room = READ_ROOM;
+            if conn.read.capacity() > READ_ROOM {
+                conn.read = BytesMut::new();
+            }
             self.idle.put(self.destination.clone(), conn);
         }
     }
@@ -1178,6 +1194,26 @@ mod tests {
             let answer = response.bytes().await.unwrap();
             assert_eq!(answer, format!("{size} {sum}").as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn a_large_body_is_read_in_growing_pieces() {
+        const SIZE: usize = 4 * 1024 * 1024;
+        let answer = format!(
+            "HTTP/1.1 200 OK\r\ncontent-length: {SIZE}\r\n\r\n{}",
+            "x".repeat(SIZE)
+        );
+        let Upstream { url, .. } = upstream(answer.leak(), After::KeepOpen).await;
+        let client = HttpClient::with_proxy(None).unwrap();
+        let pieces: Vec<Bytes> = open(&client, &url)
+            .await
+            .bytes_stream()
+            .map(|piece| piece.unwrap())
+            .collect()
+            .await;
+        assert_eq!(pieces.iter().map(Bytes::len).sum::<usize>(), SIZE);
+        // Reads of the first room alone would take 512.
+        assert!(pieces.len() < 256, "{} reads", pieces.len());
     }
 
     #[tokio::test]
