@@ -4,8 +4,9 @@
 # `link_order`). Runs the release binary under callgrind twice, each time from start to stop:
 #   core      no keys, ledger on (the default config): plain and streamed requests
 #   accounts  a virtual key with rpm, tpm and a daily budget, in a team: the same requests
-# Run it again after changing the request path or a dependency: the linker skips names a build
-# no longer has (ThinLTO renames some functions whenever their module changes), and puts the
+# Run it again after changing the request path, a dependency or the release profile: the linker
+# skips names a build no longer has (what LTO inlines changes with the code; ThinLTO, in a
+# profile that uses it, renames some functions whenever their module changes), and puts the
 # functions the file lacks after those it lists.
 #   bench/link-order.sh [PROXIMA_BINARY]     (builds the release binaries first unless SKIP_BUILD=1)
 set -euo pipefail
