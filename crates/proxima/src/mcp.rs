@@ -312,15 +312,8 @@ pub async fn delete(Extension(cx): Extension<Arc<RequestContext>>, headers: Head
 
 /// Whether the client takes only an event stream (`Accept: text/event-stream`), not JSON.
 fn accepts_only_events(headers: &HeaderMap) -> bool {
-    let accept = headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect::<Vec<_>>()
-        .join(",");
     let takes = |kind: &str| {
-        accept
-            .split(',')
+        crate::wire::header_list(headers, header::ACCEPT)
             .any(|part| part.split(';').next().unwrap_or_default().trim() == kind)
     };
     takes("text/event-stream") && !takes("application/json") && !takes("*/*")

@@ -6,6 +6,20 @@
 /// fits, so the buffer is not regrown (and copied) several times on the way.
 pub const JSON_CAPACITY: usize = 1024;
 
+/// The elements of a comma-separated header list (RFC 9110, 5.6.1) across every copy of the
+/// header, trimmed: `Connection`, `Cache-Control`, `Accept`.
+pub fn header_list(
+    headers: &http::HeaderMap,
+    name: http::HeaderName,
+) -> impl Iterator<Item = &str> + '_ {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// Reads a JSON body. The bytes are checked as UTF-8 in one pass, then read as text, which
 /// serde_json reads without checking each string again as it does reading bytes (that was
 /// 2,800 instructions of a plain chat call, request and answer). Bytes that are not UTF-8 are

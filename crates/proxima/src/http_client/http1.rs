@@ -408,7 +408,8 @@ fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<(usize, Option<H
             HeaderValue::from_bytes(header.value).map_err(|_| invalid("a bad header value"))?;
         headers.append(name, value);
     }
-    let mut reusable = response.version == Some(1) && !has_token(&headers, CONNECTION, "close");
+    let mut reusable = response.version == Some(1)
+        && !crate::wire::header_list(&headers, CONNECTION).any(|t| t.eq_ignore_ascii_case("close"));
     let framing = if head_only
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
@@ -442,16 +443,6 @@ fn parse_head(buf: &[u8], head_only: bool) -> io::Result<Option<(usize, Option<H
             reusable,
         }),
     )))
-}
-
-/// Whether a comma-separated header has `token`, in any case.
-fn has_token(headers: &HeaderMap, name: HeaderName, token: &str) -> bool {
-    headers
-        .get_all(name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 fn last_coding_is_chunked(headers: &HeaderMap) -> bool {
@@ -577,6 +568,7 @@ impl Framing {
                             *self = Framing::Done;
                             return Ok(Cut::End);
                         }
+                        // (`Data` is cut by the arm above, never here.)
                         Chunked::Trailers | Chunked::Data(_) => Chunked::Trailers,
                     };
                     buf.advance(end + 1);

@@ -73,13 +73,7 @@ pub struct Control {
 impl Control {
     pub fn from_headers(headers: &HeaderMap) -> Control {
         let mut control = Control::default();
-        let directives = headers
-            .get_all(CACHE_CONTROL)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','));
-        for directive in directives {
-            let directive = directive.trim();
+        for directive in crate::wire::header_list(headers, CACHE_CONTROL) {
             if directive.eq_ignore_ascii_case("no-cache") {
                 control.no_cache = true;
             } else if directive.eq_ignore_ascii_case("no-store") {
