@@ -212,17 +212,25 @@ pub async fn send(
             ),
         };
         let head = request_head(&method, &uri, conn.proxied, &headers, body.len());
-        match conn.write(&head, &body).await {
-            Ok(()) => {}
+        let head = match conn.write(&head, &body).await {
+            Ok(()) => conn
+                .read_head(head_only)
+                .await
+                .map_err(HttpError::Exchange)?,
             // Closed while it rested, before any of the request went out: safe to send again,
             // on a fresh one.
             Err(Written::Nothing(_)) if resting => continue,
-            Err(Written::Nothing(e) | Written::Part(e)) => return Err(HttpError::Exchange(e)),
-        }
-        let head = conn
-            .read_head(head_only)
-            .await
-            .map_err(HttpError::Exchange)?;
+            // An upstream may answer before it has read the whole request (a 413 for a body
+            // too large) and close: its answer, when one came, says more than the write's
+            // error. The connection ends with that answer.
+            Err(Written::Nothing(e) | Written::Part(e)) => match conn.read_head(head_only).await {
+                Ok(head) => Head {
+                    reusable: false,
+                    ..head
+                },
+                Err(_) => return Err(HttpError::Exchange(e)),
+            },
+        };
         let body = DrivenBody {
             conn: Some(conn),
             framing: head.framing,
@@ -1186,6 +1194,36 @@ mod tests {
             let answer = response.bytes().await.unwrap();
             assert_eq!(answer, format!("{size} {sum}").as_bytes());
         }
+    }
+
+    #[tokio::test]
+    async fn an_answer_sent_before_the_body_was_read_is_the_result() {
+        // The upstream refuses the request from its head alone, and closes with the body
+        // unread (so its kernel resets the connection under the client's write).
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/upload", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut seen = Vec::new();
+            let mut buf = vec![0u8; 16 * 1024];
+            while memchr::memmem::find(&seen, b"\r\n\r\n").is_none() {
+                let n = socket.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            let answer = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
+            socket.write_all(answer.as_bytes()).await.unwrap();
+        });
+        let client = HttpClient::with_proxy(None).unwrap();
+        let response = client
+            .post(
+                url.parse().unwrap(),
+                HeaderMap::new(),
+                vec![7u8; 32 * 1024 * 1024],
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(response.bytes().await.unwrap(), "too big!".as_bytes());
     }
 
     #[tokio::test]
