@@ -15,6 +15,8 @@
 # FEATURES=a,b,... switches features on over the mode's config (bench/features.sh).
 # NUMBERED=1 sends FEATURES=cache's numbered bodies without the cache: what a miss is compared with.
 # CONCURRENCY=16 connections oha keeps busy.
+# CALLGRIND_ARGS="..." more options for callgrind: --dump-instr=yes, say, with KEEP_PROFILE, for
+# bench/footprint.py (the code a request runs, in distinct 64-byte lines).
 # CACHE_SIM=1 also simulates the data and instruction caches of one core (32 KiB L1, and a 1 MiB
 # L2 as the last level: on a shared host the L3 is other tenants' too) and prints misses per
 # request: how much of what a request touches has left the caches since, which grows with the
@@ -50,6 +52,8 @@ PIDS+=($!)
 } >"$WORK/proxima.toml"
 SIM=()
 [ "${CACHE_SIM:-0}" = 1 ] && SIM=(--cache-sim=yes --D1=32768,8,64 --I1=32768,8,64 --LL=1048576,8,64)
+# shellcheck disable=SC2206 # split on purpose: several options
+[ -n "${CALLGRIND_ARGS:-}" ] && SIM+=($CALLGRIND_ARGS)
 valgrind --tool=callgrind "${SIM[@]}" --callgrind-out-file="$WORK/cg.%p.out" \
     "$PROXIMA" serve --config "$WORK/proxima.toml" >"$WORK/cg.log" 2>&1 &
 CG_PID=$!
