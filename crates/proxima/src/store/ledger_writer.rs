@@ -117,8 +117,8 @@ fn serve(connection: &Connection, queue: &mpsc::Receiver<Job>) -> Option<oneshot
 }
 
 /// The writer's statements, each prepared when first needed and kept: `BEGIN` and `COMMIT`
-/// too, which a transaction of rusqlite's would parse again for every batch (about 2,700
-/// instructions a batch).
+/// too, which rusqlite's transactions run through `execute_batch`, parsing them again for
+/// every batch.
 struct Statements<'c> {
     connection: &'c Connection,
     begin: Option<Statement<'c>>,
