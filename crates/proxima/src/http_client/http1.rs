@@ -1141,10 +1141,7 @@ mod tests {
     /// An upstream that reads each request's body by its length and answers with the number
     /// of bytes it got and the sum of their values.
     async fn counting_upstream() -> String {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/count", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
+        one_connection("/count", |mut socket| async move {
             let mut seen = Vec::new();
             let mut buf = vec![0u8; 64 * 1024];
             loop {
@@ -1176,6 +1173,22 @@ mod tests {
                 );
                 socket.write_all(response.as_bytes()).await.unwrap();
             }
+        })
+        .await
+    }
+
+    /// An upstream at the URL returned (ending in `path`) that hands its first connection to
+    /// `serve`.
+    async fn one_connection<F, Fut>(path: &str, serve: F) -> String
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}{path}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            serve(socket).await;
         });
         url
     }
@@ -1200,10 +1213,7 @@ mod tests {
     async fn an_answer_sent_before_the_body_was_read_is_the_result() {
         // The upstream refuses the request from its head alone, and closes with the body
         // unread (so its kernel resets the connection under the client's write).
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/upload", listener.local_addr().unwrap());
-        tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.unwrap();
+        let url = one_connection("/upload", |mut socket| async move {
             let mut seen = Vec::new();
             let mut buf = vec![0u8; 16 * 1024];
             while memchr::memmem::find(&seen, b"\r\n\r\n").is_none() {
@@ -1212,7 +1222,8 @@ mod tests {
             }
             let answer = "HTTP/1.1 413 Payload Too Large\r\ncontent-length: 8\r\n\r\ntoo big!";
             socket.write_all(answer.as_bytes()).await.unwrap();
-        });
+        })
+        .await;
         let client = HttpClient::with_proxy(None).unwrap();
         let response = client
             .post(
